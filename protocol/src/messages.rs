@@ -1,0 +1,342 @@
+//! The v1 device protocol: what a device sends at check-in, what the server answers (with an
+//! optional offer), and the events a device reports.
+//!
+//! Every type works without `std` or an allocator: strings are bounded `heapless` strings and a
+//! report batch holds at most [`MAX_EVENTS_PER_REPORT`] events, so a device can (de)serialize
+//! them with `serde-json-core` and the server with `serde_json`. The bounds double as input
+//! validation: an oversized field fails to deserialize.
+//!
+//! Versions travel as strings (`"1.4.2+7"`), digests as 64 hex digits, slots as `"a"`/`"b"`.
+
+use crate::image::{Digest, ImageVersion};
+use crate::layout::SlotId;
+use core::fmt;
+use serde::de::{self, Visitor};
+use serde::{Deserialize, Deserializer, Serialize, Serializer};
+
+/// The protocol version these types describe.
+pub const PROTOCOL_VERSION: u16 = 1;
+/// Most events one report may carry.
+pub const MAX_EVENTS_PER_REPORT: usize = 16;
+
+/// A hardware model name, e.g. `"streetlight-f429"`.
+pub type Model = heapless::String<32>;
+/// A free-text reason attached to a failure event.
+pub type Reason = heapless::String<96>;
+
+/// Whether the running image is on trial or confirmed (as the bootloader journal says).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum BootState {
+    /// Booted as a trial: the bootloader reverts it unless the application confirms it.
+    Trial,
+    /// Confirmed: the bootloader will keep booting it.
+    Confirmed,
+}
+
+/// Flash read-out protection level (RDP option byte: 0xAA = level 0, 0xCC = level 2, else 1).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum RdpLevel {
+    /// No protection.
+    Level0,
+    /// Read-out protection; the application can still program its own flash.
+    Level1,
+    /// Permanent protection, debug disabled.
+    Level2,
+}
+
+impl RdpLevel {
+    /// Decode the RDP option byte.
+    pub fn from_option_byte(b: u8) -> Self {
+        match b {
+            0xAA => RdpLevel::Level0,
+            0xCC => RdpLevel::Level2,
+            _ => RdpLevel::Level1,
+        }
+    }
+}
+
+/// What a device says at every check-in.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CheckIn {
+    /// Hardware model.
+    pub model: Model,
+    /// Version of the running application image.
+    pub firmware_version: ImageVersion,
+    /// Slot it runs from.
+    pub running_slot: SlotId,
+    /// Trial or confirmed.
+    pub boot_state: BootState,
+    /// Version of the bootloader.
+    pub bootloader_version: ImageVersion,
+    /// Read-out protection level.
+    pub rdp_level: RdpLevel,
+    /// Write-protected sectors: bit i set means sector i cannot be programmed. (The F4's nWRP
+    /// bits are active-low; the device inverts them before sending.)
+    pub wrp_mask: u32,
+}
+
+/// An update the server offers: the image built for the device's inactive slot.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Offer {
+    /// The rollout this offer belongs to; events about it carry the same id.
+    pub rollout_id: u64,
+    /// Version of the offered release.
+    pub version: ImageVersion,
+    /// The slot the image is linked for (always the device's inactive slot).
+    pub slot: SlotId,
+    /// Content address of the signed image: `GET /v1/artifacts/{sha256}`.
+    pub sha256: Digest,
+    /// Image length in bytes.
+    pub size: u32,
+    /// The image's security counter, so a device can refuse a downgrade before downloading.
+    pub security_counter: u32,
+}
+
+/// The server's answer to a check-in.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CheckInResponse {
+    /// Seconds until the next check-in.
+    pub poll_interval_s: u32,
+    /// An update to install, if this device is in a rollout's current cohort.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub offer: Option<Offer>,
+}
+
+/// What happened on the device.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum EventKind {
+    /// The device took the offer.
+    OfferAccepted,
+    /// Download into the inactive slot started.
+    DownloadStarted,
+    /// Download failed (link, server, flash write); `reason` says which.
+    DownloadFailed,
+    /// Image written, verified and marked pending; the device reboots into it.
+    Installed,
+    /// The new image booted as a trial.
+    TrialBoot,
+    /// The new image reached the server, passed its self-test and confirmed itself.
+    Confirmed,
+    /// The bootloader reverted to the previous image; `reason` says why.
+    RolledBack,
+    /// The downloaded image failed verification; `reason` says how.
+    VerifyFailed,
+    /// RDP/WRP would block writing the target slot, so the device did not start.
+    ProtectionBlocked,
+}
+
+impl EventKind {
+    /// Whether the event counts as a failure for a rollout's health gate.
+    pub fn is_failure(self) -> bool {
+        matches!(
+            self,
+            EventKind::DownloadFailed
+                | EventKind::RolledBack
+                | EventKind::VerifyFailed
+                | EventKind::ProtectionBlocked
+        )
+    }
+}
+
+/// One event. `id` is unique per device (a counter kept in flash): the server stores each
+/// (device, id) once, so a report retried after a lost acknowledgement changes nothing.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Event {
+    /// Per-device unique id.
+    pub id: u64,
+    /// What happened.
+    pub kind: EventKind,
+    /// The rollout it is about, if any.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rollout_id: Option<u64>,
+    /// The image version it is about (e.g. the one rolled back from).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub version: Option<ImageVersion>,
+    /// Human-readable detail for failures.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reason: Option<Reason>,
+}
+
+/// A batch of events.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Report {
+    /// The events, oldest first.
+    pub events: heapless::Vec<Event, MAX_EVENTS_PER_REPORT>,
+}
+
+/// The server's acknowledgement: sent only once every event is stored.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ReportAck {
+    /// Events stored by this request.
+    pub stored: u32,
+    /// Events already stored by an earlier request (retries).
+    pub duplicates: u32,
+}
+
+struct StrVisitor<T>(&'static str, fn(&str) -> Option<T>);
+
+impl<T> Visitor<'_> for StrVisitor<T> {
+    type Value = T;
+    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.0)
+    }
+    fn visit_str<E: de::Error>(self, v: &str) -> Result<T, E> {
+        (self.1)(v).ok_or_else(|| E::invalid_value(de::Unexpected::Str(v), &self))
+    }
+}
+
+impl Serialize for ImageVersion {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        // "255.255.65535+4294967295" is 24 bytes.
+        let mut buf = heapless::String::<24>::new();
+        fmt::write(&mut buf, format_args!("{self}")).map_err(serde::ser::Error::custom)?;
+        s.serialize_str(&buf)
+    }
+}
+
+impl<'de> Deserialize<'de> for ImageVersion {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        d.deserialize_str(StrVisitor("a version like \"1.4.2+7\"", |s| s.parse().ok()))
+    }
+}
+
+impl Serialize for Digest {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        let hex = self.to_hex();
+        s.serialize_str(core::str::from_utf8(&hex).map_err(serde::ser::Error::custom)?)
+    }
+}
+
+impl<'de> Deserialize<'de> for Digest {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        d.deserialize_str(StrVisitor("64 hex digits", Digest::from_hex))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn check_in() -> CheckIn {
+        CheckIn {
+            model: Model::try_from("streetlight-f429").unwrap(),
+            firmware_version: ImageVersion::new(1, 4, 2, 7),
+            running_slot: SlotId::A,
+            boot_state: BootState::Confirmed,
+            bootloader_version: ImageVersion::new(1, 0, 0, 0),
+            rdp_level: RdpLevel::Level1,
+            wrp_mask: 0b11,
+        }
+    }
+
+    #[test]
+    fn check_in_json_is_stable() {
+        let json = serde_json::to_string(&check_in()).unwrap();
+        assert_eq!(
+            json,
+            r#"{"model":"streetlight-f429","firmware_version":"1.4.2+7","running_slot":"a","boot_state":"confirmed","bootloader_version":"1.0.0","rdp_level":"level1","wrp_mask":3}"#
+        );
+        assert_eq!(serde_json::from_str::<CheckIn>(&json).unwrap(), check_in());
+    }
+
+    #[test]
+    fn messages_round_trip_without_std() {
+        // serde-json-core is what a device uses: no allocator.
+        let mut buf = [0u8; 512];
+        let n = serde_json_core::to_slice(&check_in(), &mut buf).unwrap();
+        let (back, _) = serde_json_core::from_slice::<CheckIn>(&buf[..n]).unwrap();
+        assert_eq!(back, check_in());
+
+        let offer = CheckInResponse {
+            poll_interval_s: 3600,
+            offer: Some(Offer {
+                rollout_id: 9,
+                version: ImageVersion::new(1, 5, 0, 0),
+                slot: SlotId::B,
+                sha256: Digest([0xab; 32]),
+                size: 123_456,
+                security_counter: 3,
+            }),
+        };
+        let n = serde_json_core::to_slice(&offer, &mut buf).unwrap();
+        let (back, _) = serde_json_core::from_slice::<CheckInResponse>(&buf[..n]).unwrap();
+        assert_eq!(back, offer);
+        // The server (serde_json) reads what the device (serde-json-core) wrote, and back.
+        assert_eq!(
+            serde_json::from_slice::<CheckInResponse>(&buf[..n]).unwrap(),
+            offer
+        );
+
+        let mut events = heapless::Vec::new();
+        events
+            .push(Event {
+                id: 41,
+                kind: EventKind::RolledBack,
+                rollout_id: Some(9),
+                version: Some(ImageVersion::new(1, 5, 0, 0)),
+                reason: Some(Reason::try_from("3 failed trial boots").unwrap()),
+            })
+            .unwrap();
+        events
+            .push(Event {
+                id: 42,
+                kind: EventKind::Confirmed,
+                rollout_id: None,
+                version: None,
+                reason: None,
+            })
+            .unwrap();
+        let report = Report { events };
+        let n = serde_json_core::to_slice(&report, &mut buf).unwrap();
+        let (back, _) = serde_json_core::from_slice::<Report>(&buf[..n]).unwrap();
+        assert_eq!(back, report);
+        let json = serde_json::to_string(&report).unwrap();
+        assert_eq!(serde_json::from_str::<Report>(&json).unwrap(), report);
+    }
+
+    #[test]
+    fn bad_fields_are_refused() {
+        let good = serde_json::to_value(check_in()).unwrap();
+        let cases = [
+            ("firmware_version", serde_json::json!("1.x")),
+            ("running_slot", serde_json::json!("c")),
+            ("boot_state", serde_json::json!("maybe")),
+            ("model", serde_json::json!("m".repeat(33))),
+            ("wrp_mask", serde_json::json!(-1)),
+        ];
+        for (field, value) in cases {
+            let mut v = good.clone();
+            v[field] = value;
+            assert!(serde_json::from_value::<CheckIn>(v).is_err(), "{field}");
+        }
+        let mut v = good.clone();
+        v["extra"] = serde_json::json!(1);
+        assert!(serde_json::from_value::<CheckIn>(v).is_err());
+        assert!(serde_json::from_str::<Offer>(r#"{"rollout_id":1,"version":"1.0.0","slot":"a","sha256":"zz","size":1,"security_counter":0}"#).is_err());
+        let too_many: Vec<_> = (0..17)
+            .map(|i| serde_json::json!({"id": i, "kind": "confirmed"}))
+            .collect();
+        assert!(
+            serde_json::from_value::<Report>(serde_json::json!({ "events": too_many })).is_err()
+        );
+    }
+
+    #[test]
+    fn failures_are_the_events_a_gate_counts() {
+        assert!(EventKind::RolledBack.is_failure());
+        assert!(EventKind::VerifyFailed.is_failure());
+        assert!(!EventKind::Confirmed.is_failure());
+        assert!(!EventKind::Installed.is_failure());
+        assert_eq!(RdpLevel::from_option_byte(0xAA), RdpLevel::Level0);
+        assert_eq!(RdpLevel::from_option_byte(0x55), RdpLevel::Level1);
+        assert_eq!(RdpLevel::from_option_byte(0xCC), RdpLevel::Level2);
+    }
+}
