@@ -1,0 +1,235 @@
+//! The `fota` command line: one module per command, each with its clap `Args` and a `run`.
+//!
+//! Commands write their results to the `out` they are given (stdout in the binary) and return
+//! failures as `anyhow` errors, which [`report_error`] prints as one `error: ...` line. New
+//! commands (`serve`, operator commands) are new [`Command`] variants and modules.
+
+pub mod inspect;
+pub mod keygen;
+pub mod sign;
+pub mod verify;
+
+use anyhow::Context as _;
+use fota_protocol::image::{ImageError, ParsedImage, StreamVerifier};
+use std::fs::File;
+use std::io::{self, Read, Write};
+use std::path::Path;
+use std::process::ExitCode;
+
+/// Exit status for failures of a command.
+pub const EXIT_FAILURE: u8 = 1;
+/// Exit status for command-line usage errors (clap's convention).
+pub const EXIT_USAGE: u8 = 2;
+
+/// `fota`: sign, inspect and verify MCUboot images for the STM32F429 fleet.
+#[derive(Debug, clap::Parser)]
+#[command(name = "fota", version)]
+pub struct Cli {
+    /// What to do.
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+/// The `fota` subcommands.
+#[derive(Debug, clap::Subcommand)]
+pub enum Command {
+    /// Generate an Ed25519 signing key pair (PKCS#8 private PEM + SubjectPublicKeyInfo PEM).
+    Keygen(keygen::Args),
+    /// Sign an application build (raw .bin or ELF) for slot A or B.
+    Sign(sign::Args),
+    /// Show the header, TLVs, hash, vector table and slot fit of a signed image.
+    Inspect(inspect::Args),
+    /// Check an image's hash and signature against trusted keys (and optionally a slot).
+    Verify(verify::Args),
+}
+
+/// Run a parsed command line, writing results to stdout.
+pub fn run(cli: Cli) -> anyhow::Result<()> {
+    let stdout = io::stdout();
+    let mut out = stdout.lock();
+    run_with(cli.command, &mut out)?;
+    out.flush().context("cannot write to stdout")?;
+    Ok(())
+}
+
+/// Run one command, writing its results to `out`.
+pub fn run_with(command: Command, out: &mut dyn Write) -> anyhow::Result<()> {
+    match command {
+        Command::Keygen(args) => keygen::run(&args, out),
+        Command::Sign(args) => sign::run(&args, out),
+        Command::Inspect(args) => inspect::run(&args, out),
+        Command::Verify(args) => verify::run(&args, out),
+    }
+}
+
+/// `message` on one line: line breaks become spaces.
+pub fn one_line(message: &str) -> String {
+    message.split_whitespace().collect::<Vec<_>>().join(" ")
+}
+
+/// Print a command's failure as one `error: ...` line on stderr and return exit status 1.
+/// A closed stdout (`fota inspect x | head -1`) ends the command quietly.
+pub fn report_error(error: &anyhow::Error) -> ExitCode {
+    let broken_pipe = error.chain().any(|cause| {
+        cause
+            .downcast_ref::<io::Error>()
+            .is_some_and(|e| e.kind() == io::ErrorKind::BrokenPipe)
+    });
+    if !broken_pipe {
+        // Nothing sensible is left to do if stderr is gone too.
+        let _ = writeln!(io::stderr(), "error: {}", one_line(&format!("{error:#}")));
+    }
+    ExitCode::from(EXIT_FAILURE)
+}
+
+/// Handle a clap parse failure: `--help` and `--version` print and exit 0; a usage error is
+/// printed as one `error: ...` line and exits 2.
+pub fn report_usage_error(error: &clap::Error) -> ExitCode {
+    use clap::error::ErrorKind;
+    match error.kind() {
+        ErrorKind::DisplayHelp | ErrorKind::DisplayVersion => {
+            let _ = error.print();
+            ExitCode::SUCCESS
+        }
+        ErrorKind::DisplayHelpOnMissingArgumentOrSubcommand => {
+            let _ = writeln!(
+                io::stderr(),
+                "error: no command given (keygen, sign, inspect, verify); see 'fota --help'"
+            );
+            ExitCode::from(EXIT_USAGE)
+        }
+        _ => {
+            let _ = writeln!(
+                io::stderr(),
+                "{}",
+                usage_error_line(&error.render().to_string())
+            );
+            ExitCode::from(EXIT_USAGE)
+        }
+    }
+}
+
+/// Fold clap's multi-line error text into one line: keep the message and its details, drop the
+/// usage synopsis and the "For more information" hint.
+pub fn usage_error_line(rendered: &str) -> String {
+    let mut line = String::new();
+    for part in rendered.lines().map(str::trim) {
+        if part.is_empty() || part.starts_with("Usage:") || part.starts_with("For more information")
+        {
+            continue;
+        }
+        if !line.is_empty() {
+            line.push_str(if line.ends_with(':') { " " } else { "; " });
+        }
+        line.push_str(part);
+    }
+    if !line.starts_with("error:") {
+        line.insert_str(0, "error: ");
+    }
+    line
+}
+
+/// Parse an integer given in decimal or as `0x` hex (`--header-size 0x200`).
+pub fn parse_int<T: TryFrom<u64>>(s: &str) -> Result<T, String> {
+    let s = s.trim();
+    let value = match s.strip_prefix("0x").or_else(|| s.strip_prefix("0X")) {
+        Some(hex) => u64::from_str_radix(&hex.replace('_', ""), 16),
+        None => s.replace('_', "").parse::<u64>(),
+    }
+    .map_err(|_| format!("'{s}' is not a number (decimal or 0x hex)"))?;
+    T::try_from(value).map_err(|_| format!("{s} is out of range"))
+}
+
+/// The name of an [`ImageError`] variant (`BadMagic`, `HashMismatch`, ...), for messages that
+/// must name the error precisely.
+pub fn image_error_name(error: &ImageError) -> String {
+    let debug = format!("{error:?}");
+    debug
+        .split(|c: char| !c.is_ascii_alphanumeric())
+        .next()
+        .unwrap_or_default()
+        .to_owned()
+}
+
+/// An image file, parsed (structure checked and digest computed, nothing trusted yet).
+#[derive(Debug)]
+pub struct ImageFile {
+    /// The parsed image.
+    pub image: ParsedImage,
+    /// Length of the file, which may exceed the image (slot padding, a flash dump).
+    pub file_len: u64,
+}
+
+/// Read and parse an image file, streaming it so a flash dump is not read into memory whole.
+/// Errors name the file and the [`ImageError`].
+pub fn read_image(path: &Path) -> anyhow::Result<ImageFile> {
+    let shown = path.display();
+    let mut file = File::open(path).with_context(|| format!("cannot open {shown}"))?;
+    let file_len = file
+        .metadata()
+        .with_context(|| format!("cannot read {shown}"))?
+        .len();
+    let mut verifier = StreamVerifier::new(u32::MAX);
+    let mut buf = vec![0u8; 64 * 1024];
+    let malformed =
+        |e: ImageError| anyhow::anyhow!("{shown}: malformed image ({}): {e}", image_error_name(&e));
+    loop {
+        if verifier.total_len() == Some(verifier.position()) {
+            break;
+        }
+        let n = match file.read(&mut buf) {
+            Ok(0) => break,
+            Ok(n) => n,
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+            Err(e) => return Err(e).with_context(|| format!("cannot read {shown}")),
+        };
+        verifier.update(&buf[..n]).map_err(malformed)?;
+    }
+    let image = verifier.finish().map_err(malformed)?;
+    Ok(ImageFile { image, file_len })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn integers_parse_in_decimal_and_hex() {
+        assert_eq!(parse_int::<u16>("0x200"), Ok(0x200));
+        assert_eq!(parse_int::<u16>("512"), Ok(512));
+        assert_eq!(parse_int::<u32>("0X1_0000"), Ok(0x10000));
+        assert!(parse_int::<u16>("0x10000").is_err());
+        assert!(parse_int::<u16>("-1").is_err());
+        assert!(parse_int::<u16>("0x").is_err());
+        assert!(parse_int::<u16>("twelve").is_err());
+    }
+
+    #[test]
+    fn usage_errors_fold_to_one_line() {
+        let rendered = "error: the following required arguments were not provided:\n  --key <KEY>\n\nUsage: fota verify --key <KEY> <IMAGE>\n\nFor more information, try '--help'.\n";
+        assert_eq!(
+            usage_error_line(rendered),
+            "error: the following required arguments were not provided: --key <KEY>"
+        );
+        assert_eq!(
+            usage_error_line("error: unexpected argument '--slt' found\n\n  tip: a similar argument exists: '--slot'\n"),
+            "error: unexpected argument '--slt' found; tip: a similar argument exists: '--slot'"
+        );
+    }
+
+    #[test]
+    fn image_errors_are_named() {
+        assert_eq!(image_error_name(&ImageError::BadMagic(1)), "BadMagic");
+        assert_eq!(image_error_name(&ImageError::HashMismatch), "HashMismatch");
+        assert_eq!(
+            image_error_name(&ImageError::TooLarge { len: 1, max: 0 }),
+            "TooLarge"
+        );
+    }
+
+    #[test]
+    fn clap_definition_is_consistent() {
+        use clap::CommandFactory as _;
+        Cli::command().debug_assert();
+    }
+}

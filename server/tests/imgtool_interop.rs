@@ -1,0 +1,255 @@
+//! Interoperability with MCUboot's imgtool, run when `FOTA_IMGTOOL` names an imgtool executable
+//! (e.g. `FOTA_IMGTOOL=/path/to/venv/bin/imgtool cargo test -p fota-server`).
+//!
+//! Without it the tests print "skipped: FOTA_IMGTOOL not set" and pass, unless
+//! `FOTA_REQUIRE_IMGTOOL=1` (CI), where they fail.
+//!
+//! - imgtool keys and images are accepted by `fota verify` and shown by `fota inspect`;
+//! - fota keys and images are accepted by `imgtool verify`;
+//! - tampered images are refused by both;
+//! - both tools write the same bytes for the same key, payload and options.
+
+use std::fs;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+const SLOT_A: u32 = 0x0802_0000;
+
+/// The imgtool to test against, or `None` (after saying so) when the tests should be skipped.
+fn imgtool() -> Option<PathBuf> {
+    match std::env::var_os("FOTA_IMGTOOL") {
+        Some(path) if !path.is_empty() => Some(PathBuf::from(path)),
+        _ => {
+            if std::env::var("FOTA_REQUIRE_IMGTOOL").as_deref() == Ok("1") {
+                panic!(
+                    "FOTA_REQUIRE_IMGTOOL=1 but FOTA_IMGTOOL is not set: point it at an imgtool \
+                     executable (pip install imgtool)"
+                );
+            }
+            println!("skipped: FOTA_IMGTOOL not set");
+            None
+        }
+    }
+}
+
+fn run(program: &Path, args: &[&str], dir: &Path) -> Output {
+    Command::new(program)
+        .args(args)
+        .current_dir(dir)
+        .output()
+        .unwrap_or_else(|e| panic!("cannot run {}: {e}", program.display()))
+}
+
+fn text(out: &Output) -> String {
+    format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    )
+}
+
+fn ok(program: &Path, args: &[&str], dir: &Path) -> String {
+    let out = run(program, args, dir);
+    assert!(
+        out.status.success(),
+        "{} {args:?} failed: {}",
+        program.display(),
+        text(&out)
+    );
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+fn fota() -> PathBuf {
+    PathBuf::from(env!("CARGO_BIN_EXE_fota"))
+}
+
+/// A slot-A application: vector table (initial SP, Thumb reset handler) and filler.
+fn app_bin() -> Vec<u8> {
+    let mut app = Vec::new();
+    app.extend_from_slice(&0x2002_0000u32.to_le_bytes());
+    app.extend_from_slice(&(SLOT_A + 0x201 + 0x100).to_le_bytes());
+    app.extend((8..4000u32).map(|i| (i.wrapping_mul(17) >> 2) as u8));
+    app
+}
+
+const IMGTOOL_SIGN: [&str; 15] = [
+    "sign",
+    "-k",
+    "k.pem",
+    "--header-size",
+    "0x200",
+    "--pad-header",
+    "--rom-fixed",
+    "0x08020000",
+    "-S",
+    "0x40000",
+    "-v",
+    "1.2.3+4",
+    "-s",
+    "7",
+    "app.bin",
+];
+
+/// Flip one bit of `name` at `at` into `tampered.bin`.
+fn tamper(dir: &Path, name: &str, at: usize) {
+    let mut bytes = fs::read(dir.join(name)).expect("read image");
+    bytes[at] ^= 0x01;
+    fs::write(dir.join("tampered.bin"), bytes).expect("write tampered image");
+}
+
+fn assert_fota_refuses(args: &[&str], dir: &Path) {
+    let out = run(&fota(), args, dir);
+    assert_eq!(out.status.code(), Some(1), "fota {args:?}: {}", text(&out));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(stderr.lines().count(), 1, "{stderr}");
+    assert!(stderr.starts_with("error: "), "{stderr}");
+}
+
+#[test]
+fn fota_verifies_and_inspects_imgtool_images() {
+    let Some(imgtool) = imgtool() else { return };
+    let dir = tempfile::tempdir().expect("tempdir");
+    let d = dir.path();
+    fs::write(d.join("app.bin"), app_bin()).expect("write app");
+    ok(&imgtool, &["keygen", "-k", "k.pem", "-t", "ed25519"], d);
+    let mut sign = IMGTOOL_SIGN.to_vec();
+    sign.push("signed.bin");
+    ok(&imgtool, &sign, d);
+
+    // (a) accepted with the private key, and with the public key imgtool exports.
+    let stdout = ok(
+        &fota(),
+        &["verify", "--key", "k.pem", "--slot", "a", "signed.bin"],
+        d,
+    );
+    assert!(
+        stdout.starts_with("OK: version 1.2.3+4, security counter 7, signed by key "),
+        "{stdout}"
+    );
+    let public = ok(&imgtool, &["getpub", "-k", "k.pem", "-e", "pem"], d);
+    fs::write(d.join("k.pub.pem"), public).expect("write public key");
+    ok(
+        &fota(),
+        &["verify", "--key", "k.pub.pem", "--slot", "a", "signed.bin"],
+        d,
+    );
+
+    // A flipped payload bit, and a key that did not sign it, are refused.
+    tamper(d, "signed.bin", 0x200 + 100);
+    assert_fota_refuses(
+        &["verify", "--key", "k.pem", "--slot", "a", "tampered.bin"],
+        d,
+    );
+    ok(&fota(), &["keygen", "--out", "other.pem"], d);
+    assert_fota_refuses(&["verify", "--key", "other.pem", "signed.bin"], d);
+    // And the wrong slot.
+    assert_fota_refuses(
+        &["verify", "--key", "k.pem", "--slot", "b", "signed.bin"],
+        d,
+    );
+
+    // (c) inspect shows imgtool's version and security counter.
+    let inspect = ok(&fota(), &["inspect", "signed.bin"], d);
+    assert!(inspect.contains("version:          1.2.3+4"), "{inspect}");
+    assert!(inspect.contains("security counter:   7"), "{inspect}");
+    assert!(inspect.contains("(matches the SHA256 TLV)"), "{inspect}");
+    assert!(inspect.contains("runs from:          slot A"), "{inspect}");
+    let json: serde_json::Value =
+        serde_json::from_str(&ok(&fota(), &["inspect", "--json", "signed.bin"], d)).expect("JSON");
+    assert_eq!(json["header"]["version"], "1.2.3+4");
+    assert_eq!(json["security_counter"], 7);
+    assert_eq!(json["header"]["load_addr"], SLOT_A);
+}
+
+#[test]
+fn imgtool_verifies_fota_keys_and_images() {
+    let Some(imgtool) = imgtool() else { return };
+    let dir = tempfile::tempdir().expect("tempdir");
+    let d = dir.path();
+    fs::write(d.join("app.bin"), app_bin()).expect("write app");
+    let keygen = ok(&fota(), &["keygen", "--out", "k.pem"], d);
+    ok(
+        &fota(),
+        &[
+            "sign",
+            "--key",
+            "k.pem",
+            "--slot",
+            "a",
+            "--version",
+            "1.2.3+4",
+            "--security-counter",
+            "7",
+            "app.bin",
+            "-o",
+            "signed.bin",
+        ],
+        d,
+    );
+
+    // The key hash fota prints is the one imgtool computes (SHA-256 of the SPKI DER).
+    let out = run(&imgtool, &["getpubhash", "-k", "k.pem", "-e", "raw"], d);
+    assert!(out.status.success(), "imgtool getpubhash: {}", text(&out));
+    let imgtool_hash: String = out.stdout.iter().map(|b| format!("{b:02x}")).collect();
+    assert!(
+        keygen
+            .trim_end()
+            .ends_with(&format!("key hash {imgtool_hash}")),
+        "fota keygen said {keygen:?}, imgtool getpubhash {imgtool_hash}"
+    );
+
+    // (b) imgtool loads both PEMs and validates the image with either.
+    for key in ["k.pem", "k.pub.pem"] {
+        let out = ok(&imgtool, &["verify", "-k", key, "signed.bin"], d);
+        assert!(
+            out.contains("Image was correctly validated"),
+            "{key}: {out}"
+        );
+        assert!(out.contains("Image version: 1.2.3+4"), "{key}: {out}");
+    }
+
+    for at in [0x200 + 100, 0x10] {
+        tamper(d, "signed.bin", at);
+        let out = run(&imgtool, &["verify", "-k", "k.pem", "tampered.bin"], d);
+        assert!(
+            !out.status.success() || !text(&out).contains("correctly validated"),
+            "imgtool accepted a tampered image (bit at {at:#x}): {}",
+            text(&out)
+        );
+    }
+}
+
+#[test]
+fn fota_and_imgtool_write_the_same_bytes() {
+    let Some(imgtool) = imgtool() else { return };
+    let dir = tempfile::tempdir().expect("tempdir");
+    let d = dir.path();
+    fs::write(d.join("app.bin"), app_bin()).expect("write app");
+    ok(&fota(), &["keygen", "--out", "k.pem"], d);
+    let mut sign = IMGTOOL_SIGN.to_vec();
+    sign.push("imgtool.bin");
+    ok(&imgtool, &sign, d);
+    ok(
+        &fota(),
+        &[
+            "sign",
+            "--key",
+            "k.pem",
+            "--slot",
+            "a",
+            "--version",
+            "1.2.3+4",
+            "--security-counter",
+            "7",
+            "app.bin",
+            "-o",
+            "fota.bin",
+        ],
+        d,
+    );
+    assert!(
+        fs::read(d.join("imgtool.bin")).expect("read")
+            == fs::read(d.join("fota.bin")).expect("read"),
+        "fota sign and imgtool sign disagree"
+    );
+}
