@@ -7,6 +7,7 @@
 pub mod inspect;
 pub mod keygen;
 pub mod sign;
+pub mod token;
 pub mod verify;
 
 use anyhow::Context as _;
@@ -21,7 +22,7 @@ pub const EXIT_FAILURE: u8 = 1;
 /// Exit status for command-line usage errors (clap's convention).
 pub const EXIT_USAGE: u8 = 2;
 
-/// `fota`: sign, inspect and verify MCUboot images for the STM32F429 fleet.
+/// `fota`: fleet firmware over the air: the server, and the operator's signing tools.
 #[derive(Debug, clap::Parser)]
 #[command(name = "fota", version)]
 pub struct Cli {
@@ -41,6 +42,10 @@ pub enum Command {
     Inspect(inspect::Args),
     /// Check an image's hash and signature against trusted keys (and optionally a slot).
     Verify(verify::Args),
+    /// Run the server: device API, admin API, artifacts, metrics.
+    Serve(crate::config::ServeArgs),
+    /// Create or revoke admin tokens (on the server's machine).
+    Token(token::Args),
 }
 
 /// Run a parsed command line, writing results to stdout.
@@ -59,6 +64,8 @@ pub fn run_with(command: Command, out: &mut dyn Write) -> anyhow::Result<()> {
         Command::Sign(args) => sign::run(&args, out),
         Command::Inspect(args) => inspect::run(&args, out),
         Command::Verify(args) => verify::run(&args, out),
+        Command::Serve(args) => crate::serve::run(&args),
+        Command::Token(args) => token::run(&args, out),
     }
 }
 
@@ -94,7 +101,7 @@ pub fn report_usage_error(error: &clap::Error) -> ExitCode {
         ErrorKind::DisplayHelpOnMissingArgumentOrSubcommand => {
             let _ = writeln!(
                 io::stderr(),
-                "error: no command given (keygen, sign, inspect, verify); see 'fota --help'"
+                "error: no command given (serve, token, keygen, sign, inspect, verify); see 'fota --help'"
             );
             ExitCode::from(EXIT_USAGE)
         }

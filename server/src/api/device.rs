@@ -1,0 +1,201 @@
+//! What devices call: check-in and reports, each authenticated by the device's own token and
+//! bound to the device id in the path, so a device can only ever act as itself.
+//!
+//! The check-in path does no database write: credentials come from a cache after the first
+//! check-in and the reported facts go to the [`FactsBuffer`](crate::facts::FactsBuffer). Reports
+//! are different: an event is acknowledged only once it is stored.
+
+use super::{names, AppState};
+use crate::auth::{bearer, hashes_equal, token_hash};
+use crate::error::{ApiError, ErrorBody};
+use crate::store::{event_kind_name, now_ms, version_key, DeviceCheckInFacts, DeviceFacts};
+use axum::body::Bytes;
+use axum::extract::State;
+use axum::http::HeaderMap;
+use fota_protocol::messages::{BootState, CheckIn, CheckInResponse, RdpLevel, Report, ReportAck};
+use serde::de::DeserializeOwned;
+use std::sync::Arc;
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
+
+use crate::error::ApiPath;
+
+/// A device's stored credentials, cached.
+#[derive(Debug)]
+pub struct DeviceCredentials {
+    /// SHA-256 of its token.
+    pub token_hash: Vec<u8>,
+    /// Its provisioned model.
+    pub model: String,
+}
+
+pub(super) fn routes() -> OpenApiRouter<Arc<AppState>> {
+    OpenApiRouter::new()
+        .routes(routes!(check_in))
+        .routes(routes!(report))
+}
+
+/// Check the bearer token against the device's; the same 401 for unknown devices and wrong
+/// tokens, so the endpoint does not reveal which ids exist.
+async fn authenticate(
+    state: &AppState,
+    id: &str,
+    headers: &HeaderMap,
+) -> Result<Arc<DeviceCredentials>, ApiError> {
+    names::device_id(id)?;
+    let token = bearer(headers).ok_or_else(ApiError::unauthorized)?;
+    let creds = match state.device_cache.get(id) {
+        Some(c) => c.clone(),
+        None => {
+            let (hash, model) = state
+                .store
+                .device_credentials(id)
+                .await?
+                .ok_or_else(ApiError::unauthorized)?;
+            let creds = Arc::new(DeviceCredentials {
+                token_hash: hash,
+                model,
+            });
+            state.device_cache.insert(id.to_string(), creds.clone());
+            creds
+        }
+    };
+    if !hashes_equal(&creds.token_hash, &token_hash(token)) {
+        return Err(ApiError::unauthorized());
+    }
+    Ok(creds)
+}
+
+/// Parse a JSON body after authentication (so a stranger learns nothing from parse errors).
+fn parse_body<T: DeserializeOwned>(headers: &HeaderMap, body: &[u8]) -> Result<T, ApiError> {
+    let is_json = headers
+        .get(axum::http::header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.starts_with("application/json"));
+    if !is_json {
+        return Err(ApiError::new(
+            axum::http::StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            "unsupported_media_type",
+            "expected Content-Type: application/json",
+        ));
+    }
+    serde_json::from_slice(body).map_err(|e| {
+        if e.is_syntax() || e.is_eof() {
+            ApiError::bad_request("malformed_json", format!("malformed JSON: {e}"))
+        } else {
+            ApiError::bad_request("invalid_body", format!("invalid body: {e}"))
+        }
+    })
+}
+
+/// Check in: report what runs, get the poll interval and maybe an offer.
+#[utoipa::path(
+    post,
+    path = "/v1/devices/{id}/check-in",
+    tag = "device",
+    params(("id" = String, Path, description = "Device id")),
+    request_body(content = Object, description = "fota_protocol::messages::CheckIn", content_type = "application/json"),
+    responses(
+        (status = 200, description = "CheckInResponse: poll interval and an optional offer", body = Object),
+        (status = 400, description = "Malformed body", body = ErrorBody),
+        (status = 401, description = "Unknown device or wrong token", body = ErrorBody),
+        (status = 409, description = "Reported model differs from the provisioned one", body = ErrorBody),
+    ),
+    security(("device_token" = []))
+)]
+async fn check_in(
+    State(state): State<Arc<AppState>>,
+    ApiPath(id): ApiPath<String>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Result<axum::Json<CheckInResponse>, ApiError> {
+    let creds = authenticate(&state, &id, &headers).await?;
+    let check_in: CheckIn = parse_body(&headers, &body)?;
+    if check_in.model.as_str() != creds.model {
+        return Err(ApiError::conflict(
+            "model_mismatch",
+            format!(
+                "device {id} is provisioned as {:?} but reports {:?}",
+                creds.model,
+                check_in.model.as_str()
+            ),
+        ));
+    }
+    state.facts.record(
+        &id,
+        DeviceFacts {
+            last_seen_at: now_ms(),
+            check_in: Some(DeviceCheckInFacts {
+                firmware_version: check_in.firmware_version.to_string(),
+                firmware_version_key: version_key(&check_in.firmware_version),
+                running_slot: check_in.running_slot.to_string().to_lowercase(),
+                boot_state: match check_in.boot_state {
+                    BootState::Trial => "trial",
+                    BootState::Confirmed => "confirmed",
+                }
+                .to_string(),
+                bootloader_version: check_in.bootloader_version.to_string(),
+                rdp_level: match check_in.rdp_level {
+                    RdpLevel::Level0 => "level0",
+                    RdpLevel::Level1 => "level1",
+                    RdpLevel::Level2 => "level2",
+                }
+                .to_string(),
+                wrp_mask: i64::from(check_in.wrp_mask),
+            }),
+        },
+    );
+    state.metrics.check_ins.inc();
+    let poll_interval_s = u32::try_from(state.config.poll_interval.as_secs()).unwrap_or(u32::MAX);
+    Ok(axum::Json(CheckInResponse {
+        poll_interval_s,
+        offer: None,
+    }))
+}
+
+/// Report a batch of events. Idempotent by event id; acknowledged once stored.
+#[utoipa::path(
+    post,
+    path = "/v1/devices/{id}/reports",
+    tag = "device",
+    params(("id" = String, Path, description = "Device id")),
+    request_body(content = Object, description = "fota_protocol::messages::Report: up to 16 events", content_type = "application/json"),
+    responses(
+        (status = 200, description = "ReportAck: how many events were stored now and how many were retries", body = Object),
+        (status = 400, description = "Malformed body", body = ErrorBody),
+        (status = 401, description = "Unknown device or wrong token", body = ErrorBody),
+    ),
+    security(("device_token" = []))
+)]
+async fn report(
+    State(state): State<Arc<AppState>>,
+    ApiPath(id): ApiPath<String>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Result<axum::Json<ReportAck>, ApiError> {
+    authenticate(&state, &id, &headers).await?;
+    let report: Report = parse_body(&headers, &body)?;
+    let now = now_ms();
+    let outcome = state.store.store_events(&id, &report.events, now).await?;
+    state.facts.record(
+        &id,
+        DeviceFacts {
+            last_seen_at: now,
+            check_in: None,
+        },
+    );
+    state.metrics.reports.inc();
+    for e in &report.events {
+        state
+            .metrics
+            .events
+            .get_or_create(&crate::metrics::EventLabels {
+                kind: event_kind_name(e.kind),
+            })
+            .inc();
+    }
+    Ok(axum::Json(ReportAck {
+        stored: outcome.stored,
+        duplicates: outcome.duplicates,
+    }))
+}

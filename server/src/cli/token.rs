@@ -1,0 +1,108 @@
+//! `fota token create|revoke`: admin tokens, made on the server's machine (it talks to the
+//! database directly, so the first admin token needs no token).
+
+use crate::auth::{new_token, token_hash, ADMIN_TOKEN_PREFIX};
+use crate::config::{ServeArgs, ServeConfig};
+use crate::store::{now_ms, Role, Store};
+use anyhow::Context as _;
+use std::io::Write;
+
+/// `fota token`.
+#[derive(Debug, clap::Args)]
+pub struct Args {
+    /// What to do.
+    #[command(subcommand)]
+    pub action: Action,
+}
+
+/// Token actions.
+#[derive(Debug, clap::Subcommand)]
+pub enum Action {
+    /// Create a token and print it (it is shown only this once).
+    Create {
+        /// Who or what the token is for (recorded as the actor of its actions).
+        #[arg(long)]
+        name: String,
+        /// viewer, operator or admin.
+        #[arg(long, value_enum)]
+        role: Role,
+        /// Database and data directory, as for `fota serve`.
+        #[command(flatten)]
+        db: DbArgs,
+    },
+    /// Revoke a token by id.
+    Revoke {
+        /// Token id (printed by `create`).
+        #[arg(long)]
+        id: i64,
+        /// Database and data directory, as for `fota serve`.
+        #[command(flatten)]
+        db: DbArgs,
+    },
+}
+
+/// Where the database is.
+#[derive(Debug, Clone, clap::Args)]
+pub struct DbArgs {
+    /// TOML configuration file (the server's).
+    #[arg(long, env = "FOTA_CONFIG")]
+    pub config: Option<std::path::PathBuf>,
+    /// Data directory (default `fota-data`).
+    #[arg(long, env = "FOTA_DATA_DIR")]
+    pub data_dir: Option<std::path::PathBuf>,
+    /// Database URL (default: SQLite in the data directory).
+    #[arg(long, env = "FOTA_DATABASE_URL")]
+    pub database_url: Option<String>,
+}
+
+impl DbArgs {
+    fn url(&self) -> anyhow::Result<String> {
+        let config = ServeConfig::resolve(&ServeArgs {
+            config: self.config.clone(),
+            data_dir: self.data_dir.clone(),
+            database_url: self.database_url.clone(),
+            ..ServeArgs::default()
+        })?;
+        Ok(config.database_url)
+    }
+}
+
+/// Run `fota token`.
+pub fn run(args: &Args, out: &mut dyn Write) -> anyhow::Result<()> {
+    let runtime = tokio::runtime::Runtime::new().context("cannot start the async runtime")?;
+    runtime.block_on(async {
+        match &args.action {
+            Action::Create { name, role, db } => {
+                let name = name.trim();
+                if name.is_empty() || name.len() > 64 {
+                    anyhow::bail!("--name must be 1-64 characters");
+                }
+                let url = db.url()?;
+                let store = Store::connect(&url).await.with_context(|| {
+                    format!("cannot open database {}", crate::serve::redact(&url))
+                })?;
+                let token = new_token(ADMIN_TOKEN_PREFIX).context("no randomness")?;
+                let id = store
+                    .create_admin_token(name, *role, &token_hash(&token), now_ms())
+                    .await?;
+                store.close().await;
+                writeln!(out, "{token}")?;
+                eprintln!(
+                    "token {id} for {name:?} with role {}; shown only once",
+                    role.as_str()
+                );
+                Ok(())
+            }
+            Action::Revoke { id, db } => {
+                let url = db.url()?;
+                let store = Store::connect(&url).await.with_context(|| {
+                    format!("cannot open database {}", crate::serve::redact(&url))
+                })?;
+                store.revoke_admin_token(*id, now_ms()).await?;
+                store.close().await;
+                writeln!(out, "revoked token {id}")?;
+                Ok(())
+            }
+        }
+    })
+}

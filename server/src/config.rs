@@ -1,0 +1,158 @@
+//! `fota serve` configuration, layered: built-in defaults, then an optional TOML file
+//! (`--config`, `FOTA_CONFIG`), then `FOTA_*` environment variables, then command-line flags.
+//!
+//! clap reads flags and environment variables into `Option`s, so "not given" is visible and the
+//! file's value (or the default) fills in. See `deploy/fota.toml` for every key.
+
+use anyhow::{bail, Context as _};
+use fota_protocol::TrustedKey;
+use serde::Deserialize;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+/// Flags (and their environment variables) of `fota serve`.
+#[derive(Debug, Clone, Default, clap::Args)]
+pub struct ServeArgs {
+    /// TOML configuration file.
+    #[arg(long, env = "FOTA_CONFIG")]
+    pub config: Option<PathBuf>,
+    /// Address to listen on.
+    #[arg(long, env = "FOTA_LISTEN")]
+    pub listen: Option<SocketAddr>,
+    /// Directory for the SQLite database and the artifact store (created on first run).
+    #[arg(long, env = "FOTA_DATA_DIR")]
+    pub data_dir: Option<PathBuf>,
+    /// `sqlite:PATH` or `postgres://...`; default: SQLite in the data directory.
+    #[arg(long, env = "FOTA_DATABASE_URL")]
+    pub database_url: Option<String>,
+    /// Public keys (PEM) that release images must be signed with; repeat or comma-separate.
+    #[arg(long = "trusted-key", env = "FOTA_TRUSTED_KEYS", value_delimiter = ',')]
+    pub trusted_keys: Option<Vec<PathBuf>>,
+    /// Seconds a device waits between check-ins.
+    #[arg(long, env = "FOTA_POLL_INTERVAL_S")]
+    pub poll_interval_s: Option<u32>,
+    /// How often buffered check-in facts are written, in milliseconds.
+    #[arg(long, env = "FOTA_FLUSH_INTERVAL_MS")]
+    pub flush_interval_ms: Option<u64>,
+    /// Redirect artifact downloads to this base URL (a CDN holding the same files by SHA-256).
+    #[arg(long, env = "FOTA_CDN_BASE_URL")]
+    pub cdn_base_url: Option<String>,
+    /// Largest signed image accepted, in bytes (default: the 256 KB slot).
+    #[arg(long, env = "FOTA_MAX_IMAGE_BYTES")]
+    pub max_image_bytes: Option<u32>,
+}
+
+/// The same settings in the TOML file.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct FileConfig {
+    listen: Option<SocketAddr>,
+    data_dir: Option<PathBuf>,
+    database_url: Option<String>,
+    trusted_keys: Option<Vec<PathBuf>>,
+    poll_interval_s: Option<u32>,
+    flush_interval_ms: Option<u64>,
+    cdn_base_url: Option<String>,
+    max_image_bytes: Option<u32>,
+}
+
+/// Resolved configuration.
+#[derive(Debug, Clone)]
+pub struct ServeConfig {
+    /// Listen address.
+    pub listen: SocketAddr,
+    /// Data directory.
+    pub data_dir: PathBuf,
+    /// Database URL.
+    pub database_url: String,
+    /// Keys release images must verify under.
+    pub trusted_keys: Vec<TrustedKey>,
+    /// Device poll interval.
+    pub poll_interval: Duration,
+    /// Flush period for buffered check-in facts.
+    pub flush_interval: Duration,
+    /// CDN base URL for artifact redirects.
+    pub cdn_base_url: Option<String>,
+    /// Largest image accepted.
+    pub max_image_bytes: u32,
+}
+
+impl ServeConfig {
+    /// Defaults for tests and embedding: SQLite under `data_dir`, an ephemeral port.
+    pub fn for_data_dir(data_dir: impl Into<PathBuf>) -> Self {
+        let data_dir = data_dir.into();
+        Self {
+            listen: SocketAddr::from(([127, 0, 0, 1], 0)),
+            database_url: default_database_url(&data_dir),
+            data_dir,
+            trusted_keys: Vec::new(),
+            poll_interval: Duration::from_secs(3600),
+            flush_interval: Duration::from_secs(1),
+            cdn_base_url: None,
+            max_image_bytes: fota_protocol::layout::SLOT_A.size,
+        }
+    }
+
+    /// Resolve flags, environment, file and defaults.
+    pub fn resolve(args: &ServeArgs) -> anyhow::Result<Self> {
+        let file = match &args.config {
+            Some(path) => {
+                let text = std::fs::read_to_string(path)
+                    .with_context(|| format!("cannot read config file {}", path.display()))?;
+                toml::from_str::<FileConfig>(&text)
+                    .with_context(|| format!("invalid config file {}", path.display()))?
+            }
+            None => FileConfig::default(),
+        };
+        let data_dir = args
+            .data_dir
+            .clone()
+            .or(file.data_dir)
+            .unwrap_or_else(|| PathBuf::from("fota-data"));
+        let mut config = Self::for_data_dir(&data_dir);
+        config.listen = args
+            .listen
+            .or(file.listen)
+            .unwrap_or_else(|| SocketAddr::from(([127, 0, 0, 1], 8080)));
+        if let Some(url) = args.database_url.clone().or(file.database_url) {
+            config.database_url = url;
+        }
+        let key_files = args
+            .trusted_keys
+            .clone()
+            .or(file.trusted_keys)
+            .unwrap_or_default();
+        config.trusted_keys = key_files
+            .iter()
+            .map(|p| load_trusted_key(p))
+            .collect::<anyhow::Result<_>>()?;
+        if let Some(s) = args.poll_interval_s.or(file.poll_interval_s) {
+            if s == 0 {
+                bail!("poll interval must be at least 1 second");
+            }
+            config.poll_interval = Duration::from_secs(u64::from(s));
+        }
+        if let Some(ms) = args.flush_interval_ms.or(file.flush_interval_ms) {
+            if ms == 0 {
+                bail!("flush interval must be at least 1 ms");
+            }
+            config.flush_interval = Duration::from_millis(ms);
+        }
+        config.cdn_base_url = args.cdn_base_url.clone().or(file.cdn_base_url);
+        if let Some(max) = args.max_image_bytes.or(file.max_image_bytes) {
+            config.max_image_bytes = max;
+        }
+        Ok(config)
+    }
+}
+
+/// SQLite in the data directory.
+pub fn default_database_url(data_dir: &Path) -> String {
+    format!("sqlite://{}", data_dir.join("fota.db").display())
+}
+
+/// A trusted public key from a PEM file (public or private; only the public half is kept).
+pub fn load_trusted_key(path: &Path) -> anyhow::Result<TrustedKey> {
+    Ok(crate::keys::load_trusted_key(path)?)
+}

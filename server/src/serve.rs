@@ -1,0 +1,169 @@
+//! `fota serve`: open the store (applying migrations), bind, serve, and on SIGTERM or Ctrl-C shut
+//! down in order: stop accepting, finish in-flight requests, then flush buffered check-in facts
+//! and close the database. Nothing a device was told is lost.
+
+use crate::api::{router, AppState};
+use crate::config::{ServeArgs, ServeConfig};
+use crate::store::Store;
+use anyhow::Context as _;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use tokio::net::TcpListener;
+use tokio::sync::watch;
+use tokio::task::JoinHandle;
+
+/// A server running in the background of this process (tests, the demo, `fota serve`).
+#[derive(Debug)]
+pub struct RunningServer {
+    /// Where it listens.
+    pub addr: SocketAddr,
+    /// Its state (store, metrics, buffers), for tests and embedding.
+    pub state: Arc<AppState>,
+    stop: watch::Sender<bool>,
+    task: JoinHandle<anyhow::Result<()>>,
+}
+
+impl RunningServer {
+    /// `http://addr`.
+    pub fn url(&self) -> String {
+        format!("http://{}", self.addr)
+    }
+
+    /// Graceful shutdown; returns once everything is flushed and closed.
+    pub async fn shutdown(self) -> anyhow::Result<()> {
+        let _ = self.stop.send(true);
+        self.task.await.context("server task panicked")?
+    }
+}
+
+/// Start serving `config` in the background.
+pub async fn start(config: ServeConfig) -> anyhow::Result<RunningServer> {
+    let store = Store::connect(&config.database_url)
+        .await
+        .with_context(|| format!("cannot open database {}", redact(&config.database_url)))?;
+    let listener = TcpListener::bind(config.listen)
+        .await
+        .with_context(|| format!("cannot listen on {}", config.listen))?;
+    let addr = listener.local_addr()?;
+    let flush_interval = config.flush_interval;
+    let state = Arc::new(
+        AppState::new(store.clone(), config).context("cannot open the artifact directory")?,
+    );
+    let (stop, mut stopped) = watch::channel(false);
+    let (stop_flusher, flusher_stopped) = watch::channel(false);
+    let flusher = {
+        let state = state.clone();
+        let store = store.clone();
+        tokio::spawn(async move {
+            state
+                .facts
+                .run_flusher(store, flush_interval, flusher_stopped, &state.metrics)
+                .await;
+        })
+    };
+    let app = router(state.clone());
+    let task = tokio::spawn(async move {
+        let served = axum::serve(listener, app)
+            .with_graceful_shutdown(async move {
+                let _ = stopped.wait_for(|s| *s).await;
+            })
+            .await;
+        // Every request has finished: now the last flush sees everything they recorded.
+        let _ = stop_flusher.send(true);
+        flusher.await.context("flusher panicked")?;
+        store.close().await;
+        served.context("server failed")
+    });
+    Ok(RunningServer {
+        addr,
+        state,
+        stop,
+        task,
+    })
+}
+
+/// A database URL without its password, for messages.
+pub fn redact(url: &str) -> String {
+    match (url.find("://"), url.find('@')) {
+        (Some(scheme), Some(at)) if at > scheme => {
+            let creds = &url[scheme + 3..at];
+            match creds.split_once(':') {
+                Some((user, _)) => format!("{}{user}:***{}", &url[..scheme + 3], &url[at..]),
+                None => url.to_string(),
+            }
+        }
+        _ => url.to_string(),
+    }
+}
+
+async fn terminate_signal() {
+    let ctrl_c = async {
+        let _ = tokio::signal::ctrl_c().await;
+    };
+    #[cfg(unix)]
+    let term = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    #[cfg(not(unix))]
+    let term = std::future::pending::<()>();
+    tokio::select! {
+        () = ctrl_c => {}
+        () = term => {}
+    }
+}
+
+/// Log to stderr; `FOTA_LOG` sets the filter (default `info`), `FOTA_LOG_FORMAT=json` for
+/// structured logs.
+pub fn init_tracing() {
+    use tracing_subscriber::EnvFilter;
+    let filter = EnvFilter::try_from_env("FOTA_LOG").unwrap_or_else(|_| EnvFilter::new("info"));
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    let _ = if std::env::var("FOTA_LOG_FORMAT").as_deref() == Ok("json") {
+        builder.json().try_init()
+    } else {
+        builder.try_init()
+    };
+}
+
+/// `fota serve`.
+pub fn run(args: &ServeArgs) -> anyhow::Result<()> {
+    let config = ServeConfig::resolve(args)?;
+    let runtime = tokio::runtime::Runtime::new().context("cannot start the async runtime")?;
+    runtime.block_on(async move {
+        init_tracing();
+        let no_keys = config.trusted_keys.is_empty();
+        let server = start(config).await?;
+        if no_keys {
+            tracing::warn!("no trusted keys configured (--trusted-key): release uploads will be refused");
+        }
+        tracing::info!(url = %server.url(), backend = ?server.state.store.backend(), "fota serving");
+        terminate_signal().await;
+        tracing::info!("shutting down: finishing requests, flushing");
+        server.shutdown().await?;
+        tracing::info!("stopped");
+        Ok(())
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn passwords_are_redacted() {
+        assert_eq!(
+            super::redact("postgres://fota:s3cret@db:5432/fota"),
+            "postgres://fota:***@db:5432/fota"
+        );
+        assert_eq!(
+            super::redact("postgres://fota@db/fota"),
+            "postgres://fota@db/fota"
+        );
+        assert_eq!(super::redact("sqlite://x.db"), "sqlite://x.db");
+    }
+}

@@ -1,0 +1,450 @@
+//! Devices: provisioning, the facts check-ins report (flushed in batches), listing and the fleet
+//! summary.
+
+use super::sql::{Param, Sql, BATCH};
+use super::{is_unique_violation, Store, StoreError};
+use serde::Serialize;
+use sqlx::any::AnyRow;
+use sqlx::Row as _;
+use std::collections::HashMap;
+
+/// A device to provision.
+#[derive(Debug, Clone)]
+pub struct NewDevice {
+    /// Validated device id.
+    pub id: String,
+    /// Hardware model.
+    pub model: String,
+    /// Tags for targeting.
+    pub tags: Vec<String>,
+    /// SHA-256 of the device's secret token.
+    pub token_hash: [u8; 32],
+}
+
+/// What a check-in (or a report) tells about a device, buffered and written in batches.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DeviceFacts {
+    /// When the device was last heard from.
+    pub last_seen_at: i64,
+    /// What the last check-in said; `None` when only a report was heard.
+    pub check_in: Option<CheckInFacts>,
+}
+
+/// The check-in fields, as stored.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CheckInFacts {
+    /// Running firmware version.
+    pub firmware_version: String,
+    /// Its sortable key.
+    pub firmware_version_key: i64,
+    /// `a` or `b`.
+    pub running_slot: String,
+    /// `trial` or `confirmed`.
+    pub boot_state: String,
+    /// Bootloader version.
+    pub bootloader_version: String,
+    /// `level0`, `level1` or `level2`.
+    pub rdp_level: String,
+    /// Write-protected sectors (bit i = sector i).
+    pub wrp_mask: i64,
+}
+
+pub use CheckInFacts as DeviceCheckInFacts;
+
+/// Whether a device is being heard from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, serde::Deserialize, utoipa::ToSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum DeviceStatus {
+    /// Provisioned, never checked in.
+    NeverSeen,
+    /// Checked in within two poll intervals.
+    Online,
+    /// Silent for longer than two poll intervals.
+    Silent,
+}
+
+/// A device as the admin API shows it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, serde::Deserialize, utoipa::ToSchema)]
+pub struct DeviceRecord {
+    /// Device id.
+    pub id: String,
+    /// Hardware model.
+    pub model: String,
+    /// Tags.
+    pub tags: Vec<String>,
+    /// Provisioned at (Unix ms).
+    pub created_at: i64,
+    /// Last heard from (Unix ms).
+    pub last_seen_at: Option<i64>,
+    /// Running firmware version.
+    pub firmware_version: Option<String>,
+    /// Slot it runs from.
+    pub running_slot: Option<String>,
+    /// `trial` or `confirmed`.
+    pub boot_state: Option<String>,
+    /// Bootloader version.
+    pub bootloader_version: Option<String>,
+    /// RDP level.
+    pub rdp_level: Option<String>,
+    /// Write-protected sectors.
+    pub wrp_mask: Option<i64>,
+    /// Derived from `last_seen_at`.
+    pub status: DeviceStatus,
+}
+
+/// Filters for listing devices; all optional, combined with AND.
+#[derive(Debug, Clone, Default)]
+pub struct DeviceFilter {
+    /// Exact model.
+    pub model: Option<String>,
+    /// Exact firmware version (as reported).
+    pub version: Option<String>,
+    /// Has this tag.
+    pub tag: Option<String>,
+    /// Derived status.
+    pub status: Option<DeviceStatus>,
+    /// Last seen at or after (Unix ms).
+    pub seen_after: Option<i64>,
+    /// Last seen before (Unix ms), or never.
+    pub seen_before: Option<i64>,
+    /// Page start: ids greater than this.
+    pub after: Option<String>,
+    /// Page size.
+    pub limit: u32,
+}
+
+/// Devices per version.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, serde::Deserialize, utoipa::ToSchema)]
+pub struct VersionCount {
+    /// Firmware version (`null`: never checked in).
+    pub version: Option<String>,
+    /// How many devices run it.
+    pub devices: i64,
+}
+
+/// Fleet counts by version and by status.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, serde::Deserialize, utoipa::ToSchema)]
+pub struct FleetSummary {
+    /// All devices.
+    pub total: i64,
+    /// By firmware version, most common first.
+    pub by_version: Vec<VersionCount>,
+    /// Never checked in.
+    pub never_seen: i64,
+    /// Heard from within two poll intervals.
+    pub online: i64,
+    /// Not heard from for longer.
+    pub silent: i64,
+}
+
+fn status_of(last_seen_at: Option<i64>, stale_before: i64) -> DeviceStatus {
+    match last_seen_at {
+        None => DeviceStatus::NeverSeen,
+        Some(t) if t >= stale_before => DeviceStatus::Online,
+        Some(_) => DeviceStatus::Silent,
+    }
+}
+
+const DEVICE_COLUMNS: &str = "id, model, created_at, last_seen_at, firmware_version, \
+     running_slot, boot_state, bootloader_version, rdp_level, wrp_mask";
+
+fn device_from_row(row: &AnyRow, stale_before: i64) -> Result<DeviceRecord, sqlx::Error> {
+    let last_seen_at: Option<i64> = row.try_get("last_seen_at")?;
+    Ok(DeviceRecord {
+        id: row.try_get("id")?,
+        model: row.try_get("model")?,
+        tags: Vec::new(),
+        created_at: row.try_get("created_at")?,
+        last_seen_at,
+        firmware_version: row.try_get("firmware_version")?,
+        running_slot: row.try_get("running_slot")?,
+        boot_state: row.try_get("boot_state")?,
+        bootloader_version: row.try_get("bootloader_version")?,
+        rdp_level: row.try_get("rdp_level")?,
+        wrp_mask: row.try_get("wrp_mask")?,
+        status: status_of(last_seen_at, stale_before),
+    })
+}
+
+impl Store {
+    /// Provision devices in one transaction: all or none. An id that exists already fails the
+    /// whole batch with [`StoreError::AlreadyExists`] naming it.
+    pub async fn register_devices(
+        &self,
+        devices: &[NewDevice],
+        now: i64,
+    ) -> Result<(), StoreError> {
+        let mut tx = self.pool().begin().await?;
+        for chunk in devices.chunks(BATCH) {
+            let mut sql = Sql::default();
+            sql.push("INSERT INTO devices (id, model, token_hash, created_at) VALUES ");
+            for (i, d) in chunk.iter().enumerate() {
+                if i > 0 {
+                    sql.push(", ");
+                }
+                sql.push("(")
+                    .bind(Param::Text(d.id.clone()))
+                    .push(", ")
+                    .bind(Param::Text(d.model.clone()))
+                    .push(", ")
+                    .bind(Param::Bytes(d.token_hash.to_vec()))
+                    .push(", ")
+                    .bind(Param::Int(now))
+                    .push(")");
+            }
+            if let Err(e) = sql.query().execute(&mut *tx).await {
+                if is_unique_violation(&e) {
+                    let existing = self.first_existing(chunk).await?;
+                    return Err(StoreError::AlreadyExists(format!("device {existing}")));
+                }
+                return Err(e.into());
+            }
+        }
+        let tags: Vec<(&str, &str)> = devices
+            .iter()
+            .flat_map(|d| d.tags.iter().map(move |t| (d.id.as_str(), t.as_str())))
+            .collect();
+        for chunk in tags.chunks(BATCH) {
+            let mut sql = Sql::default();
+            sql.push("INSERT INTO device_tags (device_id, tag) VALUES ");
+            for (i, (id, tag)) in chunk.iter().enumerate() {
+                if i > 0 {
+                    sql.push(", ");
+                }
+                sql.push("(")
+                    .bind(Param::Text((*id).to_string()))
+                    .push(", ")
+                    .bind(Param::Text((*tag).to_string()))
+                    .push(")");
+            }
+            sql.push(" ON CONFLICT DO NOTHING");
+            sql.query().execute(&mut *tx).await?;
+        }
+        tx.commit().await?;
+        Ok(())
+    }
+
+    async fn first_existing(&self, chunk: &[NewDevice]) -> Result<String, StoreError> {
+        for d in chunk {
+            if self.device(&d.id, 0).await?.is_some() {
+                return Ok(d.id.clone());
+            }
+        }
+        // A duplicate inside the batch itself.
+        let mut seen = std::collections::HashSet::new();
+        Ok(chunk
+            .iter()
+            .find(|d| !seen.insert(d.id.as_str()))
+            .map_or_else(|| "id".to_string(), |d| d.id.clone()))
+    }
+
+    /// The token hash and model of a device, for authenticating its requests.
+    pub async fn device_credentials(
+        &self,
+        id: &str,
+    ) -> Result<Option<(Vec<u8>, String)>, StoreError> {
+        let row = sqlx::query("SELECT token_hash, model FROM devices WHERE id = $1")
+            .bind(id)
+            .fetch_optional(self.pool())
+            .await?;
+        row.map(|r| Ok((r.try_get("token_hash")?, r.try_get("model")?)))
+            .transpose()
+            .map_err(StoreError::Database)
+    }
+
+    /// Write buffered facts: one multi-row UPDATE per batch, in one transaction. A fact older than
+    /// what is stored (another replica flushed later news) is skipped.
+    pub async fn flush_device_facts(
+        &self,
+        facts: &[(String, DeviceFacts)],
+    ) -> Result<(), StoreError> {
+        if facts.is_empty() {
+            return Ok(());
+        }
+        let mut tx = self.pool().begin().await?;
+        for chunk in facts.chunks(BATCH / 2) {
+            let mut text = String::from(
+                "UPDATE devices SET last_seen_at = v.column2, \
+                 firmware_version = COALESCE(v.column3, devices.firmware_version), \
+                 firmware_version_key = COALESCE(v.column4, devices.firmware_version_key), \
+                 running_slot = COALESCE(v.column5, devices.running_slot), \
+                 boot_state = COALESCE(v.column6, devices.boot_state), \
+                 bootloader_version = COALESCE(v.column7, devices.bootloader_version), \
+                 rdp_level = COALESCE(v.column8, devices.rdp_level), \
+                 wrp_mask = COALESCE(v.column9, devices.wrp_mask) FROM (VALUES ",
+            );
+            for i in 0..chunk.len() {
+                if i > 0 {
+                    text.push_str(", ");
+                }
+                text.push('(');
+                for c in 0..9 {
+                    if c > 0 {
+                        text.push_str(", ");
+                    }
+                    text.push_str(&format!("${}", 9 * i + c + 1));
+                }
+                text.push(')');
+            }
+            text.push_str(
+                ") AS v WHERE devices.id = v.column1 \
+                 AND (devices.last_seen_at IS NULL OR devices.last_seen_at <= v.column2)",
+            );
+            let mut q = sqlx::query(&text);
+            for (id, f) in chunk {
+                let c = f.check_in.as_ref();
+                q = q
+                    .bind(id.as_str())
+                    .bind(f.last_seen_at)
+                    .bind(c.map(|c| c.firmware_version.clone()))
+                    .bind(c.map(|c| c.firmware_version_key))
+                    .bind(c.map(|c| c.running_slot.clone()))
+                    .bind(c.map(|c| c.boot_state.clone()))
+                    .bind(c.map(|c| c.bootloader_version.clone()))
+                    .bind(c.map(|c| c.rdp_level.clone()))
+                    .bind(c.map(|c| c.wrp_mask));
+            }
+            q.execute(&mut *tx).await?;
+        }
+        tx.commit().await?;
+        Ok(())
+    }
+
+    /// One device, with its tags. `stale_before` (Unix ms) decides online vs silent.
+    pub async fn device(
+        &self,
+        id: &str,
+        stale_before: i64,
+    ) -> Result<Option<DeviceRecord>, StoreError> {
+        let row = sqlx::query(&format!(
+            "SELECT {DEVICE_COLUMNS} FROM devices WHERE id = $1"
+        ))
+        .bind(id)
+        .fetch_optional(self.pool())
+        .await?;
+        let Some(row) = row else { return Ok(None) };
+        let mut device = device_from_row(&row, stale_before)?;
+        device.tags = sqlx::query("SELECT tag FROM device_tags WHERE device_id = $1 ORDER BY tag")
+            .bind(id)
+            .fetch_all(self.pool())
+            .await?
+            .iter()
+            .map(|r| r.try_get("tag"))
+            .collect::<Result<_, _>>()?;
+        Ok(Some(device))
+    }
+
+    /// A page of devices matching `filter`, ordered by id.
+    pub async fn list_devices(
+        &self,
+        filter: &DeviceFilter,
+        stale_before: i64,
+    ) -> Result<Vec<DeviceRecord>, StoreError> {
+        let mut sql = Sql::default();
+        sql.push(&format!("SELECT {DEVICE_COLUMNS} FROM devices WHERE 1 = 1"));
+        if let Some(model) = &filter.model {
+            sql.push(" AND model = ").bind(Param::Text(model.clone()));
+        }
+        if let Some(version) = &filter.version {
+            sql.push(" AND firmware_version = ")
+                .bind(Param::Text(version.clone()));
+        }
+        if let Some(tag) = &filter.tag {
+            sql.push(" AND EXISTS (SELECT 1 FROM device_tags t WHERE t.device_id = devices.id AND t.tag = ")
+                .bind(Param::Text(tag.clone()))
+                .push(")");
+        }
+        match filter.status {
+            None => {}
+            Some(DeviceStatus::NeverSeen) => {
+                sql.push(" AND last_seen_at IS NULL");
+            }
+            Some(DeviceStatus::Online) => {
+                sql.push(" AND last_seen_at >= ")
+                    .bind(Param::Int(stale_before));
+            }
+            Some(DeviceStatus::Silent) => {
+                sql.push(" AND last_seen_at < ")
+                    .bind(Param::Int(stale_before));
+            }
+        }
+        if let Some(t) = filter.seen_after {
+            sql.push(" AND last_seen_at >= ").bind(Param::Int(t));
+        }
+        if let Some(t) = filter.seen_before {
+            sql.push(" AND (last_seen_at IS NULL OR last_seen_at < ")
+                .bind(Param::Int(t))
+                .push(")");
+        }
+        if let Some(after) = &filter.after {
+            sql.push(" AND id > ").bind(Param::Text(after.clone()));
+        }
+        sql.push(" ORDER BY id LIMIT ")
+            .bind(Param::Int(i64::from(filter.limit)));
+        let rows = sql.query().fetch_all(self.pool()).await?;
+        let mut devices = rows
+            .iter()
+            .map(|r| device_from_row(r, stale_before))
+            .collect::<Result<Vec<_>, _>>()?;
+        if devices.is_empty() {
+            return Ok(devices);
+        }
+        let mut tags = Sql::default();
+        tags.push("SELECT device_id, tag FROM device_tags WHERE device_id IN (");
+        for (i, d) in devices.iter().enumerate() {
+            if i > 0 {
+                tags.push(", ");
+            }
+            tags.bind(Param::Text(d.id.clone()));
+        }
+        tags.push(") ORDER BY device_id, tag");
+        let mut by_device: HashMap<String, Vec<String>> = HashMap::new();
+        for row in tags.query().fetch_all(self.pool()).await? {
+            by_device
+                .entry(row.try_get("device_id")?)
+                .or_default()
+                .push(row.try_get("tag")?);
+        }
+        for d in &mut devices {
+            d.tags = by_device.remove(&d.id).unwrap_or_default();
+        }
+        Ok(devices)
+    }
+
+    /// Counts by version and by status.
+    pub async fn fleet_summary(&self, stale_before: i64) -> Result<FleetSummary, StoreError> {
+        let row = sqlx::query(
+            "SELECT COUNT(*) AS total, \
+             COALESCE(SUM(CASE WHEN last_seen_at IS NULL THEN 1 ELSE 0 END), 0) AS never_seen, \
+             COALESCE(SUM(CASE WHEN last_seen_at >= $1 THEN 1 ELSE 0 END), 0) AS online \
+             FROM devices",
+        )
+        .bind(stale_before)
+        .fetch_one(self.pool())
+        .await?;
+        let total: i64 = row.try_get("total")?;
+        let never_seen: i64 = row.try_get("never_seen")?;
+        let online: i64 = row.try_get("online")?;
+        let by_version = sqlx::query(
+            "SELECT firmware_version, COUNT(*) AS devices FROM devices \
+             GROUP BY firmware_version ORDER BY devices DESC, firmware_version",
+        )
+        .fetch_all(self.pool())
+        .await?
+        .iter()
+        .map(|r| {
+            Ok(VersionCount {
+                version: r.try_get("firmware_version")?,
+                devices: r.try_get("devices")?,
+            })
+        })
+        .collect::<Result<Vec<_>, sqlx::Error>>()?;
+        Ok(FleetSummary {
+            total,
+            by_version,
+            never_seen,
+            online,
+            silent: total - never_seen - online,
+        })
+    }
+}

@@ -1,0 +1,244 @@
+//! Releases and the content-addressed artifacts their images are stored as.
+
+use super::{is_unique_violation, version_key, Store, StoreError};
+use fota_protocol::ImageVersion;
+use serde::Serialize;
+use sqlx::any::AnyRow;
+use sqlx::Row as _;
+
+/// One signed image of a release.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, serde::Deserialize, utoipa::ToSchema)]
+pub struct ReleaseImage {
+    /// `a` or `b`: the slot it is linked for.
+    pub slot: String,
+    /// SHA-256 of the whole image file: its artifact address.
+    pub sha256: String,
+    /// Size in bytes.
+    pub size: i64,
+    /// Hash of the key that signed it.
+    pub key_hash: String,
+}
+
+/// A release to create.
+#[derive(Debug, Clone)]
+pub struct NewRelease {
+    /// Hardware model.
+    pub model: String,
+    /// Version (from the images' headers).
+    pub version: ImageVersion,
+    /// Security counter (from the images' SEC_CNT).
+    pub security_counter: u32,
+    /// Operator's notes.
+    pub notes: String,
+    /// Name of the token that uploaded it.
+    pub created_by: String,
+    /// One image per slot.
+    pub images: Vec<ReleaseImage>,
+}
+
+/// A stored release.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, serde::Deserialize, utoipa::ToSchema)]
+pub struct ReleaseRecord {
+    /// Id.
+    pub id: i64,
+    /// Hardware model.
+    pub model: String,
+    /// Version.
+    pub version: String,
+    /// Security counter.
+    pub security_counter: i64,
+    /// Notes.
+    pub notes: String,
+    /// Created at (Unix ms).
+    pub created_at: i64,
+    /// Token name that uploaded it.
+    pub created_by: String,
+    /// Its images, slot A first.
+    pub images: Vec<ReleaseImage>,
+}
+
+fn release_from_row(r: &AnyRow) -> Result<ReleaseRecord, sqlx::Error> {
+    Ok(ReleaseRecord {
+        id: r.try_get("id")?,
+        model: r.try_get("model")?,
+        version: r.try_get("version")?,
+        security_counter: r.try_get("security_counter")?,
+        notes: r.try_get("notes")?,
+        created_at: r.try_get("created_at")?,
+        created_by: r.try_get("created_by")?,
+        images: Vec::new(),
+    })
+}
+
+const RELEASE_COLUMNS: &str = "id, model, version, security_counter, notes, created_at, created_by";
+
+impl Store {
+    /// Create a release and record its artifacts, atomically. The image files must already be in
+    /// the artifact directory. A second release with the same model and version is refused.
+    pub async fn create_release(
+        &self,
+        new: &NewRelease,
+        now: i64,
+    ) -> Result<ReleaseRecord, StoreError> {
+        let mut tx = self.pool().begin().await?;
+        for image in &new.images {
+            sqlx::query(
+                "INSERT INTO artifacts (sha256, size, created_at) VALUES ($1, $2, $3) \
+                 ON CONFLICT (sha256) DO NOTHING",
+            )
+            .bind(image.sha256.as_str())
+            .bind(image.size)
+            .bind(now)
+            .execute(&mut *tx)
+            .await?;
+        }
+        let row = sqlx::query(
+            "INSERT INTO releases (model, version, version_key, security_counter, notes, created_at, created_by) \
+             VALUES ($1, $2, $3, $4, $5, $6, $7) RETURNING id",
+        )
+        .bind(new.model.as_str())
+        .bind(new.version.to_string())
+        .bind(version_key(&new.version))
+        .bind(i64::from(new.security_counter))
+        .bind(new.notes.as_str())
+        .bind(now)
+        .bind(new.created_by.as_str())
+        .fetch_one(&mut *tx)
+        .await
+        .map_err(|e| {
+            if is_unique_violation(&e) {
+                StoreError::AlreadyExists(format!("release {} {}", new.model, new.version))
+            } else {
+                e.into()
+            }
+        })?;
+        let id: i64 = row.try_get("id")?;
+        for image in &new.images {
+            sqlx::query(
+                "INSERT INTO release_images (release_id, slot, sha256, size, key_hash) \
+                 VALUES ($1, $2, $3, $4, $5)",
+            )
+            .bind(id)
+            .bind(image.slot.as_str())
+            .bind(image.sha256.as_str())
+            .bind(image.size)
+            .bind(image.key_hash.as_str())
+            .execute(&mut *tx)
+            .await?;
+        }
+        tx.commit().await?;
+        self.release(id)
+            .await?
+            .ok_or_else(|| StoreError::NotFound(format!("release {id}")))
+    }
+
+    async fn attach_images(&self, releases: &mut [ReleaseRecord]) -> Result<(), StoreError> {
+        for r in releases {
+            r.images = sqlx::query(
+                "SELECT slot, sha256, size, key_hash FROM release_images WHERE release_id = $1 ORDER BY slot",
+            )
+            .bind(r.id)
+            .fetch_all(self.pool())
+            .await?
+            .iter()
+            .map(|row| {
+                Ok(ReleaseImage {
+                    slot: row.try_get("slot")?,
+                    sha256: row.try_get("sha256")?,
+                    size: row.try_get("size")?,
+                    key_hash: row.try_get("key_hash")?,
+                })
+            })
+            .collect::<Result<_, sqlx::Error>>()?;
+        }
+        Ok(())
+    }
+
+    /// One release.
+    pub async fn release(&self, id: i64) -> Result<Option<ReleaseRecord>, StoreError> {
+        let row = sqlx::query(&format!(
+            "SELECT {RELEASE_COLUMNS} FROM releases WHERE id = $1"
+        ))
+        .bind(id)
+        .fetch_optional(self.pool())
+        .await?;
+        let Some(row) = row else { return Ok(None) };
+        let mut releases = [release_from_row(&row)?];
+        self.attach_images(&mut releases).await?;
+        let [release] = releases;
+        Ok(Some(release))
+    }
+
+    /// Releases, newest version first, optionally for one model.
+    pub async fn list_releases(
+        &self,
+        model: Option<&str>,
+    ) -> Result<Vec<ReleaseRecord>, StoreError> {
+        let rows = sqlx::query(&format!(
+            "SELECT {RELEASE_COLUMNS} FROM releases WHERE ($1 IS NULL OR model = $1) \
+             ORDER BY model, version_key DESC"
+        ))
+        .bind(model)
+        .fetch_all(self.pool())
+        .await?;
+        let mut releases = rows
+            .iter()
+            .map(release_from_row)
+            .collect::<Result<Vec<_>, _>>()?;
+        self.attach_images(&mut releases).await?;
+        Ok(releases)
+    }
+
+    /// Delete a release. Returns the artifacts no release references any more, whose files the
+    /// caller removes.
+    pub async fn delete_release(&self, id: i64) -> Result<Vec<String>, StoreError> {
+        let mut tx = self.pool().begin().await?;
+        let images: Vec<String> =
+            sqlx::query("SELECT sha256 FROM release_images WHERE release_id = $1")
+                .bind(id)
+                .fetch_all(&mut *tx)
+                .await?
+                .iter()
+                .map(|r| r.try_get("sha256"))
+                .collect::<Result<_, _>>()?;
+        sqlx::query("DELETE FROM release_images WHERE release_id = $1")
+            .bind(id)
+            .execute(&mut *tx)
+            .await?;
+        let deleted = sqlx::query("DELETE FROM releases WHERE id = $1")
+            .bind(id)
+            .execute(&mut *tx)
+            .await?
+            .rows_affected();
+        if deleted == 0 {
+            return Err(StoreError::NotFound(format!("release {id}")));
+        }
+        let mut orphans = Vec::new();
+        for sha in images {
+            let removed = sqlx::query(
+                "DELETE FROM artifacts WHERE sha256 = $1 \
+                 AND NOT EXISTS (SELECT 1 FROM release_images WHERE sha256 = $1)",
+            )
+            .bind(sha.as_str())
+            .execute(&mut *tx)
+            .await?
+            .rows_affected();
+            if removed > 0 {
+                orphans.push(sha);
+            }
+        }
+        tx.commit().await?;
+        Ok(orphans)
+    }
+
+    /// Whether an artifact is known (and its size).
+    pub async fn artifact_size(&self, sha256: &str) -> Result<Option<i64>, StoreError> {
+        let row = sqlx::query("SELECT size FROM artifacts WHERE sha256 = $1")
+            .bind(sha256)
+            .fetch_optional(self.pool())
+            .await?;
+        row.map(|r| r.try_get("size"))
+            .transpose()
+            .map_err(StoreError::Database)
+    }
+}

@@ -1,0 +1,1215 @@
+//! The HTTP API against a real server, on SQLite and (with `FOTA_TEST_POSTGRES_URL`) PostgreSQL.
+//! Every bad input gets a JSON error with a stable code; nothing answers 500.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+mod common;
+
+use common::{assert_error, image, other_key, signing_key, spawn_app, Db, TestApp};
+use fota_protocol::SlotId;
+use fota_server::store::Role;
+use serde_json::{json, Value};
+
+backend_tests!(
+    provisioning_json_and_csv,
+    provisioning_refusals,
+    admin_auth_and_roles,
+    check_in_is_buffered_and_visible,
+    device_auth_refusals,
+    check_in_body_refusals,
+    reports_are_idempotent,
+    release_upload_and_listing,
+    release_upload_refusals,
+    artifacts_serve_ranges,
+    artifact_refusals_and_cdn,
+    device_listing_filters_and_summary,
+    shutdown_flushes_buffered_facts,
+    ops_endpoints,
+);
+
+async fn provisioning_json_and_csv(db: Db) {
+    let app = spawn_app(db).await;
+    let tokens = app
+        .provision(&[("SL-1", "f429", &["city:a", "pole"]), ("SL-2", "f429", &[])])
+        .await;
+    assert_eq!(tokens.len(), 2);
+    assert_ne!(tokens[0], tokens[1]);
+    assert!(tokens[0].starts_with("fota_dev_"));
+
+    let resp = app
+        .post("/v1/devices")
+        .header("content-type", "text/csv")
+        .body("id,model,tags\nSL-3,f429,city:b\nSL-4,f429\n")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 201);
+    let v: Value = resp.json().await.unwrap();
+    assert_eq!(v["devices"][0]["id"], "SL-3");
+
+    let d: Value = app
+        .get("/v1/devices/SL-1")
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(d["model"], "f429");
+    assert_eq!(d["tags"], json!(["city:a", "pole"]));
+    assert_eq!(d["status"], "never_seen");
+    // The token is never shown again, nor its hash.
+    assert!(!d.to_string().contains(&tokens[0]));
+    assert!(d.get("token_hash").is_none());
+}
+
+async fn provisioning_refusals(db: Db) {
+    let app = spawn_app(db).await;
+    app.provision(&[("SL-1", "f429", &[])]).await;
+    // All or none: SL-2 must not exist after the conflict on SL-1.
+    let resp = app
+        .post("/v1/devices")
+        .json(
+            &json!({"devices": [{"id": "SL-2", "model": "f429"}, {"id": "SL-1", "model": "f429"}]}),
+        )
+        .send()
+        .await
+        .unwrap();
+    assert_error(resp, 409, "device_exists").await;
+    assert_error(
+        app.get("/v1/devices/SL-2").send().await.unwrap(),
+        404,
+        "device_not_found",
+    )
+    .await;
+
+    let cases = [
+        (json!({"devices": []}), "no_devices"),
+        (
+            json!({"devices": [{"id": "../../etc", "model": "f429"}]}),
+            "invalid_device_id",
+        ),
+        (
+            json!({"devices": [{"id": "ok", "model": "bad model"}]}),
+            "invalid_model",
+        ),
+        (
+            json!({"devices": [{"id": "ok", "model": "m", "tags": ["a/b"]}]}),
+            "invalid_tag",
+        ),
+        (
+            json!({"devices": [{"id": "x", "model": "m"}, {"id": "x", "model": "m"}]}),
+            "duplicate_device_id",
+        ),
+        (
+            json!({"devices": [{"id": "x", "model": "m", "extra": 1}]}),
+            "invalid_body",
+        ),
+        (json!({"nope": []}), "invalid_body"),
+    ];
+    for (body, code) in cases {
+        assert_error(
+            app.post("/v1/devices").json(&body).send().await.unwrap(),
+            400,
+            code,
+        )
+        .await;
+    }
+    let resp = app
+        .post("/v1/devices")
+        .header("content-type", "application/json")
+        .body("{\"devices\": [")
+        .send()
+        .await
+        .unwrap();
+    assert_error(resp, 400, "malformed_json").await;
+    let resp = app
+        .post("/v1/devices")
+        .header("content-type", "text/csv")
+        .body("just-one-field\n")
+        .send()
+        .await
+        .unwrap();
+    assert_error(resp, 400, "invalid_csv").await;
+    let resp = app
+        .post("/v1/devices")
+        .header("content-type", "application/xml")
+        .body("<devices/>")
+        .send()
+        .await
+        .unwrap();
+    assert_error(resp, 415, "unsupported_media_type").await;
+    // Over the 32 MiB provisioning limit.
+    let huge = format!(
+        "{{\"devices\": [{}]}}",
+        "{\"id\":\"a\",\"model\":\"m\"},".repeat(1_500_000)
+    );
+    let resp = app
+        .post("/v1/devices")
+        .header("content-type", "application/json")
+        .body(huge)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 413);
+}
+
+async fn admin_auth_and_roles(db: Db) {
+    let app = spawn_app(db).await;
+    let viewer = common::token(&app.server.state.store, "viewer", Role::Viewer).await;
+    let operator = common::token(&app.server.state.store, "op", Role::Operator).await;
+    let body = json!({"devices": [{"id": "SL-1", "model": "f429"}]});
+
+    let resp = app.client.get(app.at("/v1/devices")).send().await.unwrap();
+    assert_error(resp, 401, "unauthorized").await;
+    let resp = app
+        .client
+        .get(app.at("/v1/devices"))
+        .bearer_auth("fota_adm_wrong")
+        .send()
+        .await
+        .unwrap();
+    assert_error(resp, 401, "unauthorized").await;
+    let resp = app
+        .client
+        .get(app.at("/v1/devices"))
+        .header("authorization", "Basic eDp5")
+        .send()
+        .await
+        .unwrap();
+    assert_error(resp, 401, "unauthorized").await;
+
+    let resp = app
+        .client
+        .get(app.at("/v1/devices"))
+        .bearer_auth(&viewer)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 200);
+    let resp = app
+        .client
+        .post(app.at("/v1/devices"))
+        .bearer_auth(&viewer)
+        .json(&body)
+        .send()
+        .await
+        .unwrap();
+    assert_error(resp, 403, "forbidden").await;
+    let resp = app
+        .client
+        .post(app.at("/v1/devices"))
+        .bearer_auth(&operator)
+        .json(&body)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 201);
+    // Deleting a release needs admin.
+    let resp = app
+        .client
+        .delete(app.at("/v1/releases/1"))
+        .bearer_auth(&operator)
+        .send()
+        .await
+        .unwrap();
+    assert_error(resp, 403, "forbidden").await;
+
+    // A device token is not an admin token.
+    let tokens = app.provision(&[("SL-2", "f429", &[])]).await;
+    let resp = app
+        .client
+        .get(app.at("/v1/devices"))
+        .bearer_auth(&tokens[0])
+        .send()
+        .await
+        .unwrap();
+    assert_error(resp, 401, "unauthorized").await;
+    // A revoked token stops working.
+    app.server
+        .state
+        .store
+        .revoke_admin_token(2, fota_server::store::now_ms())
+        .await
+        .unwrap();
+    let resp = app
+        .client
+        .get(app.at("/v1/devices"))
+        .bearer_auth(&viewer)
+        .send()
+        .await
+        .unwrap();
+    assert_error(resp, 401, "unauthorized").await;
+}
+
+async fn check_in_is_buffered_and_visible(db: Db) {
+    let app = spawn_app(db).await;
+    let tokens = app.provision(&[("SL-1", "f429", &[])]).await;
+    let resp = app
+        .check_in(
+            "SL-1",
+            &tokens[0],
+            &TestApp::check_in_body("f429", "1.4.2+7", "b"),
+        )
+        .await;
+    assert_eq!(resp.status(), 200);
+    let v: Value = resp.json().await.unwrap();
+    assert_eq!(v["poll_interval_s"], 60);
+    assert!(v.get("offer").is_none());
+    app.flush().await;
+    let d: Value = app
+        .get("/v1/devices/SL-1")
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(d["firmware_version"], "1.4.2+7");
+    assert_eq!(d["running_slot"], "b");
+    assert_eq!(d["boot_state"], "confirmed");
+    assert_eq!(d["rdp_level"], "level1");
+    assert_eq!(d["wrp_mask"], 3);
+    assert_eq!(d["status"], "online");
+    assert!(d["last_seen_at"].as_i64().unwrap() > 0);
+}
+
+async fn device_auth_refusals(db: Db) {
+    let app = spawn_app(db).await;
+    let tokens = app
+        .provision(&[("SL-1", "f429", &[]), ("SL-2", "f429", &[])])
+        .await;
+    let body = TestApp::check_in_body("f429", "1.0.0", "a");
+    // Another device's token: a device can only act as itself.
+    assert_error(
+        app.check_in("SL-1", &tokens[1], &body).await,
+        401,
+        "unauthorized",
+    )
+    .await;
+    assert_error(
+        app.check_in("SL-1", "fota_dev_nonsense", &body).await,
+        401,
+        "unauthorized",
+    )
+    .await;
+    // Unknown device: the same answer, so ids cannot be probed.
+    assert_error(
+        app.check_in("SL-404", &tokens[0], &body).await,
+        401,
+        "unauthorized",
+    )
+    .await;
+    // An admin token is not a device token.
+    assert_error(
+        app.check_in("SL-1", &app.admin, &body).await,
+        401,
+        "unauthorized",
+    )
+    .await;
+    let resp = app
+        .client
+        .post(app.at("/v1/devices/SL-1/check-in"))
+        .json(&body)
+        .send()
+        .await
+        .unwrap();
+    assert_error(resp, 401, "unauthorized").await;
+    // Path traversal in the id.
+    let resp = app
+        .client
+        .post(app.at("/v1/devices/..%2F..%2Fetc/check-in"))
+        .bearer_auth(&tokens[0])
+        .json(&body)
+        .send()
+        .await
+        .unwrap();
+    assert_error(resp, 400, "invalid_device_id").await;
+    let resp = app
+        .client
+        .post(app.at("/v1/devices/SL-1/reports"))
+        .bearer_auth(&tokens[1])
+        .json(&json!({"events": []}))
+        .send()
+        .await
+        .unwrap();
+    assert_error(resp, 401, "unauthorized").await;
+}
+
+async fn check_in_body_refusals(db: Db) {
+    let app = spawn_app(db).await;
+    let tokens = app.provision(&[("SL-1", "f429", &[])]).await;
+    let url = app.at("/v1/devices/SL-1/check-in");
+    let send = |body: String, content_type: &'static str| {
+        app.client
+            .post(&url)
+            .bearer_auth(&tokens[0])
+            .header("content-type", content_type)
+            .body(body)
+            .send()
+    };
+    assert_error(
+        send("{\"model\":".into(), "application/json")
+            .await
+            .unwrap(),
+        400,
+        "malformed_json",
+    )
+    .await;
+    assert_error(
+        send("{}".into(), "application/json").await.unwrap(),
+        400,
+        "invalid_body",
+    )
+    .await;
+    let mut bad_version = TestApp::check_in_body("f429", "1.0.0", "a");
+    bad_version["firmware_version"] = json!("one");
+    assert_error(
+        send(bad_version.to_string(), "application/json")
+            .await
+            .unwrap(),
+        400,
+        "invalid_body",
+    )
+    .await;
+    let ok = TestApp::check_in_body("f429", "1.0.0", "a").to_string();
+    assert_error(
+        send(ok, "text/plain").await.unwrap(),
+        415,
+        "unsupported_media_type",
+    )
+    .await;
+    // Bigger than the JSON body limit.
+    let huge = format!("{{\"model\": \"{}\"}}", "x".repeat(300 * 1024));
+    assert_eq!(send(huge, "application/json").await.unwrap().status(), 413);
+    // The model it reports is not the one it was provisioned as.
+    let other_model = TestApp::check_in_body("f407", "1.0.0", "a");
+    assert_error(
+        app.check_in("SL-1", &tokens[0], &other_model).await,
+        409,
+        "model_mismatch",
+    )
+    .await;
+    // Huge headers: a JSON 431.
+    let resp = app
+        .client
+        .post(&url)
+        .bearer_auth(&tokens[0])
+        .header("x-junk", "y".repeat(64 * 1024))
+        .json(&TestApp::check_in_body("f429", "1.0.0", "a"))
+        .send()
+        .await
+        .unwrap();
+    assert_error(resp, 431, "headers_too_large").await;
+    // Past what hyper buffers at all, the connection is cut (or answered 431), never a crash.
+    let resp = app
+        .client
+        .post(&url)
+        .header("x-junk", "y".repeat(1024 * 1024))
+        .send()
+        .await;
+    if let Ok(r) = resp {
+        assert_eq!(r.status(), 431);
+    }
+    // The server still answers.
+    let resp = app
+        .check_in(
+            "SL-1",
+            &tokens[0],
+            &TestApp::check_in_body("f429", "1.0.0", "a"),
+        )
+        .await;
+    assert_eq!(resp.status(), 200);
+}
+
+async fn reports_are_idempotent(db: Db) {
+    let app = spawn_app(db).await;
+    let tokens = app.provision(&[("SL-1", "f429", &[])]).await;
+    let report = json!({"events": [
+        {"id": 1, "kind": "offer_accepted", "rollout_id": 3, "version": "1.5.0"},
+        {"id": 2, "kind": "rolled_back", "rollout_id": 3, "version": "1.5.0", "reason": "3 failed trial boots"},
+    ]});
+    let post = || {
+        app.client
+            .post(app.at("/v1/devices/SL-1/reports"))
+            .bearer_auth(&tokens[0])
+            .json(&report)
+            .send()
+    };
+    let first: Value = post().await.unwrap().json().await.unwrap();
+    assert_eq!(first, json!({"stored": 2, "duplicates": 0}));
+    let again: Value = post().await.unwrap().json().await.unwrap();
+    assert_eq!(again, json!({"stored": 0, "duplicates": 2}));
+    let d: Value = app
+        .get("/v1/devices/SL-1")
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let events = d["events"].as_array().unwrap();
+    assert_eq!(events.len(), 2);
+    let rollback = events.iter().find(|e| e["event_id"] == 2).unwrap();
+    assert_eq!(rollback["kind"], "rolled_back");
+    assert_eq!(rollback["reason"], "3 failed trial boots");
+    assert_eq!(rollback["rollout_id"], 3);
+
+    let bad = [
+        json!({"events": [{"id": 1, "kind": "exploded"}]}),
+        json!({"events": (0..17).map(|i| json!({"id": i, "kind": "confirmed"})).collect::<Vec<_>>()}),
+        json!({"events": [{"id": -1, "kind": "confirmed"}]}),
+    ];
+    for body in bad {
+        let resp = app
+            .client
+            .post(app.at("/v1/devices/SL-1/reports"))
+            .bearer_auth(&tokens[0])
+            .json(&body)
+            .send()
+            .await
+            .unwrap();
+        assert_error(resp, 400, "invalid_body").await;
+    }
+}
+
+async fn release_upload_and_listing(db: Db) {
+    let app = spawn_app(db).await;
+    let key = signing_key();
+    let (a, b) = (
+        image(SlotId::A, "1.4.2", 3, &key),
+        image(SlotId::B, "1.4.2", 3, &key),
+    );
+    let resp = app.upload("f429", a.clone(), b.clone()).await;
+    assert_eq!(resp.status(), 201);
+    let r: Value = resp.json().await.unwrap();
+    assert_eq!(r["version"], "1.4.2");
+    assert_eq!(r["security_counter"], 3);
+    assert_eq!(r["model"], "f429");
+    assert_eq!(r["created_by"], "test-admin");
+    let images = r["images"].as_array().unwrap();
+    assert_eq!(images[0]["slot"], "a");
+    assert_eq!(images[1]["slot"], "b");
+    assert_eq!(
+        images[0]["sha256"],
+        fota_protocol::image::Digest::of(&a).to_string()
+    );
+    assert_eq!(images[0]["size"], a.len());
+
+    let id = r["id"].as_i64().unwrap();
+    let got: Value = app
+        .get(&format!("/v1/releases/{id}"))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(got, r);
+    app.upload(
+        "f429",
+        image(SlotId::A, "1.5.0", 3, &key),
+        image(SlotId::B, "1.5.0", 3, &key),
+    )
+    .await;
+    app.upload(
+        "f407",
+        image(SlotId::A, "1.5.0", 3, &key),
+        image(SlotId::B, "1.5.0", 3, &key),
+    )
+    .await;
+    let list: Value = app
+        .get("/v1/releases?model=f429")
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let versions: Vec<&str> = list["releases"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| r["version"].as_str().unwrap())
+        .collect();
+    assert_eq!(versions, ["1.5.0", "1.4.2"]);
+
+    // Delete: the artifact goes with it.
+    let sha = images[0]["sha256"].as_str().unwrap().to_string();
+    let resp = app
+        .client
+        .delete(app.at(&format!("/v1/releases/{id}")))
+        .bearer_auth(&app.admin)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 204);
+    assert_error(
+        app.get(&format!("/v1/releases/{id}")).send().await.unwrap(),
+        404,
+        "release_not_found",
+    )
+    .await;
+    let resp = app
+        .client
+        .get(app.at(&format!("/v1/artifacts/{sha}")))
+        .send()
+        .await
+        .unwrap();
+    assert_error(resp, 404, "artifact_not_found").await;
+    let resp = app
+        .client
+        .delete(app.at(&format!("/v1/releases/{id}")))
+        .bearer_auth(&app.admin)
+        .send()
+        .await
+        .unwrap();
+    assert_error(resp, 404, "release_not_found").await;
+}
+
+async fn release_upload_refusals(db: Db) {
+    let app = spawn_app(db).await;
+    let key = signing_key();
+    let good_a = image(SlotId::A, "2.0.0", 1, &key);
+    let good_b = image(SlotId::B, "2.0.0", 1, &key);
+    assert_eq!(
+        app.upload("f429", good_a.clone(), good_b.clone())
+            .await
+            .status(),
+        201
+    );
+    assert_error(
+        app.upload("f429", good_a.clone(), good_b.clone()).await,
+        409,
+        "duplicate_version",
+    )
+    .await;
+
+    let unsigned = fota_protocol::image::ImageBuilder::new(
+        common::app_for(SlotId::A, 4096),
+        "2.1.0".parse().unwrap(),
+    )
+    .rom_fixed(SlotId::A.partition().start)
+    .build_unsigned()
+    .unwrap();
+    let b21 = image(SlotId::B, "2.1.0", 1, &key);
+    assert_error(
+        app.upload("f429", unsigned, b21.clone()).await,
+        422,
+        "unsigned_image",
+    )
+    .await;
+    assert_error(
+        app.upload(
+            "f429",
+            image(SlotId::A, "2.1.0", 1, &other_key()),
+            b21.clone(),
+        )
+        .await,
+        422,
+        "untrusted_key",
+    )
+    .await;
+    let mut bad_sig = image(SlotId::A, "2.1.0", 1, &key);
+    let n = bad_sig.len();
+    bad_sig[n - 10] ^= 1;
+    assert_error(
+        app.upload("f429", bad_sig, b21.clone()).await,
+        422,
+        "bad_signature",
+    )
+    .await;
+    let mut flipped = image(SlotId::A, "2.1.0", 1, &key);
+    flipped[0x200 + 100] ^= 1;
+    assert_error(
+        app.upload("f429", flipped, b21.clone()).await,
+        422,
+        "hash_mismatch",
+    )
+    .await;
+    // The slot B build uploaded as slot A.
+    assert_error(
+        app.upload("f429", b21.clone(), b21.clone()).await,
+        422,
+        "wrong_slot",
+    )
+    .await;
+    assert_error(
+        app.upload("f429", image(SlotId::A, "2.1.1", 1, &key), b21.clone())
+            .await,
+        422,
+        "version_mismatch",
+    )
+    .await;
+    assert_error(
+        app.upload("f429", image(SlotId::A, "2.1.0", 2, &key), b21.clone())
+            .await,
+        422,
+        "security_counter_mismatch",
+    )
+    .await;
+    assert_error(
+        app.upload("f429", b"not an image".to_vec(), b21.clone())
+            .await,
+        422,
+        "malformed_image",
+    )
+    .await;
+    assert_error(
+        app.upload("bad model", good_a.clone(), b21.clone()).await,
+        400,
+        "invalid_model",
+    )
+    .await;
+    // Larger than a slot.
+    let big = fota_protocol::image::ImageBuilder::new(
+        common::app_for(SlotId::A, 300 * 1024),
+        "2.1.0".parse().unwrap(),
+    )
+    .rom_fixed(SlotId::A.partition().start)
+    .sign(&key)
+    .unwrap();
+    assert_error(
+        app.upload("f429", big, b21.clone()).await,
+        413,
+        "payload_too_large",
+    )
+    .await;
+    // Missing and unknown fields.
+    let form = reqwest::multipart::Form::new().text("model", "f429");
+    assert_error(
+        app.post("/v1/releases")
+            .multipart(form)
+            .send()
+            .await
+            .unwrap(),
+        400,
+        "missing_field",
+    )
+    .await;
+    let form = reqwest::multipart::Form::new().text("color", "red");
+    assert_error(
+        app.post("/v1/releases")
+            .multipart(form)
+            .send()
+            .await
+            .unwrap(),
+        400,
+        "invalid_field",
+    )
+    .await;
+    let resp = app
+        .post("/v1/releases")
+        .json(&json!({}))
+        .send()
+        .await
+        .unwrap();
+    assert_error(resp, 400, "invalid_multipart").await;
+    // Nothing of the refused uploads was stored.
+    let list: Value = app
+        .get("/v1/releases")
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(list["releases"].as_array().unwrap().len(), 1);
+}
+
+async fn upload_one(app: &TestApp) -> (Vec<u8>, String) {
+    let key = signing_key();
+    let a = image(SlotId::A, "1.0.0", 0, &key);
+    let resp = app
+        .upload("f429", a.clone(), image(SlotId::B, "1.0.0", 0, &key))
+        .await;
+    assert_eq!(resp.status(), 201);
+    let sha = fota_protocol::image::Digest::of(&a).to_string();
+    (a, sha)
+}
+
+async fn artifacts_serve_ranges(db: Db) {
+    let app = spawn_app(db).await;
+    let (a, sha) = upload_one(&app).await;
+    let url = app.at(&format!("/v1/artifacts/{sha}"));
+    let size = a.len();
+
+    let resp = app.client.get(&url).send().await.unwrap();
+    assert_eq!(resp.status(), 200);
+    let h = resp.headers().clone();
+    assert_eq!(h["etag"], format!("\"{sha}\"").as_str());
+    assert_eq!(h["cache-control"], "public, max-age=31536000, immutable");
+    assert_eq!(h["accept-ranges"], "bytes");
+    assert_eq!(h["content-length"], size.to_string().as_str());
+    assert_eq!(resp.bytes().await.unwrap().as_ref(), a.as_slice());
+
+    let resp = app
+        .client
+        .get(&url)
+        .header("range", "bytes=100-199")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 206);
+    assert_eq!(
+        resp.headers()["content-range"],
+        format!("bytes 100-199/{size}").as_str()
+    );
+    assert_eq!(resp.bytes().await.unwrap().as_ref(), &a[100..200]);
+
+    // Resume after a dropped link: from the last written offset to the end.
+    let resp = app
+        .client
+        .get(&url)
+        .header("range", "bytes=4096-")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 206);
+    assert_eq!(resp.bytes().await.unwrap().as_ref(), &a[4096..]);
+
+    let resp = app
+        .client
+        .get(&url)
+        .header("range", "bytes=-16")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 206);
+    assert_eq!(resp.bytes().await.unwrap().as_ref(), &a[size - 16..]);
+
+    let resp = app
+        .client
+        .get(&url)
+        .header("range", format!("bytes={size}-"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(
+        resp.headers()["content-range"],
+        format!("bytes */{size}").as_str()
+    );
+    assert_error(resp, 416, "range_not_satisfiable").await;
+
+    // Multi-range is answered with the whole file.
+    let resp = app
+        .client
+        .get(&url)
+        .header("range", "bytes=0-1,4-5")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 200);
+    assert_eq!(resp.bytes().await.unwrap().len(), size);
+
+    let resp = app.client.head(&url).send().await.unwrap();
+    assert_eq!(resp.status(), 200);
+    assert_eq!(resp.headers()["content-length"], size.to_string().as_str());
+    assert!(resp.bytes().await.unwrap().is_empty());
+
+    let resp = app
+        .client
+        .get(&url)
+        .header("if-none-match", format!("\"{sha}\""))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 304);
+}
+
+async fn artifact_refusals_and_cdn(db: Db) {
+    let app = spawn_app(db).await;
+    let (_, sha) = upload_one(&app).await;
+    for bad in [
+        "abc",
+        "..%2F..%2Fetc%2Fpasswd",
+        &"A".repeat(64),
+        &format!("{}x", &sha[..63]),
+    ] {
+        let resp = app
+            .client
+            .get(app.at(&format!("/v1/artifacts/{bad}")))
+            .send()
+            .await
+            .unwrap();
+        assert_error(resp, 400, "invalid_sha256").await;
+    }
+    let resp = app
+        .client
+        .get(app.at(&format!("/v1/artifacts/{}", "0".repeat(64))))
+        .send()
+        .await
+        .unwrap();
+    assert_error(resp, 404, "artifact_not_found").await;
+
+    // With a CDN configured, downloads are redirected there.
+    let data_dir = tempfile::tempdir().unwrap();
+    let mut config = common::test_config(db, data_dir.path()).await;
+    config.cdn_base_url = Some("https://cdn.example.invalid/fota/".into());
+    let cdn_app = common::spawn_with(db, data_dir, config).await;
+    let client = reqwest::Client::builder()
+        .redirect(reqwest::redirect::Policy::none())
+        .build()
+        .unwrap();
+    let resp = client
+        .get(cdn_app.at(&format!("/v1/artifacts/{sha}")))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 302);
+    assert_eq!(
+        resp.headers()["location"],
+        format!("https://cdn.example.invalid/fota/{sha}").as_str()
+    );
+}
+
+async fn device_listing_filters_and_summary(db: Db) {
+    let app = spawn_app(db).await;
+    let tokens = app
+        .provision(&[
+            ("A-1", "f429", &["city:a"]),
+            ("A-2", "f429", &["city:a"]),
+            ("B-1", "f429", &["city:b"]),
+            ("C-1", "f407", &[]),
+        ])
+        .await;
+    for (id, token, version) in [
+        ("A-1", &tokens[0], "1.0.0"),
+        ("A-2", &tokens[1], "1.1.0"),
+        ("B-1", &tokens[2], "1.1.0"),
+    ] {
+        let resp = app
+            .check_in(id, token, &TestApp::check_in_body("f429", version, "a"))
+            .await;
+        assert_eq!(resp.status(), 200);
+    }
+    app.flush().await;
+    let ids = |v: Value| -> Vec<String> {
+        v["devices"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|d| d["id"].as_str().unwrap().to_string())
+            .collect()
+    };
+    let app = &app;
+    let list = |q: &'static str| async move {
+        app.get(&format!("/v1/devices{q}"))
+            .send()
+            .await
+            .unwrap()
+            .json::<Value>()
+            .await
+            .unwrap()
+    };
+    assert_eq!(ids(list("?model=f429").await), ["A-1", "A-2", "B-1"]);
+    assert_eq!(ids(list("?tag=city:a").await), ["A-1", "A-2"]);
+    assert_eq!(ids(list("?version=1.1.0").await), ["A-2", "B-1"]);
+    assert_eq!(ids(list("?status=never_seen").await), ["C-1"]);
+    assert_eq!(ids(list("?status=online").await), ["A-1", "A-2", "B-1"]);
+    assert_eq!(ids(list("?status=silent").await), Vec::<String>::new());
+    let page1 = list("?limit=2").await;
+    assert_eq!(ids(page1.clone()), ["A-1", "A-2"]);
+    assert_eq!(page1["next_after"], "A-2");
+    let page2 = list("?limit=2&after=A-2").await;
+    assert_eq!(ids(page2.clone()), ["B-1", "C-1"]);
+    let page3 = list("?limit=2&after=C-1").await;
+    assert_eq!(ids(page3.clone()), Vec::<String>::new());
+    assert!(page3["next_after"].is_null());
+
+    for (q, code) in [
+        ("?limit=0", "invalid_query"),
+        ("?limit=5000", "invalid_query"),
+        ("?status=sleepy", "invalid_query"),
+        ("?color=red", "invalid_query"),
+        ("?version=x.y", "invalid_query"),
+        ("?tag=a/b", "invalid_tag"),
+    ] {
+        assert_error(
+            app.get(&format!("/v1/devices{q}")).send().await.unwrap(),
+            400,
+            code,
+        )
+        .await;
+    }
+
+    let s: Value = app
+        .get("/v1/fleet/summary")
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(s["total"], 4);
+    assert_eq!(s["never_seen"], 1);
+    assert_eq!(s["online"], 3);
+    assert_eq!(s["silent"], 0);
+    assert_eq!(
+        s["by_version"][0],
+        json!({"version": "1.1.0", "devices": 2})
+    );
+}
+
+async fn shutdown_flushes_buffered_facts(db: Db) {
+    let data_dir = tempfile::tempdir().unwrap();
+    let mut config = common::test_config(db, data_dir.path()).await;
+    // Long enough that only the shutdown flush can write it.
+    config.flush_interval = std::time::Duration::from_secs(3600);
+    let app = common::spawn_with(db, data_dir, config.clone()).await;
+    let tokens = app.provision(&[("SL-1", "f429", &[])]).await;
+    let resp = app
+        .check_in(
+            "SL-1",
+            &tokens[0],
+            &TestApp::check_in_body("f429", "3.0.0", "a"),
+        )
+        .await;
+    assert_eq!(resp.status(), 200);
+    let TestApp {
+        server, data_dir, ..
+    } = app;
+    server.shutdown().await.unwrap();
+
+    let store = fota_server::store::Store::connect(&config.database_url)
+        .await
+        .unwrap();
+    let d = store.device("SL-1", 0).await.unwrap().unwrap();
+    assert_eq!(d.firmware_version.as_deref(), Some("3.0.0"));
+    store.close().await;
+    drop(data_dir);
+}
+
+async fn ops_endpoints(db: Db) {
+    let app = spawn_app(db).await;
+    let health: Value = app
+        .client
+        .get(app.at("/healthz"))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(health["status"], "ok");
+    let ready = app.client.get(app.at("/readyz")).send().await.unwrap();
+    assert_eq!(ready.status(), 200);
+
+    let tokens = app.provision(&[("SL-1", "f429", &[])]).await;
+    app.check_in(
+        "SL-1",
+        &tokens[0],
+        &TestApp::check_in_body("f429", "1.0.0", "a"),
+    )
+    .await;
+    let metrics = app
+        .client
+        .get(app.at("/metrics"))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(metrics.contains("fota_check_ins_total 1"), "{metrics}");
+    assert!(
+        metrics.contains("route=\"/v1/devices/{id}/check-in\""),
+        "{metrics}"
+    );
+    assert!(
+        !metrics.contains("SL-1"),
+        "device ids must not become metric labels"
+    );
+
+    assert_error(
+        app.client.get(app.at("/v1/nothing")).send().await.unwrap(),
+        404,
+        "no_route",
+    )
+    .await;
+    assert_error(
+        app.client.put(app.at("/healthz")).send().await.unwrap(),
+        405,
+        "method_not_allowed",
+    )
+    .await;
+}
+
+/// The OpenAPI document lists exactly the routes the server has: every documented operation is
+/// routed (never `no_route` or 405), and known routes are documented.
+#[tokio::test]
+async fn openapi_matches_the_routes() {
+    let app = spawn_app(Db::Sqlite).await;
+    let doc: Value = app
+        .client
+        .get(app.at("/openapi.json"))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let paths = doc["paths"].as_object().unwrap();
+    let mut operations = Vec::new();
+    for (path, item) in paths {
+        for method in ["get", "post", "put", "delete", "head", "patch"] {
+            if item.get(method).is_some() {
+                operations.push((method.to_string(), path.clone()));
+            }
+        }
+    }
+    for expected in [
+        ("post", "/v1/devices/{id}/check-in"),
+        ("post", "/v1/devices/{id}/reports"),
+        ("post", "/v1/devices"),
+        ("get", "/v1/devices"),
+        ("get", "/v1/devices/{id}"),
+        ("get", "/v1/fleet/summary"),
+        ("post", "/v1/releases"),
+        ("get", "/v1/releases"),
+        ("get", "/v1/releases/{id}"),
+        ("delete", "/v1/releases/{id}"),
+        ("get", "/v1/artifacts/{sha256}"),
+        ("head", "/v1/artifacts/{sha256}"),
+        ("get", "/healthz"),
+        ("get", "/readyz"),
+        ("get", "/metrics"),
+    ] {
+        assert!(
+            operations.contains(&(expected.0.to_string(), expected.1.to_string())),
+            "{expected:?} is not documented"
+        );
+    }
+    for (method, path) in &operations {
+        let concrete = path
+            .replace("{id}", "1")
+            .replace("{sha256}", &"0".repeat(64));
+        let req = app
+            .client
+            .request(method.to_uppercase().parse().unwrap(), app.at(&concrete))
+            .send()
+            .await
+            .unwrap();
+        let status = req.status();
+        let body = req.text().await.unwrap();
+        assert_ne!(status, 405, "{method} {path} is documented but not routed");
+        assert!(
+            !body.contains("no_route"),
+            "{method} {path} is documented but not routed"
+        );
+    }
+}
+
+/// `fota serve` as a process: starts on a fresh data directory, answers, and exits 0 on SIGTERM
+/// after flushing.
+#[test]
+fn serve_process_starts_and_stops_on_sigterm() {
+    use std::io::{BufRead as _, BufReader};
+    use std::process::{Command, Stdio};
+    let dir = tempfile::tempdir().unwrap();
+    let token = Command::new(env!("CARGO_BIN_EXE_fota"))
+        .args([
+            "token",
+            "create",
+            "--name",
+            "ops",
+            "--role",
+            "admin",
+            "--data-dir",
+        ])
+        .arg(dir.path())
+        .output()
+        .unwrap();
+    assert!(
+        token.status.success(),
+        "{}",
+        String::from_utf8_lossy(&token.stderr)
+    );
+    let token = String::from_utf8(token.stdout).unwrap().trim().to_string();
+    assert!(token.starts_with("fota_adm_"));
+
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let mut child = Command::new(env!("CARGO_BIN_EXE_fota"))
+        .args([
+            "serve",
+            "--listen",
+            &format!("127.0.0.1:{port}"),
+            "--data-dir",
+        ])
+        .arg(dir.path())
+        .env("FOTA_LOG", "info")
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut stderr = BufReader::new(child.stderr.take().unwrap());
+    let mut line = String::new();
+    loop {
+        line.clear();
+        assert!(
+            stderr.read_line(&mut line).unwrap() > 0,
+            "server exited before serving"
+        );
+        if line.contains("fota serving") {
+            break;
+        }
+    }
+    assert!(
+        dir.path().join("fota.db").exists(),
+        "SQLite file created on first run"
+    );
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    rt.block_on(async {
+        let client = reqwest::Client::new();
+        let resp = client
+            .get(format!("http://127.0.0.1:{port}/v1/fleet/summary"))
+            .bearer_auth(&token)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(resp.status(), 200);
+    });
+    let pid = child.id().to_string();
+    assert!(Command::new("kill")
+        .args(["-TERM", &pid])
+        .status()
+        .unwrap()
+        .success());
+    let status = child.wait().unwrap();
+    assert!(status.success(), "exit status {status}");
+    let mut rest = String::new();
+    std::io::Read::read_to_string(&mut stderr, &mut rest).unwrap();
+    assert!(rest.contains("stopped"), "{rest}");
+    assert!(!rest.contains(&token), "a secret reached the log");
+}
+
+/// Bad command lines of the server commands: one line, non-zero exit.
+#[test]
+fn serve_and_token_usage_errors_are_one_line() {
+    use std::process::Command;
+    let dir = tempfile::tempdir().unwrap();
+    for args in [
+        vec!["serve", "--listen", "nonsense"],
+        vec![
+            "serve",
+            "--database-url",
+            "mysql://x/y",
+            "--listen",
+            "127.0.0.1:0",
+        ],
+        vec!["token", "create", "--name", "x", "--role", "emperor"],
+        vec!["serve", "--config", "/nonexistent/fota.toml"],
+    ] {
+        let out = Command::new(env!("CARGO_BIN_EXE_fota"))
+            .args(&args)
+            .env("FOTA_DATA_DIR", dir.path())
+            .output()
+            .unwrap();
+        assert!(!out.status.success(), "{args:?}");
+        let err = String::from_utf8(out.stderr).unwrap();
+        assert_eq!(err.trim().lines().count(), 1, "{args:?}: {err}");
+        assert!(err.starts_with("error:"), "{args:?}: {err}");
+    }
+}
