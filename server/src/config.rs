@@ -35,6 +35,9 @@ pub struct ServeArgs {
     /// How often buffered check-in facts are written, in milliseconds.
     #[arg(long, env = "FOTA_FLUSH_INTERVAL_MS")]
     pub flush_interval_ms: Option<u64>,
+    /// How often deadlines are checked and rollouts evaluated, in milliseconds.
+    #[arg(long, env = "FOTA_SWEEP_INTERVAL_MS")]
+    pub sweep_interval_ms: Option<u64>,
     /// Redirect artifact downloads to this base URL (a CDN holding the same files by SHA-256).
     #[arg(long, env = "FOTA_CDN_BASE_URL")]
     pub cdn_base_url: Option<String>,
@@ -53,6 +56,7 @@ struct FileConfig {
     trusted_keys: Option<Vec<PathBuf>>,
     poll_interval_s: Option<u32>,
     flush_interval_ms: Option<u64>,
+    sweep_interval_ms: Option<u64>,
     cdn_base_url: Option<String>,
     max_image_bytes: Option<u32>,
 }
@@ -72,6 +76,8 @@ pub struct ServeConfig {
     pub poll_interval: Duration,
     /// Flush period for buffered check-in facts.
     pub flush_interval: Duration,
+    /// Period of the rollout sweep (deadlines, advancement).
+    pub sweep_interval: Duration,
     /// CDN base URL for artifact redirects.
     pub cdn_base_url: Option<String>,
     /// Largest image accepted.
@@ -89,6 +95,7 @@ impl ServeConfig {
             trusted_keys: Vec::new(),
             poll_interval: Duration::from_secs(3600),
             flush_interval: Duration::from_secs(1),
+            sweep_interval: Duration::from_millis(500),
             cdn_base_url: None,
             max_image_bytes: fota_protocol::layout::SLOT_A.size,
         }
@@ -139,6 +146,12 @@ impl ServeConfig {
             }
             config.flush_interval = Duration::from_millis(ms);
         }
+        if let Some(ms) = args.sweep_interval_ms.or(file.sweep_interval_ms) {
+            if ms == 0 {
+                bail!("sweep interval must be at least 1 ms");
+            }
+            config.sweep_interval = Duration::from_millis(ms);
+        }
         config.cdn_base_url = args.cdn_base_url.clone().or(file.cdn_base_url);
         if let Some(max) = args.max_image_bytes.or(file.max_image_bytes) {
             config.max_image_bytes = max;
@@ -155,4 +168,61 @@ pub fn default_database_url(data_dir: &Path) -> String {
 /// A trusted public key from a PEM file (public or private; only the public half is kept).
 pub fn load_trusted_key(path: &Path) -> anyhow::Result<TrustedKey> {
     Ok(crate::keys::load_trusted_key(path)?)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn layers_defaults_file_then_flags() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("fota.toml");
+        std::fs::write(
+            &file,
+            "listen = \"127.0.0.1:9000\"\npoll_interval_s = 120\ndata_dir = \"/srv/fota\"\n",
+        )
+        .unwrap();
+        let args = ServeArgs {
+            config: Some(file.clone()),
+            poll_interval_s: Some(30),
+            ..ServeArgs::default()
+        };
+        let c = ServeConfig::resolve(&args).unwrap();
+        assert_eq!(c.listen, "127.0.0.1:9000".parse().unwrap(), "from the file");
+        assert_eq!(c.poll_interval, Duration::from_secs(30), "flag beats file");
+        assert_eq!(
+            c.database_url, "sqlite:///srv/fota/fota.db",
+            "default follows data_dir"
+        );
+        assert_eq!(c.flush_interval, Duration::from_secs(1), "default");
+
+        let defaults = ServeConfig::resolve(&ServeArgs::default()).unwrap();
+        assert_eq!(defaults.listen, "127.0.0.1:8080".parse().unwrap());
+        assert_eq!(defaults.database_url, "sqlite://fota-data/fota.db");
+
+        std::fs::write(&file, "listen = 5\n").unwrap();
+        let err = ServeConfig::resolve(&args).unwrap_err();
+        assert!(
+            format!("{err:#}").contains("invalid config file"),
+            "{err:#}"
+        );
+        std::fs::write(&file, "colour = \"red\"\n").unwrap();
+        assert!(
+            ServeConfig::resolve(&args).is_err(),
+            "unknown keys are refused"
+        );
+        let zero = ServeArgs {
+            poll_interval_s: Some(0),
+            ..ServeArgs::default()
+        };
+        assert!(ServeConfig::resolve(&zero).is_err());
+    }
+
+    #[test]
+    fn the_example_config_parses() {
+        let text = include_str!("../../deploy/fota.toml");
+        let file: FileConfig = toml::from_str(text).unwrap();
+        assert_eq!(file.poll_interval_s, Some(3600));
+    }
 }

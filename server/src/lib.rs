@@ -9,6 +9,7 @@
 //! - [`api`]: the HTTP routes, one module per resource; [`error`]: its one error type.
 //! - [`store`]: SQLite and PostgreSQL behind one `Store`; [`artifacts`]: image files by SHA-256.
 //! - [`auth`]: admin and device tokens; [`config`]: layered configuration.
+//! - [`rollout`]: staged canary rollouts: cohorts, gates, the engine.
 //! - [`facts`]: the check-in write buffer; [`metrics`]: Prometheus; [`release`]: upload rules.
 
 pub mod api;
@@ -23,5 +24,6 @@ pub mod firmware;
 pub mod keys;
 pub mod metrics;
 pub mod release;
+pub mod rollout;
 pub mod serve;
 pub mod store;

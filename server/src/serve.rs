@@ -46,6 +46,7 @@ pub async fn start(config: ServeConfig) -> anyhow::Result<RunningServer> {
         .with_context(|| format!("cannot listen on {}", config.listen))?;
     let addr = listener.local_addr()?;
     let flush_interval = config.flush_interval;
+    let sweep_interval = config.sweep_interval;
     let state = Arc::new(
         AppState::new(store.clone(), config).context("cannot open the artifact directory")?,
     );
@@ -61,6 +62,17 @@ pub async fn start(config: ServeConfig) -> anyhow::Result<RunningServer> {
                 .await;
         })
     };
+    let sweeper = {
+        let state = state.clone();
+        let store = store.clone();
+        let stopped = stopped.clone();
+        tokio::spawn(async move {
+            state
+                .engine
+                .run_sweeper(store, sweep_interval, stopped)
+                .await;
+        })
+    };
     let app = router(state.clone());
     let task = tokio::spawn(async move {
         let served = axum::serve(listener, app)
@@ -71,6 +83,7 @@ pub async fn start(config: ServeConfig) -> anyhow::Result<RunningServer> {
         // Every request has finished: now the last flush sees everything they recorded.
         let _ = stop_flusher.send(true);
         flusher.await.context("flusher panicked")?;
+        sweeper.await.context("sweeper panicked")?;
         store.close().await;
         served.context("server failed")
     });

@@ -8,6 +8,7 @@
 use super::{names, AppState};
 use crate::auth::{bearer, hashes_equal, token_hash};
 use crate::error::{ApiError, ErrorBody};
+use crate::rollout::engine::DeviceView;
 use crate::store::{event_kind_name, now_ms, version_key, DeviceCheckInFacts, DeviceFacts};
 use axum::body::Bytes;
 use axum::extract::State;
@@ -27,6 +28,8 @@ pub struct DeviceCredentials {
     pub token_hash: Vec<u8>,
     /// Its provisioned model.
     pub model: String,
+    /// Its tags.
+    pub tags: Vec<String>,
 }
 
 pub(super) fn routes() -> OpenApiRouter<Arc<AppState>> {
@@ -47,7 +50,7 @@ async fn authenticate(
     let creds = match state.device_cache.get(id) {
         Some(c) => c.clone(),
         None => {
-            let (hash, model) = state
+            let (hash, model, tags) = state
                 .store
                 .device_credentials(id)
                 .await?
@@ -55,6 +58,7 @@ async fn authenticate(
             let creds = Arc::new(DeviceCredentials {
                 token_hash: hash,
                 model,
+                tags,
             });
             state.device_cache.insert(id.to_string(), creds.clone());
             creds
@@ -145,11 +149,23 @@ async fn check_in(
             }),
         },
     );
+    let offer = state
+        .engine
+        .check_in(
+            &state.store,
+            &DeviceView {
+                id: &id,
+                model: &creds.model,
+                tags: &creds.tags,
+                check_in: &check_in,
+            },
+        )
+        .await?;
     state.metrics.check_ins.inc();
     let poll_interval_s = u32::try_from(state.config.poll_interval.as_secs()).unwrap_or(u32::MAX);
     Ok(axum::Json(CheckInResponse {
         poll_interval_s,
-        offer: None,
+        offer,
     }))
 }
 
@@ -177,6 +193,13 @@ async fn report(
     let report: Report = parse_body(&headers, &body)?;
     let now = now_ms();
     let outcome = state.store.store_events(&id, &report.events, now).await?;
+    // Stored first: a report is never lost to an engine error. The engine then moves each
+    // device's rollout state, and a failure that crosses a gate halts the rollout before this
+    // request is answered.
+    state
+        .engine
+        .apply_events(&state.store, &id, &report.events)
+        .await?;
     state.facts.record(
         &id,
         DeviceFacts {

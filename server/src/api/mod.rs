@@ -3,6 +3,7 @@
 //! - [`device`]: what devices call (check-in, reports), authenticated by their own token.
 //! - [`devices`]: provisioning and fleet views, for operators.
 //! - [`releases`]: upload (verified against the trusted keys), list, get, delete.
+//! - [`rollouts`]: staged rollouts, rollbacks, pause/resume/abort/approve, the audit log.
 //! - [`artifacts`]: content-addressed image downloads with Range.
 //! - [`ops`]: health, readiness, metrics.
 //!
@@ -14,6 +15,7 @@ pub mod device;
 pub mod devices;
 pub mod ops;
 pub mod releases;
+pub mod rollouts;
 
 use crate::artifacts::ArtifactStore;
 use crate::config::ServeConfig;
@@ -46,6 +48,8 @@ pub struct AppState {
     pub metrics: Metrics,
     /// Device credentials seen so far (id -> token hash, model): check-ins skip the database.
     pub device_cache: DashMap<String, Arc<device::DeviceCredentials>>,
+    /// The rollout engine.
+    pub engine: crate::rollout::Engine,
 }
 
 impl AppState {
@@ -59,6 +63,7 @@ impl AppState {
             facts: FactsBuffer::default(),
             metrics: Metrics::new(),
             device_cache: DashMap::new(),
+            engine: crate::rollout::Engine::default(),
         })
     }
 
@@ -103,6 +108,7 @@ pub fn router(state: Arc<AppState>) -> Router {
         .merge(device::routes())
         .merge(devices::routes())
         .merge(releases::routes())
+        .merge(rollouts::routes())
         .merge(artifacts::routes())
         .merge(ops::routes())
         .split_for_parts();

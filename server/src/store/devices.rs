@@ -238,18 +238,29 @@ impl Store {
             .map_or_else(|| "id".to_string(), |d| d.id.clone()))
     }
 
-    /// The token hash and model of a device, for authenticating its requests.
+    /// The token hash, model and tags of a device, for authenticating its requests and matching
+    /// it against rollout selectors.
     pub async fn device_credentials(
         &self,
         id: &str,
-    ) -> Result<Option<(Vec<u8>, String)>, StoreError> {
+    ) -> Result<Option<(Vec<u8>, String, Vec<String>)>, StoreError> {
         let row = sqlx::query("SELECT token_hash, model FROM devices WHERE id = $1")
             .bind(id)
             .fetch_optional(self.pool())
             .await?;
-        row.map(|r| Ok((r.try_get("token_hash")?, r.try_get("model")?)))
-            .transpose()
-            .map_err(StoreError::Database)
+        let Some(row) = row else { return Ok(None) };
+        let tags = sqlx::query("SELECT tag FROM device_tags WHERE device_id = $1 ORDER BY tag")
+            .bind(id)
+            .fetch_all(self.pool())
+            .await?
+            .iter()
+            .map(|r| r.try_get("tag"))
+            .collect::<Result<_, _>>()?;
+        Ok(Some((
+            row.try_get("token_hash")?,
+            row.try_get("model")?,
+            tags,
+        )))
     }
 
     /// Write buffered facts: one multi-row UPDATE per batch, in one transaction. A fact older than

@@ -12,6 +12,7 @@
 mod devices;
 mod events;
 mod releases;
+mod rollouts;
 mod sql;
 mod tokens;
 
@@ -21,6 +22,10 @@ pub use devices::{
 };
 pub use events::{event_kind_name, StoreOutcome, StoredEvent};
 pub use releases::{NewRelease, ReleaseImage, ReleaseRecord};
+pub use rollouts::{
+    allowed_from, stage_threshold, AuditEntry, NewRollout, RolloutChange, RolloutRow, StageRow,
+    TargetFilter,
+};
 pub use tokens::{AdminTokenRecord, Role};
 
 use fota_protocol::ImageVersion;

@@ -137,6 +137,7 @@ pub async fn test_config(db: Db, data_dir: &std::path::Path) -> ServeConfig {
         vec![TrustedKey::from_bytes(&signing_key().verifying_key().to_bytes()).unwrap()];
     config.flush_interval = std::time::Duration::from_millis(50);
     config.poll_interval = std::time::Duration::from_secs(60);
+    config.sweep_interval = std::time::Duration::from_millis(100);
     config
 }
 
@@ -273,4 +274,230 @@ pub async fn assert_error(resp: reqwest::Response, status: u16, code: &str) {
         v["message"].as_str().is_some_and(|m| !m.is_empty()),
         "body: {text}"
     );
+}
+
+/// A device as the tests drive it: checks in, takes offers, reports events, reboots into the
+/// new slot. Behaviour is chosen per test.
+#[derive(Debug, Clone)]
+pub struct Device {
+    pub id: String,
+    pub token: String,
+    pub model: String,
+    pub version: String,
+    pub slot: &'static str,
+    pub trial: bool,
+    pub wrp_mask: u32,
+    pub next_event: u64,
+    /// Offers this device ever received: (rollout id, version).
+    pub offers: Vec<(i64, String)>,
+}
+
+/// What a device does with an offer.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Behaviour {
+    /// Installs, boots, confirms.
+    Good,
+    /// Installs, boots, never reaches the server again (the field incident).
+    Silent,
+    /// Installs; the bootloader reverts after 3 trials; the old firmware reports it.
+    RollsBack,
+}
+
+impl Device {
+    pub fn new(id: &str, token: &str, model: &str, version: &str) -> Self {
+        Self {
+            id: id.into(),
+            token: token.into(),
+            model: model.into(),
+            version: version.into(),
+            slot: "a",
+            trial: false,
+            wrp_mask: 0,
+            next_event: 1,
+            offers: Vec::new(),
+        }
+    }
+
+    pub fn body(&self) -> serde_json::Value {
+        serde_json::json!({
+            "model": self.model,
+            "firmware_version": self.version,
+            "running_slot": self.slot,
+            "boot_state": if self.trial { "trial" } else { "confirmed" },
+            "bootloader_version": "1.0.0",
+            "rdp_level": "level1",
+            "wrp_mask": self.wrp_mask,
+        })
+    }
+
+    /// Check in; returns the offer, if any.
+    pub async fn check_in(&mut self, app: &TestApp) -> Option<serde_json::Value> {
+        let resp = app.check_in(&self.id, &self.token, &self.body()).await;
+        assert_eq!(resp.status(), 200, "{}", resp.text().await.unwrap());
+        let v: serde_json::Value = resp.json().await.unwrap();
+        let offer = v.get("offer").cloned();
+        if let Some(o) = &offer {
+            self.offers.push((
+                o["rollout_id"].as_i64().unwrap(),
+                o["version"].as_str().unwrap().to_string(),
+            ));
+        }
+        offer
+    }
+
+    pub async fn report(
+        &mut self,
+        app: &TestApp,
+        kind: &str,
+        rollout: i64,
+        version: &str,
+        reason: Option<&str>,
+    ) {
+        let mut event = serde_json::json!({"id": self.next_event, "kind": kind, "rollout_id": rollout, "version": version});
+        if let Some(r) = reason {
+            event["reason"] = serde_json::json!(r);
+        }
+        self.next_event += 1;
+        let resp = app
+            .client
+            .post(app.at(&format!("/v1/devices/{}/reports", self.id)))
+            .bearer_auth(&self.token)
+            .json(&serde_json::json!({ "events": [event] }))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(resp.status(), 200, "{}", resp.text().await.unwrap());
+    }
+
+    /// Take an offer the way `behaviour` says. Returns false if the device is now silent.
+    pub async fn take(
+        &mut self,
+        app: &TestApp,
+        offer: &serde_json::Value,
+        behaviour: Behaviour,
+    ) -> bool {
+        let rollout = offer["rollout_id"].as_i64().unwrap();
+        let version = offer["version"].as_str().unwrap().to_string();
+        let artifact = app
+            .client
+            .get(app.at(&format!(
+                "/v1/artifacts/{}",
+                offer["sha256"].as_str().unwrap()
+            )))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(artifact.status(), 200);
+        assert_eq!(
+            artifact.bytes().await.unwrap().len() as u64,
+            offer["size"].as_u64().unwrap()
+        );
+        self.report(app, "offer_accepted", rollout, &version, None)
+            .await;
+        self.report(app, "installed", rollout, &version, None).await;
+        match behaviour {
+            Behaviour::Good => {
+                self.version = version.clone();
+                self.slot = if self.slot == "a" { "b" } else { "a" };
+                self.trial = true;
+                self.check_in(app).await;
+                self.trial = false;
+                self.report(app, "confirmed", rollout, &version, None).await;
+                true
+            }
+            Behaviour::Silent => false,
+            Behaviour::RollsBack => {
+                self.report(
+                    app,
+                    "rolled_back",
+                    rollout,
+                    &version,
+                    Some("3 failed trial boots"),
+                )
+                .await;
+                true
+            }
+        }
+    }
+}
+
+/// Provision `n` devices `P-000..` of `model` on `version`, check each in once and flush.
+pub async fn fleet(
+    app: &TestApp,
+    prefix: &str,
+    n: usize,
+    model: &str,
+    version: &str,
+) -> Vec<Device> {
+    let specs: Vec<(String, String)> = (0..n)
+        .map(|i| (format!("{prefix}-{i:04}"), model.to_string()))
+        .collect();
+    let body = serde_json::json!({
+        "devices": specs.iter().map(|(id, m)| serde_json::json!({"id": id, "model": m})).collect::<Vec<_>>()
+    });
+    let resp = app.post("/v1/devices").json(&body).send().await.unwrap();
+    assert_eq!(resp.status(), 201);
+    let v: serde_json::Value = resp.json().await.unwrap();
+    let mut devices: Vec<Device> = v["devices"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|d| {
+            Device::new(
+                d["id"].as_str().unwrap(),
+                d["token"].as_str().unwrap(),
+                model,
+                version,
+            )
+        })
+        .collect();
+    for d in &mut devices {
+        assert!(d.check_in(app).await.is_none());
+    }
+    app.flush().await;
+    devices
+}
+
+/// Upload a release of `model` signed with the trusted key; returns its id.
+pub async fn release(app: &TestApp, model: &str, version: &str, counter: u32) -> i64 {
+    let key = signing_key();
+    let resp = app
+        .upload(
+            model,
+            image(SlotId::A, version, counter, &key),
+            image(SlotId::B, version, counter, &key),
+        )
+        .await;
+    assert_eq!(resp.status(), 201, "{}", resp.text().await.unwrap());
+    resp.json::<serde_json::Value>().await.unwrap()["id"]
+        .as_i64()
+        .unwrap()
+}
+
+/// GET a rollout's status.
+pub async fn rollout_status(app: &TestApp, id: i64) -> serde_json::Value {
+    app.get(&format!("/v1/rollouts/{id}"))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap()
+}
+
+/// Poll until `done(status)` or the timeout; returns the last status.
+pub async fn wait_for(
+    app: &TestApp,
+    id: i64,
+    timeout: std::time::Duration,
+    done: impl Fn(&serde_json::Value) -> bool,
+) -> serde_json::Value {
+    let start = std::time::Instant::now();
+    loop {
+        let s = rollout_status(app, id).await;
+        if done(&s) || start.elapsed() > timeout {
+            return s;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
 }

@@ -1,0 +1,578 @@
+//! The rollout engine: offers at check-in, device state from reports and check-ins, gate
+//! evaluation (inline on failure reports, and by a sweep for deadlines and advancement), and
+//! the conditional, audited rollout changes.
+//!
+//! What the engine keeps in memory is a cache, never the truth: active rollouts (refreshed at
+//! least every second, and at once after a local change) and each device's last known state per
+//! rollout (terminal states never change, so they are safe to remember). Every decision that
+//! matters is made by a conditional statement in the database, so any replica may make it and
+//! none makes it twice.
+
+use super::cohort;
+use super::gate::{self, GateInput, HealthGate, Verdict};
+use crate::store::{
+    now_ms, stage_threshold, AuditEntry, RolloutChange, RolloutRow, StageRow, Store, StoreError,
+    TargetFilter,
+};
+use dashmap::DashMap;
+use fota_protocol::image::Digest;
+use fota_protocol::messages::{BootState, CheckIn, Event, EventKind, Offer};
+use fota_protocol::{ImageVersion, SlotId};
+use std::collections::HashSet;
+use std::sync::{Arc, Mutex, RwLock};
+use std::time::{Duration, Instant};
+
+/// Actor name of automatic decisions in the audit log.
+pub const AUTOMATIC: &str = "fota";
+
+/// How stale the active-rollout cache may get: bounds how long another replica's halt or
+/// advance takes to be seen here (offers are also checked in the database, so a halt stops
+/// offers everywhere at once).
+pub const ACTIVE_CACHE_TTL: Duration = Duration::from_millis(500);
+
+/// What a replica needs to know about an active rollout to answer check-ins.
+#[derive(Debug, Clone)]
+pub struct ActiveRollout {
+    /// Rollout id.
+    pub id: i64,
+    /// Model.
+    pub model: String,
+    /// Release version.
+    pub version: ImageVersion,
+    /// Release security counter.
+    pub security_counter: u32,
+    /// Image per slot: (sha256, size).
+    pub images: [(Digest, u32); 2],
+    /// Current cohort threshold.
+    pub threshold: i64,
+    /// Current stage.
+    pub stage: i64,
+    /// The current stage's confirmation deadline.
+    pub confirm_deadline_s: i64,
+    /// Required tags.
+    pub tags: Vec<String>,
+    /// Version range keys.
+    pub version_min_key: Option<i64>,
+    /// Upper bound.
+    pub version_max_key: Option<i64>,
+    /// Only devices running this version (rollbacks).
+    pub from_version: Option<String>,
+}
+
+/// A device's state in a rollout, as this replica last saw it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum Known {
+    /// Not a target.
+    NotTarget,
+    /// A target, not offered yet.
+    Eligible,
+    /// Offered and not decided.
+    InFlight(String),
+    /// Decided or skipped: nothing more to do.
+    Done,
+}
+
+fn known_from_state(state: &str) -> Known {
+    match state {
+        "eligible" => Known::Eligible,
+        "offered" | "downloading" | "installed" => Known::InFlight(state.to_string()),
+        _ => Known::Done,
+    }
+}
+
+#[derive(Debug, Default)]
+struct ActiveCache {
+    loaded: Option<Instant>,
+    rollouts: Vec<Arc<ActiveRollout>>,
+}
+
+/// The engine's shared state.
+#[derive(Debug, Default)]
+pub struct Engine {
+    active: RwLock<ActiveCache>,
+    known: DashMap<(i64, String), Known>,
+    dirty: Mutex<HashSet<i64>>,
+}
+
+/// What a device tells at check-in that the engine uses.
+#[derive(Debug, Clone)]
+pub struct DeviceView<'a> {
+    /// Device id.
+    pub id: &'a str,
+    /// Provisioned model.
+    pub model: &'a str,
+    /// Its tags.
+    pub tags: &'a [String],
+    /// What it reported.
+    pub check_in: &'a CheckIn,
+}
+
+/// The device-state name an event moves a device to, with the reason to store.
+pub fn state_for_event(kind: EventKind) -> Option<&'static str> {
+    Some(match kind {
+        EventKind::OfferAccepted => "offered",
+        EventKind::DownloadStarted => "downloading",
+        EventKind::Installed | EventKind::TrialBoot => "installed",
+        EventKind::Confirmed => "confirmed",
+        EventKind::DownloadFailed | EventKind::VerifyFailed => "failed",
+        EventKind::RolledBack => "rolled_back",
+        EventKind::ProtectionBlocked => "protection_blocked",
+    })
+}
+
+fn selector_matches(r: &ActiveRollout, device: &DeviceView<'_>, key: i64) -> bool {
+    let version = device.check_in.firmware_version.to_string();
+    r.tags.iter().all(|t| device.tags.contains(t))
+        && r.version_min_key.is_none_or(|min| key >= min)
+        && r.version_max_key.is_none_or(|max| key <= max)
+        && r.from_version.as_ref().is_none_or(|v| *v == version)
+        && device.check_in.firmware_version != r.version
+}
+
+impl Engine {
+    /// Forget cached rollouts so the next check-in reloads them.
+    pub fn invalidate(&self) {
+        if let Ok(mut cache) = self.active.write() {
+            cache.loaded = None;
+        }
+    }
+
+    /// Mark a rollout for evaluation by the next sweep tick.
+    pub fn mark_dirty(&self, rollout_id: i64) {
+        if let Ok(mut d) = self.dirty.lock() {
+            d.insert(rollout_id);
+        }
+    }
+
+    fn take_dirty(&self) -> Vec<i64> {
+        self.dirty
+            .lock()
+            .map(|mut d| d.drain().collect())
+            .unwrap_or_default()
+    }
+
+    async fn active_rollouts(&self, store: &Store) -> Result<Vec<Arc<ActiveRollout>>, StoreError> {
+        if let Ok(cache) = self.active.read() {
+            if cache.loaded.is_some_and(|t| t.elapsed() < ACTIVE_CACHE_TTL) {
+                return Ok(cache.rollouts.clone());
+            }
+        }
+        let rows = store.list_rollouts(&["active"]).await?;
+        let mut rollouts = Vec::with_capacity(rows.len());
+        for r in rows {
+            if let Some(a) = load_active(store, &r).await? {
+                rollouts.push(Arc::new(a));
+            }
+        }
+        if let Ok(mut cache) = self.active.write() {
+            // Devices of rollouts that are no longer active need no memory.
+            let live: HashSet<i64> = rollouts.iter().map(|r| r.id).collect();
+            if cache.rollouts.iter().any(|r| !live.contains(&r.id)) {
+                self.known.retain(|(id, _), _| live.contains(id));
+            }
+            cache.loaded = Some(Instant::now());
+            cache.rollouts = rollouts.clone();
+        }
+        Ok(rollouts)
+    }
+
+    /// The offer for a device at check-in, if it is in an active rollout's current cohort; also
+    /// records what the check-in proves (a device running the new release confirmed it).
+    pub async fn check_in(
+        &self,
+        store: &Store,
+        device: &DeviceView<'_>,
+    ) -> Result<Option<Offer>, StoreError> {
+        let rollouts = self.active_rollouts(store).await?;
+        let Some(r) = rollouts.iter().find(|r| r.model == device.model) else {
+            return Ok(None);
+        };
+        let key = (r.id, device.id.to_string());
+        let known = match self.known.get(&key).map(|k| k.clone()) {
+            Some(k) => k,
+            None => {
+                let k = match store.rollout_device_state(r.id, device.id).await? {
+                    Some(state) => known_from_state(&state),
+                    None => {
+                        let version_key =
+                            crate::store::version_key(&device.check_in.firmware_version);
+                        if selector_matches(r, device, version_key) {
+                            let rank = cohort::rank(r.id, device.id);
+                            store
+                                .add_late_target(r.id, device.id, rank, now_ms())
+                                .await?;
+                            Known::Eligible
+                        } else {
+                            Known::NotTarget
+                        }
+                    }
+                };
+                self.known.insert(key.clone(), k.clone());
+                k
+            }
+        };
+        let running_release = device.check_in.firmware_version == r.version;
+        match known {
+            Known::NotTarget | Known::Done => Ok(None),
+            Known::InFlight(_) if running_release => {
+                let to = match device.check_in.boot_state {
+                    BootState::Confirmed => "confirmed",
+                    BootState::Trial => "installed",
+                };
+                if store
+                    .set_device_state(r.id, device.id, to, None, now_ms())
+                    .await?
+                {
+                    self.mark_dirty(r.id);
+                }
+                self.known.insert(key, known_from_state(to));
+                Ok(None)
+            }
+            // Offered or downloading on the old version: the device may have lost the answer.
+            Known::InFlight(state) if state != "installed" => Ok(Some(self.offer(r, device))),
+            Known::InFlight(_) => Ok(None),
+            Known::Eligible => {
+                if running_release {
+                    return Ok(None);
+                }
+                let rank = cohort::rank(r.id, device.id);
+                if !cohort::is_in(rank, u64::try_from(r.threshold).unwrap_or(0)) {
+                    return Ok(None);
+                }
+                let target = device.check_in.running_slot.other();
+                let blocked = device.check_in.wrp_mask & target.partition().sector_mask();
+                if blocked != 0 {
+                    let reason = format!(
+                        "write protection (WRP mask {:#x}) covers slot {target}",
+                        device.check_in.wrp_mask
+                    );
+                    store
+                        .set_device_state(
+                            r.id,
+                            device.id,
+                            "protection_blocked",
+                            Some(&reason),
+                            now_ms(),
+                        )
+                        .await?;
+                    self.known.insert(key, Known::Done);
+                    return Ok(None);
+                }
+                if store
+                    .offer_device(r.id, device.id, now_ms(), r.confirm_deadline_s)
+                    .await?
+                {
+                    self.known.insert(key, Known::InFlight("offered".into()));
+                    return Ok(Some(self.offer(r, device)));
+                }
+                // Another replica offered it, or the rollout stopped: ask the database.
+                let state = store.rollout_device_state(r.id, device.id).await?;
+                let k = state.as_deref().map_or(Known::NotTarget, known_from_state);
+                self.known.insert(key, k.clone());
+                Ok(match k {
+                    Known::InFlight(s) if s != "installed" => Some(self.offer(r, device)),
+                    _ => None,
+                })
+            }
+        }
+    }
+
+    fn offer(&self, r: &ActiveRollout, device: &DeviceView<'_>) -> Offer {
+        let slot = device.check_in.running_slot.other();
+        let (sha256, size) = r.images[match slot {
+            SlotId::A => 0,
+            SlotId::B => 1,
+        }];
+        Offer {
+            rollout_id: u64::try_from(r.id).unwrap_or(0),
+            version: r.version,
+            slot,
+            sha256,
+            size,
+            security_counter: r.security_counter,
+        }
+    }
+
+    /// Apply a device's reported events to its rollout state. A failure is evaluated against the
+    /// gate at once (the report that crosses it halts the rollout before it is acknowledged);
+    /// other progress is evaluated by the next sweep tick.
+    pub async fn apply_events(
+        &self,
+        store: &Store,
+        device_id: &str,
+        events: &[Event],
+    ) -> Result<(), StoreError> {
+        let mut failed_rollouts = HashSet::new();
+        for e in events {
+            let (Some(rollout), Some(to)) = (e.rollout_id, state_for_event(e.kind)) else {
+                continue;
+            };
+            let Ok(rollout) = i64::try_from(rollout) else {
+                continue;
+            };
+            let reason = e.reason.as_ref().map(|r| r.as_str());
+            if store
+                .set_device_state(rollout, device_id, to, reason, now_ms())
+                .await?
+            {
+                self.known
+                    .insert((rollout, device_id.to_string()), known_from_state(to));
+                if e.kind.is_failure() && e.kind != EventKind::ProtectionBlocked {
+                    failed_rollouts.insert(rollout);
+                } else {
+                    self.mark_dirty(rollout);
+                }
+            }
+        }
+        for rollout in failed_rollouts {
+            self.evaluate(store, rollout).await?;
+        }
+        Ok(())
+    }
+
+    /// Evaluate one rollout's gate and act on the verdict. Returns the verdict.
+    pub async fn evaluate(&self, store: &Store, id: i64) -> Result<Option<Verdict>, StoreError> {
+        let Some(r) = store.rollout(id).await? else {
+            return Ok(None);
+        };
+        if r.state != "active" {
+            return Ok(None);
+        }
+        let stages = store.rollout_stages(id).await?;
+        let Some(stage) = usize::try_from(r.current_stage)
+            .ok()
+            .and_then(|i| stages.get(i))
+            .copied()
+        else {
+            return Ok(None);
+        };
+        let (whole, per_stage) = store.rollout_counts(id).await?;
+        let eligible_in_cohort = store.eligible_in_cohort(id, r.current_threshold).await?;
+        let stage_counts = per_stage.get(&r.current_stage).copied().unwrap_or_default();
+        let gate = gate_of(&stage);
+        let now = now_ms();
+        let verdict = gate::evaluate(&GateInput {
+            stage: u32::try_from(r.current_stage).unwrap_or(u32::MAX),
+            is_last: r.current_stage as usize + 1 >= stages.len(),
+            gate: &gate,
+            bake_s: stage.bake_s,
+            auto_advance: stage.auto_advance,
+            approved: r.approved_stage == Some(r.current_stage),
+            whole: &whole,
+            stage_counts: &stage_counts,
+            eligible_in_cohort,
+            stage_age_s: (now - r.stage_started_at) / 1000,
+        });
+        let changed = match &verdict {
+            Verdict::Halt(reason) => {
+                let detail = serde_json::to_value(reason).unwrap_or_default();
+                let changed = store
+                    .change_rollout(
+                        id,
+                        &["active"],
+                        Some(r.current_stage),
+                        &RolloutChange {
+                            state: Some("halted".into()),
+                            halt_reason: Some(detail.to_string()),
+                            ..RolloutChange::default()
+                        },
+                        &AuditEntry::new(
+                            AUTOMATIC,
+                            "rollout.halt",
+                            Some(id),
+                            Some(r.release_id),
+                            serde_json::json!({ "reason": reason.to_string(), "numbers": detail }),
+                            now,
+                        ),
+                    )
+                    .await?;
+                if changed {
+                    tracing::warn!(rollout = id, reason = %reason, "rollout halted");
+                }
+                changed
+            }
+            Verdict::Advance => {
+                let next = r.current_stage + 1;
+                let Some(next_stage) = stages.get(next as usize) else {
+                    return Ok(Some(verdict));
+                };
+                let mut ranks = if next_stage.device_count.is_some() {
+                    store.rollout_ranks(id).await?
+                } else {
+                    Vec::new()
+                };
+                let threshold = stage_threshold(next_stage, &mut ranks).max(r.current_threshold);
+                let changed = store
+                    .change_rollout(
+                        id,
+                        &["active"],
+                        Some(r.current_stage),
+                        &RolloutChange {
+                            stage: Some((next, threshold)),
+                            ..RolloutChange::default()
+                        },
+                        &AuditEntry::new(
+                            AUTOMATIC,
+                            "rollout.advance",
+                            Some(id),
+                            Some(r.release_id),
+                            serde_json::json!({
+                                "from_stage": r.current_stage + 1,
+                                "to_stage": next + 1,
+                                "stage_counts": stage_counts,
+                                "counts": whole,
+                            }),
+                            now,
+                        ),
+                    )
+                    .await?;
+                if changed {
+                    tracing::info!(rollout = id, stage = next + 1, "rollout advanced");
+                }
+                changed
+            }
+            Verdict::Complete => {
+                store
+                    .change_rollout(
+                        id,
+                        &["active"],
+                        Some(r.current_stage),
+                        &RolloutChange {
+                            state: Some("completed".into()),
+                            ..RolloutChange::default()
+                        },
+                        &AuditEntry::new(
+                            AUTOMATIC,
+                            "rollout.complete",
+                            Some(id),
+                            Some(r.release_id),
+                            serde_json::json!({ "counts": whole }),
+                            now,
+                        ),
+                    )
+                    .await?
+            }
+            Verdict::Wait(_) => false,
+        };
+        if changed {
+            self.invalidate();
+        }
+        Ok(Some(verdict))
+    }
+
+    /// One sweep: declare silent devices past their deadline, then evaluate every active
+    /// rollout (so bake times and advancement are noticed without reports).
+    pub async fn sweep(&self, store: &Store) -> Result<(), StoreError> {
+        let mut ids: HashSet<i64> = store
+            .time_out_devices(now_ms())
+            .await?
+            .into_iter()
+            .collect();
+        ids.extend(self.take_dirty());
+        for r in store.list_rollouts(&["active"]).await? {
+            ids.insert(r.id);
+        }
+        for id in ids {
+            // Drop cached knowledge of timed-out devices: reload on their next check-in.
+            self.known
+                .retain(|(rid, _), k| *rid != id || !matches!(k, Known::InFlight(_)));
+            self.evaluate(store, id).await?;
+        }
+        Ok(())
+    }
+
+    /// Run [`sweep`](Self::sweep) every `interval` until `stop` flips.
+    pub async fn run_sweeper(
+        &self,
+        store: Store,
+        interval: Duration,
+        mut stop: tokio::sync::watch::Receiver<bool>,
+    ) {
+        let mut tick = tokio::time::interval(interval);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tokio::select! {
+                _ = tick.tick() => {}
+                _ = stop.changed() => break,
+            }
+            if let Err(e) = self.sweep(&store).await {
+                tracing::warn!(error = %e, "rollout sweep failed; will retry");
+            }
+        }
+    }
+}
+
+/// A stage's gate.
+pub fn gate_of(stage: &StageRow) -> HealthGate {
+    HealthGate {
+        min_sample: u64::try_from(stage.min_sample).unwrap_or(0),
+        max_failure_ppm: u32::try_from(stage.max_failure_ppm).unwrap_or(0),
+        confirm_deadline_s: stage.confirm_deadline_s,
+    }
+}
+
+async fn load_active(store: &Store, r: &RolloutRow) -> Result<Option<ActiveRollout>, StoreError> {
+    let Some(release) = store.release(r.release_id).await? else {
+        return Ok(None);
+    };
+    let stages = store.rollout_stages(r.id).await?;
+    let Some(stage) = usize::try_from(r.current_stage)
+        .ok()
+        .and_then(|i| stages.get(i))
+    else {
+        return Ok(None);
+    };
+    let image = |slot: &str| {
+        release
+            .images
+            .iter()
+            .find(|i| i.slot == slot)
+            .and_then(|i| Some((Digest::from_hex(&i.sha256)?, u32::try_from(i.size).ok()?)))
+    };
+    let (Some(a), Some(b)) = (image("a"), image("b")) else {
+        return Err(StoreError::Corrupt(format!(
+            "release {} lacks an image",
+            release.id
+        )));
+    };
+    let from_version = match r.from_release_id {
+        Some(id) => store.release(id).await?.map(|rel| rel.version),
+        None => None,
+    };
+    Ok(Some(ActiveRollout {
+        id: r.id,
+        model: r.model.clone(),
+        version: release
+            .version
+            .parse()
+            .map_err(|_| StoreError::Corrupt(format!("release version {:?}", release.version)))?,
+        security_counter: u32::try_from(release.security_counter).unwrap_or(0),
+        images: [a, b],
+        threshold: r.current_threshold,
+        stage: r.current_stage,
+        confirm_deadline_s: stage.confirm_deadline_s,
+        tags: r.selector_tags.clone(),
+        version_min_key: r.version_min_key,
+        version_max_key: r.version_max_key,
+        from_version,
+    }))
+}
+
+/// The target filter of a rollout about to be created.
+pub fn target_filter(
+    model: &str,
+    tags: &[String],
+    min: Option<i64>,
+    max: Option<i64>,
+    running_version: Option<String>,
+    release_version: &str,
+) -> TargetFilter {
+    TargetFilter {
+        model: model.to_string(),
+        tags: tags.to_vec(),
+        version_min_key: min,
+        version_max_key: max,
+        running_version,
+        exclude_version: Some(release_version.to_string()),
+    }
+}

@@ -1,0 +1,553 @@
+//! Staged rollouts end to end over HTTP, on SQLite and (with `FOTA_TEST_POSTGRES_URL`)
+//! PostgreSQL: the field incident halts in its canary, a good release walks to 100%, a gate
+//! without its sample never advances, rollbacks, operator actions and the audit log.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+mod common;
+
+use common::{
+    assert_error, fleet, release, rollout_status, spawn_app, wait_for, Behaviour, Db, TestApp,
+};
+use fota_server::rollout::cohort;
+use serde_json::{json, Value};
+use std::time::Duration;
+
+backend_tests!(
+    field_incident_halts_in_the_first_stage,
+    good_release_walks_every_stage_to_100_percent,
+    failing_release_below_min_sample_never_advances,
+    rollback_reports_halt_at_once,
+    protection_blocked_devices_are_skipped,
+    operator_actions_and_audit,
+    rollout_refusals,
+    fleet_rollback_brings_devices_back,
+);
+
+async fn start(app: &TestApp, body: Value) -> Value {
+    let resp = app.post("/v1/rollouts").json(&body).send().await.unwrap();
+    assert_eq!(resp.status(), 201, "{}", resp.text().await.unwrap());
+    resp.json().await.unwrap()
+}
+
+fn stage(percent: f64, min_sample: u64, max_rate: f64, deadline_s: i64) -> Value {
+    json!({"percent": percent, "bake_s": 0, "min_sample": min_sample, "max_failure_rate": max_rate, "confirm_deadline_s": deadline_s})
+}
+
+/// The field incident at small scale: the new firmware boots and never reaches the server. The
+/// rollout halts in its first stage on silence alone, and no device outside it is ever offered.
+async fn field_incident_halts_in_the_first_stage(db: Db) {
+    let app = spawn_app(db).await;
+    let mut devices = fleet(&app, "SL", 200, "f429", "1.0.0").await;
+    let bad = release(&app, "f429", "2.0.0", 1).await;
+    let r = start(
+        &app,
+        json!({"release_id": bad, "stages": [stage(5.0, 4, 0.25, 2), stage(50.0, 4, 0.25, 2), stage(100.0, 4, 0.25, 2)]}),
+    )
+    .await;
+    let id = r["id"].as_i64().unwrap();
+    assert_eq!(r["targets"], 200);
+    assert_eq!(r["state"], "active");
+    let first_threshold = cohort::threshold_for_basis_points(500);
+
+    let mut silent = std::collections::HashSet::new();
+    let started = std::time::Instant::now();
+    let status = loop {
+        for d in devices.iter_mut() {
+            if silent.contains(&d.id) {
+                continue;
+            }
+            if let Some(offer) = d.check_in(&app).await {
+                assert!(
+                    cohort::is_in(cohort::rank(id, &d.id), first_threshold),
+                    "{} was offered outside the first stage",
+                    d.id
+                );
+                assert_eq!(offer["slot"], "b", "the inactive slot");
+                assert_eq!(offer["version"], "2.0.0");
+                if !d.take(&app, &offer, Behaviour::Silent).await {
+                    silent.insert(d.id.clone());
+                }
+            }
+        }
+        let s = rollout_status(&app, id).await;
+        if s["state"] != "active" || started.elapsed() > Duration::from_secs(20) {
+            break s;
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    };
+    assert_eq!(status["state"], "halted", "{status:#}");
+    assert_eq!(status["current_stage"], 1);
+    assert!(
+        status["halt_reason"]["timed_out"].as_u64().unwrap() >= 1,
+        "{status:#}"
+    );
+    assert!(status["halt_message"].as_str().unwrap().contains("silent"));
+    let exposed = silent.len();
+    assert!(
+        exposed > 0 && exposed <= 25,
+        "{exposed} devices took the bad release"
+    );
+
+    // After the halt nothing more is offered, to anyone.
+    for d in devices.iter_mut().filter(|d| !silent.contains(&d.id)) {
+        assert!(d.check_in(&app).await.is_none(), "offered after the halt");
+    }
+    let offered_outside: Vec<_> = app
+        .server
+        .state
+        .store
+        .rollout_devices(id)
+        .await
+        .unwrap()
+        .into_iter()
+        .filter(|(_, state, rank, _)| {
+            state != "eligible" && !cohort::is_in(*rank as u32, first_threshold)
+        })
+        .collect();
+    assert!(offered_outside.is_empty(), "{offered_outside:?}");
+    // The automatic decision is in the audit log, with its numbers.
+    let audit: Value = app
+        .get(&format!("/v1/audit?rollout_id={id}"))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let halt = audit["entries"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|e| e["action"] == "rollout.halt")
+        .expect("halt audited");
+    assert_eq!(halt["actor"], "fota");
+    assert!(halt["detail"].as_str().unwrap().contains("timed_out"));
+}
+
+/// A good release: every stage passes its gate and the rollout completes with every device
+/// confirmed on the new version.
+async fn good_release_walks_every_stage_to_100_percent(db: Db) {
+    let app = spawn_app(db).await;
+    let mut devices = fleet(&app, "G", 60, "f429", "1.0.0").await;
+    let good = release(&app, "f429", "1.1.0", 1).await;
+    let r = start(
+        &app,
+        json!({"release_id": good, "stages": [stage(10.0, 2, 0.1, 60), stage(50.0, 5, 0.1, 60), stage(100.0, 5, 0.1, 60)]}),
+    )
+    .await;
+    let id = r["id"].as_i64().unwrap();
+    let started = std::time::Instant::now();
+    let status = loop {
+        let s = rollout_status(&app, id).await;
+        if s["state"] != "active" || started.elapsed() > Duration::from_secs(30) {
+            break s;
+        }
+        for d in devices.iter_mut() {
+            if let Some(offer) = d.check_in(&app).await {
+                d.take(&app, &offer, Behaviour::Good).await;
+            }
+        }
+        tokio::time::sleep(Duration::from_millis(150)).await;
+    };
+    assert_eq!(status["state"], "completed", "{status:#}");
+    assert_eq!(status["current_stage"], 3);
+    assert_eq!(status["counts"]["confirmed"], 60);
+    assert!(devices
+        .iter()
+        .all(|d| d.version == "1.1.0" && d.slot == "b"));
+    let audit: Value = app
+        .get(&format!("/v1/audit?rollout_id={id}"))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let actions: Vec<&str> = audit["entries"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .rev()
+        .map(|e| e["action"].as_str().unwrap())
+        .collect();
+    assert_eq!(
+        actions,
+        [
+            "rollout.create",
+            "rollout.advance",
+            "rollout.advance",
+            "rollout.complete"
+        ]
+    );
+    app.flush().await;
+    let summary: Value = app
+        .get("/v1/fleet/summary")
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(
+        summary["by_version"][0],
+        json!({"version": "1.1.0", "devices": 60})
+    );
+}
+
+/// A failing release whose failures stay under the halt line but whose stage never reaches its
+/// minimum sample: it waits; it does not advance.
+async fn failing_release_below_min_sample_never_advances(db: Db) {
+    let app = spawn_app(db).await;
+    let mut devices = fleet(&app, "F", 100, "f429", "1.0.0").await;
+    let rel = release(&app, "f429", "1.2.0", 1).await;
+    // ~10 devices in stage 1, but it needs 50 decided to advance; 50% failures tolerated.
+    let r = start(
+        &app,
+        json!({"release_id": rel, "stages": [stage(10.0, 50, 0.5, 60), stage(100.0, 1, 0.5, 60)]}),
+    )
+    .await;
+    let id = r["id"].as_i64().unwrap();
+    let mut n = 0;
+    for d in devices.iter_mut() {
+        if let Some(offer) = d.check_in(&app).await {
+            let behaviour = if n % 3 == 0 {
+                Behaviour::RollsBack
+            } else {
+                Behaviour::Good
+            };
+            n += 1;
+            d.take(&app, &offer, behaviour).await;
+        }
+    }
+    assert!(n >= 3, "the first stage took {n} devices");
+    // Several sweeps later, still stage 1.
+    tokio::time::sleep(Duration::from_millis(800)).await;
+    let s = rollout_status(&app, id).await;
+    assert_eq!(s["state"], "active", "{s:#}");
+    assert_eq!(s["current_stage"], 1, "{s:#}");
+    assert!(s["counts"]["rolled_back"].as_u64().unwrap() >= 1);
+    // And nobody outside stage 1 was offered.
+    for d in devices.iter_mut() {
+        assert!(d.check_in(&app).await.is_none());
+    }
+}
+
+/// Bootloader rollbacks are failures: reported by the old firmware, they halt the rollout in the
+/// request that crosses the gate.
+async fn rollback_reports_halt_at_once(db: Db) {
+    let app = spawn_app(db).await;
+    let mut devices = fleet(&app, "R", 100, "f429", "1.0.0").await;
+    let rel = release(&app, "f429", "3.0.0", 1).await;
+    let r = start(&app, json!({"release_id": rel, "stages": [stage(20.0, 5, 0.2, 3600), stage(100.0, 5, 0.2, 3600)]})).await;
+    let id = r["id"].as_i64().unwrap();
+    let mut halted_after = None;
+    for d in devices.iter_mut() {
+        if let Some(offer) = d.check_in(&app).await {
+            d.take(&app, &offer, Behaviour::RollsBack).await;
+            // No waiting for a sweep: the report itself halted it.
+            if rollout_status(&app, id).await["state"] == "halted" {
+                halted_after = Some(d.id.clone());
+                break;
+            }
+        }
+    }
+    assert!(halted_after.is_some(), "never halted");
+    let s = rollout_status(&app, id).await;
+    // max(decided, min_sample 5) * 20% = 1 failure allowed: the second one halts.
+    assert_eq!(s["halt_reason"]["rolled_back"], 2, "{s:#}");
+    let d: Value = app
+        .get(&format!("/v1/devices/{}", halted_after.unwrap()))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert!(d["events"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .any(|e| e["kind"] == "rolled_back"));
+}
+
+/// A device whose write protection covers the slot it would write is skipped and listed.
+async fn protection_blocked_devices_are_skipped(db: Db) {
+    let app = spawn_app(db).await;
+    let mut devices = fleet(&app, "W", 5, "f429", "1.0.0").await;
+    let rel = release(&app, "f429", "1.0.1", 1).await;
+    let id = start(
+        &app,
+        json!({"release_id": rel, "stages": [stage(100.0, 1, 0.5, 60)]}),
+    )
+    .await["id"]
+        .as_i64()
+        .unwrap();
+    // Slot B is sectors 7-8.
+    devices[0].wrp_mask = 1 << 7;
+    assert!(devices[0].check_in(&app).await.is_none());
+    assert!(devices[1].check_in(&app).await.is_some());
+    let s = rollout_status(&app, id).await;
+    assert_eq!(s["counts"]["protection_blocked"], 1, "{s:#}");
+    assert_eq!(s["counts"]["offered"], 1);
+    assert_eq!(s["state"], "active", "a blocked device is not a failure");
+}
+
+async fn operator_actions_and_audit(db: Db) {
+    let app = spawn_app(db).await;
+    let mut devices = fleet(&app, "O", 40, "f429", "1.0.0").await;
+    let rel = release(&app, "f429", "1.3.0", 1).await;
+    let manual = json!({"percent": 25, "bake_s": 0, "min_sample": 1, "max_failure_rate": 0.5, "auto_advance": false});
+    let id = start(
+        &app,
+        json!({"release_id": rel, "stages": [manual, stage(100.0, 1, 0.5, 60)]}),
+    )
+    .await["id"]
+        .as_i64()
+        .unwrap();
+    let post = |action: &str| app.post(&format!("/v1/rollouts/{id}/{action}")).send();
+
+    // Pause: no offers.
+    assert_eq!(post("pause").await.unwrap().status(), 200);
+    for d in devices.iter_mut() {
+        assert!(d.check_in(&app).await.is_none());
+    }
+    assert_error(post("pause").await.unwrap(), 409, "invalid_state").await;
+    assert_eq!(post("resume").await.unwrap().status(), 200);
+    let mut offered = 0;
+    for d in devices.iter_mut() {
+        if let Some(o) = d.check_in(&app).await {
+            d.take(&app, &o, Behaviour::Good).await;
+            offered += 1;
+        }
+    }
+    assert!(offered > 0);
+    // A manual stage waits for approval however healthy it is.
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert_eq!(rollout_status(&app, id).await["current_stage"], 1);
+    assert_eq!(post("approve").await.unwrap().status(), 200);
+    let s = wait_for(&app, id, Duration::from_secs(5), |s| {
+        s["current_stage"] == 2
+    })
+    .await;
+    assert_eq!(s["current_stage"], 2, "{s:#}");
+    assert_eq!(post("abort").await.unwrap().status(), 200);
+    assert_error(post("resume").await.unwrap(), 409, "invalid_state").await;
+    for d in devices.iter_mut() {
+        assert!(d.check_in(&app).await.is_none(), "offered after abort");
+    }
+    // Viewers may not steer.
+    let viewer = common::token(
+        &app.server.state.store,
+        "v",
+        fota_server::store::Role::Viewer,
+    )
+    .await;
+    let resp = app
+        .client
+        .post(app.at(&format!("/v1/rollouts/{id}/pause")))
+        .bearer_auth(&viewer)
+        .send()
+        .await
+        .unwrap();
+    assert_error(resp, 403, "forbidden").await;
+
+    let audit: Value = app
+        .get(&format!("/v1/audit?rollout_id={id}"))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let entries = audit["entries"].as_array().unwrap();
+    let actions: Vec<(&str, &str)> = entries
+        .iter()
+        .rev()
+        .map(|e| (e["actor"].as_str().unwrap(), e["action"].as_str().unwrap()))
+        .collect();
+    assert_eq!(
+        actions,
+        [
+            ("test-admin", "rollout.create"),
+            ("test-admin", "rollout.pause"),
+            ("test-admin", "rollout.resume"),
+            ("test-admin", "rollout.approve"),
+            ("fota", "rollout.advance"),
+            ("test-admin", "rollout.abort"),
+        ]
+    );
+    assert!(entries.iter().all(|e| e["at"].as_i64().unwrap() > 0));
+}
+
+async fn rollout_refusals(db: Db) {
+    let app = spawn_app(db).await;
+    fleet(&app, "X", 10, "f429", "1.0.0").await;
+    let rel = release(&app, "f429", "1.4.0", 1).await;
+    for (body, status, code) in [
+        (
+            json!({"release_id": rel, "stages": []}),
+            400,
+            "invalid_plan",
+        ),
+        (
+            json!({"release_id": rel, "stages": [{"percent": 50}, {"percent": 10}]}),
+            400,
+            "invalid_plan",
+        ),
+        (
+            json!({"release_id": rel, "selector": {"version_min": "2.0.0", "version_max": "1.0.0"}}),
+            400,
+            "invalid_selector",
+        ),
+        (json!({"release_id": 999}), 404, "release_not_found"),
+        (
+            json!({"release_id": rel, "selector": {"tags": ["nobody"]}}),
+            422,
+            "no_targets",
+        ),
+        (
+            json!({"release_id": rel, "colour": "red"}),
+            400,
+            "invalid_body",
+        ),
+    ] {
+        assert_error(
+            app.post("/v1/rollouts").json(&body).send().await.unwrap(),
+            status,
+            code,
+        )
+        .await;
+    }
+    let id = start(&app, json!({"release_id": rel})).await["id"]
+        .as_i64()
+        .unwrap();
+    let other = release(&app, "f429", "1.5.0", 1).await;
+    assert_error(
+        app.post("/v1/rollouts")
+            .json(&json!({"release_id": other}))
+            .send()
+            .await
+            .unwrap(),
+        409,
+        "rollout_in_progress",
+    )
+    .await;
+    // A release a rollout uses cannot be deleted.
+    let resp = app
+        .client
+        .delete(app.at(&format!("/v1/releases/{rel}")))
+        .bearer_auth(&app.admin)
+        .send()
+        .await
+        .unwrap();
+    assert_error(resp, 409, "release_in_use").await;
+    assert_error(
+        app.get("/v1/rollouts/424242").send().await.unwrap(),
+        404,
+        "rollout_not_found",
+    )
+    .await;
+    assert_error(
+        app.get("/v1/rollouts?state=sleepy").send().await.unwrap(),
+        400,
+        "invalid_query",
+    )
+    .await;
+    let list: Value = app
+        .get("/v1/rollouts?state=active")
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(list["rollouts"][0]["id"], id);
+    // The default plan: 1% -> 10% -> 50% -> 100%.
+    let s = rollout_status(&app, id).await;
+    let percents: Vec<f64> = s["stages"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|st| st["percent"].as_f64().unwrap())
+        .collect();
+    assert_eq!(percents, [1.0, 10.0, 50.0, 100.0]);
+}
+
+/// A release that confirmed everywhere but is faulty: `rollback` rolls its devices forward to
+/// the previous release; a release below the devices' security counter is refused.
+async fn fleet_rollback_brings_devices_back(db: Db) {
+    let app = spawn_app(db).await;
+    let mut devices = fleet(&app, "B", 20, "f429", "1.0.0").await;
+    let old = release(&app, "f429", "1.0.0", 1).await;
+    let bad = release(&app, "f429", "1.1.0", 2).await;
+    let id = start(
+        &app,
+        json!({"release_id": bad, "stages": [stage(100.0, 1, 0.5, 60)]}),
+    )
+    .await["id"]
+        .as_i64()
+        .unwrap();
+    for d in devices.iter_mut() {
+        if let Some(o) = d.check_in(&app).await {
+            d.take(&app, &o, Behaviour::Good).await;
+        }
+    }
+    wait_for(&app, id, Duration::from_secs(5), |s| {
+        s["state"] == "completed"
+    })
+    .await;
+    app.flush().await;
+
+    // 1.0.0 has security counter 1; the devices now hold 2: refused.
+    let resp = app
+        .post("/v1/rollbacks")
+        .json(&json!({"release_id": old, "from_release_id": bad}))
+        .send()
+        .await
+        .unwrap();
+    let text = resp.text().await.unwrap();
+    assert!(
+        text.contains("security_counter_too_low") && text.contains("hold 2"),
+        "{text}"
+    );
+    // A re-signed 1.0.0 build with counter 2 (a new version number) is accepted.
+    let fixed = release(&app, "f429", "1.0.1", 2).await;
+    let resp = app
+        .post("/v1/rollbacks")
+        .json(&json!({"release_id": fixed, "from_release_id": bad}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 201, "{}", resp.text().await.unwrap());
+    let rb: Value = resp.json().await.unwrap();
+    assert_eq!(rb["kind"], "rollback");
+    assert_eq!(rb["targets"], 20);
+    let rb_id = rb["id"].as_i64().unwrap();
+    for d in devices.iter_mut() {
+        let offer = d
+            .check_in(&app)
+            .await
+            .expect("every device that took the bad release");
+        assert_eq!(offer["version"], "1.0.1");
+        d.take(&app, &offer, Behaviour::Good).await;
+    }
+    let s = wait_for(&app, rb_id, Duration::from_secs(5), |s| {
+        s["state"] == "completed"
+    })
+    .await;
+    assert_eq!(s["state"], "completed", "{s:#}");
+    assert!(devices.iter().all(|d| d.version == "1.0.1"));
+    let audit: Value = app
+        .get("/v1/audit")
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert!(audit["entries"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .any(|e| e["action"] == "rollback.create"));
+}
