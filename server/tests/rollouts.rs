@@ -551,3 +551,68 @@ async fn fleet_rollback_brings_devices_back(db: Db) {
         .iter()
         .any(|e| e["action"] == "rollback.create"));
 }
+
+/// Two `fota serve` replicas on one PostgreSQL database, devices talking to either under
+/// concurrent reports: no stage advances twice, and no device is offered beyond the stage it was
+/// offered in.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn two_replicas_on_one_postgres_decide_once() {
+    use std::sync::Arc;
+    if common::postgres_url().is_none() {
+        return;
+    }
+    let shared = tempfile::tempdir().unwrap();
+    let config = common::test_config(Db::Postgres, shared.path()).await;
+    let a = Arc::new(common::spawn_with(Db::Postgres, tempfile::tempdir().unwrap(), config.clone()).await);
+    let b = Arc::new(common::spawn_with(Db::Postgres, tempfile::tempdir().unwrap(), config).await);
+    let devices = fleet(&a, "RP", 300, "f429", "1.0.0").await;
+    let rel = release(&a, "f429", "5.0.0", 1).await;
+    let stages = [stage(10.0, 5, 0.5, 60), stage(40.0, 5, 0.5, 60), stage(100.0, 5, 0.5, 60)];
+    let id = start(&b, json!({"release_id": rel, "stages": stages})).await["id"].as_i64().unwrap();
+
+    let mut tasks = Vec::new();
+    for (n, mut d) in devices.into_iter().enumerate() {
+        let (a, b) = (a.clone(), b.clone());
+        tasks.push(tokio::spawn(async move {
+            let deadline = std::time::Instant::now() + Duration::from_secs(40);
+            let mut round = n;
+            while d.version != "5.0.0" && std::time::Instant::now() < deadline {
+                // Alternate replicas per round, so check-ins and reports interleave.
+                let app = if round % 2 == 0 { &a } else { &b };
+                round += 1;
+                if let Some(offer) = d.check_in(app).await {
+                    let other = if round % 2 == 0 { &a } else { &b };
+                    d.take(other, &offer, Behaviour::Good).await;
+                }
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+            d
+        }));
+    }
+    let mut done = Vec::new();
+    for t in tasks {
+        done.push(t.await.unwrap());
+    }
+    let s = wait_for(&a, id, Duration::from_secs(10), |s| s["state"] == "completed").await;
+    assert_eq!(s["state"], "completed", "{s:#}");
+    assert!(done.iter().all(|d| d.version == "5.0.0"));
+
+    let audit: Value = a.get(&format!("/v1/audit?rollout_id={id}")).send().await.unwrap().json().await.unwrap();
+    let count = |action: &str| audit["entries"].as_array().unwrap().iter().filter(|e| e["action"] == action).count();
+    assert_eq!(count("rollout.advance"), 2, "{audit:#}");
+    assert_eq!(count("rollout.complete"), 1);
+    let thresholds = [1000, 4000, 10_000].map(cohort::threshold_for_basis_points);
+    for (device, state, rank, stage) in a.server.state.store.rollout_devices(id).await.unwrap() {
+        assert_eq!(state, "confirmed", "{device}");
+        let stage = stage.expect("offered in a stage") as usize;
+        assert!(
+            cohort::is_in(rank as u32, thresholds[stage]),
+            "{device} offered in stage {} beyond its cohort",
+            stage + 1
+        );
+    }
+    // Every offer a device received was for this rollout, at most one release.
+    for d in &done {
+        assert!(d.offers.iter().all(|(r, v)| *r == id && v == "5.0.0"), "{:?}", d.offers);
+    }
+}
