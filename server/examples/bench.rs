@@ -207,11 +207,18 @@ async fn ceiling(args: &Args, server_rt: &tokio::runtime::Runtime) -> Run {
             axum::Json(serde_json::json!({"poll_interval_s": 3600}))
         }),
     );
-    let listener = server_rt
-        .block_on(tokio::net::TcpListener::bind("127.0.0.1:0"))
-        .unwrap();
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    listener.set_nonblocking(true).unwrap();
     let addr = listener.local_addr().unwrap();
-    server_rt.spawn(async move { axum::serve(listener, app).await });
+    server_rt.spawn(async move {
+        use axum::serve::ListenerExt as _;
+        let listener = tokio::net::TcpListener::from_std(listener)
+            .unwrap()
+            .tap_io(|tcp| {
+                let _ = tcp.set_nodelay(true);
+            });
+        axum::serve(listener, app).await
+    });
     let targets: Vec<Target> = (0..args.devices)
         .map(|i| Target {
             path: format!("/v1/devices/D{i:06}/check-in"),
@@ -572,8 +579,7 @@ fn main() {
                 let work = tempfile::tempdir().unwrap();
                 let (addr, mut child) =
                     start_nginx(&nginx, &dir.path().join("artifacts"), work.path());
-                let (mut r, w) =
-                    client_rt.block_on(artifact_runs(&args, addr, "/", &sha, size));
+                let (mut r, w) = client_rt.block_on(artifact_runs(&args, addr, "/", &sha, size));
                 let mbps = w.bytes as f64 / w.elapsed.as_secs_f64() / 1e6;
                 println!(
                     "| nginx (same file) | {:.0} | {:.2} | {:.0} | {:.0} | {} |",
@@ -583,7 +589,10 @@ fn main() {
                     mbps,
                     r.errors + w.errors
                 );
-                let _ = child.kill();
+                // SIGQUIT: nginx's graceful stop, which takes its worker down too.
+                let _ = std::process::Command::new("kill")
+                    .args(["-QUIT", &child.id().to_string()])
+                    .status();
                 let _ = child.wait();
             }
             None => println!("| nginx | not installed (apt-get install -y nginx) | | | | |"),

@@ -3,15 +3,52 @@
 //! Content addressing makes every file immutable (a new image is a new name), so downloads can be
 //! cached forever and resumed with Range from any replica or CDN. Files are written to a
 //! temporary name and renamed, so a crash never leaves a half-written artifact under a real name.
+//!
+//! Immutability also makes them safe to keep in memory: a file up to [`MAX_CACHED_FILE`] is read
+//! once and then served from RAM (a whole fleet downloads the same two images), within a
+//! [`CACHE_BYTES`] budget. Larger files are streamed from disk in chunks.
 
+use axum::body::Bytes;
 use fota_protocol::image::Digest;
+use std::collections::HashMap;
 use std::io;
 use std::path::{Path, PathBuf};
+use std::sync::Mutex;
+
+/// Largest file kept in memory (images are at most a 256 KB slot).
+pub const MAX_CACHED_FILE: u64 = 1024 * 1024;
+/// Memory for cached artifacts.
+pub const CACHE_BYTES: usize = 64 * 1024 * 1024;
 
 /// Artifacts under one directory.
-#[derive(Debug, Clone)]
+#[derive(Debug)]
 pub struct ArtifactStore {
     dir: PathBuf,
+    cache: Mutex<Cache>,
+}
+
+#[derive(Debug, Default)]
+struct Cache {
+    files: HashMap<String, Bytes>,
+    bytes: usize,
+}
+
+/// An artifact's bytes, from memory or from disk.
+#[derive(Debug)]
+pub enum ArtifactSource {
+    /// Cached whole.
+    Memory(Bytes),
+    /// Too large to cache: an open file.
+    File(tokio::fs::File),
+}
+
+/// An artifact ready to serve.
+#[derive(Debug)]
+pub struct Artifact {
+    /// Its size.
+    pub size: u64,
+    /// Its bytes.
+    pub source: ArtifactSource,
 }
 
 /// Whether `s` is a well-formed artifact address: 64 lowercase hex digits, nothing else, so it
@@ -27,7 +64,62 @@ impl ArtifactStore {
     pub fn open(dir: impl Into<PathBuf>) -> io::Result<Self> {
         let dir = dir.into();
         std::fs::create_dir_all(&dir)?;
-        Ok(Self { dir })
+        Ok(Self {
+            dir,
+            cache: Mutex::new(Cache::default()),
+        })
+    }
+
+    /// Open an artifact for serving; `None` if there is no such file.
+    pub async fn get(&self, sha256: &str) -> io::Result<Option<Artifact>> {
+        if let Some(bytes) = self
+            .cache
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .files
+            .get(sha256)
+            .cloned()
+        {
+            return Ok(Some(Artifact {
+                size: bytes.len() as u64,
+                source: ArtifactSource::Memory(bytes),
+            }));
+        }
+        let path = self.path(sha256);
+        let file = match tokio::fs::File::open(&path).await {
+            Ok(f) => f,
+            Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(None),
+            Err(e) => return Err(e),
+        };
+        let size = file.metadata().await?.len();
+        if size > MAX_CACHED_FILE {
+            return Ok(Some(Artifact {
+                size,
+                source: ArtifactSource::File(file),
+            }));
+        }
+        let bytes = Bytes::from(tokio::fs::read(&path).await?);
+        let mut cache = self.cache.lock().unwrap_or_else(|p| p.into_inner());
+        // Over budget: drop entries until it fits (artifacts are few; any victim will do).
+        while cache.bytes + bytes.len() > CACHE_BYTES {
+            let Some(victim) = cache.files.keys().next().cloned() else {
+                break;
+            };
+            if let Some(old) = cache.files.remove(&victim) {
+                cache.bytes -= old.len();
+            }
+        }
+        if cache
+            .files
+            .insert(sha256.to_string(), bytes.clone())
+            .is_none()
+        {
+            cache.bytes += bytes.len();
+        }
+        Ok(Some(Artifact {
+            size: bytes.len() as u64,
+            source: ArtifactSource::Memory(bytes),
+        }))
     }
 
     /// Where the artifact with this address lives. Only call with a checked address.
@@ -54,6 +146,12 @@ impl ArtifactStore {
 
     /// Remove an artifact no release references any more.
     pub async fn remove(&self, sha256: &str) -> io::Result<()> {
+        {
+            let mut cache = self.cache.lock().unwrap_or_else(|p| p.into_inner());
+            if let Some(old) = cache.files.remove(sha256) {
+                cache.bytes -= old.len();
+            }
+        }
         match tokio::fs::remove_file(self.path(sha256)).await {
             Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(()),
             other => other,
@@ -91,8 +189,14 @@ mod tests {
         assert_eq!(a, Digest::of(b"image").to_string());
         assert_eq!(store.put(b"image").await.unwrap(), a);
         assert_eq!(std::fs::read(store.path(&a)).unwrap(), b"image");
+        let served = store.get(&a).await.unwrap().unwrap();
+        assert!(matches!(served.source, ArtifactSource::Memory(ref b) if b.as_ref() == b"image"));
         store.remove(&a).await.unwrap();
         store.remove(&a).await.unwrap();
         assert!(!store.path(&a).exists());
+        assert!(
+            store.get(&a).await.unwrap().is_none(),
+            "removed from the cache too"
+        );
     }
 }

@@ -6,6 +6,7 @@ use crate::api::{router, AppState};
 use crate::config::{ServeArgs, ServeConfig};
 use crate::store::Store;
 use anyhow::Context as _;
+use axum::serve::ListenerExt as _;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use tokio::net::TcpListener;
@@ -75,6 +76,12 @@ pub async fn start(config: ServeConfig) -> anyhow::Result<RunningServer> {
     };
     let app = router(state.clone());
     let task = tokio::spawn(async move {
+        // Small JSON answers and Range responses must not wait for Nagle's algorithm.
+        let listener = listener.tap_io(|tcp| {
+            if let Err(e) = tcp.set_nodelay(true) {
+                tracing::debug!(error = %e, "cannot set TCP_NODELAY");
+            }
+        });
         let served = axum::serve(listener, app)
             .with_graceful_shutdown(async move {
                 let _ = stopped.wait_for(|s| *s).await;

@@ -7,7 +7,7 @@
 //! redirected there instead.
 
 use super::AppState;
-use crate::artifacts::is_sha256_hex;
+use crate::artifacts::{is_sha256_hex, ArtifactSource};
 use crate::error::{ApiError, ApiPath, ErrorBody};
 use axum::body::Body;
 use axum::extract::State;
@@ -159,14 +159,15 @@ async fn serve(
         )
             .into_response());
     }
-    let not_found = || ApiError::not_found("artifact_not_found", format!("no artifact {sha256}"));
-    let path = state.artifacts.path(sha256);
-    let mut file = match tokio::fs::File::open(&path).await {
-        Ok(f) => f,
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Err(not_found()),
-        Err(e) => return Err(ApiError::internal(e)),
-    };
-    let size = file.metadata().await.map_err(ApiError::internal)?.len();
+    let artifact = state
+        .artifacts
+        .get(sha256)
+        .await
+        .map_err(ApiError::internal)?
+        .ok_or_else(|| {
+            ApiError::not_found("artifact_not_found", format!("no artifact {sha256}"))
+        })?;
+    let size = artifact.size;
     let etag = format!("\"{sha256}\"");
     let common = [
         (header::ETAG, header_value(&etag)),
@@ -220,12 +221,21 @@ async fn serve(
     let mut response = if head {
         Response::new(Body::empty())
     } else {
-        file.seek(SeekFrom::Start(start))
-            .await
-            .map_err(ApiError::internal)?;
         state.metrics.artifact_bytes.inc_by(len);
-        let stream = tokio_util::io::ReaderStream::with_capacity(file.take(len), 64 * 1024);
-        Response::new(Body::from_stream(stream))
+        match artifact.source {
+            ArtifactSource::Memory(bytes) => {
+                // Zero-copy: a view of the cached file.
+                let (start, end) = (start as usize, (start + len) as usize);
+                Response::new(Body::from(bytes.slice(start..end)))
+            }
+            ArtifactSource::File(mut file) => {
+                file.seek(SeekFrom::Start(start))
+                    .await
+                    .map_err(ApiError::internal)?;
+                let stream = tokio_util::io::ReaderStream::with_capacity(file.take(len), 64 * 1024);
+                Response::new(Body::from_stream(stream))
+            }
+        }
     };
     *response.status_mut() = status;
     let h = response.headers_mut();

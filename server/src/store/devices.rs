@@ -244,21 +244,24 @@ impl Store {
         &self,
         id: &str,
     ) -> Result<Option<(Vec<u8>, String, Vec<String>)>, StoreError> {
-        let row = sqlx::query("SELECT token_hash, model FROM devices WHERE id = $1")
-            .bind(id)
-            .fetch_optional(self.pool())
-            .await?;
-        let Some(row) = row else { return Ok(None) };
-        let tags = sqlx::query("SELECT tag FROM device_tags WHERE device_id = $1 ORDER BY tag")
-            .bind(id)
-            .fetch_all(self.pool())
-            .await?
+        // One round trip: the device row once per tag (or once with a NULL tag).
+        let rows = sqlx::query(
+            "SELECT d.token_hash, d.model, t.tag FROM devices d \
+             LEFT JOIN device_tags t ON t.device_id = d.id WHERE d.id = $1 ORDER BY t.tag",
+        )
+        .bind(id)
+        .fetch_all(self.pool())
+        .await?;
+        let Some(first) = rows.first() else {
+            return Ok(None);
+        };
+        let tags = rows
             .iter()
-            .map(|r| r.try_get("tag"))
+            .filter_map(|r| r.try_get::<Option<String>, _>("tag").transpose())
             .collect::<Result<_, _>>()?;
         Ok(Some((
-            row.try_get("token_hash")?,
-            row.try_get("model")?,
+            first.try_get("token_hash")?,
+            first.try_get("model")?,
             tags,
         )))
     }
