@@ -563,12 +563,20 @@ async fn two_replicas_on_one_postgres_decide_once() {
     }
     let shared = tempfile::tempdir().unwrap();
     let config = common::test_config(Db::Postgres, shared.path()).await;
-    let a = Arc::new(common::spawn_with(Db::Postgres, tempfile::tempdir().unwrap(), config.clone()).await);
+    let a = Arc::new(
+        common::spawn_with(Db::Postgres, tempfile::tempdir().unwrap(), config.clone()).await,
+    );
     let b = Arc::new(common::spawn_with(Db::Postgres, tempfile::tempdir().unwrap(), config).await);
     let devices = fleet(&a, "RP", 300, "f429", "1.0.0").await;
     let rel = release(&a, "f429", "5.0.0", 1).await;
-    let stages = [stage(10.0, 5, 0.5, 60), stage(40.0, 5, 0.5, 60), stage(100.0, 5, 0.5, 60)];
-    let id = start(&b, json!({"release_id": rel, "stages": stages})).await["id"].as_i64().unwrap();
+    let stages = [
+        stage(10.0, 5, 0.5, 60),
+        stage(40.0, 5, 0.5, 60),
+        stage(100.0, 5, 0.5, 60),
+    ];
+    let id = start(&b, json!({"release_id": rel, "stages": stages})).await["id"]
+        .as_i64()
+        .unwrap();
 
     let mut tasks = Vec::new();
     for (n, mut d) in devices.into_iter().enumerate() {
@@ -593,12 +601,29 @@ async fn two_replicas_on_one_postgres_decide_once() {
     for t in tasks {
         done.push(t.await.unwrap());
     }
-    let s = wait_for(&a, id, Duration::from_secs(10), |s| s["state"] == "completed").await;
+    let s = wait_for(&a, id, Duration::from_secs(10), |s| {
+        s["state"] == "completed"
+    })
+    .await;
     assert_eq!(s["state"], "completed", "{s:#}");
     assert!(done.iter().all(|d| d.version == "5.0.0"));
 
-    let audit: Value = a.get(&format!("/v1/audit?rollout_id={id}")).send().await.unwrap().json().await.unwrap();
-    let count = |action: &str| audit["entries"].as_array().unwrap().iter().filter(|e| e["action"] == action).count();
+    let audit: Value = a
+        .get(&format!("/v1/audit?rollout_id={id}"))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let count = |action: &str| {
+        audit["entries"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter(|e| e["action"] == action)
+            .count()
+    };
     assert_eq!(count("rollout.advance"), 2, "{audit:#}");
     assert_eq!(count("rollout.complete"), 1);
     let thresholds = [1000, 4000, 10_000].map(cohort::threshold_for_basis_points);
@@ -613,6 +638,10 @@ async fn two_replicas_on_one_postgres_decide_once() {
     }
     // Every offer a device received was for this rollout, at most one release.
     for d in &done {
-        assert!(d.offers.iter().all(|(r, v)| *r == id && v == "5.0.0"), "{:?}", d.offers);
+        assert!(
+            d.offers.iter().all(|(r, v)| *r == id && v == "5.0.0"),
+            "{:?}",
+            d.offers
+        );
     }
 }

@@ -551,18 +551,18 @@ macro_rules! operator_route {
     ($name:ident, $path:literal, $doc:literal, $from:expr, $change:expr, $action:literal) => {
         #[doc = $doc]
         #[utoipa::path(
-                    post,
-                    path = $path,
-                    tag = "rollouts",
-                    params(("id" = i64, Path, description = "Rollout id")),
-                    responses(
-                        (status = 200, body = RolloutStatus),
-                        (status = 401, body = ErrorBody), (status = 403, body = ErrorBody),
-                        (status = 404, body = ErrorBody),
-                        (status = 409, description = "invalid_state", body = ErrorBody),
-                    ),
-                    security(("admin_token" = []))
-                )]
+                            post,
+                            path = $path,
+                            tag = "rollouts",
+                            params(("id" = i64, Path, description = "Rollout id")),
+                            responses(
+                                (status = 200, body = RolloutStatus),
+                                (status = 401, body = ErrorBody), (status = 403, body = ErrorBody),
+                                (status = 404, body = ErrorBody),
+                                (status = 409, description = "invalid_state", body = ErrorBody),
+                            ),
+                            security(("admin_token" = []))
+                        )]
         async fn $name(
             State(state): State<Arc<AppState>>,
             admin: Admin,
