@@ -63,7 +63,6 @@ CREATE TABLE rollout_devices (
 );
 CREATE INDEX rollout_devices_rank ON rollout_devices (rollout_id, rank);
 CREATE INDEX rollout_devices_state ON rollout_devices (rollout_id, state, deadline_at);
-CREATE INDEX rollout_devices_device ON rollout_devices (device_id);
 
 CREATE TABLE audit_log (
     id          BIGINT GENERATED ALWAYS AS IDENTITY PRIMARY KEY,

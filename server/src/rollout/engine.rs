@@ -347,13 +347,21 @@ impl Engine {
             return Ok(None);
         };
         let (whole, per_stage) = store.rollout_counts(id).await?;
-        let eligible_in_cohort = store.eligible_in_cohort(id, r.current_threshold).await?;
+        let is_last = r.current_stage as usize + 1 >= stages.len();
+        // Only the last stage's completion needs it.
+        let eligible_in_cohort = if is_last {
+            store
+                .eligible_in_cohort(id, r.current_threshold, &whole)
+                .await?
+        } else {
+            0
+        };
         let stage_counts = per_stage.get(&r.current_stage).copied().unwrap_or_default();
         let gate = gate_of(&stage);
         let now = now_ms();
         let verdict = gate::evaluate(&GateInput {
             stage: u32::try_from(r.current_stage).unwrap_or(u32::MAX),
-            is_last: r.current_stage as usize + 1 >= stages.len(),
+            is_last,
             gate: &gate,
             bake_s: stage.bake_s,
             auto_advance: stage.auto_advance,

@@ -6,7 +6,7 @@
 //! writes an audit entry. Offers are conditional the same way, so a device is never offered a
 //! release by a halted rollout or beyond the current stage's cohort.
 
-use super::sql::{Param, Sql, BATCH};
+use super::sql::{Param, Sql};
 use super::{Store, StoreError};
 use crate::rollout::cohort;
 use crate::rollout::gate::StateCounts;
@@ -373,22 +373,18 @@ impl Store {
             .await?;
         }
         let mut ranks: Vec<u32> = targets.iter().map(|d| cohort::rank(id, d)).collect();
-        for (chunk, chunk_ranks) in targets.chunks(BATCH).zip(ranks.chunks(BATCH)) {
+        // 100,000 rows: only the device id is bound; the integers are ours, written inline, so
+        // each statement carries 1,000 rows in one round trip.
+        for (chunk, chunk_ranks) in targets.chunks(1000).zip(ranks.chunks(1000)) {
             let mut sql = Sql::default();
             sql.push("INSERT INTO rollout_devices (rollout_id, device_id, rank, state, updated_at) VALUES ");
             for (i, (device, rank)) in chunk.iter().zip(chunk_ranks).enumerate() {
                 if i > 0 {
                     sql.push(", ");
                 }
-                sql.push("(")
-                    .bind(Param::Int(id))
-                    .push(", ")
+                sql.push(&format!("({id}, "))
                     .bind(Param::Text(device.clone()))
-                    .push(", ")
-                    .bind(Param::Int(i64::from(*rank)))
-                    .push(", 'eligible', ")
-                    .bind(Param::Int(now))
-                    .push(")");
+                    .push(&format!(", {rank}, 'eligible', {now})"));
             }
             sql.query().execute(&mut *tx).await?;
         }
@@ -481,33 +477,56 @@ impl Store {
             .collect()
     }
 
-    /// Device counts per state: over the whole rollout, and per stage offered in.
+    /// Device counts per state: over the whole rollout, and per stage offered in. Reads only the
+    /// devices that left `eligible` (through the state index); eligible ones are the targets
+    /// minus those, so the cost follows the devices in play, not the fleet.
     pub async fn rollout_counts(
         &self,
         id: i64,
     ) -> Result<(StateCounts, HashMap<i64, StateCounts>), StoreError> {
         let rows = sqlx::query(
-            "SELECT stage, state, COUNT(*) AS n FROM rollout_devices WHERE rollout_id = $1 GROUP BY stage, state",
+            "SELECT stage, state, COUNT(*) AS n FROM rollout_devices WHERE rollout_id = $1 \
+             AND state IN ('offered', 'downloading', 'installed', 'confirmed', 'failed', \
+             'rolled_back', 'timed_out', 'protection_blocked') GROUP BY stage, state",
         )
         .bind(id)
         .fetch_all(self.pool())
         .await?;
+        let targets: i64 = sqlx::query("SELECT targets FROM rollouts WHERE id = $1")
+            .bind(id)
+            .fetch_optional(self.pool())
+            .await?
+            .map(|r| r.try_get("targets"))
+            .transpose()?
+            .unwrap_or(0);
         let mut whole = StateCounts::default();
         let mut stages: HashMap<i64, StateCounts> = HashMap::new();
+        let mut in_play = 0u64;
         for r in rows {
             let stage: Option<i64> = r.try_get("stage")?;
             let state: String = r.try_get("state")?;
             let n = u64::try_from(r.try_get::<i64, _>("n")?).unwrap_or(0);
+            in_play += n;
             whole.add(&state, n);
             if let Some(s) = stage {
                 stages.entry(s).or_default().add(&state, n);
             }
         }
+        whole.eligible = u64::try_from(targets).unwrap_or(0).saturating_sub(in_play);
         Ok((whole, stages))
     }
 
-    /// Targets inside `threshold` that have not been offered yet.
-    pub async fn eligible_in_cohort(&self, id: i64, threshold: i64) -> Result<u64, StoreError> {
+    /// Targets inside `threshold` that have not been offered yet. Everyone inside a 100%
+    /// threshold is counted without a scan.
+    pub async fn eligible_in_cohort(
+        &self,
+        id: i64,
+        threshold: i64,
+        whole: &StateCounts,
+    ) -> Result<u64, StoreError> {
+        if u64::try_from(threshold).unwrap_or(0) >= cohort::RANK_SPACE {
+            return Ok(whole.eligible);
+        }
         let row = sqlx::query(
             "SELECT COUNT(*) AS n FROM rollout_devices WHERE rollout_id = $1 AND state = 'eligible' AND rank < $2",
         )
@@ -644,32 +663,30 @@ impl Store {
         Ok(sql.query().execute(self.pool()).await?.rows_affected() > 0)
     }
 
-    /// Declare silent every device past its deadline in unfinished rollouts. Returns the
-    /// rollouts that changed.
+    /// Declare silent every device past its deadline in active or paused rollouts, one rollout
+    /// at a time through the (rollout, state, deadline) index. Returns the rollouts that changed.
     pub async fn time_out_devices(&self, now: i64) -> Result<Vec<i64>, StoreError> {
-        let rows = sqlx::query(
-            "SELECT DISTINCT rollout_id FROM rollout_devices WHERE state IN ('offered', 'downloading', 'installed') \
-             AND deadline_at < $1",
-        )
-        .bind(now)
-        .fetch_all(self.pool())
-        .await?;
-        let ids: Vec<i64> = rows
-            .iter()
-            .map(|r| r.try_get("rollout_id"))
-            .collect::<Result<_, _>>()?;
-        for id in &ids {
-            sqlx::query(
+        let rows = sqlx::query("SELECT id FROM rollouts WHERE state IN ('active', 'paused')")
+            .fetch_all(self.pool())
+            .await?;
+        let mut changed = Vec::new();
+        for r in rows {
+            let id: i64 = r.try_get("id")?;
+            let n = sqlx::query(
                 "UPDATE rollout_devices SET state = 'timed_out', \
                  reason = 'no confirmation before the deadline', updated_at = $2 \
                  WHERE rollout_id = $1 AND state IN ('offered', 'downloading', 'installed') AND deadline_at < $2",
             )
-            .bind(*id)
+            .bind(id)
             .bind(now)
             .execute(self.pool())
-            .await?;
+            .await?
+            .rows_affected();
+            if n > 0 {
+                changed.push(id);
+            }
         }
-        Ok(ids)
+        Ok(changed)
     }
 
     /// Apply `change` to a rollout only if it is in one of `from_states` (and, with
