@@ -2,7 +2,8 @@
 //! integration tests can reach the pieces.
 //!
 //! - [`atomic`]: writing keys and images through a temporary file and a rename.
-//! - [`cli`]: the `fota` command line (`keygen`, `sign`, `inspect`, `verify`).
+//! - [`cli`]: the `fota` command line (`keygen`, `sign`, `inspect`, `verify`, `token`, and the
+//!   operator commands over the admin API: `release`, `rollout`, `rollback`, `devices`, `audit`).
 //! - [`keys`]: Ed25519 key files (PKCS#8 and SubjectPublicKeyInfo PEM, as imgtool reads them).
 //! - [`firmware`]: application builds (raw binary or ELF) turned into the payload to sign.
 //! - [`serve`]: `fota serve`: start-up, the background flusher, graceful shutdown.

@@ -1,11 +1,15 @@
 //! The `fota` command line: one module per command, each with its clap `Args` and a `run`.
 //!
+//! The operator commands that talk to a running server over its admin API (`release`,
+//! `rollout`, `rollback`, `devices`, `audit`) live in [`ops`].
+//!
 //! Commands write their results to the `out` they are given (stdout in the binary) and return
 //! failures as `anyhow` errors, which [`report_error`] prints as one `error: ...` line. New
 //! commands (`serve`, operator commands) are new [`Command`] variants and modules.
 
 pub mod inspect;
 pub mod keygen;
+pub mod ops;
 pub mod sign;
 pub mod token;
 pub mod verify;
@@ -22,7 +26,8 @@ pub const EXIT_FAILURE: u8 = 1;
 /// Exit status for command-line usage errors (clap's convention).
 pub const EXIT_USAGE: u8 = 2;
 
-/// `fota`: fleet firmware over the air: the server, and the operator's signing tools.
+/// `fota`: fleet firmware over the air: the server, the operator's signing tools, and the
+/// operator commands over the server's admin API.
 #[derive(Debug, clap::Parser)]
 #[command(name = "fota", version)]
 pub struct Cli {
@@ -46,6 +51,22 @@ pub enum Command {
     Serve(crate::config::ServeArgs),
     /// Create or revoke admin tokens (on the server's machine).
     Token(token::Args),
+    /// Upload and list releases (admin API; --server, --token).
+    Release(ops::release::Args),
+    /// Start, follow and steer staged rollouts (admin API).
+    Rollout(ops::rollout::Args),
+    /// Fleet rollback: roll devices forward to an earlier, good release (admin API).
+    Rollback(ops::rollout::RollbackArgs),
+    /// List devices (filters); `devices show ID` for one; `devices register` to provision
+    /// (admin API).
+    ///
+    /// `fota devices [--model M] [--version V] [--tag T] [--status S] [--limit N] [--after ID]`
+    /// lists; `fota devices show ID` shows one device with its latest events; `fota devices
+    /// register --csv FILE` (or `--json FILE`) provisions devices and prints their tokens.
+    /// Flags of `show` and `register`, --server and --token included, go after the subcommand.
+    Devices(ops::devices::Args),
+    /// The audit log: operator actions and automatic rollout decisions (admin API).
+    Audit(ops::audit::Args),
 }
 
 /// Run a parsed command line, writing results to stdout.
@@ -66,6 +87,11 @@ pub fn run_with(command: Command, out: &mut dyn Write) -> anyhow::Result<()> {
         Command::Verify(args) => verify::run(&args, out),
         Command::Serve(args) => crate::serve::run(&args),
         Command::Token(args) => token::run(&args, out),
+        Command::Release(args) => ops::release::run(&args, out),
+        Command::Rollout(args) => ops::rollout::run(&args, out),
+        Command::Rollback(args) => ops::rollout::run_rollback(&args, out),
+        Command::Devices(args) => ops::devices::run(&args, out),
+        Command::Audit(args) => ops::audit::run(&args, out),
     }
 }
 
@@ -101,7 +127,7 @@ pub fn report_usage_error(error: &clap::Error) -> ExitCode {
         ErrorKind::DisplayHelpOnMissingArgumentOrSubcommand => {
             let _ = writeln!(
                 io::stderr(),
-                "error: no command given (serve, token, keygen, sign, inspect, verify); see 'fota --help'"
+                "error: no command given (serve, token, keygen, sign, inspect, verify, release, rollout, rollback, devices, audit); see 'fota --help'"
             );
             ExitCode::from(EXIT_USAGE)
         }
@@ -120,9 +146,19 @@ pub fn report_usage_error(error: &clap::Error) -> ExitCode {
 /// usage synopsis and the "For more information" hint.
 pub fn usage_error_line(rendered: &str) -> String {
     let mut line = String::new();
+    // A usage synopsis may span lines (`fota devices [OPTIONS]` / `fota devices <COMMAND>`)
+    // until the next blank line.
+    let mut in_usage = false;
     for part in rendered.lines().map(str::trim) {
-        if part.is_empty() || part.starts_with("Usage:") || part.starts_with("For more information")
-        {
+        if part.starts_with("Usage:") {
+            in_usage = true;
+            continue;
+        }
+        if part.is_empty() {
+            in_usage = false;
+            continue;
+        }
+        if in_usage || part.starts_with("For more information") {
             continue;
         }
         if !line.is_empty() {
@@ -221,6 +257,10 @@ mod tests {
         assert_eq!(
             usage_error_line("error: unexpected argument '--slt' found\n\n  tip: a similar argument exists: '--slot'\n"),
             "error: unexpected argument '--slt' found; tip: a similar argument exists: '--slot'"
+        );
+        assert_eq!(
+            usage_error_line("error: the subcommand 'show' cannot be used with '--model <MODEL>'\n\nUsage: fota devices [OPTIONS] --token <TOKEN>\n       fota devices <COMMAND>\n\nFor more information, try '--help'.\n"),
+            "error: the subcommand 'show' cannot be used with '--model <MODEL>'"
         );
     }
 

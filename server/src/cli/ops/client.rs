@@ -1,0 +1,280 @@
+//! The admin API client the operator commands share: one base URL, one bearer token, JSON in
+//! and out, and failures as one readable line.
+//!
+//! Requests run on a small single-threaded tokio runtime owned by the client, so commands stay
+//! plain synchronous code.
+
+use super::ServerArgs;
+use reqwest::header::{HeaderValue, CONTENT_TYPE};
+use reqwest::{Method, StatusCode, Url};
+use serde::de::DeserializeOwned;
+use serde_json::Value;
+use std::fmt;
+use std::time::Duration;
+
+/// How long to wait for a TCP connection.
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
+/// How long a whole request may take (uploads and large provisioning requests included).
+const REQUEST_TIMEOUT: Duration = Duration::from_secs(300);
+
+/// Why a request failed.
+#[derive(Debug, thiserror::Error)]
+pub enum RequestError {
+    /// No answer: the server is down, the address is wrong, the network is in the way.
+    #[error("cannot reach {url}: {cause}")]
+    Unreachable {
+        /// The server's base URL.
+        url: String,
+        /// The innermost cause (`Connection refused (os error 111)`, `timed out`).
+        cause: String,
+    },
+    /// The server answered with its JSON error.
+    #[error("{message} ({code})")]
+    Api {
+        /// HTTP status.
+        status: u16,
+        /// The stable error code, e.g. `rollout_not_found`.
+        code: String,
+        /// The server's message.
+        message: String,
+    },
+    /// Anything else: a broken answer, a request that could not be built.
+    #[error("{0}")]
+    Other(String),
+}
+
+/// The admin API client.
+pub struct Client {
+    base: Url,
+    auth: HeaderValue,
+    http: reqwest::Client,
+    runtime: tokio::runtime::Runtime,
+}
+
+impl fmt::Debug for Client {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        // Never the token.
+        f.debug_struct("Client")
+            .field("base", &self.base.as_str())
+            .finish_non_exhaustive()
+    }
+}
+
+impl Client {
+    /// A client for `--server` with `--token`.
+    pub fn new(args: &ServerArgs) -> anyhow::Result<Self> {
+        let token = args.token.as_deref().map(str::trim).unwrap_or_default();
+        if token.is_empty() {
+            anyhow::bail!("no admin token: give --token or set FOTA_TOKEN");
+        }
+        let mut auth = HeaderValue::from_str(&format!("Bearer {token}"))
+            .map_err(|_| anyhow::anyhow!("--token contains characters a token cannot have"))?;
+        auth.set_sensitive(true);
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .map_err(|e| anyhow::anyhow!("cannot start the async runtime: {e}"))?;
+        let http = {
+            let _entered = runtime.enter();
+            reqwest::Client::builder()
+                .connect_timeout(CONNECT_TIMEOUT)
+                .timeout(REQUEST_TIMEOUT)
+                .user_agent(concat!("fota/", env!("CARGO_PKG_VERSION")))
+                .build()
+                .map_err(|e| anyhow::anyhow!("cannot set up the HTTP client: {e}"))?
+        };
+        Ok(Self {
+            base: args.server.clone(),
+            auth,
+            http,
+            runtime,
+        })
+    }
+
+    /// The base URL as people write it (no trailing slash).
+    pub fn shown(&self) -> String {
+        self.base.as_str().trim_end_matches('/').to_string()
+    }
+
+    /// The URL of an API path given as segments (`["v1", "rollouts", "7"]`), each encoded.
+    pub fn url(&self, segments: &[&str]) -> Url {
+        let mut url = self.base.clone();
+        if let Ok(mut path) = url.path_segments_mut() {
+            path.pop_if_empty().extend(segments);
+        }
+        url
+    }
+
+    /// GET, with query parameters; the answer's JSON.
+    pub fn get(&self, segments: &[&str], query: &[(&str, String)]) -> Result<Value, RequestError> {
+        let request = self.http.get(self.url(segments)).query(query);
+        self.send(request)
+    }
+
+    /// POST a JSON body (or none); the answer's JSON.
+    pub fn post_json(
+        &self,
+        segments: &[&str],
+        body: Option<&Value>,
+    ) -> Result<Value, RequestError> {
+        let mut request = self.http.request(Method::POST, self.url(segments));
+        if let Some(body) = body {
+            request = request.json(body);
+        }
+        self.send(request)
+    }
+
+    /// POST raw bytes with a content type; the answer's JSON.
+    pub fn post_bytes(
+        &self,
+        segments: &[&str],
+        content_type: &'static str,
+        body: Vec<u8>,
+    ) -> Result<Value, RequestError> {
+        let request = self
+            .http
+            .post(self.url(segments))
+            .header(CONTENT_TYPE, content_type)
+            .body(body);
+        self.send(request)
+    }
+
+    /// POST a multipart form; the answer's JSON.
+    pub fn post_form(
+        &self,
+        segments: &[&str],
+        form: reqwest::multipart::Form,
+    ) -> Result<Value, RequestError> {
+        let request = self.http.post(self.url(segments)).multipart(form);
+        self.send(request)
+    }
+
+    /// Turn an answer into the type the API documents for it.
+    pub fn decode<T: DeserializeOwned>(&self, value: Value) -> anyhow::Result<T> {
+        serde_json::from_value(value).map_err(|e| {
+            anyhow::anyhow!(
+                "unexpected answer from {} (is it a fota server of this version?): {e}",
+                self.shown()
+            )
+        })
+    }
+
+    fn send(&self, request: reqwest::RequestBuilder) -> Result<Value, RequestError> {
+        let request = request.header(reqwest::header::AUTHORIZATION, self.auth.clone());
+        self.runtime.block_on(async {
+            let response = request.send().await.map_err(|e| self.transport_error(&e))?;
+            let status = response.status();
+            let body = response
+                .bytes()
+                .await
+                .map_err(|e| self.transport_error(&e))?;
+            if !status.is_success() {
+                return Err(api_error(status, &body, &self.shown()));
+            }
+            if body.is_empty() {
+                return Ok(Value::Null);
+            }
+            serde_json::from_slice(&body).map_err(|e| {
+                RequestError::Other(format!(
+                    "unexpected answer from {} (HTTP {status}, not JSON: {e})",
+                    self.shown()
+                ))
+            })
+        })
+    }
+
+    fn transport_error(&self, e: &reqwest::Error) -> RequestError {
+        if e.is_builder() {
+            return RequestError::Other(format!("cannot build the request: {}", innermost(e)));
+        }
+        let cause = if e.is_timeout() {
+            "timed out".to_string()
+        } else {
+            innermost(e)
+        };
+        if e.is_connect() || e.is_timeout() || e.is_request() {
+            RequestError::Unreachable {
+                url: self.shown(),
+                cause,
+            }
+        } else {
+            RequestError::Other(format!("request to {} failed: {cause}", self.shown()))
+        }
+    }
+}
+
+/// The innermost cause of an error: `Connection refused (os error 111)` rather than reqwest's
+/// `error sending request for url (...)`.
+fn innermost(e: &reqwest::Error) -> String {
+    let mut cause: &dyn std::error::Error = e;
+    while let Some(next) = cause.source() {
+        cause = next;
+    }
+    cause.to_string()
+}
+
+/// The server's JSON error, or a short description of whatever else came back.
+fn api_error(status: StatusCode, body: &[u8], server: &str) -> RequestError {
+    #[derive(serde::Deserialize)]
+    struct ErrorBody {
+        error: String,
+        message: String,
+    }
+    match serde_json::from_slice::<ErrorBody>(body) {
+        Ok(e) => RequestError::Api {
+            status: status.as_u16(),
+            code: e.error,
+            message: e.message,
+        },
+        Err(_) => {
+            let text = String::from_utf8_lossy(body);
+            let first = text.lines().next().unwrap_or("").trim();
+            let mut shown: String = first.chars().take(200).collect();
+            if shown.is_empty() {
+                shown = "no error body".into();
+            }
+            RequestError::Other(format!("{server} answered HTTP {status}: {shown}"))
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn client(server: &str) -> Client {
+        Client::new(&ServerArgs {
+            server: super::super::parse_server_url(server).unwrap(),
+            token: Some("fota_admin_x".into()),
+        })
+        .unwrap()
+    }
+
+    #[test]
+    fn urls_encode_segments_and_keep_a_base_path() {
+        let c = client("http://127.0.0.1:8080");
+        assert_eq!(
+            c.url(&["v1", "devices", "a/b c"]).as_str(),
+            "http://127.0.0.1:8080/v1/devices/a%2Fb%20c"
+        );
+        let c = client("http://h/fota/");
+        assert_eq!(c.url(&["v1", "audit"]).as_str(), "http://h/fota/v1/audit");
+        assert_eq!(c.shown(), "http://h/fota");
+        assert!(!format!("{c:?}").contains("fota_admin_x"));
+    }
+
+    #[test]
+    fn errors_read_as_one_line() {
+        let e = api_error(
+            StatusCode::NOT_FOUND,
+            br#"{"error":"rollout_not_found","message":"no rollout 9"}"#,
+            "http://h",
+        );
+        assert_eq!(e.to_string(), "no rollout 9 (rollout_not_found)");
+        let e = api_error(StatusCode::BAD_GATEWAY, b"<html>\nbad", "http://h");
+        assert_eq!(
+            e.to_string(),
+            "http://h answered HTTP 502 Bad Gateway: <html>"
+        );
+    }
+}

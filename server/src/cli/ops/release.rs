@@ -1,0 +1,149 @@
+//! `fota release upload|list`: releases on the server (`/v1/releases`).
+
+use super::client::Client;
+use super::format::{utc, Table};
+use super::ServerArgs;
+use crate::api::releases::ReleaseList;
+use crate::store::ReleaseRecord;
+use anyhow::Context as _;
+use std::io::Write;
+use std::path::{Path, PathBuf};
+
+/// `fota release`.
+#[derive(Debug, clap::Args)]
+pub struct Args {
+    /// What to do.
+    #[command(subcommand)]
+    pub action: Action,
+}
+
+/// Release actions.
+#[derive(Debug, clap::Subcommand)]
+pub enum Action {
+    /// Upload a release: one signed image per slot (`fota sign --slot a` and `--slot b`). The
+    /// server refuses images that do not verify under its trusted keys, are linked for the wrong
+    /// slot, or disagree on version or security counter.
+    Upload(UploadArgs),
+    /// List releases, by model, newest version first.
+    List(ListArgs),
+}
+
+/// `fota release upload`.
+#[derive(Debug, clap::Args)]
+pub struct UploadArgs {
+    /// Hardware model the release is for.
+    #[arg(long, value_name = "MODEL")]
+    pub model: String,
+    /// The signed image for slot A.
+    #[arg(long, value_name = "FILE")]
+    pub image_a: PathBuf,
+    /// The signed image for slot B.
+    #[arg(long, value_name = "FILE")]
+    pub image_b: PathBuf,
+    /// Release notes.
+    #[arg(long, value_name = "TEXT")]
+    pub notes: Option<String>,
+    /// Cross-check: refuse unless the images carry this version.
+    #[arg(long, value_name = "VERSION")]
+    pub version: Option<String>,
+    /// Print the server's JSON.
+    #[arg(long)]
+    pub json: bool,
+    #[command(flatten)]
+    pub server: ServerArgs,
+}
+
+/// `fota release list`.
+#[derive(Debug, clap::Args)]
+pub struct ListArgs {
+    /// Only this hardware model.
+    #[arg(long, value_name = "MODEL")]
+    pub model: Option<String>,
+    /// Print the server's JSON.
+    #[arg(long)]
+    pub json: bool,
+    #[command(flatten)]
+    pub server: ServerArgs,
+}
+
+/// Run `fota release`.
+pub fn run(args: &Args, out: &mut dyn Write) -> anyhow::Result<()> {
+    match &args.action {
+        Action::Upload(a) => upload(a, out),
+        Action::List(a) => list(a, out),
+    }
+}
+
+fn image_part(path: &Path) -> anyhow::Result<reqwest::multipart::Part> {
+    let bytes = std::fs::read(path).with_context(|| format!("cannot read {}", path.display()))?;
+    let name = path
+        .file_name()
+        .map_or_else(|| "image.bin".into(), |n| n.to_string_lossy().into_owned());
+    Ok(reqwest::multipart::Part::bytes(bytes)
+        .file_name(name)
+        .mime_str("application/octet-stream")?)
+}
+
+fn upload(args: &UploadArgs, out: &mut dyn Write) -> anyhow::Result<()> {
+    let client = Client::new(&args.server)?;
+    let mut form = reqwest::multipart::Form::new().text("model", args.model.clone());
+    if let Some(notes) = &args.notes {
+        form = form.text("notes", notes.clone());
+    }
+    if let Some(version) = &args.version {
+        form = form.text("version", version.clone());
+    }
+    let form = form
+        .part("image_a", image_part(&args.image_a)?)
+        .part("image_b", image_part(&args.image_b)?);
+    let value = client.post_form(&["v1", "releases"], form)?;
+    if args.json {
+        return super::print_json(out, &value);
+    }
+    let release: ReleaseRecord = client.decode(value)?;
+    let images: Vec<String> = release
+        .images
+        .iter()
+        .map(|i| format!("{}={}", i.slot, i.sha256.get(..12).unwrap_or(&i.sha256)))
+        .collect();
+    writeln!(
+        out,
+        "release {}: {} {}, security counter {}, images {}",
+        release.id,
+        release.model,
+        release.version,
+        release.security_counter,
+        images.join(" ")
+    )?;
+    Ok(())
+}
+
+fn list(args: &ListArgs, out: &mut dyn Write) -> anyhow::Result<()> {
+    let client = Client::new(&args.server)?;
+    let mut query = Vec::new();
+    if let Some(model) = &args.model {
+        query.push(("model", model.clone()));
+    }
+    let value = client.get(&["v1", "releases"], &query)?;
+    if args.json {
+        return super::print_json(out, &value);
+    }
+    let list: ReleaseList = client.decode(value)?;
+    if list.releases.is_empty() {
+        writeln!(out, "no releases")?;
+        return Ok(());
+    }
+    let mut table = Table::new(&["ID", "MODEL", "VERSION", "COUNTER", "CREATED", "BY"]);
+    for r in &list.releases {
+        table.row(vec![
+            r.id.to_string(),
+            r.model.clone(),
+            r.version.clone(),
+            r.security_counter.to_string(),
+            utc(r.created_at),
+            r.created_by.clone(),
+        ]);
+    }
+    table.write(out)?;
+    Ok(())
+}
