@@ -21,6 +21,7 @@ backend_tests!(
     operator_actions_and_audit,
     rollout_refusals,
     fleet_rollback_brings_devices_back,
+    selector_targets_tags_versions_and_late_joiners,
 );
 
 async fn start(app: &TestApp, body: Value) -> Value {
@@ -88,6 +89,28 @@ async fn field_incident_halts_in_the_first_stage(db: Db) {
         "{exposed} devices took the bad release"
     );
 
+    // A halted rollout still owns its model: no new rollout until it is aborted.
+    let other = release(&app, "f429", "2.0.1", 1).await;
+    assert_error(
+        app.post("/v1/rollouts")
+            .json(&json!({"release_id": other}))
+            .send()
+            .await
+            .unwrap(),
+        409,
+        "rollout_in_progress",
+    )
+    .await;
+    // Resuming it answers with the truth: the gate still fails, so it is halted again.
+    let resumed: Value = app
+        .post(&format!("/v1/rollouts/{id}/resume"))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(resumed["state"], "halted", "{resumed:#}");
     // After the halt nothing more is offered, to anyone.
     for d in devices.iter_mut().filter(|d| !silent.contains(&d.id)) {
         assert!(d.check_in(&app).await.is_none(), "offered after the halt");
@@ -121,7 +144,14 @@ async fn field_incident_halts_in_the_first_stage(db: Db) {
         .find(|e| e["action"] == "rollout.halt")
         .expect("halt audited");
     assert_eq!(halt["actor"], "fota");
-    assert!(halt["detail"].as_str().unwrap().contains("timed_out"));
+    assert!(
+        halt["detail"]["numbers"]["timed_out"].as_u64().unwrap() >= 1,
+        "{halt:#}"
+    );
+    assert_eq!(
+        halt["detail"]["numbers"]["stage"], 1,
+        "stages count from 1 everywhere"
+    );
 }
 
 /// A good release: every stage passes its gate and the rollout completes with every device
@@ -226,6 +256,16 @@ async fn failing_release_below_min_sample_never_advances(db: Db) {
     assert_eq!(s["state"], "active", "{s:#}");
     assert_eq!(s["current_stage"], 1, "{s:#}");
     assert!(s["counts"]["rolled_back"].as_u64().unwrap() >= 1);
+    assert!(
+        s["next"].as_str().unwrap().starts_with("minimum sample"),
+        "{s:#}"
+    );
+    // The gate's rate divides by the minimum sample until it is reached.
+    let failures = s["counts"]["rolled_back"].as_f64().unwrap();
+    assert!(
+        (s["gate_failure_rate"].as_f64().unwrap() - failures / 50.0).abs() < 1e-9,
+        "{s:#}"
+    );
     // And nobody outside stage 1 was offered.
     for d in devices.iter_mut() {
         assert!(d.check_in(&app).await.is_none());
@@ -321,9 +361,12 @@ async fn operator_actions_and_audit(db: Db) {
         }
     }
     assert!(offered > 0);
-    // A manual stage waits for approval however healthy it is.
+    // A manual stage waits for approval however healthy it is, and says so.
     tokio::time::sleep(Duration::from_millis(500)).await;
-    assert_eq!(rollout_status(&app, id).await["current_stage"], 1);
+    let s = rollout_status(&app, id).await;
+    assert_eq!(s["current_stage"], 1);
+    assert!(s["next"].as_str().unwrap().contains("approval"), "{s:#}");
+    assert_eq!(s["approved"], false);
     assert_eq!(post("approve").await.unwrap().status(), 200);
     let s = wait_for(&app, id, Duration::from_secs(5), |s| {
         s["current_stage"] == 2
@@ -644,4 +687,53 @@ async fn two_replicas_on_one_postgres_decide_once() {
             d.offers
         );
     }
+}
+
+/// The selector picks by tags and running-version range; a device provisioned after the start
+/// that matches joins the rollout; one that does not never gets an offer.
+async fn selector_targets_tags_versions_and_late_joiners(db: Db) {
+    let app = spawn_app(db).await;
+    let mut old = fleet(&app, "OLD", 10, "f429", "0.9.0").await;
+    let mut new = fleet(&app, "NEW", 10, "f429", "1.0.0").await;
+    let tokens = app
+        .provision(&[("T-1", "f429", &["pole"]), ("T-2", "f429", &["pole"])])
+        .await;
+    let rel = release(&app, "f429", "1.1.0", 1).await;
+    let r = start(
+        &app,
+        json!({"release_id": rel, "selector": {"version_min": "1.0.0", "version_max": "1.0.9"}, "stages": [stage(100.0, 1, 0.5, 60)]}),
+    )
+    .await;
+    assert_eq!(r["targets"], 10, "only the 1.0.x devices: {r:#}");
+    assert_eq!(r["version_min"], "1.0.0");
+    assert_eq!(r["version_max"], "1.0.9");
+    for d in old.iter_mut() {
+        assert!(d.check_in(&app).await.is_none(), "{} runs 0.9.0", d.id);
+    }
+    for d in new.iter_mut() {
+        assert!(d.check_in(&app).await.is_some(), "{} runs 1.0.0", d.id);
+    }
+    // T-1 and T-2 were never seen at the start: they join when they check in on 1.0.x.
+    let id = r["id"].as_i64().unwrap();
+    let mut late = common::Device::new("T-1", &tokens[0], "f429", "1.0.3");
+    assert!(
+        late.check_in(&app).await.is_some(),
+        "a matching late joiner is offered (100% stage)"
+    );
+    let mut stale = common::Device::new("T-2", &tokens[1], "f429", "0.8.0");
+    assert!(stale.check_in(&app).await.is_none());
+    assert_eq!(rollout_status(&app, id).await["targets"], 11);
+    app.post(&format!("/v1/rollouts/{id}/abort"))
+        .send()
+        .await
+        .unwrap();
+
+    // Tags: only devices with every tag.
+    let tagged = start(
+        &app,
+        json!({"release_id": rel, "selector": {"tags": ["pole"]}}),
+    )
+    .await;
+    assert_eq!(tagged["targets"], 2, "{tagged:#}");
+    assert_eq!(tagged["tags"], json!(["pole"]));
 }

@@ -5,11 +5,11 @@ use super::AppState;
 use crate::auth::Admin;
 use crate::error::{ApiError, ApiJson, ApiPath, ApiQuery, ErrorBody};
 use crate::rollout::engine::{gate_of, target_filter};
-use crate::rollout::gate::{HaltReason, StateCounts};
+use crate::rollout::gate::{HaltReason, StateCounts, Verdict};
 use crate::rollout::plan::{self, Selector, StageSize, StageSpec};
 use crate::store::{
-    now_ms, version_key, AuditEntry, NewRollout, ReleaseRecord, Role, RolloutChange, RolloutRow,
-    StageRow,
+    now_ms, version_from_key, version_key, AuditEntry, NewRollout, ReleaseRecord, Role,
+    RolloutChange, RolloutRow, StageRow,
 };
 use axum::extract::State;
 use axum::http::StatusCode;
@@ -98,6 +98,10 @@ pub struct RolloutStatus {
     pub model: String,
     /// Required tags.
     pub tags: Vec<String>,
+    /// Only devices running at least this version.
+    pub version_min: Option<String>,
+    /// Only devices running at most this version.
+    pub version_max: Option<String>,
     /// Rollback: only devices that ran this release.
     pub from_release_id: Option<i64>,
     /// Target devices.
@@ -108,8 +112,15 @@ pub struct RolloutStatus {
     pub counts: StateCounts,
     /// Failures over decided devices (0-1), over the whole rollout.
     pub failure_rate: f64,
+    /// The rate the gate compares with its limit: failures over max(decided, minimum sample).
+    pub gate_failure_rate: f64,
     /// The current stage's limit (0-1).
     pub max_failure_rate: f64,
+    /// Whether an operator approved advancing past the current stage.
+    pub approved: bool,
+    /// What the gate waits for now (active rollouts), e.g. "minimum sample: 3 of 20 devices
+    /// decided in this stage".
+    pub next: Option<String>,
     /// Why it halted.
     pub halt_reason: Option<HaltReason>,
     /// The halt reason in words.
@@ -169,7 +180,20 @@ async fn status_of(state: &AppState, r: &RolloutRow) -> Result<RolloutStatus, Ap
         .and_then(|s| serde_json::from_str(s).ok());
     let current = stages.get(r.current_stage as usize);
     let max_failure_rate = current.map_or(0.0, |s| s.max_failure_ppm as f64 / 1e6);
+    let min_sample = current.map_or(0, |s| gate_of(s).min_sample);
     let decided = whole.decided();
+    let next = if r.state == "active" {
+        crate::rollout::engine::assess(&state.store, r)
+            .await?
+            .map(|a| match a.verdict {
+                Verdict::Wait(why) => why,
+                Verdict::Advance => "advancing to the next stage".into(),
+                Verdict::Complete => "completing".into(),
+                Verdict::Halt(reason) => format!("halting: {reason}"),
+            })
+    } else {
+        None
+    };
     Ok(RolloutStatus {
         id: r.id,
         kind: r.kind.clone(),
@@ -178,6 +202,8 @@ async fn status_of(state: &AppState, r: &RolloutRow) -> Result<RolloutStatus, Ap
         version,
         model: r.model.clone(),
         tags: r.selector_tags.clone(),
+        version_min: r.version_min_key.map(|k| version_from_key(k).to_string()),
+        version_max: r.version_max_key.map(|k| version_from_key(k).to_string()),
         from_release_id: r.from_release_id,
         targets: r.targets,
         current_stage: u32::try_from(r.current_stage + 1).unwrap_or(0),
@@ -187,7 +213,10 @@ async fn status_of(state: &AppState, r: &RolloutRow) -> Result<RolloutStatus, Ap
         } else {
             whole.failures() as f64 / decided as f64
         },
+        gate_failure_rate: whole.gate_rate(min_sample),
         max_failure_rate,
+        approved: r.approved_stage == Some(r.current_stage),
+        next,
         halt_message: halt_reason.as_ref().map(ToString::to_string),
         halt_reason,
         stages: stages
@@ -259,7 +288,7 @@ async fn start_rollout(
         return Err(ApiError::conflict(
             "rollout_in_progress",
             format!(
-                "rollout {other} for {} is unfinished; pause does not count: abort it first",
+                "rollout {other} for {} is unfinished (active, paused or halted): abort it first, or start a rollback",
                 release.model
             ),
         ));
@@ -541,7 +570,9 @@ async fn operator_change(
         ));
     }
     state.engine.invalidate();
-    state.engine.mark_dirty(id);
+    // The gate speaks at once: a resumed rollout whose failures still cross it halts again
+    // before this answer, and an approval advances before it.
+    state.engine.evaluate(&state.store, id).await?;
     tracing::info!(actor = %admin.name, rollout = id, action, "rollout changed");
     let r = rollout_or_404(state, id).await?;
     Ok(axum::Json(status_of(state, &r).await?))

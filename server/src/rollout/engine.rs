@@ -338,39 +338,16 @@ impl Engine {
         if r.state != "active" {
             return Ok(None);
         }
-        let stages = store.rollout_stages(id).await?;
-        let Some(stage) = usize::try_from(r.current_stage)
-            .ok()
-            .and_then(|i| stages.get(i))
-            .copied()
+        let Some(Assessment {
+            stages,
+            whole,
+            stage_counts,
+            verdict,
+        }) = assess(store, &r).await?
         else {
             return Ok(None);
         };
-        let (whole, per_stage) = store.rollout_counts(id).await?;
-        let is_last = r.current_stage as usize + 1 >= stages.len();
-        // Only the last stage's completion needs it.
-        let eligible_in_cohort = if is_last {
-            store
-                .eligible_in_cohort(id, r.current_threshold, &whole)
-                .await?
-        } else {
-            0
-        };
-        let stage_counts = per_stage.get(&r.current_stage).copied().unwrap_or_default();
-        let gate = gate_of(&stage);
         let now = now_ms();
-        let verdict = gate::evaluate(&GateInput {
-            stage: u32::try_from(r.current_stage).unwrap_or(u32::MAX),
-            is_last,
-            gate: &gate,
-            bake_s: stage.bake_s,
-            auto_advance: stage.auto_advance,
-            approved: r.approved_stage == Some(r.current_stage),
-            whole: &whole,
-            stage_counts: &stage_counts,
-            eligible_in_cohort,
-            stage_age_s: (now - r.stage_started_at) / 1000,
-        });
         let changed = match &verdict {
             Verdict::Halt(reason) => {
                 let detail = serde_json::to_value(reason).unwrap_or_default();
@@ -508,6 +485,62 @@ impl Engine {
             }
         }
     }
+}
+
+/// What the gate says about a rollout now, with the numbers it looked at.
+#[derive(Debug, Clone)]
+pub struct Assessment {
+    /// The rollout's stages.
+    pub stages: Vec<StageRow>,
+    /// Counts over the whole rollout.
+    pub whole: gate::StateCounts,
+    /// Counts of the current stage's cohort.
+    pub stage_counts: gate::StateCounts,
+    /// The verdict.
+    pub verdict: Verdict,
+}
+
+/// Evaluate a rollout's gate without acting on it (what `evaluate` acts on, and what the status
+/// shows as the next step).
+pub async fn assess(store: &Store, r: &RolloutRow) -> Result<Option<Assessment>, StoreError> {
+    let stages = store.rollout_stages(r.id).await?;
+    let Some(stage) = usize::try_from(r.current_stage)
+        .ok()
+        .and_then(|i| stages.get(i))
+        .copied()
+    else {
+        return Ok(None);
+    };
+    let (whole, per_stage) = store.rollout_counts(r.id).await?;
+    let is_last = r.current_stage as usize + 1 >= stages.len();
+    // Only the last stage's completion needs it.
+    let eligible_in_cohort = if is_last {
+        store
+            .eligible_in_cohort(r.id, r.current_threshold, &whole)
+            .await?
+    } else {
+        0
+    };
+    let stage_counts = per_stage.get(&r.current_stage).copied().unwrap_or_default();
+    let gate = gate_of(&stage);
+    let verdict = gate::evaluate(&GateInput {
+        stage: u32::try_from(r.current_stage).unwrap_or(u32::MAX),
+        is_last,
+        gate: &gate,
+        bake_s: stage.bake_s,
+        auto_advance: stage.auto_advance,
+        approved: r.approved_stage == Some(r.current_stage),
+        whole: &whole,
+        stage_counts: &stage_counts,
+        eligible_in_cohort,
+        stage_age_s: (now_ms() - r.stage_started_at) / 1000,
+    });
+    Ok(Some(Assessment {
+        stages,
+        whole,
+        stage_counts,
+        verdict,
+    }))
 }
 
 /// A stage's gate.

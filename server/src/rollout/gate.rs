@@ -20,7 +20,8 @@ use std::fmt;
 pub struct StateCounts {
     /// Targets not offered yet (in or out of the cohorts so far).
     pub eligible: u64,
-    /// Offered, not started downloading.
+    /// Offered and not downloading yet (devices further along are counted in their state, so
+    /// "offered so far" is everything but `eligible` and `protection_blocked`).
     pub offered: u64,
     /// Downloading.
     pub downloading: u64,
@@ -54,7 +55,13 @@ impl StateCounts {
         self.offered + self.downloading + self.installed
     }
 
-    /// Add one device in `state`.
+    /// The failure rate the gate compares with its limit: failures over
+    /// `max(decided, min_sample)`.
+    pub fn gate_rate(&self, min_sample: u64) -> f64 {
+        self.failures() as f64 / self.decided().max(min_sample).max(1) as f64
+    }
+
+    /// Add `n` devices in `state`.
     pub fn add(&mut self, state: &str, n: u64) {
         match state {
             "eligible" => self.eligible += n,
@@ -85,7 +92,7 @@ pub struct HealthGate {
 /// Why a rollout halted: the numbers that crossed the gate.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct HaltReason {
-    /// Stage index (0-based) when it halted.
+    /// Stage number (1-based, as everywhere in the API) when it halted.
     pub stage: u32,
     /// Failures over the whole rollout.
     pub failures: u64,
@@ -114,7 +121,7 @@ impl fmt::Display for HaltReason {
         write!(
             f,
             "stage {}: {} failures ({} failed, {} rolled back, {} silent) among {} decided devices = {:.1}% (of at least the minimum sample {}), above the {:.1}% limit",
-            self.stage + 1,
+            self.stage,
             self.failures,
             self.failed,
             self.rolled_back,
@@ -143,7 +150,7 @@ pub enum Verdict {
 /// Everything the gate looks at.
 #[derive(Debug, Clone, Copy)]
 pub struct GateInput<'a> {
-    /// Current stage index.
+    /// Current stage index (0-based).
     pub stage: u32,
     /// Whether it is the last stage.
     pub is_last: bool,
@@ -177,7 +184,7 @@ pub fn evaluate(input: &GateInput<'_>) -> Verdict {
             > u128::from(g.max_failure_ppm) * u128::from(denominator)
     {
         return Verdict::Halt(HaltReason {
-            stage: input.stage,
+            stage: input.stage + 1,
             failures: w.failures(),
             failed: w.failed,
             rolled_back: w.rolled_back,

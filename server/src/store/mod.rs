@@ -111,6 +111,17 @@ pub fn version_key(v: &ImageVersion) -> i64 {
     (packed ^ (1 << 63)) as i64
 }
 
+/// The version a [`version_key`] was made from.
+pub fn version_from_key(key: i64) -> ImageVersion {
+    let packed = (key as u64) ^ (1 << 63);
+    ImageVersion::new(
+        (packed >> 56) as u8,
+        (packed >> 48) as u8,
+        (packed >> 32) as u16,
+        packed as u32,
+    )
+}
+
 impl Store {
     /// Connect, creating the SQLite file (and its directory) on first run, and apply migrations.
     pub async fn connect(url: &str) -> Result<Self, StoreError> {
@@ -228,6 +239,10 @@ mod tests {
             .map(|v| version_key(&v.parse().unwrap()))
             .collect();
         assert!(keys.windows(2).all(|w| w[0] < w[1]), "{keys:?}");
+        for v in versions {
+            let v: ImageVersion = v.parse().unwrap();
+            assert_eq!(version_from_key(version_key(&v)), v);
+        }
     }
 
     #[test]

@@ -161,8 +161,9 @@ pub struct AuditEntry {
     pub rollout_id: Option<i64>,
     /// Release concerned.
     pub release_id: Option<i64>,
-    /// Why and with what numbers (JSON text).
-    pub detail: String,
+    /// Why and with what numbers.
+    #[schema(value_type = Object)]
+    pub detail: serde_json::Value,
 }
 
 impl AuditEntry {
@@ -182,7 +183,7 @@ impl AuditEntry {
             action: action.to_string(),
             rollout_id,
             release_id,
-            detail: detail.to_string(),
+            detail,
         }
     }
 }
@@ -288,10 +289,11 @@ impl Store {
         Ok(row.try_get("held")?)
     }
 
-    /// The unfinished (active or paused) rollout of a model, if any.
+    /// The unfinished rollout of a model, if any: active, paused, or halted (a halted rollout
+    /// can be resumed, so it still owns its model until aborted).
     pub async fn unfinished_rollout(&self, model: &str) -> Result<Option<i64>, StoreError> {
         let row = sqlx::query(
-            "SELECT id FROM rollouts WHERE model = $1 AND state IN ('active', 'paused') ORDER BY id LIMIT 1",
+            "SELECT id FROM rollouts WHERE model = $1 AND state IN ('active', 'paused', 'halted') ORDER BY id LIMIT 1",
         )
         .bind(model)
         .fetch_optional(self.pool())
@@ -324,7 +326,7 @@ impl Store {
         let mut tx = self.pool().begin().await?;
         if let Some((bad, entry)) = &abort_first {
             let n = sqlx::query(
-                "UPDATE rollouts SET state = 'aborted', updated_at = $2 WHERE id = $1 AND state IN ('active', 'paused')",
+                "UPDATE rollouts SET state = 'aborted', updated_at = $2 WHERE id = $1 AND state IN ('active', 'paused', 'halted')",
             )
             .bind(*bad)
             .bind(now)
@@ -776,7 +778,10 @@ impl Store {
                     action: r.try_get("action")?,
                     rollout_id: r.try_get("rollout_id")?,
                     release_id: r.try_get("release_id")?,
-                    detail: r.try_get("detail")?,
+                    detail: {
+                        let text: String = r.try_get("detail")?;
+                        serde_json::from_str(&text).unwrap_or(serde_json::Value::String(text))
+                    },
                 })
             })
             .collect()
@@ -818,7 +823,7 @@ async fn insert_audit(
     .bind(e.action.as_str())
     .bind(e.rollout_id)
     .bind(e.release_id)
-    .bind(e.detail.as_str())
+    .bind(e.detail.to_string())
     .execute(&mut **tx)
     .await?;
     Ok(())
