@@ -331,6 +331,7 @@ async fn fresh_postgres(base: &str) -> String {
 #[tokio::main]
 async fn main() {
     let args = Args::parse();
+    fota_server::serve::init_tracing();
     println!(
         "fota rollout benchmark: {} devices, {} trials",
         args.devices, args.trials

@@ -12,16 +12,29 @@ use std::sync::Mutex;
 use std::time::Duration;
 use tokio::sync::watch;
 
+/// Shards of the buffer: check-ins on different cores rarely wait for one another.
+const SHARDS: usize = 16;
+
 /// Facts waiting to be written.
 #[derive(Debug, Default)]
 pub struct FactsBuffer {
-    pending: Mutex<HashMap<String, DeviceFacts>>,
+    shards: [Mutex<HashMap<String, DeviceFacts>>; SHARDS],
+}
+
+fn shard_of(device_id: &str) -> usize {
+    // FNV-1a: cheap, and only needs to spread ids, not resist anyone.
+    let h = device_id.bytes().fold(0xcbf2_9ce4_8422_2325u64, |h, b| {
+        (h ^ u64::from(b)).wrapping_mul(0x100_0000_01b3)
+    });
+    (h % SHARDS as u64) as usize
 }
 
 impl FactsBuffer {
     /// Record what a request learned about a device.
     pub fn record(&self, device_id: &str, facts: DeviceFacts) {
-        let mut pending = self.pending.lock().unwrap_or_else(|p| p.into_inner());
+        let mut pending = self.shards[shard_of(device_id)]
+            .lock()
+            .unwrap_or_else(|p| p.into_inner());
         match pending.get_mut(device_id) {
             Some(old) => merge(old, facts),
             None => {
@@ -32,7 +45,10 @@ impl FactsBuffer {
 
     /// Devices with unwritten facts.
     pub fn len(&self) -> usize {
-        self.pending.lock().unwrap_or_else(|p| p.into_inner()).len()
+        self.shards
+            .iter()
+            .map(|s| s.lock().unwrap_or_else(|p| p.into_inner()).len())
+            .sum()
     }
 
     /// Whether nothing is waiting.
@@ -41,7 +57,13 @@ impl FactsBuffer {
     }
 
     fn take(&self) -> HashMap<String, DeviceFacts> {
-        std::mem::take(&mut *self.pending.lock().unwrap_or_else(|p| p.into_inner()))
+        let mut all = HashMap::new();
+        for shard in &self.shards {
+            all.extend(std::mem::take(
+                &mut *shard.lock().unwrap_or_else(|p| p.into_inner()),
+            ));
+        }
+        all
     }
 
     fn put_back(&self, facts: HashMap<String, DeviceFacts>) {

@@ -3,22 +3,87 @@
 //! One registry per server (not a global), so tests that run several servers in one process see
 //! their own numbers.
 
-use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::encoding::{EncodeLabelSet, EncodeLabelValue, LabelValueEncoder};
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::histogram::{exponential_buckets, Histogram};
 use prometheus_client::registry::Registry;
+use std::collections::HashMap;
+use std::fmt::Write as _;
+use std::sync::{Arc, RwLock};
 
 /// Labels of HTTP request metrics: the route template (never the raw path, which would carry
-/// device ids), the method and the status class.
+/// device ids), the method and the status code. Built without allocating: the route is an
+/// interned string and the method an enum, because every request records them.
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct RequestLabels {
     /// Route template, e.g. `/v1/devices/{id}/check-in`.
-    pub route: String,
+    pub route: Route,
     /// HTTP method.
-    pub method: String,
+    pub method: Method,
     /// Status code.
     pub status: u16,
+}
+
+/// An interned route template.
+#[derive(Clone, Debug, Hash, PartialEq, Eq)]
+pub struct Route(pub Arc<str>);
+
+impl EncodeLabelValue for Route {
+    fn encode(&self, encoder: &mut LabelValueEncoder<'_>) -> Result<(), std::fmt::Error> {
+        encoder.write_str(&self.0)
+    }
+}
+
+/// HTTP methods fota serves.
+#[derive(Clone, Copy, Debug, Hash, PartialEq, Eq, EncodeLabelValue)]
+#[allow(clippy::upper_case_acronyms)]
+pub enum Method {
+    /// GET.
+    GET,
+    /// HEAD.
+    HEAD,
+    /// POST.
+    POST,
+    /// PUT.
+    PUT,
+    /// DELETE.
+    DELETE,
+    /// Anything else.
+    OTHER,
+}
+
+impl From<&axum::http::Method> for Method {
+    fn from(m: &axum::http::Method) -> Self {
+        match *m {
+            axum::http::Method::GET => Method::GET,
+            axum::http::Method::HEAD => Method::HEAD,
+            axum::http::Method::POST => Method::POST,
+            axum::http::Method::PUT => Method::PUT,
+            axum::http::Method::DELETE => Method::DELETE,
+            _ => Method::OTHER,
+        }
+    }
+}
+
+/// Route templates seen so far, so each request's label is a lookup, not an allocation.
+#[derive(Debug, Default)]
+pub struct RouteNames(RwLock<HashMap<String, Arc<str>>>);
+
+impl RouteNames {
+    /// The interned name of `route`.
+    pub fn intern(&self, route: &str) -> Route {
+        if let Some(r) = self.0.read().unwrap_or_else(|p| p.into_inner()).get(route) {
+            return Route(r.clone());
+        }
+        let mut names = self.0.write().unwrap_or_else(|p| p.into_inner());
+        Route(
+            names
+                .entry(route.to_string())
+                .or_insert_with(|| route.into())
+                .clone(),
+        )
+    }
 }
 
 /// Labels of device event counts.
@@ -53,6 +118,8 @@ pub struct Metrics {
     pub requests: Family<RequestLabels, Counter>,
     /// Request latency, by route.
     pub request_seconds: Family<RequestLabels, Histogram, fn() -> Histogram>,
+    /// Interned route names for the labels above.
+    pub routes: RouteNames,
 }
 
 impl Default for Metrics {
@@ -74,6 +141,7 @@ impl Metrics {
             flush_seconds: latency_histogram(),
             requests: Family::default(),
             request_seconds: Family::new_with_constructor(latency_histogram),
+            routes: RouteNames::default(),
             registry: Registry::default(),
         };
         registry.register(

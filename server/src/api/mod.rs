@@ -165,11 +165,12 @@ async fn limit_headers(req: Request, next: Next) -> Response {
 }
 
 async fn record_request(State(state): State<Arc<AppState>>, req: Request, next: Next) -> Response {
-    let route = req
-        .extensions()
-        .get::<MatchedPath>()
-        .map_or_else(|| "unmatched".to_string(), |p| p.as_str().to_string());
-    let method = req.method().to_string();
+    let route = state.metrics.routes.intern(
+        req.extensions()
+            .get::<MatchedPath>()
+            .map_or("unmatched", |p| p.as_str()),
+    );
+    let method = crate::metrics::Method::from(req.method());
     let started = Instant::now();
     let response = next.run(req).await;
     let labels = RequestLabels {

@@ -281,6 +281,7 @@ async fn start_rollout(
     ApiJson(req): ApiJson<StartRollout>,
 ) -> Result<(StatusCode, axum::Json<RolloutStatus>), ApiError> {
     admin.require(Role::Operator)?;
+    let started = std::time::Instant::now();
     let stages = stage_rows(req.stages.as_deref().unwrap_or(&plan::default_stages()))?;
     let (min, max) = req.selector.validate()?;
     let release = release_or_404(&state, req.release_id).await?;
@@ -302,6 +303,11 @@ async fn start_rollout(
         &release.version,
     );
     let targets = state.store.target_ids(&filter).await?;
+    tracing::debug!(
+        targets = targets.len(),
+        ms = started.elapsed().as_millis() as u64,
+        "selected targets"
+    );
     if targets.is_empty() {
         return Err(ApiError::unprocessable(
             "no_targets",
@@ -332,6 +338,7 @@ async fn start_rollout(
         .store
         .create_rollout(&new, &targets, now_ms(), detail, None)
         .await?;
+    tracing::debug!(ms = started.elapsed().as_millis() as u64, "rollout written");
     state.engine.invalidate();
     tracing::info!(actor = %admin.name, rollout = row.id, targets = targets.len(), "rollout started");
     Ok((
