@@ -5,9 +5,7 @@
 
 mod common;
 
-use common::{
-    assert_error, fleet, release, rollout_status, spawn_app, wait_for, Behaviour, Db, TestApp,
-};
+use common::{assert_error, fleet, release, rollout_status, spawn_app, wait_for, Behaviour, Db};
 use fota_server::rollout::cohort;
 use serde_json::{json, Value};
 use std::time::Duration;
@@ -24,8 +22,13 @@ backend_tests!(
     selector_targets_tags_versions_and_late_joiners,
 );
 
-async fn start(app: &TestApp, body: Value) -> Value {
-    let resp = app.post("/v1/rollouts").json(&body).send().await.unwrap();
+async fn start(app: &impl common::Api, body: Value) -> Value {
+    let resp = app
+        .admin_post("/v1/rollouts")
+        .json(&body)
+        .send()
+        .await
+        .unwrap();
     assert_eq!(resp.status(), 201, "{}", resp.text().await.unwrap());
     resp.json().await.unwrap()
 }
@@ -595,29 +598,33 @@ async fn fleet_rollback_brings_devices_back(db: Db) {
         .any(|e| e["action"] == "rollback.create"));
 }
 
-/// Two `fota serve` replicas on one PostgreSQL database, devices talking to either under
+/// Two `fota serve` processes on one PostgreSQL database, devices talking to either under
 /// concurrent reports: no stage advances twice, and no device is offered beyond the stage it was
 /// offered in.
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn two_replicas_on_one_postgres_decide_once() {
+    use common::Api as _;
     use std::sync::Arc;
     if common::postgres_url().is_none() {
         return;
     }
+    let database_url = common::fresh_postgres_database().await;
+    let store = fota_server::store::Store::connect(&database_url)
+        .await
+        .unwrap();
+    let admin = common::token(&store, "ops", fota_server::store::Role::Admin).await;
+    // Shared artifact storage, as behind a load balancer with one volume or a CDN.
     let shared = tempfile::tempdir().unwrap();
-    let config = common::test_config(Db::Postgres, shared.path()).await;
-    let a = Arc::new(
-        common::spawn_with(Db::Postgres, tempfile::tempdir().unwrap(), config.clone()).await,
-    );
-    let b = Arc::new(common::spawn_with(Db::Postgres, tempfile::tempdir().unwrap(), config).await);
-    let devices = fleet(&a, "RP", 300, "f429", "1.0.0").await;
-    let rel = release(&a, "f429", "5.0.0", 1).await;
+    let a = Arc::new(common::spawn_process(&database_url, shared.path(), &admin).await);
+    let b = Arc::new(common::spawn_process(&database_url, shared.path(), &admin).await);
+    let devices = fleet(a.as_ref(), "RP", 300, "f429", "1.0.0").await;
+    let rel = release(a.as_ref(), "f429", "5.0.0", 1).await;
     let stages = [
         stage(10.0, 5, 0.5, 60),
         stage(40.0, 5, 0.5, 60),
         stage(100.0, 5, 0.5, 60),
     ];
-    let id = start(&b, json!({"release_id": rel, "stages": stages})).await["id"]
+    let id = start(b.as_ref(), json!({"release_id": rel, "stages": stages})).await["id"]
         .as_i64()
         .unwrap();
 
@@ -629,10 +636,18 @@ async fn two_replicas_on_one_postgres_decide_once() {
             let mut round = n;
             while d.version != "5.0.0" && std::time::Instant::now() < deadline {
                 // Alternate replicas per round, so check-ins and reports interleave.
-                let app = if round % 2 == 0 { &a } else { &b };
+                let app = if round % 2 == 0 {
+                    a.as_ref()
+                } else {
+                    b.as_ref()
+                };
                 round += 1;
                 if let Some(offer) = d.check_in(app).await {
-                    let other = if round % 2 == 0 { &a } else { &b };
+                    let other = if round % 2 == 0 {
+                        a.as_ref()
+                    } else {
+                        b.as_ref()
+                    };
                     d.take(other, &offer, Behaviour::Good).await;
                 }
                 tokio::time::sleep(Duration::from_millis(100)).await;
@@ -644,7 +659,7 @@ async fn two_replicas_on_one_postgres_decide_once() {
     for t in tasks {
         done.push(t.await.unwrap());
     }
-    let s = wait_for(&a, id, Duration::from_secs(10), |s| {
+    let s = wait_for(a.as_ref(), id, Duration::from_secs(10), |s| {
         s["state"] == "completed"
     })
     .await;
@@ -652,7 +667,7 @@ async fn two_replicas_on_one_postgres_decide_once() {
     assert!(done.iter().all(|d| d.version == "5.0.0"));
 
     let audit: Value = a
-        .get(&format!("/v1/audit?rollout_id={id}"))
+        .admin_get(&format!("/v1/audit?rollout_id={id}"))
         .send()
         .await
         .unwrap()
@@ -670,7 +685,7 @@ async fn two_replicas_on_one_postgres_decide_once() {
     assert_eq!(count("rollout.advance"), 2, "{audit:#}");
     assert_eq!(count("rollout.complete"), 1);
     let thresholds = [1000, 4000, 10_000].map(cohort::threshold_for_basis_points);
-    for (device, state, rank, stage) in a.server.state.store.rollout_devices(id).await.unwrap() {
+    for (device, state, rank, stage) in store.rollout_devices(id).await.unwrap() {
         assert_eq!(state, "confirmed", "{device}");
         let stage = stage.expect("offered in a stage") as usize;
         assert!(
@@ -679,7 +694,7 @@ async fn two_replicas_on_one_postgres_decide_once() {
             stage + 1
         );
     }
-    // Every offer a device received was for this rollout, at most one release.
+    // Every offer a device received was for this rollout and this release.
     for d in &done {
         assert!(
             d.offers.iter().all(|(r, v)| *r == id && v == "5.0.0"),
@@ -687,6 +702,7 @@ async fn two_replicas_on_one_postgres_decide_once() {
             d.offers
         );
     }
+    store.close().await;
 }
 
 /// The selector picks by tags and running-version range; a device provisioned after the start

@@ -262,6 +262,158 @@ impl TestApp {
     }
 }
 
+/// What the rollout helpers need from a server: an in-process [`TestApp`] or a `fota serve`
+/// process ([`Remote`]).
+pub trait Api {
+    fn client(&self) -> &reqwest::Client;
+    fn base(&self) -> &str;
+    fn admin_token(&self) -> &str;
+
+    fn url_of(&self, path: &str) -> String {
+        format!("{}{path}", self.base())
+    }
+
+    fn admin_get(&self, path: &str) -> reqwest::RequestBuilder {
+        self.client()
+            .get(self.url_of(path))
+            .bearer_auth(self.admin_token())
+    }
+
+    fn admin_post(&self, path: &str) -> reqwest::RequestBuilder {
+        self.client()
+            .post(self.url_of(path))
+            .bearer_auth(self.admin_token())
+    }
+
+    /// Upload a release.
+    fn upload_release(
+        &self,
+        model: &str,
+        a: Vec<u8>,
+        b: Vec<u8>,
+    ) -> impl std::future::Future<Output = reqwest::Response> {
+        let form = reqwest::multipart::Form::new()
+            .text("model", model.to_string())
+            .text("notes", "test release")
+            .part(
+                "image_a",
+                reqwest::multipart::Part::bytes(a).file_name("a.bin"),
+            )
+            .part(
+                "image_b",
+                reqwest::multipart::Part::bytes(b).file_name("b.bin"),
+            );
+        let req = self.admin_post("/v1/releases").multipart(form);
+        async move { req.send().await.unwrap() }
+    }
+
+    /// Make buffered check-in facts visible in the database.
+    fn settle(&self) -> impl std::future::Future<Output = ()>;
+}
+
+impl Api for TestApp {
+    fn client(&self) -> &reqwest::Client {
+        &self.client
+    }
+    fn base(&self) -> &str {
+        &self.url
+    }
+    fn admin_token(&self) -> &str {
+        &self.admin
+    }
+    async fn settle(&self) {
+        self.flush().await;
+    }
+}
+
+/// A `fota serve` process.
+pub struct Remote {
+    pub client: reqwest::Client,
+    pub url: String,
+    pub admin: String,
+    pub child: std::process::Child,
+}
+
+impl Api for Remote {
+    fn client(&self) -> &reqwest::Client {
+        &self.client
+    }
+    fn base(&self) -> &str {
+        &self.url
+    }
+    fn admin_token(&self) -> &str {
+        &self.admin
+    }
+    async fn settle(&self) {
+        // Started with --flush-interval-ms 50.
+        tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+    }
+}
+
+impl Drop for Remote {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Start `fota serve` as a process on `database_url`, trusting the test signing key, with short
+/// flush and sweep intervals; wait until it answers.
+pub async fn spawn_process(database_url: &str, data_dir: &std::path::Path, admin: &str) -> Remote {
+    let key = data_dir.join("trusted.pub.pem");
+    if !key.exists() {
+        std::fs::write(
+            &key,
+            fota_server::keys::public_key_pem(&signing_key().verifying_key()).unwrap(),
+        )
+        .unwrap();
+    }
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let log = std::fs::File::create(data_dir.join(format!("serve-{port}.log"))).unwrap();
+    let child = std::process::Command::new(env!("CARGO_BIN_EXE_fota"))
+        .args([
+            "serve",
+            "--listen",
+            &format!("127.0.0.1:{port}"),
+            "--database-url",
+            database_url,
+        ])
+        .args([
+            "--flush-interval-ms",
+            "50",
+            "--sweep-interval-ms",
+            "100",
+            "--poll-interval-s",
+            "60",
+        ])
+        .arg("--data-dir")
+        .arg(data_dir)
+        .arg("--trusted-key")
+        .arg(&key)
+        .stderr(log)
+        .spawn()
+        .unwrap();
+    let remote = Remote {
+        client: reqwest::Client::new(),
+        url: format!("http://127.0.0.1:{port}"),
+        admin: admin.to_string(),
+        child,
+    };
+    for _ in 0..200 {
+        if let Ok(r) = remote.client.get(remote.url_of("/readyz")).send().await {
+            if r.status() == 200 {
+                return remote;
+            }
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    panic!("fota serve did not come up");
+}
+
 /// Assert a JSON error response with `status` and `code`.
 pub async fn assert_error(resp: reqwest::Response, status: u16, code: &str) {
     let got = resp.status().as_u16();
@@ -331,8 +483,15 @@ impl Device {
     }
 
     /// Check in; returns the offer, if any.
-    pub async fn check_in(&mut self, app: &TestApp) -> Option<serde_json::Value> {
-        let resp = app.check_in(&self.id, &self.token, &self.body()).await;
+    pub async fn check_in(&mut self, app: &impl Api) -> Option<serde_json::Value> {
+        let resp = app
+            .client()
+            .post(app.url_of(&format!("/v1/devices/{}/check-in", self.id)))
+            .bearer_auth(&self.token)
+            .json(&self.body())
+            .send()
+            .await
+            .unwrap();
         assert_eq!(resp.status(), 200, "{}", resp.text().await.unwrap());
         let v: serde_json::Value = resp.json().await.unwrap();
         let offer = v.get("offer").cloned();
@@ -347,7 +506,7 @@ impl Device {
 
     pub async fn report(
         &mut self,
-        app: &TestApp,
+        app: &impl Api,
         kind: &str,
         rollout: i64,
         version: &str,
@@ -359,8 +518,8 @@ impl Device {
         }
         self.next_event += 1;
         let resp = app
-            .client
-            .post(app.at(&format!("/v1/devices/{}/reports", self.id)))
+            .client()
+            .post(app.url_of(&format!("/v1/devices/{}/reports", self.id)))
             .bearer_auth(&self.token)
             .json(&serde_json::json!({ "events": [event] }))
             .send()
@@ -372,15 +531,15 @@ impl Device {
     /// Take an offer the way `behaviour` says. Returns false if the device is now silent.
     pub async fn take(
         &mut self,
-        app: &TestApp,
+        app: &impl Api,
         offer: &serde_json::Value,
         behaviour: Behaviour,
     ) -> bool {
         let rollout = offer["rollout_id"].as_i64().unwrap();
         let version = offer["version"].as_str().unwrap().to_string();
         let artifact = app
-            .client
-            .get(app.at(&format!(
+            .client()
+            .get(app.url_of(&format!(
                 "/v1/artifacts/{}",
                 offer["sha256"].as_str().unwrap()
             )))
@@ -423,7 +582,7 @@ impl Device {
 
 /// Provision `n` devices `P-000..` of `model` on `version`, check each in once and flush.
 pub async fn fleet(
-    app: &TestApp,
+    app: &impl Api,
     prefix: &str,
     n: usize,
     model: &str,
@@ -435,7 +594,12 @@ pub async fn fleet(
     let body = serde_json::json!({
         "devices": specs.iter().map(|(id, m)| serde_json::json!({"id": id, "model": m})).collect::<Vec<_>>()
     });
-    let resp = app.post("/v1/devices").json(&body).send().await.unwrap();
+    let resp = app
+        .admin_post("/v1/devices")
+        .json(&body)
+        .send()
+        .await
+        .unwrap();
     assert_eq!(resp.status(), 201);
     let v: serde_json::Value = resp.json().await.unwrap();
     let mut devices: Vec<Device> = v["devices"]
@@ -454,15 +618,15 @@ pub async fn fleet(
     for d in &mut devices {
         assert!(d.check_in(app).await.is_none());
     }
-    app.flush().await;
+    app.settle().await;
     devices
 }
 
 /// Upload a release of `model` signed with the trusted key; returns its id.
-pub async fn release(app: &TestApp, model: &str, version: &str, counter: u32) -> i64 {
+pub async fn release(app: &impl Api, model: &str, version: &str, counter: u32) -> i64 {
     let key = signing_key();
     let resp = app
-        .upload(
+        .upload_release(
             model,
             image(SlotId::A, version, counter, &key),
             image(SlotId::B, version, counter, &key),
@@ -475,8 +639,8 @@ pub async fn release(app: &TestApp, model: &str, version: &str, counter: u32) ->
 }
 
 /// GET a rollout's status.
-pub async fn rollout_status(app: &TestApp, id: i64) -> serde_json::Value {
-    app.get(&format!("/v1/rollouts/{id}"))
+pub async fn rollout_status(app: &impl Api, id: i64) -> serde_json::Value {
+    app.admin_get(&format!("/v1/rollouts/{id}"))
         .send()
         .await
         .unwrap()
@@ -487,7 +651,7 @@ pub async fn rollout_status(app: &TestApp, id: i64) -> serde_json::Value {
 
 /// Poll until `done(status)` or the timeout; returns the last status.
 pub async fn wait_for(
-    app: &TestApp,
+    app: &impl Api,
     id: i64,
     timeout: std::time::Duration,
     done: impl Fn(&serde_json::Value) -> bool,
