@@ -5,9 +5,31 @@
 //! append-only journal of CRC-protected records ([`journal`]) that survives a power cut at any
 //! instant: a torn record fails its CRC and is skipped.
 //!
+//! - [`journal`]: the records, their replay into a [`BootState`](journal::BootState), and
+//!   [`BootJournal`](journal::BootJournal), the journal in two ping-pong flash sectors.
+//! - [`verify`](mod@verify): verifying a slot's image straight from flash.
+//! - [`decision`]: [`decide`] which slot runs, and [`boot`], everything between reset and jump.
+//! - [`control`]: the application's side: [`BootInfo`], `mark_confirmed`, `mark_pending`.
+//! - [`layout`]: where the journal and the slots are in the flash driver's offsets.
+//!
 //! This crate is `no_std`, has no `unsafe` and allocates nothing; the board crate
 //! (`device-firmware/stm32f429`) holds the flash driver and the jump.
 #![cfg_attr(not(test), no_std)]
 #![warn(missing_docs)]
 
+pub mod control;
+pub mod decision;
 pub mod journal;
+pub mod layout;
+pub mod verify;
+
+#[cfg(test)]
+mod test_flash;
+
+pub use control::{BootControl, BootInfo, ControlError};
+pub use decision::{
+    boot, decide, BootAction, BootMode, BootOutcome, BootTarget, Decision, Refusals,
+};
+pub use journal::{BootJournal, BootState, JournalError, JournalRegion};
+pub use layout::FlashLayout;
+pub use verify::{verify_slot, BootError, VerifiedSlot};

@@ -14,7 +14,24 @@
 //! A refused operation changes nothing and is not counted. Offsets are from the start of flash:
 //! offset 0 is 0x0800_0000 ([`SimFlash::offset_of`] converts addresses).
 //!
-//! The operation counts are for the power-cut sweeps to come: cut at step N, for every N.
+//! # Power loss
+//!
+//! Every write or erase call that reaches the flash (passes the checks above and is not empty)
+//! is a numbered *step* ([`SimFlash::steps`]). [`SimFlash::cut_power_at`] schedules a power cut
+//! at step N, of one of two kinds ([`PowerCut`]):
+//!
+//! - [`PowerCut::Before`]: between operations; step N never happens.
+//! - [`PowerCut::Torn`]: inside step N. A write leaves a prefix of its words programmed and the
+//!   next word half programmed: only a random subset of the bits it was clearing are cleared
+//!   (the cells that got enough charge before the supply fell). An erase of several sectors
+//!   leaves the earlier sectors erased, one sector partly erased (some words 0xFF, the others as
+//!   they were) and the later ones untouched. The randomness comes from the cut's seed, so a
+//!   failing sweep point replays exactly.
+//!
+//! After the cut every operation, reads included, fails with [`SimFlashError::PowerLoss`] until
+//! [`SimFlash::power_on`], as the code that was running died with the supply. A sweep runs a
+//! scenario once to count its steps, then once per step and kind of cut, each from a copy of the
+//! starting flash, powers on and checks what the next boot does.
 
 use embedded_storage::nor_flash::{
     ErrorType, MultiwriteNorFlash, NorFlash, NorFlashError, NorFlashErrorKind, ReadNorFlash,
@@ -51,6 +68,10 @@ pub enum SimFlashError {
         /// End offset (exclusive).
         to: u32,
     },
+    /// The power was cut (see [`SimFlash::cut_power_at`]); nothing works until
+    /// [`SimFlash::power_on`].
+    #[error("power lost")]
+    PowerLoss,
     /// Programming would have to set a 0 bit back to 1, which only an erase can do.
     #[error(
         "word at {offset:#x} holds {current:#010x}; programming {wanted:#010x} needs an erase"
@@ -72,7 +93,9 @@ impl NorFlashError for SimFlashError {
             SimFlashError::NotAligned { .. } | SimFlashError::NotSectorBoundary { .. } => {
                 NorFlashErrorKind::NotAligned
             }
-            SimFlashError::WouldSetBits { .. } => NorFlashErrorKind::Other,
+            SimFlashError::WouldSetBits { .. } | SimFlashError::PowerLoss => {
+                NorFlashErrorKind::Other
+            }
         }
     }
 }
@@ -90,6 +113,39 @@ pub struct FlashOps {
     pub sectors_erased: u64,
 }
 
+/// How the power is lost at a scheduled step (see the [module docs](self)).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum PowerCut {
+    /// Just before the step: it never happens.
+    Before,
+    /// In the middle of the step, leaving a torn write or a partly erased sector; `seed` picks
+    /// where it tore and which bits or words made it.
+    Torn {
+        /// Seed of the deterministic choice.
+        seed: u64,
+    },
+}
+
+/// SplitMix64: a tiny deterministic generator for torn operations (quality is irrelevant,
+/// reproducibility is everything).
+#[derive(Debug, Clone)]
+struct SplitMix(u64);
+
+impl SplitMix {
+    fn next(&mut self) -> u64 {
+        self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
+        let mut z = self.0;
+        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+        z ^ (z >> 31)
+    }
+
+    /// A value in `0..n` (`n > 0`).
+    fn below(&mut self, n: usize) -> usize {
+        (self.next() % n as u64) as usize
+    }
+}
+
 /// The F429's 1 MB of flash, in memory, erased (all 0xFF) when created.
 #[derive(Clone)]
 pub struct SimFlash {
@@ -97,6 +153,12 @@ pub struct SimFlash {
     ops: FlashOps,
     /// Erases per sector, by sector index: flash wear, e.g. of the journal's ping-pong sectors.
     erase_counts: [u32; SECTORS.len()],
+    /// Write and erase calls that reached the flash: the numbering of power-cut points.
+    steps: u64,
+    /// The scheduled cut: at which step, and how.
+    cut: Option<(u64, PowerCut)>,
+    /// False from a cut until `power_on`.
+    powered: bool,
 }
 
 impl core::fmt::Debug for SimFlash {
@@ -104,6 +166,9 @@ impl core::fmt::Debug for SimFlash {
         f.debug_struct("SimFlash")
             .field("ops", &self.ops)
             .field("erase_counts", &self.erase_counts)
+            .field("steps", &self.steps)
+            .field("cut", &self.cut)
+            .field("powered", &self.powered)
             .finish_non_exhaustive()
     }
 }
@@ -126,6 +191,60 @@ impl SimFlash {
             bytes: vec![0xFF; FLASH_SIZE as usize],
             ops: FlashOps::default(),
             erase_counts: [0; SECTORS.len()],
+            steps: 0,
+            cut: None,
+            powered: true,
+        }
+    }
+
+    /// Write and erase operations performed (or started, for the one a cut interrupted) so far:
+    /// step `steps()` is the next one. Not reset by [`reset_ops`](Self::reset_ops).
+    pub fn steps(&self) -> u64 {
+        self.steps
+    }
+
+    /// Cut the power at step `step` (as numbered by [`steps`](Self::steps)), in the way `cut`
+    /// says. Replaces any cut scheduled before; a step already past never comes.
+    pub fn cut_power_at(&mut self, step: u64, cut: PowerCut) {
+        self.cut = Some((step, cut));
+    }
+
+    /// Forget a scheduled cut that has not happened.
+    pub fn cancel_power_cut(&mut self) {
+        self.cut = None;
+    }
+
+    /// Whether the power is on (false from a cut until [`power_on`](Self::power_on)).
+    pub fn is_powered(&self) -> bool {
+        self.powered
+    }
+
+    /// Restore the power after a cut: the flash keeps whatever the cut left.
+    pub fn power_on(&mut self) {
+        self.powered = true;
+    }
+
+    /// Fail if the power is off.
+    fn check_power(&self) -> Result<(), SimFlashError> {
+        if self.powered {
+            Ok(())
+        } else {
+            Err(SimFlashError::PowerLoss)
+        }
+    }
+
+    /// Number the operation about to happen; if the power is cut at it, return how (and the
+    /// power is off from now on).
+    fn begin_step(&mut self) -> Option<PowerCut> {
+        let step = self.steps;
+        self.steps += 1;
+        match self.cut {
+            Some((at, cut)) if at == step => {
+                self.cut = None;
+                self.powered = false;
+                Some(cut)
+            }
+            _ => None,
         }
     }
 
@@ -182,6 +301,59 @@ impl SimFlash {
     }
 }
 
+impl SimFlash {
+    /// A write cut by the power: words before a random one programmed, that one half
+    /// programmed (a random subset of the bits it clears), the rest untouched. The caller has
+    /// checked that `bytes` only clears bits, so this never sets one.
+    fn tear_write(&mut self, start: usize, bytes: &[u8], seed: u64) {
+        let mut rng = SplitMix(seed);
+        let words = bytes.len() / WORD;
+        let torn = rng.below(words);
+        let done = torn * WORD;
+        for (cell, &b) in self.bytes[start..start + done].iter_mut().zip(bytes) {
+            *cell &= b;
+        }
+        let charged = rng.next().to_le_bytes();
+        for ((cell, &b), &charged) in self.bytes[start + done..start + done + WORD]
+            .iter_mut()
+            .zip(&bytes[done..done + WORD])
+            .zip(&charged)
+        {
+            // Of the bits this byte clears, only those whose cells got enough charge.
+            let clearing = *cell & !b;
+            *cell &= !(clearing & charged);
+        }
+        self.ops.writes += 1;
+        self.ops.words_programmed += torn as u64;
+    }
+
+    /// An erase of sectors `first..end` cut by the power: earlier sectors erased, a random one
+    /// partly erased (each word erased or left, with a random bias per cut), later ones untouched.
+    fn tear_erase(&mut self, first: usize, end: usize, seed: u64) {
+        let mut rng = SplitMix(seed);
+        let torn = first + rng.below(end - first);
+        for (sector, count) in SECTORS[first..torn]
+            .iter()
+            .zip(&mut self.erase_counts[first..torn])
+        {
+            let start = sector_offset(sector) as usize;
+            self.bytes[start..start + sector.size as usize].fill(0xFF);
+            *count += 1;
+            self.ops.sectors_erased += 1;
+        }
+        let sector = &SECTORS[torn];
+        let start = sector_offset(sector) as usize;
+        // From "barely started" to "nearly done".
+        let bias = 1 + rng.below(255) as u64;
+        for word in self.bytes[start..start + sector.size as usize].chunks_exact_mut(WORD) {
+            if rng.next() % 256 < bias {
+                word.fill(0xFF);
+            }
+        }
+        self.erase_counts[torn] += 1;
+    }
+}
+
 impl ErrorType for SimFlash {
     type Error = SimFlashError;
 }
@@ -191,6 +363,7 @@ impl ReadNorFlash for SimFlash {
     const READ_SIZE: usize = 1;
 
     fn read(&mut self, offset: u32, bytes: &mut [u8]) -> Result<(), Self::Error> {
+        self.check_power()?;
         let range = self.range(offset, bytes.len())?;
         bytes.copy_from_slice(&self.bytes[range]);
         self.ops.reads += 1;
@@ -211,6 +384,7 @@ impl NorFlash for SimFlash {
     const ERASE_SIZE: usize = 16 * 1024;
 
     fn erase(&mut self, from: u32, to: u32) -> Result<(), Self::Error> {
+        self.check_power()?;
         if from > to || to > FLASH_SIZE {
             return Err(SimFlashError::OutOfBounds {
                 offset: from,
@@ -220,6 +394,17 @@ impl NorFlash for SimFlash {
         let (Some(first), Some(end)) = (Self::boundary(from), Self::boundary(to)) else {
             return Err(SimFlashError::NotSectorBoundary { from, to });
         };
+        if first == end {
+            return Ok(());
+        }
+        match self.begin_step() {
+            None => {}
+            Some(PowerCut::Before) => return Err(SimFlashError::PowerLoss),
+            Some(PowerCut::Torn { seed }) => {
+                self.tear_erase(first, end, seed);
+                return Err(SimFlashError::PowerLoss);
+            }
+        }
         for (sector, count) in SECTORS[first..end]
             .iter()
             .zip(&mut self.erase_counts[first..end])
@@ -233,6 +418,7 @@ impl NorFlash for SimFlash {
     }
 
     fn write(&mut self, offset: u32, bytes: &[u8]) -> Result<(), Self::Error> {
+        self.check_power()?;
         let range = self.range(offset, bytes.len())?;
         if offset as usize % WORD != 0 || bytes.len() % WORD != 0 {
             return Err(SimFlashError::NotAligned {
@@ -259,6 +445,14 @@ impl NorFlash for SimFlash {
         }
         if bytes.is_empty() {
             return Ok(());
+        }
+        match self.begin_step() {
+            None => {}
+            Some(PowerCut::Before) => return Err(SimFlashError::PowerLoss),
+            Some(PowerCut::Torn { seed }) => {
+                self.tear_write(range.start, bytes, seed);
+                return Err(SimFlashError::PowerLoss);
+            }
         }
         // Programming ANDs: after the check above, that is exactly `bytes`.
         for (cell, &b) in self.bytes[range].iter_mut().zip(bytes) {
@@ -487,6 +681,122 @@ mod tests {
         // load is a debug probe, not the device: not counted.
         flash.load(0, &[0; 8]).unwrap();
         assert_eq!(flash.ops(), FlashOps::default());
+    }
+
+    #[test]
+    fn a_cut_before_a_step_stops_it_and_everything_after() {
+        let mut flash = SimFlash::new();
+        let at = slot_a();
+        flash.write(at, &[0; 4]).unwrap();
+        // Refused and empty operations never reach the flash: they are not steps.
+        flash.write(at + 1, &[0; 4]).unwrap_err();
+        flash.write(at, &[]).unwrap();
+        flash.erase(at, at).unwrap();
+        assert_eq!(flash.steps(), 1);
+
+        flash.cut_power_at(2, PowerCut::Before);
+        flash.write(at + 4, &[0; 4]).unwrap();
+        let before = flash.as_bytes().to_vec();
+        assert_eq!(flash.write(at + 8, &[0; 4]), Err(SimFlashError::PowerLoss));
+        assert_eq!(flash.as_bytes(), before, "step 2 never happened");
+        assert!(!flash.is_powered());
+        let mut buf = [0u8; 4];
+        assert_eq!(flash.read(at, &mut buf), Err(SimFlashError::PowerLoss));
+        assert_eq!(
+            flash.erase(at, at + 128 * KB),
+            Err(SimFlashError::PowerLoss)
+        );
+        assert_eq!(flash.steps(), 3, "operations while off are not steps");
+
+        flash.power_on();
+        flash.read(at, &mut buf).unwrap();
+        flash.write(at + 8, &[0; 4]).unwrap();
+        assert_eq!(flash.steps(), 4);
+        // A cut scheduled for a step already past never comes.
+        flash.cut_power_at(1, PowerCut::Before);
+        flash.write(at + 12, &[0; 4]).unwrap();
+        assert!(flash.is_powered());
+    }
+
+    #[test]
+    fn a_torn_write_leaves_a_prefix_and_one_half_programmed_word() {
+        let at = slot_a();
+        let want: Vec<u8> = (0..32u8).map(|i| i.wrapping_mul(37) & 0x7E).collect();
+        let mut half_words = 0;
+        let mut torn_at = std::collections::BTreeSet::new();
+        for seed in 0..200 {
+            let mut flash = SimFlash::new();
+            // Start from a partly programmed word, so "only clears bits" is tested too.
+            flash.write(at + 8, &[0xF7, 0xFF, 0x7F, 0xFF]).unwrap();
+            let have = flash.as_bytes()[at as usize..at as usize + 32].to_vec();
+            let want: Vec<u8> = want.iter().zip(&have).map(|(w, h)| w & h).collect();
+            flash.cut_power_at(1, PowerCut::Torn { seed });
+            assert_eq!(flash.write(at, &want), Err(SimFlashError::PowerLoss));
+            let got = &flash.as_bytes()[at as usize..at as usize + 32];
+            let word =
+                |b: &[u8], i: usize| u32::from_le_bytes(b[i * 4..i * 4 + 4].try_into().unwrap());
+            let torn = (0..8)
+                .find(|&i| word(got, i) != word(&want, i))
+                .unwrap_or(8);
+            torn_at.insert(torn);
+            for i in 0..8 {
+                let (g, w, h) = (word(got, i), word(&want, i), word(&have, i));
+                assert_eq!(g & !h, 0, "seed {seed}: word {i} set a bit");
+                assert_eq!(
+                    w & !g,
+                    0,
+                    "seed {seed}: word {i} cleared a bit it should not"
+                );
+                if i > torn {
+                    assert_eq!(g, h, "seed {seed}: word {i} after the tear was touched");
+                }
+            }
+            if torn < 8 && word(got, torn) != word(&have, torn) {
+                half_words += 1;
+            }
+        }
+        assert!(torn_at.len() >= 6, "tears land on many words: {torn_at:?}");
+        assert!(
+            half_words > 50,
+            "most tears leave a word half programmed: {half_words}"
+        );
+    }
+
+    #[test]
+    fn a_torn_erase_leaves_sectors_erased_partly_erased_or_untouched() {
+        let a = slot_a() as usize;
+        let mut outcomes = std::collections::BTreeSet::new();
+        for seed in 0..64 {
+            let mut flash = SimFlash::new();
+            flash.load(0, &vec![0x5A; FLASH_SIZE as usize]).unwrap();
+            flash.cut_power_at(0, PowerCut::Torn { seed });
+            assert_eq!(
+                flash.erase(slot_a(), slot_a() + 256 * KB),
+                Err(SimFlashError::PowerLoss)
+            );
+            let bytes = flash.as_bytes();
+            let sector = |i: usize| &bytes[a + i * 128 * 1024..a + (i + 1) * 128 * 1024];
+            let erased = |s: &[u8]| s.iter().all(|&b| b == 0xFF);
+            let untouched = |s: &[u8]| s.iter().all(|&b| b == 0x5A);
+            for i in 0..2 {
+                for w in sector(i).chunks_exact(4) {
+                    assert!(w == [0xFF; 4] || w == [0x5A; 4], "seed {seed}: {w:?}");
+                }
+            }
+            let first = sector(0);
+            let second = sector(1);
+            let outcome = if untouched(second) && !erased(first) && !untouched(first) {
+                "first partly erased"
+            } else if erased(first) && !erased(second) && !untouched(second) {
+                "second partly erased"
+            } else {
+                panic!("seed {seed}: not one partly erased sector");
+            };
+            outcomes.insert(outcome);
+            assert_eq!(bytes[a - 1], 0x5A, "sector 4 untouched");
+            assert_eq!(bytes[a + 256 * 1024], 0x5A, "sector 7 untouched");
+        }
+        assert_eq!(outcomes.len(), 2);
     }
 
     /// What the boot and OTA code will do: work through the traits only.

@@ -13,8 +13,10 @@
 //! cut that the device still boots a verified image. It also models what MCUboot's simulator
 //! long missed (mcuboot#1966): a *torn* write, a record left half programmed.
 //!
-//! Today it has the foundation: [`flash::SimFlash`], the F429's flash with NOR's rules enforced
-//! and every operation counted.
+//! Today it has the foundation: [`flash::SimFlash`], the F429's flash with NOR's rules enforced,
+//! every operation counted, and power cuts between or inside any write or erase. The sweeps that
+//! use it (`tests/power_cut.rs`) run the real `fota-boot` through install, trial, confirm,
+//! revert and journal compaction with a cut at every step.
 #![warn(missing_docs)]
 
 pub mod flash;

@@ -9,16 +9,21 @@
 //! - [`replay`](mod@replay): folding the valid records, in order, into a [`BootState`]:
 //!   confirmed slot, pending slot, trial attempts, rejected slots, highest security counter.
 //!
+//! - [`store`]: [`BootJournal`], the journal in flash: two sectors used ping-pong, with a
+//!   commit rule that makes compaction safe against a power cut at any point.
+//!
 //! The journal lives in sectors 2 and 3 ([`fota_protocol::layout::JOURNAL`]), used ping-pong: a
 //! 16 KB sector holds [`SECTOR_RECORDS`] records; when one fills, the state is rewritten as a
-//! short run of records into the other, then the full one is erased. (That compaction is the
-//! later bootloader issue; the record format and replay do not depend on it.)
+//! short run of records into the other, which then becomes the active one. The full one is
+//! erased only at the next compaction.
 
 pub mod record;
 pub mod replay;
+pub mod store;
 
 pub use record::{decode, Corruption, Decoded, Record, RecordKind, RECORD_LEN};
 pub use replay::{replay, BootState, SlotSet, MAX_TRIAL_ATTEMPTS};
+pub use store::{snapshot, BootJournal, JournalError, JournalRegion};
 
 /// Records that fit one 16 KB journal sector.
 pub const SECTOR_RECORDS: usize = 16 * 1024 / RECORD_LEN;

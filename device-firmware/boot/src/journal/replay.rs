@@ -201,6 +201,17 @@ impl BootState {
         self.security_counter
     }
 
+    /// Whether `other` describes the same slots: equal in everything but sequence numbering.
+    /// A compaction rewrites the state as fresh records with new sequence numbers, so the state
+    /// it replays to is equivalent to, not equal to, the one it was written from.
+    pub fn equivalent(&self, other: &BootState) -> bool {
+        self.confirmed == other.confirmed
+            && self.pending == other.pending
+            && self.attempts == other.attempts
+            && self.rejected == other.rejected
+            && self.security_counter == other.security_counter
+    }
+
     /// Sequence number of the last record applied, `None` for an empty journal.
     pub const fn last_sequence(&self) -> Option<u32> {
         self.last_sequence

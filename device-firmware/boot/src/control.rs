@@ -1,0 +1,212 @@
+//! The application's side of the boot state: how it learns how it was booted, confirms itself,
+//! and hands a freshly written image to the bootloader.
+//!
+//! The application keeps nothing about booting in RAM (the field incident: a RAM flag the new
+//! firmware cleared bricked the fleet). [`BootControl::open`] reads the journal from flash, like
+//! the bootloader does, and every change is a journal record.
+//!
+//! ```text
+//! let mut boot = BootControl::open(flash, FlashLayout::STM32F429, SlotId::A /* linked for */)?;
+//! match boot.info().mode {
+//!     BootMode::Trial { .. } | BootMode::Unconfirmed => {
+//!         // check in with the server, self-test: only then
+//!         boot.mark_confirmed(&keys)?;
+//!     }
+//!     BootMode::Confirmed => {}
+//! }
+//! // later, an update: write boot.inactive_slot() through boot.flash_mut(), verify it, then
+//! boot.mark_pending(boot.inactive_slot(), &keys)?;   // and reset
+//! ```
+//!
+//! # Security counter
+//!
+//! [`mark_confirmed`](BootControl::mark_confirmed) appends `Confirmed` *first* and only then a
+//! `SecurityCounter` raising the floor to the confirmed image's counter. Raising it earlier (at
+//! `mark_pending`, or before `Confirmed`) would let a power cut or a failed trial leave a floor
+//! above the old image's counter, and the bootloader would refuse to fall back to it: the revert
+//! would end in recovery mode. A cut between the two records leaves the image confirmed with the
+//! old floor; the bootloader appends the missing `SecurityCounter` at the next confirmed boot.
+
+use crate::decision::BootMode;
+use crate::journal::{BootJournal, BootState, JournalError, RecordKind};
+use crate::layout::FlashLayout;
+use crate::verify::{verify_slot, BootError, VerifiedSlot};
+use embedded_storage::nor_flash::NorFlash;
+use fota_protocol::image::TrustedKey;
+use fota_protocol::SlotId;
+
+/// How the running application was booted, as the journal says.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct BootInfo {
+    /// The slot the application runs from (the one it is linked for).
+    pub slot: SlotId,
+    /// Trial (with the attempt number), confirmed, or unconfirmed.
+    pub mode: BootMode,
+    /// Trial boots so far of the pending slot (0 when nothing is pending).
+    pub attempts: u8,
+    /// The lowest security counter the bootloader accepts (the highest confirmed so far).
+    pub security_counter: u32,
+}
+
+impl BootInfo {
+    /// What the journal's `state` says about an application running from `slot`.
+    pub fn from_state(state: &BootState, slot: SlotId) -> Self {
+        let mode = if state.pending() == Some(slot) {
+            BootMode::Trial {
+                attempt: state.attempts(),
+            }
+        } else if state.confirmed() == Some(slot) {
+            BootMode::Confirmed
+        } else {
+            BootMode::Unconfirmed
+        };
+        Self {
+            slot,
+            mode,
+            attempts: state.attempts(),
+            security_counter: state.security_counter(),
+        }
+    }
+
+    /// Whether the running image is on trial (and must confirm itself or be reverted).
+    pub fn is_trial(&self) -> bool {
+        matches!(self.mode, BootMode::Trial { .. })
+    }
+}
+
+/// Why a boot-control request was refused.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+pub enum ControlError<E> {
+    /// The journal could not be read or appended to.
+    #[error("boot journal: {0}")]
+    Journal(JournalError<E>),
+    /// The image in `slot` does not verify (or is below the security counter floor).
+    #[error("slot {slot}: {error}")]
+    Image {
+        /// The slot checked.
+        slot: SlotId,
+        /// Why it was refused.
+        error: BootError,
+    },
+    /// `mark_pending` of the slot the application runs from: it would be overwriting itself.
+    #[error("slot {0} is the running slot")]
+    RunningSlot(SlotId),
+    /// `mark_pending` while the running image is not confirmed: an update only starts from a
+    /// confirmed image, so that a failed trial always has a confirmed image to revert to.
+    #[error("the running image is not confirmed ({0:?}); confirm it before installing an update")]
+    NotConfirmed(BootMode),
+}
+
+impl<E> From<JournalError<E>> for ControlError<E> {
+    fn from(e: JournalError<E>) -> Self {
+        ControlError::Journal(e)
+    }
+}
+
+/// The application's handle on the boot journal.
+#[derive(Debug)]
+pub struct BootControl<F> {
+    journal: BootJournal<F>,
+    layout: FlashLayout,
+    running: SlotId,
+}
+
+impl<F: NorFlash> BootControl<F> {
+    /// Read the journal for an application running from `running`.
+    pub fn open(
+        flash: F,
+        layout: FlashLayout,
+        running: SlotId,
+    ) -> Result<Self, JournalError<F::Error>> {
+        Ok(Self {
+            journal: BootJournal::open(flash, layout.journal)?,
+            layout,
+            running,
+        })
+    }
+
+    /// How this boot happened, from the journal as it is now.
+    pub fn info(&self) -> BootInfo {
+        BootInfo::from_state(self.journal.state(), self.running)
+    }
+
+    /// The slot updates are written to: the one the application does not run from.
+    pub fn inactive_slot(&self) -> SlotId {
+        self.running.other()
+    }
+
+    /// The layout, for the slot offsets.
+    pub fn layout(&self) -> &FlashLayout {
+        &self.layout
+    }
+
+    /// The journal.
+    pub fn journal(&self) -> &BootJournal<F> {
+        &self.journal
+    }
+
+    /// The flash, to write the inactive slot. Do not write the journal's sectors through it.
+    pub fn flash_mut(&mut self) -> &mut F {
+        self.journal.flash_mut()
+    }
+
+    /// Give the flash back.
+    pub fn into_flash(self) -> F {
+        self.journal.into_flash()
+    }
+
+    /// Verify `slot` as the bootloader would, security counter floor included.
+    pub fn verify(
+        &mut self,
+        slot: SlotId,
+        keys: &[TrustedKey],
+    ) -> Result<VerifiedSlot, ControlError<F::Error>> {
+        let floor = self.journal.state().security_counter();
+        let offset = self.layout.slot_offset(slot);
+        verify_slot(self.journal.flash_mut(), offset, slot, keys)
+            .and_then(|image| image.check_floor(floor))
+            .map_err(|error| ControlError::Image { slot, error })
+    }
+
+    /// The running image reached the server and passed its self-test: make it the confirmed
+    /// one. Verifies the running slot (to learn its security counter), appends `Confirmed` if
+    /// it is not confirmed yet, then `SecurityCounter` if its counter is above the floor.
+    ///
+    /// Idempotent: calling it on every healthy boot costs a verification and appends nothing
+    /// once both records are in.
+    pub fn mark_confirmed(&mut self, keys: &[TrustedKey]) -> Result<(), ControlError<F::Error>> {
+        let image = self.verify(self.running, keys)?;
+        let state = *self.journal.state();
+        if state.confirmed() != Some(self.running) {
+            self.journal
+                .append(RecordKind::Confirmed { slot: self.running })?;
+        }
+        if image.security_counter() > state.security_counter() {
+            self.journal.append(RecordKind::SecurityCounter {
+                value: image.security_counter(),
+            })?;
+        }
+        Ok(())
+    }
+
+    /// A new image has been written to `slot` (the inactive one) and verified while it
+    /// downloaded: check it again from flash and append `Pending`, so the next boot tries it.
+    /// Refused for the running slot, while the running image is not confirmed, and for an
+    /// image the bootloader would refuse.
+    pub fn mark_pending(
+        &mut self,
+        slot: SlotId,
+        keys: &[TrustedKey],
+    ) -> Result<(), ControlError<F::Error>> {
+        if slot == self.running {
+            return Err(ControlError::RunningSlot(slot));
+        }
+        let info = self.info();
+        if info.mode != BootMode::Confirmed {
+            return Err(ControlError::NotConfirmed(info.mode));
+        }
+        self.verify(slot, keys)?;
+        self.journal.append(RecordKind::Pending { slot })?;
+        Ok(())
+    }
+}
