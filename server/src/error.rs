@@ -123,6 +123,31 @@ impl From<StoreError> for ApiError {
     }
 }
 
+impl From<serde_json::Error> for ApiError {
+    /// A body that is not JSON at all is `malformed_json`; JSON of the wrong shape is
+    /// `invalid_body`.
+    fn from(e: serde_json::Error) -> Self {
+        if e.is_syntax() || e.is_eof() {
+            ApiError::bad_request("malformed_json", format!("malformed JSON: {e}"))
+        } else {
+            ApiError::bad_request("invalid_body", format!("invalid body: {e}"))
+        }
+    }
+}
+
+/// A page size given as `limit`: 1-1000, 100 when absent.
+pub fn page_limit(limit: Option<u32>) -> Result<u32, ApiError> {
+    let limit = limit.unwrap_or(100);
+    if (1..=1000).contains(&limit) {
+        Ok(limit)
+    } else {
+        Err(ApiError::bad_request(
+            "invalid_query",
+            "limit must be 1-1000",
+        ))
+    }
+}
+
 /// `axum::Json` whose rejections are [`ApiError`]s.
 #[derive(Debug, Clone, Copy, Default)]
 pub struct ApiJson<T>(pub T);

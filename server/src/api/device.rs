@@ -83,13 +83,7 @@ fn parse_body<T: DeserializeOwned>(headers: &HeaderMap, body: &[u8]) -> Result<T
             "expected Content-Type: application/json",
         ));
     }
-    serde_json::from_slice(body).map_err(|e| {
-        if e.is_syntax() || e.is_eof() {
-            ApiError::bad_request("malformed_json", format!("malformed JSON: {e}"))
-        } else {
-            ApiError::bad_request("invalid_body", format!("invalid body: {e}"))
-        }
-    })
+    Ok(serde_json::from_slice(body)?)
 }
 
 /// Check in: report what runs, get the poll interval and maybe an offer.

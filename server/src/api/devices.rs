@@ -168,15 +168,7 @@ async fn register_devices(
         .and_then(|v| v.to_str().ok())
         .unwrap_or("");
     let specs = if content_type.starts_with("application/json") {
-        serde_json::from_slice::<RegisterDevices>(&body)
-            .map_err(|e| {
-                if e.is_syntax() || e.is_eof() {
-                    ApiError::bad_request("malformed_json", format!("malformed JSON: {e}"))
-                } else {
-                    ApiError::bad_request("invalid_body", format!("invalid body: {e}"))
-                }
-            })?
-            .devices
+        serde_json::from_slice::<RegisterDevices>(&body)?.devices
     } else if content_type.starts_with("text/csv") {
         let text = std::str::from_utf8(&body)
             .map_err(|_| ApiError::bad_request("invalid_csv", "CSV is not UTF-8"))?;
@@ -265,13 +257,7 @@ async fn list_devices(
     ApiQuery(q): ApiQuery<ListQuery>,
 ) -> Result<axum::Json<DevicePage>, ApiError> {
     admin.require(Role::Viewer)?;
-    let limit = q.limit.unwrap_or(100);
-    if !(1..=1000).contains(&limit) {
-        return Err(ApiError::bad_request(
-            "invalid_query",
-            "limit must be 1-1000",
-        ));
-    }
+    let limit = crate::error::page_limit(q.limit)?;
     if let Some(m) = &q.model {
         names::model(m)?;
     }

@@ -688,13 +688,7 @@ async fn audit_log(
     ApiQuery(q): ApiQuery<AuditQuery>,
 ) -> Result<axum::Json<AuditLog>, ApiError> {
     admin.require(Role::Viewer)?;
-    let limit = q.limit.unwrap_or(100);
-    if !(1..=1000).contains(&limit) {
-        return Err(ApiError::bad_request(
-            "invalid_query",
-            "limit must be 1-1000",
-        ));
-    }
+    let limit = crate::error::page_limit(q.limit)?;
     let entries = state.store.audit_log(q.rollout_id, limit).await?;
     Ok(axum::Json(AuditLog { entries }))
 }
