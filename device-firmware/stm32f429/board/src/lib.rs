@@ -1,0 +1,21 @@
+//! STM32F429 board support for fota: the only crate of the firmware with `unsafe` in it.
+//!
+//! - [`flash`]: the F4 flash interface behind embedded-storage's `NorFlash` (offset 0 is
+//!   0x0800_0000, the same convention as `fota_sim::flash::SimFlash`), and the RDP/WRP option
+//!   bytes.
+//! - [`watchdog`]: the independent watchdog (start, kick).
+//! - [`boot`]: clock/cache setup and the jump into a slot (VTOR, MSP, reset vector), which only a
+//!   [`boot::BootTarget`] built from a verified image can make.
+//!
+//! Every `unsafe` block carries a `// SAFETY:` comment. The `qemu` feature skips what
+//! qemu-system-arm `-M netduinoplus2` does not model (RCC, flash interface, IWDG read as 0).
+#![no_std]
+#![deny(unsafe_op_in_unsafe_fn, missing_docs)]
+#![warn(clippy::undocumented_unsafe_blocks)]
+
+pub mod boot;
+pub mod flash;
+#[cfg_attr(feature = "qemu", allow(dead_code))]
+pub mod watchdog;
+
+pub use stm32f4::stm32f429 as pac;
