@@ -116,24 +116,37 @@ pub fn redact(url: &str) -> String {
     }
 }
 
-async fn terminate_signal() {
-    let ctrl_c = async {
-        let _ = tokio::signal::ctrl_c().await;
-    };
+/// SIGTERM and SIGINT (Ctrl-C), registered when this is created: a signal that arrives after
+/// that, even before anyone waits, is not lost (and does not kill the process unflushed).
+struct TerminateSignal {
     #[cfg(unix)]
-    let term = async {
-        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-            Ok(mut s) => {
-                s.recv().await;
-            }
-            Err(_) => std::future::pending::<()>().await,
+    term: tokio::signal::unix::Signal,
+    #[cfg(unix)]
+    int: tokio::signal::unix::Signal,
+}
+
+impl TerminateSignal {
+    fn register() -> anyhow::Result<Self> {
+        #[cfg(unix)]
+        {
+            use tokio::signal::unix::{signal, SignalKind};
+            Ok(Self {
+                term: signal(SignalKind::terminate()).context("cannot handle SIGTERM")?,
+                int: signal(SignalKind::interrupt()).context("cannot handle SIGINT")?,
+            })
         }
-    };
-    #[cfg(not(unix))]
-    let term = std::future::pending::<()>();
-    tokio::select! {
-        () = ctrl_c => {}
-        () = term => {}
+        #[cfg(not(unix))]
+        Ok(Self {})
+    }
+
+    async fn recv(&mut self) {
+        #[cfg(unix)]
+        tokio::select! {
+            _ = self.term.recv() => {}
+            _ = self.int.recv() => {}
+        }
+        #[cfg(not(unix))]
+        let _ = tokio::signal::ctrl_c().await;
     }
 }
 
@@ -158,13 +171,14 @@ pub fn run(args: &ServeArgs) -> anyhow::Result<()> {
     let runtime = tokio::runtime::Runtime::new().context("cannot start the async runtime")?;
     runtime.block_on(async move {
         init_tracing();
+        let mut terminate = TerminateSignal::register()?;
         let no_keys = config.trusted_keys.is_empty();
         let server = start(config).await?;
         if no_keys {
             tracing::warn!("no trusted keys configured (--trusted-key): release uploads will be refused");
         }
         tracing::info!(url = %server.url(), backend = ?server.state.store.backend(), "fota serving");
-        terminate_signal().await;
+        terminate.recv().await;
         tracing::info!("shutting down: finishing requests, flushing");
         server.shutdown().await?;
         tracing::info!("stopped");
