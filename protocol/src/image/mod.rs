@@ -20,6 +20,7 @@
 //! fixed ~1 KB of state, for a device that hashes while it downloads. Both run the same code, so
 //! their verdicts cannot drift apart.
 
+pub mod ed25519;
 mod header;
 mod stream;
 mod tlv;

@@ -1,11 +1,11 @@
 //! Trusted keys, the TLV checks and the signature check shared by slice and stream verification.
 
+use super::ed25519;
 use super::tlv::{info_total, TlvIter};
 use super::{
     tlv_type, ImageError, ImageHeader, Region, StreamVerifier, MAX_PROTECTED_TLV_LEN, MAX_TLV_LEN,
     TLV_PROT_INFO_MAGIC,
 };
-use ed25519_dalek::{Signature, VerifyingKey};
 use sha2::{Digest as _, Sha256};
 
 /// A SHA-256 digest (image hash, key hash, artifact address).
@@ -107,8 +107,10 @@ pub enum KeyError {
 /// A public key images may be signed with, with its key hash computed once.
 #[derive(Clone, PartialEq, Eq)]
 pub struct TrustedKey {
-    key: VerifyingKey,
+    bytes: [u8; 32],
     hash: Digest,
+    #[cfg(feature = "dalek")]
+    key: ed25519_dalek::VerifyingKey,
 }
 
 impl core::fmt::Debug for TrustedKey {
@@ -120,13 +122,12 @@ impl core::fmt::Debug for TrustedKey {
 impl TrustedKey {
     /// Trust a key given as its 32 compressed bytes. Small-order keys are refused.
     pub fn from_bytes(bytes: &[u8; 32]) -> Result<Self, KeyError> {
-        let key = VerifyingKey::from_bytes(bytes).map_err(|_| KeyError::Invalid)?;
-        if key.is_weak() {
-            return Err(KeyError::SmallOrder);
-        }
+        ed25519::key_check(bytes)?;
         Ok(Self {
-            key,
+            bytes: *bytes,
             hash: key_hash(bytes),
+            #[cfg(feature = "dalek")]
+            key: ed25519_dalek::VerifyingKey::from_bytes(bytes).map_err(|_| KeyError::Invalid)?,
         })
     }
 
@@ -142,7 +143,7 @@ impl TrustedKey {
 
     /// The 32 compressed key bytes.
     pub fn to_bytes(&self) -> [u8; 32] {
-        self.key.to_bytes()
+        self.bytes
     }
 
     /// The KEYHASH this key's images carry.
@@ -150,8 +151,9 @@ impl TrustedKey {
         self.hash
     }
 
-    /// The dalek key, for callers that verify other things with it.
-    pub fn verifying_key(&self) -> &VerifyingKey {
+    /// The dalek key, for callers that verify other things with it (feature `dalek`).
+    #[cfg(feature = "dalek")]
+    pub fn verifying_key(&self) -> &ed25519_dalek::VerifyingKey {
         &self.key
     }
 }
@@ -401,10 +403,8 @@ impl ParsedImage {
                 // Name a small-order embedded key for what it is, before "untrusted".
                 if let Some((_, raw)) = der.split_at_checked(ED25519_SPKI_PREFIX.len()) {
                     let raw: [u8; 32] = raw.try_into().map_err(|_| ImageError::UntrustedKey)?;
-                    if let Ok(vk) = VerifyingKey::from_bytes(&raw) {
-                        if vk.is_weak() {
-                            return Err(ImageError::WeakKey);
-                        }
+                    if ed25519::key_check(&raw) == Err(KeyError::SmallOrder) {
+                        return Err(ImageError::WeakKey);
                     }
                 }
                 keys.iter().position(|k| spki_der(&k.to_bytes()) == der)
@@ -412,11 +412,9 @@ impl ParsedImage {
             (None, None) => return Err(ImageError::MissingTlv(tlv_type::KEYHASH)),
         }
         .ok_or(ImageError::UntrustedKey)?;
-        let key = &keys[key_index].key;
-        if key.is_weak() {
-            return Err(ImageError::WeakKey);
-        }
-        key.verify_strict(&sha.0, &Signature::from_bytes(&signature))
+        // A TrustedKey passed key_check when it was made, and verify_strict refuses small-order
+        // keys again; the backend is the one `ed25519` chose (dalek, or salty with its checks).
+        ed25519::verify_strict(&keys[key_index].bytes, &sha.0, &signature)
             .map_err(|_| ImageError::BadSignature)?;
         Ok(VerifiedImage {
             header: self.header,
