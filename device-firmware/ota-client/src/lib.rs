@@ -6,10 +6,19 @@
 //! - [`download`]: a resumable, verify-while-streaming download of an offered image into the
 //!   inactive slot.
 //!
-//! The check-in/report state machine that drives them is a later issue. This crate is `no_std`,
-//! has no `unsafe` and allocates nothing.
+//! - [`client`]: [`OtaClient`](client::OtaClient), the state machine that drives them: check in,
+//!   download into the inactive slot through the boot journal's flash, mark pending, confirm
+//!   after a trial boot, report.
+//!
+//! This crate is `no_std`, has no `unsafe` and allocates nothing.
 #![cfg_attr(not(test), no_std)]
 #![warn(missing_docs)]
 
+pub mod client;
 pub mod download;
 pub mod transport;
+
+pub use client::{
+    AfterBoot, CheckInOutcome, ClientError, Config, DeviceInfo, OtaClient, Persist, PersistKey,
+    Step,
+};

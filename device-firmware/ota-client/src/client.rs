@@ -1,0 +1,756 @@
+//! The OTA client's state machine: check in, download an offer into the inactive slot, hand it
+//! to the bootloader, confirm a trial image, and report what happened.
+//!
+//! [`OtaClient`] does one bounded step per call, so the device's main loop (which also kicks the
+//! watchdog) drives it and it never blocks forever or panics:
+//!
+//! ```text
+//! let mut ota = OtaClient::new(transport, boot, persist, device, Config::default());
+//! ota.after_boot(|| self_test())?;            // once per boot
+//! loop {
+//!     if time_to_check_in { ota.check_in()?; }
+//!     if ota.download_step()? == Step::Reboot { ota.flush_reports().ok(); reset(); }
+//!     ota.flush_reports().ok();
+//!     kick_watchdog();
+//! }
+//! ```
+//!
+//! # What lives where
+//!
+//! RAM is never trusted across a reset (the field incident), so everything the client must know
+//! after one is either in the boot journal (through [`BootControl`]) or in a small key/value
+//! store the caller provides ([`Persist`], which lives in the identity sector on the board): the
+//! event id counter and the rollout an installed image belongs to. The download itself and the
+//! queue of unsent events are in RAM; a reset mid-download starts the download over, and events
+//! not yet acknowledged are lost with a reset (the bootloader's journal still tells the next
+//! boot about a trial, a confirmation or a rollback, which are the events a rollout's health gates
+//! need).
+//!
+//! # Installing
+//!
+//! An offer is taken only when the running image is confirmed (an update started from a trial
+//! image would leave nothing confirmed to revert to) and the target slot's sectors are not
+//! write-protected. The slot's sectors are erased one per step, then each chunk is programmed in
+//! whole write units (a chunk's unaligned tail waits in RAM for the next chunk) and only then fed
+//! to [`Download::accept`], so [`Download::resume_offset`] always equals the bytes in flash. When
+//! every byte is in, [`Download::finish`] checks the content address, hash, signature, slot and
+//! version, and [`BootControl::mark_pending`] checks the image again from flash before appending
+//! `Pending`: only then does [`download_step`](OtaClient::download_step) return
+//! [`Step::Reboot`].
+//!
+//! # Confirming
+//!
+//! [`after_boot`](OtaClient::after_boot) confirms a trial (or unconfirmed) image only after a
+//! successful check-in *and* a passing self-test. An image that cannot reach the server is never
+//! confirmed, so the bootloader reverts it after three attempts, and the old image, booting
+//! confirmed, reports the rollback.
+
+use crate::download::Download;
+use crate::transport::Transport;
+use core::fmt::Write as _;
+use embedded_storage::nor_flash::{NorFlash, ReadNorFlash};
+use fota_boot::{BootControl, BootMode, ControlError};
+use fota_protocol::image::{ImageVersion, TrustedKey};
+use fota_protocol::layout::SECTORS;
+use fota_protocol::messages::{
+    BootState, CheckIn, CheckInResponse, Event, EventKind, Model, Offer, RdpLevel, Reason, Report,
+    MAX_EVENTS_PER_REPORT,
+};
+use fota_protocol::SlotId;
+
+/// Events held in RAM until the server acknowledges them (one report's worth).
+pub const EVENT_QUEUE_LEN: usize = MAX_EVENTS_PER_REPORT;
+
+/// Size of the client's chunk buffer: the most bytes one [`OtaClient::download_step`] fetches.
+pub const CHUNK_BUF_LEN: usize = 1024;
+
+/// What the client keeps across resets, by key.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum PersistKey {
+    /// The next event id to hand out (ids are unique per device, forever).
+    NextEventId,
+    /// The slot an image was installed into and not yet reported on: 0 none, 1 A, 2 B.
+    InstalledSlot,
+    /// The rollout that image belongs to.
+    InstalledRollout,
+    /// That image's version, packed by [`pack_version`].
+    InstalledVersion,
+}
+
+/// A small persistent key/value store for the client.
+///
+/// On the board it lives in the identity sector (sector 4, never touched by OTA); in tests it is
+/// a struct. A value written with [`set`](Persist::set) must survive a reset.
+pub trait Persist {
+    /// Why a write failed.
+    type Error: core::fmt::Debug;
+
+    /// The value stored under `key`, if any.
+    fn get(&mut self, key: PersistKey) -> Option<u64>;
+
+    /// Store `value` under `key`.
+    fn set(&mut self, key: PersistKey, value: u64) -> Result<(), Self::Error>;
+}
+
+impl<P: Persist + ?Sized> Persist for &mut P {
+    type Error = P::Error;
+
+    fn get(&mut self, key: PersistKey) -> Option<u64> {
+        P::get(self, key)
+    }
+
+    fn set(&mut self, key: PersistKey, value: u64) -> Result<(), Self::Error> {
+        P::set(self, key, value)
+    }
+}
+
+/// An [`ImageVersion`] as one `u64` (major, minor, revision, build from the top).
+pub fn pack_version(v: ImageVersion) -> u64 {
+    u64::from(v.major) << 56
+        | u64::from(v.minor) << 48
+        | u64::from(v.revision) << 32
+        | u64::from(v.build)
+}
+
+/// The inverse of [`pack_version`].
+pub fn unpack_version(packed: u64) -> ImageVersion {
+    ImageVersion::new(
+        (packed >> 56) as u8,
+        (packed >> 48) as u8,
+        (packed >> 32) as u16,
+        packed as u32,
+    )
+}
+
+/// What the device says about itself at check-in, besides its boot state.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DeviceInfo {
+    /// Hardware model.
+    pub model: Model,
+    /// Version of the running application image.
+    pub firmware_version: ImageVersion,
+    /// Version of the bootloader.
+    pub bootloader_version: ImageVersion,
+    /// Read-out protection level, from the option bytes.
+    pub rdp_level: RdpLevel,
+    /// Write-protected sectors (bit i = sector i protected; nWRP already inverted).
+    pub wrp_mask: u32,
+}
+
+/// Tunables.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Config {
+    /// Consecutive failed fetches after which a download is given up (and `DownloadFailed`
+    /// reported). At least 1.
+    pub max_fetch_failures: u32,
+    /// Bytes asked for per fetch, at most [`CHUNK_BUF_LEN`] minus one write unit.
+    pub chunk_len: usize,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Self {
+            max_fetch_failures: 5,
+            chunk_len: 512,
+        }
+    }
+}
+
+/// What a [`download_step`](OtaClient::download_step) did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Step {
+    /// No download in progress.
+    Idle,
+    /// Progress (or a retryable failure): call again.
+    Continue,
+    /// The download was given up or refused; the reason is queued as an event.
+    Failed,
+    /// The image is installed and marked pending: flush reports, then reset the device.
+    Reboot,
+}
+
+/// What a [`check_in`](OtaClient::check_in) did with the server's answer.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CheckInOutcome {
+    /// No offer.
+    NoOffer,
+    /// The offer was accepted and its download started.
+    Started,
+    /// A download is already running; the offer was not taken.
+    Busy,
+    /// The running image is not confirmed yet: it must confirm itself before it installs.
+    NotConfirmed,
+    /// The offer was for the running slot: ignored.
+    WrongSlot,
+    /// The target slot is write-protected: `ProtectionBlocked` queued.
+    ProtectionBlocked,
+    /// The offer was refused (too large, security counter below the floor): `VerifyFailed`
+    /// queued.
+    Refused,
+}
+
+/// What [`after_boot`](OtaClient::after_boot) found and did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum AfterBoot {
+    /// A confirmed boot with nothing to report.
+    Confirmed,
+    /// The trial (or unconfirmed) image reached the server, passed its self-test and confirmed
+    /// itself: `Confirmed` queued.
+    NewlyConfirmed,
+    /// A trial image could not reach the server: not confirmed (the bootloader will revert it
+    /// if this keeps happening).
+    CheckInFailed,
+    /// A trial image failed its self-test: not confirmed.
+    SelfTestFailed,
+    /// The bootloader reverted (or refused) the image installed earlier: `RolledBack` queued.
+    RolledBack,
+}
+
+/// Why a client call failed. The client's own state stays consistent: call again later.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ClientError<TE, FE> {
+    /// The transport failed.
+    Transport(TE),
+    /// The boot journal could not be read or written, or an image did not verify.
+    Boot(ControlError<FE>),
+}
+
+/// An offer being downloaded, with the flash bookkeeping around [`Download`].
+#[derive(Debug)]
+struct Active {
+    download: Download,
+    /// Sectors of the slot erased so far (erased first, one per step).
+    erased: usize,
+    /// Bytes fetched but not yet programmed (less than one write unit), at the buffer's start.
+    held: usize,
+    /// Consecutive failed fetches.
+    failures: u32,
+}
+
+/// The OTA client. See the [module docs](self).
+#[derive(Debug)]
+pub struct OtaClient<'k, T, F, P> {
+    transport: T,
+    boot: BootControl<F>,
+    persist: P,
+    device: DeviceInfo,
+    keys: &'k [TrustedKey],
+    config: Config,
+    active: Option<Active>,
+    buf: [u8; CHUNK_BUF_LEN],
+    queue: heapless::Vec<Event, EVENT_QUEUE_LEN>,
+    next_event_id: u64,
+    dropped_events: u32,
+    persist_errors: u32,
+}
+
+impl<'k, T, F, P> OtaClient<'k, T, F, P>
+where
+    T: Transport,
+    F: NorFlash + ReadNorFlash,
+    P: Persist,
+{
+    /// A client for the device described by `device`, trusting image signatures by `keys`.
+    pub fn new(
+        transport: T,
+        boot: BootControl<F>,
+        mut persist: P,
+        device: DeviceInfo,
+        keys: &'k [TrustedKey],
+        config: Config,
+    ) -> Self {
+        let next_event_id = persist.get(PersistKey::NextEventId).unwrap_or(1).max(1);
+        let max_chunk = CHUNK_BUF_LEN.saturating_sub(F::WRITE_SIZE.max(1));
+        let config = Config {
+            max_fetch_failures: config.max_fetch_failures.max(1),
+            chunk_len: config.chunk_len.min(max_chunk).max(1),
+        };
+        Self {
+            transport,
+            boot,
+            persist,
+            device,
+            keys,
+            config,
+            active: None,
+            buf: [0; CHUNK_BUF_LEN],
+            queue: heapless::Vec::new(),
+            next_event_id,
+            dropped_events: 0,
+            persist_errors: 0,
+        }
+    }
+
+    /// The transport.
+    pub fn transport(&self) -> &T {
+        &self.transport
+    }
+
+    /// The transport, mutably.
+    pub fn transport_mut(&mut self) -> &mut T {
+        &mut self.transport
+    }
+
+    /// The boot control (journal and flash).
+    pub fn boot(&self) -> &BootControl<F> {
+        &self.boot
+    }
+
+    /// The boot control, mutably.
+    pub fn boot_mut(&mut self) -> &mut BootControl<F> {
+        &mut self.boot
+    }
+
+    /// The persistent store.
+    pub fn persist(&self) -> &P {
+        &self.persist
+    }
+
+    /// Events waiting for the server's acknowledgement, oldest first.
+    pub fn queued_events(&self) -> &[Event] {
+        &self.queue
+    }
+
+    /// Events dropped because the queue was full (oldest dropped first).
+    pub fn dropped_events(&self) -> u32 {
+        self.dropped_events
+    }
+
+    /// Writes to the [`Persist`] store that failed.
+    pub fn persist_errors(&self) -> u32 {
+        self.persist_errors
+    }
+
+    /// The download in progress, if any.
+    pub fn download(&self) -> Option<&Download> {
+        self.active.as_ref().map(|a| &a.download)
+    }
+
+    /// Give the parts back.
+    pub fn into_parts(self) -> (T, BootControl<F>, P) {
+        (self.transport, self.boot, self.persist)
+    }
+
+    /// The check-in message for the device as it is now.
+    pub fn check_in_message(&self) -> CheckIn {
+        let info = self.boot.info();
+        CheckIn {
+            model: self.device.model.clone(),
+            firmware_version: self.device.firmware_version,
+            running_slot: info.slot,
+            boot_state: if info.mode == BootMode::Confirmed {
+                BootState::Confirmed
+            } else {
+                BootState::Trial
+            },
+            bootloader_version: self.device.bootloader_version,
+            rdp_level: self.device.rdp_level,
+            wrp_mask: self.device.wrp_mask,
+        }
+    }
+
+    /// Check in with the server and decide about its offer, if any (see [`CheckInOutcome`]).
+    pub fn check_in(&mut self) -> Result<CheckInOutcome, ClientError<T::Error, F::Error>> {
+        let response = self.send_check_in()?;
+        Ok(match response.offer {
+            None => CheckInOutcome::NoOffer,
+            Some(offer) => self.consider(&offer),
+        })
+    }
+
+    fn send_check_in(&mut self) -> Result<CheckInResponse, ClientError<T::Error, F::Error>> {
+        let message = self.check_in_message();
+        self.transport
+            .check_in(&message)
+            .map_err(ClientError::Transport)
+    }
+
+    fn consider(&mut self, offer: &Offer) -> CheckInOutcome {
+        if self.active.is_some() {
+            return CheckInOutcome::Busy;
+        }
+        let info = self.boot.info();
+        if info.mode != BootMode::Confirmed {
+            return CheckInOutcome::NotConfirmed;
+        }
+        if offer.slot != self.boot.inactive_slot() {
+            return CheckInOutcome::WrongSlot;
+        }
+        let slot_mask = offer.slot.partition().sector_mask();
+        let blocked = self.device.wrp_mask & slot_mask;
+        if blocked != 0 {
+            let reason = reason(format_args!(
+                "slot {} sectors are write-protected (wrp_mask {:#x}, slot needs {:#x})",
+                offer.slot, self.device.wrp_mask, slot_mask
+            ));
+            self.queue_event(
+                EventKind::ProtectionBlocked,
+                Some(offer.rollout_id),
+                Some(offer.version),
+                Some(reason),
+            );
+            return CheckInOutcome::ProtectionBlocked;
+        }
+        if offer.security_counter < info.security_counter {
+            let reason = reason(format_args!(
+                "security counter {} is below the device's floor {}",
+                offer.security_counter, info.security_counter
+            ));
+            self.queue_event(
+                EventKind::VerifyFailed,
+                Some(offer.rollout_id),
+                Some(offer.version),
+                Some(reason),
+            );
+            return CheckInOutcome::Refused;
+        }
+        match Download::new(offer) {
+            Ok(download) => {
+                self.queue_event(
+                    EventKind::OfferAccepted,
+                    Some(offer.rollout_id),
+                    Some(offer.version),
+                    None,
+                );
+                self.active = Some(Active {
+                    download,
+                    erased: 0,
+                    held: 0,
+                    failures: 0,
+                });
+                CheckInOutcome::Started
+            }
+            Err(e) => {
+                self.queue_event(
+                    e.event_kind(),
+                    Some(offer.rollout_id),
+                    Some(offer.version),
+                    Some(reason(format_args!("{e}"))),
+                );
+                CheckInOutcome::Refused
+            }
+        }
+    }
+
+    /// Advance the download by one bounded step: erase one sector of the target slot, or fetch
+    /// and program one chunk, or (once every byte is in) verify and mark the slot pending.
+    pub fn download_step(&mut self) -> Step {
+        let Some(mut active) = self.active.take() else {
+            return Step::Idle;
+        };
+        let slot = active.download.slot();
+        let slot_offset = self.boot.layout().slot_offset(slot);
+
+        // 1. Erase the slot, one sector per step (a 128 KB sector takes a second or two).
+        let partition = slot.partition();
+        let mut sectors = SECTORS.iter().filter(|s| partition.contains(s.start));
+        if let Some(sector) = sectors.nth(active.erased) {
+            let from = slot_offset + (sector.start - partition.start);
+            return match self.boot.flash_mut().erase(from, from + sector.size) {
+                Ok(()) => {
+                    active.erased += 1;
+                    self.active = Some(active);
+                    Step::Continue
+                }
+                Err(e) => self.give_up(
+                    &active,
+                    EventKind::DownloadFailed,
+                    reason(format_args!("erasing slot {slot}: {e:?}")),
+                ),
+            };
+        }
+
+        // 2. Every byte in: verify, hand to the bootloader, reboot.
+        if active.download.is_complete() {
+            return self.install(active);
+        }
+
+        // 3. Fetch the next chunk after the bytes held back, program whole write units.
+        let write = F::WRITE_SIZE.max(1);
+        let held = active.held;
+        let fetched = active.download.resume_offset() + held as u32;
+        let left = (active.download.offer().size - fetched) as usize;
+        let want = left.min(self.config.chunk_len);
+        let sha256 = active.download.offer().sha256;
+        let result = if want == 0 {
+            Ok(0)
+        } else {
+            self.transport
+                .fetch_range(&sha256, fetched, &mut self.buf[held..held + want])
+        };
+        let n = match result {
+            Ok(n) if n > 0 || want == 0 => n.min(want),
+            failure => {
+                active.failures += 1;
+                if active.failures >= self.config.max_fetch_failures {
+                    let why = match failure {
+                        Err(e) => reason(format_args!(
+                            "{} fetches failed at offset {fetched}: {e:?}",
+                            active.failures
+                        )),
+                        Ok(_) => reason(format_args!(
+                            "server has no bytes at offset {fetched} of {}",
+                            active.download.offer().size
+                        )),
+                    };
+                    return self.give_up(&active, EventKind::DownloadFailed, why);
+                }
+                self.active = Some(active);
+                return Step::Continue;
+            }
+        };
+        active.failures = 0;
+        let have = held + n;
+        let last = n == want && want == left;
+        // The last chunk is padded with the erased value to a whole write unit.
+        let (program_len, accept_len) = if last {
+            let padded = have.div_ceil(write) * write;
+            self.buf[have..padded].fill(0xFF);
+            (padded, have)
+        } else {
+            let aligned = have - have % write;
+            (aligned, aligned)
+        };
+        if program_len > 0 {
+            let at = slot_offset + active.download.resume_offset();
+            if let Err(e) = self.boot.flash_mut().write(at, &self.buf[..program_len]) {
+                return self.give_up(
+                    &active,
+                    EventKind::DownloadFailed,
+                    reason(format_args!("programming slot {slot} at {at:#x}: {e:?}")),
+                );
+            }
+            if let Err(e) = active.download.accept(&self.buf[..accept_len]) {
+                return self.give_up(&active, e.event_kind(), reason(format_args!("{e}")));
+            }
+        }
+        self.buf.copy_within(accept_len..have, 0);
+        active.held = have - accept_len;
+        self.active = Some(active);
+        Step::Continue
+    }
+
+    fn install(&mut self, active: Active) -> Step {
+        let offer = active.download.offer().clone();
+        let image = match active.download.finish(self.keys) {
+            Ok(image) => image,
+            Err(e) => {
+                return self.give_up_offer(&offer, e.event_kind(), reason(format_args!("{e}")));
+            }
+        };
+        // Remember the rollout before the journal says Pending: the trial boot needs it.
+        self.persist_set(PersistKey::InstalledRollout, offer.rollout_id);
+        self.persist_set(
+            PersistKey::InstalledVersion,
+            pack_version(image.header.version),
+        );
+        self.persist_set(PersistKey::InstalledSlot, slot_code(offer.slot));
+        if let Err(e) = self.boot.mark_pending(offer.slot, self.keys) {
+            self.persist_set(PersistKey::InstalledSlot, 0);
+            let kind = match e {
+                ControlError::Image { .. } => EventKind::VerifyFailed,
+                _ => EventKind::DownloadFailed,
+            };
+            return self.give_up_offer(&offer, kind, reason(format_args!("mark_pending: {e:?}")));
+        }
+        self.queue_event(
+            EventKind::Installed,
+            Some(offer.rollout_id),
+            Some(offer.version),
+            None,
+        );
+        Step::Reboot
+    }
+
+    fn give_up(&mut self, active: &Active, kind: EventKind, why: Reason) -> Step {
+        let offer = active.download.offer().clone();
+        self.give_up_offer(&offer, kind, why)
+    }
+
+    fn give_up_offer(&mut self, offer: &Offer, kind: EventKind, why: Reason) -> Step {
+        self.active = None;
+        self.queue_event(kind, Some(offer.rollout_id), Some(offer.version), Some(why));
+        Step::Failed
+    }
+
+    /// Once per boot, before anything else: on a trial (or unconfirmed) boot, check in and run
+    /// `self_test`, and confirm the image only if both succeed; on a confirmed boot, report a
+    /// rollback of an image installed earlier.
+    pub fn after_boot(
+        &mut self,
+        self_test: impl FnOnce() -> bool,
+    ) -> Result<AfterBoot, ClientError<T::Error, F::Error>> {
+        let info = self.boot.info();
+        let installed = self.installed();
+        if info.mode != BootMode::Confirmed {
+            // Check in first: an image that cannot reach the server must not confirm itself.
+            if self.send_check_in().is_err() {
+                return Ok(AfterBoot::CheckInFailed);
+            }
+            if !self_test() {
+                return Ok(AfterBoot::SelfTestFailed);
+            }
+            self.boot
+                .mark_confirmed(self.keys)
+                .map_err(ClientError::Boot)?;
+            let rollout = installed
+                .filter(|(slot, _, _)| *slot == info.slot)
+                .map(|(_, rollout, _)| rollout);
+            self.queue_event_once(
+                EventKind::Confirmed,
+                rollout,
+                Some(self.device.firmware_version),
+                None,
+            );
+            return Ok(AfterBoot::NewlyConfirmed);
+        }
+        let Some((slot, rollout, version)) = installed else {
+            return Ok(AfterBoot::Confirmed);
+        };
+        if slot == info.slot {
+            // Confirmed earlier, but the server never acknowledged the event: say it again.
+            self.queue_event_once(
+                EventKind::Confirmed,
+                Some(rollout),
+                Some(self.device.firmware_version),
+                None,
+            );
+            return Ok(AfterBoot::Confirmed);
+        }
+        let state = self.boot.journal().state();
+        if state.is_rejected(slot) {
+            let why = reason(format_args!(
+                "bootloader reverted slot {slot} to slot {}",
+                info.slot
+            ));
+            self.queue_event_once(
+                EventKind::RolledBack,
+                Some(rollout),
+                Some(version),
+                Some(why),
+            );
+            return Ok(AfterBoot::RolledBack);
+        }
+        if state.pending() != Some(slot) {
+            // Installed but never marked pending (a reset in between): nothing to report.
+            self.persist_set(PersistKey::InstalledSlot, 0);
+        }
+        Ok(AfterBoot::Confirmed)
+    }
+
+    /// Send up to one report's worth of queued events; they are dropped only once the server
+    /// acknowledges them. Returns how many were acknowledged (0 when nothing was queued).
+    pub fn flush_reports(&mut self) -> Result<usize, ClientError<T::Error, F::Error>> {
+        if self.queue.is_empty() {
+            return Ok(0);
+        }
+        let n = self.queue.len().min(MAX_EVENTS_PER_REPORT);
+        let mut events = heapless::Vec::new();
+        for event in self.queue.iter().take(n) {
+            // Cannot fail: at most MAX_EVENTS_PER_REPORT are taken.
+            let _ = events.push(event.clone());
+        }
+        let report = Report { events };
+        self.transport
+            .report(&report)
+            .map_err(ClientError::Transport)?;
+        let settled = report.events.iter().any(|e| {
+            matches!(e.kind, EventKind::Confirmed | EventKind::RolledBack)
+                && e.rollout_id.is_some()
+                && self.installed().map(|(_, r, _)| r) == e.rollout_id
+        });
+        if settled {
+            self.persist_set(PersistKey::InstalledSlot, 0);
+        }
+        let rest = self.queue.len() - n;
+        for i in 0..rest {
+            self.queue.swap(i, i + n);
+        }
+        self.queue.truncate(rest);
+        Ok(n)
+    }
+
+    /// The installed-but-unreported image: slot, rollout, version.
+    fn installed(&mut self) -> Option<(SlotId, u64, ImageVersion)> {
+        let slot = match self.persist.get(PersistKey::InstalledSlot)? {
+            1 => SlotId::A,
+            2 => SlotId::B,
+            _ => return None,
+        };
+        let rollout = self.persist.get(PersistKey::InstalledRollout)?;
+        let version = unpack_version(self.persist.get(PersistKey::InstalledVersion).unwrap_or(0));
+        Some((slot, rollout, version))
+    }
+
+    fn persist_set(&mut self, key: PersistKey, value: u64) {
+        if self.persist.set(key, value).is_err() {
+            self.persist_errors = self.persist_errors.saturating_add(1);
+        }
+    }
+
+    fn queue_event_once(
+        &mut self,
+        kind: EventKind,
+        rollout_id: Option<u64>,
+        version: Option<ImageVersion>,
+        reason: Option<Reason>,
+    ) {
+        if !self
+            .queue
+            .iter()
+            .any(|e| e.kind == kind && e.rollout_id == rollout_id)
+        {
+            self.queue_event(kind, rollout_id, version, reason);
+        }
+    }
+
+    /// Queue an event with the next persisted id; when the queue is full the oldest is dropped.
+    fn queue_event(
+        &mut self,
+        kind: EventKind,
+        rollout_id: Option<u64>,
+        version: Option<ImageVersion>,
+        reason: Option<Reason>,
+    ) {
+        let id = self.next_event_id;
+        self.next_event_id = id.saturating_add(1);
+        self.persist_set(PersistKey::NextEventId, self.next_event_id);
+        if self.queue.is_full() {
+            self.queue.remove(0);
+            self.dropped_events = self.dropped_events.saturating_add(1);
+        }
+        // Cannot fail: room was made above.
+        let _ = self.queue.push(Event {
+            id,
+            kind,
+            rollout_id,
+            version,
+            reason,
+        });
+    }
+}
+
+fn slot_code(slot: SlotId) -> u64 {
+    match slot {
+        SlotId::A => 1,
+        SlotId::B => 2,
+    }
+}
+
+/// A reason string, cut at its capacity rather than dropped.
+fn reason(args: core::fmt::Arguments<'_>) -> Reason {
+    struct Truncating(Reason);
+    impl core::fmt::Write for Truncating {
+        fn write_str(&mut self, s: &str) -> core::fmt::Result {
+            for c in s.chars() {
+                if self.0.push(c).is_err() {
+                    break;
+                }
+            }
+            Ok(())
+        }
+    }
+    let mut out = Truncating(Reason::new());
+    let _ = out.write_fmt(args);
+    out.0
+}
