@@ -146,12 +146,11 @@ mod tests {
 
     fn check_in(version: &str) -> Option<DeviceCheckInFacts> {
         Some(DeviceCheckInFacts {
-            firmware_version: version.into(),
-            firmware_version_key: 0,
-            running_slot: "a".into(),
-            boot_state: "confirmed".into(),
-            bootloader_version: "1.0.0".into(),
-            rdp_level: "level1".into(),
+            firmware_version: version.parse().unwrap(),
+            running_slot: fota_protocol::SlotId::A,
+            boot_state: fota_protocol::messages::BootState::Confirmed,
+            bootloader_version: "1.0.0".parse().unwrap(),
+            rdp_level: fota_protocol::messages::RdpLevel::Level1,
             wrp_mask: 0,
         })
     }

@@ -9,11 +9,11 @@ use super::{names, AppState};
 use crate::auth::{bearer, hashes_equal, token_hash};
 use crate::error::{ApiError, ErrorBody};
 use crate::rollout::engine::DeviceView;
-use crate::store::{event_kind_name, now_ms, version_key, DeviceCheckInFacts, DeviceFacts};
+use crate::store::{event_kind_name, now_ms, DeviceCheckInFacts, DeviceFacts};
 use axum::body::Bytes;
 use axum::extract::State;
 use axum::http::HeaderMap;
-use fota_protocol::messages::{BootState, CheckIn, CheckInResponse, RdpLevel, Report, ReportAck};
+use fota_protocol::messages::{CheckIn, CheckInResponse, Report, ReportAck};
 use serde::de::DeserializeOwned;
 use std::sync::Arc;
 use utoipa_axum::router::OpenApiRouter;
@@ -123,24 +123,7 @@ async fn check_in(
         &id,
         DeviceFacts {
             last_seen_at: now_ms(),
-            check_in: Some(DeviceCheckInFacts {
-                firmware_version: check_in.firmware_version.to_string(),
-                firmware_version_key: version_key(&check_in.firmware_version),
-                running_slot: check_in.running_slot.to_string().to_lowercase(),
-                boot_state: match check_in.boot_state {
-                    BootState::Trial => "trial",
-                    BootState::Confirmed => "confirmed",
-                }
-                .to_string(),
-                bootloader_version: check_in.bootloader_version.to_string(),
-                rdp_level: match check_in.rdp_level {
-                    RdpLevel::Level0 => "level0",
-                    RdpLevel::Level1 => "level1",
-                    RdpLevel::Level2 => "level2",
-                }
-                .to_string(),
-                wrp_mask: i64::from(check_in.wrp_mask),
-            }),
+            check_in: Some(DeviceCheckInFacts::of(&check_in)),
         },
     );
     let offer = state

@@ -3,6 +3,8 @@
 
 use super::sql::{Param, Sql, BATCH};
 use super::{is_unique_violation, Store, StoreError};
+use fota_protocol::messages::{BootState, CheckIn, RdpLevel};
+use fota_protocol::{ImageVersion, SlotId};
 use serde::Serialize;
 use sqlx::any::AnyRow;
 use sqlx::Row as _;
@@ -30,23 +32,59 @@ pub struct DeviceFacts {
     pub check_in: Option<CheckInFacts>,
 }
 
-/// The check-in fields, as stored.
-#[derive(Debug, Clone, PartialEq, Eq)]
+/// The check-in fields, kept typed (all `Copy`) so the check-in path neither allocates nor
+/// formats; the flusher turns them into the stored text.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct CheckInFacts {
     /// Running firmware version.
-    pub firmware_version: String,
-    /// Its sortable key.
-    pub firmware_version_key: i64,
-    /// `a` or `b`.
-    pub running_slot: String,
-    /// `trial` or `confirmed`.
-    pub boot_state: String,
+    pub firmware_version: ImageVersion,
+    /// Slot it runs from.
+    pub running_slot: SlotId,
+    /// Trial or confirmed.
+    pub boot_state: BootState,
     /// Bootloader version.
-    pub bootloader_version: String,
-    /// `level0`, `level1` or `level2`.
-    pub rdp_level: String,
+    pub bootloader_version: ImageVersion,
+    /// Read-out protection level.
+    pub rdp_level: RdpLevel,
     /// Write-protected sectors (bit i = sector i).
-    pub wrp_mask: i64,
+    pub wrp_mask: u32,
+}
+
+impl CheckInFacts {
+    /// What a check-in says.
+    pub fn of(c: &CheckIn) -> Self {
+        Self {
+            firmware_version: c.firmware_version,
+            running_slot: c.running_slot,
+            boot_state: c.boot_state,
+            bootloader_version: c.bootloader_version,
+            rdp_level: c.rdp_level,
+            wrp_mask: c.wrp_mask,
+        }
+    }
+}
+
+/// Stored names: the JSON names of the device protocol.
+fn slot_name(s: SlotId) -> &'static str {
+    match s {
+        SlotId::A => "a",
+        SlotId::B => "b",
+    }
+}
+
+fn boot_state_name(b: BootState) -> &'static str {
+    match b {
+        BootState::Trial => "trial",
+        BootState::Confirmed => "confirmed",
+    }
+}
+
+fn rdp_name(r: RdpLevel) -> &'static str {
+    match r {
+        RdpLevel::Level0 => "level0",
+        RdpLevel::Level1 => "level1",
+        RdpLevel::Level2 => "level2",
+    }
 }
 
 pub use CheckInFacts as DeviceCheckInFacts;
@@ -310,13 +348,13 @@ impl Store {
                 q = q
                     .bind(id.as_str())
                     .bind(f.last_seen_at)
-                    .bind(c.map(|c| c.firmware_version.clone()))
-                    .bind(c.map(|c| c.firmware_version_key))
-                    .bind(c.map(|c| c.running_slot.clone()))
-                    .bind(c.map(|c| c.boot_state.clone()))
-                    .bind(c.map(|c| c.bootloader_version.clone()))
-                    .bind(c.map(|c| c.rdp_level.clone()))
-                    .bind(c.map(|c| c.wrp_mask));
+                    .bind(c.map(|c| c.firmware_version.to_string()))
+                    .bind(c.map(|c| super::version_key(&c.firmware_version)))
+                    .bind(c.map(|c| slot_name(c.running_slot)))
+                    .bind(c.map(|c| boot_state_name(c.boot_state)))
+                    .bind(c.map(|c| c.bootloader_version.to_string()))
+                    .bind(c.map(|c| rdp_name(c.rdp_level)))
+                    .bind(c.map(|c| i64::from(c.wrp_mask)));
             }
             q.execute(&mut *tx).await?;
         }
