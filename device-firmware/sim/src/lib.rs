@@ -1,22 +1,31 @@
 //! Virtual fota devices, for end-to-end tests, the demo and load tests.
 //!
-//! What this crate will become: each virtual device runs the real `fota-boot` logic and the
-//! real `fota-ota-client` on a simulated STM32F429 flash, against a real `fota serve` over
-//! HTTP. A device "boots" by replaying its journal and choosing a slot exactly as the
-//! bootloader does, "runs" the image found there (its version, and whether it is built to
-//! confirm, hang or crash), checks in, downloads into its inactive slot, reboots into the trial
-//! and confirms or reverts. Thousands of them in one process exercise the server's rollouts:
-//! canary stages, health gates, halts and fleet rollback.
+//! Each virtual device runs the real `fota-boot` logic and the real `fota-ota-client` on a
+//! simulated STM32F429 flash, against a real `fota serve` over HTTP. A device "boots" by running
+//! the bootloader's [`fota_boot::boot`] on its flash, "runs" the image found there (whether it is
+//! built to confirm, fault, hang or crash is written in its signed payload: [`app`]), checks in,
+//! downloads into its inactive slot, reboots into the trial and confirms or is reverted. Thousands
+//! of them in one process exercise the server's rollouts: canary stages, health gates, halts and
+//! fleet rollback ([`fleet`]).
 //!
-//! Power cuts are where the simulator earns its keep. Like MCUboot's simulator, it counts every
-//! flash operation, cuts power at step N and sweeps N over a whole update, checking after each
-//! cut that the device still boots a verified image. It also models what MCUboot's simulator
-//! long missed (mcuboot#1966): a *torn* write, a record left half programmed.
-//!
-//! Today it has the foundation: [`flash::SimFlash`], the F429's flash with NOR's rules enforced,
-//! every operation counted, and power cuts between or inside any write or erase. The sweeps that
-//! use it (`tests/power_cut.rs`) run the real `fota-boot` through install, trial, confirm,
-//! revert and journal compaction with a cut at every step.
+//! - [`flash::SimFlash`]: the F429's flash with NOR's rules enforced, every operation counted, and
+//!   power cuts between or inside any write or erase. The sweeps that use it
+//!   (`tests/power_cut.rs`) run the real `fota-boot` through install, trial, confirm, revert and
+//!   journal compaction with a cut at every step. Like MCUboot's simulator it cuts power at step
+//!   N for every N; unlike it did for years (mcuboot#1966), it also tears a write in half.
+//! - [`fleet_flash::FleetFlash`]: the same rules, sparse and deduplicated, so 100,000 devices
+//!   that wrote the same release hold one copy of it.
+//! - [`link`]: the client's transport over HTTP, with dropped links on demand.
+//! - [`device`]: one virtual device; [`fleet`]: many, on a few threads.
 #![warn(missing_docs)]
 
+pub mod app;
+pub mod device;
 pub mod flash;
+pub mod fleet;
+pub mod fleet_flash;
+pub mod link;
+
+pub use app::AppBehaviour;
+pub use device::{Device, DeviceStatus, Faults, Timing};
+pub use fleet::{factory_flash, DeviceSpec, Fleet, FleetConfig, FleetSummary};

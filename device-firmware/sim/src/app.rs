@@ -1,0 +1,128 @@
+//! Simulated application builds: what a release does when a virtual device runs it.
+//!
+//! A virtual device cannot execute Thumb code, so a simulated build carries its behaviour in its
+//! payload: after the vector table (initial SP, reset handler, as `fota sign` and the bootloader
+//! require) comes a small descriptor, `FOTASIM1`, a behaviour code and a parameter. The device
+//! reads it *from flash*, from the slot the bootloader chose, after the real `fota-boot` verified
+//! the image: a device runs what is in its flash, signed, and nothing else.
+
+use embedded_storage::nor_flash::ReadNorFlash;
+use fota_boot::{BootTarget, FlashLayout};
+use fota_protocol::image::{ImageBuilder, ImageVersion};
+use fota_protocol::SlotId;
+
+/// Where the descriptor sits in the payload (after 16 vector table entries).
+const DESCRIPTOR_AT: usize = 0x40;
+const MAGIC: &[u8; 8] = b"FOTASIM1";
+
+/// What an application build does once the bootloader jumps to it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum AppBehaviour {
+    /// Checks in, passes its self-test, confirms itself and keeps working.
+    Good,
+    /// Faults before `main` every time (a bad linker script, a broken clock setup): the device
+    /// resets at once, so the bootloader counts a failed attempt on every boot.
+    FailsBoot,
+    /// Boots and runs but never reaches the server (the field incident: it zeroes the RAM the
+    /// old bootloader relied on and its network stack never comes up), until the watchdog
+    /// resets it.
+    NeverReachesServer,
+    /// Works and confirms itself, then crashes after `after_ms` milliseconds of uptime on every
+    /// boot: a confirmed-but-faulty release that only a fleet rollback fixes.
+    CrashesAfter {
+        /// Uptime at which it crashes.
+        after_ms: u32,
+    },
+}
+
+impl AppBehaviour {
+    fn encode(self) -> (u8, u32) {
+        match self {
+            AppBehaviour::Good => (0, 0),
+            AppBehaviour::FailsBoot => (1, 0),
+            AppBehaviour::NeverReachesServer => (2, 0),
+            AppBehaviour::CrashesAfter { after_ms } => (3, after_ms),
+        }
+    }
+
+    fn decode(code: u8, param: u32) -> Option<Self> {
+        Some(match code {
+            0 => AppBehaviour::Good,
+            1 => AppBehaviour::FailsBoot,
+            2 => AppBehaviour::NeverReachesServer,
+            3 => AppBehaviour::CrashesAfter { after_ms: param },
+            _ => return None,
+        })
+    }
+}
+
+/// The payload of a simulated build linked for `slot`: vector table, descriptor, and filler
+/// that differs per version, `size` bytes in all (at least 128).
+pub fn payload(
+    slot: SlotId,
+    version: ImageVersion,
+    behaviour: AppBehaviour,
+    size: usize,
+) -> Vec<u8> {
+    let size = size.max(128);
+    let base = slot.partition().start;
+    let seed = u32::from(version.major) << 24
+        ^ u32::from(version.minor) << 16
+        ^ u32::from(version.revision)
+        ^ version.build.rotate_left(7);
+    let mut payload: Vec<u8> = (0..size as u32)
+        .map(|i| (i.wrapping_mul(2_654_435_761) ^ seed).to_le_bytes()[1])
+        .collect();
+    payload[0..4].copy_from_slice(&0x2002_0000u32.to_le_bytes());
+    // The reset handler: inside the payload (after the 0x200-byte header), Thumb bit set.
+    payload[4..8].copy_from_slice(&((base + 0x200 + 0x101) | 1).to_le_bytes());
+    let (code, param) = behaviour.encode();
+    payload[DESCRIPTOR_AT..DESCRIPTOR_AT + 8].copy_from_slice(MAGIC);
+    payload[DESCRIPTOR_AT + 8] = code;
+    payload[DESCRIPTOR_AT + 9..DESCRIPTOR_AT + 12].fill(0);
+    payload[DESCRIPTOR_AT + 12..DESCRIPTOR_AT + 16].copy_from_slice(&param.to_le_bytes());
+    payload
+}
+
+/// A signed simulated build for `slot`.
+pub fn image(
+    key: &ed25519_dalek::SigningKey,
+    slot: SlotId,
+    version: ImageVersion,
+    security_counter: u32,
+    behaviour: AppBehaviour,
+    size: usize,
+) -> Vec<u8> {
+    ImageBuilder::new(payload(slot, version, behaviour, size), version)
+        .security_counter(security_counter)
+        .rom_fixed(slot.partition().start)
+        .sign(key)
+        // A payload of at most a slot, a fixed header size and a fixed slot address: the
+        // builder has nothing to refuse.
+        .unwrap_or_else(|e| panic!("building a simulated image: {e:?}"))
+}
+
+/// The behaviour of the image the bootloader chose, read from flash. `None` for an image
+/// without a descriptor (not a simulated build), which the device treats as one that never
+/// reaches the server.
+pub fn behaviour_of<F: ReadNorFlash>(
+    flash: &mut F,
+    layout: &FlashLayout,
+    target: &BootTarget,
+) -> Option<AppBehaviour> {
+    let at = layout.slot_offset(target.slot())
+        + u32::from(target.image.image.header.hdr_size)
+        + DESCRIPTOR_AT as u32;
+    let mut descriptor = [0u8; 16];
+    flash.read(at, &mut descriptor).ok()?;
+    if &descriptor[..8] != MAGIC {
+        return None;
+    }
+    let param = u32::from_le_bytes([
+        descriptor[12],
+        descriptor[13],
+        descriptor[14],
+        descriptor[15],
+    ]);
+    AppBehaviour::decode(descriptor[8], param)
+}

@@ -1,0 +1,552 @@
+//! One virtual device: the real bootloader logic and the real OTA client on a [`FleetFlash`],
+//! stepped by the fleet's scheduler.
+//!
+//! A device is a loop of power-on → bootloader → application → reset, as on the board:
+//!
+//! 1. **Boot**: [`fota_boot::boot`] over the device's flash (journal replay, verification of the
+//!    slot it picks, the trial attempt recorded before the "jump"). Recovery mode if nothing
+//!    verifies.
+//! 2. **Run** the chosen image's [`AppBehaviour`], read from its payload in flash: a good build
+//!    runs the OTA client's main loop (after-boot confirmation, periodic check-ins, download
+//!    steps, reports); the others fault at once, hang until the watchdog fires, or crash later.
+//! 3. **Reset**: everything in RAM is dropped, the OTA client included. The flash (and the small
+//!    [`Persist`] store of the identity sector) is all that survives.
+
+use crate::app::{behaviour_of, AppBehaviour};
+use crate::fleet_flash::FleetFlash;
+use crate::link::{Link, LinkStats};
+use fota_boot::{boot, BootAction, BootControl, BootMode, FlashLayout};
+use fota_ota_client::{
+    AfterBoot, CheckInOutcome, Config, DeviceInfo, OtaClient, Persist, PersistKey, Step,
+};
+use fota_protocol::image::{ImageVersion, TrustedKey};
+use fota_protocol::messages::{Model, RdpLevel};
+use fota_protocol::SlotId;
+use std::time::{Duration, Instant};
+
+/// The flash layout of every virtual device.
+pub const LAYOUT: FlashLayout = FlashLayout::STM32F429;
+
+/// The client's persistent values, as the identity sector would hold them.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct MemPersist {
+    values: [Option<u64>; 4],
+}
+
+fn persist_index(key: PersistKey) -> usize {
+    match key {
+        PersistKey::NextEventId => 0,
+        PersistKey::InstalledSlot => 1,
+        PersistKey::InstalledRollout => 2,
+        PersistKey::InstalledVersion => 3,
+    }
+}
+
+impl Persist for MemPersist {
+    type Error = core::convert::Infallible;
+
+    fn get(&mut self, key: PersistKey) -> Option<u64> {
+        self.values[persist_index(key)]
+    }
+
+    fn set(&mut self, key: PersistKey, value: u64) -> Result<(), Self::Error> {
+        self.values[persist_index(key)] = Some(value);
+        Ok(())
+    }
+}
+
+/// How fast the simulated world turns. Real devices check in hourly; tests use milliseconds.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Timing {
+    /// Between check-ins (each device starts at a random point of its first interval).
+    pub check_in_interval: Duration,
+    /// From a reset to the application running.
+    pub reboot: Duration,
+    /// How long a hung application runs before the watchdog resets it.
+    pub watchdog: Duration,
+    /// Back-off after a failed request.
+    pub retry: Duration,
+    /// Download steps (fetch and program one chunk) per scheduling turn.
+    pub steps_per_turn: u32,
+    /// For a device with a slow link: the pause after each download step.
+    pub slow_link_pause: Duration,
+    /// How often a device in recovery mode tries the bootloader again.
+    pub recovery_retry: Duration,
+}
+
+impl Default for Timing {
+    fn default() -> Self {
+        Self {
+            check_in_interval: Duration::from_millis(500),
+            reboot: Duration::from_millis(20),
+            watchdog: Duration::from_millis(300),
+            retry: Duration::from_millis(100),
+            steps_per_turn: 8,
+            slow_link_pause: Duration::from_millis(40),
+            recovery_retry: Duration::from_secs(1),
+        }
+    }
+}
+
+/// Faults to inject into one device.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Faults {
+    /// The link drops once in the middle of the first download, for two requests.
+    pub link_drop: bool,
+    /// The power is cut once in the middle of the first download's flash writes.
+    pub power_cut: bool,
+    /// Every download step is followed by [`Timing::slow_link_pause`].
+    pub slow_link: bool,
+}
+
+/// What the simulator shares with every device.
+#[derive(Debug, Clone, Copy)]
+pub struct Context<'a> {
+    /// Keys the bootloader and the client trust.
+    pub keys: &'static [TrustedKey],
+    /// The clock.
+    pub timing: &'a Timing,
+    /// The client's tunables.
+    pub client: Config,
+}
+
+/// A device's counters and its state as of its last turn.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DeviceStatus {
+    /// Its id.
+    pub id: String,
+    /// The slot it runs from (`None` in recovery or while resetting).
+    pub slot: Option<SlotId>,
+    /// The version it runs.
+    pub version: Option<ImageVersion>,
+    /// How its running image was booted.
+    pub mode: Option<BootMode>,
+    /// The bootloader found nothing valid at the last boot.
+    pub in_recovery: bool,
+    /// Boots (bootloader runs).
+    pub boots: u32,
+    /// Boots of a trial image.
+    pub trial_boots: u32,
+    /// Times the bootloader chose recovery mode.
+    pub recoveries: u32,
+    /// Images installed and marked pending (reboots into a trial).
+    pub installs: u32,
+    /// Versions of the images it installed, in order.
+    pub installed: Vec<ImageVersion>,
+    /// Offers it took (downloads started), by version.
+    pub accepted: Vec<ImageVersion>,
+    /// Trial images it confirmed.
+    pub confirmations: u32,
+    /// Bootloader reverts it noticed and reported.
+    pub rollbacks: u32,
+    /// Crashes and watchdog resets of the running application.
+    pub crashes: u32,
+    /// Power cuts it suffered.
+    pub power_cuts: u32,
+    /// Its link's figures.
+    pub link: LinkStats,
+}
+
+type Client = OtaClient<'static, Link, FleetFlash, MemPersist>;
+
+/// The running application.
+#[derive(Debug)]
+struct App {
+    client: Client,
+    behaviour: AppBehaviour,
+    booted_at: Instant,
+    after_boot_done: bool,
+    next_check_in: Instant,
+}
+
+#[derive(Debug)]
+enum Phase {
+    /// Reset; the bootloader runs at the next turn.
+    Off {
+        flash: FleetFlash,
+        persist: MemPersist,
+        link: Link,
+    },
+    /// The application runs.
+    Running(Box<App>),
+    /// The bootloader found nothing to run.
+    Recovery {
+        flash: FleetFlash,
+        persist: MemPersist,
+        link: Link,
+    },
+    /// Transient while a turn moves the parts around.
+    Gone,
+}
+
+/// One virtual device. See the [module docs](self).
+#[derive(Debug)]
+pub struct Device {
+    model: Model,
+    phase: Phase,
+    faults: Faults,
+    rng: u64,
+    status: DeviceStatus,
+    power_cut_armed: bool,
+    link_drop_armed: bool,
+}
+
+impl Device {
+    /// A device `id` of hardware `model`, with `flash` as the factory left it.
+    pub fn new(id: &str, model: &str, flash: FleetFlash, link: Link, faults: Faults) -> Self {
+        let mut rng = 0x9E37_79B9_7F4A_7C15u64;
+        for b in id.bytes() {
+            rng = (rng ^ u64::from(b)).wrapping_mul(0x100_0000_01b3);
+        }
+        let mut m = Model::new();
+        for c in model.chars() {
+            if m.push(c).is_err() {
+                break;
+            }
+        }
+        Self {
+            model: m,
+            phase: Phase::Off {
+                flash,
+                persist: MemPersist::default(),
+                link,
+            },
+            faults,
+            rng,
+            status: DeviceStatus {
+                id: id.to_owned(),
+                slot: None,
+                version: None,
+                mode: None,
+                in_recovery: false,
+                boots: 0,
+                trial_boots: 0,
+                recoveries: 0,
+                installs: 0,
+                installed: Vec::new(),
+                accepted: Vec::new(),
+                confirmations: 0,
+                rollbacks: 0,
+                crashes: 0,
+                power_cuts: 0,
+                link: LinkStats::default(),
+            },
+            power_cut_armed: faults.power_cut,
+            link_drop_armed: faults.link_drop,
+        }
+    }
+
+    /// Its counters and state.
+    pub fn status(&self) -> &DeviceStatus {
+        &self.status
+    }
+
+    /// Power the device off and run the bootloader on (a copy of) its flash: the image it
+    /// would run next and how, or `None` for recovery mode. This is the "never bricked" check.
+    pub fn next_boot(&mut self, keys: &[TrustedKey]) -> Option<(SlotId, ImageVersion, BootMode)> {
+        self.power_cycle();
+        let Phase::Off { flash, .. } = &self.phase else {
+            return None;
+        };
+        let mut flash = flash.clone();
+        flash.power_on();
+        match boot(&mut flash, &LAYOUT, keys).action {
+            BootAction::Jump(t) => Some((t.slot(), t.image.image.header.version, t.mode)),
+            BootAction::Recovery => None,
+        }
+    }
+
+    fn random(&mut self) -> u64 {
+        self.rng ^= self.rng << 13;
+        self.rng ^= self.rng >> 7;
+        self.rng ^= self.rng << 17;
+        self.rng
+    }
+
+    /// A random duration in `0..max`.
+    fn jitter(&mut self, max: Duration) -> Duration {
+        let ms = max.as_millis().max(1) as u64;
+        Duration::from_millis(self.random() % ms)
+    }
+
+    /// Power the device off and on: the application and everything in RAM are gone.
+    pub fn power_cycle(&mut self) {
+        let phase = std::mem::replace(&mut self.phase, Phase::Gone);
+        self.phase = match phase {
+            Phase::Running(app) => {
+                let (link, control, persist) = app.client.into_parts();
+                Phase::Off {
+                    flash: control.into_flash(),
+                    persist,
+                    link,
+                }
+            }
+            Phase::Recovery {
+                flash,
+                persist,
+                link,
+            } => Phase::Off {
+                flash,
+                persist,
+                link,
+            },
+            other => other,
+        };
+        self.status.slot = None;
+        self.status.mode = None;
+    }
+
+    /// Run the device until it next needs the CPU; returns when that is.
+    pub fn turn(&mut self, now: Instant, cx: &Context<'_>) -> Instant {
+        let phase = std::mem::replace(&mut self.phase, Phase::Gone);
+        match phase {
+            Phase::Off {
+                flash,
+                persist,
+                link,
+            } => self.boot(now, cx, flash, persist, link),
+            Phase::Recovery {
+                flash,
+                persist,
+                link,
+            } => self.boot(now, cx, flash, persist, link),
+            Phase::Running(app) => self.run(now, cx, app),
+            Phase::Gone => now + cx.timing.retry,
+        }
+    }
+
+    fn boot(
+        &mut self,
+        now: Instant,
+        cx: &Context<'_>,
+        mut flash: FleetFlash,
+        persist: MemPersist,
+        link: Link,
+    ) -> Instant {
+        flash.power_on();
+        self.status.boots += 1;
+        self.status.link = link.stats();
+        let outcome = boot(&mut flash, &LAYOUT, cx.keys);
+        let target = match outcome.action {
+            BootAction::Jump(target) => target,
+            BootAction::Recovery => {
+                self.status.recoveries += 1;
+                self.status.in_recovery = true;
+                self.status.slot = None;
+                self.status.version = None;
+                self.status.mode = None;
+                self.phase = Phase::Recovery {
+                    flash,
+                    persist,
+                    link,
+                };
+                return now + cx.timing.recovery_retry;
+            }
+        };
+        self.status.in_recovery = false;
+        self.status.slot = Some(target.slot());
+        self.status.version = Some(target.image.image.header.version);
+        self.status.mode = Some(target.mode);
+        if matches!(target.mode, BootMode::Trial { .. }) {
+            self.status.trial_boots += 1;
+        }
+        // An image without a descriptor is not ours: it runs, but never reaches the server.
+        let behaviour =
+            behaviour_of(&mut flash, &LAYOUT, &target).unwrap_or(AppBehaviour::NeverReachesServer);
+        if behaviour == AppBehaviour::FailsBoot {
+            self.status.crashes += 1;
+            self.phase = Phase::Off {
+                flash,
+                persist,
+                link,
+            };
+            return now + cx.timing.reboot;
+        }
+        // Opening the journal may compact it; should that fail, the application cannot run
+        // (on the board it would fault): reset and let the next boot decide again.
+        let spare = flash.clone();
+        let control = match BootControl::open(flash, LAYOUT, target.slot()) {
+            Ok(control) => control,
+            Err(_) => {
+                self.status.crashes += 1;
+                self.phase = Phase::Off {
+                    flash: spare,
+                    persist,
+                    link,
+                };
+                return now + cx.timing.reboot;
+            }
+        };
+        let info = DeviceInfo {
+            model: self.model.clone(),
+            firmware_version: target.image.image.header.version,
+            bootloader_version: ImageVersion::new(1, 0, 0, 0),
+            rdp_level: RdpLevel::Level1,
+            wrp_mask: 0,
+        };
+        let client = OtaClient::new(link, control, persist, info, cx.keys, cx.client);
+        let first_check_in = if self.status.boots == 1 {
+            now + self.jitter(cx.timing.check_in_interval)
+        } else {
+            now
+        };
+        self.phase = Phase::Running(Box::new(App {
+            client,
+            behaviour,
+            booted_at: now,
+            after_boot_done: false,
+            next_check_in: first_check_in,
+        }));
+        now + cx.timing.reboot
+    }
+
+    /// Reset from the running application.
+    fn reset(&mut self, now: Instant, cx: &Context<'_>, app: Box<App>) -> Instant {
+        let (link, control, persist) = app.client.into_parts();
+        let mut flash = control.into_flash();
+        flash.seal();
+        self.status.link = link.stats();
+        self.status.slot = None;
+        self.status.mode = None;
+        self.phase = Phase::Off {
+            flash,
+            persist,
+            link,
+        };
+        now + cx.timing.reboot
+    }
+
+    fn powered(app: &mut App) -> bool {
+        app.client.boot_mut().flash_mut().is_powered()
+    }
+
+    fn run(&mut self, now: Instant, cx: &Context<'_>, mut app: Box<App>) -> Instant {
+        let t = cx.timing;
+        match app.behaviour {
+            AppBehaviour::NeverReachesServer => {
+                let fires = app.booted_at + t.watchdog;
+                if now < fires {
+                    self.phase = Phase::Running(app);
+                    return fires;
+                }
+                self.status.crashes += 1;
+                return self.reset(now, cx, app);
+            }
+            AppBehaviour::CrashesAfter { after_ms } => {
+                if now >= app.booted_at + Duration::from_millis(u64::from(after_ms)) {
+                    self.status.crashes += 1;
+                    return self.reset(now, cx, app);
+                }
+            }
+            AppBehaviour::Good | AppBehaviour::FailsBoot => {}
+        }
+
+        if !app.after_boot_done {
+            match app.client.after_boot(|| true) {
+                Ok(AfterBoot::CheckInFailed) | Err(_) => {
+                    self.status.link = app.client.transport().stats();
+                    self.phase = Phase::Running(app);
+                    return now + t.retry;
+                }
+                Ok(outcome) => {
+                    app.after_boot_done = true;
+                    match outcome {
+                        AfterBoot::NewlyConfirmed => self.status.confirmations += 1,
+                        AfterBoot::RolledBack => self.status.rollbacks += 1,
+                        _ => {}
+                    }
+                    if outcome == AfterBoot::NewlyConfirmed {
+                        self.status.mode = Some(BootMode::Confirmed);
+                    }
+                }
+            }
+        }
+
+        let mut wake = app.next_check_in;
+        if app.client.download().is_some() {
+            let mut pause = Duration::ZERO;
+            for _ in 0..t.steps_per_turn.max(1) {
+                let step = app.client.download_step();
+                if !Self::powered(&mut app) {
+                    self.status.power_cuts += 1;
+                    return self.reset(now, cx, app);
+                }
+                match step {
+                    Step::Reboot => {
+                        self.status.installs += 1;
+                        if let Some(d) = app.client.queued_events().last() {
+                            if let Some(v) = d.version {
+                                self.status.installed.push(v);
+                            }
+                        }
+                        // Tell the server before the reset; what is not sent is lost with RAM.
+                        let _ = app.client.flush_reports();
+                        return self.reset(now, cx, app);
+                    }
+                    Step::Failed | Step::Idle => {
+                        app.client.boot_mut().flash_mut().seal();
+                        break;
+                    }
+                    Step::Continue => {
+                        if app.client.transport().last_failed() {
+                            pause = t.retry;
+                            break;
+                        }
+                        if self.faults.slow_link {
+                            pause = t.slow_link_pause;
+                            break;
+                        }
+                    }
+                }
+            }
+            if app.client.download().is_some() {
+                wake = wake.min(now + pause);
+            }
+        }
+
+        if now >= app.next_check_in {
+            let outcome = app.client.check_in();
+            app.next_check_in = now + t.check_in_interval;
+            wake = wake.min(app.next_check_in);
+            if let Ok(CheckInOutcome::Started) = outcome {
+                if let Some(offer) = app.client.download().map(|d| d.offer().clone()) {
+                    self.status.accepted.push(offer.version);
+                    self.arm_faults(&mut app, offer.size, cx);
+                }
+                wake = now;
+            } else if outcome.is_err() {
+                app.next_check_in = now + t.retry;
+                wake = wake.min(app.next_check_in);
+            }
+        }
+
+        if !app.client.queued_events().is_empty() && app.client.flush_reports().is_err() {
+            wake = wake.min(now + t.retry);
+        }
+
+        if let AppBehaviour::CrashesAfter { after_ms } = app.behaviour {
+            wake = wake.min(app.booted_at + Duration::from_millis(u64::from(after_ms)));
+        }
+        self.status.link = app.client.transport().stats();
+        self.phase = Phase::Running(app);
+        wake
+    }
+
+    fn arm_faults(&mut self, app: &mut App, size: u32, cx: &Context<'_>) {
+        let chunk = cx.client.chunk_len.max(1) as u32;
+        let chunks = size.div_ceil(chunk).max(2);
+        if self.link_drop_armed {
+            self.link_drop_armed = false;
+            // Somewhere in the middle half of the image.
+            let at = size / 4 + (self.random() % u64::from(size / 2 + 1)) as u32;
+            app.client.transport_mut().drop_at(at, 2);
+        }
+        if self.power_cut_armed {
+            self.power_cut_armed = false;
+            // The slot's two sector erases, then one write per chunk: somewhere among them.
+            let ops = 2 + u64::from(chunks);
+            let after = 1 + self.random() % ops;
+            app.client.boot_mut().flash_mut().cut_power_after(after);
+        }
+    }
+}

@@ -1,0 +1,338 @@
+//! A fleet of virtual devices, run by a few threads against one real `fota serve`.
+//!
+//! Devices are split into shards, one per thread. A thread runs the devices of its shard whose
+//! time has come (a heap ordered by wake-up time) and sleeps until the next one; every request a
+//! device makes is a blocking HTTP request, as on the modem, over the thread's share of a
+//! keep-alive connection pool. Tens of threads keep tens of requests in flight, which is all a
+//! 2-core machine's server can take anyway.
+
+use crate::device::{Context, Device, DeviceStatus, Faults, Timing, LAYOUT};
+use crate::fleet_flash::FleetFlash;
+use crate::link::{Link, Server};
+use fota_boot::journal::RecordKind;
+use fota_boot::{BootJournal, BootMode};
+use fota_ota_client::Config;
+use fota_protocol::image::{ImageVersion, TrustedKey};
+use fota_protocol::SlotId;
+use std::cmp::Reverse;
+use std::collections::{BTreeMap, BinaryHeap};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+/// How to run a fleet.
+#[derive(Debug, Clone)]
+pub struct FleetConfig {
+    /// The server's base URL, e.g. `http://127.0.0.1:8080`.
+    pub server: String,
+    /// The keys the devices' bootloaders trust.
+    pub keys: Vec<TrustedKey>,
+    /// The simulated clock.
+    pub timing: Timing,
+    /// The OTA client's tunables.
+    pub client: Config,
+    /// Simulator threads (each with its own requests in flight).
+    pub threads: usize,
+}
+
+/// One device to simulate.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DeviceSpec {
+    /// Its id on the server.
+    pub id: String,
+    /// Its device token.
+    pub token: String,
+    /// Its hardware model.
+    pub model: String,
+    /// Faults to inject.
+    pub faults: Faults,
+}
+
+/// The flash of a device as it leaves the factory: `image_a` (linked for slot A) in slot A and a
+/// journal saying A is confirmed at security counter `security_counter`.
+pub fn factory_flash(image_a: &[u8], security_counter: u32) -> FleetFlash {
+    let mut flash = FleetFlash::new();
+    // A fresh FleetFlash is erased and in range: loading cannot fail.
+    let _ = flash.load(LAYOUT.slot_offset(SlotId::A), image_a);
+    if let Ok(mut journal) = BootJournal::open(&mut flash, LAYOUT.journal) {
+        let _ = journal.append(RecordKind::SecurityCounter {
+            value: security_counter,
+        });
+        let _ = journal.append(RecordKind::Confirmed { slot: SlotId::A });
+    }
+    flash
+}
+
+#[derive(Debug)]
+struct Shard {
+    devices: Vec<Device>,
+    queue: BinaryHeap<Reverse<(Instant, usize)>>,
+}
+
+/// A running fleet.
+#[derive(Debug)]
+pub struct Fleet {
+    shards: Vec<Arc<Mutex<Shard>>>,
+    stop: Arc<AtomicBool>,
+    threads: Vec<JoinHandle<()>>,
+    keys: &'static [TrustedKey],
+    size: usize,
+}
+
+/// Devices by what they run, and the fleet's counters.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct FleetSummary {
+    /// Devices.
+    pub devices: usize,
+    /// Devices running each version confirmed.
+    pub confirmed: BTreeMap<ImageVersion, usize>,
+    /// Devices running each version as a trial (or unconfirmed).
+    pub trial: BTreeMap<ImageVersion, usize>,
+    /// Devices between a reset and their application (or in recovery mode).
+    pub not_running: usize,
+    /// Devices in recovery mode.
+    pub in_recovery: usize,
+    /// Sum of the devices' counters.
+    pub boots: u64,
+    /// Trial boots.
+    pub trial_boots: u64,
+    /// Images installed.
+    pub installs: u64,
+    /// Trials confirmed.
+    pub confirmations: u64,
+    /// Bootloader reverts reported.
+    pub rollbacks: u64,
+    /// Crashes and watchdog resets.
+    pub crashes: u64,
+    /// Power cuts.
+    pub power_cuts: u64,
+    /// Check-ins answered.
+    pub check_ins: u64,
+    /// Reports acknowledged.
+    pub reports: u64,
+    /// Artifact bytes downloaded.
+    pub bytes_fetched: u64,
+    /// Failed requests.
+    pub request_failures: u64,
+    /// Devices that ever installed each version.
+    pub ever_installed: BTreeMap<ImageVersion, usize>,
+}
+
+impl FleetSummary {
+    /// Devices running `version`, confirmed.
+    pub fn confirmed_on(&self, version: ImageVersion) -> usize {
+        self.confirmed.get(&version).copied().unwrap_or(0)
+    }
+
+    fn add(&mut self, s: &DeviceStatus) {
+        self.devices += 1;
+        match (s.version, s.mode) {
+            (Some(v), Some(BootMode::Confirmed)) => *self.confirmed.entry(v).or_default() += 1,
+            (Some(v), Some(_)) => *self.trial.entry(v).or_default() += 1,
+            _ => self.not_running += 1,
+        }
+        self.in_recovery += usize::from(s.in_recovery);
+        self.boots += u64::from(s.boots);
+        self.trial_boots += u64::from(s.trial_boots);
+        self.installs += u64::from(s.installs);
+        self.confirmations += u64::from(s.confirmations);
+        self.rollbacks += u64::from(s.rollbacks);
+        self.crashes += u64::from(s.crashes);
+        self.power_cuts += u64::from(s.power_cuts);
+        self.check_ins += s.link.check_ins;
+        self.reports += s.link.reports;
+        self.bytes_fetched += s.link.bytes_fetched;
+        self.request_failures += s.link.failures;
+        let mut seen: Vec<ImageVersion> = s.installed.clone();
+        seen.sort();
+        seen.dedup();
+        for v in seen {
+            *self.ever_installed.entry(v).or_default() += 1;
+        }
+    }
+}
+
+fn lock(shard: &Mutex<Shard>) -> MutexGuard<'_, Shard> {
+    // A panicking device turn is a bug the tests report; the shard's data is still usable.
+    shard.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+impl Fleet {
+    /// Start `devices`, each with a copy of `factory` (shared images are not copied).
+    pub fn start(config: FleetConfig, factory: &FleetFlash, devices: Vec<DeviceSpec>) -> Fleet {
+        let keys: &'static [TrustedKey] = Box::leak(config.keys.clone().into_boxed_slice());
+        let threads = config.threads.clamp(1, 512).min(devices.len().max(1));
+        let server = Server::new(&config.server, threads);
+        let now = Instant::now();
+        let size = devices.len();
+        let mut shards: Vec<Shard> = (0..threads)
+            .map(|_| Shard {
+                devices: Vec::with_capacity(size / threads + 1),
+                queue: BinaryHeap::with_capacity(size / threads + 1),
+            })
+            .collect();
+        for (i, spec) in devices.into_iter().enumerate() {
+            let shard = &mut shards[i % threads];
+            let link = Link::new(server.clone(), &spec.id, &spec.token);
+            let index = shard.devices.len();
+            shard.devices.push(Device::new(
+                &spec.id,
+                &spec.model,
+                factory.clone(),
+                link,
+                spec.faults,
+            ));
+            shard.queue.push(Reverse((now, index)));
+        }
+        let shards: Vec<Arc<Mutex<Shard>>> = shards
+            .into_iter()
+            .map(|s| Arc::new(Mutex::new(s)))
+            .collect();
+        let stop = Arc::new(AtomicBool::new(false));
+        let handles = shards
+            .iter()
+            .enumerate()
+            .map(|(i, shard)| {
+                let shard = Arc::clone(shard);
+                let stop = Arc::clone(&stop);
+                let timing = config.timing;
+                let client = config.client;
+                std::thread::Builder::new()
+                    .name(format!("fleet-{i}"))
+                    .stack_size(256 * 1024)
+                    .spawn(move || run_shard(&shard, &stop, keys, &timing, client))
+                    .unwrap_or_else(|e| panic!("cannot start a simulator thread: {e}"))
+            })
+            .collect();
+        Fleet {
+            shards,
+            stop,
+            threads: handles,
+            keys,
+            size,
+        }
+    }
+
+    /// Devices in the fleet.
+    pub fn len(&self) -> usize {
+        self.size
+    }
+
+    /// Whether the fleet is empty.
+    pub fn is_empty(&self) -> bool {
+        self.size == 0
+    }
+
+    /// Every device's status.
+    pub fn statuses(&self) -> Vec<DeviceStatus> {
+        let mut out = Vec::with_capacity(self.size);
+        for shard in &self.shards {
+            out.extend(lock(shard).devices.iter().map(|d| d.status().clone()));
+        }
+        out
+    }
+
+    /// The fleet at a glance.
+    pub fn summary(&self) -> FleetSummary {
+        let mut summary = FleetSummary::default();
+        for shard in &self.shards {
+            for d in &lock(shard).devices {
+                summary.add(d.status());
+            }
+        }
+        summary
+    }
+
+    /// Wait until `done` holds for the fleet's summary (checked every 100 ms) or `timeout`
+    /// passes; returns the last summary and whether `done` held.
+    pub fn wait_until(
+        &self,
+        timeout: Duration,
+        mut done: impl FnMut(&FleetSummary) -> bool,
+    ) -> (FleetSummary, bool) {
+        let deadline = Instant::now() + timeout;
+        loop {
+            let summary = self.summary();
+            if done(&summary) {
+                return (summary, true);
+            }
+            if Instant::now() >= deadline {
+                return (summary, false);
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+
+    /// Stop every device and return them (powered off), for final checks such as
+    /// [`Device::next_boot`].
+    pub fn stop(mut self) -> (Vec<Device>, &'static [TrustedKey]) {
+        self.stop.store(true, Ordering::SeqCst);
+        for handle in self.threads.drain(..) {
+            let _ = handle.join();
+        }
+        let mut devices = Vec::with_capacity(self.size);
+        for shard in &self.shards {
+            devices.append(&mut lock(shard).devices);
+        }
+        (devices, self.keys)
+    }
+}
+
+impl Drop for Fleet {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::SeqCst);
+        for handle in self.threads.drain(..) {
+            let _ = handle.join();
+        }
+    }
+}
+
+/// Devices a thread runs before it lets a status reader at its shard.
+const BATCH: usize = 64;
+
+fn run_shard(
+    shard: &Mutex<Shard>,
+    stop: &AtomicBool,
+    keys: &'static [TrustedKey],
+    timing: &Timing,
+    client: Config,
+) {
+    let cx = Context {
+        keys,
+        timing,
+        client,
+    };
+    while !stop.load(Ordering::Relaxed) {
+        let wait = {
+            let mut shard = lock(shard);
+            let Shard { devices, queue } = &mut *shard;
+            let mut ran = 0;
+            let now = Instant::now();
+            while ran < BATCH {
+                match queue.peek() {
+                    Some(Reverse((at, _))) if *at <= now => {}
+                    _ => break,
+                }
+                let Some(Reverse((_, index))) = queue.pop() else {
+                    break;
+                };
+                let next = devices[index].turn(Instant::now(), &cx);
+                queue.push(Reverse((next, index)));
+                ran += 1;
+            }
+            if ran > 0 {
+                Duration::ZERO
+            } else {
+                queue
+                    .peek()
+                    .map(|Reverse((at, _))| at.saturating_duration_since(now))
+                    .unwrap_or(Duration::from_millis(20))
+                    .min(Duration::from_millis(20))
+            }
+        };
+        if !wait.is_zero() {
+            std::thread::sleep(wait);
+        }
+    }
+}

@@ -1,0 +1,364 @@
+//! End to end: virtual devices running the real `fota-boot` and `fota-ota-client` on simulated
+//! flash (the `fota-sim` crate) against a real `fota serve` over HTTP, on SQLite and PostgreSQL.
+//!
+//! Each scenario is what an operator lives through: a good release reaching the whole fleet, a bad
+//! one halted in its canary while the bootloaders revert it, a confirmed-but-faulty one undone by
+//! `fota rollback`, and downloads that survive dropped links and power cuts.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+mod common;
+
+use common::{rollout_status, signing_key, wait_for, Api, Db, TestApp};
+use fota_protocol::image::{ImageVersion, TrustedKey};
+use fota_protocol::SlotId;
+use fota_server::rollout::cohort;
+use fota_sim::device::Timing;
+use fota_sim::{app, factory_flash, AppBehaviour, DeviceSpec, Faults, Fleet, FleetConfig};
+use serde_json::{json, Value};
+use std::time::Duration;
+
+const MODEL: &str = "f429";
+const IMAGE_LEN: usize = 8 * 1024;
+
+fn version(major: u8) -> ImageVersion {
+    ImageVersion::new(major, 0, 0, 0)
+}
+
+fn build(slot: SlotId, v: ImageVersion, behaviour: AppBehaviour) -> Vec<u8> {
+    app::image(&signing_key(), slot, v, 1, behaviour, IMAGE_LEN)
+}
+
+fn keys() -> Vec<TrustedKey> {
+    vec![TrustedKey::from_bytes(&signing_key().verifying_key().to_bytes()).unwrap()]
+}
+
+/// Upload a release of simulated builds; returns its id.
+async fn upload(app: &TestApp, v: ImageVersion, behaviour: AppBehaviour) -> i64 {
+    let resp = app
+        .upload_release(
+            MODEL,
+            build(SlotId::A, v, behaviour),
+            build(SlotId::B, v, behaviour),
+        )
+        .await;
+    assert_eq!(resp.status(), 201, "{}", resp.text().await.unwrap());
+    resp.json::<Value>().await.unwrap()["id"].as_i64().unwrap()
+}
+
+/// Provision `n` devices and start them, each on `faults(i)`, from the factory image v1.
+async fn start_fleet(app: &TestApp, n: usize, faults: impl Fn(usize) -> Faults) -> Fleet {
+    let body = json!({
+        "devices": (0..n).map(|i| json!({"id": format!("sim-{i:04}"), "model": MODEL})).collect::<Vec<_>>()
+    });
+    let resp = app
+        .admin_post("/v1/devices")
+        .json(&body)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 201);
+    let v: Value = resp.json().await.unwrap();
+    let specs = v["devices"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .enumerate()
+        .map(|(i, d)| DeviceSpec {
+            id: d["id"].as_str().unwrap().to_string(),
+            token: d["token"].as_str().unwrap().to_string(),
+            model: MODEL.to_string(),
+            faults: faults(i),
+        })
+        .collect();
+    let factory = factory_flash(&build(SlotId::A, version(1), AppBehaviour::Good), 1);
+    let config = FleetConfig {
+        server: app.url.clone(),
+        keys: keys(),
+        timing: Timing {
+            check_in_interval: Duration::from_millis(300),
+            ..Timing::default()
+        },
+        client: fota_ota_client::Config::default(),
+        threads: 8,
+    };
+    let fleet = tokio::task::spawn_blocking(move || Fleet::start(config, &factory, specs))
+        .await
+        .unwrap();
+    // Every device boots v1 confirmed and checks in.
+    let (summary, ok) = wait_fleet(&fleet, Duration::from_secs(20), |s| {
+        s.confirmed_on(version(1)) == n && s.check_ins >= n as u64
+    })
+    .await;
+    assert!(ok, "the fleet did not come up: {summary:?}");
+    fleet
+}
+
+async fn wait_fleet(
+    fleet: &Fleet,
+    timeout: Duration,
+    done: impl Fn(&fota_sim::FleetSummary) -> bool,
+) -> (fota_sim::FleetSummary, bool) {
+    let start = std::time::Instant::now();
+    loop {
+        let summary = fleet.summary();
+        if done(&summary) {
+            return (summary, true);
+        }
+        if start.elapsed() > timeout {
+            return (summary, false);
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+async fn start_rollout(app: &TestApp, body: Value) -> i64 {
+    let resp = app
+        .admin_post("/v1/rollouts")
+        .json(&body)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 201, "{}", resp.text().await.unwrap());
+    resp.json::<Value>().await.unwrap()["id"].as_i64().unwrap()
+}
+
+fn stage(percent: f64, min_sample: u64, deadline_s: i64) -> Value {
+    json!({"percent": percent, "bake_s": 0, "min_sample": min_sample,
+           "max_failure_rate": 0.2, "confirm_deadline_s": deadline_s})
+}
+
+/// Stop the fleet and boot every device once more: each must run a verified image, and this
+/// returns what they run.
+async fn final_boots(fleet: Fleet) -> Vec<(String, SlotId, ImageVersion, fota_boot::BootMode)> {
+    tokio::task::spawn_blocking(move || {
+        let (mut devices, keys) = fleet.stop();
+        devices
+            .iter_mut()
+            .map(|d| {
+                let id = d.status().id.clone();
+                let (slot, v, mode) = d
+                    .next_boot(keys)
+                    .unwrap_or_else(|| panic!("{id} has no verified image to boot"));
+                (id, slot, v, mode)
+            })
+            .collect()
+    })
+    .await
+    .unwrap()
+}
+
+/// A good release goes from the first stage to 100%; every device ends confirmed on it, the ones
+/// whose link dropped, whose power was cut mid-flash and whose link is slow included.
+async fn good_release_reaches_every_device(db: Db) {
+    let app = common::spawn_app(db).await;
+    let n = 40;
+    let fleet = start_fleet(&app, n, |i| Faults {
+        link_drop: i % 5 == 1,
+        power_cut: i % 5 == 2,
+        slow_link: i % 5 == 3,
+    })
+    .await;
+    let v2 = upload(&app, version(2), AppBehaviour::Good).await;
+    let id = start_rollout(
+        &app,
+        json!({"release_id": v2, "stages": [stage(10.0, 2, 10), stage(50.0, 5, 10), stage(100.0, 5, 10)]}),
+    )
+    .await;
+    let status = wait_for(&app, id, Duration::from_secs(90), |s| {
+        s["state"] != "active"
+    })
+    .await;
+    assert_eq!(status["state"], "completed", "{status:#}");
+    let (summary, ok) = wait_fleet(&fleet, Duration::from_secs(20), |s| {
+        s.confirmed_on(version(2)) == n
+    })
+    .await;
+    assert!(ok, "not every device confirmed v2: {summary:?}");
+    assert!(summary.power_cuts >= (n / 5) as u64, "{summary:?}");
+    assert_eq!(summary.in_recovery, 0);
+    assert_eq!(summary.rollbacks, 0, "{summary:?}");
+
+    for (id, slot, v, mode) in final_boots(fleet).await {
+        assert_eq!(
+            (slot, v, mode),
+            (SlotId::B, version(2), fota_boot::BootMode::Confirmed),
+            "{id}"
+        );
+    }
+}
+
+/// The field incident: a release that boots but never reaches the server. The rollout halts in
+/// its first stage; every device that took it is reverted by its bootloader and reports the
+/// rollback; no device outside the first stage is offered it; every device still boots a
+/// verified image.
+async fn bad_release_halts_in_the_canary_and_reverts(db: Db) {
+    let app = common::spawn_app(db).await;
+    let n = 100;
+    let fleet = start_fleet(&app, n, |_| Faults::default()).await;
+    let bad = upload(&app, version(2), AppBehaviour::NeverReachesServer).await;
+    let id = start_rollout(
+        &app,
+        json!({"release_id": bad, "stages": [stage(10.0, 3, 3), stage(50.0, 3, 3), stage(100.0, 3, 3)]}),
+    )
+    .await;
+    let status = wait_for(&app, id, Duration::from_secs(60), |s| {
+        s["state"] != "active"
+    })
+    .await;
+    assert_eq!(status["state"], "halted", "{status:#}");
+    assert_eq!(status["current_stage"], 1, "{status:#}");
+
+    let first_stage = cohort::threshold_for_basis_points(1000);
+    let statuses = fleet.statuses();
+    let exposed: Vec<&str> = statuses
+        .iter()
+        .filter(|s| s.accepted.contains(&version(2)))
+        .map(|s| s.id.as_str())
+        .collect();
+    assert!(!exposed.is_empty(), "nobody took the canary");
+    for device in &exposed {
+        assert!(
+            cohort::is_in(cohort::rank(id, device), first_stage),
+            "{device} was offered the bad release outside the first stage"
+        );
+    }
+    // Every exposed device is reverted by its bootloader (three watchdog resets) and, back on
+    // v1, reports the rollback.
+    let exposed_n = exposed.len();
+    let (summary, ok) = wait_fleet(&fleet, Duration::from_secs(30), |s| {
+        s.confirmed_on(version(1)) == n && s.rollbacks as usize >= exposed_n
+    })
+    .await;
+    assert!(ok, "exposed devices were not all reverted: {summary:?}");
+    assert!(
+        summary.trial_boots as usize >= 3 * exposed_n,
+        "three trial boots each before the revert: {summary:?}"
+    );
+    for s in fleet.statuses() {
+        if exposed.contains(&s.id.as_str()) {
+            assert_eq!(s.rollbacks, 1, "{} did not report its rollback once", s.id);
+        } else {
+            assert!(s.accepted.is_empty(), "{} took an offer", s.id);
+        }
+    }
+    // The server heard the rollbacks.
+    app.settle().await;
+    let status = rollout_status(&app, id).await;
+    assert_eq!(
+        status["counts"]["rolled_back"].as_u64(),
+        Some(exposed_n as u64),
+        "{status:#}"
+    );
+
+    for (id, _, v, mode) in final_boots(fleet).await {
+        assert_eq!(
+            (v, mode),
+            (version(1), fota_boot::BootMode::Confirmed),
+            "{id}"
+        );
+    }
+}
+
+/// A release that confirms and then crashes after a while passes its rollout; `fota rollback`
+/// rolls the devices forward to the previous release.
+async fn fota_rollback_restores_the_previous_release(db: Db) {
+    let app = common::spawn_app(db).await;
+    let n = 20;
+    let fleet = start_fleet(&app, n, |_| Faults::default()).await;
+    let good = upload(&app, version(1), AppBehaviour::Good).await;
+    let faulty = upload(
+        &app,
+        version(2),
+        AppBehaviour::CrashesAfter { after_ms: 2000 },
+    )
+    .await;
+    let id = start_rollout(
+        &app,
+        json!({"release_id": faulty, "stages": [stage(100.0, 1, 10)]}),
+    )
+    .await;
+    let status = wait_for(&app, id, Duration::from_secs(60), |s| {
+        s["state"] != "active"
+    })
+    .await;
+    assert_eq!(status["state"], "completed", "{status:#}");
+    let (summary, ok) = wait_fleet(&fleet, Duration::from_secs(20), |s| {
+        s.confirmed_on(version(2)) == n && s.crashes > 0
+    })
+    .await;
+    assert!(ok, "the faulty release did not take: {summary:?}");
+
+    let out = tokio::process::Command::new(env!("CARGO_BIN_EXE_fota"))
+        .args([
+            "rollback",
+            "--release",
+            &good.to_string(),
+            "--from-release",
+            &faulty.to_string(),
+            "--json",
+        ])
+        .env("FOTA_SERVER", &app.url)
+        .env("FOTA_TOKEN", &app.admin)
+        .output()
+        .await
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "fota rollback failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let (summary, ok) = wait_fleet(&fleet, Duration::from_secs(60), |s| {
+        s.confirmed_on(version(1)) == n
+    })
+    .await;
+    assert!(ok, "not every device is back on v1: {summary:?}");
+    for (id, slot, v, mode) in final_boots(fleet).await {
+        assert_eq!(
+            (slot, v, mode),
+            (SlotId::A, version(1), fota_boot::BootMode::Confirmed),
+            "{id}"
+        );
+    }
+}
+
+/// A download whose link drops resumes from the first byte it does not have.
+async fn interrupted_download_resumes(db: Db) {
+    let app = common::spawn_app(db).await;
+    let n = 6;
+    let fleet = start_fleet(&app, n, |_| Faults {
+        link_drop: true,
+        ..Faults::default()
+    })
+    .await;
+    let v2 = upload(&app, version(2), AppBehaviour::Good).await;
+    let id = start_rollout(
+        &app,
+        json!({"release_id": v2, "stages": [stage(100.0, 1, 10)]}),
+    )
+    .await;
+    let status = wait_for(&app, id, Duration::from_secs(60), |s| {
+        s["state"] != "active"
+    })
+    .await;
+    assert_eq!(status["state"], "completed", "{status:#}");
+    let image_len = build(SlotId::B, version(2), AppBehaviour::Good).len() as u64;
+    for s in fleet.statuses() {
+        assert_eq!(s.link.drops, 1, "{}: {:?}", s.id, s.link);
+        let resumed = s.link.resumed_at.expect("fetched after the drop");
+        assert!(resumed > 0, "{} started over after the drop", s.id);
+        assert_eq!(
+            s.link.bytes_fetched, image_len,
+            "{} downloaded more than the image",
+            s.id
+        );
+        assert_eq!(s.installs, 1);
+    }
+    drop(fleet);
+}
+
+backend_tests!(
+    good_release_reaches_every_device,
+    bad_release_halts_in_the_canary_and_reverts,
+    fota_rollback_restores_the_previous_release,
+    interrupted_download_resumes,
+);
