@@ -2,8 +2,15 @@
 # QEMU boot tests for the fota bootloader and demo app (qemu-system-arm -M netduinoplus2, an
 # STM32F405: the same F4 flash map). Builds everything with the `qemu` feature, signs the demo
 # app for slot A and slot B with a throwaway test key (`fota keygen`, kept under target/, never in
-# git), loads raw images at their slot addresses over an 0xFF fill (QEMU leaves unloaded flash at
-# 0x00), and asserts on the semihosting output.
+# git), writes boot-journal sectors with qemu/journal-seed (fota-boot's own BootJournal, built for
+# the host), loads one composed flash image per scenario (0xFF wherever nothing is loaded: QEMU
+# leaves unloaded flash at 0x00), and asserts on the semihosting output of the bootloader (journal
+# state, record appended, refusals, slot and mode booted) and of the demo app (its boot info from
+# the journal, self-test, mark_confirmed, boot info again).
+#
+# QEMU drops flash writes: under the `qemu` feature the board's flash driver keeps the journal
+# sectors in a RAM overlay for the session (board/src/overlay.rs), shared by the bootloader and
+# the app, so the bootloader's Attempt and the app's Confirmed are read back as on a device.
 #
 # Usage: device-firmware/stm32f429/qemu/run-tests.sh      (exits non-zero if any scenario fails)
 # Also prints the bootloader's flash size against its 32 KB budget (sectors 0-1).
@@ -34,6 +41,14 @@ SIZE="$(command -v llvm-size || command -v arm-none-eabi-size || true)"
 
 fota() { (cd "$ROOT" && cargo run -q -p fota-server --bin fota -- "$@"); }
 
+# The journal seeder runs on the host: its own workspace, built for the host triple explicitly
+# (this directory's .cargo/config.toml selects the thumb target).
+HOST="$(rustc -vV | sed -n 's/^host: //p')"
+SEED_TARGET="$BOARD/target/journal-seed"
+cargo build --release -q --manifest-path "$BOARD/qemu/journal-seed/Cargo.toml" --target "$HOST" \
+    --target-dir "$SEED_TARGET" || die "journal-seed build failed"
+SEED="$SEED_TARGET/$HOST/release/fota-journal-seed"
+
 # --- test key (throwaway, under target/) ----------------------------------------------------
 KEY="$OUT/test-key.pem"
 if [ ! -f "$KEY" ] || [ ! -f "$OUT/test-key.pub.pem" ]; then
@@ -51,7 +66,7 @@ BOOT_FEATURES="qemu"
 SIZE_OK=1
 if cargo build --release -q -p fota-bootloader 2>/dev/null; then
     USED=$(flash_bytes "$TARGET_DIR/fota-bootloader")
-    echo "bootloader size (device build): $USED bytes of $BUDGET (fits)"
+    echo "bootloader size (device build): $USED bytes of $BUDGET (fits, $((BUDGET - USED)) bytes free)"
 else
     cargo build --release -q -p fota-bootloader --features no-size-budget 2>/dev/null \
         || die "bootloader does not build"
@@ -64,13 +79,17 @@ else
 fi
 
 # --- builds for QEMU ------------------------------------------------------------------------
-cargo build --release -q -p fota-bootloader --features "$BOOT_FEATURES" || die "bootloader (qemu) build failed"
-[ -n "$SIZE" ] && echo "bootloader size (qemu build, with semihosting): $(flash_bytes "$TARGET_DIR/fota-bootloader") bytes"
+# The QEMU build (semihosting log, RAM journal overlay) links within the same 32 KB: a bigger one
+# would overlap the journal sectors the scenarios load at 0x08008000.
+cargo build --release -q -p fota-bootloader --features "$BOOT_FEATURES" \
+    || die "bootloader (qemu) build failed (over 32 KB? it must fit below the journal)"
+[ -n "$SIZE" ] && echo "bootloader size (qemu build, with semihosting): $(flash_bytes "$TARGET_DIR/fota-bootloader") bytes of $BUDGET"
 "$OBJCOPY" -O binary "$TARGET_DIR/fota-bootloader" "$OUT/bootloader.bin" || die "objcopy failed"
 for slot in a b; do
     cargo build --release -q -p fota-demo-app --features "qemu,slot-$slot" || die "demo app (slot $slot) build failed"
     cp "$TARGET_DIR/fota-demo-app" "$OUT/app-$slot.elf"
-    fota sign --key "$KEY" --slot "$slot" --version 1.0.0 "$OUT/app-$slot.elf" -o "$OUT/app-$slot.bin" >/dev/null \
+    fota sign --key "$KEY" --slot "$slot" --version 1.0.0 --security-counter 1 \
+        "$OUT/app-$slot.elf" -o "$OUT/app-$slot.bin" >/dev/null \
         || die "fota sign (slot $slot) failed"
 done
 
@@ -95,40 +114,76 @@ assert data[-68] == 0x24 and data[-66] == 64, "expected the ED25519 TLV last"
 data[-1] ^= 0x01
 open(sys.argv[2], "wb").write(data)
 PY
+# App B with its signature damaged, for a pending B that must be rejected.
+python3 - "$OUT/app-b.bin" "$OUT/app-b-badsig.bin" <<'PY'
+import sys
+data = bytearray(open(sys.argv[1], "rb").read())
+assert data[-68] == 0x24 and data[-66] == 64, "expected the ED25519 TLV last"
+data[-1] ^= 0x01
+open(sys.argv[2], "wb").write(data)
+PY
 # App B built for slot A (links at 0x08020200, signed for A), to be loaded at slot B.
 cp "$OUT/app-a.bin" "$OUT/app-a-at-b.bin"
 
+# Boot-journal sectors (32 KB at 0x08008000), appended record by record by fota-boot itself.
+# The factory state of a provisioned device is SecurityCounter 1 + Confirmed A.
+seed() {  # seed NAME RECORD...
+    local name="$1"; shift
+    "$SEED" "$OUT/journal-$name.bin" "$@" 2>/dev/null || die "journal-seed $name failed"
+}
+seed a-confirmed   counter:1 confirmed:a
+seed b-pending     counter:1 confirmed:a pending:b
+seed b-attempt-2   counter:1 confirmed:a pending:b attempt:b attempt:b
+seed b-attempt-3   counter:1 confirmed:a pending:b attempt:b attempt:b attempt:b
+seed floor-2       counter:2 confirmed:a pending:b
+
 # QEMU refuses overlapping -device loader regions, and its unloaded flash reads 0x00, not the
-# erased 0xFF. So each scenario loads one 1 MB flash image: 0xFF everywhere (journal, identity,
-# empty slots, slot padding), the bootloader at 0x08000000 and the signed images at their slots.
-compose() {  # compose OUT A-IMAGE|- B-IMAGE|-
+# erased 0xFF. So each scenario loads one 1 MB flash image: 0xFF everywhere (erased journal,
+# identity, empty slots, slot padding), the bootloader at 0x08000000, the journal sectors at
+# 0x08008000 when seeded, and the signed images at their slots.
+compose() {  # compose OUT JOURNAL|- A-IMAGE|- B-IMAGE|-
     python3 - "$OUT/bootloader.bin" "$@" <<'PY'
 import sys
-boot, out, a, b = sys.argv[1:5]
+boot, out, journal, a, b = sys.argv[1:6]
 flash = bytearray(b"\xff" * (1024 * 1024))
-def put(path, offset):
+def put(path, offset, limit):
     data = open(path, "rb").read()
+    assert len(data) <= limit, f"{path}: {len(data)} bytes do not fit {limit}"
     flash[offset:offset + len(data)] = data
-put(boot, 0)
-if a != "-": put(a, 0x20000)
-if b != "-": put(b, 0x60000)
+put(boot, 0, 0x8000)
+if journal != "-": put(journal, 0x8000, 0x8000)
+if a != "-": put(a, 0x20000, 0x40000)
+if b != "-": put(b, 0x60000, 0x40000)
 open(out, "wb").write(flash)
 PY
 }
 
 # --- scenarios ------------------------------------------------------------------------------
 PASSED=0; FAILED=0
-# run NAME EXPECT-REGEX REJECT-REGEX [A-IMAGE|-] [B-IMAGE|-]
+RECOVERY='recovery: no slot verifies'   # what the bootloader prints when nothing can run
+# run NAME EXPECT-REGEX REJECT-REGEX JOURNAL|- A-IMAGE|- B-IMAGE|-
 run() {
-    local name="$1" expect="$2" reject="$3" a="$4" b="$5" log="$OUT/$1.log"
+    local name="$1" expect="$2" reject="$3" journal="$4" a="$5" b="$6" log="$OUT/$1.log"
+    [ "$journal" != - ] && journal="$OUT/journal-$journal.bin"
     [ "$a" != - ] && a="$OUT/$a"
     [ "$b" != - ] && b="$OUT/$b"
-    compose "$OUT/$name.flash.bin" "$a" "$b" || die "cannot compose $name"
+    compose "$OUT/$name.flash.bin" "$journal" "$a" "$b" || die "cannot compose $name"
     local args=(-M netduinoplus2 -nographic -monitor none -serial null
         -semihosting-config enable=on,target=native
         -device "loader,file=$OUT/$name.flash.bin,addr=0x08000000")
-    timeout "$TIMEOUT" qemu-system-arm "${args[@]}" >"$log" 2>&1
-    local rc=$?
+    # The app exits QEMU itself. Recovery never exits: stop it a second after it says so (the
+    # scenarios that expect recovery would otherwise each wait for the whole timeout).
+    timeout "$TIMEOUT" qemu-system-arm "${args[@]}" >"$log" 2>&1 &
+    local pid=$! rc waited=0
+    while kill -0 "$pid" 2>/dev/null; do
+        if grep -q "$RECOVERY" "$log" && [ "$waited" -ge 10 ]; then
+            kill "$pid" 2>/dev/null
+            break
+        fi
+        grep -q "$RECOVERY" "$log" && waited=$((waited + 1))
+        sleep 0.1
+    done
+    wait "$pid"; rc=$?
     local flat; flat="$(tr '\n' ' ' <"$log")"   # the patterns span lines
     if grep -Eq "$expect" <<<"$flat" && ! grep -Eq "$reject" <<<"$flat"; then
         echo "PASS $name"; PASSED=$((PASSED + 1))
@@ -146,14 +201,71 @@ else
     echo "FAIL bootloader-fits-32k ($USED bytes)"; FAILED=$((FAILED + 1))
 fi
 
-# The app exits QEMU itself after SysTick fired; recovery never exits, so the timeout ends it.
-run a-only          'app running from slot A \(VTOR 0x08020200\)[[:space:]]+systick ok' 'FAILED|slot B' app-a.bin -
-run b-only          'app running from slot B \(VTOR 0x08060200\)[[:space:]]+systick ok' 'FAILED|booting slot A' - app-b.bin
-run a-bad-payload-b-ok 'slot A refused: Image\(HashMismatch\).*booting slot B.*app running from slot B.*systick ok' 'FAILED|booting slot A' app-a-bad.bin app-b.bin
-run a-badsig-b-ok   'slot A refused: Image\(BadSignature\).*booting slot B.*app running from slot B.*systick ok' 'FAILED|booting slot A' app-a-badsig.bin app-b.bin
-run wrong-slot      'slot A refused: Image\(HashMismatch\)[[:space:]]+slot B refused: Slot\(WrongLoadAddress.*recovery' 'app running|booting' app-a-bad.bin app-a-at-b.bin
-run b-at-a          'slot A refused: Slot\(WrongLoadAddress.*recovery' 'app running|booting' app-b-at-a.bin -
-run nothing-valid   'recovery: no slot verifies' 'app running|booting' - -
+# What the app prints: its slot and VTOR, its boot info from the journal, the self-test (SysTick
+# through its own vector table), and, unless it was confirmed already, mark_confirmed and the boot
+# info read back from the journal. It exits QEMU itself; recovery never exits, so the timeout
+# ends it.
+S='[[:space:]]+'
+APP_A="app running from slot A \(VTOR 0x08020200\)"
+APP_B="app running from slot B \(VTOR 0x08060200\)"
+SELFTEST="self-test ok: systick fired through this image's table"
+CONFIRMS="mark_confirmed: ok${S}boot info: slot [AB] confirmed"
+
+# Factory state: an erased journal and A. Nothing confirmed yet, so A runs unconfirmed and
+# confirms itself (its first journal append compacts the empty journal into sector 2 first).
+run factory-a-only \
+    "journal: confirmed -, pending -, attempts 0, security counter 0${S}booting slot A \(unconfirmed\) VTOR 0x08020200${S}${APP_A}${S}boot info: slot A unconfirmed, security counter 0${S}${SELFTEST}.*${CONFIRMS}, security counter 1" \
+    'FAILED|appended|slot B' - app-a.bin -
+# The journal says A is confirmed: A runs, nothing is appended, B (valid) is not even read.
+run a-confirmed \
+    "journal: confirmed A, pending -, attempts 0, security counter 1${S}booting slot A \(confirmed\) VTOR 0x08020200${S}${APP_A}${S}boot info: slot A confirmed, security counter 1${S}${SELFTEST}" \
+    'FAILED|appended|refused|slot B|mark_confirmed' a-confirmed app-a.bin app-b.bin
+# An update: A confirmed, B pending. The Attempt is journaled before the jump; B runs on trial,
+# sees it in the journal, passes its self-test and confirms itself.
+run b-pending-trial \
+    "journal: confirmed A, pending B, attempts 0, security counter 1${S}journal: appended Attempt\(B\)${S}booting slot B \(trial, attempt 1\) VTOR 0x08060200${S}${APP_B}${S}boot info: slot B trial \(attempt 1\), security counter 1${S}${SELFTEST}.*mark_confirmed: ok${S}boot info: slot B confirmed, security counter 1" \
+    'FAILED|refused|booting slot A' b-pending app-a.bin app-b.bin
+# The third and last trial boot.
+run b-pending-third-attempt \
+    "journal: confirmed A, pending B, attempts 2, security counter 1${S}journal: appended Attempt\(B\)${S}booting slot B \(trial, attempt 3\).*boot info: slot B trial \(attempt 3\).*${CONFIRMS}" \
+    'FAILED|refused|booting slot A' b-attempt-2 app-a.bin app-b.bin
+# Three trial boots already recorded and never confirmed (each hung or reset): reverted to A.
+run b-pending-3-attempts-reverted \
+    "journal: confirmed A, pending B, attempts 3, security counter 1${S}journal: appended Reverted\(B\)${S}booting slot A \(confirmed\) VTOR 0x08020200${S}${APP_A}${S}boot info: slot A confirmed" \
+    'FAILED|refused|booting slot B|mark_confirmed' b-attempt-3 app-a.bin app-b.bin
+# A pending B whose signature is damaged: rejected (journaled), A runs.
+run b-pending-badsig \
+    "journal: confirmed A, pending B, attempts 0, security counter 1${S}journal: appended Rejected\(B\)${S}slot B refused: Image\(BadSignature\)${S}booting slot A \(confirmed\) VTOR 0x08020200${S}${APP_A}${S}boot info: slot A confirmed" \
+    'FAILED|booting slot B|Attempt' b-pending app-a.bin app-b-badsig.bin
+# A pending B that is a build for slot A (signed, but linked for 0x08020200): refused, A runs.
+run b-pending-wrong-slot \
+    "journal: appended Rejected\(B\)${S}slot B refused: Slot\(WrongLoadAddress\)${S}booting slot A \(confirmed\).*${APP_A}" \
+    'FAILED|booting slot B|Attempt' b-pending app-a.bin app-a-at-b.bin
+# Anti-rollback: the journal's floor is 2, both images carry security counter 1: nothing runs.
+run floor-above-images \
+    "slot A refused: SecurityCounter\(below the floor\)${S}slot B refused: SecurityCounter\(below the floor\)${S}${RECOVERY}" \
+    'app running|booting' floor-2 app-a.bin app-b.bin
+# Erased journal, no A: B runs unconfirmed and confirms itself.
+run b-only \
+    "booting slot B \(unconfirmed\) VTOR 0x08060200${S}${APP_B}${S}boot info: slot B unconfirmed.*${SELFTEST}.*${CONFIRMS}" \
+    'FAILED|booting slot A' - - app-b.bin
+run a-bad-payload-b-ok \
+    "slot A refused: Image\(HashMismatch\)${S}booting slot B \(unconfirmed\).*${APP_B}.*${SELFTEST}" \
+    'FAILED|booting slot A' - app-a-bad.bin app-b.bin
+run a-badsig-b-ok \
+    "slot A refused: Image\(BadSignature\)${S}booting slot B \(unconfirmed\).*${APP_B}.*${SELFTEST}" \
+    'FAILED|booting slot A' - app-a-badsig.bin app-b.bin
+run wrong-slot \
+    "slot A refused: Image\(HashMismatch\)${S}slot B refused: Slot\(WrongLoadAddress\)${S}${RECOVERY}" \
+    'app running|booting' - app-a-bad.bin app-a-at-b.bin
+run b-at-a \
+    "slot A refused: Slot\(WrongLoadAddress\).*${RECOVERY}" \
+    'app running|booting' - app-b-at-a.bin -
+run nothing-valid "${RECOVERY}" 'app running|booting' - - -
+# Nothing valid with a journal that names slots: B is rejected, A is refused, recovery.
+run nothing-valid-journal \
+    "journal: appended Rejected\(B\)${S}slot A refused: Image\([A-Za-z]+\)${S}slot B refused: Image\([A-Za-z]+\)${S}${RECOVERY}" \
+    'app running|booting' b-pending - -
 
 echo "$PASSED passed, $FAILED failed"
 [ "$FAILED" -eq 0 ]

@@ -6,6 +6,10 @@
 //! parallelism, PSIZE = 0b10, valid at 2.7-3.6 V), and erases are whole sectors of the
 //! 16/64/128 KB map ([`SECTORS`]). The bootloader's own sectors (0-1) are refused in software on
 //! top of their WRP protection.
+//!
+//! With the `qemu` feature the journal sectors (2-3) are served from a RAM overlay
+//! (`overlay.rs`), because QEMU drops flash writes; everything else, and every build
+//! without the feature, programs the real registers.
 
 use crate::pac;
 use embedded_storage::nor_flash::{
@@ -88,6 +92,9 @@ pub struct Protection {
 #[derive(Debug)]
 pub struct Flash {
     regs: pac::FLASH,
+    /// QEMU only: the journal sectors as this QEMU session has written them.
+    #[cfg(feature = "qemu")]
+    overlay: &'static mut crate::overlay::Overlay,
 }
 
 fn sector_boundary(offset: u32) -> Option<usize> {
@@ -112,7 +119,11 @@ fn touches_bootloader(offset: u32, len: u32) -> bool {
 impl Flash {
     /// Take the flash interface.
     pub fn new(regs: pac::FLASH) -> Self {
-        Self { regs }
+        Self {
+            regs,
+            #[cfg(feature = "qemu")]
+            overlay: crate::overlay::Overlay::take(),
+        }
     }
 
     /// RDP level and WRP mask from FLASH_OPTCR (the option bytes loaded at reset). Under QEMU the
@@ -184,9 +195,13 @@ impl Flash {
         if acr & ACR_DCEN != 0 {
             // SAFETY: RM0090 3.5.2: the data cache is reset only while disabled; disable,
             // reset, release, and re-enable it with the other ACR bits (latency) unchanged.
-            self.regs.acr().write(|w| unsafe { w.bits(acr & !ACR_DCEN) });
+            self.regs
+                .acr()
+                .write(|w| unsafe { w.bits(acr & !ACR_DCEN) });
             // SAFETY: as above.
-            self.regs.acr().write(|w| unsafe { w.bits((acr & !ACR_DCEN) | ACR_DCRST) });
+            self.regs
+                .acr()
+                .write(|w| unsafe { w.bits((acr & !ACR_DCEN) | ACR_DCRST) });
             // SAFETY: as above.
             self.regs.acr().write(|w| unsafe { w.bits(acr) });
         }
@@ -212,7 +227,9 @@ impl Flash {
         self.wait_idle();
         self.clear_flags();
         // SAFETY: PG with PSIZE x32: the next aligned 32-bit write to flash programs one word.
-        self.regs.cr().write(|w| unsafe { w.bits(CR_PSIZE_X32 | CR_PG) });
+        self.regs
+            .cr()
+            .write(|w| unsafe { w.bits(CR_PSIZE_X32 | CR_PG) });
         // SAFETY: `addr` is word-aligned and inside the 1 MB flash (checked by `write`); with PG
         // set the flash interface turns this store into a program operation. Volatile, so it is
         // neither merged nor elided.
@@ -259,6 +276,8 @@ impl ReadNorFlash for Flash {
                 bytes.len(),
             )
         };
+        #[cfg(feature = "qemu")]
+        self.overlay.read(offset, bytes);
         Ok(())
     }
 
@@ -287,6 +306,15 @@ impl NorFlash for Flash {
         if first == end {
             return Ok(());
         }
+        #[cfg(feature = "qemu")]
+        match crate::overlay::coverage(from, (to - from) as usize) {
+            crate::overlay::Coverage::Inside => {
+                self.overlay.erase(from, to);
+                return Ok(());
+            }
+            crate::overlay::Coverage::Straddles => return Err(FlashError::OutOfBounds),
+            crate::overlay::Coverage::Outside => {}
+        }
         self.unlock();
         let mut result = Ok(());
         for sector in &SECTORS[first..end] {
@@ -307,6 +335,18 @@ impl NorFlash for Flash {
         }
         if touches_bootloader(offset, bytes.len() as u32) {
             return Err(FlashError::Bootloader);
+        }
+        #[cfg(feature = "qemu")]
+        match crate::overlay::coverage(offset, bytes.len()) {
+            crate::overlay::Coverage::Inside => {
+                if !self.overlay.can_program(offset, bytes) {
+                    return Err(FlashError::NeedsErase);
+                }
+                self.overlay.program(offset, bytes);
+                return Ok(());
+            }
+            crate::overlay::Coverage::Straddles => return Err(FlashError::OutOfBounds),
+            crate::overlay::Coverage::Outside => {}
         }
         // NOR rule, checked before anything is programmed: only clear bits.
         for (i, chunk) in bytes.chunks_exact(WORD).enumerate() {

@@ -8,13 +8,16 @@
 //!   [`boot::BootTarget`] built from a verified image can make.
 //!
 //! Every `unsafe` block carries a `// SAFETY:` comment. The `qemu` feature skips what
-//! qemu-system-arm `-M netduinoplus2` does not model (RCC, flash interface, IWDG read as 0).
+//! qemu-system-arm `-M netduinoplus2` does not model (RCC, flash interface, IWDG read as 0), and
+//! serves the journal sectors from a RAM overlay, since QEMU drops flash writes (`overlay`).
 #![no_std]
 #![deny(unsafe_op_in_unsafe_fn, missing_docs)]
 #![warn(clippy::undocumented_unsafe_blocks)]
 
 pub mod boot;
 pub mod flash;
+#[cfg(feature = "qemu")]
+mod overlay;
 #[cfg_attr(feature = "qemu", allow(dead_code))]
 pub mod watchdog;
 

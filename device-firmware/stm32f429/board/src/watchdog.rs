@@ -3,8 +3,6 @@
 //! bootloader (DESIGN.md, "Boot state machine"). With the `qemu` feature nothing is touched:
 //! QEMU does not model the IWDG.
 
-
-
 use crate::pac;
 
 /// Prescaler /64 and reload 4095: 4096 * 64 / 32 kHz, about 8 s (LSI varies 17-47 kHz: 5.6-15 s).

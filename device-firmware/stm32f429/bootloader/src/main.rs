@@ -1,70 +1,42 @@
-//! The fota bootloader, first layer: verify slot A, else slot B, with the compiled-in trusted
-//! key (SHA-256, key hash, Ed25519 `verify_strict` through `fota-protocol`), check that the image
-//! executes in place from that slot (`check_verified_for_slot`), start the IWDG and jump.
-//! Nothing verifies: recovery mode (here: report and keep kicking the watchdog), never a halt.
+//! The fota bootloader. At every reset, with nothing kept from before, [`fota_boot::boot`] over
+//! the board's flash driver: replay the boot-state journal (sectors 2-3), decide which slot runs
+//! and how (a pending slot on trial, with its `Attempt` recorded *before* the jump; a revert after
+//! 3 attempts; the confirmed slot; the other slot; see DESIGN.md "Boot state machine"), verifying
+//! each candidate with the compiled-in trusted key (SHA-256, key hash, Ed25519 `verify_strict`
+//! through `fota-protocol`'s salty backend, vector table inside the slot, security counter not
+//! below the journal's floor). Then start the IWDG, set VTOR and MSP, and jump. Nothing
+//! verifies: recovery mode, never a halt.
 //!
-//! Not yet: the boot-state journal of `fota-boot` (pending/confirmed slot, attempts, revert,
-//! security counter). Until its API lands, A is preferred over B.
+//! With the `semihosting` feature (implied by `qemu`) it logs the journal's state, the record it
+//! appended, every refusal, and which slot it boots in which mode; the QEMU tests assert on that.
 #![no_std]
 #![no_main]
 #![deny(unsafe_code)]
 
 use cortex_m_rt::entry;
-use embedded_storage::nor_flash::ReadNorFlash;
 use fota_board::boot::BootTarget;
-use fota_board::flash::{Flash, FlashError};
+use fota_board::flash::Flash;
 use fota_board::pac;
 use fota_board::watchdog::Watchdog;
-use fota_protocol::image::StreamVerifier;
-use fota_protocol::layout::{SlotError, FLASH_BASE};
-use fota_protocol::{ImageError, SlotId, TrustedKey};
+use fota_boot::{BootAction, BootMode, FlashLayout};
+use fota_protocol::{SlotId, TrustedKey};
+
+mod describe;
+mod log;
+
+use log::Hex;
 
 include!(concat!(env!("OUT_DIR"), "/trusted_key.rs"));
 
-/// Print over semihosting when the feature is on; nothing otherwise.
+/// One line of boot log over semihosting when the feature is on (see [`log`]); nothing
+/// otherwise. Arguments are `&str`s, `u32`/`u8`s (decimal), [`log::Hex`] and `SlotId`s.
 macro_rules! log {
-    ($($arg:tt)*) => {{
+    ($($part:expr),+ $(,)?) => {{
         #[cfg(feature = "semihosting")]
-        cortex_m_semihosting::hprintln!($($arg)*);
+        crate::log::line(&[$(&$part),+]);
         #[cfg(not(feature = "semihosting"))]
-        { let _ = format_args!($($arg)*); }
+        { $(let _ = $part;)+ }
     }};
-}
-
-/// Why a slot is not booted.
-#[derive(Debug)]
-#[allow(dead_code)] // the fields are read through Debug when logging
-enum Refusal {
-    Flash(FlashError),
-    Image(ImageError),
-    Slot(SlotError),
-}
-
-/// How much flash is read and hashed per step.
-const CHUNK: usize = 1024;
-
-fn verify_slot(flash: &mut Flash, slot: SlotId, keys: &[TrustedKey]) -> Result<BootTarget, Refusal> {
-    let part = slot.partition();
-    let mut verifier = StreamVerifier::new(part.size);
-    let mut buf = [0u8; CHUNK];
-    let mut offset = part.start - FLASH_BASE;
-    let end = part.end() - FLASH_BASE;
-    while offset < end {
-        if verifier
-            .total_len()
-            .is_some_and(|total| verifier.position() >= total)
-        {
-            break; // the rest of the slot is padding
-        }
-        flash.read(offset, &mut buf).map_err(Refusal::Flash)?;
-        verifier.update(&buf).map_err(Refusal::Image)?;
-        offset += CHUNK as u32;
-    }
-    let image = verifier
-        .finish()
-        .and_then(|parsed| parsed.verify(keys))
-        .map_err(Refusal::Image)?;
-    BootTarget::new(slot, &image).map_err(Refusal::Slot)
 }
 
 #[entry]
@@ -78,31 +50,83 @@ fn main() -> ! {
     let mut watchdog = Watchdog::new(dp.IWDG);
     let protection = flash.protection();
     log!(
-        "fota bootloader: RDP level {} WRP mask {:#05x}",
+        "fota bootloader: RDP level ",
         protection.rdp_level,
-        protection.wrp_mask
+        " WRP mask ",
+        Hex(u32::from(protection.wrp_mask), 3)
     );
 
-    let key = TRUSTED_KEY.and_then(|k| TrustedKey::from_bytes(&k).ok());
-    match key {
-        None => log!("no valid trusted key compiled in"),
-        Some(key) => {
-            let keys = [key];
-            for slot in SlotId::ALL {
-                match verify_slot(&mut flash, slot, &keys) {
-                    Ok(target) => {
-                        log!(
-                            "booting slot {} (VTOR {:#010x})",
-                            target.slot(),
-                            target.vector_table()
-                        );
-                        watchdog.start();
-                        target.jump(cp.SCB);
-                    }
-                    Err(why) => log!("slot {} refused: {:?}", slot, why),
+    let Some(key) = TRUSTED_KEY.and_then(|k| TrustedKey::from_bytes(&k).ok()) else {
+        // A build that forgot its key: boot nothing, and leave the journal alone (it would
+        // reject every pending image for a fault of this build, not of the image).
+        log!("no valid trusted key compiled in");
+        recovery(&mut watchdog)
+    };
+    let outcome = fota_boot::boot(&mut flash, &FlashLayout::STM32F429, &[key]);
+
+    let state = &outcome.state;
+    log!(
+        "journal: confirmed ",
+        describe::slot(state.confirmed()),
+        ", pending ",
+        describe::slot(state.pending()),
+        ", attempts ",
+        state.attempts(),
+        ", security counter ",
+        state.security_counter()
+    );
+    if let Some(record) = outcome.appended {
+        match describe::record(&record.kind) {
+            (kind, Ok(slot)) => log!("journal: appended ", kind, "(", slot, ")"),
+            (kind, Err(value)) => log!("journal: appended ", kind, "(", value, ")"),
+        }
+    }
+    if let Some(error) = &outcome.journal_error {
+        log!("journal error: ", describe::journal_error(error));
+    }
+    for slot in SlotId::ALL {
+        if let Some(why) = outcome.refused.get(slot) {
+            let (outer, inner) = describe::boot_error(&why);
+            log!("slot ", slot, " refused: ", outer, "(", inner, ")");
+        }
+    }
+
+    match outcome.action {
+        BootAction::Jump(target) => {
+            // verify_slot already checked the slot fit; BootTarget checks it again from the same
+            // verified image, since it is what makes the jump.
+            match BootTarget::new(target.slot(), &target.image.image) {
+                Ok(jump) => {
+                    let mode = match target.mode {
+                        BootMode::Trial { attempt: 1 } => "trial, attempt 1",
+                        BootMode::Trial { attempt: 2 } => "trial, attempt 2",
+                        BootMode::Trial { attempt: 3 } => "trial, attempt 3",
+                        // MAX_TRIAL_ATTEMPTS is 3; a larger number would be a bug worth seeing.
+                        BootMode::Trial { .. } => "trial, attempt > 3",
+                        BootMode::Confirmed => "confirmed",
+                        BootMode::Unconfirmed => "unconfirmed",
+                    };
+                    log!(
+                        "booting slot ",
+                        jump.slot(),
+                        " (",
+                        mode,
+                        ") VTOR ",
+                        Hex(jump.vector_table(), 8)
+                    );
+                    watchdog.start();
+                    jump.jump(cp.SCB)
                 }
+                Err(why) => log!(
+                    "slot ",
+                    target.slot(),
+                    " refused: Slot(",
+                    describe::slot_error(&why),
+                    ")"
+                ),
             }
         }
+        BootAction::Recovery => {}
     }
     recovery(&mut watchdog)
 }

@@ -1,20 +1,33 @@
-//! Demo application: says which slot it runs from (from its own link address), checks that VTOR
-//! points at its own vector table, and waits for SysTick to fire through that table a few times
-//! (the field failure was an interrupt going through the bootloader's table). Then it exits
-//! QEMU through semihosting.
+//! Demo application: what a real application does after the bootloader's jump, minus the modem.
 //!
-//! Not yet: boot info, self-test and `mark_confirmed` through `fota-boot` (its API is pending).
+//! 1. Says which slot it runs from (from its own link address) and checks that VTOR points at
+//!    its own vector table.
+//! 2. Reads how it was booted from the boot-state journal, through `fota-boot`'s `BootControl`
+//!    over the board's flash driver (never from RAM: the field incident): trial (and which
+//!    attempt), confirmed, or unconfirmed.
+//! 3. Self-test: SysTick must fire a few times through this image's own vector table (the field
+//!    failure was an interrupt going through the bootloader's table).
+//! 4. On trial (or unconfirmed) and with the self-test passed: `mark_confirmed`, then reads the
+//!    journal again to show the result. A real application also waits until it has reached the
+//!    server before confirming.
+//!
+//! Then it exits QEMU through semihosting (on a board, it needs a debugger attached).
 #![no_std]
 #![no_main]
 #![deny(unsafe_code)]
 
 use core::sync::atomic::{AtomicU32, Ordering};
 use cortex_m::peripheral::syst::SystClkSource;
+use cortex_m::peripheral::SYST;
 use cortex_m_rt::{entry, exception};
 use cortex_m_semihosting::{debug, hprintln};
+use fota_board::flash::Flash;
 use fota_board::pac;
 use fota_board::watchdog::Watchdog;
-use fota_protocol::SlotId;
+use fota_boot::{BootControl, BootInfo, BootMode, FlashLayout};
+use fota_protocol::{SlotId, TrustedKey};
+
+include!(concat!(env!("OUT_DIR"), "/trusted_key.rs"));
 
 static TICKS: AtomicU32 = AtomicU32::new(0);
 
@@ -43,32 +56,100 @@ fn main() -> ! {
     let own_table = slot.partition().start + 0x200;
     let vtor = cp.SCB.vtor.read();
     hprintln!("app running from slot {} (VTOR {:#010x})", slot, vtor);
-    if vtor != own_table {
+    let vtor_ok = vtor == own_table;
+    if !vtor_ok {
         hprintln!("VTOR is not this image's table {:#010x}", own_table);
     }
 
-    cp.SYST.set_clock_source(SystClkSource::Core);
-    cp.SYST.set_reload(16_000 - 1); // 1 ms at the 16 MHz HSI
-    cp.SYST.clear_current();
-    cp.SYST.enable_interrupt();
-    cp.SYST.enable_counter();
+    let mut control = match BootControl::open(Flash::new(dp.FLASH), FlashLayout::STM32F429, slot) {
+        Ok(control) => control,
+        Err(e) => {
+            hprintln!("boot journal unreadable: {:?}", e);
+            fail("boot journal unreadable")
+        }
+    };
+    let info = control.info();
+    report(&info);
 
+    if !(vtor_ok && systick_fires(&mut cp.SYST, &mut watchdog)) {
+        fail("self-test failed: not confirming");
+    }
+    hprintln!(
+        "self-test ok: systick fired through this image's table ({} ticks)",
+        TICKS.load(Ordering::Relaxed)
+    );
+
+    if info.mode != BootMode::Confirmed {
+        let Some(key) = TRUSTED_KEY.and_then(|k| TrustedKey::from_bytes(&k).ok()) else {
+            fail("no trusted key compiled in: cannot confirm")
+        };
+        match control.mark_confirmed(&[key]) {
+            Ok(()) => hprintln!("mark_confirmed: ok"),
+            Err(e) => {
+                hprintln!("mark_confirmed failed: {:?}", e);
+                fail("mark_confirmed failed")
+            }
+        }
+        // Read the journal again from flash, as the next boot will.
+        let flash = control.into_flash();
+        match BootControl::open(flash, FlashLayout::STM32F429, slot) {
+            Ok(control) => report(&control.info()),
+            Err(e) => {
+                hprintln!("boot journal unreadable: {:?}", e);
+                fail("boot journal unreadable after confirming")
+            }
+        }
+    }
+    debug::exit(debug::EXIT_SUCCESS);
+    loop {
+        watchdog.kick();
+    }
+}
+
+/// Print the boot state the journal gives for this slot.
+fn report(info: &BootInfo) {
+    match info.mode {
+        BootMode::Trial { attempt } => hprintln!(
+            "boot info: slot {} trial (attempt {}), security counter {}",
+            info.slot,
+            attempt,
+            info.security_counter
+        ),
+        BootMode::Confirmed => hprintln!(
+            "boot info: slot {} confirmed, security counter {}",
+            info.slot,
+            info.security_counter
+        ),
+        BootMode::Unconfirmed => hprintln!(
+            "boot info: slot {} unconfirmed, security counter {}",
+            info.slot,
+            info.security_counter
+        ),
+    }
+}
+
+/// The self-test: SysTick at 1 ms must fire 5 times through this image's vector table.
+fn systick_fires(syst: &mut SYST, watchdog: &mut Watchdog) -> bool {
+    syst.set_clock_source(SystClkSource::Core);
+    syst.set_reload(16_000 - 1); // 1 ms at the 16 MHz HSI
+    syst.clear_current();
+    syst.enable_interrupt();
+    syst.enable_counter();
     let mut spins: u32 = 0;
     while TICKS.load(Ordering::Relaxed) < 5 {
         spins += 1;
         if spins == 50_000_000 {
-            fail("SysTick never fired through this image's vector table");
+            hprintln!("SysTick never fired through this image's vector table");
+            syst.disable_counter();
+            return false;
         }
         if spins % 1_000_000 == 0 {
             watchdog.kick();
         }
     }
-    cp.SYST.disable_counter();
-    hprintln!("systick ok ({} ticks)", TICKS.load(Ordering::Relaxed));
-    debug::exit(debug::EXIT_SUCCESS);
-    loop {
-        watchdog.kick();
-    }
+    syst.disable_counter();
+    syst.disable_interrupt();
+    true
 }
 
 fn fail(why: &str) -> ! {
