@@ -38,6 +38,19 @@
 //! `Pending`: only then does [`download_step`](OtaClient::download_step) return
 //! [`Step::Reboot`].
 //!
+//! # Stopping
+//!
+//! A device keeps checking in while it downloads. The server offers an in-flight device its
+//! image again at every check-in while the rollout is active; once it halts (or is paused or
+//! aborted) the offer stops, and [`check_in`](OtaClient::check_in) drops the download
+//! ([`CheckInOutcome::Withdrawn`]) instead of installing a release the fleet has stopped.
+//!
+//! # Events
+//!
+//! `OfferAccepted`, `DownloadStarted` (once the slot is erased), then `Installed`, or the
+//! failure that ended the download; after the reboot `TrialBoot` (once the trial reached the
+//! server) and `Confirmed`, or, from the old image, `RolledBack`.
+//!
 //! # Confirming
 //!
 //! [`after_boot`](OtaClient::after_boot) confirms a trial (or unconfirmed) image only after a
@@ -176,8 +189,12 @@ pub enum CheckInOutcome {
     NoOffer,
     /// The offer was accepted and its download started.
     Started,
-    /// A download is already running; the offer was not taken.
+    /// A download is already running and the server still offers it: it goes on.
     Busy,
+    /// A download was running and the server no longer offers it (the rollout was halted,
+    /// paused or aborted): the download is dropped, without a failure event, so a halt stops
+    /// devices that were still downloading from installing.
+    Withdrawn,
     /// The running image is not confirmed yet: it must confirm itself before it installs.
     NotConfirmed,
     /// The offer was for the running slot: ignored.
@@ -225,6 +242,8 @@ struct Active {
     held: usize,
     /// Consecutive failed fetches.
     failures: u32,
+    /// `DownloadStarted` has been queued.
+    started: bool,
 }
 
 /// The OTA client. See the [module docs](self).
@@ -352,6 +371,14 @@ where
     /// Check in with the server and decide about its offer, if any (see [`CheckInOutcome`]).
     pub fn check_in(&mut self) -> Result<CheckInOutcome, ClientError<T::Error, F::Error>> {
         let response = self.send_check_in()?;
+        if let Some(active) = &self.active {
+            let offered = active.download.offer().sha256;
+            if response.offer.as_ref().is_some_and(|o| o.sha256 == offered) {
+                return Ok(CheckInOutcome::Busy);
+            }
+            self.active = None;
+            return Ok(CheckInOutcome::Withdrawn);
+        }
         Ok(match response.offer {
             None => CheckInOutcome::NoOffer,
             Some(offer) => self.consider(&offer),
@@ -417,6 +444,7 @@ where
                     erased: 0,
                     held: 0,
                     failures: 0,
+                    started: false,
                 });
                 CheckInOutcome::Started
             }
@@ -458,6 +486,13 @@ where
                     reason(format_args!("erasing slot {slot}: {e:?}")),
                 ),
             };
+        }
+
+        if !active.started {
+            active.started = true;
+            let offer = active.download.offer();
+            let (rollout, version) = (offer.rollout_id, offer.version);
+            self.queue_event(EventKind::DownloadStarted, Some(rollout), Some(version), None);
         }
 
         // 2. Every byte in: verify, hand to the bootloader, reboot.
@@ -587,15 +622,21 @@ where
             if self.send_check_in().is_err() {
                 return Ok(AfterBoot::CheckInFailed);
             }
+            let rollout = installed
+                .filter(|(slot, _, _)| *slot == info.slot)
+                .map(|(_, rollout, _)| rollout);
+            self.queue_event_once(
+                EventKind::TrialBoot,
+                rollout,
+                Some(self.device.firmware_version),
+                None,
+            );
             if !self_test() {
                 return Ok(AfterBoot::SelfTestFailed);
             }
             self.boot
                 .mark_confirmed(self.keys)
                 .map_err(ClientError::Boot)?;
-            let rollout = installed
-                .filter(|(slot, _, _)| *slot == info.slot)
-                .map(|(_, rollout, _)| rollout);
             self.queue_event_once(
                 EventKind::Confirmed,
                 rollout,

@@ -335,7 +335,14 @@ fn happy_path_installs_marks_pending_and_asks_for_a_reboot() {
     assert_eq!(run_download(&mut c), Step::Reboot);
     assert_eq!(c.boot().journal().state().pending(), Some(SlotId::B));
     assert_eq!(c.boot().journal().state().confirmed(), Some(SlotId::A));
-    assert_eq!(kinds(&c), [EventKind::OfferAccepted, EventKind::Installed]);
+    assert_eq!(
+        kinds(&c),
+        [
+            EventKind::OfferAccepted,
+            EventKind::DownloadStarted,
+            EventKind::Installed
+        ]
+    );
     assert!(c
         .queued_events()
         .iter()
@@ -385,7 +392,14 @@ fn a_link_that_keeps_dropping_resumes_from_the_flash_offset_and_completes() {
     assert_eq!(c.check_in().unwrap(), CheckInOutcome::Started);
     assert_eq!(run_download(&mut c), Step::Reboot);
     assert_eq!(c.boot().journal().state().pending(), Some(SlotId::B));
-    assert_eq!(kinds(&c), [EventKind::OfferAccepted, EventKind::Installed]);
+    assert_eq!(
+        kinds(&c),
+        [
+            EventKind::OfferAccepted,
+            EventKind::DownloadStarted,
+            EventKind::Installed
+        ]
+    );
 
     // Every request starts right after the bytes received so far: no gap, nothing twice; a
     // request after a drop asks for the same offset again.
@@ -432,7 +446,11 @@ fn a_dead_link_gives_up_after_n_consecutive_failures() {
     assert_eq!(c.transport().fetches.len(), 4);
     assert_eq!(
         kinds(&c),
-        [EventKind::OfferAccepted, EventKind::DownloadFailed]
+        [
+            EventKind::OfferAccepted,
+            EventKind::DownloadStarted,
+            EventKind::DownloadFailed
+        ]
     );
     assert_eq!(c.boot().journal().state().pending(), None);
     assert_eq!(c.download_step(), Step::Idle);
@@ -456,9 +474,13 @@ fn a_tampered_image_fails_verification_and_is_not_marked_pending() {
     assert_eq!(run_download(&mut c), Step::Failed);
     assert_eq!(
         kinds(&c),
-        [EventKind::OfferAccepted, EventKind::VerifyFailed]
+        [
+            EventKind::OfferAccepted,
+            EventKind::DownloadStarted,
+            EventKind::VerifyFailed
+        ]
     );
-    let failed = &c.queued_events()[1];
+    let failed = &c.queued_events()[2];
     assert_eq!(failed.rollout_id, Some(ROLLOUT));
     assert!(!failed.reason.as_ref().unwrap().is_empty());
     assert_eq!(c.boot().journal().state().pending(), None);
@@ -587,16 +609,18 @@ fn after_boot_confirms_reports_and_forgets_the_rollout_once_acknowledged() {
     // The anti-rollback floor rose to the new image's counter.
     assert_eq!(c.boot().info().security_counter, 4);
 
+    // The trial boot, then its confirmation, both about the rollout it came from.
     let events = c.queued_events();
-    assert_eq!(events.len(), 1);
-    assert_eq!(events[0].kind, EventKind::Confirmed);
-    assert_eq!(events[0].rollout_id, Some(ROLLOUT));
-    assert_eq!(events[0].id, 40);
+    assert_eq!(events.len(), 2);
+    assert_eq!(events[0].kind, EventKind::TrialBoot);
+    assert_eq!(events[1].kind, EventKind::Confirmed);
+    assert!(events.iter().all(|e| e.rollout_id == Some(ROLLOUT)));
+    assert_eq!((events[0].id, events[1].id), (40, 41));
 
-    assert_eq!(c.flush_reports().unwrap(), 1);
+    assert_eq!(c.flush_reports().unwrap(), 2);
     assert!(c.queued_events().is_empty());
     assert_eq!(c.persist().0[&PersistKey::InstalledSlot], 0);
-    assert_eq!(c.persist().0[&PersistKey::NextEventId], 41);
+    assert_eq!(c.persist().0[&PersistKey::NextEventId], 42);
 }
 
 #[test]
@@ -693,4 +717,36 @@ fn a_full_queue_drops_the_oldest_and_flushes_in_batches() {
     assert_eq!(c.queued_events()[0].id, 3);
     assert_eq!(c.flush_reports().unwrap(), EVENT_QUEUE_LEN);
     assert_eq!(c.transport().acked[0].events.len(), EVENT_QUEUE_LEN);
+}
+
+#[test]
+fn a_halted_rollout_stops_a_running_download_without_a_failure() {
+    let keys = keys();
+    let mut c = client(
+        Server::offering(new_image()),
+        flash_with(&[]),
+        SlotId::A,
+        MemPersist::default(),
+        0,
+        &keys,
+        Config::default(),
+    );
+    assert_eq!(c.check_in().unwrap(), CheckInOutcome::Started);
+    for _ in 0..4 {
+        assert_eq!(c.download_step(), Step::Continue);
+    }
+    // Still offered: the download goes on.
+    assert_eq!(c.check_in().unwrap(), CheckInOutcome::Busy);
+    assert!(c.download().is_some());
+    // The rollout halts: the server stops offering it, and the device stops downloading.
+    c.transport_mut().offer = None;
+    assert_eq!(c.check_in().unwrap(), CheckInOutcome::Withdrawn);
+    assert!(c.download().is_none());
+    assert_eq!(c.download_step(), Step::Idle);
+    assert_eq!(c.boot().journal().state().pending(), None);
+    assert!(
+        c.queued_events().iter().all(|e| !e.kind.is_failure()),
+        "a withdrawn offer is not the device's failure: {:?}",
+        kinds(&c)
+    );
 }

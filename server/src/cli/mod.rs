@@ -7,6 +7,7 @@
 //! failures as `anyhow` errors, which [`report_error`] prints as one `error: ...` line. New
 //! commands (`serve`, operator commands) are new [`Command`] variants and modules.
 
+pub mod demo;
 pub mod inspect;
 pub mod keygen;
 pub mod ops;
@@ -67,6 +68,9 @@ pub enum Command {
     Devices(ops::devices::Args),
     /// The audit log: operator actions and automatic rollout decisions (admin API).
     Audit(ops::audit::Args),
+    /// The whole story on a virtual fleet: a server on SQLite, 10,000 simulated devices, a good
+    /// release rolled out to all, a bad one halted in its canary; then the figures.
+    Demo(demo::Args),
 }
 
 /// Run a parsed command line, writing results to stdout.
@@ -92,6 +96,7 @@ pub fn run_with(command: Command, out: &mut dyn Write) -> anyhow::Result<()> {
         Command::Rollback(args) => ops::rollout::run_rollback(&args, out),
         Command::Devices(args) => ops::devices::run(&args, out),
         Command::Audit(args) => ops::audit::run(&args, out),
+        Command::Demo(args) => demo::run(&args, out),
     }
 }
 

@@ -1,0 +1,608 @@
+//! `fota demo`: the whole story in one command, on a virtual fleet.
+//!
+//! 1. Start `fota serve` (this binary, as a child process, on SQLite in a scratch directory) with
+//!    a fresh signing key trusted, and make an operator token.
+//! 2. Provision N devices and start them as a virtual fleet (`fota-sim`): each runs the real
+//!    bootloader logic and OTA client on simulated flash, from the factory image v1.0.0.
+//! 3. Upload a good release (2.0.0) and roll it out 1% → 10% → 50% → 100%: every device ends
+//!    confirmed on it.
+//! 4. Upload a bad one (2.1.0, the field incident: it boots but never reaches the server) and
+//!    roll it out the same way: the rollout halts in its 1% canary, and the bootloaders of the
+//!    devices that took it revert them to 2.0.0 on their own.
+//! 5. Print the figures: wall times, peak check-ins and reports per second, halt latency, blast
+//!    radius, bricked devices (every device's flash is booted once more at the end), and the
+//!    peak memory of the server and of the simulator.
+//!
+//! The same command at `--devices 100000` is the fleet benchmark of docs/BENCHMARKS.md.
+
+use super::ops::client::Client;
+use super::ops::ServerArgs;
+use anyhow::{bail, Context as _};
+use fota_protocol::image::{ImageVersion, TrustedKey};
+use fota_protocol::SlotId;
+use fota_sim::device::Timing;
+use fota_sim::{app, factory_flash, AppBehaviour, DeviceSpec, Faults, Fleet, FleetConfig};
+use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
+use serde_json::{json, Value};
+use std::io::Write;
+use std::net::{SocketAddr, TcpListener};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+const MODEL: &str = "streetlight-f429";
+
+/// `fota demo`.
+#[derive(Debug, clap::Args)]
+pub struct Args {
+    /// Virtual devices in the fleet.
+    #[arg(long, default_value_t = 10_000, value_parser = clap::value_parser!(u32).range(10..=200_000))]
+    pub devices: u32,
+    /// Where the server listens (a free port is picked if this one is taken).
+    #[arg(long, default_value = "127.0.0.1:8080")]
+    pub listen: SocketAddr,
+    /// Keep the server's data here instead of a scratch directory that is removed at the end.
+    #[arg(long)]
+    pub data_dir: Option<PathBuf>,
+    /// Seconds between a device's check-ins [default: one per 5,000 devices, at least 2].
+    #[arg(long, value_name = "SECONDS")]
+    pub check_in_interval: Option<f64>,
+    /// Simulator threads (requests in flight) [default: 8 per 1,000 devices, 8 to 96].
+    #[arg(long)]
+    pub threads: Option<usize>,
+    /// Size of the demo application images, in KiB.
+    #[arg(long, default_value_t = 8, value_parser = clap::value_parser!(u32).range(1..=255))]
+    pub image_kib: u32,
+    /// Leave the server running at the end (until Ctrl-C) so its API can be explored.
+    #[arg(long)]
+    pub serve_after: bool,
+    /// Give up if a phase takes longer than this many seconds.
+    #[arg(long, default_value_t = 1800)]
+    pub timeout: u64,
+}
+
+/// The child `fota serve`, killed when dropped.
+struct ServerProcess {
+    child: Child,
+}
+
+impl Drop for ServerProcess {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Peak resident memory of a process (`VmHWM`), in bytes.
+fn peak_rss(pid: &str) -> Option<u64> {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+    let line = status.lines().find(|l| l.starts_with("VmHWM:"))?;
+    let kib: u64 = line.split_whitespace().nth(1)?.parse().ok()?;
+    Some(kib * 1024)
+}
+
+/// `addr`, or a free port on its IP if it is taken (or port 0).
+fn free_port_or(addr: SocketAddr) -> anyhow::Result<SocketAddr> {
+    if addr.port() != 0 && TcpListener::bind(addr).is_ok() {
+        return Ok(addr);
+    }
+    let listener = TcpListener::bind(SocketAddr::new(addr.ip(), 0))
+        .with_context(|| format!("cannot listen on {}", addr.ip()))?;
+    Ok(listener.local_addr()?)
+}
+
+fn run_fota(exe: &Path, args: &[&str]) -> anyhow::Result<String> {
+    let out = Command::new(exe)
+        .args(args)
+        .env("FOTA_LOG", "warn")
+        .stdin(Stdio::null())
+        .output()
+        .with_context(|| format!("cannot run {}", exe.display()))?;
+    if !out.status.success() {
+        bail!(
+            "fota {} failed: {}",
+            args.first().copied().unwrap_or(""),
+            String::from_utf8_lossy(&out.stderr).trim()
+        );
+    }
+    Ok(String::from_utf8_lossy(&out.stdout).trim().to_string())
+}
+
+fn start_server(
+    exe: &Path,
+    data_dir: &Path,
+    listen: SocketAddr,
+    key_pub: &Path,
+) -> anyhow::Result<ServerProcess> {
+    let log = std::fs::File::create(data_dir.join("server.log"))
+        .context("cannot create the server log")?;
+    let data = data_dir.to_string_lossy().to_string();
+    let child = Command::new(exe)
+        .args([
+            "serve",
+            "--data-dir",
+            &data,
+            "--listen",
+            &listen.to_string(),
+            "--trusted-key",
+            &key_pub.to_string_lossy(),
+            "--sweep-interval-ms",
+            "250",
+            "--flush-interval-ms",
+            "200",
+        ])
+        .env("FOTA_LOG", "warn")
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(log)
+        .spawn()
+        .context("cannot start fota serve")?;
+    let server = ServerProcess { child };
+    let started = Instant::now();
+    while started.elapsed() < Duration::from_secs(30) {
+        if std::net::TcpStream::connect(listen).is_ok() {
+            return Ok(server);
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    bail!(
+        "fota serve did not start listening on {listen} (see {})",
+        data_dir.join("server.log").display()
+    )
+}
+
+/// A progress bar on a terminal; a plain line every 5 seconds otherwise (CI logs, pipes).
+struct Progress {
+    bar: ProgressBar,
+    plain: Option<Instant>,
+    what: String,
+}
+
+impl Progress {
+    fn new(len: u64, what: &str) -> Self {
+        let tty = std::io::IsTerminal::is_terminal(&std::io::stderr());
+        let bar = if tty {
+            ProgressBar::with_draw_target(Some(len), ProgressDrawTarget::stderr())
+        } else {
+            ProgressBar::hidden()
+        };
+        bar.set_length(len);
+        bar.set_style(
+            ProgressStyle::with_template(
+                "{prefix:>12} [{elapsed_precise}] {wide_bar} {pos:>7}/{len:7} {msg}",
+            )
+            .unwrap_or_else(|_| ProgressStyle::default_bar()),
+        );
+        bar.set_prefix(what.to_string());
+        Self {
+            bar,
+            plain: (!tty).then(Instant::now),
+            what: what.to_string(),
+        }
+    }
+
+    fn update(&mut self, pos: u64, msg: impl Into<String>) {
+        let msg = msg.into();
+        if let Some(last) = self.plain {
+            if last.elapsed() >= Duration::from_secs(5) {
+                eprintln!(
+                    "{}: {pos}/{} {msg}",
+                    self.what,
+                    self.bar.length().unwrap_or(0)
+                );
+                self.plain = Some(Instant::now());
+            }
+        }
+        self.bar.set_position(pos);
+        self.bar.set_message(msg);
+    }
+
+    fn finish(&self) {
+        self.bar.finish();
+    }
+}
+
+/// Figures sampled once a second while the fleet runs.
+#[derive(Debug, Default)]
+struct Sampler {
+    last: Option<(Instant, u64, u64)>,
+    peak_check_ins: f64,
+    peak_reports: f64,
+    peak_server_rss: u64,
+}
+
+fn stage(percent: f64, min_sample: u64, deadline_s: u64) -> Value {
+    json!({"percent": percent, "bake_s": 0, "min_sample": min_sample,
+           "max_failure_rate": 0.05, "confirm_deadline_s": deadline_s})
+}
+
+fn upload(
+    client: &Client,
+    key: &ed25519_dalek::SigningKey,
+    version: ImageVersion,
+    behaviour: AppBehaviour,
+    len: usize,
+    notes: &str,
+) -> anyhow::Result<i64> {
+    let part = |slot| {
+        reqwest::multipart::Part::bytes(app::image(key, slot, version, 1, behaviour, len))
+            .file_name(format!("{slot}.bin"))
+    };
+    let form = reqwest::multipart::Form::new()
+        .text("model", MODEL)
+        .text("notes", notes.to_string())
+        .part("image_a", part(SlotId::A))
+        .part("image_b", part(SlotId::B));
+    let value = client.post_form(&["v1", "releases"], form)?;
+    value["id"]
+        .as_i64()
+        .context("the server's answer to an upload has no release id")
+}
+
+/// Run `fota demo`.
+pub fn run(args: &Args, out: &mut dyn Write) -> anyhow::Result<()> {
+    let n = args.devices as usize;
+    let exe = std::env::current_exe().context("cannot find the fota binary")?;
+    let scratch;
+    let data_dir = match &args.data_dir {
+        Some(dir) => {
+            std::fs::create_dir_all(dir)
+                .with_context(|| format!("cannot create {}", dir.display()))?;
+            dir.clone()
+        }
+        None => {
+            scratch = tempfile::Builder::new()
+                .prefix("fota-demo-")
+                .tempdir()
+                .context("cannot create a scratch directory")?;
+            scratch.path().to_path_buf()
+        }
+    };
+    let interval = args
+        .check_in_interval
+        .unwrap_or_else(|| (n as f64 / 5000.0).max(2.0));
+    if !(interval.is_finite() && interval > 0.0) {
+        bail!("--check-in-interval must be a positive number of seconds");
+    }
+    let interval = Duration::from_secs_f64(interval);
+    let threads = args.threads.unwrap_or((n / 125).clamp(8, 96));
+    let image_len = args.image_kib as usize * 1024;
+    // A device confirms within two check-ins of its offer, plus a download and three boots; under
+    // load it takes longer, and a good device counted silent is a false failure.
+    let deadline_s = (interval.as_secs() * 10).max(60);
+    let timeout = Duration::from_secs(args.timeout);
+
+    // 1. Key, server, token.
+    let key = crate::keys::generate()?;
+    let key_path = data_dir.join("demo-signing.pem");
+    let key_pub = crate::keys::write_key_pair(&key, &key_path, true)?;
+    let listen = free_port_or(args.listen)?;
+    let data = data_dir.to_string_lossy().to_string();
+    let token = run_fota(
+        &exe,
+        &[
+            "token", "create", "--name", "demo", "--role", "operator", "--data-dir", &data,
+        ],
+    )?;
+    let server = start_server(&exe, &data_dir, listen, &key_pub)?;
+    let server_pid = server.child.id().to_string();
+    let url = format!("http://{listen}");
+    writeln!(out, "fota demo: {n} virtual devices against {url} (SQLite in {data})")?;
+    writeln!(out, "  API:      {url}/openapi.json   {url}/v1/rollouts   {url}/metrics")?;
+    writeln!(out, "  operator: export FOTA_SERVER={url} FOTA_TOKEN={token}")?;
+    writeln!(out, "  then:     fota rollout status 1   fota devices --status silent")?;
+    out.flush()?;
+    let client = Client::new(&ServerArgs {
+        server: url.parse().context("server URL")?,
+        token: Some(token.clone()),
+    })?;
+
+    // 2. Devices and the factory image.
+    let started = Instant::now();
+    let mut specs = Vec::with_capacity(n);
+    for first in (0..n).step_by(20_000) {
+        let devices: Vec<Value> = (first..n.min(first + 20_000))
+            .map(|i| json!({"id": format!("light-{i:06}"), "model": MODEL}))
+            .collect();
+        let answer = client.post_json(&["v1", "devices"], Some(&json!({ "devices": devices })))?;
+        for d in answer["devices"].as_array().context("provisioning answer")? {
+            specs.push(DeviceSpec {
+                id: d["id"].as_str().unwrap_or_default().to_string(),
+                token: d["token"].as_str().unwrap_or_default().to_string(),
+                model: MODEL.to_string(),
+                // A few devices with a bad link or a bad power supply, as in any real fleet.
+                faults: Faults {
+                    link_drop: specs.len() % 50 == 7,
+                    power_cut: specs.len() % 100 == 13,
+                    slow_link: specs.len() % 20 == 3,
+                },
+            });
+        }
+    }
+    let provision_time = started.elapsed();
+    let v1 = ImageVersion::new(1, 0, 0, 0);
+    let v2 = ImageVersion::new(2, 0, 0, 0);
+    let v21 = ImageVersion::new(2, 1, 0, 0);
+    upload(&client, &key, v1, AppBehaviour::Good, image_len, "factory image")?;
+    let factory = factory_flash(
+        &app::image(&key, SlotId::A, v1, 1, AppBehaviour::Good, image_len),
+        1,
+    );
+    let keys = vec![TrustedKey::from_bytes(&key.verifying_key().to_bytes())?];
+    let config = FleetConfig {
+        server: url.clone(),
+        keys,
+        timing: Timing {
+            check_in_interval: interval,
+            reboot: Duration::from_millis(50),
+            watchdog: Duration::from_secs(2),
+            retry: Duration::from_millis(500),
+            steps_per_turn: 16,
+            slow_link_pause: Duration::from_millis(200),
+            recovery_retry: Duration::from_secs(5),
+        },
+        client: fota_ota_client::Config {
+            max_fetch_failures: 5,
+            chunk_len: fota_ota_client::client::CHUNK_BUF_LEN - 4,
+        },
+        threads,
+    };
+    let fleet = Fleet::start(config, &factory, specs);
+
+    // Sample rates and the server's memory once a second.
+    let sampler = Arc::new(Mutex::new(Sampler::default()));
+    let stop_sampling = Arc::new(AtomicBool::new(false));
+    let fleet = Arc::new(fleet);
+    let sampling = {
+        let (sampler, stop, fleet, pid) = (
+            Arc::clone(&sampler),
+            Arc::clone(&stop_sampling),
+            Arc::clone(&fleet),
+            server_pid.clone(),
+        );
+        std::thread::spawn(move || {
+            while !stop.load(Ordering::Relaxed) {
+                std::thread::sleep(Duration::from_secs(1));
+                let s = fleet.summary();
+                let now = Instant::now();
+                let mut sm = sampler.lock().unwrap_or_else(|e| e.into_inner());
+                if let Some((at, check_ins, reports)) = sm.last {
+                    let secs = now.duration_since(at).as_secs_f64().max(0.001);
+                    sm.peak_check_ins = sm
+                        .peak_check_ins
+                        .max(s.check_ins.saturating_sub(check_ins) as f64 / secs);
+                    sm.peak_reports = sm
+                        .peak_reports
+                        .max(s.reports.saturating_sub(reports) as f64 / secs);
+                }
+                sm.last = Some((now, s.check_ins, s.reports));
+                sm.peak_server_rss = sm.peak_server_rss.max(peak_rss(&pid).unwrap_or(0));
+            }
+        })
+    };
+
+    let mut boot = Progress::new(n as u64, "boot");
+    let (_, ok) = fleet.wait_until(timeout, |s| {
+        let up = s.confirmed_on(v1).min(s.check_ins as usize);
+        boot.update(up as u64, "devices up on 1.0.0");
+        up >= n
+    });
+    boot.finish();
+    if !ok {
+        bail!("the fleet did not come up within {}s", timeout.as_secs());
+    }
+    let boot_time = started.elapsed() - provision_time;
+
+    // 3. A good release, to everyone.
+    let min_sample = |percent: f64| ((n as f64 * percent / 100.0 / 2.0) as u64).clamp(1, 500);
+    let stages = |deadline| {
+        json!([
+            stage(1.0, min_sample(1.0), deadline),
+            stage(10.0, min_sample(10.0), deadline),
+            stage(50.0, min_sample(50.0), deadline),
+            stage(100.0, min_sample(100.0), deadline)
+        ])
+    };
+    let good = upload(&client, &key, v2, AppBehaviour::Good, image_len, "good release")?;
+    let rollout_started = Instant::now();
+    let good_rollout = client.post_json(
+        &["v1", "rollouts"],
+        Some(&json!({"release_id": good, "stages": stages(deadline_s)})),
+    )?;
+    let good_id = good_rollout["id"].as_i64().context("rollout id")?;
+    let mut progress = Progress::new(n as u64, "2.0.0 (good)");
+    let mut state = String::new();
+    let mut done = false;
+    while rollout_started.elapsed() < timeout {
+        let s = fleet.summary();
+        let status = client.get(&["v1", "rollouts", &good_id.to_string()], &[])?;
+        state = status["state"].as_str().unwrap_or("?").to_string();
+        progress.update(
+            s.confirmed_on(v2) as u64,
+            format!(
+                "confirmed; rollout {good_id}: {state}, stage {}, {}",
+                status["current_stage"],
+                status["counts"]
+            ),
+        );
+        if state != "active" && s.confirmed_on(v2) >= n {
+            done = true;
+            break;
+        }
+        if state == "halted" || state == "aborted" {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    progress.finish();
+    if !done {
+        bail!("the good rollout ended {state} before every device confirmed 2.0.0");
+    }
+    let good_time = rollout_started.elapsed();
+
+    // 4. The field incident, halted in its canary.
+    let bad = upload(
+        &client,
+        &key,
+        v21,
+        AppBehaviour::NeverReachesServer,
+        image_len,
+        "zeroes RAM, never reaches the server",
+    )?;
+    let before = fleet.summary();
+    let bad_started = Instant::now();
+    let bad_rollout = client.post_json(
+        &["v1", "rollouts"],
+        Some(&json!({"release_id": bad, "stages": stages(deadline_s)})),
+    )?;
+    let bad_id = bad_rollout["id"].as_i64().context("rollout id")?;
+    let mut progress = Progress::new(n as u64, "2.1.0 (bad)");
+    let mut first_failure: Option<Instant> = None;
+    let mut halted_at: Option<Instant> = None;
+    let mut halt_message = String::new();
+    while bad_started.elapsed() < timeout {
+        let s = fleet.summary();
+        if first_failure.is_none() && s.rollbacks > before.rollbacks {
+            first_failure = Some(Instant::now());
+        }
+        let exposed = s.ever_installed.get(&v21).copied().unwrap_or(0);
+        let status = client.get(&["v1", "rollouts", &bad_id.to_string()], &[])?;
+        let state = status["state"].as_str().unwrap_or("?");
+        if state == "halted" && halted_at.is_none() {
+            halted_at = Some(Instant::now());
+            halt_message = status["halt_message"].as_str().unwrap_or("").to_string();
+        }
+        let reverted = s.confirmed_on(v2) >= n;
+        progress.update(
+            exposed as u64,
+            format!(
+                "installed it; rollout {bad_id}: {state}, {} reverted by their bootloader",
+                s.rollbacks - before.rollbacks
+            ),
+        );
+        if state == "completed" {
+            bail!("the bad release was not halted");
+        }
+        if halted_at.is_some() && reverted {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    progress.finish();
+    let Some(halted_at) = halted_at else {
+        bail!("the bad rollout was not halted within {}s", timeout.as_secs());
+    };
+    let recovered = bad_started.elapsed();
+    stop_sampling.store(true, Ordering::Relaxed);
+    let _ = sampling.join();
+    let summary = fleet.summary();
+    let server_rss = peak_rss(&server_pid).unwrap_or(0);
+    let sim_rss = peak_rss("self").unwrap_or(0);
+
+    // 5. Boot every device once more: none may be without a verified image.
+    let fleet = Arc::try_unwrap(fleet).map_err(|_| anyhow::anyhow!("fleet still shared"))?;
+    let (mut devices, keys) = fleet.stop();
+    let bricked = devices
+        .iter_mut()
+        .map(|d| d.next_boot(keys))
+        .filter(Option::is_none)
+        .count();
+    let exposed = summary.ever_installed.get(&v21).copied().unwrap_or(0);
+    // The first stage's cohort: the devices the bad release could ever have been offered.
+    let first_stage = crate::rollout::cohort::threshold_for_basis_points(100);
+    let canary = devices
+        .iter()
+        .filter(|d| {
+            crate::rollout::cohort::is_in(
+                crate::rollout::cohort::rank(bad_id, &d.status().id),
+                first_stage,
+            )
+        })
+        .count();
+    let sampler = sampler.lock().unwrap_or_else(|e| e.into_inner());
+
+    let mb = |b: u64| b as f64 / (1024.0 * 1024.0);
+    let rows: Vec<(String, String)> = vec![
+        ("devices".into(), n.to_string()),
+        (
+            "provision + boot the fleet".into(),
+            format!("{:.1} s + {:.1} s", provision_time.as_secs_f64(), boot_time.as_secs_f64()),
+        ),
+        (
+            "good release 1% → 100%, all confirmed".into(),
+            format!("{:.1} s", good_time.as_secs_f64()),
+        ),
+        (
+            "peak check-ins/s (1 s windows)".into(),
+            format!("{:.0}", sampler.peak_check_ins),
+        ),
+        (
+            "peak reports/s (1 s windows)".into(),
+            format!("{:.0}", sampler.peak_reports),
+        ),
+        (
+            "bad release: start → halted".into(),
+            format!("{:.2} s", halted_at.duration_since(bad_started).as_secs_f64()),
+        ),
+        (
+            "bad release: first rollback report → halted".into(),
+            match first_failure {
+                Some(f) if f <= halted_at => {
+                    format!("{:.2} s", halted_at.duration_since(f).as_secs_f64())
+                }
+                Some(_) => "halted before a rollback was reported (silence or report)".into(),
+                None => "no rollback reported".into(),
+            },
+        ),
+        (
+            "bad release: start → every device back on 2.0.0".into(),
+            format!("{:.1} s", recovered.as_secs_f64()),
+        ),
+        (
+            "blast radius (installed 2.1.0 / fleet)".into(),
+            format!(
+                "{exposed} / {n} = {:.2}% (first stage: {canary} devices)",
+                exposed as f64 * 100.0 / n as f64
+            ),
+        ),
+        ("bricked devices".into(), bricked.to_string()),
+        (
+            "downloads: bytes, power cuts, link drops".into(),
+            format!(
+                "{:.1} MB, {}, {}",
+                mb(summary.bytes_fetched),
+                summary.power_cuts,
+                devices.iter().map(|d| u64::from(d.status().link.drops)).sum::<u64>()
+            ),
+        ),
+        (
+            "server peak RSS".into(),
+            format!("{:.0} MB", mb(server_rss.max(sampler.peak_server_rss))),
+        ),
+        ("simulator peak RSS".into(), format!("{:.0} MB", mb(sim_rss))),
+    ];
+    writeln!(out)?;
+    writeln!(out, "halt: {halt_message}")?;
+    let width = rows.iter().map(|(k, _)| k.chars().count()).max().unwrap_or(0);
+    writeln!(out, "| {:width$} | figure |", "measurement")?;
+    writeln!(out, "|{}|---|", "-".repeat(width + 2))?;
+    for (k, v) in &rows {
+        writeln!(out, "| {k:width$} | {v} |")?;
+    }
+    out.flush()?;
+    if bricked > 0 {
+        bail!("{bricked} devices have no verified image to boot");
+    }
+    if exposed > canary {
+        bail!("the bad release reached {exposed} devices, more than its {canary}-device canary");
+    }
+    if args.serve_after {
+        writeln!(out, "\nserving {url} until Ctrl-C (token above)")?;
+        out.flush()?;
+        let mut server = server;
+        let _ = server.child.wait();
+    }
+    Ok(())
+}

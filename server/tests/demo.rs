@@ -1,0 +1,59 @@
+//! `fota demo` end to end, on a small fleet: the command a new user runs first must work.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use std::process::Command;
+
+#[test]
+fn the_demo_rolls_out_a_good_release_and_halts_a_bad_one() {
+    let data = tempfile::tempdir().unwrap();
+    let out = Command::new(env!("CARGO_BIN_EXE_fota"))
+        .args([
+            "demo",
+            "--devices",
+            "300",
+            "--check-in-interval",
+            "0.5",
+            "--listen",
+            "127.0.0.1:0",
+            "--timeout",
+            "120",
+            "--data-dir",
+        ])
+        .arg(data.path())
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        out.status.success(),
+        "fota demo failed\nstdout:\n{stdout}\nstderr:\n{stderr}"
+    );
+    assert!(stdout.contains("/openapi.json"), "{stdout}");
+    assert!(stdout.contains("| bricked devices"), "{stdout}");
+    let row = |name: &str| {
+        stdout
+            .lines()
+            .find(|l| l.starts_with(&format!("| {name}")))
+            .unwrap_or_else(|| panic!("no {name} row in\n{stdout}"))
+            .to_string()
+    };
+    assert!(row("bricked devices").ends_with("| 0 |"), "{stdout}");
+    // "| blast radius ... | 3 / 300 = 1.00% (first stage: 4 devices) |": some of the canary
+    // took the bad release, and nobody outside it.
+    let blast = row("blast radius");
+    let figure = blast.split('|').nth(2).unwrap();
+    let installed: usize = figure.split('/').next().unwrap().trim().parse().unwrap();
+    let canary: usize = figure
+        .split("first stage: ")
+        .nth(1)
+        .unwrap()
+        .split(' ')
+        .next()
+        .unwrap()
+        .parse()
+        .unwrap();
+    assert!(installed >= 1 && installed <= canary, "{blast}");
+    assert!(stdout.contains("halt: stage 1:"), "{stdout}");
+    // The server left its database where it was told.
+    assert!(data.path().join("fota.db").exists());
+}
