@@ -192,10 +192,20 @@ async fn good_release_reaches_every_device(db: Db) {
 /// rollback; no device outside the first stage is offered it; every device still boots a
 /// verified image.
 async fn bad_release_halts_in_the_canary_and_reverts(db: Db) {
+    bad_release_scenario(db, AppBehaviour::NeverReachesServer).await;
+}
+
+/// The same with a release that faults before `main` on every boot: no trial ever runs long
+/// enough to do anything, and the bootloader alone brings every exposed device back.
+async fn a_release_that_faults_at_boot_is_halted_and_reverted(db: Db) {
+    bad_release_scenario(db, AppBehaviour::FailsBoot).await;
+}
+
+async fn bad_release_scenario(db: Db, behaviour: AppBehaviour) {
     let app = common::spawn_app(db).await;
     let n = 100;
     let fleet = start_fleet(&app, n, |_| Faults::default()).await;
-    let bad = upload(&app, version(2), AppBehaviour::NeverReachesServer).await;
+    let bad = upload(&app, version(2), behaviour).await;
     let id = start_rollout(
         &app,
         json!({"release_id": bad, "stages": [stage(10.0, 3, 3), stage(50.0, 3, 3), stage(100.0, 3, 3)]}),
@@ -359,6 +369,7 @@ async fn interrupted_download_resumes(db: Db) {
 backend_tests!(
     good_release_reaches_every_device,
     bad_release_halts_in_the_canary_and_reverts,
+    a_release_that_faults_at_boot_is_halted_and_reverted,
     fota_rollback_restores_the_previous_release,
     interrupted_download_resumes,
 );

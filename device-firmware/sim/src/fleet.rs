@@ -64,16 +64,27 @@ pub fn factory_flash(image_a: &[u8], security_counter: u32) -> FleetFlash {
     flash
 }
 
+/// Device indexes by wake-up time, soonest first.
+type WakeQueue = BinaryHeap<Reverse<(Instant, usize)>>;
+
+/// One device, and its status as of its last turn (readable while the device is mid-turn, so a
+/// status reader never waits for a device's HTTP requests).
+#[derive(Debug)]
+struct Slot {
+    device: Mutex<Device>,
+    status: Mutex<DeviceStatus>,
+}
+
 #[derive(Debug)]
 struct Shard {
-    devices: Vec<Device>,
-    queue: BinaryHeap<Reverse<(Instant, usize)>>,
+    slots: Vec<Slot>,
+    queue: Mutex<WakeQueue>,
 }
 
 /// A running fleet.
 #[derive(Debug)]
 pub struct Fleet {
-    shards: Vec<Arc<Mutex<Shard>>>,
+    shards: Vec<Arc<Shard>>,
     stop: Arc<AtomicBool>,
     threads: Vec<JoinHandle<()>>,
     keys: &'static [TrustedKey],
@@ -144,18 +155,17 @@ impl FleetSummary {
         self.reports += s.link.reports;
         self.bytes_fetched += s.link.bytes_fetched;
         self.request_failures += s.link.failures;
-        let mut seen: Vec<ImageVersion> = s.installed.clone();
-        seen.sort();
-        seen.dedup();
-        for v in seen {
-            *self.ever_installed.entry(v).or_default() += 1;
+        for (i, v) in s.installed.iter().enumerate() {
+            if !s.installed[..i].contains(v) {
+                *self.ever_installed.entry(*v).or_default() += 1;
+            }
         }
     }
 }
 
-fn lock(shard: &Mutex<Shard>) -> MutexGuard<'_, Shard> {
-    // A panicking device turn is a bug the tests report; the shard's data is still usable.
-    shard.lock().unwrap_or_else(|e| e.into_inner())
+fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
+    // A panicking device turn is a bug the tests report; the data is still usable.
+    mutex.lock().unwrap_or_else(|e| e.into_inner())
 }
 
 impl Fleet {
@@ -166,28 +176,32 @@ impl Fleet {
         let server = Server::new(&config.server, threads);
         let now = Instant::now();
         let size = devices.len();
-        let mut shards: Vec<Shard> = (0..threads)
-            .map(|_| Shard {
-                devices: Vec::with_capacity(size / threads + 1),
-                queue: BinaryHeap::with_capacity(size / threads + 1),
+        let mut shards: Vec<(Vec<Slot>, WakeQueue)> = (0..threads)
+            .map(|_| {
+                (
+                    Vec::with_capacity(size / threads + 1),
+                    BinaryHeap::with_capacity(size / threads + 1),
+                )
             })
             .collect();
         for (i, spec) in devices.into_iter().enumerate() {
-            let shard = &mut shards[i % threads];
+            let (slots, queue) = &mut shards[i % threads];
             let link = Link::new(server.clone(), &spec.id, &spec.token);
-            let index = shard.devices.len();
-            shard.devices.push(Device::new(
-                &spec.id,
-                &spec.model,
-                factory.clone(),
-                link,
-                spec.faults,
-            ));
-            shard.queue.push(Reverse((now, index)));
+            let device = Device::new(&spec.id, &spec.model, factory.clone(), link, spec.faults);
+            queue.push(Reverse((now, slots.len())));
+            slots.push(Slot {
+                status: Mutex::new(device.status().clone()),
+                device: Mutex::new(device),
+            });
         }
-        let shards: Vec<Arc<Mutex<Shard>>> = shards
+        let shards: Vec<Arc<Shard>> = shards
             .into_iter()
-            .map(|s| Arc::new(Mutex::new(s)))
+            .map(|(slots, queue)| {
+                Arc::new(Shard {
+                    slots,
+                    queue: Mutex::new(queue),
+                })
+            })
             .collect();
         let stop = Arc::new(AtomicBool::new(false));
         let handles = shards
@@ -228,7 +242,7 @@ impl Fleet {
     pub fn statuses(&self) -> Vec<DeviceStatus> {
         let mut out = Vec::with_capacity(self.size);
         for shard in &self.shards {
-            out.extend(lock(shard).devices.iter().map(|d| d.status().clone()));
+            out.extend(shard.slots.iter().map(|s| lock(&s.status).clone()));
         }
         out
     }
@@ -237,8 +251,8 @@ impl Fleet {
     pub fn summary(&self) -> FleetSummary {
         let mut summary = FleetSummary::default();
         for shard in &self.shards {
-            for d in &lock(shard).devices {
-                summary.add(d.status());
+            for slot in &shard.slots {
+                summary.add(&lock(&slot.status));
             }
         }
         summary
@@ -272,8 +286,17 @@ impl Fleet {
             let _ = handle.join();
         }
         let mut devices = Vec::with_capacity(self.size);
-        for shard in &self.shards {
-            devices.append(&mut lock(shard).devices);
+        for shard in self.shards.drain(..) {
+            match Arc::try_unwrap(shard) {
+                Ok(shard) => devices.extend(
+                    shard
+                        .slots
+                        .into_iter()
+                        .map(|s| s.device.into_inner().unwrap_or_else(|e| e.into_inner())),
+                ),
+                // Only the threads held clones, and they have been joined.
+                Err(_) => unreachable!("simulator threads are joined"),
+            }
         }
         (devices, self.keys)
     }
@@ -288,11 +311,8 @@ impl Drop for Fleet {
     }
 }
 
-/// Devices a thread runs before it lets a status reader at its shard.
-const BATCH: usize = 64;
-
 fn run_shard(
-    shard: &Mutex<Shard>,
+    shard: &Shard,
     stop: &AtomicBool,
     keys: &'static [TrustedKey],
     timing: &Timing,
@@ -304,35 +324,32 @@ fn run_shard(
         client,
     };
     while !stop.load(Ordering::Relaxed) {
-        let wait = {
-            let mut shard = lock(shard);
-            let Shard { devices, queue } = &mut *shard;
-            let mut ran = 0;
-            let now = Instant::now();
-            while ran < BATCH {
-                match queue.peek() {
-                    Some(Reverse((at, _))) if *at <= now => {}
-                    _ => break,
-                }
-                let Some(Reverse((_, index))) = queue.pop() else {
-                    break;
-                };
-                let next = devices[index].turn(Instant::now(), &cx);
-                queue.push(Reverse((next, index)));
-                ran += 1;
-            }
-            if ran > 0 {
-                Duration::ZERO
-            } else {
-                queue
-                    .peek()
-                    .map(|Reverse((at, _))| at.saturating_duration_since(now))
-                    .unwrap_or(Duration::from_millis(20))
-                    .min(Duration::from_millis(20))
+        let now = Instant::now();
+        let due = {
+            let mut queue = lock(&shard.queue);
+            match queue.peek() {
+                Some(Reverse((at, _))) if *at <= now => queue.pop().map(|Reverse((_, i))| i),
+                _ => None,
             }
         };
-        if !wait.is_zero() {
-            std::thread::sleep(wait);
-        }
+        let Some(index) = due else {
+            let wait = lock(&shard.queue)
+                .peek()
+                .map(|Reverse((at, _))| at.saturating_duration_since(now))
+                .unwrap_or(Duration::from_millis(20))
+                .min(Duration::from_millis(20));
+            if !wait.is_zero() {
+                std::thread::sleep(wait);
+            }
+            continue;
+        };
+        let slot = &shard.slots[index];
+        let next = {
+            let mut device = lock(&slot.device);
+            let next = device.turn(now, &cx);
+            lock(&slot.status).clone_from(device.status());
+            next
+        };
+        lock(&shard.queue).push(Reverse((next, index)));
     }
 }

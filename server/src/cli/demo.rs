@@ -46,7 +46,7 @@ pub struct Args {
     /// Keep the server's data here instead of a scratch directory that is removed at the end.
     #[arg(long)]
     pub data_dir: Option<PathBuf>,
-    /// Seconds between a device's check-ins [default: one per 5,000 devices, at least 2].
+    /// Seconds between a device's check-ins [default: one per 2,000 devices, at least 2].
     #[arg(long, value_name = "SECONDS")]
     pub check_in_interval: Option<f64>,
     /// Simulator threads (requests in flight) [default: 8 per 1,000 devices, 8 to 96].
@@ -262,7 +262,7 @@ pub fn run(args: &Args, out: &mut dyn Write) -> anyhow::Result<()> {
     };
     let interval = args
         .check_in_interval
-        .unwrap_or_else(|| (n as f64 / 5000.0).max(2.0));
+        .unwrap_or_else(|| (n as f64 / 2000.0).max(2.0));
     if !(interval.is_finite() && interval > 0.0) {
         bail!("--check-in-interval must be a positive number of seconds");
     }
@@ -283,16 +283,35 @@ pub fn run(args: &Args, out: &mut dyn Write) -> anyhow::Result<()> {
     let token = run_fota(
         &exe,
         &[
-            "token", "create", "--name", "demo", "--role", "operator", "--data-dir", &data,
+            "token",
+            "create",
+            "--name",
+            "demo",
+            "--role",
+            "operator",
+            "--data-dir",
+            &data,
         ],
     )?;
     let server = start_server(&exe, &data_dir, listen, &key_pub)?;
     let server_pid = server.child.id().to_string();
     let url = format!("http://{listen}");
-    writeln!(out, "fota demo: {n} virtual devices against {url} (SQLite in {data})")?;
-    writeln!(out, "  API:      {url}/openapi.json   {url}/v1/rollouts   {url}/metrics")?;
-    writeln!(out, "  operator: export FOTA_SERVER={url} FOTA_TOKEN={token}")?;
-    writeln!(out, "  then:     fota rollout status 1   fota devices --status silent")?;
+    writeln!(
+        out,
+        "fota demo: {n} virtual devices against {url} (SQLite in {data})"
+    )?;
+    writeln!(
+        out,
+        "  API:      {url}/openapi.json   {url}/v1/rollouts   {url}/metrics"
+    )?;
+    writeln!(
+        out,
+        "  operator: export FOTA_SERVER={url} FOTA_TOKEN={token}"
+    )?;
+    writeln!(
+        out,
+        "  then:     fota rollout status 1   fota devices --status silent"
+    )?;
     out.flush()?;
     let client = Client::new(&ServerArgs {
         server: url.parse().context("server URL")?,
@@ -307,7 +326,10 @@ pub fn run(args: &Args, out: &mut dyn Write) -> anyhow::Result<()> {
             .map(|i| json!({"id": format!("light-{i:06}"), "model": MODEL}))
             .collect();
         let answer = client.post_json(&["v1", "devices"], Some(&json!({ "devices": devices })))?;
-        for d in answer["devices"].as_array().context("provisioning answer")? {
+        for d in answer["devices"]
+            .as_array()
+            .context("provisioning answer")?
+        {
             specs.push(DeviceSpec {
                 id: d["id"].as_str().unwrap_or_default().to_string(),
                 token: d["token"].as_str().unwrap_or_default().to_string(),
@@ -325,7 +347,14 @@ pub fn run(args: &Args, out: &mut dyn Write) -> anyhow::Result<()> {
     let v1 = ImageVersion::new(1, 0, 0, 0);
     let v2 = ImageVersion::new(2, 0, 0, 0);
     let v21 = ImageVersion::new(2, 1, 0, 0);
-    upload(&client, &key, v1, AppBehaviour::Good, image_len, "factory image")?;
+    upload(
+        &client,
+        &key,
+        v1,
+        AppBehaviour::Good,
+        image_len,
+        "factory image",
+    )?;
     let factory = factory_flash(
         &app::image(&key, SlotId::A, v1, 1, AppBehaviour::Good, image_len),
         1,
@@ -405,7 +434,14 @@ pub fn run(args: &Args, out: &mut dyn Write) -> anyhow::Result<()> {
             stage(100.0, min_sample(100.0), deadline)
         ])
     };
-    let good = upload(&client, &key, v2, AppBehaviour::Good, image_len, "good release")?;
+    let good = upload(
+        &client,
+        &key,
+        v2,
+        AppBehaviour::Good,
+        image_len,
+        "good release",
+    )?;
     let rollout_started = Instant::now();
     let good_rollout = client.post_json(
         &["v1", "rollouts"],
@@ -423,8 +459,7 @@ pub fn run(args: &Args, out: &mut dyn Write) -> anyhow::Result<()> {
             s.confirmed_on(v2) as u64,
             format!(
                 "confirmed; rollout {good_id}: {state}, stage {}, {}",
-                status["current_stage"],
-                status["counts"]
+                status["current_stage"], status["counts"]
             ),
         );
         if state != "active" && s.confirmed_on(v2) >= n {
@@ -434,7 +469,7 @@ pub fn run(args: &Args, out: &mut dyn Write) -> anyhow::Result<()> {
         if state == "halted" || state == "aborted" {
             break;
         }
-        std::thread::sleep(Duration::from_millis(200));
+        std::thread::sleep(Duration::from_millis(1000));
     }
     progress.finish();
     if !done {
@@ -488,11 +523,14 @@ pub fn run(args: &Args, out: &mut dyn Write) -> anyhow::Result<()> {
         if halted_at.is_some() && reverted {
             break;
         }
-        std::thread::sleep(Duration::from_millis(100));
+        std::thread::sleep(Duration::from_millis(250));
     }
     progress.finish();
     let Some(halted_at) = halted_at else {
-        bail!("the bad rollout was not halted within {}s", timeout.as_secs());
+        bail!(
+            "the bad rollout was not halted within {}s",
+            timeout.as_secs()
+        );
     };
     let recovered = bad_started.elapsed();
     stop_sampling.store(true, Ordering::Relaxed);
@@ -528,7 +566,11 @@ pub fn run(args: &Args, out: &mut dyn Write) -> anyhow::Result<()> {
         ("devices".into(), n.to_string()),
         (
             "provision + boot the fleet".into(),
-            format!("{:.1} s + {:.1} s", provision_time.as_secs_f64(), boot_time.as_secs_f64()),
+            format!(
+                "{:.1} s + {:.1} s",
+                provision_time.as_secs_f64(),
+                boot_time.as_secs_f64()
+            ),
         ),
         (
             "good release 1% → 100%, all confirmed".into(),
@@ -544,10 +586,13 @@ pub fn run(args: &Args, out: &mut dyn Write) -> anyhow::Result<()> {
         ),
         (
             "bad release: start → halted".into(),
-            format!("{:.2} s", halted_at.duration_since(bad_started).as_secs_f64()),
+            format!(
+                "{:.2} s",
+                halted_at.duration_since(bad_started).as_secs_f64()
+            ),
         ),
         (
-            "bad release: first rollback report → halted".into(),
+            "bad release: first rollback seen → halted".into(),
             match first_failure {
                 Some(f) if f <= halted_at => {
                     format!("{:.2} s", halted_at.duration_since(f).as_secs_f64())
@@ -574,18 +619,28 @@ pub fn run(args: &Args, out: &mut dyn Write) -> anyhow::Result<()> {
                 "{:.1} MB, {}, {}",
                 mb(summary.bytes_fetched),
                 summary.power_cuts,
-                devices.iter().map(|d| u64::from(d.status().link.drops)).sum::<u64>()
+                devices
+                    .iter()
+                    .map(|d| u64::from(d.status().link.drops))
+                    .sum::<u64>()
             ),
         ),
         (
             "server peak RSS".into(),
             format!("{:.0} MB", mb(server_rss.max(sampler.peak_server_rss))),
         ),
-        ("simulator peak RSS".into(), format!("{:.0} MB", mb(sim_rss))),
+        (
+            "simulator peak RSS".into(),
+            format!("{:.0} MB", mb(sim_rss)),
+        ),
     ];
     writeln!(out)?;
     writeln!(out, "halt: {halt_message}")?;
-    let width = rows.iter().map(|(k, _)| k.chars().count()).max().unwrap_or(0);
+    let width = rows
+        .iter()
+        .map(|(k, _)| k.chars().count())
+        .max()
+        .unwrap_or(0);
     writeln!(out, "| {:width$} | figure |", "measurement")?;
     writeln!(out, "|{}|---|", "-".repeat(width + 2))?;
     for (k, v) in &rows {
