@@ -492,7 +492,12 @@ where
             active.started = true;
             let offer = active.download.offer();
             let (rollout, version) = (offer.rollout_id, offer.version);
-            self.queue_event(EventKind::DownloadStarted, Some(rollout), Some(version), None);
+            self.queue_event(
+                EventKind::DownloadStarted,
+                Some(rollout),
+                Some(version),
+                None,
+            );
         }
 
         // 2. Every byte in: verify, hand to the bootloader, reboot.
