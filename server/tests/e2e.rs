@@ -47,25 +47,13 @@ async fn upload(app: &TestApp, v: ImageVersion, behaviour: AppBehaviour) -> i64 
 
 /// Provision `n` devices and start them, each on `faults(i)`, from the factory image v1.
 async fn start_fleet(app: &TestApp, n: usize, faults: impl Fn(usize) -> Faults) -> Fleet {
-    let body = json!({
-        "devices": (0..n).map(|i| json!({"id": format!("sim-{i:04}"), "model": MODEL})).collect::<Vec<_>>()
-    });
-    let resp = app
-        .admin_post("/v1/devices")
-        .json(&body)
-        .send()
+    let specs = common::provision_devices(app, "sim", n, MODEL)
         .await
-        .unwrap();
-    assert_eq!(resp.status(), 201);
-    let v: Value = resp.json().await.unwrap();
-    let specs = v["devices"]
-        .as_array()
-        .unwrap()
-        .iter()
+        .into_iter()
         .enumerate()
-        .map(|(i, d)| DeviceSpec {
-            id: d["id"].as_str().unwrap().to_string(),
-            token: d["token"].as_str().unwrap().to_string(),
+        .map(|(i, (id, token))| DeviceSpec {
+            id,
+            token,
             model: MODEL.to_string(),
             faults: faults(i),
         })

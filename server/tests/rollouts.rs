@@ -23,14 +23,7 @@ backend_tests!(
 );
 
 async fn start(app: &impl common::Api, body: Value) -> Value {
-    let resp = app
-        .admin_post("/v1/rollouts")
-        .json(&body)
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(resp.status(), 201, "{}", resp.text().await.unwrap());
-    resp.json().await.unwrap()
+    common::start_rollout(app, body).await
 }
 
 fn stage(percent: f64, min_sample: u64, max_rate: f64, deadline_s: i64) -> Value {

@@ -580,19 +580,17 @@ impl Device {
     }
 }
 
-/// Provision `n` devices `P-000..` of `model` on `version`, check each in once and flush.
-pub async fn fleet(
+/// Provision `n` devices `P-0000..` of `model`; returns (id, token) pairs.
+pub async fn provision_devices(
     app: &impl Api,
     prefix: &str,
     n: usize,
     model: &str,
-    version: &str,
-) -> Vec<Device> {
-    let specs: Vec<(String, String)> = (0..n)
-        .map(|i| (format!("{prefix}-{i:04}"), model.to_string()))
-        .collect();
+) -> Vec<(String, String)> {
     let body = serde_json::json!({
-        "devices": specs.iter().map(|(id, m)| serde_json::json!({"id": id, "model": m})).collect::<Vec<_>>()
+        "devices": (0..n)
+            .map(|i| serde_json::json!({"id": format!("{prefix}-{i:04}"), "model": model}))
+            .collect::<Vec<_>>()
     });
     let resp = app
         .admin_post("/v1/devices")
@@ -602,18 +600,43 @@ pub async fn fleet(
         .unwrap();
     assert_eq!(resp.status(), 201);
     let v: serde_json::Value = resp.json().await.unwrap();
-    let mut devices: Vec<Device> = v["devices"]
+    v["devices"]
         .as_array()
         .unwrap()
         .iter()
         .map(|d| {
-            Device::new(
-                d["id"].as_str().unwrap(),
-                d["token"].as_str().unwrap(),
-                model,
-                version,
+            (
+                d["id"].as_str().unwrap().to_string(),
+                d["token"].as_str().unwrap().to_string(),
             )
         })
+        .collect()
+}
+
+/// Start a rollout (`POST /v1/rollouts`), expecting 201; returns its status.
+pub async fn start_rollout(app: &impl Api, body: serde_json::Value) -> serde_json::Value {
+    let resp = app
+        .admin_post("/v1/rollouts")
+        .json(&body)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 201, "{}", resp.text().await.unwrap());
+    resp.json().await.unwrap()
+}
+
+/// Provision `n` devices `P-000..` of `model` on `version`, check each in once and flush.
+pub async fn fleet(
+    app: &impl Api,
+    prefix: &str,
+    n: usize,
+    model: &str,
+    version: &str,
+) -> Vec<Device> {
+    let mut devices: Vec<Device> = provision_devices(app, prefix, n, model)
+        .await
+        .iter()
+        .map(|(id, token)| Device::new(id, token, model, version))
         .collect();
     for d in &mut devices {
         assert!(d.check_in(app).await.is_none());
