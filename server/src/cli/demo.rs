@@ -199,8 +199,9 @@ impl Progress {
         self.bar.set_message(msg);
     }
 
+    /// Stop drawing, leaving the bar where it is (`finish` would fill it).
     fn finish(&self) {
-        self.bar.finish();
+        self.bar.abandon();
     }
 }
 
