@@ -46,6 +46,10 @@ pub struct Args {
     /// Keep the server's data here instead of a scratch directory that is removed at the end.
     #[arg(long)]
     pub data_dir: Option<PathBuf>,
+    /// Run the server on this database instead of SQLite in the data directory, e.g. an empty
+    /// PostgreSQL database (`postgres://user@host/db`).
+    #[arg(long, value_name = "URL")]
+    pub database_url: Option<String>,
     /// Seconds between a device's check-ins [default: one per 2,000 devices, at least 2].
     #[arg(long, value_name = "SECONDS")]
     pub check_in_interval: Option<f64>,
@@ -93,8 +97,18 @@ fn free_port_or(addr: SocketAddr) -> anyhow::Result<SocketAddr> {
     Ok(listener.local_addr()?)
 }
 
-fn run_fota(exe: &Path, args: &[&str]) -> anyhow::Result<String> {
-    let out = Command::new(exe)
+/// `fota` with `args`, its database chosen by `database_url` (or its data directory).
+fn fota_command(exe: &Path, database_url: Option<&str>) -> Command {
+    let mut command = Command::new(exe);
+    command.env_remove("FOTA_DATABASE_URL");
+    if let Some(url) = database_url {
+        command.env("FOTA_DATABASE_URL", url);
+    }
+    command
+}
+
+fn run_fota(exe: &Path, database_url: Option<&str>, args: &[&str]) -> anyhow::Result<String> {
+    let out = fota_command(exe, database_url)
         .args(args)
         .env("FOTA_LOG", "warn")
         .stdin(Stdio::null())
@@ -112,6 +126,7 @@ fn run_fota(exe: &Path, args: &[&str]) -> anyhow::Result<String> {
 
 fn start_server(
     exe: &Path,
+    database_url: Option<&str>,
     data_dir: &Path,
     listen: SocketAddr,
     key_pub: &Path,
@@ -119,7 +134,7 @@ fn start_server(
     let log = std::fs::File::create(data_dir.join("server.log"))
         .context("cannot create the server log")?;
     let data = data_dir.to_string_lossy().to_string();
-    let child = Command::new(exe)
+    let child = fota_command(exe, database_url)
         .args([
             "serve",
             "--data-dir",
@@ -281,8 +296,10 @@ pub fn run(args: &Args, out: &mut dyn Write) -> anyhow::Result<()> {
     let key_pub = crate::keys::write_key_pair(&key, &key_path, true)?;
     let listen = free_port_or(args.listen)?;
     let data = data_dir.to_string_lossy().to_string();
+    let database_url = args.database_url.as_deref();
     let token = run_fota(
         &exe,
+        database_url,
         &[
             "token",
             "create",
@@ -294,12 +311,16 @@ pub fn run(args: &Args, out: &mut dyn Write) -> anyhow::Result<()> {
             &data,
         ],
     )?;
-    let server = start_server(&exe, &data_dir, listen, &key_pub)?;
+    let server = start_server(&exe, database_url, &data_dir, listen, &key_pub)?;
+    let database = match database_url {
+        Some(url) => crate::serve::redact(url),
+        None => format!("SQLite in {data}"),
+    };
     let server_pid = server.child.id().to_string();
     let url = format!("http://{listen}");
     writeln!(
         out,
-        "fota demo: {n} virtual devices against {url} (SQLite in {data})"
+        "fota demo: {n} virtual devices against {url} ({database})"
     )?;
     writeln!(
         out,
@@ -452,9 +473,13 @@ pub fn run(args: &Args, out: &mut dyn Write) -> anyhow::Result<()> {
     let mut progress = Progress::new(n as u64, "2.0.0 (good)");
     let mut state = String::new();
     let mut done = false;
+    let mut good_confirmed = 0;
+    let mut good_silent = 0;
     while rollout_started.elapsed() < timeout {
         let s = fleet.summary();
         let status = client.get(&["v1", "rollouts", &good_id.to_string()], &[])?;
+        good_confirmed = s.confirmed_on(v2);
+        good_silent = status["counts"]["timed_out"].as_u64().unwrap_or(0);
         state = status["state"].as_str().unwrap_or("?").to_string();
         progress.update(
             s.confirmed_on(v2) as u64,
@@ -463,14 +488,16 @@ pub fn run(args: &Args, out: &mut dyn Write) -> anyhow::Result<()> {
                 status["current_stage"], status["counts"]
             ),
         );
-        if state != "active" && s.confirmed_on(v2) >= n {
+        // Completed: every target decided. A device that was too slow for its deadline was
+        // counted silent (a failure the gate tolerated) and is no longer offered the release.
+        if state == "completed" && good_confirmed as u64 + good_silent >= n as u64 {
             done = true;
             break;
         }
         if state == "halted" || state == "aborted" {
             break;
         }
-        std::thread::sleep(Duration::from_millis(1000));
+        std::thread::sleep(Duration::from_millis(2000));
     }
     progress.finish();
     if !done {
@@ -510,7 +537,10 @@ pub fn run(args: &Args, out: &mut dyn Write) -> anyhow::Result<()> {
             halted_at = Some(Instant::now());
             halt_message = status["halt_message"].as_str().unwrap_or("").to_string();
         }
-        let reverted = s.confirmed_on(v2) >= n;
+        // Everyone who took it is back: nobody runs it, and each reported its rollback.
+        let reverted = s.trial.get(&v21).copied().unwrap_or(0) == 0
+            && s.confirmed_on(v21) == 0
+            && s.rollbacks - before.rollbacks >= exposed as u64;
         progress.update(
             exposed as u64,
             format!(
@@ -574,8 +604,12 @@ pub fn run(args: &Args, out: &mut dyn Write) -> anyhow::Result<()> {
             ),
         ),
         (
-            "good release 1% → 100%, all confirmed".into(),
+            "good release 1% → 100%, rollout completed".into(),
             format!("{:.1} s", good_time.as_secs_f64()),
+        ),
+        (
+            "good release: devices confirmed on it".into(),
+            format!("{good_confirmed} / {n} ({good_silent} counted silent past their deadline)"),
         ),
         (
             "peak check-ins/s (1 s windows)".into(),
@@ -603,7 +637,7 @@ pub fn run(args: &Args, out: &mut dyn Write) -> anyhow::Result<()> {
             },
         ),
         (
-            "bad release: start → every device back on 2.0.0".into(),
+            "bad release: start → every exposed device reverted".into(),
             format!("{:.1} s", recovered.as_secs_f64()),
         ),
         (
