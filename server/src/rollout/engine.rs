@@ -91,7 +91,6 @@ struct ActiveCache {
 pub struct Engine {
     active: RwLock<ActiveCache>,
     known: DashMap<(i64, String), Known>,
-    dirty: Mutex<HashSet<i64>>,
     /// When the sweep last evaluated each rollout (see [`Engine::sweep`]).
     swept: Mutex<std::collections::HashMap<i64, Instant>>,
 }
@@ -144,20 +143,6 @@ impl Engine {
         if let Ok(mut cache) = self.active.write() {
             cache.loaded = None;
         }
-    }
-
-    /// Mark a rollout for evaluation by the next sweep tick.
-    pub fn mark_dirty(&self, rollout_id: i64) {
-        if let Ok(mut d) = self.dirty.lock() {
-            d.insert(rollout_id);
-        }
-    }
-
-    fn take_dirty(&self) -> Vec<i64> {
-        self.dirty
-            .lock()
-            .map(|mut d| d.drain().collect())
-            .unwrap_or_default()
     }
 
     async fn active_rollouts(&self, store: &Store) -> Result<Vec<Arc<ActiveRollout>>, StoreError> {
@@ -228,12 +213,10 @@ impl Engine {
                     BootState::Confirmed => "confirmed",
                     BootState::Trial => "installed",
                 };
-                if store
+                // Progress: the sweep's next evaluation of this rollout sees it.
+                store
                     .set_device_state(r.id, device.id, to, None, now_ms())
-                    .await?
-                {
-                    self.mark_dirty(r.id);
-                }
+                    .await?;
                 self.known.insert(key, known_from_state(to));
                 Ok(None)
             }
@@ -304,7 +287,7 @@ impl Engine {
 
     /// Apply a device's reported events to its rollout state. A failure is evaluated against the
     /// gate at once (the report that crosses it halts the rollout before it is acknowledged);
-    /// other progress is evaluated by the next sweep tick.
+    /// other progress by the sweep (within [`PROGRESS_EVALUATION_INTERVAL`]).
     pub async fn apply_events(
         &self,
         store: &Store,
@@ -326,10 +309,9 @@ impl Engine {
             {
                 self.known
                     .insert((rollout, device_id.to_string()), known_from_state(to));
+                // Progress waits for the sweep; a failure is evaluated now.
                 if e.kind.is_failure() && e.kind != EventKind::ProtectionBlocked {
                     failed_rollouts.insert(rollout);
-                } else {
-                    self.mark_dirty(rollout);
                 }
             }
         }
@@ -463,8 +445,6 @@ impl Engine {
             .await?
             .into_iter()
             .collect();
-        // Progress reports only matter to active rollouts, which are all looked at below.
-        drop(self.take_dirty());
         let now = Instant::now();
         let mut ids = timed_out.clone();
         {
