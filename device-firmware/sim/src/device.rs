@@ -402,17 +402,13 @@ impl Device {
 
     /// Reset from the running application.
     fn reset(&mut self, now: Instant, cx: &Context<'_>, app: Box<App>) -> Instant {
-        let (link, control, persist) = app.client.into_parts();
-        let mut flash = control.into_flash();
-        flash.seal();
-        self.status.link = link.stats();
-        self.status.slot = None;
-        self.status.mode = None;
-        self.phase = Phase::Off {
-            flash,
-            persist,
-            link,
-        };
+        self.phase = Phase::Running(app);
+        self.power_cycle();
+        if let Phase::Off { flash, link, .. } = &mut self.phase {
+            // Whatever the application wrote is shared with the devices that wrote the same.
+            flash.seal();
+            self.status.link = link.stats();
+        }
         now + cx.timing.reboot
     }
 

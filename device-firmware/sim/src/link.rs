@@ -171,14 +171,18 @@ impl Link {
     }
 }
 
+/// Read (and drop) a response's body, so its connection goes back to the pool.
+fn discard(response: ureq::Response) {
+    let _ = response
+        .into_reader()
+        .take(64 * 1024)
+        .read_to_end(&mut Vec::new());
+}
+
 fn map_error(e: ureq::Error) -> LinkError {
     match e {
         ureq::Error::Status(code, response) => {
-            // Read the body so the connection goes back to the pool.
-            let _ = response
-                .into_reader()
-                .take(64 * 1024)
-                .read_to_end(&mut Vec::new());
+            discard(response);
             LinkError::Status(code)
         }
         ureq::Error::Transport(t) => LinkError::Transport(t.to_string()),
@@ -249,14 +253,14 @@ impl Link {
             Ok(r) => r,
             // At or past the end: nothing left.
             Err(ureq::Error::Status(416, r)) => {
-                let _ = r.into_reader().read_to_end(&mut Vec::new());
+                discard(r);
                 return Ok(0);
             }
             Err(e) => return Err(map_error(e)),
         };
         if response.status() != 206 {
             let status = response.status();
-            let _ = response.into_reader().read_to_end(&mut Vec::new());
+            discard(response);
             return Err(LinkError::Status(status));
         }
         let mut reader = response.into_reader();
