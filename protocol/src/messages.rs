@@ -76,6 +76,12 @@ pub struct CheckIn {
     /// Write-protected sectors: bit i set means sector i cannot be programmed. (The F4's nWRP
     /// bits are active-low; the device inverts them before sending.)
     pub wrp_mask: u32,
+    /// The bootloader's anti-rollback floor: the highest security counter of an image it has
+    /// confirmed (its journal holds it). The server never offers an image below it. Optional
+    /// so that devices built before it was added still check in; the server then infers the
+    /// floor from the release the device runs.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub security_counter: Option<u32>,
 }
 
 /// An update the server offers: the image built for the device's inactive slot.
@@ -234,6 +240,7 @@ mod tests {
             bootloader_version: ImageVersion::new(1, 0, 0, 0),
             rdp_level: RdpLevel::Level1,
             wrp_mask: 0b11,
+            security_counter: Some(3),
         }
     }
 
@@ -242,9 +249,19 @@ mod tests {
         let json = serde_json::to_string(&check_in()).unwrap();
         assert_eq!(
             json,
-            r#"{"model":"streetlight-f429","firmware_version":"1.4.2+7","running_slot":"a","boot_state":"confirmed","bootloader_version":"1.0.0","rdp_level":"level1","wrp_mask":3}"#
+            r#"{"model":"streetlight-f429","firmware_version":"1.4.2+7","running_slot":"a","boot_state":"confirmed","bootloader_version":"1.0.0","rdp_level":"level1","wrp_mask":3,"security_counter":3}"#
         );
         assert_eq!(serde_json::from_str::<CheckIn>(&json).unwrap(), check_in());
+        // A device that does not report its floor leaves the field out, both ways.
+        let older = CheckIn {
+            security_counter: None,
+            ..check_in()
+        };
+        let json = serde_json::to_string(&older).unwrap();
+        assert!(!json.contains("security_counter"), "{json}");
+        assert_eq!(serde_json::from_str::<CheckIn>(&json).unwrap(), older);
+        let (back, _) = serde_json_core::from_slice::<CheckIn>(json.as_bytes()).unwrap();
+        assert_eq!(back, older);
     }
 
     #[test]
@@ -311,6 +328,8 @@ mod tests {
             ("boot_state", serde_json::json!("maybe")),
             ("model", serde_json::json!("m".repeat(33))),
             ("wrp_mask", serde_json::json!(-1)),
+            ("security_counter", serde_json::json!(-1)),
+            ("security_counter", serde_json::json!(1u64 << 32)),
         ];
         for (field, value) in cases {
             let mut v = good.clone();

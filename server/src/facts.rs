@@ -152,6 +152,7 @@ mod tests {
             bootloader_version: "1.0.0".parse().unwrap(),
             rdp_level: fota_protocol::messages::RdpLevel::Level1,
             wrp_mask: 0,
+            security_counter: Some(1),
         })
     }
 

@@ -655,6 +655,25 @@ async fn rollback_is_refused_below_the_security_counter() {
         .await;
     assert!(e.ends_with("(security_counter_too_low)"), "{e}");
     assert!(e.contains("hold 2"), "{e}");
+    // A plain rollout of the older release is refused the same way (anti-rollback)...
+    let plan = ["--stages", "100", "--bake", "0", "--min-sample", "1"];
+    let start_old = [
+        &["rollout", "start", "--release", old.as_str()][..],
+        &plan[..],
+    ]
+    .concat();
+    let e = fota.fails(1, &start_old).await;
+    assert!(e.ends_with("(security_counter_too_low)"), "{e}");
+    assert!(e.contains("all 20 targeted devices hold 2"), "{e}");
+    // ... and where only some targets hold more, it starts and says whom it skips.
+    fleet(&app, "C", 5, "f429", "0.9.0").await;
+    let text = fota.ok(&start_old).await;
+    assert!(
+        text.contains(
+            "skipped, they hold a security counter above the release's (anti-rollback): 20"
+        ),
+        "{text}"
+    );
 
     let fixed = release(&app, "f429", "1.0.1", 2).await.to_string();
     let e = fota

@@ -20,6 +20,8 @@ backend_tests!(
     rollout_refusals,
     fleet_rollback_brings_devices_back,
     selector_targets_tags_versions_and_late_joiners,
+    anti_rollback_holds_on_start_late_joiners_and_every_offer,
+    anti_rollback_holds_when_a_stage_advances,
 );
 
 async fn start(app: &impl common::Api, body: Value) -> Value {
@@ -745,4 +747,191 @@ async fn selector_targets_tags_versions_and_late_joiners(db: Db) {
     .await;
     assert_eq!(tagged["targets"], 2, "{tagged:#}");
     assert_eq!(tagged["tags"], json!(["pole"]));
+}
+
+/// The security counter a device holds: what it reports, or the counter of the release it runs.
+/// No path offers an image below it: a rollout where every target holds more is refused (as a
+/// rollback is), one where some do skips them and lists them, and every offer at check-in checks
+/// again (late joiners, a floor that rose since the start, a download in flight).
+async fn anti_rollback_holds_on_start_late_joiners_and_every_offer(db: Db) {
+    let app = spawn_app(db).await;
+    // Ten devices confirmed on 1.2.0 (counter 3); they report no floor, the server infers it.
+    let mut high = fleet(&app, "HI", 10, "f429", "1.2.0").await;
+    release(&app, "f429", "1.2.0", 3).await;
+    let older = release(&app, "f429", "1.1.0", 2).await;
+    let oldest = release(&app, "f429", "1.0.0", 1).await;
+
+    // The hole this closes: a plain rollout of an older counter is refused like a rollback.
+    for rel in [older, oldest] {
+        assert_error(
+            app.post("/v1/rollouts")
+                .json(&json!({"release_id": rel}))
+                .send()
+                .await
+                .unwrap(),
+            409,
+            "security_counter_too_low",
+        )
+        .await;
+    }
+    assert_error(
+        app.post("/v1/rollbacks")
+            .json(&json!({"release_id": older}))
+            .send()
+            .await
+            .unwrap(),
+        409,
+        "security_counter_too_low",
+    )
+    .await;
+    for d in high.iter_mut() {
+        assert!(d.check_in(&app).await.is_none(), "nothing offered");
+    }
+
+    // A mixed fleet: five devices on 0.9.0 (no release on the server) that report floor 1, and
+    // three on 0.9.0 that report floor 4 (only their report tells).
+    let mut low = fleet(&app, "LO", 5, "f429", "0.9.0").await;
+    for d in low.iter_mut() {
+        d.floor = Some(1);
+        assert!(d.check_in(&app).await.is_none());
+    }
+    let mut reported = fleet(&app, "RP", 3, "f429", "0.9.0").await;
+    for d in reported.iter_mut() {
+        d.floor = Some(4);
+        assert!(d.check_in(&app).await.is_none());
+    }
+    app.flush().await;
+    let r = start(
+        &app,
+        json!({"release_id": older, "stages": [stage(100.0, 1, 0.5, 60)]}),
+    )
+    .await;
+    let id = r["id"].as_i64().unwrap();
+    assert_eq!(r["targets"], 18, "{r:#}");
+    assert_eq!(r["counts"]["security_counter_blocked"], 13, "{r:#}");
+    assert_eq!(r["counts"]["eligible"], 5, "{r:#}");
+    for d in high.iter_mut().chain(reported.iter_mut()) {
+        assert!(d.check_in(&app).await.is_none(), "{} holds more", d.id);
+    }
+    // The skipped devices are listed with the reason.
+    let skipped: Vec<_> = app
+        .server
+        .state
+        .store
+        .rollout_devices(id)
+        .await
+        .unwrap()
+        .into_iter()
+        .filter(|(_, state, _, _)| state == "security_counter_blocked")
+        .map(|(device, ..)| device)
+        .collect();
+    assert_eq!(skipped.len(), 13);
+    assert!(skipped
+        .iter()
+        .all(|d| d.starts_with("HI-") || d.starts_with("RP-")));
+
+    // A floor that rose since the start: LO-0000 now reports 3, before its offer.
+    low[0].floor = Some(3);
+    assert!(low[0].check_in(&app).await.is_none(), "floor 3 > counter 2");
+    // A download in flight is withdrawn when the floor rises: LO-0001 is offered, then its
+    // check-in reports a higher floor.
+    let offer = low[1].check_in(&app).await.expect("offered");
+    assert_eq!(offer["security_counter"], 2);
+    low[1]
+        .report(&app, "download_started", id, "1.1.0", None)
+        .await;
+    low[1].floor = Some(5);
+    assert!(low[1].check_in(&app).await.is_none(), "withdrawn");
+    assert!(low[2].check_in(&app).await.is_some(), "floor 1 is offered");
+
+    // Late joiners: a device provisioned after the start joins only if it holds no more.
+    let tokens = app
+        .provision(&[("LATE-1", "f429", &[]), ("LATE-2", "f429", &[])])
+        .await;
+    let mut late_high = common::Device::new("LATE-1", &tokens[0], "f429", "0.9.5");
+    late_high.floor = Some(3);
+    assert!(late_high.check_in(&app).await.is_none());
+    let mut late_low = common::Device::new("LATE-2", &tokens[1], "f429", "0.9.5");
+    late_low.floor = Some(2);
+    assert!(
+        late_low.check_in(&app).await.is_some(),
+        "an equal counter is fine"
+    );
+
+    let s = rollout_status(&app, id).await;
+    assert_eq!(s["targets"], 20, "{s:#}");
+    assert_eq!(s["counts"]["security_counter_blocked"], 16, "{s:#}");
+    assert_eq!(
+        s["state"], "active",
+        "a skipped device is not a failure: {s:#}"
+    );
+    // No device was ever offered an image below what it held.
+    for d in high.iter().chain(&reported) {
+        assert!(d.offers.is_empty(), "{} was offered {:?}", d.id, d.offers);
+    }
+    assert!(late_high.offers.is_empty());
+    // The start's audit entry says how many were skipped.
+    let audit: Value = app
+        .get(&format!("/v1/audit?rollout_id={id}"))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let create = audit["entries"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|e| e["action"] == "rollout.create")
+        .expect("rollout.create");
+    assert_eq!(
+        create["detail"]["security_counter_blocked"], 13,
+        "{create:#}"
+    );
+}
+
+/// Devices that enter a cohort when a stage opens are checked at their offer: their floor may
+/// have risen since the rollout started.
+async fn anti_rollback_holds_when_a_stage_advances(db: Db) {
+    let app = spawn_app(db).await;
+    let mut devices = fleet(&app, "ST", 40, "f429", "1.0.0").await;
+    let rel = release(&app, "f429", "1.1.0", 2).await;
+    let r = start(
+        &app,
+        json!({"release_id": rel, "stages": [stage(25.0, 1, 0.5, 60), stage(100.0, 1, 0.5, 60)]}),
+    )
+    .await;
+    let id = r["id"].as_i64().unwrap();
+    assert_eq!(r["counts"]["security_counter_blocked"], 0);
+    let first = cohort::threshold_for_basis_points(2500);
+    let (canary, rest): (Vec<_>, Vec<_>) = devices
+        .iter_mut()
+        .partition(|d| cohort::is_in(cohort::rank(id, &d.id), first));
+    assert!(!canary.is_empty() && !rest.is_empty());
+    // Before the second stage opens, the devices outside the canary report floor 3.
+    let mut rest = rest;
+    for d in rest.iter_mut() {
+        d.floor = Some(3);
+        assert!(d.check_in(&app).await.is_none(), "not in the canary yet");
+    }
+    for d in canary {
+        let offer = d.check_in(&app).await.expect("canary offered");
+        assert!(d.take(&app, &offer, Behaviour::Good).await);
+    }
+    let s = wait_for(&app, id, Duration::from_secs(10), |s| {
+        s["current_stage"] == 2
+    })
+    .await;
+    assert_eq!(s["current_stage"], 2, "{s:#}");
+    for d in rest.iter_mut() {
+        assert!(d.check_in(&app).await.is_none(), "{} holds 3 > 2", d.id);
+    }
+    let s = rollout_status(&app, id).await;
+    assert_eq!(
+        s["counts"]["security_counter_blocked"],
+        rest.len() as u64,
+        "{s:#}"
+    );
+    assert_eq!(s["counts"]["failed"], 0, "{s:#}");
 }

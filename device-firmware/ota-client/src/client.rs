@@ -365,6 +365,7 @@ where
             bootloader_version: self.device.bootloader_version,
             rdp_level: self.device.rdp_level,
             wrp_mask: self.device.wrp_mask,
+            security_counter: Some(info.security_counter),
         }
     }
 

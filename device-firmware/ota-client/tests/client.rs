@@ -606,8 +606,12 @@ fn after_boot_confirms_reports_and_forgets_the_rollout_once_acknowledged() {
     assert_eq!(sent.boot_state, fota_protocol::messages::BootState::Trial);
     assert_eq!(c.boot().journal().state().confirmed(), Some(SlotId::B));
     assert_eq!(c.boot().info().mode, BootMode::Confirmed);
-    // The anti-rollback floor rose to the new image's counter.
+    // The anti-rollback floor rose to the new image's counter, and check-ins say so (the
+    // trial's check-in still carried the old floor: the server must not count on the new one
+    // before the bootloader holds it).
     assert_eq!(c.boot().info().security_counter, 4);
+    assert!(sent.security_counter.is_some_and(|f| f < 4), "{sent:?}");
+    assert_eq!(c.check_in_message().security_counter, Some(4));
 
     // The trial boot, then its confirmation, both about the rollout it came from.
     let events = c.queued_events();

@@ -4,12 +4,13 @@
 use super::AppState;
 use crate::auth::Admin;
 use crate::error::{ApiError, ApiJson, ApiPath, ApiQuery, ErrorBody};
+use crate::rollout::anti_rollback;
 use crate::rollout::engine::{gate_of, target_filter};
 use crate::rollout::gate::{HaltReason, StateCounts, Verdict};
 use crate::rollout::plan::{self, Selector, StageSize, StageSpec};
 use crate::store::{
     now_ms, version_from_key, version_key, AuditEntry, NewRollout, ReleaseRecord, Role,
-    RolloutChange, RolloutRow, StageRow,
+    RolloutChange, RolloutRow, SkippedTarget, StageRow, Target,
 };
 use axum::extract::State;
 use axum::http::StatusCode;
@@ -250,6 +251,50 @@ async fn status_of(state: &AppState, r: &RolloutRow) -> Result<RolloutStatus, Ap
     })
 }
 
+/// Targets split by anti-rollback: those that may be offered the release, and those whose
+/// bootloaders hold a higher security counter (with the reason), plus the highest counter held.
+struct CounterSplit {
+    offerable: Vec<String>,
+    blocked: Vec<SkippedTarget>,
+    highest_held: u32,
+}
+
+fn split_by_counter(targets: Vec<Target>, release: &ReleaseRecord) -> CounterSplit {
+    let counter = anti_rollback::from_stored(Some(release.security_counter)).unwrap_or(0);
+    let mut split = CounterSplit {
+        offerable: Vec::with_capacity(targets.len()),
+        blocked: Vec::new(),
+        highest_held: 0,
+    };
+    for t in targets {
+        let held = anti_rollback::held(
+            anti_rollback::from_stored(t.reported_counter),
+            anti_rollback::from_stored(t.running_release_counter),
+        );
+        split.highest_held = split.highest_held.max(held);
+        if anti_rollback::blocks(held, counter) {
+            split.blocked.push(SkippedTarget {
+                id: t.id,
+                state: "security_counter_blocked",
+                reason: anti_rollback::reason(held, counter),
+            });
+        } else {
+            split.offerable.push(t.id);
+        }
+    }
+    split
+}
+
+fn counter_too_low(release: &ReleaseRecord, held: u32, whom: &str) -> ApiError {
+    ApiError::conflict(
+        "security_counter_too_low",
+        format!(
+            "release {} has security counter {} but {whom} hold {held}: their bootloaders would refuse it; roll forward to a release with counter >= {held}",
+            release.version, release.security_counter
+        ),
+    )
+}
+
 async fn release_or_404(state: &AppState, id: i64) -> Result<ReleaseRecord, ApiError> {
     state
         .store
@@ -259,7 +304,9 @@ async fn release_or_404(state: &AppState, id: i64) -> Result<ReleaseRecord, ApiE
 }
 
 /// Start a staged rollout of a release to the devices the selector picks. One unfinished
-/// rollout per model at a time.
+/// rollout per model at a time. Devices whose bootloaders hold a security counter above the
+/// release's are skipped and listed as `security_counter_blocked` (anti-rollback); if that is
+/// every target, the rollout is refused with `security_counter_too_low`.
 #[utoipa::path(
     post,
     path = "/v1/rollouts",
@@ -270,7 +317,7 @@ async fn release_or_404(state: &AppState, id: i64) -> Result<ReleaseRecord, ApiE
         (status = 400, description = "invalid_plan, invalid_selector, invalid_body", body = ErrorBody),
         (status = 401, body = ErrorBody), (status = 403, body = ErrorBody),
         (status = 404, description = "No such release", body = ErrorBody),
-        (status = 409, description = "rollout_in_progress for this model", body = ErrorBody),
+        (status = 409, description = "rollout_in_progress for this model; security_counter_too_low: every target holds a higher security counter", body = ErrorBody),
         (status = 422, description = "no_targets", body = ErrorBody),
     ),
     security(("admin_token" = []))
@@ -302,7 +349,7 @@ async fn start_rollout(
         None,
         &release.version,
     );
-    let targets = state.store.target_ids(&filter).await?;
+    let targets = state.store.targets(&filter).await?;
     tracing::debug!(
         targets = targets.len(),
         ms = started.elapsed().as_millis() as u64,
@@ -315,6 +362,14 @@ async fn start_rollout(
                 "no {} device matches the selector (or all run {} already)",
                 release.model, release.version
             ),
+        ));
+    }
+    let split = split_by_counter(targets, &release);
+    if split.offerable.is_empty() {
+        return Err(counter_too_low(
+            &release,
+            split.highest_held,
+            &format!("all {} targeted devices", split.blocked.len()),
         ));
     }
     let new = NewRollout {
@@ -330,17 +385,31 @@ async fn start_rollout(
     };
     let detail = serde_json::json!({
         "version": release.version,
-        "targets": targets.len(),
+        "targets": split.offerable.len() + split.blocked.len(),
+        "security_counter_blocked": split.blocked.len(),
         "selector": req.selector,
         "stages": req.stages.clone().unwrap_or_else(plan::default_stages),
     });
     let row = state
         .store
-        .create_rollout(&new, &targets, now_ms(), detail, None)
+        .create_rollout(
+            &new,
+            &split.offerable,
+            &split.blocked,
+            now_ms(),
+            detail,
+            None,
+        )
         .await?;
     tracing::debug!(ms = started.elapsed().as_millis() as u64, "rollout written");
     state.engine.invalidate();
-    tracing::info!(actor = %admin.name, rollout = row.id, targets = targets.len(), "rollout started");
+    tracing::info!(
+        actor = %admin.name,
+        rollout = row.id,
+        targets = split.offerable.len(),
+        security_counter_blocked = split.blocked.len(),
+        "rollout started"
+    );
     Ok((
         StatusCode::CREATED,
         axum::Json(status_of(&state, &row).await?),
@@ -403,18 +472,17 @@ async fn start_rollback(
         bad.as_ref().map(|b| b.version.clone()),
         &release.version,
     );
-    if let Some(held) = state.store.max_security_counter_held(&filter).await? {
-        if held > release.security_counter {
-            return Err(ApiError::conflict(
-                "security_counter_too_low",
-                format!(
-                    "release {} has security counter {} but targeted devices hold {held}: their bootloaders would refuse it; roll forward to a release with counter >= {held}",
-                    release.version, release.security_counter
-                ),
-            ));
-        }
+    // A rollback must bring back every device on the bad release: one that would refuse the
+    // image refuses the whole rollback, rather than being left behind.
+    let split = split_by_counter(state.store.targets(&filter).await?, &release);
+    if !split.blocked.is_empty() {
+        return Err(counter_too_low(
+            &release,
+            split.highest_held,
+            "targeted devices",
+        ));
     }
-    let targets = state.store.target_ids(&filter).await?;
+    let targets = split.offerable;
     if targets.is_empty() {
         return Err(ApiError::unprocessable(
             "no_targets",
@@ -455,7 +523,7 @@ async fn start_rollback(
     });
     let row = state
         .store
-        .create_rollout(&new, &targets, now, detail, abort_first)
+        .create_rollout(&new, &targets, &[], now, detail, abort_first)
         .await?;
     state.engine.invalidate();
     tracing::info!(actor = %admin.name, rollout = row.id, targets = targets.len(), "fleet rollback started");

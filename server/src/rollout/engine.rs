@@ -8,8 +8,8 @@
 //! matters is made by a conditional statement in the database, so any replica may make it and
 //! none makes it twice.
 
-use super::cohort;
 use super::gate::{self, GateInput, HealthGate, Verdict};
+use super::{anti_rollback, cohort};
 use crate::store::{
     now_ms, stage_threshold, AuditEntry, RolloutChange, RolloutRow, StageRow, Store, StoreError,
     TargetFilter,
@@ -18,7 +18,7 @@ use dashmap::DashMap;
 use fota_protocol::image::Digest;
 use fota_protocol::messages::{BootState, CheckIn, Event, EventKind, Offer};
 use fota_protocol::{ImageVersion, SlotId};
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::{Duration, Instant};
 
@@ -57,6 +57,23 @@ pub struct ActiveRollout {
     pub version_max_key: Option<i64>,
     /// Only devices running this version (rollbacks).
     pub from_version: Option<String>,
+    /// The security counter of every release of the model, by version: what a device running
+    /// one holds at least (see [`anti_rollback`]).
+    pub release_counters: HashMap<ImageVersion, u32>,
+}
+
+impl ActiveRollout {
+    /// Why this rollout must not offer its image to a device, if the device holds a higher
+    /// security counter than the release (its bootloader would refuse the image).
+    fn counter_block(&self, device: &DeviceView<'_>) -> Option<String> {
+        let running = self
+            .release_counters
+            .get(&device.check_in.firmware_version)
+            .copied();
+        let held = anti_rollback::held(device.check_in.security_counter, running);
+        anti_rollback::blocks(held, self.security_counter)
+            .then(|| anti_rollback::reason(held, self.security_counter))
+    }
 }
 
 /// A device's state in a rollout, as this replica last saw it.
@@ -221,7 +238,12 @@ impl Engine {
                 Ok(None)
             }
             // Offered or downloading on the old version: the device may have lost the answer.
-            Known::InFlight(state) if state != "installed" => Ok(Some(self.offer(r, device))),
+            Known::InFlight(state) if state != "installed" => {
+                if let Some(reason) = r.counter_block(device) {
+                    return self.skip_for_counter(store, r, device, key, &reason).await;
+                }
+                Ok(Some(self.offer(r, device)))
+            }
             Known::InFlight(_) => Ok(None),
             Known::Eligible => {
                 if running_release {
@@ -230,6 +252,9 @@ impl Engine {
                 let rank = cohort::rank(r.id, device.id);
                 if !cohort::is_in(rank, u64::try_from(r.threshold).unwrap_or(0)) {
                     return Ok(None);
+                }
+                if let Some(reason) = r.counter_block(device) {
+                    return self.skip_for_counter(store, r, device, key, &reason).await;
                 }
                 let target = device.check_in.running_slot.other();
                 let blocked = device.check_in.wrp_mask & target.partition().sector_mask();
@@ -267,6 +292,35 @@ impl Engine {
                 })
             }
         }
+    }
+
+    /// Skip a device that holds a higher security counter than the release: listed as
+    /// `security_counter_blocked` with the reason, never offered, not a failure.
+    async fn skip_for_counter(
+        &self,
+        store: &Store,
+        r: &ActiveRollout,
+        device: &DeviceView<'_>,
+        key: (i64, String),
+        reason: &str,
+    ) -> Result<Option<Offer>, StoreError> {
+        let moved = store
+            .set_device_state(
+                r.id,
+                device.id,
+                "security_counter_blocked",
+                Some(reason),
+                now_ms(),
+            )
+            .await?;
+        if moved {
+            tracing::info!(rollout = r.id, device = device.id, reason, "offer skipped");
+            self.known.insert(key, Known::Done);
+        } else {
+            // Its state moved on meanwhile (another replica, a report): ask again next time.
+            self.known.remove(&key);
+        }
+        Ok(None)
     }
 
     fn offer(&self, r: &ActiveRollout, device: &DeviceView<'_>) -> Offer {
@@ -586,6 +640,17 @@ async fn load_active(store: &Store, r: &RolloutRow) -> Result<Option<ActiveRollo
         Some(id) => store.release(id).await?.map(|rel| rel.version),
         None => None,
     };
+    let release_counters = store
+        .release_counters(&r.model)
+        .await?
+        .into_iter()
+        .filter_map(|(version, counter)| {
+            Some((
+                version.parse().ok()?,
+                anti_rollback::from_stored(Some(counter))?,
+            ))
+        })
+        .collect();
     Ok(Some(ActiveRollout {
         id: r.id,
         model: r.model.clone(),
@@ -602,6 +667,7 @@ async fn load_active(store: &Store, r: &RolloutRow) -> Result<Option<ActiveRollo
         version_min_key: r.version_min_key,
         version_max_key: r.version_max_key,
         from_version,
+        release_counters,
     }))
 }
 

@@ -21,7 +21,7 @@ pub struct StateCounts {
     /// Targets not offered yet (in or out of the cohorts so far).
     pub eligible: u64,
     /// Offered and not downloading yet (devices further along are counted in their state, so
-    /// "offered so far" is everything but `eligible` and `protection_blocked`).
+    /// "offered so far" is everything but `eligible` and the two `*_blocked`).
     pub offered: u64,
     /// Downloading.
     pub downloading: u64,
@@ -37,6 +37,10 @@ pub struct StateCounts {
     pub timed_out: u64,
     /// Skipped: flash protection would block writing the target slot.
     pub protection_blocked: u64,
+    /// Skipped: the device holds a security counter above the release's, so its bootloader
+    /// would refuse the image (anti-rollback).
+    #[serde(default)]
+    pub security_counter_blocked: u64,
 }
 
 impl StateCounts {
@@ -73,6 +77,7 @@ impl StateCounts {
             "rolled_back" => self.rolled_back += n,
             "timed_out" => self.timed_out += n,
             "protection_blocked" => self.protection_blocked += n,
+            "security_counter_blocked" => self.security_counter_blocked += n,
             _ => {}
         }
     }

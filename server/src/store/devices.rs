@@ -48,6 +48,8 @@ pub struct CheckInFacts {
     pub rdp_level: RdpLevel,
     /// Write-protected sectors (bit i = sector i).
     pub wrp_mask: u32,
+    /// The anti-rollback floor its bootloader holds, if the device reports it.
+    pub security_counter: Option<u32>,
 }
 
 impl CheckInFacts {
@@ -60,6 +62,7 @@ impl CheckInFacts {
             bootloader_version: c.bootloader_version,
             rdp_level: c.rdp_level,
             wrp_mask: c.wrp_mask,
+            security_counter: c.security_counter,
         }
     }
 }
@@ -126,6 +129,8 @@ pub struct DeviceRecord {
     pub rdp_level: Option<String>,
     /// Write-protected sectors.
     pub wrp_mask: Option<i64>,
+    /// The anti-rollback floor its bootloader holds, as it last reported it.
+    pub security_counter: Option<i64>,
     /// Derived from `last_seen_at`.
     pub status: DeviceStatus,
 }
@@ -184,7 +189,7 @@ fn status_of(last_seen_at: Option<i64>, stale_before: i64) -> DeviceStatus {
 }
 
 const DEVICE_COLUMNS: &str = "id, model, created_at, last_seen_at, firmware_version, \
-     running_slot, boot_state, bootloader_version, rdp_level, wrp_mask";
+     running_slot, boot_state, bootloader_version, rdp_level, wrp_mask, security_counter";
 
 fn device_from_row(row: &AnyRow, stale_before: i64) -> Result<DeviceRecord, sqlx::Error> {
     let last_seen_at: Option<i64> = row.try_get("last_seen_at")?;
@@ -200,6 +205,7 @@ fn device_from_row(row: &AnyRow, stale_before: i64) -> Result<DeviceRecord, sqlx
         bootloader_version: row.try_get("bootloader_version")?,
         rdp_level: row.try_get("rdp_level")?,
         wrp_mask: row.try_get("wrp_mask")?,
+        security_counter: row.try_get("security_counter")?,
         status: status_of(last_seen_at, stale_before),
     })
 }
@@ -314,6 +320,9 @@ impl Store {
             return Ok(());
         }
         let mut tx = self.pool().begin().await?;
+        // Binds per device: 200 devices a statement is 2,000 parameters, well under SQLite's
+        // limit of 32,766.
+        const FACT_COLUMNS: usize = 10;
         for chunk in facts.chunks(BATCH / 2) {
             let mut text = String::from(
                 "UPDATE devices SET last_seen_at = v.column2, \
@@ -323,18 +332,19 @@ impl Store {
                  boot_state = COALESCE(v.column6, devices.boot_state), \
                  bootloader_version = COALESCE(v.column7, devices.bootloader_version), \
                  rdp_level = COALESCE(v.column8, devices.rdp_level), \
-                 wrp_mask = COALESCE(v.column9, devices.wrp_mask) FROM (VALUES ",
+                 wrp_mask = COALESCE(v.column9, devices.wrp_mask), \
+                 security_counter = COALESCE(v.column10, devices.security_counter) FROM (VALUES ",
             );
             for i in 0..chunk.len() {
                 if i > 0 {
                     text.push_str(", ");
                 }
                 text.push('(');
-                for c in 0..9 {
+                for c in 0..FACT_COLUMNS {
                     if c > 0 {
                         text.push_str(", ");
                     }
-                    text.push_str(&format!("${}", 9 * i + c + 1));
+                    text.push_str(&format!("${}", FACT_COLUMNS * i + c + 1));
                 }
                 text.push(')');
             }
@@ -354,7 +364,8 @@ impl Store {
                     .bind(c.map(|c| boot_state_name(c.boot_state)))
                     .bind(c.map(|c| c.bootloader_version.to_string()))
                     .bind(c.map(|c| rdp_name(c.rdp_level)))
-                    .bind(c.map(|c| i64::from(c.wrp_mask)));
+                    .bind(c.map(|c| i64::from(c.wrp_mask)))
+                    .bind(c.and_then(|c| c.security_counter).map(i64::from));
             }
             q.execute(&mut *tx).await?;
         }

@@ -23,8 +23,8 @@ pub use devices::{
 pub use events::{event_kind_name, StoreOutcome, StoredEvent};
 pub use releases::{NewRelease, ReleaseImage, ReleaseRecord};
 pub use rollouts::{
-    allowed_from, stage_threshold, AuditEntry, NewRollout, RolloutChange, RolloutRow, StageRow,
-    TargetFilter,
+    allowed_from, stage_threshold, AuditEntry, NewRollout, RolloutChange, RolloutRow,
+    SkippedTarget, StageRow, Target, TargetFilter,
 };
 pub use tokens::{AdminTokenRecord, Role};
 

@@ -257,36 +257,66 @@ pub fn allowed_from(to: &str) -> &'static [&'static str] {
         ],
         "timed_out" => &["offered", "downloading", "installed"],
         "protection_blocked" => &["eligible", "offered"],
+        // The device holds more than the release (its floor rose, or it joined late): the
+        // offer stops, and a download in flight is withdrawn at its next check-in.
+        "security_counter_blocked" => &["eligible", "offered", "downloading"],
         _ => &[],
     }
 }
 
-impl Store {
-    /// Ids of the devices a filter selects.
-    pub async fn target_ids(&self, filter: &TargetFilter) -> Result<Vec<String>, StoreError> {
-        let mut sql = Sql::default();
-        sql.push("SELECT devices.id FROM devices");
-        filter.push(&mut sql);
-        let rows = sql.query().fetch_all(self.pool()).await?;
-        rows.iter()
-            .map(|r| r.try_get("id").map_err(StoreError::from))
-            .collect()
-    }
+/// A device a filter selects, with what tells the security counter its bootloader holds.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Target {
+    /// Device id.
+    pub id: String,
+    /// The counter the device last reported holding, if it reports one.
+    pub reported_counter: Option<i64>,
+    /// The security counter of the release it runs, if the server has that release.
+    pub running_release_counter: Option<i64>,
+}
 
-    /// The highest security counter among the releases the selected devices run (what their
-    /// bootloaders hold), if any runs a known release.
-    pub async fn max_security_counter_held(
-        &self,
-        filter: &TargetFilter,
-    ) -> Result<Option<i64>, StoreError> {
+/// A target left out of a rollout's offers from the start, with its state and reason.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SkippedTarget {
+    /// Device id.
+    pub id: String,
+    /// The state it is stored in (e.g. `security_counter_blocked`).
+    pub state: &'static str,
+    /// Why, in words.
+    pub reason: String,
+}
+
+impl Store {
+    /// The devices a filter selects, each with the counters that tell what its bootloader holds.
+    pub async fn targets(&self, filter: &TargetFilter) -> Result<Vec<Target>, StoreError> {
         let mut sql = Sql::default();
         sql.push(
-            "SELECT MAX(releases.security_counter) AS held FROM devices JOIN releases \
+            "SELECT devices.id, devices.security_counter AS reported, \
+             releases.security_counter AS running FROM devices LEFT JOIN releases \
              ON releases.model = devices.model AND releases.version = devices.firmware_version",
         );
         filter.push(&mut sql);
-        let row = sql.query().fetch_one(self.pool()).await?;
-        Ok(row.try_get("held")?)
+        let rows = sql.query().fetch_all(self.pool()).await?;
+        rows.iter()
+            .map(|r| {
+                Ok(Target {
+                    id: r.try_get("id")?,
+                    reported_counter: r.try_get("reported")?,
+                    running_release_counter: r.try_get("running")?,
+                })
+            })
+            .collect()
+    }
+
+    /// The security counter of every release of a model, by version.
+    pub async fn release_counters(&self, model: &str) -> Result<Vec<(String, i64)>, StoreError> {
+        let rows = sqlx::query("SELECT version, security_counter FROM releases WHERE model = $1")
+            .bind(model)
+            .fetch_all(self.pool())
+            .await?;
+        rows.iter()
+            .map(|r| Ok((r.try_get("version")?, r.try_get("security_counter")?)))
+            .collect()
     }
 
     /// The unfinished rollout of a model, if any: active, paused, or halted (a halted rollout
@@ -313,12 +343,15 @@ impl Store {
     }
 
     /// Create a rollout over `targets` in one transaction: the rollout, its stages, a row per
-    /// target with its rank, the first stage's threshold, and the audit entry. Also aborts
-    /// `abort_first` (a rollback replacing a bad rollout), conditionally, with its own entry.
+    /// target with its rank, the first stage's threshold, and the audit entry. `skipped` targets
+    /// are stored too, in their state and with their reason, but never offered and never counted
+    /// in a cohort's size. Also aborts `abort_first` (a rollback replacing a bad rollout),
+    /// conditionally, with its own entry.
     pub async fn create_rollout(
         &self,
         new: &NewRollout,
         targets: &[String],
+        skipped: &[SkippedTarget],
         now: i64,
         audit_detail: serde_json::Value,
         abort_first: Option<(i64, AuditEntry)>,
@@ -350,7 +383,7 @@ impl Store {
         .bind(new.version_min_key)
         .bind(new.version_max_key)
         .bind(new.from_release_id)
-        .bind(targets.len() as i64)
+        .bind((targets.len() + skipped.len()) as i64)
         .bind(now)
         .bind(new.created_by.as_str())
         .fetch_one(&mut *tx)
@@ -375,20 +408,37 @@ impl Store {
             .await?;
         }
         let mut ranks: Vec<u32> = targets.iter().map(|d| cohort::rank(id, d)).collect();
+        let rows = targets
+            .iter()
+            .zip(&ranks)
+            .map(|(device, rank)| (device.as_str(), *rank, "eligible", None))
+            .chain(skipped.iter().map(|s| {
+                (
+                    s.id.as_str(),
+                    cohort::rank(id, &s.id),
+                    s.state,
+                    Some(s.reason.as_str()),
+                )
+            }))
+            .collect::<Vec<_>>();
         // 100,000 rows as plain SQL text, 1,000 rows per statement, sent without a prepare
         // round trip (a prepared statement per chunk made PostgreSQL plan each one). Every value
-        // is ours: integers we computed, and device ids that passed the id rules at provisioning
-        // (`[A-Za-z0-9._:-]`), quoted and escaped all the same.
-        for (chunk, chunk_ranks) in targets.chunks(1000).zip(ranks.chunks(1000)) {
+        // is ours: integers we computed, state names and reasons we wrote, and device ids that
+        // passed the id rules at provisioning (`[A-Za-z0-9._:-]`), quoted and escaped all the
+        // same.
+        let quote = |text: &str| format!("'{}'", text.replace('\'', "''"));
+        for chunk in rows.chunks(1000) {
             let mut sql = String::with_capacity(chunk.len() * 64);
-            sql.push_str("INSERT INTO rollout_devices (rollout_id, device_id, rank, state, updated_at) VALUES ");
-            for (i, (device, rank)) in chunk.iter().zip(chunk_ranks).enumerate() {
+            sql.push_str("INSERT INTO rollout_devices (rollout_id, device_id, rank, state, reason, updated_at) VALUES ");
+            for (i, (device, rank, state, reason)) in chunk.iter().enumerate() {
                 if i > 0 {
                     sql.push_str(", ");
                 }
                 sql.push_str(&format!(
-                    "({id}, '{}', {rank}, 'eligible', {now})",
-                    device.replace('\'', "''")
+                    "({id}, {}, {rank}, {}, {}, {now})",
+                    quote(device),
+                    quote(state),
+                    reason.map_or_else(|| "NULL".to_string(), quote)
                 ));
             }
             // No arguments: PostgreSQL gets it as one simple query, no prepare.
@@ -493,7 +543,8 @@ impl Store {
         let rows = sqlx::query(
             "SELECT stage, state, COUNT(*) AS n FROM rollout_devices WHERE rollout_id = $1 \
              AND state IN ('offered', 'downloading', 'installed', 'confirmed', 'failed', \
-             'rolled_back', 'timed_out', 'protection_blocked') GROUP BY stage, state",
+             'rolled_back', 'timed_out', 'protection_blocked', 'security_counter_blocked') \
+             GROUP BY stage, state",
         )
         .bind(id)
         .fetch_all(self.pool())
@@ -543,12 +594,16 @@ impl Store {
         Ok(u64::try_from(row.try_get::<i64, _>("n")?).unwrap_or(0))
     }
 
-    /// All target ranks (for absolute-count stages).
+    /// The ranks of all targets that may be offered (for absolute-count stages: a device
+    /// skipped for its security counter takes no place in a cohort).
     pub async fn rollout_ranks(&self, id: i64) -> Result<Vec<u32>, StoreError> {
-        let rows = sqlx::query("SELECT rank FROM rollout_devices WHERE rollout_id = $1")
-            .bind(id)
-            .fetch_all(self.pool())
-            .await?;
+        let rows = sqlx::query(
+            "SELECT rank FROM rollout_devices WHERE rollout_id = $1 \
+             AND state <> 'security_counter_blocked'",
+        )
+        .bind(id)
+        .fetch_all(self.pool())
+        .await?;
         rows.iter()
             .map(|r| Ok(u32::try_from(r.try_get::<i64, _>("rank")?).unwrap_or(u32::MAX)))
             .collect()

@@ -439,6 +439,8 @@ pub struct Device {
     pub slot: &'static str,
     pub trial: bool,
     pub wrp_mask: u32,
+    /// The anti-rollback floor it reports at check-in (`None`: it reports none).
+    pub floor: Option<u32>,
     pub next_event: u64,
     /// Offers this device ever received: (rollout id, version).
     pub offers: Vec<(i64, String)>,
@@ -465,13 +467,14 @@ impl Device {
             slot: "a",
             trial: false,
             wrp_mask: 0,
+            floor: None,
             next_event: 1,
             offers: Vec::new(),
         }
     }
 
     pub fn body(&self) -> serde_json::Value {
-        serde_json::json!({
+        let mut body = serde_json::json!({
             "model": self.model,
             "firmware_version": self.version,
             "running_slot": self.slot,
@@ -479,7 +482,11 @@ impl Device {
             "bootloader_version": "1.0.0",
             "rdp_level": "level1",
             "wrp_mask": self.wrp_mask,
-        })
+        });
+        if let Some(floor) = self.floor {
+            body["security_counter"] = serde_json::json!(floor);
+        }
+        body
     }
 
     /// Check in; returns the offer, if any.

@@ -24,7 +24,7 @@ pub struct Args {
 }
 
 /// The fields of device counts by state, as the engine records them.
-const COUNT_KEYS: [&str; 9] = [
+const COUNT_KEYS: [&str; 10] = [
     "eligible",
     "offered",
     "downloading",
@@ -34,6 +34,7 @@ const COUNT_KEYS: [&str; 9] = [
     "rolled_back",
     "timed_out",
     "protection_blocked",
+    "security_counter_blocked",
 ];
 
 /// An entry's detail (a JSON object) as `key=value` pairs, compactly: nulls left out, nested

@@ -491,6 +491,12 @@ fn status_lines(s: &RolloutStatus) -> Vec<String> {
             s.counts.protection_blocked
         ));
     }
+    if s.counts.security_counter_blocked > 0 {
+        lines.push(format!(
+            "skipped, they hold a security counter above the release's (anti-rollback): {}",
+            s.counts.security_counter_blocked
+        ));
+    }
     match s.state.as_str() {
         "halted" => {
             lines.push(format!(
