@@ -6,6 +6,8 @@
 //! - [`layout`]: the STM32F429 flash map of DESIGN.md and the check that an image's vector table
 //!   lies inside the slot it was built for.
 //! - [`messages`] (feature `serde`): the v1 device protocol: check-in, offer, report events.
+//! - [`testing`] (feature `testing`, for tests only): a payload linked for a slot, signed with a
+//!   test key, the one fixture every crate's tests build images from.
 //!
 //! The crate is `no_std`: the bootloader links it with a few KB of RAM and no allocator. Nothing
 //! here panics on untrusted input; every malformed image has its own [`image::ImageError`] variant.
@@ -19,6 +21,8 @@ pub mod image;
 pub mod layout;
 #[cfg(feature = "serde")]
 pub mod messages;
+#[cfg(feature = "testing")]
+pub mod testing;
 
 pub use image::{ImageError, ImageHeader, ImageVersion, TrustedKey, VerifiedImage};
 pub use layout::SlotId;

@@ -9,6 +9,7 @@ use fota_protocol::image::{
     KeyError, ParsedImage, Region, StreamVerifier, TrustedKey,
 };
 use fota_protocol::layout::{check_verified_for_slot, SlotError};
+use fota_protocol::testing::{app_for, image_for, signed_for, test_key};
 use fota_protocol::SlotId;
 use proptest::prelude::*;
 
@@ -29,30 +30,13 @@ fn imgtool_signing_key() -> SigningKey {
     SigningKey::from_pkcs8_pem(&pem).unwrap()
 }
 
-fn test_key(seed: u8) -> SigningKey {
-    SigningKey::from_bytes(&[seed; 32])
-}
-
 fn trusted(key: &SigningKey) -> TrustedKey {
     TrustedKey::from_bytes(&key.verifying_key().to_bytes()).unwrap()
 }
 
-/// An application payload whose vector table is right for `slot`.
-fn app_for(slot: SlotId, len: usize) -> Vec<u8> {
-    let entry = slot.partition().start + 0x200 + 0x100;
-    let mut p = Vec::with_capacity(len);
-    p.extend_from_slice(&0x2002_0000u32.to_le_bytes());
-    p.extend_from_slice(&(entry | 1).to_le_bytes());
-    p.extend((8..len).map(|i| (i * 31 % 251) as u8));
-    p
-}
-
+/// The tests' usual image: a 4 KB payload for `slot`, version 2.1.0+5, security counter 3.
 fn signed(slot: SlotId, key: &SigningKey) -> Vec<u8> {
-    ImageBuilder::new(app_for(slot, 4096), ImageVersion::new(2, 1, 0, 5))
-        .security_counter(3)
-        .rom_fixed(slot.partition().start)
-        .sign(key)
-        .unwrap()
+    signed_for(slot, 4096, ImageVersion::new(2, 1, 0, 5), 3, key)
 }
 
 /// Verify by streaming in chunks of `chunk` bytes.
@@ -338,8 +322,7 @@ fn protected_tlv_errors() {
 
 /// An image whose protected area holds `entries`, re-signed so only the TLV content is at issue.
 fn with_protected(key: &SigningKey, entries: &[(u16, Vec<u8>)]) -> Vec<u8> {
-    let base = ImageBuilder::new(app_for(SlotId::A, 1024), ImageVersion::new(1, 0, 0, 0))
-        .rom_fixed(SlotId::A.partition().start)
+    let base = image_for(SlotId::A, 1024, ImageVersion::new(1, 0, 0, 0))
         .sign(key)
         .unwrap();
     let body_len: usize = entries.iter().map(|(_, v)| 4 + v.len()).sum();
