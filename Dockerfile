@@ -2,7 +2,8 @@
 FROM rust:1-bookworm AS build
 WORKDIR /src
 COPY . .
-RUN cargo build --release --locked -p fota-server --bin fota
+# Without the default `demo` feature: the served binary does not link the device simulator.
+RUN cargo build --release --locked -p fota-cli --no-default-features --bin fota
 
 FROM debian:bookworm-slim
 RUN useradd --system --home /var/lib/fota fota && mkdir -p /var/lib/fota && chown fota /var/lib/fota

@@ -20,7 +20,8 @@
 use axum::body::Bytes;
 use clap::Parser;
 use ed25519_dalek::SigningKey;
-use fota_protocol::image::{ImageBuilder, TrustedKey};
+use fota_protocol::image::TrustedKey;
+use fota_protocol::testing::image_for;
 use fota_protocol::SlotId;
 use fota_server::config::ServeConfig;
 use fota_server::store::{now_ms, Role};
@@ -509,21 +510,12 @@ fn main() {
     if !args.no_artifacts {
         let (server, dir) = artifact_server.unwrap();
         let key = signing_key();
-        let payload = |slot: SlotId| {
-            let entry = slot.partition().start + 0x300;
-            let mut p = 0x2002_0000u32.to_le_bytes().to_vec();
-            p.extend_from_slice(&(entry | 1).to_le_bytes());
-            p.extend((8..200 * 1024).map(|i| (i * 131 % 251) as u8));
-            p
+        let image = |slot: SlotId| {
+            image_for(slot, 200 * 1024, "9.9.9".parse().unwrap())
+                .sign(&key)
+                .unwrap()
         };
-        let a = ImageBuilder::new(payload(SlotId::A), "9.9.9".parse().unwrap())
-            .rom_fixed(SlotId::A.partition().start)
-            .sign(&key)
-            .unwrap();
-        let b = ImageBuilder::new(payload(SlotId::B), "9.9.9".parse().unwrap())
-            .rom_fixed(SlotId::B.partition().start)
-            .sign(&key)
-            .unwrap();
+        let (a, b) = (image(SlotId::A), image(SlotId::B));
         let size = a.len();
         let sha = client_rt.block_on(async {
             let admin =

@@ -18,7 +18,8 @@
 
 use clap::Parser;
 use ed25519_dalek::SigningKey;
-use fota_protocol::image::{ImageBuilder, TrustedKey};
+use fota_protocol::image::TrustedKey;
+use fota_protocol::testing::image_for;
 use fota_protocol::SlotId;
 use fota_server::config::ServeConfig;
 use fota_server::store::{now_ms, Role};
@@ -230,15 +231,8 @@ async fn run(args: &Args, label: &str, database_url: Option<String>) -> Vec<Stri
     }
     tokio::time::sleep(Duration::from_millis(600)).await;
 
-    let payload = |slot: SlotId| {
-        let mut p = 0x2002_0000u32.to_le_bytes().to_vec();
-        p.extend_from_slice(&((slot.partition().start + 0x301) | 1).to_le_bytes());
-        p.extend((8..64 * 1024).map(|i| (i % 251) as u8));
-        p
-    };
     let image = |slot: SlotId| {
-        ImageBuilder::new(payload(slot), "2.0.0".parse().unwrap())
-            .rom_fixed(slot.partition().start)
+        image_for(slot, 64 * 1024, "2.0.0".parse().unwrap())
             .sign(&key)
             .unwrap()
     };

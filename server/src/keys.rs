@@ -1,4 +1,5 @@
-//! Ed25519 signing keys as PEM files: generating, saving and loading them.
+//! Ed25519 keys as PEM files, read: the keys a server trusts (`--trusted-key`), and the keys the
+//! operator's tools sign and verify with. Generating and writing keys is the operator CLI's.
 //!
 //! Private keys are PKCS#8 `PRIVATE KEY` PEMs and public keys SubjectPublicKeyInfo `PUBLIC KEY`
 //! PEMs, the forms MCUboot's imgtool reads and writes (Python `cryptography`'s
@@ -6,10 +7,10 @@
 //! (RFC 5208: the 32-byte seed without the optional public key), which every PKCS#8 reader
 //! accepts; it reads both v1 and v2 (RFC 5958, with the public key, which must then match).
 
-use ed25519_dalek::pkcs8::{DecodePrivateKey, EncodePublicKey};
+use ed25519_dalek::pkcs8::DecodePrivateKey;
 use ed25519_dalek::{SigningKey, VerifyingKey};
 use fota_protocol::image::{KeyError, TrustedKey};
-use pkcs8::der::pem::{self, LineEnding};
+use pkcs8::der::pem;
 use pkcs8::der::Decode;
 use pkcs8::{ObjectIdentifier, PrivateKeyInfo};
 use std::fs;
@@ -25,7 +26,7 @@ pub const PRIVATE_KEY_LABEL: &str = "PRIVATE KEY";
 /// PEM label of a SubjectPublicKeyInfo public key.
 pub const PUBLIC_KEY_LABEL: &str = "PUBLIC KEY";
 
-/// Why a key file could not be read, understood or written.
+/// Why a key file could not be read or understood.
 #[derive(Debug, thiserror::Error)]
 pub enum KeyFileError {
     /// The file could not be read.
@@ -74,12 +75,6 @@ pub enum KeyFileError {
         /// What the decoder said.
         detail: String,
     },
-    /// A public key where a private key is needed.
-    #[error("{} is a public key; signing needs the private key", .path.display())]
-    NotPrivate {
-        /// The key file.
-        path: PathBuf,
-    },
     /// A key that may not be trusted (not a curve point, or of small order).
     #[error("{} cannot be trusted", .path.display())]
     Untrusted {
@@ -87,26 +82,6 @@ pub enum KeyFileError {
         path: PathBuf,
         /// Why.
         source: KeyError,
-    },
-    /// `keygen` would overwrite a file.
-    #[error("{} already exists (use --force to overwrite)", .path.display())]
-    Exists {
-        /// The existing file.
-        path: PathBuf,
-    },
-    /// The operating system's random number generator failed.
-    #[error("cannot get random bytes for a key: {0}")]
-    Random(getrandom::Error),
-    /// A key could not be encoded.
-    #[error("cannot encode key: {0}")]
-    Encode(String),
-    /// A key file could not be written.
-    #[error("cannot write {}", .path.display())]
-    Write {
-        /// The key file.
-        path: PathBuf,
-        /// What the OS said.
-        source: io::Error,
     },
 }
 
@@ -223,16 +198,6 @@ fn find(haystack: &[u8], needle: &[u8]) -> Option<usize> {
     haystack.windows(needle.len()).position(|w| w == needle)
 }
 
-/// Read a private key to sign with.
-pub fn load_signing_key(path: &Path) -> Result<SigningKey, KeyFileError> {
-    match load_key(path)? {
-        KeyFile::Private(key) => Ok(key),
-        KeyFile::Public(_) => Err(KeyFileError::NotPrivate {
-            path: path.to_owned(),
-        }),
-    }
-}
-
 /// Read a private or public key to verify with. Small-order keys are refused.
 pub fn load_trusted_key(path: &Path) -> Result<TrustedKey, KeyFileError> {
     let key = load_key(path)?.verifying_key();
@@ -242,135 +207,10 @@ pub fn load_trusted_key(path: &Path) -> Result<TrustedKey, KeyFileError> {
     })
 }
 
-/// A new key from 32 bytes of the operating system's randomness.
-pub fn generate() -> Result<SigningKey, KeyFileError> {
-    let mut seed = Zeroizing::new([0u8; 32]);
-    getrandom::getrandom(seed.as_mut()).map_err(KeyFileError::Random)?;
-    Ok(SigningKey::from_bytes(&seed))
-}
-
-/// The private key as a PKCS#8 v1 PEM (`-----BEGIN PRIVATE KEY-----`).
-///
-/// v1 (the seed only) rather than the v2 that `to_pkcs8_pem` writes: it is what OpenSSL and
-/// Python `cryptography` write for Ed25519, so it is what every tool in the chain expects.
-pub fn private_key_pem(key: &SigningKey) -> Result<Zeroizing<String>, KeyFileError> {
-    use ed25519_dalek::pkcs8::EncodePrivateKey;
-    let keypair = ed25519_dalek::pkcs8::KeypairBytes {
-        secret_key: key.to_bytes(),
-        public_key: None,
-    };
-    keypair
-        .to_pkcs8_pem(LineEnding::LF)
-        .map_err(|e| KeyFileError::Encode(e.to_string()))
-}
-
-/// The public key as a SubjectPublicKeyInfo PEM (`-----BEGIN PUBLIC KEY-----`).
-pub fn public_key_pem(key: &VerifyingKey) -> Result<String, KeyFileError> {
-    key.to_public_key_pem(LineEnding::LF)
-        .map_err(|e| KeyFileError::Encode(e.to_string()))
-}
-
-/// Where `keygen --out <path>` puts the public key: `.pem` becomes `.pub.pem`, any other name
-/// gets `.pub.pem` appended.
-pub fn public_key_path(private: &Path) -> PathBuf {
-    let name = private.as_os_str().to_string_lossy();
-    match name.strip_suffix(".pem") {
-        Some(stem) if !stem.is_empty() && !stem.ends_with('/') => {
-            PathBuf::from(format!("{stem}.pub.pem"))
-        }
-        _ => {
-            let mut path = private.as_os_str().to_owned();
-            path.push(".pub.pem");
-            PathBuf::from(path)
-        }
-    }
-}
-
-/// Write `key` to `private_path` (mode 0600) and its public key next to it (see
-/// [`public_key_path`]); returns the public key's path. Each file is written to a temporary file
-/// in the same directory and renamed into place, so a crash never leaves half a key. Without
-/// `force`, refuses if either file exists.
-pub fn write_key_pair(
-    key: &SigningKey,
-    private_path: &Path,
-    force: bool,
-) -> Result<PathBuf, KeyFileError> {
-    let public_path = public_key_path(private_path);
-    if !force {
-        for path in [private_path, public_path.as_path()] {
-            if fs::symlink_metadata(path).is_ok() {
-                return Err(KeyFileError::Exists {
-                    path: path.to_owned(),
-                });
-            }
-        }
-    }
-    let private_pem = private_key_pem(key)?;
-    let public_pem = public_key_pem(&key.verifying_key())?;
-    write_key_file(private_path, private_pem.as_bytes(), 0o600, force)?;
-    write_key_file(&public_path, public_pem.as_bytes(), 0o644, force)?;
-    Ok(public_path)
-}
-
-fn write_key_file(
-    path: &Path,
-    contents: &[u8],
-    mode: u32,
-    force: bool,
-) -> Result<(), KeyFileError> {
-    crate::atomic::write_atomic(path, contents, mode, force).map_err(|source| {
-        if source.kind() == io::ErrorKind::AlreadyExists {
-            KeyFileError::Exists {
-                path: path.to_owned(),
-            }
-        } else {
-            KeyFileError::Write {
-                path: path.to_owned(),
-                source,
-            }
-        }
-    })
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn public_key_path_replaces_pem_or_appends() {
-        assert_eq!(public_key_path(Path::new("k.pem")), Path::new("k.pub.pem"));
-        assert_eq!(
-            public_key_path(Path::new("/x/y/release.pem")),
-            Path::new("/x/y/release.pub.pem")
-        );
-        assert_eq!(public_key_path(Path::new("key")), Path::new("key.pub.pem"));
-        assert_eq!(
-            public_key_path(Path::new("dir/.pem")),
-            Path::new("dir/.pem.pub.pem")
-        );
-    }
-
-    #[test]
-    fn pem_round_trip_private_and_public() {
-        let key = SigningKey::from_bytes(&[7; 32]);
-        let private = private_key_pem(&key).unwrap();
-        assert!(private.starts_with("-----BEGIN PRIVATE KEY-----\n"));
-        match parse_key_pem(Path::new("k"), private.as_bytes()).unwrap() {
-            KeyFile::Private(k) => assert_eq!(k.to_bytes(), key.to_bytes()),
-            KeyFile::Public(_) => panic!("expected a private key"),
-        }
-        // v1: 48 bytes of DER (version 0, no public key).
-        let (_, der) = pem::decode_vec(private.as_bytes()).unwrap();
-        assert_eq!(der.len(), 48);
-        assert_eq!(der[4], 0, "PKCS#8 version 0 (v1)");
-
-        let public = public_key_pem(&key.verifying_key()).unwrap();
-        assert!(public.starts_with("-----BEGIN PUBLIC KEY-----\n"));
-        match parse_key_pem(Path::new("k"), public.as_bytes()).unwrap() {
-            KeyFile::Public(k) => assert_eq!(k, key.verifying_key()),
-            KeyFile::Private(_) => panic!("expected a public key"),
-        }
-    }
+    use pkcs8::der::pem::LineEnding;
 
     #[test]
     fn reads_pkcs8_v2_as_dalek_writes_it() {

@@ -2,11 +2,13 @@
 //! Every bad input gets a JSON error with a stable code; nothing answers 500.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-mod common;
-
-use common::{assert_error, image, other_key, signing_key, spawn_app, Db, TestApp};
+use fota_protocol::testing::image_for;
 use fota_protocol::SlotId;
 use fota_server::store::Role;
+use fota_testkit::{
+    self as testkit, assert_error, backend_tests, image, other_key, signing_key, spawn_app, Db,
+    TestApp,
+};
 use serde_json::{json, Value};
 
 backend_tests!(
@@ -155,8 +157,8 @@ async fn provisioning_refusals(db: Db) {
 
 async fn admin_auth_and_roles(db: Db) {
     let app = spawn_app(db).await;
-    let viewer = common::token(&app.server.state.store, "viewer", Role::Viewer).await;
-    let operator = common::token(&app.server.state.store, "op", Role::Operator).await;
+    let viewer = testkit::token(&app.server.state.store, "viewer", Role::Viewer).await;
+    let operator = testkit::token(&app.server.state.store, "op", Role::Operator).await;
     let body = json!({"devices": [{"id": "SL-1", "model": "f429"}]});
 
     let resp = app.client.get(app.at("/v1/devices")).send().await.unwrap();
@@ -584,13 +586,9 @@ async fn release_upload_refusals(db: Db) {
     )
     .await;
 
-    let unsigned = fota_protocol::image::ImageBuilder::new(
-        common::app_for(SlotId::A, 4096),
-        "2.1.0".parse().unwrap(),
-    )
-    .rom_fixed(SlotId::A.partition().start)
-    .build_unsigned()
-    .unwrap();
+    let unsigned = image_for(SlotId::A, 4096, "2.1.0".parse().unwrap())
+        .build_unsigned()
+        .unwrap();
     let b21 = image(SlotId::B, "2.1.0", 1, &key);
     assert_error(
         app.upload("f429", unsigned, b21.clone()).await,
@@ -661,13 +659,9 @@ async fn release_upload_refusals(db: Db) {
     )
     .await;
     // Larger than a slot.
-    let big = fota_protocol::image::ImageBuilder::new(
-        common::app_for(SlotId::A, 300 * 1024),
-        "2.1.0".parse().unwrap(),
-    )
-    .rom_fixed(SlotId::A.partition().start)
-    .sign(&key)
-    .unwrap();
+    let big = image_for(SlotId::A, 300 * 1024, "2.1.0".parse().unwrap())
+        .sign(&key)
+        .unwrap();
     assert_error(
         app.upload("f429", big, b21.clone()).await,
         413,
@@ -843,9 +837,9 @@ async fn artifact_refusals_and_cdn(db: Db) {
 
     // With a CDN configured, downloads are redirected there.
     let data_dir = tempfile::tempdir().unwrap();
-    let mut config = common::test_config(db, data_dir.path()).await;
+    let mut config = testkit::test_config(db, data_dir.path()).await;
     config.cdn_base_url = Some("https://cdn.example.invalid/fota/".into());
-    let cdn_app = common::spawn_with(db, data_dir, config).await;
+    let cdn_app = testkit::spawn_with(db, data_dir, config).await;
     let client = reqwest::Client::builder()
         .redirect(reqwest::redirect::Policy::none())
         .build()
@@ -952,10 +946,10 @@ async fn device_listing_filters_and_summary(db: Db) {
 
 async fn shutdown_flushes_buffered_facts(db: Db) {
     let data_dir = tempfile::tempdir().unwrap();
-    let mut config = common::test_config(db, data_dir.path()).await;
+    let mut config = testkit::test_config(db, data_dir.path()).await;
     // Long enough that only the shutdown flush can write it.
     config.flush_interval = std::time::Duration::from_secs(3600);
-    let app = common::spawn_with(db, data_dir, config.clone()).await;
+    let app = testkit::spawn_with(db, data_dir, config.clone()).await;
     let tokens = app.provision(&[("SL-1", "f429", &[])]).await;
     let resp = app
         .check_in(
@@ -1096,120 +1090,5 @@ async fn openapi_matches_the_routes() {
             !body.contains("no_route"),
             "{method} {path} is documented but not routed"
         );
-    }
-}
-
-/// `fota serve` as a process: starts on a fresh data directory, answers, and exits 0 on SIGTERM
-/// after flushing.
-#[test]
-fn serve_process_starts_and_stops_on_sigterm() {
-    use std::io::{BufRead as _, BufReader};
-    use std::process::{Command, Stdio};
-    let dir = tempfile::tempdir().unwrap();
-    let token = Command::new(env!("CARGO_BIN_EXE_fota"))
-        .args([
-            "token",
-            "create",
-            "--name",
-            "ops",
-            "--role",
-            "admin",
-            "--data-dir",
-        ])
-        .arg(dir.path())
-        .output()
-        .unwrap();
-    assert!(
-        token.status.success(),
-        "{}",
-        String::from_utf8_lossy(&token.stderr)
-    );
-    let token = String::from_utf8(token.stdout).unwrap().trim().to_string();
-    assert!(token.starts_with("fota_adm_"));
-
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
-    let mut child = Command::new(env!("CARGO_BIN_EXE_fota"))
-        .args([
-            "serve",
-            "--listen",
-            &format!("127.0.0.1:{port}"),
-            "--data-dir",
-        ])
-        .arg(dir.path())
-        .env("FOTA_LOG", "info")
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let mut stderr = BufReader::new(child.stderr.take().unwrap());
-    let mut line = String::new();
-    loop {
-        line.clear();
-        assert!(
-            stderr.read_line(&mut line).unwrap() > 0,
-            "server exited before serving"
-        );
-        if line.contains("fota serving") {
-            break;
-        }
-    }
-    assert!(
-        dir.path().join("fota.db").exists(),
-        "SQLite file created on first run"
-    );
-    let rt = tokio::runtime::Runtime::new().unwrap();
-    rt.block_on(async {
-        let client = reqwest::Client::new();
-        let resp = client
-            .get(format!("http://127.0.0.1:{port}/v1/fleet/summary"))
-            .bearer_auth(&token)
-            .send()
-            .await
-            .unwrap();
-        assert_eq!(resp.status(), 200);
-    });
-    let pid = child.id().to_string();
-    assert!(Command::new("kill")
-        .args(["-TERM", &pid])
-        .status()
-        .unwrap()
-        .success());
-    let status = child.wait().unwrap();
-    assert!(status.success(), "exit status {status}");
-    let mut rest = String::new();
-    std::io::Read::read_to_string(&mut stderr, &mut rest).unwrap();
-    assert!(rest.contains("stopped"), "{rest}");
-    assert!(!rest.contains(&token), "a secret reached the log");
-}
-
-/// Bad command lines of the server commands: one line, non-zero exit.
-#[test]
-fn serve_and_token_usage_errors_are_one_line() {
-    use std::process::Command;
-    let dir = tempfile::tempdir().unwrap();
-    for args in [
-        vec!["serve", "--listen", "nonsense"],
-        vec![
-            "serve",
-            "--database-url",
-            "mysql://x/y",
-            "--listen",
-            "127.0.0.1:0",
-        ],
-        vec!["token", "create", "--name", "x", "--role", "emperor"],
-        vec!["serve", "--config", "/nonexistent/fota.toml"],
-    ] {
-        let out = Command::new(env!("CARGO_BIN_EXE_fota"))
-            .args(&args)
-            .env("FOTA_DATA_DIR", dir.path())
-            .output()
-            .unwrap();
-        assert!(!out.status.success(), "{args:?}");
-        let err = String::from_utf8(out.stderr).unwrap();
-        assert_eq!(err.trim().lines().count(), 1, "{args:?}: {err}");
-        assert!(err.starts_with("error:"), "{args:?}: {err}");
     }
 }

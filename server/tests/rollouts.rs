@@ -3,10 +3,11 @@
 //! without its sample never advances, rollbacks, operator actions and the audit log.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-mod common;
-
-use common::{assert_error, fleet, release, rollout_status, spawn_app, wait_for, Behaviour, Db};
 use fota_server::rollout::cohort;
+use fota_testkit::{
+    self as testkit, assert_error, backend_tests, fleet, release, rollout_status, spawn_app,
+    wait_for, Behaviour, Db,
+};
 use serde_json::{json, Value};
 use std::time::Duration;
 
@@ -24,8 +25,8 @@ backend_tests!(
     anti_rollback_holds_when_a_stage_advances,
 );
 
-async fn start(app: &impl common::Api, body: Value) -> Value {
-    common::start_rollout(app, body).await
+async fn start(app: &impl testkit::Api, body: Value) -> Value {
+    testkit::start_rollout(app, body).await
 }
 
 fn stage(percent: f64, min_sample: u64, max_rate: f64, deadline_s: i64) -> Value {
@@ -377,7 +378,7 @@ async fn operator_actions_and_audit(db: Db) {
         assert!(d.check_in(&app).await.is_none(), "offered after abort");
     }
     // Viewers may not steer.
-    let viewer = common::token(
+    let viewer = testkit::token(
         &app.server.state.store,
         "v",
         fota_server::store::Role::Viewer,
@@ -593,113 +594,6 @@ async fn fleet_rollback_brings_devices_back(db: Db) {
         .any(|e| e["action"] == "rollback.create"));
 }
 
-/// Two `fota serve` processes on one PostgreSQL database, devices talking to either under
-/// concurrent reports: no stage advances twice, and no device is offered beyond the stage it was
-/// offered in.
-#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-async fn two_replicas_on_one_postgres_decide_once() {
-    use common::Api as _;
-    use std::sync::Arc;
-    if common::postgres_url().is_none() {
-        return;
-    }
-    let database_url = common::fresh_postgres_database().await;
-    let store = fota_server::store::Store::connect(&database_url)
-        .await
-        .unwrap();
-    let admin = common::token(&store, "ops", fota_server::store::Role::Admin).await;
-    // Shared artifact storage, as behind a load balancer with one volume or a CDN.
-    let shared = tempfile::tempdir().unwrap();
-    let a = Arc::new(common::spawn_process(&database_url, shared.path(), &admin).await);
-    let b = Arc::new(common::spawn_process(&database_url, shared.path(), &admin).await);
-    let devices = fleet(a.as_ref(), "RP", 300, "f429", "1.0.0").await;
-    let rel = release(a.as_ref(), "f429", "5.0.0", 1).await;
-    let stages = [
-        stage(10.0, 5, 0.5, 60),
-        stage(40.0, 5, 0.5, 60),
-        stage(100.0, 5, 0.5, 60),
-    ];
-    let id = start(b.as_ref(), json!({"release_id": rel, "stages": stages})).await["id"]
-        .as_i64()
-        .unwrap();
-
-    let mut tasks = Vec::new();
-    for (n, mut d) in devices.into_iter().enumerate() {
-        let (a, b) = (a.clone(), b.clone());
-        tasks.push(tokio::spawn(async move {
-            let deadline = std::time::Instant::now() + Duration::from_secs(40);
-            let mut round = n;
-            while d.version != "5.0.0" && std::time::Instant::now() < deadline {
-                // Alternate replicas per round, so check-ins and reports interleave.
-                let app = if round % 2 == 0 {
-                    a.as_ref()
-                } else {
-                    b.as_ref()
-                };
-                round += 1;
-                if let Some(offer) = d.check_in(app).await {
-                    let other = if round % 2 == 0 {
-                        a.as_ref()
-                    } else {
-                        b.as_ref()
-                    };
-                    d.take(other, &offer, Behaviour::Good).await;
-                }
-                tokio::time::sleep(Duration::from_millis(100)).await;
-            }
-            d
-        }));
-    }
-    let mut done = Vec::new();
-    for t in tasks {
-        done.push(t.await.unwrap());
-    }
-    let s = wait_for(a.as_ref(), id, Duration::from_secs(10), |s| {
-        s["state"] == "completed"
-    })
-    .await;
-    assert_eq!(s["state"], "completed", "{s:#}");
-    assert!(done.iter().all(|d| d.version == "5.0.0"));
-
-    let audit: Value = a
-        .admin_get(&format!("/v1/audit?rollout_id={id}"))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
-    let count = |action: &str| {
-        audit["entries"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .filter(|e| e["action"] == action)
-            .count()
-    };
-    assert_eq!(count("rollout.advance"), 2, "{audit:#}");
-    assert_eq!(count("rollout.complete"), 1);
-    let thresholds = [1000, 4000, 10_000].map(cohort::threshold_for_basis_points);
-    for (device, state, rank, stage) in store.rollout_devices(id).await.unwrap() {
-        assert_eq!(state, "confirmed", "{device}");
-        let stage = stage.expect("offered in a stage") as usize;
-        assert!(
-            cohort::is_in(rank as u32, thresholds[stage]),
-            "{device} offered in stage {} beyond its cohort",
-            stage + 1
-        );
-    }
-    // Every offer a device received was for this rollout and this release.
-    for d in &done {
-        assert!(
-            d.offers.iter().all(|(r, v)| *r == id && v == "5.0.0"),
-            "{:?}",
-            d.offers
-        );
-    }
-    store.close().await;
-}
-
 /// The selector picks by tags and running-version range; a device provisioned after the start
 /// that matches joins the rollout; one that does not never gets an offer.
 async fn selector_targets_tags_versions_and_late_joiners(db: Db) {
@@ -726,12 +620,12 @@ async fn selector_targets_tags_versions_and_late_joiners(db: Db) {
     }
     // T-1 and T-2 were never seen at the start: they join when they check in on 1.0.x.
     let id = r["id"].as_i64().unwrap();
-    let mut late = common::Device::new("T-1", &tokens[0], "f429", "1.0.3");
+    let mut late = testkit::Device::new("T-1", &tokens[0], "f429", "1.0.3");
     assert!(
         late.check_in(&app).await.is_some(),
         "a matching late joiner is offered (100% stage)"
     );
-    let mut stale = common::Device::new("T-2", &tokens[1], "f429", "0.8.0");
+    let mut stale = testkit::Device::new("T-2", &tokens[1], "f429", "0.8.0");
     assert!(stale.check_in(&app).await.is_none());
     assert_eq!(rollout_status(&app, id).await["targets"], 11);
     app.post(&format!("/v1/rollouts/{id}/abort"))
@@ -848,10 +742,10 @@ async fn anti_rollback_holds_on_start_late_joiners_and_every_offer(db: Db) {
     let tokens = app
         .provision(&[("LATE-1", "f429", &[]), ("LATE-2", "f429", &[])])
         .await;
-    let mut late_high = common::Device::new("LATE-1", &tokens[0], "f429", "0.9.5");
+    let mut late_high = testkit::Device::new("LATE-1", &tokens[0], "f429", "0.9.5");
     late_high.floor = Some(3);
     assert!(late_high.check_in(&app).await.is_none());
-    let mut late_low = common::Device::new("LATE-2", &tokens[1], "f429", "0.9.5");
+    let mut late_low = testkit::Device::new("LATE-2", &tokens[1], "f429", "0.9.5");
     late_low.floor = Some(2);
     assert!(
         late_low.check_in(&app).await.is_some(),

@@ -39,7 +39,7 @@ OBJCOPY="$(command -v llvm-objcopy || command -v arm-none-eabi-objcopy \
 [ -n "$OBJCOPY" ] || die "no objcopy (llvm-objcopy, arm-none-eabi-objcopy or rustup component llvm-tools)"
 SIZE="$(command -v llvm-size || command -v arm-none-eabi-size || true)"
 
-fota() { (cd "$ROOT" && cargo run -q -p fota-server --bin fota -- "$@"); }
+fota() { (cd "$ROOT" && cargo run -q -p fota-cli --bin fota -- "$@"); }
 
 # The journal seeder runs on the host: its own workspace, built for the host triple explicitly
 # (this directory's .cargo/config.toml selects the thumb target).

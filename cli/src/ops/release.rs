@@ -3,9 +3,9 @@
 use super::client::Client;
 use super::format::{utc, Table};
 use super::ServerArgs;
-use crate::api::releases::ReleaseList;
-use crate::store::ReleaseRecord;
 use anyhow::Context as _;
+use fota_server::api::releases::ReleaseList;
+use fota_server::store::ReleaseRecord;
 use std::io::Write;
 use std::path::{Path, PathBuf};
 

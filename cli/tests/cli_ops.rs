@@ -3,10 +3,11 @@
 //! child process awaited with tokio, so the server keeps serving meanwhile.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-mod common;
-
-use common::{fleet, image, release, signing_key, spawn_app, wait_for, Behaviour, Db, TestApp};
 use fota_protocol::SlotId;
+use fota_testkit::{
+    self as testkit, fleet, image, release, signing_key, spawn_app, wait_for, Behaviour, Db,
+    TestApp,
+};
 use serde_json::Value;
 use sha2::{Digest as _, Sha256};
 use std::path::{Path, PathBuf};
@@ -558,7 +559,7 @@ async fn watch_follows_a_rollout_until_it_halts() {
     for d in devices.iter_mut() {
         if let Some(offer) = d.check_in(&app).await {
             d.take(&app, &offer, Behaviour::RollsBack).await;
-            if common::rollout_status(&app, id.parse().unwrap()).await["state"] == "halted" {
+            if testkit::rollout_status(&app, id.parse().unwrap()).await["state"] == "halted" {
                 halted = true;
                 break;
             }

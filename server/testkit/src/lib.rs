@@ -1,11 +1,20 @@
-//! Test harness: a real `fota serve` on 127.0.0.1:0 over a fresh database, SQLite by default and
-//! PostgreSQL too when `FOTA_TEST_POSTGRES_URL` is set. [`backend_tests!`] turns one async test
-//! body into a test per backend.
-#![allow(dead_code, clippy::unwrap_used, clippy::expect_used)]
+//! The test harness of `fota-server` and `fota-cli`: a real `fota serve` on 127.0.0.1:0 over a
+//! fresh database, SQLite by default and PostgreSQL too when `FOTA_TEST_POSTGRES_URL` is set;
+//! [`backend_tests!`] turns one async test body into a test per backend. Test devices
+//! ([`Device`]) talk to it over HTTP; [`spawn_process`] runs `fota serve` as a process instead.
+//!
+//! A crate rather than a `tests/common` module so that both crates' tests share one copy.
+//! Test code: a failed step panics, which is the test's failure report.
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    missing_debug_implementations
+)]
 
 use ed25519_dalek::SigningKey;
-use fota_protocol::image::{ImageBuilder, TrustedKey};
-use fota_protocol::{ImageVersion, SlotId};
+use fota_protocol::image::{ImageVersion, TrustedKey};
+use fota_protocol::testing;
+use fota_protocol::SlotId;
 use fota_server::config::ServeConfig;
 use fota_server::serve::{start, RunningServer};
 use fota_server::store::{now_ms, Role, Store};
@@ -26,14 +35,14 @@ macro_rules! backend_tests {
             mod $name {
                 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
                 async fn sqlite() {
-                    super::$name($crate::common::Db::Sqlite).await;
+                    super::$name($crate::Db::Sqlite).await;
                 }
                 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
                 async fn postgres() {
-                    if $crate::common::postgres_url().is_none() {
+                    if $crate::postgres_url().is_none() {
                         return;
                     }
-                    super::$name($crate::common::Db::Postgres).await;
+                    super::$name($crate::Db::Postgres).await;
                 }
             }
         )*
@@ -86,34 +95,25 @@ pub async fn fresh_postgres_database() -> String {
 
 /// The signing key tests sign releases with (trusted by every test server).
 pub fn signing_key() -> SigningKey {
-    SigningKey::from_bytes(&[7; 32])
+    testing::test_key(7)
 }
 
 /// A key the servers do not trust.
 pub fn other_key() -> SigningKey {
-    SigningKey::from_bytes(&[8; 32])
+    testing::test_key(8)
 }
 
-/// An application payload whose vector table is right for `slot`.
-pub fn app_for(slot: SlotId, len: usize) -> Vec<u8> {
-    let entry = slot.partition().start + 0x200 + 0x100;
-    let mut p = Vec::with_capacity(len);
-    p.extend_from_slice(&0x2002_0000u32.to_le_bytes());
-    p.extend_from_slice(&(entry | 1).to_le_bytes());
-    p.extend((8..len).map(|i| (i * 131 % 251) as u8));
-    p
-}
+pub use fota_protocol::testing::app_for;
 
-/// A signed image for `slot`.
+/// A signed 8 KB image for `slot` (the fixture of [`fota_protocol::testing`]).
 pub fn image(slot: SlotId, version: &str, counter: u32, key: &SigningKey) -> Vec<u8> {
-    ImageBuilder::new(
-        app_for(slot, 8192),
+    testing::signed_for(
+        slot,
+        8192,
         version.parse::<ImageVersion>().unwrap(),
+        counter,
+        key,
     )
-    .security_counter(counter)
-    .rom_fixed(slot.partition().start)
-    .sign(key)
-    .unwrap()
 }
 
 /// A running server, its admin token and an HTTP client.
@@ -357,14 +357,23 @@ impl Drop for Remote {
     }
 }
 
-/// Start `fota serve` as a process on `database_url`, trusting the test signing key, with short
-/// flush and sweep intervals; wait until it answers.
-pub async fn spawn_process(database_url: &str, data_dir: &std::path::Path, admin: &str) -> Remote {
+/// Start `fota serve` as a process (the `fota` binary at `fota`) on `database_url`, trusting the
+/// test signing key, with short flush and sweep intervals; wait until it answers.
+pub async fn spawn_process(
+    fota: &std::path::Path,
+    database_url: &str,
+    data_dir: &std::path::Path,
+    admin: &str,
+) -> Remote {
+    use ed25519_dalek::pkcs8::{spki::der::pem::LineEnding, EncodePublicKey as _};
     let key = data_dir.join("trusted.pub.pem");
     if !key.exists() {
         std::fs::write(
             &key,
-            fota_server::keys::public_key_pem(&signing_key().verifying_key()).unwrap(),
+            signing_key()
+                .verifying_key()
+                .to_public_key_pem(LineEnding::LF)
+                .unwrap(),
         )
         .unwrap();
     }
@@ -374,7 +383,7 @@ pub async fn spawn_process(database_url: &str, data_dir: &std::path::Path, admin
         .unwrap()
         .port();
     let log = std::fs::File::create(data_dir.join(format!("serve-{port}.log"))).unwrap();
-    let child = std::process::Command::new(env!("CARGO_BIN_EXE_fota"))
+    let child = std::process::Command::new(fota)
         .args([
             "serve",
             "--listen",

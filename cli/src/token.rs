@@ -1,10 +1,10 @@
 //! `fota token create|revoke`: admin tokens, made on the server's machine (it talks to the
 //! database directly, so the first admin token needs no token).
 
-use crate::auth::{new_token, token_hash, ADMIN_TOKEN_PREFIX};
-use crate::config::{ServeArgs, ServeConfig};
-use crate::store::{now_ms, Role, Store};
 use anyhow::Context as _;
+use fota_server::auth::{new_token, token_hash, ADMIN_TOKEN_PREFIX};
+use fota_server::config::{ServeArgs, ServeConfig};
+use fota_server::store::{now_ms, Role, Store};
 use std::io::Write;
 
 /// `fota token`.
@@ -79,7 +79,7 @@ pub fn run(args: &Args, out: &mut dyn Write) -> anyhow::Result<()> {
                 }
                 let url = db.url()?;
                 let store = Store::connect(&url).await.with_context(|| {
-                    format!("cannot open database {}", crate::serve::redact(&url))
+                    format!("cannot open database {}", fota_server::serve::redact(&url))
                 })?;
                 let token = new_token(ADMIN_TOKEN_PREFIX).context("no randomness")?;
                 let id = store
@@ -96,7 +96,7 @@ pub fn run(args: &Args, out: &mut dyn Write) -> anyhow::Result<()> {
             Action::Revoke { id, db } => {
                 let url = db.url()?;
                 let store = Store::connect(&url).await.with_context(|| {
-                    format!("cannot open database {}", crate::serve::redact(&url))
+                    format!("cannot open database {}", fota_server::serve::redact(&url))
                 })?;
                 store.revoke_admin_token(*id, now_ms()).await?;
                 store.close().await;

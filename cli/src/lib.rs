@@ -1,15 +1,24 @@
-//! The `fota` command line: one module per command, each with its clap `Args` and a `run`.
+//! `fota`, the one binary of fota: `fota serve` (the server, from the `fota-server` library), the
+//! operator's signing tools (`keygen`, `sign`, `inspect`, `verify`), admin tokens (`token`), the
+//! operator commands over the admin API (`release`, `rollout`, `rollback`, `devices`, `audit`,
+//! in [`ops`]) and, with the default feature `demo`, `fota demo` (a server and a virtual fleet of
+//! `fota-sim` devices).
 //!
-//! The operator commands that talk to a running server over its admin API (`release`,
-//! `rollout`, `rollback`, `devices`, `audit`) live in [`ops`].
+//! One module per command, each with its clap `Args` and a `run`. Commands write their results
+//! to the `out` they are given (stdout in the binary) and return failures as `anyhow` errors,
+//! which [`report_error`] prints as one `error: ...` line. A new command is a new [`Command`]
+//! variant and module.
 //!
-//! Commands write their results to the `out` they are given (stdout in the binary) and return
-//! failures as `anyhow` errors, which [`report_error`] prints as one `error: ...` line. New
-//! commands (`serve`, operator commands) are new [`Command`] variants and modules.
+//! This crate sits on top: it may use the server library, the device-firmware crates and the
+//! protocol; nothing below uses it.
 
+pub mod atomic;
+#[cfg(feature = "demo")]
 pub mod demo;
+pub mod firmware;
 pub mod inspect;
 pub mod keygen;
+pub mod keys;
 pub mod ops;
 pub mod sign;
 pub mod token;
@@ -49,7 +58,7 @@ pub enum Command {
     /// Check an image's hash and signature against trusted keys (and optionally a slot).
     Verify(verify::Args),
     /// Run the server: device API, admin API, artifacts, metrics.
-    Serve(crate::config::ServeArgs),
+    Serve(fota_server::config::ServeArgs),
     /// Create or revoke admin tokens (on the server's machine).
     Token(token::Args),
     /// Upload and list releases (admin API; --server, --token).
@@ -70,6 +79,7 @@ pub enum Command {
     Audit(ops::audit::Args),
     /// The whole story on a virtual fleet: a server on SQLite, 10,000 simulated devices, a good
     /// release rolled out to all, a bad one halted in its canary; then the figures.
+    #[cfg(feature = "demo")]
     Demo(demo::Args),
 }
 
@@ -89,13 +99,14 @@ pub fn run_with(command: Command, out: &mut dyn Write) -> anyhow::Result<()> {
         Command::Sign(args) => sign::run(&args, out),
         Command::Inspect(args) => inspect::run(&args, out),
         Command::Verify(args) => verify::run(&args, out),
-        Command::Serve(args) => crate::serve::run(&args),
+        Command::Serve(args) => fota_server::serve::run(&args),
         Command::Token(args) => token::run(&args, out),
         Command::Release(args) => ops::release::run(&args, out),
         Command::Rollout(args) => ops::rollout::run(&args, out),
         Command::Rollback(args) => ops::rollout::run_rollback(&args, out),
         Command::Devices(args) => ops::devices::run(&args, out),
         Command::Audit(args) => ops::audit::run(&args, out),
+        #[cfg(feature = "demo")]
         Command::Demo(args) => demo::run(&args, out),
     }
 }

@@ -6,14 +6,14 @@
 //! `fota rollback`, and downloads that survive dropped links and power cuts.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-mod common;
-
-use common::{rollout_status, signing_key, wait_for, Api, Db, TestApp};
 use fota_protocol::image::{ImageVersion, TrustedKey};
 use fota_protocol::SlotId;
 use fota_server::rollout::cohort;
 use fota_sim::device::Timing;
 use fota_sim::{app, factory_flash, AppBehaviour, DeviceSpec, Faults, Fleet, FleetConfig};
+use fota_testkit::{
+    self as testkit, backend_tests, rollout_status, signing_key, wait_for, Api, Db, TestApp,
+};
 use serde_json::{json, Value};
 use std::time::Duration;
 
@@ -47,7 +47,7 @@ async fn upload(app: &TestApp, v: ImageVersion, behaviour: AppBehaviour) -> i64 
 
 /// Provision `n` devices and start them, each on `faults(i)`, from the factory image v1.
 async fn start_fleet(app: &TestApp, n: usize, faults: impl Fn(usize) -> Faults) -> Fleet {
-    let specs = common::provision_devices(app, "sim", n, MODEL)
+    let specs = testkit::provision_devices(app, "sim", n, MODEL)
         .await
         .into_iter()
         .enumerate()
@@ -138,7 +138,7 @@ async fn final_boots(fleet: Fleet) -> Vec<(String, SlotId, ImageVersion, fota_bo
 /// A good release goes from the first stage to 100%; every device ends confirmed on it, the ones
 /// whose link dropped, whose power was cut mid-flash and whose link is slow included.
 async fn good_release_reaches_every_device(db: Db) {
-    let app = common::spawn_app(db).await;
+    let app = testkit::spawn_app(db).await;
     let n = 40;
     let fleet = start_fleet(&app, n, |i| Faults {
         link_drop: i % 5 == 1,
@@ -190,7 +190,7 @@ async fn a_release_that_faults_at_boot_is_halted_and_reverted(db: Db) {
 }
 
 async fn bad_release_scenario(db: Db, behaviour: AppBehaviour) {
-    let app = common::spawn_app(db).await;
+    let app = testkit::spawn_app(db).await;
     let n = 100;
     let fleet = start_fleet(&app, n, |_| Faults::default()).await;
     let bad = upload(&app, version(2), behaviour).await;
@@ -260,7 +260,7 @@ async fn bad_release_scenario(db: Db, behaviour: AppBehaviour) {
 /// A release that confirms and then crashes after a while passes its rollout; `fota rollback`
 /// rolls the devices forward to the previous release.
 async fn fota_rollback_restores_the_previous_release(db: Db) {
-    let app = common::spawn_app(db).await;
+    let app = testkit::spawn_app(db).await;
     let n = 20;
     let fleet = start_fleet(&app, n, |_| Faults::default()).await;
     let good = upload(&app, version(1), AppBehaviour::Good).await;
@@ -321,7 +321,7 @@ async fn fota_rollback_restores_the_previous_release(db: Db) {
 
 /// A download whose link drops resumes from the first byte it does not have.
 async fn interrupted_download_resumes(db: Db) {
-    let app = common::spawn_app(db).await;
+    let app = testkit::spawn_app(db).await;
     let n = 6;
     let fleet = start_fleet(&app, n, |_| Faults {
         link_drop: true,

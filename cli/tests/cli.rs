@@ -1,6 +1,8 @@
 //! End-to-end tests of the `fota` binary: keygen, sign (raw and ELF), inspect, verify, and the
 //! one-line `error: ...` contract for bad input.
 
+use fota_protocol::testing::app_for;
+use fota_protocol::SlotId;
 use std::fs;
 use std::path::PathBuf;
 use std::process::{Command, Output};
@@ -102,14 +104,10 @@ fn key_hash_from(keygen_stdout: &str) -> String {
     hash
 }
 
-/// An application for `slot`: vector table (initial SP, Thumb reset handler 0x100 into the
-/// payload) and some code-like filler.
+/// A 3000-byte application linked for the slot at address `slot` (the shared fixture: vector
+/// table with the initial SP and a Thumb reset handler 0x100 into the payload, then filler).
 fn app_bin(slot: u32) -> Vec<u8> {
-    let mut app = Vec::new();
-    app.extend_from_slice(&0x2002_0000u32.to_le_bytes());
-    app.extend_from_slice(&(slot + 0x201 + 0x100).to_le_bytes());
-    app.extend((8..3000u32).map(|i| (i.wrapping_mul(31) >> 3) as u8));
-    app
+    app_for(SlotId::containing(slot).expect("a slot address"), 3000)
 }
 
 /// A minimal ELF32 little-endian ARM executable with one PT_LOAD per `(p_paddr, bytes)`.

@@ -61,7 +61,7 @@ impl Table {
 
 /// Now, in Unix milliseconds.
 pub fn now_ms() -> i64 {
-    crate::store::now_ms()
+    fota_server::store::now_ms()
 }
 
 /// Year, month, day of a day count since 1970-01-01 (proleptic Gregorian).

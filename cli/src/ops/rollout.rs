@@ -4,8 +4,8 @@
 use super::client::{Client, RequestError};
 use super::format::{self, duration, number, rate, utc, Table};
 use super::{parse_count, parse_duration, parse_percent, parse_rate, parse_seconds, ServerArgs};
-use crate::api::rollouts::{RolloutList, RolloutStatus, StageStatus};
-use crate::rollout::gate::StateCounts;
+use fota_server::api::rollouts::{RolloutList, RolloutStatus, StageStatus};
+use fota_server::rollout::gate::StateCounts;
 use serde_json::{json, Map, Value};
 use std::io::{IsTerminal as _, Write};
 use std::time::Duration;
@@ -102,7 +102,7 @@ impl PlanArgs {
         let sizes: Vec<(&str, Value)> = match (&self.stages, &self.devices_stages) {
             (Some(percents), _) => percents.iter().map(|p| ("percent", json!(p))).collect(),
             (None, Some(counts)) => counts.iter().map(|d| ("devices", json!(d))).collect(),
-            (None, None) => crate::rollout::plan::default_stages()
+            (None, None) => fota_server::rollout::plan::default_stages()
                 .iter()
                 .filter_map(|s| s.percent)
                 .map(|p| ("percent", json!(p)))

@@ -3,7 +3,7 @@
 use super::client::Client;
 use super::format::{utc, Table};
 use super::ServerArgs;
-use crate::api::rollouts::AuditLog;
+use fota_server::api::rollouts::AuditLog;
 use serde_json::Value;
 use std::io::Write;
 

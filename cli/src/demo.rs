@@ -313,7 +313,7 @@ pub fn run(args: &Args, out: &mut dyn Write) -> anyhow::Result<()> {
     )?;
     let server = start_server(&exe, database_url, &data_dir, listen, &key_pub)?;
     let database = match database_url {
-        Some(url) => crate::serve::redact(url),
+        Some(url) => fota_server::serve::redact(url),
         None => format!("SQLite in {data}"),
     };
     let server_pid = server.child.id().to_string();
@@ -580,12 +580,12 @@ pub fn run(args: &Args, out: &mut dyn Write) -> anyhow::Result<()> {
         .count();
     let exposed = summary.ever_installed.get(&v21).copied().unwrap_or(0);
     // The first stage's cohort: the devices the bad release could ever have been offered.
-    let first_stage = crate::rollout::cohort::threshold_for_basis_points(100);
+    let first_stage = fota_server::rollout::cohort::threshold_for_basis_points(100);
     let canary = devices
         .iter()
         .filter(|d| {
-            crate::rollout::cohort::is_in(
-                crate::rollout::cohort::rank(bad_id, &d.status().id),
+            fota_server::rollout::cohort::is_in(
+                fota_server::rollout::cohort::rank(bad_id, &d.status().id),
                 first_stage,
             )
         })

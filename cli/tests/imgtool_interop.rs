@@ -1,5 +1,5 @@
 //! Interoperability with MCUboot's imgtool, run when `FOTA_IMGTOOL` names an imgtool executable
-//! (e.g. `FOTA_IMGTOOL=/path/to/venv/bin/imgtool cargo test -p fota-server`).
+//! (e.g. `FOTA_IMGTOOL=/path/to/venv/bin/imgtool cargo test -p fota-cli`).
 //!
 //! Without it the tests print "skipped: FOTA_IMGTOOL not set" and pass, unless
 //! `FOTA_REQUIRE_IMGTOOL=1` (CI), where they fail.
@@ -9,6 +9,8 @@
 //! - tampered images are refused by both;
 //! - both tools write the same bytes for the same key, payload and options.
 
+use fota_protocol::testing::app_for;
+use fota_protocol::SlotId;
 use std::fs;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
@@ -63,13 +65,10 @@ fn fota() -> PathBuf {
     PathBuf::from(env!("CARGO_BIN_EXE_fota"))
 }
 
-/// A slot-A application: vector table (initial SP, Thumb reset handler) and filler.
+/// A 4000-byte slot-A application (the shared fixture: vector table with the initial SP and a
+/// Thumb reset handler, then filler).
 fn app_bin() -> Vec<u8> {
-    let mut app = Vec::new();
-    app.extend_from_slice(&0x2002_0000u32.to_le_bytes());
-    app.extend_from_slice(&(SLOT_A + 0x201 + 0x100).to_le_bytes());
-    app.extend((8..4000u32).map(|i| (i.wrapping_mul(17) >> 2) as u8));
-    app
+    app_for(SlotId::A, 4000)
 }
 
 const IMGTOOL_SIGN: [&str; 15] = [

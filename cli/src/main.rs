@@ -1,9 +1,9 @@
-//! `fota`: the operator CLI (and later the server). Parses the command line, runs the command,
+//! `fota`: the server and the operator CLI. Parses the command line, runs the command,
 //! and reports a failure as one `error: ...` line on stderr: exit status 2 for usage errors,
 //! 1 for everything else.
 
 use clap::Parser as _;
-use fota_server::cli::{self, Cli};
+use fota_cli::{self as cli, Cli};
 use std::process::ExitCode;
 
 fn main() -> ExitCode {

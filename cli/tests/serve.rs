@@ -1,0 +1,242 @@
+//! `fota serve` and `fota token` as processes: a server starts on a fresh data directory and
+//! stops cleanly on SIGTERM, bad command lines fail in one line, and two `fota serve` replicas on
+//! one PostgreSQL database take every rollout decision once.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use fota_server::rollout::cohort;
+use fota_testkit::{self as testkit, fleet, release, wait_for, Behaviour};
+use serde_json::{json, Value};
+use std::time::Duration;
+
+/// The `fota` binary under test.
+const FOTA: &str = env!("CARGO_BIN_EXE_fota");
+
+/// A stage that advances once `min_sample` devices decided and at most `max_rate` failed.
+fn stage(percent: f64, min_sample: u64, max_rate: f64, deadline_s: i64) -> Value {
+    json!({"percent": percent, "bake_s": 0, "min_sample": min_sample, "max_failure_rate": max_rate, "confirm_deadline_s": deadline_s})
+}
+
+/// `fota serve` as a process: starts on a fresh data directory, answers, and exits 0 on SIGTERM
+/// after flushing.
+#[test]
+fn serve_process_starts_and_stops_on_sigterm() {
+    use std::io::{BufRead as _, BufReader};
+    use std::process::{Command, Stdio};
+    let dir = tempfile::tempdir().unwrap();
+    let token = Command::new(FOTA)
+        .args([
+            "token",
+            "create",
+            "--name",
+            "ops",
+            "--role",
+            "admin",
+            "--data-dir",
+        ])
+        .arg(dir.path())
+        .output()
+        .unwrap();
+    assert!(
+        token.status.success(),
+        "{}",
+        String::from_utf8_lossy(&token.stderr)
+    );
+    let token = String::from_utf8(token.stdout).unwrap().trim().to_string();
+    assert!(token.starts_with("fota_adm_"));
+
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let mut child = Command::new(FOTA)
+        .args([
+            "serve",
+            "--listen",
+            &format!("127.0.0.1:{port}"),
+            "--data-dir",
+        ])
+        .arg(dir.path())
+        .env("FOTA_LOG", "info")
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut stderr = BufReader::new(child.stderr.take().unwrap());
+    let mut line = String::new();
+    loop {
+        line.clear();
+        assert!(
+            stderr.read_line(&mut line).unwrap() > 0,
+            "server exited before serving"
+        );
+        if line.contains("fota serving") {
+            break;
+        }
+    }
+    assert!(
+        dir.path().join("fota.db").exists(),
+        "SQLite file created on first run"
+    );
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    rt.block_on(async {
+        let client = reqwest::Client::new();
+        let resp = client
+            .get(format!("http://127.0.0.1:{port}/v1/fleet/summary"))
+            .bearer_auth(&token)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(resp.status(), 200);
+    });
+    let pid = child.id().to_string();
+    assert!(Command::new("kill")
+        .args(["-TERM", &pid])
+        .status()
+        .unwrap()
+        .success());
+    let status = child.wait().unwrap();
+    assert!(status.success(), "exit status {status}");
+    let mut rest = String::new();
+    std::io::Read::read_to_string(&mut stderr, &mut rest).unwrap();
+    assert!(rest.contains("stopped"), "{rest}");
+    assert!(!rest.contains(&token), "a secret reached the log");
+}
+
+/// Bad command lines of the server commands: one line, non-zero exit.
+#[test]
+fn serve_and_token_usage_errors_are_one_line() {
+    use std::process::Command;
+    let dir = tempfile::tempdir().unwrap();
+    for args in [
+        vec!["serve", "--listen", "nonsense"],
+        vec![
+            "serve",
+            "--database-url",
+            "mysql://x/y",
+            "--listen",
+            "127.0.0.1:0",
+        ],
+        vec!["token", "create", "--name", "x", "--role", "emperor"],
+        vec!["serve", "--config", "/nonexistent/fota.toml"],
+    ] {
+        let out = Command::new(FOTA)
+            .args(&args)
+            .env("FOTA_DATA_DIR", dir.path())
+            .output()
+            .unwrap();
+        assert!(!out.status.success(), "{args:?}");
+        let err = String::from_utf8(out.stderr).unwrap();
+        assert_eq!(err.trim().lines().count(), 1, "{args:?}: {err}");
+        assert!(err.starts_with("error:"), "{args:?}: {err}");
+    }
+}
+
+/// Two `fota serve` processes on one PostgreSQL database, devices talking to either under
+/// concurrent reports: no stage advances twice, and no device is offered beyond the stage it was
+/// offered in.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn two_replicas_on_one_postgres_decide_once() {
+    use std::sync::Arc;
+    use testkit::Api as _;
+    if testkit::postgres_url().is_none() {
+        return;
+    }
+    let database_url = testkit::fresh_postgres_database().await;
+    let store = fota_server::store::Store::connect(&database_url)
+        .await
+        .unwrap();
+    let admin = testkit::token(&store, "ops", fota_server::store::Role::Admin).await;
+    // Shared artifact storage, as behind a load balancer with one volume or a CDN.
+    let shared = tempfile::tempdir().unwrap();
+    let a =
+        Arc::new(testkit::spawn_process(FOTA.as_ref(), &database_url, shared.path(), &admin).await);
+    let b =
+        Arc::new(testkit::spawn_process(FOTA.as_ref(), &database_url, shared.path(), &admin).await);
+    let devices = fleet(a.as_ref(), "RP", 300, "f429", "1.0.0").await;
+    let rel = release(a.as_ref(), "f429", "5.0.0", 1).await;
+    let stages = [
+        stage(10.0, 5, 0.5, 60),
+        stage(40.0, 5, 0.5, 60),
+        stage(100.0, 5, 0.5, 60),
+    ];
+    let id = testkit::start_rollout(b.as_ref(), json!({"release_id": rel, "stages": stages})).await
+        ["id"]
+        .as_i64()
+        .unwrap();
+
+    let mut tasks = Vec::new();
+    for (n, mut d) in devices.into_iter().enumerate() {
+        let (a, b) = (a.clone(), b.clone());
+        tasks.push(tokio::spawn(async move {
+            let deadline = std::time::Instant::now() + Duration::from_secs(40);
+            let mut round = n;
+            while d.version != "5.0.0" && std::time::Instant::now() < deadline {
+                // Alternate replicas per round, so check-ins and reports interleave.
+                let app = if round % 2 == 0 {
+                    a.as_ref()
+                } else {
+                    b.as_ref()
+                };
+                round += 1;
+                if let Some(offer) = d.check_in(app).await {
+                    let other = if round % 2 == 0 {
+                        a.as_ref()
+                    } else {
+                        b.as_ref()
+                    };
+                    d.take(other, &offer, Behaviour::Good).await;
+                }
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+            d
+        }));
+    }
+    let mut done = Vec::new();
+    for t in tasks {
+        done.push(t.await.unwrap());
+    }
+    let s = wait_for(a.as_ref(), id, Duration::from_secs(10), |s| {
+        s["state"] == "completed"
+    })
+    .await;
+    assert_eq!(s["state"], "completed", "{s:#}");
+    assert!(done.iter().all(|d| d.version == "5.0.0"));
+
+    let audit: Value = a
+        .admin_get(&format!("/v1/audit?rollout_id={id}"))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let count = |action: &str| {
+        audit["entries"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter(|e| e["action"] == action)
+            .count()
+    };
+    assert_eq!(count("rollout.advance"), 2, "{audit:#}");
+    assert_eq!(count("rollout.complete"), 1);
+    let thresholds = [1000, 4000, 10_000].map(cohort::threshold_for_basis_points);
+    for (device, state, rank, stage) in store.rollout_devices(id).await.unwrap() {
+        assert_eq!(state, "confirmed", "{device}");
+        let stage = stage.expect("offered in a stage") as usize;
+        assert!(
+            cohort::is_in(rank as u32, thresholds[stage]),
+            "{device} offered in stage {} beyond its cohort",
+            stage + 1
+        );
+    }
+    // Every offer a device received was for this rollout and this release.
+    for d in &done {
+        assert!(
+            d.offers.iter().all(|(r, v)| *r == id && v == "5.0.0"),
+            "{:?}",
+            d.offers
+        );
+    }
+    store.close().await;
+}
