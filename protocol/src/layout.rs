@@ -8,7 +8,8 @@
 //! | 4       | 0x0801_0000 | 64 KB       | identity, credentials, server URL        |
 //! | 5-6     | 0x0802_0000 | 256 KB      | slot A                                   |
 //! | 7-8     | 0x0806_0000 | 256 KB      | slot B                                   |
-//! | 9-11    | 0x080A_0000 | 384 KB      | application data                         |
+//! | 9       | 0x080A_0000 | 128 KB      | application data                         |
+//! | 10-11   | 0x080C_0000 | 2 x 128 KB  | OTA client state (ping-pong log)         |
 
 use crate::image::{ImageFlags, ImageHeader, VerifiedImage};
 use core::fmt;
@@ -120,10 +121,16 @@ pub const SLOT_B: Partition = Partition {
     start: 0x0806_0000,
     size: 256 * KB,
 };
-/// Sectors 9-11: application data.
+/// Sector 9: application data (the application's own; fota never writes it).
 pub const APP_DATA: Partition = Partition {
     start: 0x080A_0000,
-    size: 384 * KB,
+    size: 128 * KB,
+};
+/// Sectors 10-11: the OTA client's state (event counter, unacknowledged events, the download
+/// in progress and its offset), a log in two 128 KB sectors used ping-pong like the journal.
+pub const OTA_STATE: Partition = Partition {
+    start: 0x080C_0000,
+    size: 256 * KB,
 };
 
 /// SRAM1+SRAM2+SRAM3 of the F429 (112 + 16 + 64 KB, contiguous).
@@ -329,7 +336,9 @@ mod tests {
 
     #[test]
     fn partitions_tile_flash_on_sector_boundaries() {
-        let parts = [BOOTLOADER, JOURNAL, IDENTITY, SLOT_A, SLOT_B, APP_DATA];
+        let parts = [
+            BOOTLOADER, JOURNAL, IDENTITY, SLOT_A, SLOT_B, APP_DATA, OTA_STATE,
+        ];
         let mut at = FLASH_BASE;
         for p in parts {
             assert_eq!(p.start, at, "gap or overlap before {p:?}");
@@ -340,6 +349,7 @@ mod tests {
         assert_eq!(SLOT_A.sector_mask(), 0b0110_0000);
         assert_eq!(SLOT_B.sector_mask(), 0b1_1000_0000);
         assert_eq!(BOOTLOADER.sector_mask(), 0b11);
+        assert_eq!(OTA_STATE.sector_mask(), 0b1100_0000_0000);
         assert_eq!(sector_at(0x0810_0000), None);
         assert_eq!(sector_at(0x0807_ffff).map(|s| s.index), Some(7));
     }

@@ -11,6 +11,7 @@
 //! - [`decision`]: [`decide`] which slot runs, and [`boot`], everything between reset and jump.
 //! - [`control`]: the application's side: [`BootInfo`], `mark_confirmed`, `mark_pending`.
 //! - [`layout`]: where the journal and the slots are in the flash driver's offsets.
+//! - `testing` (feature `testing`): an in-memory NOR flash for tests.
 //!
 //! This crate is `no_std`, has no `unsafe` and allocates nothing; the board crate
 //! (`device-firmware/stm32f429`) holds the flash driver and the jump.
@@ -23,8 +24,8 @@ pub mod journal;
 pub mod layout;
 pub mod verify;
 
-#[cfg(test)]
-mod test_flash;
+#[cfg(any(test, feature = "testing"))]
+pub mod testing;
 
 pub use control::{BootControl, BootInfo, ControlError};
 pub use decision::{

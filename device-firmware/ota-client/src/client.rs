@@ -18,13 +18,15 @@
 //! # What lives where
 //!
 //! RAM is never trusted across a reset (the field incident), so everything the client must know
-//! after one is either in the boot journal (through [`BootControl`]) or in a small key/value
-//! store the caller provides ([`Persist`], which lives in the identity sector on the board): the
-//! event id counter and the rollout an installed image belongs to. The download itself and the
-//! queue of unsent events are in RAM; a reset mid-download starts the download over, and events
-//! not yet acknowledged are lost with a reset (the bootloader's journal still tells the next
-//! boot about a trial, a confirmation or a rollback, which are the events a rollout's health gates
-//! need).
+//! after one is either in the boot journal (through [`BootControl`]) or in the [`Persist`] store
+//! the caller provides (on the board, [`FlashPersist`](crate::flash_store::FlashPersist) in
+//! sectors 10-11): the event-id counter, the events the server has not acknowledged, the image
+//! installed and not yet reported on, and the download in progress with the offset of the bytes
+//! already in the slot. Each is recorded *before* the client acts on it, so after a reset the
+//! client picks up where it was: unacknowledged events are sent again (with their ids, so the
+//! server stores them once), and a download resumes from its last recorded offset: the bytes
+//! already in the slot are read back through the verifier and the content hash (a bounded
+//! amount per step), then fetching goes on from there.
 //!
 //! # Installing
 //!
@@ -32,7 +34,8 @@
 //! image would leave nothing confirmed to revert to) and the target slot's sectors are not
 //! write-protected. The slot's sectors are erased one per step, then each chunk is programmed in
 //! whole write units (a chunk's unaligned tail waits in RAM for the next chunk) and only then fed
-//! to [`Download::accept`], so [`Download::resume_offset`] always equals the bytes in flash. When
+//! to [`Download::accept`], so [`Download::resume_offset`] always equals the bytes in flash (the
+//! offset is recorded every [`PROGRESS_EVERY`] bytes). When
 //! every byte is in, [`Download::finish`] checks the content address, hash, signature, slot and
 //! version, and [`BootControl::mark_pending`] checks the image again from flash before appending
 //! `Pending`: only then does [`download_step`](OtaClient::download_step) return
@@ -59,6 +62,8 @@
 //! confirmed, reports the rollback.
 
 use crate::download::Download;
+pub use crate::persist::EVENT_QUEUE_LEN;
+use crate::persist::{Change, Installed, Persist, PersistedState};
 use crate::transport::Transport;
 use core::fmt::Write as _;
 use embedded_storage::nor_flash::{NorFlash, ReadNorFlash};
@@ -71,69 +76,12 @@ use fota_protocol::messages::{
 };
 use fota_protocol::SlotId;
 
-/// Events held in RAM until the server acknowledges them (one report's worth).
-pub const EVENT_QUEUE_LEN: usize = MAX_EVENTS_PER_REPORT;
-
 /// Size of the client's chunk buffer: the most bytes one [`OtaClient::download_step`] fetches.
 pub const CHUNK_BUF_LEN: usize = 1024;
 
-/// What the client keeps across resets, by key.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub enum PersistKey {
-    /// The next event id to hand out (ids are unique per device, forever).
-    NextEventId,
-    /// The slot an image was installed into and not yet reported on: 0 none, 1 A, 2 B.
-    InstalledSlot,
-    /// The rollout that image belongs to.
-    InstalledRollout,
-    /// That image's version, packed by [`pack_version`].
-    InstalledVersion,
-}
-
-/// A small persistent key/value store for the client.
-///
-/// On the board it lives in the identity sector (sector 4, never touched by OTA); in tests it is
-/// a struct. A value written with [`set`](Persist::set) must survive a reset.
-pub trait Persist {
-    /// Why a write failed.
-    type Error: core::fmt::Debug;
-
-    /// The value stored under `key`, if any.
-    fn get(&mut self, key: PersistKey) -> Option<u64>;
-
-    /// Store `value` under `key`.
-    fn set(&mut self, key: PersistKey, value: u64) -> Result<(), Self::Error>;
-}
-
-impl<P: Persist + ?Sized> Persist for &mut P {
-    type Error = P::Error;
-
-    fn get(&mut self, key: PersistKey) -> Option<u64> {
-        P::get(self, key)
-    }
-
-    fn set(&mut self, key: PersistKey, value: u64) -> Result<(), Self::Error> {
-        P::set(self, key, value)
-    }
-}
-
-/// An [`ImageVersion`] as one `u64` (major, minor, revision, build from the top).
-pub fn pack_version(v: ImageVersion) -> u64 {
-    u64::from(v.major) << 56
-        | u64::from(v.minor) << 48
-        | u64::from(v.revision) << 32
-        | u64::from(v.build)
-}
-
-/// The inverse of [`pack_version`].
-pub fn unpack_version(packed: u64) -> ImageVersion {
-    ImageVersion::new(
-        (packed >> 56) as u8,
-        (packed >> 48) as u8,
-        (packed >> 32) as u16,
-        packed as u32,
-    )
-}
+/// How often a download's offset is recorded: after every this many bytes programmed. A power
+/// cut costs at most this many bytes fetched again.
+pub const PROGRESS_EVERY: u32 = 4096;
 
 /// What the device says about itself at check-in, besides its boot state.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -242,8 +190,13 @@ struct Active {
     held: usize,
     /// Consecutive failed fetches.
     failures: u32,
-    /// `DownloadStarted` has been queued.
+    /// `DownloadStarted` has been queued (and the offer recorded in the persistent store).
     started: bool,
+    /// After a reset: the bytes already in the slot, to read back through the verifier
+    /// before fetching goes on.
+    rehash_to: u32,
+    /// The offset last recorded in the persistent store.
+    saved_offset: u32,
 }
 
 /// The OTA client. See the [module docs](self).
@@ -259,6 +212,7 @@ pub struct OtaClient<'k, T, F, P> {
     buf: [u8; CHUNK_BUF_LEN],
     queue: heapless::Vec<Event, EVENT_QUEUE_LEN>,
     next_event_id: u64,
+    installed: Option<Installed>,
     dropped_events: u32,
     persist_errors: u32,
 }
@@ -278,13 +232,13 @@ where
         keys: &'k [TrustedKey],
         config: Config,
     ) -> Self {
-        let next_event_id = persist.get(PersistKey::NextEventId).unwrap_or(1).max(1);
+        let saved = persist.load();
         let max_chunk = CHUNK_BUF_LEN.saturating_sub(F::WRITE_SIZE.max(1));
         let config = Config {
             max_fetch_failures: config.max_fetch_failures.max(1),
             chunk_len: config.chunk_len.min(max_chunk).max(1),
         };
-        Self {
+        let mut client = Self {
             transport,
             boot,
             persist,
@@ -294,9 +248,45 @@ where
             active: None,
             buf: [0; CHUNK_BUF_LEN],
             queue: heapless::Vec::new(),
-            next_event_id,
+            next_event_id: 1,
+            installed: None,
             dropped_events: 0,
             persist_errors: 0,
+        };
+        client.restore(saved);
+        client
+    }
+
+    /// Take up what the persistent store says: the counter, the unacknowledged events, the
+    /// installed image, and a download to resume if it can still be resumed here.
+    fn restore(&mut self, saved: PersistedState) {
+        self.next_event_id = saved.next_event_id.max(1);
+        self.queue = saved.events;
+        self.installed = saved.installed;
+        let Some(download) = saved.download else {
+            return;
+        };
+        // Only a confirmed image writes the inactive slot; a trial (after the install that the
+        // download became) or a download for the running slot is over.
+        let resumable = self.boot.info().mode == BootMode::Confirmed
+            && download.offer.slot == self.boot.inactive_slot();
+        match Download::new(&download.offer) {
+            Ok(fresh) if resumable => {
+                let sectors = SECTORS
+                    .iter()
+                    .filter(|s| download.offer.slot.partition().contains(s.start))
+                    .count();
+                self.active = Some(Active {
+                    download: fresh,
+                    erased: sectors,
+                    held: 0,
+                    failures: 0,
+                    started: true,
+                    rehash_to: download.offset,
+                    saved_offset: download.offset,
+                });
+            }
+            _ => self.record(&Change::Download(None)),
         }
     }
 
@@ -328,6 +318,11 @@ where
     /// Events waiting for the server's acknowledgement, oldest first.
     pub fn queued_events(&self) -> &[Event] {
         &self.queue
+    }
+
+    /// The id the next event will get.
+    pub fn next_event_id(&self) -> u64 {
+        self.next_event_id
     }
 
     /// Events dropped because the queue was full (oldest dropped first).
@@ -378,6 +373,7 @@ where
                 return Ok(CheckInOutcome::Busy);
             }
             self.active = None;
+            self.record(&Change::Download(None));
             return Ok(CheckInOutcome::Withdrawn);
         }
         Ok(match response.offer {
@@ -446,6 +442,8 @@ where
                     held: 0,
                     failures: 0,
                     started: false,
+                    rehash_to: 0,
+                    saved_offset: 0,
                 });
                 CheckInOutcome::Started
             }
@@ -491,7 +489,9 @@ where
 
         if !active.started {
             active.started = true;
-            let offer = active.download.offer();
+            let offer = active.download.offer().clone();
+            // From here on a reset resumes instead of starting over: the slot is erased.
+            self.record(&Change::Download(Some(&offer)));
             let (rollout, version) = (offer.rollout_id, offer.version);
             self.queue_event(
                 EventKind::DownloadStarted,
@@ -506,7 +506,30 @@ where
             return self.install(active);
         }
 
-        // 3. Fetch the next chunk after the bytes held back, program whole write units.
+        // 3. After a reset: read the bytes already in the slot back through the verifier.
+        let have = active.download.resume_offset();
+        if have < active.rehash_to {
+            let n = ((active.rehash_to - have) as usize).min(CHUNK_BUF_LEN);
+            let at = slot_offset + have;
+            if let Err(e) = self.boot.flash_mut().read(at, &mut self.buf[..n]) {
+                return self.give_up(
+                    &active,
+                    EventKind::DownloadFailed,
+                    reason(format_args!("reading slot {slot} at {at:#x}: {e:?}")),
+                );
+            }
+            if let Err(e) = active.download.accept(&self.buf[..n]) {
+                return self.give_up(
+                    &active,
+                    e.event_kind(),
+                    reason(format_args!("resuming at {have}: {e}")),
+                );
+            }
+            self.active = Some(active);
+            return Step::Continue;
+        }
+
+        // 4. Fetch the next chunk after the bytes held back, program whole write units.
         let write = F::WRITE_SIZE.max(1);
         let held = active.held;
         let fetched = active.download.resume_offset() + held as u32;
@@ -567,6 +590,11 @@ where
         }
         self.buf.copy_within(accept_len..have, 0);
         active.held = have - accept_len;
+        let offset = active.download.resume_offset();
+        if offset - active.saved_offset >= PROGRESS_EVERY {
+            self.record(&Change::Progress(offset));
+            active.saved_offset = offset;
+        }
         self.active = Some(active);
         Step::Continue
     }
@@ -580,20 +608,20 @@ where
             }
         };
         // Remember the rollout before the journal says Pending: the trial boot needs it.
-        self.persist_set(PersistKey::InstalledRollout, offer.rollout_id);
-        self.persist_set(
-            PersistKey::InstalledVersion,
-            pack_version(image.header.version),
-        );
-        self.persist_set(PersistKey::InstalledSlot, slot_code(offer.slot));
+        self.set_installed(Some(Installed {
+            slot: offer.slot,
+            rollout_id: offer.rollout_id,
+            version: image.header.version,
+        }));
         if let Err(e) = self.boot.mark_pending(offer.slot, self.keys) {
-            self.persist_set(PersistKey::InstalledSlot, 0);
+            self.set_installed(None);
             let kind = match e {
                 ControlError::Image { .. } => EventKind::VerifyFailed,
                 _ => EventKind::DownloadFailed,
             };
             return self.give_up_offer(&offer, kind, reason(format_args!("mark_pending: {e:?}")));
         }
+        self.record(&Change::Download(None));
         self.queue_event(
             EventKind::Installed,
             Some(offer.rollout_id),
@@ -610,6 +638,7 @@ where
 
     fn give_up_offer(&mut self, offer: &Offer, kind: EventKind, why: Reason) -> Step {
         self.active = None;
+        self.record(&Change::Download(None));
         self.queue_event(kind, Some(offer.rollout_id), Some(offer.version), Some(why));
         Step::Failed
     }
@@ -680,7 +709,7 @@ where
         }
         if state.pending() != Some(slot) {
             // Installed but never marked pending (a reset in between): nothing to report.
-            self.persist_set(PersistKey::InstalledSlot, 0);
+            self.set_installed(None);
         }
         Ok(AfterBoot::Confirmed)
     }
@@ -707,7 +736,10 @@ where
                 && self.installed().map(|(_, r, _)| r) == e.rollout_id
         });
         if settled {
-            self.persist_set(PersistKey::InstalledSlot, 0);
+            self.set_installed(None);
+        }
+        if let Some(last) = report.events.last() {
+            self.record(&Change::Acked { through: last.id });
         }
         let rest = self.queue.len() - n;
         for i in 0..rest {
@@ -718,19 +750,17 @@ where
     }
 
     /// The installed-but-unreported image: slot, rollout, version.
-    fn installed(&mut self) -> Option<(SlotId, u64, ImageVersion)> {
-        let slot = match self.persist.get(PersistKey::InstalledSlot)? {
-            1 => SlotId::A,
-            2 => SlotId::B,
-            _ => return None,
-        };
-        let rollout = self.persist.get(PersistKey::InstalledRollout)?;
-        let version = unpack_version(self.persist.get(PersistKey::InstalledVersion).unwrap_or(0));
-        Some((slot, rollout, version))
+    fn installed(&self) -> Option<(SlotId, u64, ImageVersion)> {
+        self.installed.map(|i| (i.slot, i.rollout_id, i.version))
     }
 
-    fn persist_set(&mut self, key: PersistKey, value: u64) {
-        if self.persist.set(key, value).is_err() {
+    fn set_installed(&mut self, installed: Option<Installed>) {
+        self.installed = installed;
+        self.record(&Change::Installed(installed));
+    }
+
+    fn record(&mut self, change: &Change<'_>) {
+        if self.persist.record(change).is_err() {
             self.persist_errors = self.persist_errors.saturating_add(1);
         }
     }
@@ -761,26 +791,21 @@ where
     ) {
         let id = self.next_event_id;
         self.next_event_id = id.saturating_add(1);
-        self.persist_set(PersistKey::NextEventId, self.next_event_id);
-        if self.queue.is_full() {
-            self.queue.remove(0);
-            self.dropped_events = self.dropped_events.saturating_add(1);
-        }
-        // Cannot fail: room was made above.
-        let _ = self.queue.push(Event {
+        let event = Event {
             id,
             kind,
             rollout_id,
             version,
             reason,
-        });
-    }
-}
-
-fn slot_code(slot: SlotId) -> u64 {
-    match slot {
-        SlotId::A => 1,
-        SlotId::B => 2,
+        };
+        // Persisted first: the store drops the oldest of a full queue by the same rule.
+        self.record(&Change::Event(&event));
+        if self.queue.is_full() {
+            self.queue.remove(0);
+            self.dropped_events = self.dropped_events.saturating_add(1);
+        }
+        // Cannot fail: room was made above.
+        let _ = self.queue.push(event);
     }
 }
 

@@ -9,16 +9,24 @@
 //! - [`client`]: [`OtaClient`](client::OtaClient), the state machine that drives them: check in,
 //!   download into the inactive slot through the boot journal's flash, mark pending, confirm
 //!   after a trial boot, report.
+//! - [`persist`]: what the client keeps across resets and the [`Persist`] trait;
+//!   [`flash_store`]: the store in flash the board uses (sectors 10-11); [`shared`]: one flash
+//!   driver for the journal and that store.
 //!
 //! This crate is `no_std`, has no `unsafe` and allocates nothing.
-#![cfg_attr(not(test), no_std)]
+#![cfg_attr(not(any(test, feature = "std")), no_std)]
 #![warn(missing_docs)]
 
 pub mod client;
 pub mod download;
+pub mod flash_store;
+pub mod persist;
+pub mod shared;
 pub mod transport;
 
-pub use client::{
-    AfterBoot, CheckInOutcome, ClientError, Config, DeviceInfo, OtaClient, Persist, PersistKey,
-    Step,
-};
+pub use client::{AfterBoot, CheckInOutcome, ClientError, Config, DeviceInfo, OtaClient, Step};
+pub use flash_store::{FlashPersist, StoreRegion};
+#[cfg(feature = "std")]
+pub use persist::MemPersist;
+pub use persist::{Change, Installed, Persist, PersistedState, SavedDownload};
+pub use shared::SharedFlash;

@@ -3,22 +3,18 @@
 #![allow(clippy::unwrap_used)] // Tests: a panic is the failure report.
 
 use ed25519_dalek::SigningKey;
-use embedded_storage::nor_flash::{
-    check_erase, check_write, ErrorType, NorFlash, NorFlashError, NorFlashErrorKind, ReadNorFlash,
-};
 use fota_boot::journal::RecordKind;
 use fota_boot::{BootControl, BootJournal, BootMode, FlashLayout, JournalRegion};
-use fota_ota_client::client::{pack_version, EVENT_QUEUE_LEN};
+use fota_ota_client::client::EVENT_QUEUE_LEN;
 use fota_ota_client::transport::Transport;
 use fota_ota_client::{
-    AfterBoot, CheckInOutcome, Config, DeviceInfo, OtaClient, Persist, PersistKey, Step,
+    AfterBoot, CheckInOutcome, Config, DeviceInfo, Installed, MemPersist, OtaClient, Step,
 };
 use fota_protocol::image::{Digest, ImageBuilder, ImageVersion, TrustedKey};
 use fota_protocol::messages::{
     CheckIn, CheckInResponse, EventKind, Model, Offer, RdpLevel, Report, ReportAck,
 };
 use fota_protocol::SlotId;
-use std::collections::HashMap;
 
 const OLD: ImageVersion = ImageVersion::new(1, 4, 0, 1);
 const NEW: ImageVersion = ImageVersion::new(1, 5, 0, 2);
@@ -61,108 +57,35 @@ fn offer_for(artifact: &[u8]) -> Offer {
     }
 }
 
-// ---- flash -----------------------------------------------------------------------------------
+// ---- flash ----------------------------------------------------------------------------------
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-struct FlashError(NorFlashErrorKind);
+/// The F429's 1 MB as offsets from 0x0800_0000, NOR rules enforced: fota-boot's test flash.
+type MemFlash = fota_boot::testing::MemFlash;
 
-impl NorFlashError for FlashError {
-    fn kind(&self) -> NorFlashErrorKind {
-        self.0
+fn slot_of(flash: &MemFlash, slot: SlotId) -> &[u8] {
+    let start = FlashLayout::STM32F429.slot_offset(slot) as usize;
+    &flash.bytes[start..start + slot.partition().size as usize]
+}
+
+fn put(flash: &mut MemFlash, slot: SlotId, image: &[u8]) {
+    let start = FlashLayout::STM32F429.slot_offset(slot) as usize;
+    flash.bytes[start..start + image.len()].copy_from_slice(image);
+}
+
+/// The persisted state after `installed` was recorded (and, when given, the event counter).
+fn persisted(installed: Option<Installed>, next_event_id: Option<u64>) -> MemPersist {
+    MemPersist {
+        installed,
+        next_event_id: next_event_id.unwrap_or(1),
+        ..MemPersist::default()
     }
 }
 
-/// The F429's 1 MB as offsets from 0x0800_0000, NOR rules enforced (program only erased bits,
-/// 4-byte program unit), erase in 16 KB units (every F429 sector is a whole number of them).
-#[derive(Debug)]
-struct MemFlash {
-    bytes: Vec<u8>,
-    writes: usize,
-    erases: Vec<(u32, u32)>,
-}
-
-impl MemFlash {
-    fn new() -> Self {
-        Self {
-            bytes: vec![0xFF; 1024 * 1024],
-            writes: 0,
-            erases: Vec::new(),
-        }
-    }
-
-    fn slot(&self, slot: SlotId) -> &[u8] {
-        let start = FlashLayout::STM32F429.slot_offset(slot) as usize;
-        &self.bytes[start..start + slot.partition().size as usize]
-    }
-
-    fn put(&mut self, slot: SlotId, image: &[u8]) {
-        let start = FlashLayout::STM32F429.slot_offset(slot) as usize;
-        self.bytes[start..start + image.len()].copy_from_slice(image);
-    }
-}
-
-impl ErrorType for MemFlash {
-    type Error = FlashError;
-}
-
-impl ReadNorFlash for MemFlash {
-    const READ_SIZE: usize = 1;
-
-    fn read(&mut self, offset: u32, bytes: &mut [u8]) -> Result<(), FlashError> {
-        let start = offset as usize;
-        let src = self
-            .bytes
-            .get(start..start + bytes.len())
-            .ok_or(FlashError(NorFlashErrorKind::OutOfBounds))?;
-        bytes.copy_from_slice(src);
-        Ok(())
-    }
-
-    fn capacity(&self) -> usize {
-        self.bytes.len()
-    }
-}
-
-impl NorFlash for MemFlash {
-    const WRITE_SIZE: usize = 4;
-    const ERASE_SIZE: usize = 16 * 1024;
-
-    fn erase(&mut self, from: u32, to: u32) -> Result<(), FlashError> {
-        check_erase(self, from, to).map_err(FlashError)?;
-        self.bytes[from as usize..to as usize].fill(0xFF);
-        self.erases.push((from, to));
-        Ok(())
-    }
-
-    fn write(&mut self, offset: u32, bytes: &[u8]) -> Result<(), FlashError> {
-        check_write(self, offset, bytes.len()).map_err(FlashError)?;
-        let cells = &mut self.bytes[offset as usize..offset as usize + bytes.len()];
-        if cells.iter().zip(bytes).any(|(c, b)| b & !c != 0) {
-            return Err(FlashError(NorFlashErrorKind::Other));
-        }
-        for (c, b) in cells.iter_mut().zip(bytes) {
-            *c &= b;
-        }
-        self.writes += 1;
-        Ok(())
-    }
-}
-
-// ---- persistent store ------------------------------------------------------------------------
-
-#[derive(Debug, Default)]
-struct MemPersist(HashMap<PersistKey, u64>);
-
-impl Persist for MemPersist {
-    type Error = ();
-
-    fn get(&mut self, key: PersistKey) -> Option<u64> {
-        self.0.get(&key).copied()
-    }
-
-    fn set(&mut self, key: PersistKey, value: u64) -> Result<(), ()> {
-        self.0.insert(key, value);
-        Ok(())
+fn installed_new() -> Installed {
+    Installed {
+        slot: SlotId::B,
+        rollout_id: ROLLOUT,
+        version: NEW,
     }
 }
 
@@ -266,8 +189,8 @@ fn device(wrp_mask: u32) -> DeviceInfo {
 
 /// Flash with the old image in slot A, confirmed in the journal, and `records` appended.
 fn flash_with(records: &[RecordKind]) -> MemFlash {
-    let mut flash = MemFlash::new();
-    flash.put(SlotId::A, &image(SlotId::A, OLD, 3, 12_345));
+    let mut flash = MemFlash::f429();
+    put(&mut flash, SlotId::A, &image(SlotId::A, OLD, 3, 12_345));
     let mut journal = BootJournal::open(flash, JournalRegion::STM32F429).unwrap();
     journal
         .append(RecordKind::Confirmed { slot: SlotId::A })
@@ -347,18 +270,15 @@ fn happy_path_installs_marks_pending_and_asks_for_a_reboot() {
         .queued_events()
         .iter()
         .all(|e| e.rollout_id == Some(ROLLOUT)));
-    assert_eq!(c.persist().0[&PersistKey::InstalledSlot], 2);
-    assert_eq!(c.persist().0[&PersistKey::InstalledRollout], ROLLOUT);
-    assert_eq!(
-        c.persist().0[&PersistKey::InstalledVersion],
-        pack_version(NEW)
-    );
+    assert_eq!(c.persist().installed, Some(installed_new()));
+    // The download is over: nothing to resume after the reset.
+    assert_eq!(c.persist().download, None);
     // Nothing more to do.
     assert_eq!(c.download_step(), Step::Idle);
 
     let (_, boot, _) = c.into_parts();
     let flash = boot.into_flash();
-    let slot = flash.slot(SlotId::B);
+    let slot = slot_of(&flash, SlotId::B);
     assert_eq!(&slot[..artifact.len()], &artifact[..]);
     // The padding of the last word and the rest of the slot are erased.
     assert!(slot[artifact.len()..].iter().all(|&b| b == 0xFF));
@@ -421,7 +341,7 @@ fn a_link_that_keeps_dropping_resumes_from_the_flash_offset_and_completes() {
 
     let (_, boot, _) = c.into_parts();
     let flash = boot.into_flash();
-    assert_eq!(&flash.slot(SlotId::B)[..artifact.len()], &artifact[..]);
+    assert_eq!(&slot_of(&flash, SlotId::B)[..artifact.len()], &artifact[..]);
 }
 
 #[test]
@@ -484,7 +404,7 @@ fn a_tampered_image_fails_verification_and_is_not_marked_pending() {
     assert_eq!(failed.rollout_id, Some(ROLLOUT));
     assert!(!failed.reason.as_ref().unwrap().is_empty());
     assert_eq!(c.boot().journal().state().pending(), None);
-    assert_eq!(c.persist().0.get(&PersistKey::InstalledSlot), None);
+    assert_eq!(c.persist().installed, None);
     assert_eq!(c.download_step(), Step::Idle);
 }
 
@@ -519,7 +439,7 @@ fn a_trial_image_does_not_take_offers() {
         RecordKind::Pending { slot: SlotId::B },
         RecordKind::Attempt { slot: SlotId::B },
     ]);
-    flash.put(SlotId::B, &new_image());
+    put(&mut flash, SlotId::B, &new_image());
     let mut server = Server::offering(image(SlotId::A, NEW, 4, 9_999));
     server.offer.as_mut().unwrap().slot = SlotId::A;
     let mut c = client(
@@ -542,14 +462,8 @@ fn trial_boot(server: Server, keys: &[TrustedKey]) -> Client<'_> {
         RecordKind::Pending { slot: SlotId::B },
         RecordKind::Attempt { slot: SlotId::B },
     ]);
-    flash.put(SlotId::B, &new_image());
-    let mut persist = MemPersist::default();
-    persist.set(PersistKey::InstalledSlot, 2).unwrap();
-    persist.set(PersistKey::InstalledRollout, ROLLOUT).unwrap();
-    persist
-        .set(PersistKey::InstalledVersion, pack_version(NEW))
-        .unwrap();
-    persist.set(PersistKey::NextEventId, 40).unwrap();
+    put(&mut flash, SlotId::B, &new_image());
+    let persist = persisted(Some(installed_new()), Some(40));
     let c = client(
         server,
         flash,
@@ -623,8 +537,10 @@ fn after_boot_confirms_reports_and_forgets_the_rollout_once_acknowledged() {
 
     assert_eq!(c.flush_reports().unwrap(), 2);
     assert!(c.queued_events().is_empty());
-    assert_eq!(c.persist().0[&PersistKey::InstalledSlot], 0);
-    assert_eq!(c.persist().0[&PersistKey::NextEventId], 42);
+    assert_eq!(c.persist().installed, None);
+    assert_eq!(c.persist().next_event_id, 42);
+    // Acknowledged events are not kept for the next boot.
+    assert!(c.persist().events.is_empty());
 }
 
 #[test]
@@ -637,13 +553,8 @@ fn a_confirmed_boot_after_a_revert_reports_the_rollback() {
         RecordKind::Attempt { slot: SlotId::B },
         RecordKind::Reverted { slot: SlotId::B },
     ]);
-    flash.put(SlotId::B, &new_image());
-    let mut persist = MemPersist::default();
-    persist.set(PersistKey::InstalledSlot, 2).unwrap();
-    persist.set(PersistKey::InstalledRollout, ROLLOUT).unwrap();
-    persist
-        .set(PersistKey::InstalledVersion, pack_version(NEW))
-        .unwrap();
+    put(&mut flash, SlotId::B, &new_image());
+    let persist = persisted(Some(installed_new()), None);
     let mut c = client(
         Server::default(),
         flash,
@@ -753,4 +664,222 @@ fn a_halted_rollout_stops_a_running_download_without_a_failure() {
         "a withdrawn offer is not the device's failure: {:?}",
         kinds(&c)
     );
+}
+
+/// Cut the power after `steps` download steps: the client, its transport and everything in RAM
+/// are gone; the flash and the persisted state are what the next boot has.
+fn power_cut(mut c: Client<'_>, steps: usize) -> (MemFlash, MemPersist) {
+    for _ in 0..steps {
+        assert_eq!(c.download_step(), Step::Continue);
+    }
+    let (_, boot, persist) = c.into_parts();
+    (boot.into_flash(), persist)
+}
+
+#[test]
+fn a_power_cut_mid_download_resumes_from_the_recorded_offset() {
+    let keys = keys();
+    let artifact = image(SlotId::B, NEW, 4, 30_001);
+    let mut c = client(
+        Server::offering(artifact.clone()),
+        flash_with(&[]),
+        SlotId::A,
+        MemPersist::default(),
+        0,
+        &keys,
+        Config::default(),
+    );
+    assert_eq!(c.check_in().unwrap(), CheckInOutcome::Started);
+    // Two erases, then 38 chunks of 512 bytes: 19,456 bytes in the slot, 16,384 recorded.
+    let (flash, persist) = power_cut(c, 2 + 38);
+    let saved = persist.download.clone().expect("the download is recorded");
+    assert_eq!(saved.offset, 16_384);
+    assert_eq!(saved.offer, offer_for(&artifact));
+    let erases_before = flash.erases.len();
+    let queued: Vec<u64> = persist.events.iter().map(|e| e.id).collect();
+    assert_eq!(
+        queued.len(),
+        2,
+        "OfferAccepted and DownloadStarted survive the cut"
+    );
+
+    // The next boot: a fresh client on the same flash and store resumes without erasing.
+    let mut c = client(
+        Server::offering(artifact.clone()),
+        flash,
+        SlotId::A,
+        persist,
+        0,
+        &keys,
+        Config::default(),
+    );
+    assert_eq!(
+        c.download().map(|d| d.offer().size),
+        Some(artifact.len() as u32)
+    );
+    assert_eq!(
+        c.queued_events().iter().map(|e| e.id).collect::<Vec<_>>(),
+        queued
+    );
+    assert_eq!(run_download(&mut c), Step::Reboot);
+    // The first request after the cut asks for the recorded offset, not for byte 0.
+    assert_eq!(c.transport().fetches[0].0, 16_384);
+    assert_eq!(c.boot().journal().state().pending(), Some(SlotId::B));
+    assert_eq!(
+        kinds(&c),
+        [
+            EventKind::OfferAccepted,
+            EventKind::DownloadStarted,
+            EventKind::Installed
+        ]
+    );
+    let (_, boot, persist) = c.into_parts();
+    assert_eq!(persist.download, None);
+    let flash = boot.into_flash();
+    assert_eq!(
+        flash.erases.len(),
+        erases_before,
+        "the slot was not erased again"
+    );
+    assert_eq!(&slot_of(&flash, SlotId::B)[..artifact.len()], &artifact[..]);
+}
+
+#[test]
+fn a_cut_during_the_erase_starts_over_and_a_corrupted_slot_is_not_installed() {
+    let keys = keys();
+    let artifact = image(SlotId::B, NEW, 4, 30_001);
+    let c = client(
+        Server::offering(artifact.clone()),
+        flash_with(&[]),
+        SlotId::A,
+        MemPersist::default(),
+        0,
+        &keys,
+        Config::default(),
+    );
+    let mut c = c;
+    assert_eq!(c.check_in().unwrap(), CheckInOutcome::Started);
+    // Cut after the first of the two erases: nothing is recorded, nothing is resumed.
+    let (flash, persist) = power_cut(c, 1);
+    assert_eq!(persist.download, None);
+    let c = client(
+        Server::offering(artifact.clone()),
+        flash,
+        SlotId::A,
+        persist,
+        0,
+        &keys,
+        Config::default(),
+    );
+    assert!(c.download().is_none());
+
+    // A cut after 38 chunks, then the bytes in the slot are damaged behind the client's back:
+    // the resumed download reads them back through the verifier and gives up instead of
+    // installing an image it has not seen whole.
+    let mut c = c;
+    assert_eq!(c.check_in().unwrap(), CheckInOutcome::Started);
+    let (mut flash, persist) = power_cut(c, 2 + 38);
+    let b = FlashLayout::STM32F429.slot_offset(SlotId::B) as usize;
+    flash.bytes[b + 0x300] &= 0x0F;
+    let mut c = client(
+        Server::offering(artifact.clone()),
+        flash,
+        SlotId::A,
+        persist,
+        0,
+        &keys,
+        Config::default(),
+    );
+    assert!(c.download().is_some());
+    assert_eq!(run_download(&mut c), Step::Failed);
+    assert_eq!(c.boot().journal().state().pending(), None);
+    assert!(c.download().is_none());
+    assert!(c.persist().download.is_none());
+}
+
+#[test]
+fn a_resumed_download_of_a_trial_or_a_slot_now_running_is_dropped() {
+    let keys = keys();
+    let artifact = new_image();
+    // A download for slot B recorded, but slot B is now the running (trial) image.
+    let persist = MemPersist {
+        download: Some(fota_ota_client::SavedDownload {
+            offer: offer_for(&artifact),
+            offset: 4096,
+        }),
+        ..MemPersist::default()
+    };
+    let mut flash = flash_with(&[
+        RecordKind::Pending { slot: SlotId::B },
+        RecordKind::Attempt { slot: SlotId::B },
+    ]);
+    put(&mut flash, SlotId::B, &artifact);
+    let c = client(
+        Server::default(),
+        flash,
+        SlotId::B,
+        persist,
+        0,
+        &keys,
+        Config::default(),
+    );
+    assert!(c.download().is_none());
+    assert_eq!(c.persist().download, None);
+}
+
+#[test]
+fn the_client_on_flash_persist_resumes_after_a_cut() {
+    use fota_ota_client::{FlashPersist, SharedFlash, StoreRegion};
+    use std::cell::RefCell;
+
+    let keys = keys();
+    let artifact = image(SlotId::B, NEW, 4, 30_001);
+    let flash = RefCell::new(flash_with(&[]));
+    let open = |server: Server| {
+        let boot =
+            BootControl::open(SharedFlash(&flash), FlashLayout::STM32F429, SlotId::A).unwrap();
+        let store = FlashPersist::open(SharedFlash(&flash), StoreRegion::STM32F429);
+        OtaClient::new(server, boot, store, device(0), &keys, Config::default())
+    };
+    let mut c = open(Server::offering(artifact.clone()));
+    assert_eq!(c.check_in().unwrap(), CheckInOutcome::Started);
+    for _ in 0..2 + 38 {
+        assert_eq!(c.download_step(), Step::Continue);
+    }
+    drop(c);
+    let mut c = open(Server::offering(artifact.clone()));
+    assert_eq!(c.persist_errors(), 0);
+    assert_eq!(
+        kinds_of(c.queued_events()),
+        [EventKind::OfferAccepted, EventKind::DownloadStarted]
+    );
+    for _ in 0..100_000 {
+        match c.download_step() {
+            Step::Continue => {}
+            Step::Reboot => break,
+            other => panic!("{other:?}"),
+        }
+    }
+    assert_eq!(c.transport().fetches[0].0, 16_384);
+    assert_eq!(c.flush_reports().unwrap(), 3);
+    drop(c);
+    // After the reset into the trial, the store has nothing left to send and the installed
+    // image to report on.
+    let boot = BootControl::open(SharedFlash(&flash), FlashLayout::STM32F429, SlotId::B).unwrap();
+    let store = FlashPersist::open(SharedFlash(&flash), StoreRegion::STM32F429);
+    let c = OtaClient::new(
+        Server::default(),
+        boot,
+        store,
+        device(0),
+        &keys,
+        Config::default(),
+    );
+    assert!(c.queued_events().is_empty());
+    assert!(c.download().is_none());
+    assert_eq!(c.next_event_id(), 4);
+}
+
+fn kinds_of(events: &[fota_protocol::messages::Event]) -> Vec<EventKind> {
+    events.iter().map(|e| e.kind).collect()
 }

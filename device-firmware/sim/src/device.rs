@@ -9,16 +9,15 @@
 //! 2. **Run** the chosen image's [`AppBehaviour`], read from its payload in flash: a good build
 //!    runs the OTA client's main loop (after-boot confirmation, periodic check-ins, download
 //!    steps, reports); the others fault at once, hang until the watchdog fires, or crash later.
-//! 3. **Reset**: everything in RAM is dropped, the OTA client included. The flash (and the small
-//!    [`Persist`] store of the identity sector) is all that survives.
+//! 3. **Reset**: everything in RAM is dropped, the OTA client included. The flash (and the
+//!    client's persisted state, [`MemPersist`], which stands for its flash sectors) is all that
+//!    survives.
 
 use crate::app::{behaviour_of, AppBehaviour};
 use crate::fleet_flash::FleetFlash;
 use crate::link::{Link, LinkStats};
 use fota_boot::{boot, BootAction, BootControl, BootMode, FlashLayout};
-use fota_ota_client::{
-    AfterBoot, CheckInOutcome, Config, DeviceInfo, OtaClient, Persist, PersistKey, Step,
-};
+use fota_ota_client::{AfterBoot, CheckInOutcome, Config, DeviceInfo, MemPersist, OtaClient, Step};
 use fota_protocol::image::{ImageVersion, TrustedKey};
 use fota_protocol::messages::{Model, RdpLevel};
 use fota_protocol::SlotId;
@@ -26,34 +25,6 @@ use std::time::{Duration, Instant};
 
 /// The flash layout of every virtual device.
 pub const LAYOUT: FlashLayout = FlashLayout::STM32F429;
-
-/// The client's persistent values, as the identity sector would hold them.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
-pub struct MemPersist {
-    values: [Option<u64>; 4],
-}
-
-fn persist_index(key: PersistKey) -> usize {
-    match key {
-        PersistKey::NextEventId => 0,
-        PersistKey::InstalledSlot => 1,
-        PersistKey::InstalledRollout => 2,
-        PersistKey::InstalledVersion => 3,
-    }
-}
-
-impl Persist for MemPersist {
-    type Error = core::convert::Infallible;
-
-    fn get(&mut self, key: PersistKey) -> Option<u64> {
-        self.values[persist_index(key)]
-    }
-
-    fn set(&mut self, key: PersistKey, value: u64) -> Result<(), Self::Error> {
-        self.values[persist_index(key)] = Some(value);
-        Ok(())
-    }
-}
 
 /// How fast the simulated world turns. Real devices check in hourly; tests use milliseconds.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -462,10 +433,23 @@ impl Device {
         if app.client.download().is_some() {
             let mut pause = Duration::ZERO;
             for _ in 0..t.steps_per_turn.max(1) {
+                // The client's persisted state stands for flash sectors; on a board nothing runs
+                // after the power is cut, so what the step recorded after the cut must not
+                // survive it. Keep the state from before the step while a cut is scheduled.
+                let before = app
+                    .client
+                    .boot_mut()
+                    .flash_mut()
+                    .cut_pending()
+                    .then(|| app.client.persist().clone());
                 let step = app.client.download_step();
                 if !Self::powered(&mut app) {
                     self.status.power_cuts += 1;
-                    return self.reset(now, cx, app);
+                    let wake = self.reset(now, cx, app);
+                    if let (Some(before), Phase::Off { persist, .. }) = (before, &mut self.phase) {
+                        *persist = before;
+                    }
+                    return wake;
                 }
                 match step {
                     Step::Reboot => {

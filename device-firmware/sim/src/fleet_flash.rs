@@ -159,6 +159,11 @@ impl FleetFlash {
         });
     }
 
+    /// Whether a power cut is scheduled and has not happened yet.
+    pub fn cut_pending(&self) -> bool {
+        self.cut.is_some() && !self.unpowered
+    }
+
     /// Whether the power is on.
     pub fn is_powered(&self) -> bool {
         !self.unpowered

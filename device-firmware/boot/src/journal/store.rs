@@ -414,7 +414,7 @@ fn scan<F: NorFlash>(
 mod tests {
     use super::*;
     use crate::journal::SECTOR_RECORDS;
-    use crate::test_flash::MemFlash;
+    use crate::testing::MemFlash;
     use fota_protocol::SlotId::{self, A, B};
     use proptest::prelude::*;
     use RecordKind::*;

@@ -6,66 +6,12 @@
 //! `counter:N` (SecurityCounter). No RECORD: an erased journal (all 0xFF), the factory state.
 //! The replayed state is printed to stderr.
 
-use embedded_storage::nor_flash::{
-    check_erase, check_write, ErrorType, NorFlash, NorFlashErrorKind, ReadNorFlash,
-};
 use fota_boot::journal::{BootJournal, JournalRegion, RecordKind};
+use fota_boot::testing::MemFlash;
 use fota_protocol::SlotId;
 use std::process::ExitCode;
 
 const SECTOR: u32 = 16 * 1024;
-
-/// Two 16 KB sectors, erased, NOR rules (program only clears bits, whole words).
-struct MemFlash(Vec<u8>);
-
-impl ErrorType for MemFlash {
-    type Error = NorFlashErrorKind;
-}
-
-impl ReadNorFlash for MemFlash {
-    const READ_SIZE: usize = 1;
-
-    fn read(&mut self, offset: u32, bytes: &mut [u8]) -> Result<(), Self::Error> {
-        let at = offset as usize;
-        let src = self
-            .0
-            .get(at..at + bytes.len())
-            .ok_or(NorFlashErrorKind::OutOfBounds)?;
-        bytes.copy_from_slice(src);
-        Ok(())
-    }
-
-    fn capacity(&self) -> usize {
-        self.0.len()
-    }
-}
-
-impl NorFlash for MemFlash {
-    const WRITE_SIZE: usize = 4;
-    const ERASE_SIZE: usize = SECTOR as usize;
-
-    fn erase(&mut self, from: u32, to: u32) -> Result<(), Self::Error> {
-        check_erase(self, from, to)?;
-        self.0[from as usize..to as usize].fill(0xFF);
-        Ok(())
-    }
-
-    fn write(&mut self, offset: u32, bytes: &[u8]) -> Result<(), Self::Error> {
-        check_write(self, offset, bytes.len())?;
-        let cells = &mut self.0[offset as usize..offset as usize + bytes.len()];
-        if cells
-            .iter()
-            .zip(bytes)
-            .any(|(&have, &want)| want & !have != 0)
-        {
-            return Err(NorFlashErrorKind::Other);
-        }
-        for (cell, &b) in cells.iter_mut().zip(bytes) {
-            *cell &= b;
-        }
-        Ok(())
-    }
-}
 
 fn parse(arg: &str) -> Option<RecordKind> {
     let (kind, value) = arg.split_once(':')?;
@@ -103,7 +49,7 @@ fn main() -> ExitCode {
         JournalRegion::STM32F429.sector_size,
         "the board's journal sectors changed size"
     );
-    let flash = MemFlash(vec![0xFF; 2 * SECTOR as usize]);
+    let flash = MemFlash::with_size(2 * SECTOR as usize);
     let mut journal = match BootJournal::open(flash, region) {
         Ok(journal) => journal,
         Err(e) => {
@@ -121,9 +67,11 @@ fn main() -> ExitCode {
             return ExitCode::FAILURE;
         }
     }
-    let bytes = journal.into_flash().0;
+    let bytes = journal.into_flash().bytes;
     // Read it back as the bootloader will.
-    let state = match BootJournal::open(MemFlash(bytes.clone()), region) {
+    let mut back = MemFlash::with_size(bytes.len());
+    back.bytes.clone_from(&bytes);
+    let state = match BootJournal::open(back, region) {
         Ok(journal) => *journal.state(),
         Err(e) => {
             eprintln!("fota-journal-seed: reading back: {e}");

@@ -1,0 +1,737 @@
+//! [`FlashPersist`]: the client's [`PersistedState`] in two flash sectors, as an append-only
+//! log of CRC-protected records, power-cut safe by the same commit rule as the boot journal.
+//!
+//! Each [`Change`] is one record appended after the last one:
+//!
+//! | offset | size | field |
+//! |---|---|---|
+//! | 0 | 2 | magic `0F 7A` |
+//! | 2 | 1 | kind: 1 Commit, 2 Event, 3 Acked, 4 Installed, 5 NotInstalled, 6 Download, 7 NoDownload, 8 Progress, 9 NextEventId |
+//! | 3 | 1 | payload length n |
+//! | 4 | n, padded to 4 | payload (little-endian integers) |
+//! | 4 + pad(n) | 4 | CRC-32 (ISO-HDLC) of everything before it |
+//!
+//! Records are whole 32-bit words, programmed in order, so a power cut leaves at most the last
+//! record torn; a torn record fails its CRC and ends the replay, and the next write compacts
+//! (nothing is ever appended after a record that did not verify).
+//!
+//! **Commit rule.** The first record of each sector is its commit record (kind 1, payload: the
+//! sector's generation); a sector counts only if that record is valid, and the state is the
+//! replay of the committed sector with the higher generation. To compact (the active sector is
+//! full, or ends in a torn record), the store erases the other sector, writes the whole state
+//! as records after the commit slot, reads them back, and writes the commit record last. Until
+//! that last write lands, the old sector is the newest committed one; after it, the new one
+//! replays to the same state plus the change being recorded.
+//!
+//! On the board the two sectors are 10 and 11 (2 x 128 KB, [`OTA_STATE`]): a full state is
+//! about 2.5 KB, a download writes one `Progress` record (12 bytes) per few KB, so a sector
+//! takes many updates between erases.
+//!
+//! [`OTA_STATE`]: fota_protocol::layout::OTA_STATE
+
+use crate::persist::{Change, Installed, Persist, PersistedState};
+use embedded_storage::nor_flash::NorFlash;
+use fota_protocol::image::{Digest, ImageVersion};
+use fota_protocol::layout::{FLASH_BASE, OTA_STATE};
+use fota_protocol::messages::{Event, EventKind, Offer, Reason};
+use fota_protocol::SlotId;
+
+const MAGIC: [u8; 2] = [0x0F, 0x7A];
+const HEADER: usize = 4;
+const CRC_LEN: usize = 4;
+/// The largest payload (an event with the longest reason).
+const MAX_PAYLOAD: usize = 8 + 1 + 1 + 8 + 8 + 1 + 96;
+const MAX_RECORD: usize = HEADER + MAX_PAYLOAD.next_multiple_of(4) + CRC_LEN;
+/// The commit record: header, generation, CRC.
+const COMMIT_LEN: u32 = (HEADER + 4 + CRC_LEN) as u32;
+
+const CRC32: crc::Crc<u32, crc::NoTable> =
+    crc::Crc::<u32, crc::NoTable>::new(&crc::CRC_32_ISO_HDLC);
+
+mod kind {
+    pub const COMMIT: u8 = 1;
+    pub const EVENT: u8 = 2;
+    pub const ACKED: u8 = 3;
+    pub const INSTALLED: u8 = 4;
+    pub const NOT_INSTALLED: u8 = 5;
+    pub const DOWNLOAD: u8 = 6;
+    pub const NO_DOWNLOAD: u8 = 7;
+    pub const PROGRESS: u8 = 8;
+    pub const NEXT_EVENT_ID: u8 = 9;
+}
+
+/// Where the store's two sectors are, in the flash driver's offsets.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct StoreRegion {
+    /// Offset of the first sector; the second follows it.
+    pub start: u32,
+    /// Size of each sector (a whole erase unit of the flash).
+    pub sector_size: u32,
+}
+
+impl StoreRegion {
+    /// Sectors 10-11 of the STM32F429, as offsets from 0x0800_0000.
+    pub const STM32F429: StoreRegion = StoreRegion {
+        start: OTA_STATE.start - FLASH_BASE,
+        sector_size: OTA_STATE.size / 2,
+    };
+
+    fn sector(&self, index: usize) -> u32 {
+        self.start + index as u32 * self.sector_size
+    }
+}
+
+/// Why the store could not record a change.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum StoreError<E> {
+    /// The flash driver failed.
+    Flash(E),
+    /// What was written did not read back (the record or commit is not in flash).
+    Verify,
+}
+
+/// The persisted state in flash. See the [module docs](self).
+#[derive(Debug)]
+pub struct FlashPersist<F> {
+    flash: F,
+    region: StoreRegion,
+    /// The active sector and its generation; `None` while nothing was ever committed.
+    active: Option<(usize, u32)>,
+    /// Where the next record goes in the active sector.
+    end: u32,
+    /// The bytes at `end` read as erased (not a torn record): appending there is safe.
+    clean: bool,
+}
+
+/// A record's bytes, ready to program.
+struct Record {
+    bytes: [u8; MAX_RECORD],
+    len: usize,
+}
+
+impl Record {
+    fn new(kind: u8, payload: &[u8]) -> Self {
+        let mut bytes = [0u8; MAX_RECORD];
+        bytes[..2].copy_from_slice(&MAGIC);
+        bytes[2] = kind;
+        bytes[3] = payload.len() as u8;
+        bytes[HEADER..HEADER + payload.len()].copy_from_slice(payload);
+        let body = HEADER + payload.len().next_multiple_of(4);
+        let crc = CRC32.checksum(&bytes[..body]);
+        bytes[body..body + CRC_LEN].copy_from_slice(&crc.to_le_bytes());
+        Self {
+            bytes,
+            len: body + CRC_LEN,
+        }
+    }
+
+    fn as_bytes(&self) -> &[u8] {
+        &self.bytes[..self.len]
+    }
+}
+
+/// A little-endian payload writer.
+struct Payload {
+    bytes: [u8; MAX_PAYLOAD],
+    len: usize,
+}
+
+impl Payload {
+    fn new() -> Self {
+        Self {
+            bytes: [0; MAX_PAYLOAD],
+            len: 0,
+        }
+    }
+    fn put(&mut self, b: &[u8]) -> &mut Self {
+        self.bytes[self.len..self.len + b.len()].copy_from_slice(b);
+        self.len += b.len();
+        self
+    }
+    fn u8(&mut self, v: u8) -> &mut Self {
+        self.put(&[v])
+    }
+    fn u32(&mut self, v: u32) -> &mut Self {
+        self.put(&v.to_le_bytes())
+    }
+    fn u64(&mut self, v: u64) -> &mut Self {
+        self.put(&v.to_le_bytes())
+    }
+    fn record(&self, kind: u8) -> Record {
+        Record::new(kind, &self.bytes[..self.len])
+    }
+}
+
+/// A little-endian payload reader; `None` once it runs out.
+struct Reader<'a>(&'a [u8]);
+
+impl<'a> Reader<'a> {
+    fn take(&mut self, n: usize) -> Option<&'a [u8]> {
+        if self.0.len() < n {
+            return None;
+        }
+        let (head, tail) = self.0.split_at(n);
+        self.0 = tail;
+        Some(head)
+    }
+    fn u8(&mut self) -> Option<u8> {
+        self.take(1).map(|b| b[0])
+    }
+    fn u32(&mut self) -> Option<u32> {
+        self.take(4)?.try_into().ok().map(u32::from_le_bytes)
+    }
+    fn u64(&mut self) -> Option<u64> {
+        self.take(8)?.try_into().ok().map(u64::from_le_bytes)
+    }
+}
+
+fn pack_version(v: ImageVersion) -> u64 {
+    u64::from(v.major) << 56
+        | u64::from(v.minor) << 48
+        | u64::from(v.revision) << 32
+        | u64::from(v.build)
+}
+
+fn unpack_version(p: u64) -> ImageVersion {
+    ImageVersion::new((p >> 56) as u8, (p >> 48) as u8, (p >> 32) as u16, p as u32)
+}
+
+fn slot_code(slot: SlotId) -> u8 {
+    match slot {
+        SlotId::A => 0,
+        SlotId::B => 1,
+    }
+}
+
+fn slot_from(code: u8) -> Option<SlotId> {
+    match code {
+        0 => Some(SlotId::A),
+        1 => Some(SlotId::B),
+        _ => None,
+    }
+}
+
+const EVENT_KINDS: [EventKind; 9] = [
+    EventKind::OfferAccepted,
+    EventKind::DownloadStarted,
+    EventKind::DownloadFailed,
+    EventKind::Installed,
+    EventKind::TrialBoot,
+    EventKind::Confirmed,
+    EventKind::RolledBack,
+    EventKind::VerifyFailed,
+    EventKind::ProtectionBlocked,
+];
+
+fn event_code(kind: EventKind) -> u8 {
+    EVENT_KINDS.iter().position(|&k| k == kind).unwrap_or(0) as u8
+}
+
+fn encode(change: &Change<'_>) -> Record {
+    let mut p = Payload::new();
+    match *change {
+        Change::Event(e) => {
+            let flags = u8::from(e.rollout_id.is_some())
+                | u8::from(e.version.is_some()) << 1
+                | u8::from(e.reason.is_some()) << 2;
+            p.u64(e.id).u8(event_code(e.kind)).u8(flags);
+            if let Some(r) = e.rollout_id {
+                p.u64(r);
+            }
+            if let Some(v) = e.version {
+                p.u64(pack_version(v));
+            }
+            if let Some(reason) = &e.reason {
+                p.u8(reason.len() as u8).put(reason.as_bytes());
+            }
+            p.record(kind::EVENT)
+        }
+        Change::Acked { through } => p.u64(through).record(kind::ACKED),
+        Change::Installed(Some(i)) => p
+            .u8(slot_code(i.slot))
+            .u64(i.rollout_id)
+            .u64(pack_version(i.version))
+            .record(kind::INSTALLED),
+        Change::Installed(None) => p.record(kind::NOT_INSTALLED),
+        Change::Download(Some(o)) => p
+            .u64(o.rollout_id)
+            .u64(pack_version(o.version))
+            .u8(slot_code(o.slot))
+            .put(&o.sha256.0)
+            .u32(o.size)
+            .u32(o.security_counter)
+            .record(kind::DOWNLOAD),
+        Change::Download(None) => p.record(kind::NO_DOWNLOAD),
+        Change::Progress(offset) => p.u32(offset).record(kind::PROGRESS),
+    }
+}
+
+/// Apply a decoded record to `state`; `false` if its payload does not decode (then replay stops).
+fn apply_record(state: &mut PersistedState, kind: u8, payload: &[u8]) -> bool {
+    let mut r = Reader(payload);
+    let ok = (|| {
+        match kind {
+            kind::EVENT => {
+                let id = r.u64()?;
+                let event_kind = *EVENT_KINDS.get(usize::from(r.u8()?))?;
+                let flags = r.u8()?;
+                let rollout_id = if flags & 1 != 0 { Some(r.u64()?) } else { None };
+                let version = if flags & 2 != 0 {
+                    Some(unpack_version(r.u64()?))
+                } else {
+                    None
+                };
+                let reason = if flags & 4 != 0 {
+                    let n = usize::from(r.u8()?);
+                    let text = core::str::from_utf8(r.take(n)?).ok()?;
+                    Some(Reason::try_from(text).ok()?)
+                } else {
+                    None
+                };
+                let event = Event {
+                    id,
+                    kind: event_kind,
+                    rollout_id,
+                    version,
+                    reason,
+                };
+                state.apply(&Change::Event(&event));
+            }
+            kind::ACKED => state.apply(&Change::Acked { through: r.u64()? }),
+            kind::INSTALLED => {
+                let installed = Installed {
+                    slot: slot_from(r.u8()?)?,
+                    rollout_id: r.u64()?,
+                    version: unpack_version(r.u64()?),
+                };
+                state.apply(&Change::Installed(Some(installed)));
+            }
+            kind::NOT_INSTALLED => state.apply(&Change::Installed(None)),
+            kind::DOWNLOAD => {
+                let rollout_id = r.u64()?;
+                let version = unpack_version(r.u64()?);
+                let slot = slot_from(r.u8()?)?;
+                let sha256 = Digest(r.take(32)?.try_into().ok()?);
+                let offer = Offer {
+                    rollout_id,
+                    version,
+                    slot,
+                    sha256,
+                    size: r.u32()?,
+                    security_counter: r.u32()?,
+                };
+                state.apply(&Change::Download(Some(&offer)));
+            }
+            kind::NO_DOWNLOAD => state.apply(&Change::Download(None)),
+            kind::PROGRESS => state.apply(&Change::Progress(r.u32()?)),
+            kind::NEXT_EVENT_ID => {
+                let next = r.u64()?;
+                state.next_event_id = state.next_event_id.max(next);
+            }
+            _ => return None,
+        }
+        Some(())
+    })();
+    ok.is_some()
+}
+
+/// What reading one record at an offset found.
+enum Read {
+    /// A valid record: kind, payload length, total length.
+    Valid { kind: u8, len: usize, total: u32 },
+    /// Erased (the end of the log).
+    Erased,
+    /// Anything else: a torn or damaged record.
+    Torn,
+}
+
+impl<F: NorFlash> FlashPersist<F> {
+    /// Open the store in `region` of `flash`: find the committed sector with the highest
+    /// generation and the end of its log. Reads only; nothing is written until the first
+    /// change.
+    pub fn open(flash: F, region: StoreRegion) -> Self {
+        let mut store = Self {
+            flash,
+            region,
+            active: None,
+            end: 0,
+            clean: false,
+        };
+        for index in 0..2 {
+            if let Some(generation) = store.commit_of(index) {
+                if store.active.is_none_or(|(_, g)| generation > g) {
+                    store.active = Some((index, generation));
+                }
+            }
+        }
+        if store.active.is_some() {
+            let mut state = PersistedState::default();
+            store.replay(&mut state);
+        }
+        store
+    }
+
+    /// The flash, back.
+    pub fn into_flash(self) -> F {
+        self.flash
+    }
+
+    /// The flash.
+    pub fn flash_mut(&mut self) -> &mut F {
+        &mut self.flash
+    }
+
+    /// Read the record at `at` in the sector starting at `sector`.
+    fn read_record(&mut self, sector: u32, at: u32, buf: &mut [u8; MAX_RECORD]) -> Read {
+        let room = (sector + self.region.sector_size).saturating_sub(at) as usize;
+        if room < HEADER + CRC_LEN {
+            return Read::Erased;
+        }
+        if self.flash.read(at, &mut buf[..HEADER]).is_err() {
+            return Read::Torn;
+        }
+        if buf[..HEADER] == [0xFF; HEADER] {
+            return Read::Erased;
+        }
+        if buf[..2] != MAGIC {
+            return Read::Torn;
+        }
+        let len = usize::from(buf[3]);
+        let total = HEADER + len.next_multiple_of(4) + CRC_LEN;
+        if len > MAX_PAYLOAD || total > room {
+            return Read::Torn;
+        }
+        if self.flash.read(at, &mut buf[..total]).is_err() {
+            return Read::Torn;
+        }
+        let body = total - CRC_LEN;
+        let crc = u32::from_le_bytes([buf[body], buf[body + 1], buf[body + 2], buf[body + 3]]);
+        if CRC32.checksum(&buf[..body]) != crc {
+            return Read::Torn;
+        }
+        Read::Valid {
+            kind: buf[2],
+            len,
+            total: total as u32,
+        }
+    }
+
+    /// The generation of sector `index` if its commit record is valid.
+    fn commit_of(&mut self, index: usize) -> Option<u32> {
+        let mut buf = [0u8; MAX_RECORD];
+        let at = self.region.sector(index);
+        match self.read_record(at, at, &mut buf) {
+            Read::Valid {
+                kind: kind::COMMIT,
+                len: 4,
+                ..
+            } => Some(u32::from_le_bytes([buf[4], buf[5], buf[6], buf[7]])),
+            _ => None,
+        }
+    }
+
+    /// Replay the active sector into `state`; sets `end` and `clean`.
+    fn replay(&mut self, state: &mut PersistedState) {
+        let Some((index, _)) = self.active else {
+            return;
+        };
+        let mut buf = [0u8; MAX_RECORD];
+        let sector = self.region.sector(index);
+        let mut at = sector + COMMIT_LEN;
+        loop {
+            match self.read_record(sector, at, &mut buf) {
+                Read::Valid { kind, len, total } => {
+                    if !apply_record(state, kind, &buf[HEADER..HEADER + len]) {
+                        self.clean = false;
+                        break;
+                    }
+                    at += total;
+                }
+                Read::Erased => {
+                    self.clean = true;
+                    break;
+                }
+                Read::Torn => {
+                    self.clean = false;
+                    break;
+                }
+            }
+        }
+        self.end = at;
+    }
+
+    /// Program `bytes` at `at` and read them back.
+    fn program(&mut self, at: u32, bytes: &[u8]) -> Result<(), StoreError<F::Error>> {
+        self.flash.write(at, bytes).map_err(StoreError::Flash)?;
+        let mut back = [0u8; MAX_RECORD];
+        for (i, chunk) in bytes.chunks(MAX_RECORD).enumerate() {
+            let at = at + (i * MAX_RECORD) as u32;
+            self.flash
+                .read(at, &mut back[..chunk.len()])
+                .map_err(StoreError::Flash)?;
+            if back[..chunk.len()] != *chunk {
+                return Err(StoreError::Verify);
+            }
+        }
+        Ok(())
+    }
+
+    /// Whether `len` bytes at `at` read as erased.
+    fn erased(&mut self, at: u32, len: usize) -> bool {
+        let mut buf = [0u8; MAX_RECORD];
+        self.flash.read(at, &mut buf[..len]).is_ok() && buf[..len].iter().all(|&b| b == 0xFF)
+    }
+
+    /// Write `state` into the other sector and commit it.
+    fn compact(&mut self, state: &PersistedState) -> Result<(), StoreError<F::Error>> {
+        let (target, generation) = match self.active {
+            Some((index, generation)) => (1 - index, generation.wrapping_add(1)),
+            None => (0, 1),
+        };
+        let start = self.region.sector(target);
+        self.flash
+            .erase(start, start + self.region.sector_size)
+            .map_err(StoreError::Flash)?;
+        let mut at = start + COMMIT_LEN;
+        let mut put = |store: &mut Self, record: Record| -> Result<(), StoreError<F::Error>> {
+            store.program(at, record.as_bytes())?;
+            at += record.len as u32;
+            Ok(())
+        };
+        let mut next = Payload::new();
+        next.u64(state.next_event_id);
+        put(self, next.record(kind::NEXT_EVENT_ID))?;
+        for event in &state.events {
+            put(self, encode(&Change::Event(event)))?;
+        }
+        if state.installed.is_some() {
+            put(self, encode(&Change::Installed(state.installed)))?;
+        }
+        if let Some(download) = &state.download {
+            put(self, encode(&Change::Download(Some(&download.offer))))?;
+            if download.offset > 0 {
+                put(self, encode(&Change::Progress(download.offset)))?;
+            }
+        }
+        let mut commit = Payload::new();
+        commit.u32(generation);
+        self.program(start, commit.record(kind::COMMIT).as_bytes())?;
+        self.active = Some((target, generation));
+        self.end = at;
+        self.clean = true;
+        Ok(())
+    }
+}
+
+impl<F: NorFlash> Persist for FlashPersist<F> {
+    type Error = StoreError<F::Error>;
+
+    fn load(&mut self) -> PersistedState {
+        let mut state = PersistedState::default();
+        self.replay(&mut state);
+        state
+    }
+
+    fn record(&mut self, change: &Change<'_>) -> Result<(), Self::Error> {
+        let record = encode(change);
+        if let Some((index, _)) = self.active {
+            let sector_end = self.region.sector(index) + self.region.sector_size;
+            let fits = self.end + record.len as u32 <= sector_end;
+            if self.clean && fits && self.erased(self.end, record.len) {
+                let at = self.end;
+                match self.program(at, record.as_bytes()) {
+                    Ok(()) => {
+                        self.end += record.len as u32;
+                        return Ok(());
+                    }
+                    // Whatever landed there is now a torn record: compact below.
+                    Err(_) => self.clean = false,
+                }
+            }
+        }
+        let mut state = PersistedState::default();
+        self.replay(&mut state);
+        state.apply(change);
+        self.compact(&state)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use fota_boot::testing::MemFlash;
+
+    const REGION: StoreRegion = StoreRegion {
+        start: 0,
+        sector_size: 16 * 1024,
+    };
+
+    fn event(id: u64, reason: Option<&str>) -> Event {
+        Event {
+            id,
+            kind: EventKind::RolledBack,
+            rollout_id: Some(9),
+            version: Some(ImageVersion::new(1, 5, 0, 2)),
+            reason: reason.map(|r| Reason::try_from(r).unwrap()),
+        }
+    }
+
+    fn offer() -> Offer {
+        Offer {
+            rollout_id: 9,
+            version: ImageVersion::new(2, 0, 0, 0),
+            slot: SlotId::B,
+            sha256: Digest([0xab; 32]),
+            size: 100_000,
+            security_counter: 3,
+        }
+    }
+
+    /// Record `changes` through a FlashPersist and through the in-RAM state: the two agree after
+    /// every change, and after reopening the flash.
+    fn agree(flash: MemFlash, changes: &[Change<'_>]) -> MemFlash {
+        let mut store = FlashPersist::open(flash, REGION);
+        let mut expected = store.load();
+        for change in changes {
+            store.record(change).unwrap();
+            expected.apply(change);
+            assert_eq!(store.load(), expected, "after {change:?}");
+        }
+        let flash = store.into_flash();
+        let mut reopened = FlashPersist::open(flash, REGION);
+        assert_eq!(reopened.load(), expected, "after reopening");
+        reopened.into_flash()
+    }
+
+    #[test]
+    fn every_change_replays_after_a_reset() {
+        let long = "r".repeat(96);
+        let (e1, e2, e3) = (
+            event(1, None),
+            event(2, Some("3 failed trials")),
+            event(3, Some(&long)),
+        );
+        let offer = offer();
+        let installed = Installed {
+            slot: SlotId::B,
+            rollout_id: 9,
+            version: ImageVersion::new(2, 0, 0, 0),
+        };
+        let flash = agree(
+            MemFlash::new(),
+            &[
+                Change::Event(&e1),
+                Change::Event(&e2),
+                Change::Download(Some(&offer)),
+                Change::Progress(4096),
+                Change::Progress(8192),
+                Change::Acked { through: 1 },
+                Change::Installed(Some(installed)),
+                Change::Download(None),
+                Change::Event(&e3),
+            ],
+        );
+        let state = FlashPersist::open(flash, REGION).load();
+        assert_eq!(state.next_event_id, 4);
+        assert_eq!(state.events.len(), 2);
+        assert_eq!(state.installed, Some(installed));
+        assert_eq!(state.download, None);
+    }
+
+    #[test]
+    fn a_full_sector_compacts_into_the_other_and_keeps_the_counter() {
+        let offer = offer();
+        let mut changes = vec![];
+        for i in 0..3000u32 {
+            changes.push(Change::Progress(i * 4));
+        }
+        let mut flash = MemFlash::new();
+        {
+            let mut store = FlashPersist::open(&mut flash, REGION);
+            store.record(&Change::Download(Some(&offer))).unwrap();
+            let e = event(41, None);
+            store.record(&Change::Event(&e)).unwrap();
+            store.record(&Change::Acked { through: 41 }).unwrap();
+        }
+        let flash = agree(flash, &changes);
+        // 3000 records of 12 bytes do not fit one 16 KB sector: it compacted at least twice.
+        assert!(flash.erases.len() >= 2, "{:?}", flash.erases);
+        let state = FlashPersist::open(flash, REGION).load();
+        // The acknowledged event is gone, its id is not reused.
+        assert!(state.events.is_empty());
+        assert_eq!(state.next_event_id, 42);
+        assert_eq!(state.download.unwrap().offset, 2999 * 4);
+    }
+
+    #[test]
+    fn a_torn_last_record_is_ignored_and_the_next_change_compacts() {
+        let (e1, e2) = (event(1, None), event(2, Some("torn")));
+        let mut flash = agree(MemFlash::new(), &[Change::Event(&e1)]);
+        let before = FlashPersist::open(&mut flash, REGION).load();
+        // Cut power in the middle of the second record: only its first word is programmed.
+        let end = {
+            let mut store = FlashPersist::open(&mut flash, REGION);
+            store.load();
+            store.end
+        };
+        let record = encode(&Change::Event(&e2));
+        flash.bytes[end as usize..end as usize + 4].copy_from_slice(&record.as_bytes()[..4]);
+        let mut store = FlashPersist::open(&mut flash, REGION);
+        assert_eq!(store.load(), before, "the torn record must not count");
+        assert!(!store.clean);
+        store.record(&Change::Event(&e2)).unwrap();
+        let mut expected = before;
+        expected.apply(&Change::Event(&e2));
+        assert_eq!(store.load(), expected);
+        // It went into the other sector, committed there.
+        assert_eq!(store.active.map(|(i, _)| i), Some(1));
+        assert_eq!(FlashPersist::open(&mut flash, REGION).load(), expected);
+    }
+
+    #[test]
+    fn a_cut_at_every_write_of_a_compaction_leaves_the_old_or_the_new_state() {
+        // Fill the first sector with progress records so the next change compacts, then fail
+        // the flash after n writes for every n: the state read back is always either the state
+        // before the change or the state after it, never a mix or nothing.
+        let offer = offer();
+        let events: Vec<Event> = (1..=5).map(|i| event(i, Some("x"))).collect();
+        let mut base = MemFlash::new();
+        {
+            let mut store = FlashPersist::open(&mut base, REGION);
+            store.record(&Change::Download(Some(&offer))).unwrap();
+            for e in &events {
+                store.record(&Change::Event(e)).unwrap();
+            }
+            let mut i = 0;
+            while store.end + 12 <= REGION.sector_size {
+                store.record(&Change::Progress(i)).unwrap();
+                i += 4;
+            }
+        }
+        let before = FlashPersist::open(base.clone(), REGION).load();
+        let change = Change::Acked { through: 3 };
+        let mut after = before.clone();
+        after.apply(&change);
+        for n in 0..20 {
+            let mut flash = base.clone();
+            flash.fail_writes_after = Some(n);
+            let result = FlashPersist::open(&mut flash, REGION).record(&change);
+            flash.fail_writes_after = None;
+            let state = FlashPersist::open(&mut flash, REGION).load();
+            if result.is_ok() {
+                assert_eq!(state, after, "cut after {n} writes");
+            } else {
+                assert!(
+                    state == before || state == after,
+                    "cut after {n} writes: {state:?}"
+                );
+            }
+        }
+    }
+
+    #[test]
+    fn the_board_region_is_sectors_10_and_11() {
+        assert_eq!(StoreRegion::STM32F429.start, 0x000C_0000);
+        assert_eq!(StoreRegion::STM32F429.sector_size, 128 * 1024);
+    }
+}

@@ -1,0 +1,229 @@
+//! What the OTA client keeps across resets, and the stores that keep it.
+//!
+//! RAM is never trusted across a reset (the field incident), so every fact the client needs
+//! after one is a [`Change`] written to a [`Persist`] store before the client acts on it:
+//!
+//! - the event-id counter (ids are unique per device, forever: the server stores each once);
+//! - the events the server has not acknowledged yet (a reset between an event and its report
+//!   loses nothing);
+//! - the image installed and not yet reported on (slot, rollout, version), so the trial boot
+//!   and a bootloader's revert are reported against the right rollout;
+//! - the download in progress: its offer, once the slot is erased, and how many of its bytes
+//!   are durably in the slot, so a power cut mid-download resumes from there.
+//!
+//! [`PersistedState::apply`] is the one definition of what a change does; both stores replay
+//! changes through it: [`MemPersist`] (feature `std`: the simulator and tests) keeps the
+//! state in RAM as a stand-in for flash that survives the simulated resets, and
+//! [`FlashPersist`](crate::flash_store::FlashPersist) appends each change as a CRC-protected
+//! record to two flash sectors used ping-pong (sectors 10-11 on the board).
+
+use fota_protocol::image::ImageVersion;
+use fota_protocol::messages::{Event, Offer, MAX_EVENTS_PER_REPORT};
+use fota_protocol::SlotId;
+
+/// Events kept until the server acknowledges them (one report's worth).
+pub const EVENT_QUEUE_LEN: usize = MAX_EVENTS_PER_REPORT;
+
+/// An image installed into a slot and marked pending, not yet reported as confirmed or
+/// rolled back.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Installed {
+    /// The slot it was written to.
+    pub slot: SlotId,
+    /// The rollout it belongs to.
+    pub rollout_id: u64,
+    /// Its version.
+    pub version: ImageVersion,
+}
+
+/// A download that survives a reset: the offer (recorded once its slot is erased) and the
+/// bytes of it durably programmed into the slot.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SavedDownload {
+    /// What is being downloaded.
+    pub offer: Offer,
+    /// Bytes at the start of the slot that are programmed and were accepted (a multiple of the
+    /// flash's write unit, except at the very end).
+    pub offset: u32,
+}
+
+/// Everything the client persists.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PersistedState {
+    /// The next event id to hand out (at least 1).
+    pub next_event_id: u64,
+    /// Events not yet acknowledged, oldest first.
+    pub events: heapless::Vec<Event, EVENT_QUEUE_LEN>,
+    /// The installed image not yet reported on.
+    pub installed: Option<Installed>,
+    /// The download in progress.
+    pub download: Option<SavedDownload>,
+}
+
+impl Default for PersistedState {
+    fn default() -> Self {
+        Self {
+            next_event_id: 1,
+            events: heapless::Vec::new(),
+            installed: None,
+            download: None,
+        }
+    }
+}
+
+/// One fact to persist.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Change<'a> {
+    /// An event was queued; the counter moves past its id. When the queue is full the oldest
+    /// event is dropped (as the client drops it).
+    Event(&'a Event),
+    /// The server acknowledged every event up to and including this id.
+    Acked {
+        /// The last acknowledged id.
+        through: u64,
+    },
+    /// An image was installed (`Some`) or reported on (`None`).
+    Installed(Option<Installed>),
+    /// A download started with its slot erased (`Some`), or ended (`None`: installed, given up
+    /// or withdrawn).
+    Download(Option<&'a Offer>),
+    /// The download's bytes up to this offset are in the slot.
+    Progress(u32),
+}
+
+impl PersistedState {
+    /// Apply `change`: the one definition of what each change means.
+    pub fn apply(&mut self, change: &Change<'_>) {
+        match *change {
+            Change::Event(event) => {
+                self.next_event_id = self.next_event_id.max(event.id.saturating_add(1));
+                if self.events.is_full() {
+                    self.events.remove(0);
+                }
+                // Cannot fail: room was made above.
+                let _ = self.events.push(event.clone());
+            }
+            Change::Acked { through } => self.events.retain(|e| e.id > through),
+            Change::Installed(installed) => self.installed = installed,
+            Change::Download(offer) => {
+                self.download = offer.map(|offer| SavedDownload {
+                    offer: offer.clone(),
+                    offset: 0,
+                })
+            }
+            Change::Progress(offset) => {
+                if let Some(download) = &mut self.download {
+                    download.offset = offset.min(download.offer.size);
+                }
+            }
+        }
+    }
+}
+
+/// A store of the client's [`PersistedState`] that survives a reset.
+pub trait Persist {
+    /// Why a write failed.
+    type Error: core::fmt::Debug;
+
+    /// The state as of the last successful [`record`](Persist::record), read back (on the board,
+    /// replayed from flash). Called once, when the client starts.
+    fn load(&mut self) -> PersistedState;
+
+    /// Persist `change`. When this returns `Ok`, the change survives a reset.
+    fn record(&mut self, change: &Change<'_>) -> Result<(), Self::Error>;
+}
+
+impl<P: Persist + ?Sized> Persist for &mut P {
+    type Error = P::Error;
+
+    fn load(&mut self) -> PersistedState {
+        P::load(self)
+    }
+
+    fn record(&mut self, change: &Change<'_>) -> Result<(), Self::Error> {
+        P::record(self, change)
+    }
+}
+
+#[cfg(feature = "std")]
+pub use mem::MemPersist;
+
+#[cfg(feature = "std")]
+mod mem {
+    extern crate std;
+
+    use super::{Change, Installed, Persist, PersistedState, SavedDownload};
+    use fota_protocol::messages::Event;
+    use std::vec::Vec;
+
+    /// The persisted state in RAM, for the simulator and tests: it stands for flash, so it
+    /// survives the simulated resets by being handed from one client to the next. Events live
+    /// on the heap, so a quiet device (the usual case in a fleet of 100,000) costs a few bytes.
+    #[derive(Debug, Clone, PartialEq, Eq)]
+    pub struct MemPersist {
+        /// The next event id.
+        pub next_event_id: u64,
+        /// Unacknowledged events, oldest first.
+        pub events: Vec<Event>,
+        /// The installed image not yet reported on.
+        pub installed: Option<Installed>,
+        /// The download in progress.
+        pub download: Option<SavedDownload>,
+        /// Changes recorded so far.
+        pub changes: u64,
+    }
+
+    impl Default for MemPersist {
+        fn default() -> Self {
+            Self {
+                next_event_id: 1,
+                events: Vec::new(),
+                installed: None,
+                download: None,
+                changes: 0,
+            }
+        }
+    }
+
+    impl MemPersist {
+        /// A store holding `state`.
+        pub fn from_state(state: PersistedState) -> Self {
+            Self {
+                next_event_id: state.next_event_id,
+                events: state.events.into_iter().collect(),
+                installed: state.installed,
+                download: state.download,
+                changes: 0,
+            }
+        }
+    }
+
+    impl Persist for MemPersist {
+        type Error = core::convert::Infallible;
+
+        fn load(&mut self) -> PersistedState {
+            let mut events = heapless::Vec::new();
+            let skip = self.events.len().saturating_sub(events.capacity());
+            for e in &self.events[skip..] {
+                // Cannot fail: at most `capacity` are taken.
+                let _ = events.push(e.clone());
+            }
+            PersistedState {
+                next_event_id: self.next_event_id,
+                events,
+                installed: self.installed,
+                download: self.download.clone(),
+            }
+        }
+
+        fn record(&mut self, change: &Change<'_>) -> Result<(), Self::Error> {
+            // The same rule as every store: apply through PersistedState, keep the heap copy.
+            let mut state = self.load();
+            state.apply(change);
+            let changes = self.changes + 1;
+            *self = Self::from_state(state);
+            self.changes = changes;
+            Ok(())
+        }
+    }
+}
