@@ -580,12 +580,12 @@ pub fn run(args: &Args, out: &mut dyn Write) -> anyhow::Result<()> {
         .count();
     let exposed = summary.ever_installed.get(&v21).copied().unwrap_or(0);
     // The first stage's cohort: the devices the bad release could ever have been offered.
-    let first_stage = fota_server::rollout::cohort::threshold_for_basis_points(100);
+    let first_stage = fota_server::domain::cohort::threshold_for_basis_points(100);
     let canary = devices
         .iter()
         .filter(|d| {
-            fota_server::rollout::cohort::is_in(
-                fota_server::rollout::cohort::rank(bad_id, &d.status().id),
+            fota_server::domain::cohort::is_in(
+                fota_server::domain::cohort::rank(bad_id, &d.status().id),
                 first_stage,
             )
         })

@@ -2,9 +2,10 @@
 //! database directly, so the first admin token needs no token).
 
 use anyhow::Context as _;
-use fota_server::auth::{new_token, token_hash, ADMIN_TOKEN_PREFIX};
 use fota_server::config::{ServeArgs, ServeConfig};
-use fota_server::store::{now_ms, Role, Store};
+use fota_server::domain::auth::Role;
+use fota_server::domain::auth::{new_token, token_hash, ADMIN_TOKEN_PREFIX};
+use fota_server::store::{now_ms, Store};
 use std::io::Write;
 
 /// `fota token`.
@@ -24,7 +25,7 @@ pub enum Action {
         #[arg(long)]
         name: String,
         /// viewer, operator or admin.
-        #[arg(long, value_enum)]
+        #[arg(long, value_parser = role_parser())]
         role: Role,
         /// Database and data directory, as for `fota serve`.
         #[command(flatten)]
@@ -105,4 +106,11 @@ pub fn run(args: &Args, out: &mut dyn Write) -> anyhow::Result<()> {
             }
         }
     })
+}
+
+/// `--role`: the roles' names, listed in `--help` and in a refusal as clap lists an enum's.
+fn role_parser() -> impl clap::builder::TypedValueParser<Value = Role> {
+    use clap::builder::TypedValueParser as _;
+    clap::builder::PossibleValuesParser::new(Role::ALL.map(Role::as_str))
+        .try_map(|name| name.parse::<Role>())
 }

@@ -8,7 +8,7 @@
 
 use fota_protocol::image::{ImageVersion, TrustedKey};
 use fota_protocol::SlotId;
-use fota_server::rollout::cohort;
+use fota_server::domain::cohort;
 use fota_sim::device::Timing;
 use fota_sim::{app, factory_flash, AppBehaviour, DeviceSpec, Faults, Fleet, FleetConfig};
 use fota_testkit::{

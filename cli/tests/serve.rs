@@ -3,7 +3,7 @@
 //! one PostgreSQL database take every rollout decision once.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-use fota_server::rollout::cohort;
+use fota_server::domain::cohort;
 use fota_testkit::{self as testkit, fleet, release, wait_for, Behaviour};
 use serde_json::{json, Value};
 use std::time::Duration;
@@ -145,7 +145,7 @@ async fn two_replicas_on_one_postgres_decide_once() {
     let store = fota_server::store::Store::connect(&database_url)
         .await
         .unwrap();
-    let admin = testkit::token(&store, "ops", fota_server::store::Role::Admin).await;
+    let admin = testkit::token(&store, "ops", fota_server::domain::auth::Role::Admin).await;
     // Shared artifact storage, as behind a load balancer with one volume or a CDN.
     let shared = tempfile::tempdir().unwrap();
     let a =

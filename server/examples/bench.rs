@@ -24,7 +24,8 @@ use fota_protocol::image::TrustedKey;
 use fota_protocol::testing::image_for;
 use fota_protocol::SlotId;
 use fota_server::config::ServeConfig;
-use fota_server::store::{now_ms, Role};
+use fota_server::domain::auth::Role;
+use fota_server::store::now_ms;
 use http_body_util::{BodyExt as _, Full};
 use hyper::header::{HeaderValue, AUTHORIZATION, CONTENT_TYPE, RANGE};
 use hyper::Request;
@@ -282,14 +283,15 @@ async fn fota(
         .await
         .unwrap()
         .unwrap();
-    let admin = fota_server::auth::new_token(fota_server::auth::ADMIN_TOKEN_PREFIX).unwrap();
+    let admin = fota_server::domain::auth::new_token(fota_server::domain::auth::ADMIN_TOKEN_PREFIX)
+        .unwrap();
     server
         .state
         .store
         .create_admin_token(
             "bench",
             Role::Admin,
-            &fota_server::auth::token_hash(&admin),
+            &fota_server::domain::auth::token_hash(&admin),
             now_ms(),
         )
         .await
@@ -519,14 +521,15 @@ fn main() {
         let size = a.len();
         let sha = client_rt.block_on(async {
             let admin =
-                fota_server::auth::new_token(fota_server::auth::ADMIN_TOKEN_PREFIX).unwrap();
+                fota_server::domain::auth::new_token(fota_server::domain::auth::ADMIN_TOKEN_PREFIX)
+                    .unwrap();
             server
                 .state
                 .store
                 .create_admin_token(
                     "bench-art",
                     Role::Admin,
-                    &fota_server::auth::token_hash(&admin),
+                    &fota_server::domain::auth::token_hash(&admin),
                     now_ms(),
                 )
                 .await

@@ -22,7 +22,8 @@ use fota_protocol::image::TrustedKey;
 use fota_protocol::testing::image_for;
 use fota_protocol::SlotId;
 use fota_server::config::ServeConfig;
-use fota_server::store::{now_ms, Role};
+use fota_server::domain::auth::Role;
+use fota_server::store::now_ms;
 use serde_json::{json, Value};
 use std::time::{Duration, Instant};
 
@@ -170,14 +171,15 @@ async fn run(args: &Args, label: &str, database_url: Option<String>) -> Vec<Stri
     config.sweep_interval = Duration::from_millis(args.sweep_ms);
     config.flush_interval = Duration::from_millis(200);
     let server = fota_server::serve::start(config).await.unwrap();
-    let admin = fota_server::auth::new_token(fota_server::auth::ADMIN_TOKEN_PREFIX).unwrap();
+    let admin = fota_server::domain::auth::new_token(fota_server::domain::auth::ADMIN_TOKEN_PREFIX)
+        .unwrap();
     server
         .state
         .store
         .create_admin_token(
             "bench",
             Role::Admin,
-            &fota_server::auth::token_hash(&admin),
+            &fota_server::domain::auth::token_hash(&admin),
             now_ms(),
         )
         .await

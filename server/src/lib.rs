@@ -1,24 +1,28 @@
 //! The fota server, as a library: `fota serve` (in the `fota-cli` crate's binary) and the tests
 //! link it.
 //!
-//! - [`serve`]: `fota serve`: start-up, the background flusher, graceful shutdown.
-//! - [`api`]: the HTTP routes, one module per resource; [`error`]: its one error type.
-//! - [`store`]: SQLite and PostgreSQL behind one `Store`; [`artifacts`]: image files by SHA-256.
-//! - [`auth`]: admin and device tokens; [`config`]: layered configuration.
-//! - [`keys`]: reading Ed25519 key files (PKCS#8 and SubjectPublicKeyInfo PEM, as imgtool
-//!   writes them): the trusted keys.
-//! - [`rollout`]: staged canary rollouts: cohorts, gates, the engine.
-//! - [`facts`]: the check-in write buffer; [`metrics`]: Prometheus; [`release`]: upload rules.
+//! Layers, each importing only the ones below it (docs/ARCHITECTURE.md has the map):
+//!
+//! - [`serve`] and [`config`]: `fota serve`: configuration, start-up, the background flusher
+//!   and sweeper, graceful shutdown. The only place that wires the layers together.
+//! - [`api`]: HTTP: routes by audience (devices, operators, open), auth extractors, the error
+//!   type and its stable codes.
+//! - [`rollout`]: staged canary rollouts: plans, gates, starting and steering, the engine.
+//! - [`store`]: SQLite and PostgreSQL behind one `Store`.
+//! - [`domain`]: the vocabulary and pure rules: names, state machines, counts, cohorts,
+//!   release rules, roles and tokens.
+//!
+//! Beside them: [`facts`] (the check-in write buffer in front of the store), [`artifacts`]
+//! (image files by SHA-256), [`metrics`] (Prometheus) and [`keys`] (reading Ed25519 key files,
+//! PKCS#8 and SubjectPublicKeyInfo PEM as imgtool writes them).
 
 pub mod api;
 pub mod artifacts;
-pub mod auth;
 pub mod config;
-pub mod error;
+pub mod domain;
 pub mod facts;
 pub mod keys;
 pub mod metrics;
-pub mod release;
 pub mod rollout;
 pub mod serve;
 pub mod store;

@@ -4,7 +4,7 @@
 
 use fota_protocol::testing::image_for;
 use fota_protocol::SlotId;
-use fota_server::store::Role;
+use fota_server::domain::auth::Role;
 use fota_testkit::{
     self as testkit, assert_error, backend_tests, image, other_key, signing_key, spawn_app, Db,
     TestApp,

@@ -3,7 +3,7 @@
 //! without its sample never advances, rollbacks, operator actions and the audit log.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-use fota_server::rollout::cohort;
+use fota_server::domain::cohort;
 use fota_testkit::{
     self as testkit, assert_error, backend_tests, fleet, release, rollout_status, spawn_app,
     wait_for, Behaviour, Db,
@@ -381,7 +381,7 @@ async fn operator_actions_and_audit(db: Db) {
     let viewer = testkit::token(
         &app.server.state.store,
         "v",
-        fota_server::store::Role::Viewer,
+        fota_server::domain::auth::Role::Viewer,
     )
     .await;
     let resp = app

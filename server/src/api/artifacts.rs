@@ -6,9 +6,9 @@
 //! is streamed from disk in chunks, never read whole. With a CDN configured, requests are
 //! redirected there instead.
 
+use super::error::{ApiError, ApiPath, ErrorBody};
 use super::AppState;
 use crate::artifacts::{is_sha256_hex, ArtifactSource};
-use crate::error::{ApiError, ApiPath, ErrorBody};
 use axum::body::Body;
 use axum::extract::State;
 use axum::http::{header, HeaderMap, HeaderValue, StatusCode};

@@ -5,9 +5,9 @@
 //! check-in and the reported facts go to the [`FactsBuffer`](crate::facts::FactsBuffer). Reports
 //! are different: an event is acknowledged only once it is stored.
 
-use super::{names, AppState};
-use crate::auth::{bearer, hashes_equal, token_hash};
-use crate::error::{ApiError, ErrorBody};
+use super::auth::authenticate_device;
+use super::error::{ApiError, ApiPath, ErrorBody};
+use super::AppState;
 use crate::rollout::engine::DeviceView;
 use crate::store::{event_kind_name, now_ms, DeviceCheckInFacts, DeviceFacts};
 use axum::body::Bytes;
@@ -19,55 +19,10 @@ use std::sync::Arc;
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
-use crate::error::ApiPath;
-
-/// A device's stored credentials, cached.
-#[derive(Debug)]
-pub struct DeviceCredentials {
-    /// SHA-256 of its token.
-    pub token_hash: Vec<u8>,
-    /// Its provisioned model.
-    pub model: String,
-    /// Its tags.
-    pub tags: Vec<String>,
-}
-
 pub(super) fn routes() -> OpenApiRouter<Arc<AppState>> {
     OpenApiRouter::new()
         .routes(routes!(check_in))
         .routes(routes!(report))
-}
-
-/// Check the bearer token against the device's; the same 401 for unknown devices and wrong
-/// tokens, so the endpoint does not reveal which ids exist.
-async fn authenticate(
-    state: &AppState,
-    id: &str,
-    headers: &HeaderMap,
-) -> Result<Arc<DeviceCredentials>, ApiError> {
-    names::device_id(id)?;
-    let token = bearer(headers).ok_or_else(ApiError::unauthorized)?;
-    let creds = match state.device_cache.get(id) {
-        Some(c) => c.clone(),
-        None => {
-            let (hash, model, tags) = state
-                .store
-                .device_credentials(id)
-                .await?
-                .ok_or_else(ApiError::unauthorized)?;
-            let creds = Arc::new(DeviceCredentials {
-                token_hash: hash,
-                model,
-                tags,
-            });
-            state.device_cache.insert(id.to_string(), creds.clone());
-            creds
-        }
-    };
-    if !hashes_equal(&creds.token_hash, &token_hash(token)) {
-        return Err(ApiError::unauthorized());
-    }
-    Ok(creds)
 }
 
 /// Parse a JSON body after authentication (so a stranger learns nothing from parse errors).
@@ -107,7 +62,7 @@ async fn check_in(
     headers: HeaderMap,
     body: Bytes,
 ) -> Result<axum::Json<CheckInResponse>, ApiError> {
-    let creds = authenticate(&state, &id, &headers).await?;
+    let creds = authenticate_device(&state, &id, &headers).await?;
     let check_in: CheckIn = parse_body(&headers, &body)?;
     if check_in.model.as_str() != creds.model {
         return Err(ApiError::conflict(
@@ -166,7 +121,7 @@ async fn report(
     headers: HeaderMap,
     body: Bytes,
 ) -> Result<axum::Json<ReportAck>, ApiError> {
-    authenticate(&state, &id, &headers).await?;
+    authenticate_device(&state, &id, &headers).await?;
     let report: Report = parse_body(&headers, &body)?;
     let now = now_ms();
     let outcome = state.store.store_events(&id, &report.events, now).await?;

@@ -1,11 +1,13 @@
 //! Operators' view of the fleet: provisioning (one device or many, JSON or CSV), listing with
 //! filters, one device with its recent events, and the fleet summary.
 
-use super::{names, AppState};
-use crate::auth::{new_token, token_hash, Admin, DEVICE_TOKEN_PREFIX};
-use crate::error::{ApiError, ApiPath, ApiQuery, ErrorBody};
+use super::auth::Admin;
+use super::error::{page_limit, ApiError, ApiPath, ApiQuery, ErrorBody};
+use super::AppState;
+use crate::domain::auth::{new_token, token_hash, Role, DEVICE_TOKEN_PREFIX};
+use crate::domain::names;
 use crate::store::{
-    now_ms, DeviceFilter, DeviceRecord, DeviceStatus, FleetSummary, NewDevice, Role, StoredEvent,
+    now_ms, DeviceFilter, DeviceRecord, DeviceStatus, FleetSummary, NewDevice, StoredEvent,
 };
 use axum::body::Bytes;
 use axum::extract::{DefaultBodyLimit, State};
@@ -257,7 +259,7 @@ async fn list_devices(
     ApiQuery(q): ApiQuery<ListQuery>,
 ) -> Result<axum::Json<DevicePage>, ApiError> {
     admin.require(Role::Viewer)?;
-    let limit = crate::error::page_limit(q.limit)?;
+    let limit = page_limit(q.limit)?;
     if let Some(m) = &q.model {
         names::model(m)?;
     }

@@ -11,15 +11,16 @@
 //! (utoipa-axum), so it cannot list a route the server does not have or miss one it has.
 
 pub mod artifacts;
+pub mod auth;
 pub mod device;
 pub mod devices;
+pub mod error;
 pub mod ops;
 pub mod releases;
 pub mod rollouts;
 
 use crate::artifacts::ArtifactStore;
 use crate::config::ServeConfig;
-use crate::error::{ApiError, ErrorBody};
 use crate::facts::FactsBuffer;
 use crate::metrics::{Metrics, RequestLabels};
 use crate::store::{now_ms, Store};
@@ -28,6 +29,7 @@ use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use axum::Router;
 use dashmap::DashMap;
+use error::{ApiError, ErrorBody};
 use std::sync::Arc;
 use std::time::Instant;
 use utoipa::OpenApi;
@@ -47,7 +49,7 @@ pub struct AppState {
     /// Metrics registry.
     pub metrics: Metrics,
     /// Device credentials seen so far (id -> token hash, model): check-ins skip the database.
-    pub device_cache: DashMap<String, Arc<device::DeviceCredentials>>,
+    pub device_cache: DashMap<String, Arc<auth::DeviceCredentials>>,
     /// The rollout engine.
     pub engine: crate::rollout::Engine,
 }
@@ -185,70 +187,4 @@ async fn record_request(State(state): State<Arc<AppState>>, req: Request, next: 
         .get_or_create(&labels)
         .observe(started.elapsed().as_secs_f64());
     response
-}
-
-/// Rules for names that appear in paths and filters: device ids, models, tags.
-pub mod names {
-    use crate::error::ApiError;
-
-    /// `[A-Za-z0-9._:-]`, 1..=max bytes, not starting with `.` or `-`: never a path component
-    /// like `..`, never an option-looking argument, always safe in a URL path segment.
-    pub fn check(
-        kind: &'static str,
-        code: &'static str,
-        s: &str,
-        max: usize,
-    ) -> Result<(), ApiError> {
-        let ok = !s.is_empty()
-            && s.len() <= max
-            && !s.starts_with(['.', '-'])
-            && s.bytes()
-                .all(|b| b.is_ascii_alphanumeric() || b"._:-".contains(&b));
-        if ok {
-            Ok(())
-        } else {
-            Err(ApiError::bad_request(
-                code,
-                format!("invalid {kind} {s:?}: 1-{max} characters of A-Z a-z 0-9 . _ : -, not starting with . or -"),
-            ))
-        }
-    }
-
-    /// A device id.
-    pub fn device_id(s: &str) -> Result<(), ApiError> {
-        check("device id", "invalid_device_id", s, 64)
-    }
-
-    /// A hardware model.
-    pub fn model(s: &str) -> Result<(), ApiError> {
-        check("model", "invalid_model", s, 32)
-    }
-
-    /// A tag.
-    pub fn tag(s: &str) -> Result<(), ApiError> {
-        check("tag", "invalid_tag", s, 32)
-    }
-
-    #[cfg(test)]
-    mod tests {
-        #[test]
-        fn names_refuse_traversal_and_odd_bytes() {
-            for good in ["SL-000123", "a", "city:berlin", "x_y.z"] {
-                assert!(super::device_id(good).is_ok(), "{good}");
-            }
-            for bad in [
-                "",
-                "..",
-                "../etc",
-                "a/b",
-                "-rf",
-                ".hidden",
-                "a b",
-                "é",
-                &"x".repeat(65),
-            ] {
-                assert!(super::device_id(bad).is_err(), "{bad}");
-            }
-        }
-    }
 }

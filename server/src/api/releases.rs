@@ -1,11 +1,13 @@
 //! Releases: upload (multipart: `model`, `notes`, optional `version`, files `image_a` and
 //! `image_b`), list, get, delete.
 
-use super::{names, AppState};
-use crate::auth::Admin;
-use crate::error::{ApiError, ApiPath, ApiQuery, ErrorBody};
-use crate::release::{check_image, check_pair};
-use crate::store::{now_ms, NewRelease, ReleaseImage, ReleaseRecord, Role, StoreError};
+use super::auth::Admin;
+use super::error::{ApiError, ApiPath, ApiQuery, ErrorBody};
+use super::AppState;
+use crate::domain::auth::Role;
+use crate::domain::names;
+use crate::domain::release::{check_image, check_pair};
+use crate::store::{now_ms, NewRelease, ReleaseImage, ReleaseRecord, StoreError};
 use axum::extract::multipart::MultipartRejection;
 use axum::extract::{DefaultBodyLimit, Multipart, State};
 use axum::http::StatusCode;

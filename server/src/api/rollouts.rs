@@ -1,17 +1,18 @@
 //! Rollouts: start (with a plan and a target selector), status, pause / resume / abort / approve,
 //! fleet rollback, and the audit log.
 
+use super::auth::Admin;
+use super::error::{page_limit, ApiError, ApiJson, ApiPath, ApiQuery, ErrorBody};
 use super::AppState;
-use crate::auth::Admin;
-use crate::error::{ApiError, ApiJson, ApiPath, ApiQuery, ErrorBody};
-use crate::rollout::anti_rollback;
-use crate::rollout::engine::{gate_of, target_filter};
-use crate::rollout::gate::{HaltReason, StateCounts, Verdict};
-use crate::rollout::plan::{self, Selector, StageSize, StageSpec};
-use crate::store::{
-    now_ms, version_from_key, version_key, AuditEntry, NewRollout, ReleaseRecord, Role,
-    RolloutChange, RolloutRow, SkippedTarget, StageRow, Target,
-};
+use crate::domain::auth::Role;
+use crate::domain::version::version_from_key;
+use crate::domain::{RolloutAction, RolloutState, StateCounts};
+use crate::rollout::control;
+use crate::rollout::engine::gate_of;
+use crate::rollout::gate::{HaltReason, Verdict};
+use crate::rollout::launch::{self, RollbackRequest, RolloutRequest};
+use crate::rollout::plan::{Selector, StageSpec};
+use crate::store::{AuditEntry, RolloutRow};
 use axum::extract::State;
 use axum::http::StatusCode;
 use serde::{Deserialize, Serialize};
@@ -143,29 +144,6 @@ pub struct RolloutList {
     pub rollouts: Vec<RolloutStatus>,
 }
 
-fn stage_rows(specs: &[StageSpec]) -> Result<Vec<StageRow>, ApiError> {
-    Ok(plan::parse_stages(specs)?
-        .iter()
-        .enumerate()
-        .map(|(i, s)| StageRow {
-            idx: i as i64,
-            percent_bp: match s.size {
-                StageSize::BasisPoints(bp) => Some(i64::from(bp)),
-                StageSize::Devices(_) => None,
-            },
-            device_count: match s.size {
-                StageSize::Devices(n) => Some(i64::try_from(n).unwrap_or(i64::MAX)),
-                StageSize::BasisPoints(_) => None,
-            },
-            bake_s: s.bake_s,
-            min_sample: i64::try_from(s.gate.min_sample).unwrap_or(i64::MAX),
-            max_failure_ppm: i64::from(s.gate.max_failure_ppm),
-            confirm_deadline_s: s.gate.confirm_deadline_s,
-            auto_advance: s.auto_advance,
-        })
-        .collect())
-}
-
 async fn status_of(state: &AppState, r: &RolloutRow) -> Result<RolloutStatus, ApiError> {
     let stages = state.store.rollout_stages(r.id).await?;
     let (whole, per_stage) = state.store.rollout_counts(r.id).await?;
@@ -183,7 +161,7 @@ async fn status_of(state: &AppState, r: &RolloutRow) -> Result<RolloutStatus, Ap
     let max_failure_rate = current.map_or(0.0, |s| s.max_failure_ppm as f64 / 1e6);
     let min_sample = current.map_or(0, |s| gate_of(s).min_sample);
     let decided = whole.decided();
-    let next = if r.state == "active" {
+    let next = if r.state == RolloutState::Active {
         crate::rollout::engine::assess(&state.store, r)
             .await?
             .map(|a| match a.verdict {
@@ -197,8 +175,8 @@ async fn status_of(state: &AppState, r: &RolloutRow) -> Result<RolloutStatus, Ap
     };
     Ok(RolloutStatus {
         id: r.id,
-        kind: r.kind.clone(),
-        state: r.state.clone(),
+        kind: r.kind.as_str().to_string(),
+        state: r.state.as_str().to_string(),
         release_id: r.release_id,
         version,
         model: r.model.clone(),
@@ -233,7 +211,7 @@ async fn status_of(state: &AppState, r: &RolloutRow) -> Result<RolloutStatus, Ap
                     max_failure_rate: f64::from(gate.max_failure_ppm) / 1e6,
                     confirm_deadline_s: s.confirm_deadline_s,
                     auto_advance: s.auto_advance,
-                    status: if s.idx < r.current_stage || r.state == "completed" {
+                    status: if s.idx < r.current_stage || r.state == RolloutState::Completed {
                         "done"
                     } else if s.idx == r.current_stage {
                         "current"
@@ -249,58 +227,6 @@ async fn status_of(state: &AppState, r: &RolloutRow) -> Result<RolloutStatus, Ap
         created_by: r.created_by.clone(),
         updated_at: r.updated_at,
     })
-}
-
-/// Targets split by anti-rollback: those that may be offered the release, and those whose
-/// bootloaders hold a higher security counter (with the reason), plus the highest counter held.
-struct CounterSplit {
-    offerable: Vec<String>,
-    blocked: Vec<SkippedTarget>,
-    highest_held: u32,
-}
-
-fn split_by_counter(targets: Vec<Target>, release: &ReleaseRecord) -> CounterSplit {
-    let counter = anti_rollback::from_stored(Some(release.security_counter)).unwrap_or(0);
-    let mut split = CounterSplit {
-        offerable: Vec::with_capacity(targets.len()),
-        blocked: Vec::new(),
-        highest_held: 0,
-    };
-    for t in targets {
-        let held = anti_rollback::held(
-            anti_rollback::from_stored(t.reported_counter),
-            anti_rollback::from_stored(t.running_release_counter),
-        );
-        split.highest_held = split.highest_held.max(held);
-        if anti_rollback::blocks(held, counter) {
-            split.blocked.push(SkippedTarget {
-                id: t.id,
-                state: "security_counter_blocked",
-                reason: anti_rollback::reason(held, counter),
-            });
-        } else {
-            split.offerable.push(t.id);
-        }
-    }
-    split
-}
-
-fn counter_too_low(release: &ReleaseRecord, held: u32, whom: &str) -> ApiError {
-    ApiError::conflict(
-        "security_counter_too_low",
-        format!(
-            "release {} has security counter {} but {whom} hold {held}: their bootloaders would refuse it; roll forward to a release with counter >= {held}",
-            release.version, release.security_counter
-        ),
-    )
-}
-
-async fn release_or_404(state: &AppState, id: i64) -> Result<ReleaseRecord, ApiError> {
-    state
-        .store
-        .release(id)
-        .await?
-        .ok_or_else(|| ApiError::not_found("release_not_found", format!("no release {id}")))
 }
 
 /// Start a staged rollout of a release to the devices the selector picks. One unfinished
@@ -328,88 +254,17 @@ async fn start_rollout(
     ApiJson(req): ApiJson<StartRollout>,
 ) -> Result<(StatusCode, axum::Json<RolloutStatus>), ApiError> {
     admin.require(Role::Operator)?;
-    let started = std::time::Instant::now();
-    let stages = stage_rows(req.stages.as_deref().unwrap_or(&plan::default_stages()))?;
-    let (min, max) = req.selector.validate()?;
-    let release = release_or_404(&state, req.release_id).await?;
-    if let Some(other) = state.store.unfinished_rollout(&release.model).await? {
-        return Err(ApiError::conflict(
-            "rollout_in_progress",
-            format!(
-                "rollout {other} for {} is unfinished (active, paused or halted): abort it first, or start a rollback",
-                release.model
-            ),
-        ));
-    }
-    let filter = target_filter(
-        &release.model,
-        &req.selector.tags,
-        min.as_ref().map(version_key),
-        max.as_ref().map(version_key),
-        None,
-        &release.version,
-    );
-    let targets = state.store.targets(&filter).await?;
-    tracing::debug!(
-        targets = targets.len(),
-        ms = started.elapsed().as_millis() as u64,
-        "selected targets"
-    );
-    if targets.is_empty() {
-        return Err(ApiError::unprocessable(
-            "no_targets",
-            format!(
-                "no {} device matches the selector (or all run {} already)",
-                release.model, release.version
-            ),
-        ));
-    }
-    let split = split_by_counter(targets, &release);
-    if split.offerable.is_empty() {
-        return Err(counter_too_low(
-            &release,
-            split.highest_held,
-            &format!("all {} targeted devices", split.blocked.len()),
-        ));
-    }
-    let new = NewRollout {
-        release_id: release.id,
-        kind: "rollout".into(),
-        model: release.model.clone(),
-        selector_tags: req.selector.tags.clone(),
-        version_min_key: min.as_ref().map(version_key),
-        version_max_key: max.as_ref().map(version_key),
-        from_release_id: None,
-        stages,
-        created_by: admin.name.clone(),
-    };
-    let detail = serde_json::json!({
-        "version": release.version,
-        "targets": split.offerable.len() + split.blocked.len(),
-        "security_counter_blocked": split.blocked.len(),
-        "selector": req.selector,
-        "stages": req.stages.clone().unwrap_or_else(plan::default_stages),
-    });
-    let row = state
-        .store
-        .create_rollout(
-            &new,
-            &split.offerable,
-            &split.blocked,
-            now_ms(),
-            detail,
-            None,
-        )
-        .await?;
-    tracing::debug!(ms = started.elapsed().as_millis() as u64, "rollout written");
-    state.engine.invalidate();
-    tracing::info!(
-        actor = %admin.name,
-        rollout = row.id,
-        targets = split.offerable.len(),
-        security_counter_blocked = split.blocked.len(),
-        "rollout started"
-    );
+    let row = launch::start_rollout(
+        &state.store,
+        &state.engine,
+        &admin.name,
+        RolloutRequest {
+            release_id: req.release_id,
+            selector: &req.selector,
+            stages: req.stages.as_deref(),
+        },
+    )
+    .await?;
     Ok((
         StatusCode::CREATED,
         axum::Json(status_of(&state, &row).await?),
@@ -439,94 +294,17 @@ async fn start_rollback(
     ApiJson(req): ApiJson<StartRollback>,
 ) -> Result<(StatusCode, axum::Json<RolloutStatus>), ApiError> {
     admin.require(Role::Operator)?;
-    let everyone = [StageSpec {
-        percent: Some(100.0),
-        bake_s: Some(0),
-        min_sample: Some(0),
-        max_failure_rate: Some(1.0),
-        ..StageSpec::default()
-    }];
-    let stages = stage_rows(req.stages.as_deref().unwrap_or(&everyone))?;
-    let release = release_or_404(&state, req.release_id).await?;
-    let bad = match req.from_release_id {
-        Some(id) => {
-            let bad = release_or_404(&state, id).await?;
-            if bad.model != release.model {
-                return Err(ApiError::unprocessable(
-                    "model_mismatch",
-                    format!(
-                        "release {} is for {}, release {} for {}",
-                        bad.id, bad.model, release.id, release.model
-                    ),
-                ));
-            }
-            Some(bad)
-        }
-        None => None,
-    };
-    let filter = target_filter(
-        &release.model,
-        &[],
-        None,
-        None,
-        bad.as_ref().map(|b| b.version.clone()),
-        &release.version,
-    );
-    // A rollback must bring back every device on the bad release: one that would refuse the
-    // image refuses the whole rollback, rather than being left behind.
-    let split = split_by_counter(state.store.targets(&filter).await?, &release);
-    if !split.blocked.is_empty() {
-        return Err(counter_too_low(
-            &release,
-            split.highest_held,
-            "targeted devices",
-        ));
-    }
-    let targets = split.offerable;
-    if targets.is_empty() {
-        return Err(ApiError::unprocessable(
-            "no_targets",
-            "no device runs the release to roll back from",
-        ));
-    }
-    let now = now_ms();
-    let unfinished = state.store.unfinished_rollout(&release.model).await?;
-    let abort_first = unfinished.map(|id| {
-        (
-            id,
-            AuditEntry::new(
-                &admin.name,
-                "rollout.abort",
-                Some(id),
-                None,
-                serde_json::json!({"reason": "replaced by a fleet rollback"}),
-                now,
-            ),
-        )
-    });
-    let new = NewRollout {
-        release_id: release.id,
-        kind: "rollback".into(),
-        model: release.model.clone(),
-        selector_tags: Vec::new(),
-        version_min_key: None,
-        version_max_key: None,
-        from_release_id: bad.as_ref().map(|b| b.id),
-        stages,
-        created_by: admin.name.clone(),
-    };
-    let detail = serde_json::json!({
-        "version": release.version,
-        "from_version": bad.as_ref().map(|b| b.version.clone()),
-        "targets": targets.len(),
-        "aborted": unfinished,
-    });
-    let row = state
-        .store
-        .create_rollout(&new, &targets, &[], now, detail, abort_first)
-        .await?;
-    state.engine.invalidate();
-    tracing::info!(actor = %admin.name, rollout = row.id, targets = targets.len(), "fleet rollback started");
+    let row = launch::start_rollback(
+        &state.store,
+        &state.engine,
+        &admin.name,
+        RollbackRequest {
+            release_id: req.release_id,
+            from_release_id: req.from_release_id,
+            stages: req.stages.as_deref(),
+        },
+    )
+    .await?;
     Ok((
         StatusCode::CREATED,
         axum::Json(status_of(&state, &row).await?),
@@ -556,32 +334,20 @@ async fn list_rollouts(
     ApiQuery(q): ApiQuery<RolloutQuery>,
 ) -> Result<axum::Json<RolloutList>, ApiError> {
     admin.require(Role::Viewer)?;
-    const STATES: [&str; 5] = ["active", "paused", "halted", "aborted", "completed"];
-    let filter: Vec<&str> = match q.state.as_deref() {
-        None => Vec::new(),
-        Some(s) => match STATES.iter().find(|x| **x == s) {
-            Some(x) => vec![*x],
-            None => {
-                return Err(ApiError::bad_request(
-                    "invalid_query",
-                    format!("state must be one of {}", STATES.join(", ")),
-                ))
-            }
-        },
-    };
+    let filter: Vec<RolloutState> =
+        match q.state.as_deref() {
+            None => Vec::new(),
+            Some(s) => vec![s.parse().map_err(
+                |e: crate::domain::rollout_state::UnknownRolloutState| {
+                    ApiError::bad_request("invalid_query", e.to_string())
+                },
+            )?],
+        };
     let mut rollouts = Vec::new();
     for r in state.store.list_rollouts(&filter).await? {
         rollouts.push(status_of(&state, &r).await?);
     }
     Ok(axum::Json(RolloutList { rollouts }))
-}
-
-async fn rollout_or_404(state: &AppState, id: i64) -> Result<RolloutRow, ApiError> {
-    state
-        .store
-        .rollout(id)
-        .await?
-        .ok_or_else(|| ApiError::not_found("rollout_not_found", format!("no rollout {id}")))
 }
 
 /// A rollout's progress: per stage, offered / downloading / installed / confirmed / failed, the
@@ -600,61 +366,24 @@ async fn get_rollout(
     ApiPath(id): ApiPath<i64>,
 ) -> Result<axum::Json<RolloutStatus>, ApiError> {
     admin.require(Role::Viewer)?;
-    let r = rollout_or_404(&state, id).await?;
+    let r = control::rollout(&state.store, id).await?;
     Ok(axum::Json(status_of(&state, &r).await?))
 }
 
-/// An operator's change: only from the given states.
-async fn operator_change(
+/// An operator's action on a rollout, answered with the rollout as it is afterwards.
+async fn operator_action(
     state: &AppState,
     admin: &Admin,
     id: i64,
-    from: &[&str],
-    mut change: RolloutChange,
-    action: &str,
+    action: RolloutAction,
 ) -> Result<axum::Json<RolloutStatus>, ApiError> {
     admin.require(Role::Operator)?;
-    let r = rollout_or_404(state, id).await?;
-    // An approval is for the stage the operator looked at: if it advanced meanwhile, the
-    // conditional update below does not match.
-    if change.approved_stage.is_some() {
-        change.approved_stage = Some(r.current_stage);
-    }
-    let audit = AuditEntry::new(
-        &admin.name,
-        action,
-        Some(id),
-        Some(r.release_id),
-        serde_json::json!({ "from_state": r.state, "stage": r.current_stage + 1 }),
-        now_ms(),
-    );
-    let expected_stage = change.approved_stage.map(|_| r.current_stage);
-    if !state
-        .store
-        .change_rollout(id, from, expected_stage, &change, &audit)
-        .await?
-    {
-        let now = rollout_or_404(state, id).await?;
-        return Err(ApiError::conflict(
-            "invalid_state",
-            format!(
-                "rollout {id} is {}; {action} needs it {}",
-                now.state,
-                from.join(" or ")
-            ),
-        ));
-    }
-    state.engine.invalidate();
-    // The gate speaks at once: a resumed rollout whose failures still cross it halts again
-    // before this answer, and an approval advances before it.
-    state.engine.evaluate(&state.store, id).await?;
-    tracing::info!(actor = %admin.name, rollout = id, action, "rollout changed");
-    let r = rollout_or_404(state, id).await?;
+    let r = control::apply(&state.store, &state.engine, &admin.name, id, action).await?;
     Ok(axum::Json(status_of(state, &r).await?))
 }
 
 macro_rules! operator_route {
-    ($name:ident, $path:literal, $doc:literal, $from:expr, $change:expr, $action:literal) => {
+    ($name:ident, $path:literal, $doc:literal, $action:expr) => {
         #[doc = $doc]
         #[utoipa::path(
                             post,
@@ -674,7 +403,7 @@ macro_rules! operator_route {
             admin: Admin,
             ApiPath(id): ApiPath<i64>,
         ) -> Result<axum::Json<RolloutStatus>, ApiError> {
-            operator_change(&state, &admin, id, $from, $change, $action).await
+            operator_action(&state, &admin, id, $action).await
         }
     };
 }
@@ -683,45 +412,25 @@ operator_route!(
     pause_rollout,
     "/v1/rollouts/{id}/pause",
     "Pause: no new offers until resumed; devices already updating carry on.",
-    &["active"],
-    RolloutChange {
-        state: Some("paused".into()),
-        ..RolloutChange::default()
-    },
-    "rollout.pause"
+    RolloutAction::Pause
 );
 operator_route!(
     resume_rollout,
     "/v1/rollouts/{id}/resume",
     "Resume a paused or halted rollout. Its gate is evaluated again at once.",
-    &["paused", "halted"],
-    RolloutChange {
-        state: Some("active".into()),
-        ..RolloutChange::default()
-    },
-    "rollout.resume"
+    RolloutAction::Resume
 );
 operator_route!(
     abort_rollout,
     "/v1/rollouts/{id}/abort",
     "Abort for good: no more offers. Devices keep what they run; roll back with /v1/rollbacks.",
-    &["active", "paused", "halted"],
-    RolloutChange {
-        state: Some("aborted".into()),
-        ..RolloutChange::default()
-    },
-    "rollout.abort"
+    RolloutAction::Abort
 );
 operator_route!(
     approve_rollout,
     "/v1/rollouts/{id}/approve",
     "Approve advancing past the current stage (for stages that wait for approval).",
-    &["active", "paused"],
-    RolloutChange {
-        approved_stage: Some(-1),
-        ..RolloutChange::default()
-    },
-    "rollout.approve"
+    RolloutAction::Approve
 );
 
 /// Filter for the audit log.
@@ -756,7 +465,7 @@ async fn audit_log(
     ApiQuery(q): ApiQuery<AuditQuery>,
 ) -> Result<axum::Json<AuditLog>, ApiError> {
     admin.require(Role::Viewer)?;
-    let limit = crate::error::page_limit(q.limit)?;
+    let limit = page_limit(q.limit)?;
     let entries = state.store.audit_log(q.rollout_id, limit).await?;
     Ok(axum::Json(AuditLog { entries }))
 }

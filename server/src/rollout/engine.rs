@@ -9,14 +9,12 @@
 //! none makes it twice.
 
 use super::gate::{self, GateInput, HealthGate, Verdict};
-use super::{anti_rollback, cohort};
-use crate::store::{
-    now_ms, stage_threshold, AuditEntry, RolloutChange, RolloutRow, StageRow, Store, StoreError,
-    TargetFilter,
-};
+use crate::domain::version::version_key;
+use crate::domain::{anti_rollback, cohort, DeviceState, RolloutAction, RolloutState, StateCounts};
+use crate::store::{now_ms, AuditEntry, RolloutChange, RolloutRow, StageRow, Store, StoreError};
 use dashmap::DashMap;
 use fota_protocol::image::Digest;
-use fota_protocol::messages::{BootState, CheckIn, Event, EventKind, Offer};
+use fota_protocol::messages::{CheckIn, Event, Offer};
 use fota_protocol::{ImageVersion, SlotId};
 use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, Mutex, RwLock};
@@ -84,15 +82,15 @@ enum Known {
     /// A target, not offered yet.
     Eligible,
     /// Offered and not decided.
-    InFlight(String),
+    InFlight(DeviceState),
     /// Decided or skipped: nothing more to do.
     Done,
 }
 
-fn known_from_state(state: &str) -> Known {
+fn known_from_state(state: DeviceState) -> Known {
     match state {
-        "eligible" => Known::Eligible,
-        "offered" | "downloading" | "installed" => Known::InFlight(state.to_string()),
+        DeviceState::Eligible => Known::Eligible,
+        s if s.is_in_flight() => Known::InFlight(s),
         _ => Known::Done,
     }
 }
@@ -132,19 +130,6 @@ pub struct DeviceView<'a> {
     pub check_in: &'a CheckIn,
 }
 
-/// The device-state name an event moves a device to, with the reason to store.
-pub fn state_for_event(kind: EventKind) -> Option<&'static str> {
-    Some(match kind {
-        EventKind::OfferAccepted => "offered",
-        EventKind::DownloadStarted => "downloading",
-        EventKind::Installed | EventKind::TrialBoot => "installed",
-        EventKind::Confirmed => "confirmed",
-        EventKind::DownloadFailed | EventKind::VerifyFailed => "failed",
-        EventKind::RolledBack => "rolled_back",
-        EventKind::ProtectionBlocked => "protection_blocked",
-    })
-}
-
 fn selector_matches(r: &ActiveRollout, device: &DeviceView<'_>, key: i64) -> bool {
     let version = device.check_in.firmware_version.to_string();
     r.tags.iter().all(|t| device.tags.contains(t))
@@ -168,7 +153,7 @@ impl Engine {
                 return Ok(cache.rollouts.clone());
             }
         }
-        let rows = store.list_rollouts(&["active"]).await?;
+        let rows = store.list_rollouts(&[RolloutState::Active]).await?;
         let mut rollouts = Vec::with_capacity(rows.len());
         for r in rows {
             if let Some(a) = load_active(store, &r).await? {
@@ -203,11 +188,10 @@ impl Engine {
             Some(k) => k,
             None => {
                 let k = match store.rollout_device_state(r.id, device.id).await? {
-                    Some(state) => known_from_state(&state),
+                    Some(state) => known_from_state(state),
                     None => {
-                        let version_key =
-                            crate::store::version_key(&device.check_in.firmware_version);
-                        if selector_matches(r, device, version_key) {
+                        let key = version_key(&device.check_in.firmware_version);
+                        if selector_matches(r, device, key) {
                             let rank = cohort::rank(r.id, device.id);
                             store
                                 .add_late_target(r.id, device.id, rank, now_ms())
@@ -226,10 +210,7 @@ impl Engine {
         match known {
             Known::NotTarget | Known::Done => Ok(None),
             Known::InFlight(_) if running_release => {
-                let to = match device.check_in.boot_state {
-                    BootState::Confirmed => "confirmed",
-                    BootState::Trial => "installed",
-                };
+                let to = DeviceState::for_check_in(device.check_in.boot_state);
                 // Progress: the sweep's next evaluation of this rollout sees it.
                 store
                     .set_device_state(r.id, device.id, to, None, now_ms())
@@ -238,7 +219,7 @@ impl Engine {
                 Ok(None)
             }
             // Offered or downloading on the old version: the device may have lost the answer.
-            Known::InFlight(state) if state != "installed" => {
+            Known::InFlight(state) if state.may_resend_offer() => {
                 if let Some(reason) = r.counter_block(device) {
                     return self.skip_for_counter(store, r, device, key, &reason).await;
                 }
@@ -267,7 +248,7 @@ impl Engine {
                         .set_device_state(
                             r.id,
                             device.id,
-                            "protection_blocked",
+                            DeviceState::ProtectionBlocked,
                             Some(&reason),
                             now_ms(),
                         )
@@ -279,15 +260,16 @@ impl Engine {
                     .offer_device(r.id, device.id, now_ms(), r.confirm_deadline_s)
                     .await?
                 {
-                    self.known.insert(key, Known::InFlight("offered".into()));
+                    self.known
+                        .insert(key, Known::InFlight(DeviceState::Offered));
                     return Ok(Some(self.offer(r, device)));
                 }
                 // Another replica offered it, or the rollout stopped: ask the database.
                 let state = store.rollout_device_state(r.id, device.id).await?;
-                let k = state.as_deref().map_or(Known::NotTarget, known_from_state);
+                let k = state.map_or(Known::NotTarget, known_from_state);
                 self.known.insert(key, k.clone());
                 Ok(match k {
-                    Known::InFlight(s) if s != "installed" => Some(self.offer(r, device)),
+                    Known::InFlight(s) if s.may_resend_offer() => Some(self.offer(r, device)),
                     _ => None,
                 })
             }
@@ -308,7 +290,7 @@ impl Engine {
             .set_device_state(
                 r.id,
                 device.id,
-                "security_counter_blocked",
+                DeviceState::SecurityCounterBlocked,
                 Some(reason),
                 now_ms(),
             )
@@ -350,9 +332,10 @@ impl Engine {
     ) -> Result<(), StoreError> {
         let mut failed_rollouts = HashSet::new();
         for e in events {
-            let (Some(rollout), Some(to)) = (e.rollout_id, state_for_event(e.kind)) else {
+            let Some(rollout) = e.rollout_id else {
                 continue;
             };
+            let to = DeviceState::for_event(e.kind);
             let Ok(rollout) = i64::try_from(rollout) else {
                 continue;
             };
@@ -364,7 +347,7 @@ impl Engine {
                 self.known
                     .insert((rollout, device_id.to_string()), known_from_state(to));
                 // Progress waits for the sweep; a failure is evaluated now.
-                if e.kind.is_failure() && e.kind != EventKind::ProtectionBlocked {
+                if to.is_failure() {
                     failed_rollouts.insert(rollout);
                 }
             }
@@ -380,7 +363,7 @@ impl Engine {
         let Some(r) = store.rollout(id).await? else {
             return Ok(None);
         };
-        if r.state != "active" {
+        if r.state != RolloutState::Active {
             return Ok(None);
         }
         let Some(Assessment {
@@ -399,16 +382,16 @@ impl Engine {
                 let changed = store
                     .change_rollout(
                         id,
-                        &["active"],
+                        RolloutAction::Halt.from_states(),
                         Some(r.current_stage),
                         &RolloutChange {
-                            state: Some("halted".into()),
+                            state: RolloutAction::Halt.to_state(),
                             halt_reason: Some(detail.to_string()),
                             ..RolloutChange::default()
                         },
                         &AuditEntry::new(
                             AUTOMATIC,
-                            "rollout.halt",
+                            RolloutAction::Halt.audit_name(),
                             Some(id),
                             Some(r.release_id),
                             serde_json::json!({ "reason": reason.to_string(), "numbers": detail }),
@@ -431,11 +414,16 @@ impl Engine {
                 } else {
                     Vec::new()
                 };
-                let threshold = stage_threshold(next_stage, &mut ranks).max(r.current_threshold);
+                let threshold = cohort::stage_threshold(
+                    next_stage.percent_bp,
+                    next_stage.device_count,
+                    &mut ranks,
+                )
+                .max(r.current_threshold);
                 let changed = store
                     .change_rollout(
                         id,
-                        &["active"],
+                        RolloutAction::Advance.from_states(),
                         Some(r.current_stage),
                         &RolloutChange {
                             stage: Some((next, threshold)),
@@ -443,7 +431,7 @@ impl Engine {
                         },
                         &AuditEntry::new(
                             AUTOMATIC,
-                            "rollout.advance",
+                            RolloutAction::Advance.audit_name(),
                             Some(id),
                             Some(r.release_id),
                             serde_json::json!({
@@ -465,15 +453,15 @@ impl Engine {
                 store
                     .change_rollout(
                         id,
-                        &["active"],
+                        RolloutAction::Complete.from_states(),
                         Some(r.current_stage),
                         &RolloutChange {
-                            state: Some("completed".into()),
+                            state: RolloutAction::Complete.to_state(),
                             ..RolloutChange::default()
                         },
                         &AuditEntry::new(
                             AUTOMATIC,
-                            "rollout.complete",
+                            RolloutAction::Complete.audit_name(),
                             Some(id),
                             Some(r.release_id),
                             serde_json::json!({ "counts": whole }),
@@ -502,7 +490,7 @@ impl Engine {
         let now = Instant::now();
         let mut ids = timed_out.clone();
         {
-            let active = store.list_rollouts(&["active"]).await?;
+            let active = store.list_rollouts(&[RolloutState::Active]).await?;
             let mut swept = self.swept.lock().unwrap_or_else(|e| e.into_inner());
             swept.retain(|id, _| active.iter().any(|r| r.id == *id));
             for r in active {
@@ -553,9 +541,9 @@ pub struct Assessment {
     /// The rollout's stages.
     pub stages: Vec<StageRow>,
     /// Counts over the whole rollout.
-    pub whole: gate::StateCounts,
+    pub whole: StateCounts,
     /// Counts of the current stage's cohort.
-    pub stage_counts: gate::StateCounts,
+    pub stage_counts: StateCounts,
     /// The verdict.
     pub verdict: Verdict,
 }
@@ -669,23 +657,4 @@ async fn load_active(store: &Store, r: &RolloutRow) -> Result<Option<ActiveRollo
         from_version,
         release_counters,
     }))
-}
-
-/// The target filter of a rollout about to be created.
-pub fn target_filter(
-    model: &str,
-    tags: &[String],
-    min: Option<i64>,
-    max: Option<i64>,
-    running_version: Option<String>,
-    release_version: &str,
-) -> TargetFilter {
-    TargetFilter {
-        model: model.to_string(),
-        tags: tags.to_vec(),
-        version_min_key: min,
-        version_max_key: max,
-        running_version,
-        exclude_version: Some(release_version.to_string()),
-    }
 }

@@ -12,76 +12,9 @@
 //!   automatically or an operator approved it. Never before the minimum sample.
 //! - **Complete** at the last stage when no target is left undecided.
 
+use crate::domain::StateCounts;
 use serde::{Deserialize, Serialize};
 use std::fmt;
-
-/// Devices per execution state.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
-pub struct StateCounts {
-    /// Targets not offered yet (in or out of the cohorts so far).
-    pub eligible: u64,
-    /// Offered and not downloading yet (devices further along are counted in their state, so
-    /// "offered so far" is everything but `eligible` and the two `*_blocked`).
-    pub offered: u64,
-    /// Downloading.
-    pub downloading: u64,
-    /// Installed, booting as a trial.
-    pub installed: u64,
-    /// Confirmed on the new release.
-    pub confirmed: u64,
-    /// Reported a download or verification failure.
-    pub failed: u64,
-    /// The bootloader reverted them.
-    pub rolled_back: u64,
-    /// Silent past the confirmation deadline.
-    pub timed_out: u64,
-    /// Skipped: flash protection would block writing the target slot.
-    pub protection_blocked: u64,
-    /// Skipped: the device holds a security counter above the release's, so its bootloader
-    /// would refuse the image (anti-rollback).
-    #[serde(default)]
-    pub security_counter_blocked: u64,
-}
-
-impl StateCounts {
-    /// Failures: failed + rolled back + timed out.
-    pub fn failures(&self) -> u64 {
-        self.failed + self.rolled_back + self.timed_out
-    }
-
-    /// Devices with an outcome: confirmed or failed.
-    pub fn decided(&self) -> u64 {
-        self.confirmed + self.failures()
-    }
-
-    /// Offered and not decided yet.
-    pub fn in_flight(&self) -> u64 {
-        self.offered + self.downloading + self.installed
-    }
-
-    /// The failure rate the gate compares with its limit: failures over
-    /// `max(decided, min_sample)`.
-    pub fn gate_rate(&self, min_sample: u64) -> f64 {
-        self.failures() as f64 / self.decided().max(min_sample).max(1) as f64
-    }
-
-    /// Add `n` devices in `state`.
-    pub fn add(&mut self, state: &str, n: u64) {
-        match state {
-            "eligible" => self.eligible += n,
-            "offered" => self.offered += n,
-            "downloading" => self.downloading += n,
-            "installed" => self.installed += n,
-            "confirmed" => self.confirmed += n,
-            "failed" => self.failed += n,
-            "rolled_back" => self.rolled_back += n,
-            "timed_out" => self.timed_out += n,
-            "protection_blocked" => self.protection_blocked += n,
-            "security_counter_blocked" => self.security_counter_blocked += n,
-            _ => {}
-        }
-    }
-}
 
 /// The health gate of one stage.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]

@@ -1,16 +1,17 @@
-//! Staged canary rollouts: a bad release must never reach more than its canary.
+//! Staged canary rollouts: a bad release must never reach more than its canary. The rollout
+//! layer decides; it stands on the store and the domain, and knows nothing of HTTP.
 //!
-//! - [`anti_rollback`]: never offer an image below the security counter a device holds.
-//! - [`cohort`]: deterministic ranks and stage thresholds.
-//! - [`plan`]: stages, defaults, target selectors.
+//! - [`plan`]: stages, defaults, target selectors, and [`plan::PlanError`].
 //! - [`gate`]: the pure halt / advance / complete decision.
-//! - [`engine`]: offers, device state, evaluation, the sweep; all decisions conditional in the
-//!   database so several replicas can share one.
+//! - [`launch`]: starting a rollout or a fleet rollback, with every rule a start obeys.
+//! - [`control`]: an operator's pause, resume, abort, approve.
+//! - [`engine`]: offers at check-in, device state from reports, evaluation, the sweep; all
+//!   decisions conditional in the database so several replicas can share one.
 
-pub mod anti_rollback;
-pub mod cohort;
+pub mod control;
 pub mod engine;
 pub mod gate;
+pub mod launch;
 pub mod plan;
 
 pub use engine::Engine;

@@ -1,8 +1,8 @@
 //! Rollout plans: ordered stages, each a cumulative size (percent of targets or absolute device
-//! count), a bake time and a health gate; and the target selector.
+//! count), a bake time and a health gate; and the target selector. Refusals are [`PlanError`]s.
 
 use super::gate::HealthGate;
-use crate::error::ApiError;
+use crate::domain::names::{self, NameError};
 use fota_protocol::ImageVersion;
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
@@ -73,12 +73,37 @@ pub fn default_stages() -> Vec<StageSpec> {
         .collect()
 }
 
-fn invalid(message: impl Into<String>) -> ApiError {
-    ApiError::bad_request("invalid_plan", message)
+/// Why a plan or a selector is refused.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum PlanError {
+    /// The stages are not a plan (code `invalid_plan`).
+    #[error("{0}")]
+    Plan(String),
+    /// The selector's versions are not a range (code `invalid_selector`).
+    #[error("{0}")]
+    Selector(String),
+    /// A selector tag breaks the name rules.
+    #[error(transparent)]
+    Name(#[from] NameError),
+}
+
+impl PlanError {
+    /// The stable code of the refusal.
+    pub fn code(&self) -> &'static str {
+        match self {
+            Self::Plan(_) => "invalid_plan",
+            Self::Selector(_) => "invalid_selector",
+            Self::Name(e) => e.code(),
+        }
+    }
+}
+
+fn invalid(message: impl Into<String>) -> PlanError {
+    PlanError::Plan(message.into())
 }
 
 /// Turn API stages into a validated plan: sizes grow strictly, values are in range.
-pub fn parse_stages(specs: &[StageSpec]) -> Result<Vec<StagePlan>, ApiError> {
+pub fn parse_stages(specs: &[StageSpec]) -> Result<Vec<StagePlan>, PlanError> {
     if specs.is_empty() || specs.len() > MAX_STAGES {
         return Err(invalid(format!("a plan has 1-{MAX_STAGES} stages")));
     }
@@ -161,25 +186,23 @@ pub struct Selector {
 
 impl Selector {
     /// Check names and versions; returns the version bounds parsed.
-    pub fn validate(&self) -> Result<(Option<ImageVersion>, Option<ImageVersion>), ApiError> {
+    pub fn validate(&self) -> Result<(Option<ImageVersion>, Option<ImageVersion>), PlanError> {
         for t in &self.tags {
-            crate::api::names::tag(t)?;
+            names::tag(t)?;
         }
-        let parse = |v: &Option<String>| -> Result<Option<ImageVersion>, ApiError> {
+        let parse = |v: &Option<String>| -> Result<Option<ImageVersion>, PlanError> {
             v.as_deref()
                 .map(|s| {
-                    s.parse().map_err(|_| {
-                        ApiError::bad_request("invalid_selector", format!("invalid version {s:?}"))
-                    })
+                    s.parse()
+                        .map_err(|_| PlanError::Selector(format!("invalid version {s:?}")))
                 })
                 .transpose()
         };
         let (min, max) = (parse(&self.version_min)?, parse(&self.version_max)?);
         if let (Some(a), Some(b)) = (min, max) {
             if a > b {
-                return Err(ApiError::bad_request(
-                    "invalid_selector",
-                    "version_min is above version_max",
+                return Err(PlanError::Selector(
+                    "version_min is above version_max".to_string(),
                 ));
             }
         }
@@ -247,7 +270,11 @@ mod tests {
             (0..21).map(|i| p(f64::from(i + 1))).collect(),
         ];
         for c in cases {
-            assert_eq!(parse_stages(&c).unwrap_err().code, "invalid_plan", "{c:?}");
+            assert_eq!(
+                parse_stages(&c).unwrap_err().code(),
+                "invalid_plan",
+                "{c:?}"
+            );
         }
         let counts = parse_stages(&[
             StageSpec {
@@ -277,11 +304,11 @@ mod tests {
             version_max: Some("1.0.0".into()),
             ..Default::default()
         };
-        assert_eq!(inverted.validate().unwrap_err().code, "invalid_selector");
+        assert_eq!(inverted.validate().unwrap_err().code(), "invalid_selector");
         let bad_tag = Selector {
             tags: vec!["a b".into()],
             ..Default::default()
         };
-        assert_eq!(bad_tag.validate().unwrap_err().code, "invalid_tag");
+        assert_eq!(bad_tag.validate().unwrap_err().code(), "invalid_tag");
     }
 }

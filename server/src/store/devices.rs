@@ -359,7 +359,7 @@ impl Store {
                     .bind(id.as_str())
                     .bind(f.last_seen_at)
                     .bind(c.map(|c| c.firmware_version.to_string()))
-                    .bind(c.map(|c| super::version_key(&c.firmware_version)))
+                    .bind(c.map(|c| crate::domain::version::version_key(&c.firmware_version)))
                     .bind(c.map(|c| slot_name(c.running_slot)))
                     .bind(c.map(|c| boot_state_name(c.boot_state)))
                     .bind(c.map(|c| c.bootloader_version.to_string()))

@@ -7,28 +7,35 @@
 //! What differs (connection pragmas, the schema's identity columns) is in [`Backend`] and in the
 //! twin migration directories `migrations/sqlite` and `migrations/postgres`, applied at start.
 //!
-//! Row types are plain structs decoded by hand from rows, so the domain stays free of sqlx.
+//! Row types are plain structs decoded by hand from rows, so the domain stays free of sqlx. The
+//! store imports the domain and nothing above it: its state guards are written from the
+//! domain's transition tables ([`crate::domain::DeviceState`], [`crate::domain::RolloutState`]).
+//!
+//! - `devices`: provisioning, credentials, check-in facts, fleet views; `events`: device
+//!   reports, once per event id; `releases`: releases and their images; `tokens`: admin tokens.
+//! - `rollouts`: rollouts and stages, created in one transaction, changed conditionally;
+//!   `rollout_devices`: targets and each device's state in a rollout; `audit`: the audit log.
 
+mod audit;
 mod devices;
 mod events;
 mod releases;
+mod rollout_devices;
 mod rollouts;
 mod sql;
 mod tokens;
 
+pub use audit::AuditEntry;
 pub use devices::{
     DeviceCheckInFacts, DeviceFacts, DeviceFilter, DeviceRecord, DeviceStatus, FleetSummary,
     NewDevice, VersionCount,
 };
 pub use events::{event_kind_name, StoreOutcome, StoredEvent};
 pub use releases::{NewRelease, ReleaseImage, ReleaseRecord};
-pub use rollouts::{
-    allowed_from, stage_threshold, AuditEntry, NewRollout, RolloutChange, RolloutRow,
-    SkippedTarget, StageRow, Target, TargetFilter,
-};
-pub use tokens::{AdminTokenRecord, Role};
+pub use rollout_devices::{SkippedTarget, Target, TargetFilter};
+pub use rollouts::{NewRollout, RolloutChange, RolloutRow, StageRow};
+pub use tokens::AdminTokenRecord;
 
-use fota_protocol::ImageVersion;
 use sqlx::any::AnyPoolOptions;
 use sqlx::{AnyPool, Executor as _};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
@@ -99,27 +106,6 @@ pub fn now_ms() -> i64 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .map_or(0, |d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
-}
-
-/// A version as an i64 that sorts like the version: (major, minor, revision, build) packed into
-/// 64 bits, with the sign bit flipped so the order survives the signed column type.
-pub fn version_key(v: &ImageVersion) -> i64 {
-    let packed = u64::from(v.major) << 56
-        | u64::from(v.minor) << 48
-        | u64::from(v.revision) << 32
-        | u64::from(v.build);
-    (packed ^ (1 << 63)) as i64
-}
-
-/// The version a [`version_key`] was made from.
-pub fn version_from_key(key: i64) -> ImageVersion {
-    let packed = (key as u64) ^ (1 << 63);
-    ImageVersion::new(
-        (packed >> 56) as u8,
-        (packed >> 48) as u8,
-        (packed >> 32) as u16,
-        packed as u32,
-    )
 }
 
 impl Store {
@@ -219,31 +205,6 @@ fn create_sqlite_parent_dir(url: &str) {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn version_keys_sort_like_versions() {
-        let versions = [
-            "0.0.0",
-            "0.0.1",
-            "0.1.0",
-            "1.0.0",
-            "1.0.0+1",
-            "1.2.3",
-            "1.10.0",
-            "127.0.0",
-            "128.0.0",
-            "255.255.65535+4294967295",
-        ];
-        let keys: Vec<i64> = versions
-            .iter()
-            .map(|v| version_key(&v.parse().unwrap()))
-            .collect();
-        assert!(keys.windows(2).all(|w| w[0] < w[1]), "{keys:?}");
-        for v in versions {
-            let v: ImageVersion = v.parse().unwrap();
-            assert_eq!(version_from_key(version_key(&v)), v);
-        }
-    }
 
     #[test]
     fn backend_from_url() {

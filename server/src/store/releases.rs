@@ -1,6 +1,7 @@
 //! Releases and the content-addressed artifacts their images are stored as.
 
-use super::{is_unique_violation, version_key, Store, StoreError};
+use super::{is_unique_violation, Store, StoreError};
+use crate::domain::version::version_key;
 use fota_protocol::ImageVersion;
 use serde::Serialize;
 use sqlx::any::AnyRow;
@@ -73,6 +74,17 @@ fn release_from_row(r: &AnyRow) -> Result<ReleaseRecord, sqlx::Error> {
 const RELEASE_COLUMNS: &str = "id, model, version, security_counter, notes, created_at, created_by";
 
 impl Store {
+    /// The security counter of every release of a model, by version.
+    pub async fn release_counters(&self, model: &str) -> Result<Vec<(String, i64)>, StoreError> {
+        let rows = sqlx::query("SELECT version, security_counter FROM releases WHERE model = $1")
+            .bind(model)
+            .fetch_all(self.pool())
+            .await?;
+        rows.iter()
+            .map(|r| Ok((r.try_get("version")?, r.try_get("security_counter")?)))
+            .collect()
+    }
+
     /// Create a release and record its artifacts, atomically. The image files must already be in
     /// the artifact directory. A second release with the same model and version is refused.
     pub async fn create_release(

@@ -51,3 +51,39 @@ impl Sql {
         q
     }
 }
+
+impl Sql {
+    /// Bind each of `items` as text, comma-separated: the inside of an `IN (...)`.
+    pub(crate) fn bind_list<'a>(&mut self, items: impl IntoIterator<Item = &'a str>) -> &mut Self {
+        for (i, item) in items.into_iter().enumerate() {
+            if i > 0 {
+                self.push(", ");
+            }
+            self.bind(Param::Text(item.to_string()));
+        }
+        self
+    }
+}
+
+/// Names as an SQL list of string literals (`'active', 'paused'`), for the state guards written
+/// into fixed statements from the domain's transition tables. The names are ours, never input;
+/// quotes are escaped all the same.
+pub(crate) fn quoted<'a>(names: impl IntoIterator<Item = &'a str>) -> String {
+    names
+        .into_iter()
+        .map(|n| format!("'{}'", n.replace('\'', "''")))
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn lists_are_quoted_and_escaped() {
+        assert_eq!(super::quoted(["a", "b"]), "'a', 'b'");
+        assert_eq!(super::quoted(["it's"]), "'it''s'");
+        let mut sql = super::Sql::default();
+        sql.push("x IN (").bind_list(["a", "b"]).push(")");
+        assert_eq!(sql.text, "x IN ($1, $2)");
+    }
+}

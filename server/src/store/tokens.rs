@@ -1,52 +1,9 @@
 //! Admin tokens: roles, hashed at rest.
 
 use super::{Store, StoreError};
-use serde::{Deserialize, Serialize};
+use crate::domain::auth::Role;
+use serde::Serialize;
 use sqlx::Row as _;
-
-/// What an admin token may do. Each role includes the ones before it.
-#[derive(
-    Debug,
-    Clone,
-    Copy,
-    PartialEq,
-    Eq,
-    PartialOrd,
-    Ord,
-    Serialize,
-    Deserialize,
-    utoipa::ToSchema,
-    clap::ValueEnum,
-)]
-#[serde(rename_all = "snake_case")]
-pub enum Role {
-    /// Read the fleet, releases and rollouts.
-    Viewer,
-    /// Also upload releases, provision devices, start and steer rollouts.
-    Operator,
-    /// Also delete releases and manage tokens.
-    Admin,
-}
-
-impl Role {
-    /// Its stored name.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Role::Viewer => "viewer",
-            Role::Operator => "operator",
-            Role::Admin => "admin",
-        }
-    }
-
-    fn parse(s: &str) -> Option<Self> {
-        match s {
-            "viewer" => Some(Role::Viewer),
-            "operator" => Some(Role::Operator),
-            "admin" => Some(Role::Admin),
-            _ => None,
-        }
-    }
-}
 
 /// A token as stored (never the secret itself).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
@@ -98,8 +55,9 @@ impl Store {
         Ok(Some(AdminTokenRecord {
             id: row.try_get("id")?,
             name: row.try_get("name")?,
-            role: Role::parse(&role)
-                .ok_or_else(|| StoreError::Corrupt(format!("role {role:?}")))?,
+            role: role
+                .parse()
+                .map_err(|_| StoreError::Corrupt(format!("role {role:?}")))?,
             created_at: row.try_get("created_at")?,
         }))
     }

@@ -16,8 +16,9 @@ use fota_protocol::image::{ImageVersion, TrustedKey};
 use fota_protocol::testing;
 use fota_protocol::SlotId;
 use fota_server::config::ServeConfig;
+use fota_server::domain::auth::Role;
 use fota_server::serve::{start, RunningServer};
-use fota_server::store::{now_ms, Role, Store};
+use fota_server::store::{now_ms, Store};
 use std::sync::atomic::{AtomicU32, Ordering};
 
 /// Which database a test runs on.
@@ -166,9 +167,15 @@ pub async fn spawn_with(db: Db, data_dir: tempfile::TempDir, config: ServeConfig
 
 /// A new admin token with `role`.
 pub async fn token(store: &Store, name: &str, role: Role) -> String {
-    let token = fota_server::auth::new_token(fota_server::auth::ADMIN_TOKEN_PREFIX).unwrap();
+    let token = fota_server::domain::auth::new_token(fota_server::domain::auth::ADMIN_TOKEN_PREFIX)
+        .unwrap();
     store
-        .create_admin_token(name, role, &fota_server::auth::token_hash(&token), now_ms())
+        .create_admin_token(
+            name,
+            role,
+            &fota_server::domain::auth::token_hash(&token),
+            now_ms(),
+        )
         .await
         .unwrap();
     token

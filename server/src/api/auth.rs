@@ -1,40 +1,16 @@
-//! Credentials: admin tokens (roles viewer < operator < admin) and per-device tokens, both random
-//! 256-bit secrets stored only as SHA-256 hashes.
-//!
-//! A plain SHA-256 is the right hash here: the secrets are 256 random bits, so there is nothing
-//! to brute-force and a slow password hash would only slow every check-in down.
+//! Who is calling: the bearer token of a request, the [`Admin`] extractor (a live admin token
+//! and its role), and [`authenticate_device`] (a device's own token, bound to the id in the
+//! path). The secrets, their hashes and the roles are [`crate::domain::auth`]'s.
 
-use crate::api::AppState;
-use crate::error::ApiError;
-use crate::store::Role;
+use super::error::ApiError;
+use super::AppState;
+use crate::domain::auth::{hashes_equal, token_hash, Role, ADMIN_TOKEN_PREFIX};
+use crate::domain::names;
 use axum::extract::FromRequestParts;
 use axum::http::header::AUTHORIZATION;
 use axum::http::request::Parts;
 use axum::http::HeaderMap;
-use sha2::{Digest, Sha256};
 use std::sync::Arc;
-
-/// Prefix of admin tokens, so a leaked one is recognisable in logs and scanners.
-pub const ADMIN_TOKEN_PREFIX: &str = "fota_adm_";
-/// Prefix of device tokens.
-pub const DEVICE_TOKEN_PREFIX: &str = "fota_dev_";
-
-/// A new random secret with `prefix`, 64 hex digits after it.
-pub fn new_token(prefix: &str) -> Result<String, getrandom::Error> {
-    let mut bytes = [0u8; 32];
-    getrandom::getrandom(&mut bytes)?;
-    Ok(format!("{prefix}{}", hex::encode(bytes)))
-}
-
-/// What is stored for a token.
-pub fn token_hash(token: &str) -> [u8; 32] {
-    Sha256::digest(token.as_bytes()).into()
-}
-
-/// Compare two hashes without an early exit.
-pub fn hashes_equal(a: &[u8], b: &[u8]) -> bool {
-    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
-}
 
 /// The bearer token of a request, if it has a well-formed one.
 pub fn bearer(headers: &HeaderMap) -> Option<&str> {
@@ -56,15 +32,8 @@ pub struct Admin {
 impl Admin {
     /// Refuse with 403 unless the token's role is at least `role`.
     pub fn require(&self, role: Role) -> Result<&Self, ApiError> {
-        if self.role >= role {
-            Ok(self)
-        } else {
-            Err(ApiError::forbidden(format!(
-                "this needs the {} role; the token has {}",
-                role.as_str(),
-                self.role.as_str()
-            )))
-        }
+        self.role.require(role)?;
+        Ok(self)
     }
 }
 
@@ -91,21 +60,53 @@ impl FromRequestParts<Arc<AppState>> for Admin {
     }
 }
 
+/// A device's stored credentials, cached.
+#[derive(Debug)]
+pub struct DeviceCredentials {
+    /// SHA-256 of its token.
+    pub token_hash: Vec<u8>,
+    /// Its provisioned model.
+    pub model: String,
+    /// Its tags.
+    pub tags: Vec<String>,
+}
+
+/// Check the bearer token against device `id`'s; the same 401 for unknown devices and wrong
+/// tokens, so the endpoint does not reveal which ids exist. Credentials are cached after the
+/// first check-in, so a check-in reads no database.
+pub async fn authenticate_device(
+    state: &AppState,
+    id: &str,
+    headers: &HeaderMap,
+) -> Result<Arc<DeviceCredentials>, ApiError> {
+    names::device_id(id)?;
+    let token = bearer(headers).ok_or_else(ApiError::unauthorized)?;
+    let creds = match state.device_cache.get(id) {
+        Some(c) => c.clone(),
+        None => {
+            let (hash, model, tags) = state
+                .store
+                .device_credentials(id)
+                .await?
+                .ok_or_else(ApiError::unauthorized)?;
+            let creds = Arc::new(DeviceCredentials {
+                token_hash: hash,
+                model,
+                tags,
+            });
+            state.device_cache.insert(id.to_string(), creds.clone());
+            creds
+        }
+    };
+    if !hashes_equal(&creds.token_hash, &token_hash(token)) {
+        return Err(ApiError::unauthorized());
+    }
+    Ok(creds)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn tokens_are_random_and_prefixed() {
-        let a = new_token(DEVICE_TOKEN_PREFIX).unwrap();
-        let b = new_token(DEVICE_TOKEN_PREFIX).unwrap();
-        assert_ne!(a, b);
-        assert!(a.starts_with(DEVICE_TOKEN_PREFIX));
-        assert_eq!(a.len(), DEVICE_TOKEN_PREFIX.len() + 64);
-        assert!(hashes_equal(&token_hash(&a), &token_hash(&a)));
-        assert!(!hashes_equal(&token_hash(&a), &token_hash(&b)));
-        assert!(!hashes_equal(&[1, 2], &[1]));
-    }
 
     #[test]
     fn bearer_parsing() {

@@ -48,6 +48,22 @@ pub fn is_in(rank: u32, threshold: u64) -> bool {
     u64::from(rank) < threshold
 }
 
+/// The threshold a stage reaches (as stored: a signed 64-bit integer), given its cumulative
+/// size in basis points or in devices and the ranks of every target that may be offered (only
+/// a count stage needs them).
+pub fn stage_threshold(
+    percent_bp: Option<i64>,
+    device_count: Option<i64>,
+    ranks: &mut [u32],
+) -> i64 {
+    let t = match (percent_bp, device_count) {
+        (Some(bp), _) => threshold_for_basis_points(u32::try_from(bp).unwrap_or(10_000)),
+        (None, Some(n)) => threshold_for_count(ranks, u64::try_from(n).unwrap_or(0)),
+        (None, None) => 0,
+    };
+    i64::try_from(t).unwrap_or(i64::MAX)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -119,5 +135,13 @@ mod tests {
             assert_eq!(inside, count.min(5_000), "count {count}");
         }
         assert_eq!(threshold_for_count(&mut ranks, 0), 0);
+    }
+
+    #[test]
+    fn stage_thresholds_follow_the_stage_size() {
+        let mut ranks = vec![5, 1, 9];
+        assert_eq!(stage_threshold(Some(10_000), None, &mut ranks), 1 << 32);
+        assert_eq!(stage_threshold(None, Some(2), &mut ranks), 6);
+        assert_eq!(stage_threshold(None, None, &mut ranks), 0);
     }
 }

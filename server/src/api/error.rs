@@ -5,10 +5,19 @@
 //! Failures the client cannot cause (the database is down, a bug) answer 500 with code
 //! `internal` and a generic message, and the cause goes to the log, never to the client.
 //!
-//! Handlers return `Result<_, ApiError>`; storage errors convert with `?` (unique violations
-//! become 409, missing rows 404). Extractors are wrapped ([`ApiJson`], [`ApiQuery`], [`ApiPath`])
+//! Handlers return `Result<_, ApiError>`. The rules below HTTP return their own errors, each
+//! with its stable code, and convert with `?` here, where each gets the status the API
+//! documents: names and plans 400, roles 403, release rules 413/422, rollout starts and
+//! operator actions 404/409/422, storage (unique violations 409, missing rows 404, the rest
+//! 500). Extractors are wrapped ([`ApiJson`], [`ApiQuery`], [`ApiPath`])
 //! so malformed input gets the same JSON shape instead of axum's plain-text rejections.
 
+use crate::domain::auth::Forbidden;
+use crate::domain::names::NameError;
+use crate::domain::release::ReleaseError;
+use crate::rollout::control::ControlError;
+use crate::rollout::launch::LaunchError;
+use crate::rollout::plan::PlanError;
 use crate::store::StoreError;
 use axum::extract::rejection::{JsonRejection, PathRejection, QueryRejection};
 use axum::extract::{FromRequest, FromRequestParts, Request};
@@ -119,6 +128,60 @@ impl From<StoreError> for ApiError {
             }
             StoreError::InUse(what) => ApiError::conflict("in_use", what),
             other => ApiError::internal(other),
+        }
+    }
+}
+
+impl From<NameError> for ApiError {
+    fn from(e: NameError) -> Self {
+        ApiError::bad_request(e.code(), e.to_string())
+    }
+}
+
+impl From<Forbidden> for ApiError {
+    fn from(e: Forbidden) -> Self {
+        ApiError::forbidden(e.to_string())
+    }
+}
+
+impl From<ReleaseError> for ApiError {
+    fn from(e: ReleaseError) -> Self {
+        match e {
+            ReleaseError::TooLarge { .. } => ApiError::too_large(e.to_string()),
+            ReleaseError::InvalidVersion(_) => ApiError::bad_request(e.code(), e.to_string()),
+            _ => ApiError::unprocessable(e.code(), e.to_string()),
+        }
+    }
+}
+
+impl From<PlanError> for ApiError {
+    fn from(e: PlanError) -> Self {
+        ApiError::bad_request(e.code(), e.to_string())
+    }
+}
+
+impl From<LaunchError> for ApiError {
+    fn from(e: LaunchError) -> Self {
+        match e {
+            LaunchError::Plan(e) => e.into(),
+            LaunchError::Store(e) => e.into(),
+            LaunchError::ReleaseNotFound(_) => ApiError::not_found(e.code(), e.to_string()),
+            LaunchError::RolloutInProgress { .. } | LaunchError::CounterTooLow { .. } => {
+                ApiError::conflict(e.code(), e.to_string())
+            }
+            LaunchError::NoTargets(_) | LaunchError::ModelMismatch { .. } => {
+                ApiError::unprocessable(e.code(), e.to_string())
+            }
+        }
+    }
+}
+
+impl From<ControlError> for ApiError {
+    fn from(e: ControlError) -> Self {
+        match e {
+            ControlError::Store(e) => e.into(),
+            ControlError::NotFound(_) => ApiError::not_found(e.code(), e.to_string()),
+            ControlError::InvalidState { .. } => ApiError::conflict(e.code(), e.to_string()),
         }
     }
 }

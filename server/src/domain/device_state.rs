@@ -1,0 +1,242 @@
+//! A device's state in one rollout, and the one table of where it may go from where.
+//!
+//! ```text
+//! eligible -> offered -> downloading -> installed -> confirmed
+//!    |           |            |             |     \-> failed | rolled_back
+//!    |           \------------+-------------+-------> timed_out (silent past the deadline)
+//!    |                                                   \-> confirmed | failed | rolled_back (late news)
+//!    \-> protection_blocked (from eligible, offered)
+//!    \-> security_counter_blocked (from eligible, offered, downloading)
+//! ```
+//!
+//! Outcomes only move forward; late news (a report arriving after the deadline declared the
+//! device silent) replaces the silence. The store's conditional updates take their `WHERE state
+//! IN (...)` guards from [`DeviceState::allowed_from`], so the database enforces this table and
+//! no other. Reports move devices through [`DeviceState::for_event`], check-ins of a device
+//! already running the release through [`DeviceState::for_check_in`].
+
+use fota_protocol::messages::{BootState, EventKind};
+use std::fmt;
+use std::str::FromStr;
+
+/// Where a device is in a rollout.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum DeviceState {
+    /// A target, not offered yet (in or out of the cohorts so far).
+    Eligible,
+    /// Offered and not downloading yet.
+    Offered,
+    /// Downloading.
+    Downloading,
+    /// Installed, booting as a trial.
+    Installed,
+    /// Confirmed on the new release.
+    Confirmed,
+    /// Reported a download or verification failure.
+    Failed,
+    /// The bootloader reverted it.
+    RolledBack,
+    /// Silent past the confirmation deadline.
+    TimedOut,
+    /// Skipped: flash protection would block writing the target slot.
+    ProtectionBlocked,
+    /// Skipped: it holds a security counter above the release's, so its bootloader would refuse
+    /// the image (anti-rollback).
+    SecurityCounterBlocked,
+}
+
+use DeviceState::*;
+
+impl DeviceState {
+    /// Every state.
+    pub const ALL: [DeviceState; 10] = [
+        Eligible,
+        Offered,
+        Downloading,
+        Installed,
+        Confirmed,
+        Failed,
+        RolledBack,
+        TimedOut,
+        ProtectionBlocked,
+        SecurityCounterBlocked,
+    ];
+
+    /// Offered and not decided yet: what a confirmation deadline runs for.
+    pub const IN_FLIGHT: [DeviceState; 3] = [Offered, Downloading, Installed];
+
+    /// Targets that take no place in a count-based cohort: skipped at the start for their
+    /// security counter, they will never be offered. (A protection skip happens at the offer,
+    /// inside a cohort, so it keeps its place.)
+    pub const OUTSIDE_COHORTS: [DeviceState; 1] = [SecurityCounterBlocked];
+
+    /// The transition table: the states a device may move to `self` from. Empty for
+    /// `eligible`, where a device only ever starts.
+    pub fn allowed_from(self) -> &'static [DeviceState] {
+        match self {
+            Eligible => &[],
+            Offered => &[Eligible],
+            Downloading => &[Eligible, Offered],
+            Installed => &[Eligible, Offered, Downloading],
+            Confirmed | Failed | RolledBack => {
+                &[Eligible, Offered, Downloading, Installed, TimedOut]
+            }
+            TimedOut => &Self::IN_FLIGHT,
+            ProtectionBlocked => &[Eligible, Offered],
+            // The device holds more than the release (its floor rose, or it joined late): the
+            // offer stops, and a download in flight is withdrawn at its next check-in.
+            SecurityCounterBlocked => &[Eligible, Offered, Downloading],
+        }
+    }
+
+    /// Whether the table lets a device move from `from` to `self`.
+    pub fn may_follow(self, from: DeviceState) -> bool {
+        self.allowed_from().contains(&from)
+    }
+
+    /// The state a reported event moves a device to.
+    pub fn for_event(kind: EventKind) -> DeviceState {
+        match kind {
+            EventKind::OfferAccepted => Offered,
+            EventKind::DownloadStarted => Downloading,
+            EventKind::Installed | EventKind::TrialBoot => Installed,
+            EventKind::Confirmed => Confirmed,
+            EventKind::DownloadFailed | EventKind::VerifyFailed => Failed,
+            EventKind::RolledBack => RolledBack,
+            EventKind::ProtectionBlocked => ProtectionBlocked,
+        }
+    }
+
+    /// The state a check-in proves for a device in flight that already runs the release: it
+    /// booted it, as a trial or confirmed.
+    pub fn for_check_in(boot_state: BootState) -> DeviceState {
+        match boot_state {
+            BootState::Confirmed => Confirmed,
+            BootState::Trial => Installed,
+        }
+    }
+
+    /// Offered and not decided yet.
+    pub fn is_in_flight(self) -> bool {
+        Self::IN_FLIGHT.contains(&self)
+    }
+
+    /// A failure for the health gate: failed, rolled back, or silent past the deadline.
+    pub fn is_failure(self) -> bool {
+        matches!(self, Failed | RolledBack | TimedOut)
+    }
+
+    /// Skipped from the start or at its offer; neither offered nor a failure.
+    pub fn is_skipped(self) -> bool {
+        matches!(self, ProtectionBlocked | SecurityCounterBlocked)
+    }
+
+    /// Whether an offer may still be (re)sent: offered or downloading, not yet installed.
+    pub fn may_resend_offer(self) -> bool {
+        matches!(self, Offered | Downloading)
+    }
+
+    /// Its name, as stored and as the API shows it.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Eligible => "eligible",
+            Offered => "offered",
+            Downloading => "downloading",
+            Installed => "installed",
+            Confirmed => "confirmed",
+            Failed => "failed",
+            RolledBack => "rolled_back",
+            TimedOut => "timed_out",
+            ProtectionBlocked => "protection_blocked",
+            SecurityCounterBlocked => "security_counter_blocked",
+        }
+    }
+}
+
+impl fmt::Display for DeviceState {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// A name that is no device state.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("unknown device state {0:?}")]
+pub struct UnknownDeviceState(pub String);
+
+impl FromStr for DeviceState {
+    type Err = UnknownDeviceState;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        Self::ALL
+            .into_iter()
+            .find(|state| state.as_str() == s)
+            .ok_or_else(|| UnknownDeviceState(s.to_string()))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn names_round_trip() {
+        for s in DeviceState::ALL {
+            assert_eq!(s.as_str().parse::<DeviceState>(), Ok(s));
+        }
+        assert!("bricked".parse::<DeviceState>().is_err());
+    }
+
+    #[test]
+    fn outcomes_only_move_forward() {
+        for decided in [Confirmed, Failed, RolledBack] {
+            for to in DeviceState::ALL {
+                assert!(!to.may_follow(decided), "{decided} -> {to}");
+            }
+        }
+        for skipped in [ProtectionBlocked, SecurityCounterBlocked] {
+            for to in DeviceState::ALL {
+                assert!(!to.may_follow(skipped), "{skipped} -> {to}");
+            }
+        }
+        // Late news replaces silence, and nothing else leaves it.
+        for to in DeviceState::ALL {
+            assert_eq!(
+                to.may_follow(TimedOut),
+                matches!(to, Confirmed | Failed | RolledBack),
+                "timed_out -> {to}"
+            );
+        }
+        assert!(Eligible.allowed_from().is_empty());
+        assert!(!Offered.may_follow(Downloading), "no way back");
+    }
+
+    #[test]
+    fn events_move_to_their_state_and_failures_are_the_gates() {
+        assert_eq!(DeviceState::for_event(EventKind::TrialBoot), Installed);
+        assert_eq!(DeviceState::for_event(EventKind::VerifyFailed), Failed);
+        assert_eq!(DeviceState::for_event(EventKind::RolledBack), RolledBack);
+        // An event counts against the gate exactly when the device protocol calls it a
+        // failure, except a protection skip, which is no outcome.
+        for kind in [
+            EventKind::OfferAccepted,
+            EventKind::DownloadStarted,
+            EventKind::DownloadFailed,
+            EventKind::Installed,
+            EventKind::TrialBoot,
+            EventKind::Confirmed,
+            EventKind::RolledBack,
+            EventKind::VerifyFailed,
+            EventKind::ProtectionBlocked,
+        ] {
+            let state = DeviceState::for_event(kind);
+            assert_eq!(
+                state.is_failure(),
+                kind.is_failure() && kind != EventKind::ProtectionBlocked,
+                "{kind:?}"
+            );
+        }
+        assert_eq!(DeviceState::for_check_in(BootState::Trial), Installed);
+        assert_eq!(DeviceState::for_check_in(BootState::Confirmed), Confirmed);
+    }
+}

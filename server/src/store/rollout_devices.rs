@@ -1,0 +1,368 @@
+//! Per-device execution state in a rollout: who the targets are, offers, the moves of the
+//! device state machine, silence past the deadline, and the counts the gate reads.
+//!
+//! Every move is conditional on the states [`DeviceState::allowed_from`] lists, written into
+//! the statement, so the database enforces the domain's transition table and a device is never
+//! offered a release by a halted rollout or beyond the current stage's cohort.
+
+use super::sql::{quoted, Param, Sql};
+use super::{Store, StoreError};
+use crate::domain::{cohort, DeviceState, RolloutState, StateCounts};
+use sqlx::Row as _;
+use std::collections::HashMap;
+
+/// Who selects targets, as SQL filters over `devices`.
+#[derive(Debug, Clone, Default)]
+pub struct TargetFilter {
+    /// Model.
+    pub model: String,
+    /// Every one of these tags.
+    pub tags: Vec<String>,
+    /// Version key range.
+    pub version_min_key: Option<i64>,
+    /// Upper bound.
+    pub version_max_key: Option<i64>,
+    /// Running exactly this version.
+    pub running_version: Option<String>,
+    /// Not running this version (already there: nothing to do).
+    pub exclude_version: Option<String>,
+}
+
+impl TargetFilter {
+    fn push(&self, sql: &mut Sql) {
+        sql.push(" WHERE devices.model = ")
+            .bind(Param::Text(self.model.clone()));
+        for t in &self.tags {
+            sql.push(" AND EXISTS (SELECT 1 FROM device_tags t WHERE t.device_id = devices.id AND t.tag = ")
+                .bind(Param::Text(t.clone()))
+                .push(")");
+        }
+        if let Some(k) = self.version_min_key {
+            sql.push(" AND devices.firmware_version_key >= ")
+                .bind(Param::Int(k));
+        }
+        if let Some(k) = self.version_max_key {
+            sql.push(" AND devices.firmware_version_key <= ")
+                .bind(Param::Int(k));
+        }
+        if let Some(v) = &self.running_version {
+            sql.push(" AND devices.firmware_version = ")
+                .bind(Param::Text(v.clone()));
+        }
+        if let Some(v) = &self.exclude_version {
+            sql.push(" AND (devices.firmware_version IS NULL OR devices.firmware_version <> ")
+                .bind(Param::Text(v.clone()))
+                .push(")");
+        }
+    }
+}
+
+/// A device a filter selects, with what tells the security counter its bootloader holds.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Target {
+    /// Device id.
+    pub id: String,
+    /// The counter the device last reported holding, if it reports one.
+    pub reported_counter: Option<i64>,
+    /// The security counter of the release it runs, if the server has that release.
+    pub running_release_counter: Option<i64>,
+}
+
+/// A target left out of a rollout's offers from the start, with its state and reason.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SkippedTarget {
+    /// Device id.
+    pub id: String,
+    /// The state it is stored in (e.g. `security_counter_blocked`).
+    pub state: DeviceState,
+    /// Why, in words.
+    pub reason: String,
+}
+
+impl Store {
+    /// The devices a filter selects, each with the counters that tell what its bootloader holds.
+    /// The release counters are looked up here rather than joined in SQL: a model has a handful
+    /// of releases, and a join per target cost SQLite a third more time at 100,000 targets.
+    pub async fn targets(&self, filter: &TargetFilter) -> Result<Vec<Target>, StoreError> {
+        let counters: HashMap<String, i64> = self
+            .release_counters(&filter.model)
+            .await?
+            .into_iter()
+            .collect();
+        let mut sql = Sql::default();
+        sql.push(
+            "SELECT devices.id, devices.firmware_version, devices.security_counter FROM devices",
+        );
+        filter.push(&mut sql);
+        let rows = sql.query().fetch_all(self.pool()).await?;
+        rows.iter()
+            .map(|r| {
+                let version: Option<String> = r.try_get("firmware_version")?;
+                Ok(Target {
+                    id: r.try_get("id")?,
+                    reported_counter: r.try_get("security_counter")?,
+                    running_release_counter: version.and_then(|v| counters.get(&v).copied()),
+                })
+            })
+            .collect()
+    }
+
+    /// Device counts per state: over the whole rollout, and per stage offered in. Reads only the
+    /// devices that left `eligible` (through the state index); eligible ones are the targets
+    /// minus those, so the cost follows the devices in play, not the fleet.
+    pub async fn rollout_counts(
+        &self,
+        id: i64,
+    ) -> Result<(StateCounts, HashMap<i64, StateCounts>), StoreError> {
+        let rows = sqlx::query(&format!(
+            "SELECT stage, state, COUNT(*) AS n FROM rollout_devices WHERE rollout_id = $1 \
+             AND state IN ({}) GROUP BY stage, state",
+            quoted(
+                DeviceState::ALL
+                    .iter()
+                    .filter(|s| **s != DeviceState::Eligible)
+                    .map(|s| s.as_str())
+            )
+        ))
+        .bind(id)
+        .fetch_all(self.pool())
+        .await?;
+        let targets: i64 = sqlx::query("SELECT targets FROM rollouts WHERE id = $1")
+            .bind(id)
+            .fetch_optional(self.pool())
+            .await?
+            .map(|r| r.try_get("targets"))
+            .transpose()?
+            .unwrap_or(0);
+        let mut whole = StateCounts::default();
+        let mut stages: HashMap<i64, StateCounts> = HashMap::new();
+        let mut in_play = 0u64;
+        for r in rows {
+            let stage: Option<i64> = r.try_get("stage")?;
+            let state = device_state(r.try_get("state")?)?;
+            let n = u64::try_from(r.try_get::<i64, _>("n")?).unwrap_or(0);
+            in_play += n;
+            whole.add(state, n);
+            if let Some(s) = stage {
+                stages.entry(s).or_default().add(state, n);
+            }
+        }
+        whole.eligible = u64::try_from(targets).unwrap_or(0).saturating_sub(in_play);
+        Ok((whole, stages))
+    }
+
+    /// Targets inside `threshold` that have not been offered yet. Everyone inside a 100%
+    /// threshold is counted without a scan.
+    pub async fn eligible_in_cohort(
+        &self,
+        id: i64,
+        threshold: i64,
+        whole: &StateCounts,
+    ) -> Result<u64, StoreError> {
+        if u64::try_from(threshold).unwrap_or(0) >= cohort::RANK_SPACE {
+            return Ok(whole.eligible);
+        }
+        let row = sqlx::query(
+            &format!(
+                "SELECT COUNT(*) AS n FROM rollout_devices WHERE rollout_id = $1 AND state = {} AND rank < $2",
+                quoted([DeviceState::Eligible.as_str()])
+            ),
+        )
+        .bind(id)
+        .bind(threshold)
+        .fetch_one(self.pool())
+        .await?;
+        Ok(u64::try_from(row.try_get::<i64, _>("n")?).unwrap_or(0))
+    }
+
+    /// The ranks of all targets that may be offered (for absolute-count stages: a device
+    /// skipped for its security counter takes no place in a cohort).
+    pub async fn rollout_ranks(&self, id: i64) -> Result<Vec<u32>, StoreError> {
+        let rows = sqlx::query(&format!(
+            "SELECT rank FROM rollout_devices WHERE rollout_id = $1 AND state NOT IN ({})",
+            quoted(DeviceState::OUTSIDE_COHORTS.map(DeviceState::as_str))
+        ))
+        .bind(id)
+        .fetch_all(self.pool())
+        .await?;
+        rows.iter()
+            .map(|r| Ok(u32::try_from(r.try_get::<i64, _>("rank")?).unwrap_or(u32::MAX)))
+            .collect()
+    }
+
+    /// A device's state in a rollout.
+    pub async fn rollout_device_state(
+        &self,
+        rollout_id: i64,
+        device_id: &str,
+    ) -> Result<Option<DeviceState>, StoreError> {
+        let row = sqlx::query(
+            "SELECT state FROM rollout_devices WHERE rollout_id = $1 AND device_id = $2",
+        )
+        .bind(rollout_id)
+        .bind(device_id)
+        .fetch_optional(self.pool())
+        .await?;
+        row.map(|r| device_state(r.try_get("state")?)).transpose()
+    }
+
+    /// Add a device that matches the selector but was provisioned after the rollout started.
+    /// Returns whether it was added (false: it was a target already).
+    pub async fn add_late_target(
+        &self,
+        rollout_id: i64,
+        device_id: &str,
+        rank: u32,
+        now: i64,
+    ) -> Result<bool, StoreError> {
+        let mut tx = self.pool().begin().await?;
+        let n = sqlx::query(&format!(
+            "INSERT INTO rollout_devices (rollout_id, device_id, rank, state, updated_at) \
+             VALUES ($1, $2, $3, {}, $4) ON CONFLICT (rollout_id, device_id) DO NOTHING",
+            quoted([DeviceState::Eligible.as_str()])
+        ))
+        .bind(rollout_id)
+        .bind(device_id)
+        .bind(i64::from(rank))
+        .bind(now)
+        .execute(&mut *tx)
+        .await?
+        .rows_affected();
+        if n > 0 {
+            sqlx::query("UPDATE rollouts SET targets = targets + 1 WHERE id = $1")
+                .bind(rollout_id)
+                .execute(&mut *tx)
+                .await?;
+        }
+        tx.commit().await?;
+        Ok(n > 0)
+    }
+
+    /// Offer: eligible -> offered, only while the rollout is active and the device's rank is
+    /// inside the current cohort, as one statement. Returns whether this call made the offer.
+    pub async fn offer_device(
+        &self,
+        rollout_id: i64,
+        device_id: &str,
+        now: i64,
+        confirm_deadline_s: i64,
+    ) -> Result<bool, StoreError> {
+        let to = DeviceState::Offered;
+        let n = sqlx::query(&format!(
+            "UPDATE rollout_devices SET state = {}, \
+               stage = (SELECT current_stage FROM rollouts WHERE id = $1), \
+               offered_at = $3, deadline_at = $4, updated_at = $3 \
+             WHERE rollout_id = $1 AND device_id = $2 AND state IN ({}) \
+               AND EXISTS (SELECT 1 FROM rollouts r WHERE r.id = $1 AND r.state = {} \
+                           AND rollout_devices.rank < r.current_threshold)",
+            quoted([to.as_str()]),
+            quoted(to.allowed_from().iter().map(|s| s.as_str())),
+            quoted([RolloutState::Active.as_str()])
+        ))
+        .bind(rollout_id)
+        .bind(device_id)
+        .bind(now)
+        .bind(now.saturating_add(confirm_deadline_s.saturating_mul(1000)))
+        .execute(self.pool())
+        .await?
+        .rows_affected();
+        Ok(n > 0)
+    }
+
+    /// Move a device to `to` if its current state allows it. Returns whether it moved.
+    pub async fn set_device_state(
+        &self,
+        rollout_id: i64,
+        device_id: &str,
+        to: DeviceState,
+        reason: Option<&str>,
+        now: i64,
+    ) -> Result<bool, StoreError> {
+        let from = to.allowed_from();
+        if from.is_empty() {
+            return Ok(false);
+        }
+        let mut sql = Sql::default();
+        sql.push("UPDATE rollout_devices SET state = ")
+            .bind(Param::Text(to.as_str().to_string()))
+            .push(", reason = COALESCE(")
+            .bind(Param::OptText(reason.map(str::to_string)))
+            .push(", reason), updated_at = ")
+            .bind(Param::Int(now));
+        // A device that reports progress without having been offered here (another replica's
+        // offer not visible yet is impossible: offers commit before the answer) still records
+        // the stage it is in.
+        sql.push(", stage = COALESCE(stage, (SELECT current_stage FROM rollouts WHERE id = ")
+            .bind(Param::Int(rollout_id))
+            .push("))");
+        sql.push(" WHERE rollout_id = ")
+            .bind(Param::Int(rollout_id))
+            .push(" AND device_id = ")
+            .bind(Param::Text(device_id.to_string()))
+            .push(" AND state IN (")
+            .bind_list(from.iter().map(|s| s.as_str()))
+            .push(")");
+        Ok(sql.query().execute(self.pool()).await?.rows_affected() > 0)
+    }
+
+    /// Declare silent every device past its deadline in active or paused rollouts, one rollout
+    /// at a time through the (rollout, state, deadline) index. Returns the rollouts that changed.
+    pub async fn time_out_devices(&self, now: i64) -> Result<Vec<i64>, StoreError> {
+        let rows = sqlx::query(&format!(
+            "SELECT id FROM rollouts WHERE state IN ({})",
+            quoted(RolloutState::DEADLINES_RUN.map(RolloutState::as_str))
+        ))
+        .fetch_all(self.pool())
+        .await?;
+        let to = DeviceState::TimedOut;
+        let update = format!(
+            "UPDATE rollout_devices SET state = {}, \
+             reason = 'no confirmation before the deadline', updated_at = $2 \
+             WHERE rollout_id = $1 AND state IN ({}) AND deadline_at < $2",
+            quoted([to.as_str()]),
+            quoted(to.allowed_from().iter().map(|s| s.as_str()))
+        );
+        let mut changed = Vec::new();
+        for r in rows {
+            let id: i64 = r.try_get("id")?;
+            let n = sqlx::query(&update)
+                .bind(id)
+                .bind(now)
+                .execute(self.pool())
+                .await?
+                .rows_affected();
+            if n > 0 {
+                changed.push(id);
+            }
+        }
+        Ok(changed)
+    }
+
+    /// Devices of a rollout with their state and rank (for checks and the CLI).
+    pub async fn rollout_devices(
+        &self,
+        id: i64,
+    ) -> Result<Vec<(String, String, i64, Option<i64>)>, StoreError> {
+        let rows = sqlx::query(
+            "SELECT device_id, state, rank, stage FROM rollout_devices WHERE rollout_id = $1 ORDER BY device_id",
+        )
+        .bind(id)
+        .fetch_all(self.pool())
+        .await?;
+        rows.iter()
+            .map(|r| {
+                Ok((
+                    r.try_get("device_id")?,
+                    r.try_get("state")?,
+                    r.try_get("rank")?,
+                    r.try_get("stage")?,
+                ))
+            })
+            .collect()
+    }
+}
+
+fn device_state(name: String) -> Result<DeviceState, StoreError> {
+    name.parse()
+        .map_err(|_| StoreError::Corrupt(format!("device state {name:?}")))
+}
