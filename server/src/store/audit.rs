@@ -2,7 +2,7 @@
 //! Entries of rollout changes are written in the transaction of the change itself
 //! ([`insert_audit`]), so a change that lost a race leaves no entry.
 
-use super::{Store, StoreError};
+use super::db::{Store, StoreError};
 use serde::{Deserialize, Serialize};
 use sqlx::Row as _;
 

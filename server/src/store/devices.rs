@@ -1,8 +1,8 @@
 //! Devices: provisioning, the facts check-ins report (flushed in batches), listing and the fleet
 //! summary.
 
+use super::db::{is_unique_violation, Store, StoreError};
 use super::sql::{Param, Sql, BATCH};
-use super::{is_unique_violation, Store, StoreError};
 use fota_protocol::messages::{BootState, CheckIn, RdpLevel};
 use fota_protocol::{ImageVersion, SlotId};
 use serde::Serialize;

@@ -1,7 +1,7 @@
 //! Device events (reports): stored once per (device, event id), so retries are harmless.
 
+use super::db::{Store, StoreError};
 use super::sql::{Param, Sql};
-use super::{Store, StoreError};
 use fota_protocol::messages::Event;
 use serde::Serialize;
 use sqlx::Row as _;

@@ -1,6 +1,6 @@
 //! Releases and the content-addressed artifacts their images are stored as.
 
-use super::{is_unique_violation, Store, StoreError};
+use super::db::{is_unique_violation, Store, StoreError};
 use crate::domain::version::version_key;
 use fota_protocol::ImageVersion;
 use serde::Serialize;

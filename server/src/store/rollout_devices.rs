@@ -5,8 +5,8 @@
 //! the statement, so the database enforces the domain's transition table and a device is never
 //! offered a release by a halted rollout or beyond the current stage's cohort.
 
+use super::db::{Store, StoreError};
 use super::sql::{quoted, Param, Sql};
-use super::{Store, StoreError};
 use crate::domain::{cohort, DeviceState, RolloutState, StateCounts};
 use sqlx::Row as _;
 use std::collections::HashMap;

@@ -7,9 +7,9 @@
 //! decide at once, exactly one UPDATE matches and only that one writes an audit entry.
 
 use super::audit::{insert_audit, AuditEntry};
+use super::db::{Store, StoreError};
 use super::rollout_devices::SkippedTarget;
 use super::sql::{quoted, Param, Sql};
-use super::{Store, StoreError};
 use crate::domain::{cohort, DeviceState, RolloutAction, RolloutKind, RolloutState};
 use sqlx::any::AnyRow;
 use sqlx::{Executor as _, Row as _};

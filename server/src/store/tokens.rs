@@ -1,6 +1,6 @@
 //! Admin tokens: roles, hashed at rest.
 
-use super::{Store, StoreError};
+use super::db::{Store, StoreError};
 use crate::domain::auth::Role;
 use serde::Serialize;
 use sqlx::Row as _;
