@@ -3,7 +3,7 @@
 use super::client::Client;
 use super::format::{utc, Table};
 use super::ServerArgs;
-use fota_server::api::rollouts::AuditLog;
+use fota_server::api::admin::audit::AuditLog;
 use serde_json::Value;
 use std::io::Write;
 

@@ -5,7 +5,7 @@ use super::client::Client;
 use super::format::{ago, now_ms, or_dash, utc, Table};
 use super::ServerArgs;
 use anyhow::Context as _;
-use fota_server::api::devices::{DeviceDetail, DevicePage, Registered};
+use fota_server::api::admin::devices::{DeviceDetail, DevicePage, Registered};
 use fota_server::store::{DeviceRecord, DeviceStatus};
 use std::io::{Read as _, Write};
 use std::path::{Path, PathBuf};

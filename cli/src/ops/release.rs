@@ -4,7 +4,7 @@ use super::client::Client;
 use super::format::{utc, Table};
 use super::ServerArgs;
 use anyhow::Context as _;
-use fota_server::api::releases::ReleaseList;
+use fota_server::api::admin::releases::ReleaseList;
 use fota_server::store::ReleaseRecord;
 use std::io::Write;
 use std::path::{Path, PathBuf};

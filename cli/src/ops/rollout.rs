@@ -4,7 +4,7 @@
 use super::client::{Client, RequestError};
 use super::format::{self, duration, number, rate, utc, Table};
 use super::{parse_count, parse_duration, parse_percent, parse_rate, parse_seconds, ServerArgs};
-use fota_server::api::rollouts::{RolloutList, RolloutStatus, StageStatus};
+use fota_server::api::admin::rollouts::{RolloutList, RolloutStatus, StageStatus};
 use fota_server::domain::StateCounts;
 use serde_json::{json, Map, Value};
 use std::io::{IsTerminal as _, Write};

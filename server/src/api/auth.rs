@@ -3,7 +3,7 @@
 //! path). The secrets, their hashes and the roles are [`crate::domain::auth`]'s.
 
 use super::error::ApiError;
-use super::AppState;
+use super::state::{AppState, DeviceCredentials};
 use crate::domain::auth::{hashes_equal, token_hash, Role, ADMIN_TOKEN_PREFIX};
 use crate::domain::names;
 use axum::extract::FromRequestParts;
@@ -58,17 +58,6 @@ impl FromRequestParts<Arc<AppState>> for Admin {
             role: record.role,
         })
     }
-}
-
-/// A device's stored credentials, cached.
-#[derive(Debug)]
-pub struct DeviceCredentials {
-    /// SHA-256 of its token.
-    pub token_hash: Vec<u8>,
-    /// Its provisioned model.
-    pub model: String,
-    /// Its tags.
-    pub tags: Vec<String>,
 }
 
 /// Check the bearer token against device `id`'s; the same 401 for unknown devices and wrong

@@ -1,81 +1,39 @@
-//! The HTTP API: one module per resource, one route table ([`router`]), the shared state.
+//! The HTTP API, split by who calls it; one route table ([`router`]).
 //!
-//! - [`device`]: what devices call (check-in, reports), authenticated by their own token.
-//! - [`devices`]: provisioning and fleet views, for operators.
-//! - [`releases`]: upload (verified against the trusted keys), list, get, delete.
-//! - [`rollouts`]: staged rollouts, rollbacks, pause/resume/abort/approve, the audit log.
-//! - [`artifacts`]: content-addressed image downloads with Range.
-//! - [`ops`]: health, readiness, metrics.
+//! - [`device`]: what devices call (check-in, reports), each with its own device token.
+//! - [`admin`]: what operators call with an admin token: devices, releases, rollouts (one file
+//!   per action) and the audit log.
+//! - [`open`]: what anyone may call: artifacts (content-addressed images with Range), health,
+//!   readiness, metrics.
+//! - [`state`]: [`AppState`], what every handler shares; [`auth`]: who is calling (the
+//!   [`auth::Admin`] extractor, device authentication); [`error`]: [`ApiError`], the stable
+//!   codes, and how every rule's error maps to one.
+//!
+//! Handlers translate between HTTP and the layers below: business rules live in
+//! [`crate::rollout`] and [`crate::domain`], never here.
 //!
 //! The OpenAPI document at `/openapi.json` is generated from the same route table
 //! (utoipa-axum), so it cannot list a route the server does not have or miss one it has.
 
-pub mod artifacts;
+pub mod admin;
 pub mod auth;
 pub mod device;
-pub mod devices;
 pub mod error;
-pub mod ops;
-pub mod releases;
-pub mod rollouts;
+pub mod open;
+pub mod state;
 
-use crate::artifacts::ArtifactStore;
-use crate::config::ServeConfig;
-use crate::facts::FactsBuffer;
-use crate::metrics::{Metrics, RequestLabels};
-use crate::store::{now_ms, Store};
+pub use state::AppState;
+
+use crate::metrics::RequestLabels;
 use axum::extract::{MatchedPath, Request, State};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use axum::Router;
-use dashmap::DashMap;
 use error::{ApiError, ErrorBody};
 use std::sync::Arc;
 use std::time::Instant;
 use utoipa::OpenApi;
 use utoipa_axum::router::OpenApiRouter;
-
-/// What every handler shares.
-#[derive(Debug)]
-pub struct AppState {
-    /// The database.
-    pub store: Store,
-    /// Resolved configuration.
-    pub config: ServeConfig,
-    /// Image files.
-    pub artifacts: ArtifactStore,
-    /// Check-in facts waiting for the flusher.
-    pub facts: FactsBuffer,
-    /// Metrics registry.
-    pub metrics: Metrics,
-    /// Device credentials seen so far (id -> token hash, model): check-ins skip the database.
-    pub device_cache: DashMap<String, Arc<auth::DeviceCredentials>>,
-    /// The rollout engine.
-    pub engine: crate::rollout::Engine,
-}
-
-impl AppState {
-    /// State over an open store.
-    pub fn new(store: Store, config: ServeConfig) -> std::io::Result<Self> {
-        let artifacts = ArtifactStore::open(config.data_dir.join("artifacts"))?;
-        Ok(Self {
-            store,
-            config,
-            artifacts,
-            facts: FactsBuffer::default(),
-            metrics: Metrics::new(),
-            device_cache: DashMap::new(),
-            engine: crate::rollout::Engine::default(),
-        })
-    }
-
-    /// Devices not heard from since this instant (Unix ms) count as silent.
-    pub fn stale_before(&self) -> i64 {
-        let two_polls = i64::try_from(self.config.poll_interval.as_millis().saturating_mul(2))
-            .unwrap_or(i64::MAX);
-        now_ms().saturating_sub(two_polls)
-    }
-}
 
 #[derive(OpenApi)]
 #[openapi(
@@ -108,11 +66,8 @@ impl utoipa::Modify for BearerAuth {
 pub fn router(state: Arc<AppState>) -> Router {
     let (api, openapi) = OpenApiRouter::with_openapi(ApiDoc::openapi())
         .merge(device::routes())
-        .merge(devices::routes())
-        .merge(releases::routes())
-        .merge(rollouts::routes())
-        .merge(artifacts::routes())
-        .merge(ops::routes())
+        .merge(admin::routes())
+        .merge(open::routes())
         .split_for_parts();
     let openapi = Arc::new(openapi);
     api.route(

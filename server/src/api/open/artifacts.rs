@@ -6,8 +6,8 @@
 //! is streamed from disk in chunks, never read whole. With a CDN configured, requests are
 //! redirected there instead.
 
-use super::error::{ApiError, ApiPath, ErrorBody};
-use super::AppState;
+use crate::api::error::{ApiError, ApiPath, ErrorBody};
+use crate::api::state::AppState;
 use crate::artifacts::{is_sha256_hex, ArtifactSource};
 use axum::body::Body;
 use axum::extract::State;

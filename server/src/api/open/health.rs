@@ -1,7 +1,7 @@
 //! Operability: liveness, readiness, Prometheus metrics.
 
-use super::error::ErrorBody;
-use super::AppState;
+use crate::api::error::ErrorBody;
+use crate::api::state::AppState;
 use axum::extract::State;
 use axum::http::{header, StatusCode};
 use axum::response::{IntoResponse, Response};
@@ -48,7 +48,7 @@ async fn readyz(State(state): State<Arc<AppState>>) -> Response {
         .into_response(),
         Err(e) => {
             tracing::warn!(error = %e, "readiness check failed");
-            super::error::ApiError::new(
+            crate::api::error::ApiError::new(
                 StatusCode::SERVICE_UNAVAILABLE,
                 "database_unavailable",
                 "the database does not answer",

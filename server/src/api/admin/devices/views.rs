@@ -1,0 +1,89 @@
+//! The JSON bodies the device routes take and answer (the CLI reads them too), and the
+//! provisioning limits.
+
+use crate::store::{DeviceRecord, DeviceStatus, StoredEvent};
+use serde::{Deserialize, Serialize};
+use utoipa::{IntoParams, ToSchema};
+
+/// Most devices one provisioning request may carry.
+pub const MAX_DEVICES_PER_REQUEST: usize = 100_000;
+/// Most tags per device.
+pub const MAX_TAGS: usize = 16;
+
+/// A device to provision.
+#[derive(Debug, Clone, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct DeviceSpec {
+    /// Device id: 1-64 of `A-Za-z0-9._:-`.
+    pub id: String,
+    /// Hardware model.
+    pub model: String,
+    /// Tags for targeting rollouts.
+    #[serde(default)]
+    pub tags: Vec<String>,
+}
+
+/// A provisioning request (JSON form).
+#[derive(Debug, Clone, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct RegisterDevices {
+    /// The devices.
+    pub devices: Vec<DeviceSpec>,
+}
+
+/// A provisioned device and its secret token: shown once, stored only hashed.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct ProvisionedDevice {
+    /// Device id.
+    pub id: String,
+    /// The token the device sends as `Authorization: Bearer <token>`.
+    pub token: String,
+}
+
+/// The provisioning answer.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct Registered {
+    /// One entry per device, in request order.
+    pub devices: Vec<ProvisionedDevice>,
+}
+
+/// Filters for listing devices.
+#[derive(Debug, Clone, Default, Deserialize, IntoParams)]
+#[serde(deny_unknown_fields)]
+pub struct ListQuery {
+    /// Exact hardware model.
+    pub model: Option<String>,
+    /// Exact firmware version, e.g. `1.4.2`.
+    pub version: Option<String>,
+    /// Has this tag.
+    pub tag: Option<String>,
+    /// `never_seen`, `online` or `silent`.
+    pub status: Option<DeviceStatus>,
+    /// Last seen at or after (Unix ms).
+    pub seen_after: Option<i64>,
+    /// Last seen before (Unix ms), or never.
+    pub seen_before: Option<i64>,
+    /// Page start: ids after this one.
+    pub after: Option<String>,
+    /// Page size, 1-1000 (default 100).
+    pub limit: Option<u32>,
+}
+
+/// A page of devices.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct DevicePage {
+    /// Devices, by id.
+    pub devices: Vec<DeviceRecord>,
+    /// Pass as `after` for the next page; absent on the last one.
+    pub next_after: Option<String>,
+}
+
+/// One device and its latest events.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct DeviceDetail {
+    /// The device.
+    #[serde(flatten)]
+    pub device: DeviceRecord,
+    /// Its 50 most recent events, newest first.
+    pub events: Vec<StoredEvent>,
+}

@@ -1,0 +1,74 @@
+//! `POST /v1/devices/{id}/check-in`: what runs on the device in, maybe an offer out; the
+//! decision is [`crate::rollout::Engine::check_in`]'s.
+
+use super::body::*;
+use crate::api::auth::authenticate_device;
+use crate::api::error::{ApiError, ApiPath, ErrorBody};
+use crate::api::state::AppState;
+use crate::rollout::engine::DeviceView;
+use crate::store::{now_ms, DeviceCheckInFacts, DeviceFacts};
+use axum::body::Bytes;
+use axum::extract::State;
+use axum::http::HeaderMap;
+use fota_protocol::messages::{CheckIn, CheckInResponse};
+use std::sync::Arc;
+
+/// Check in: report what runs, get the poll interval and maybe an offer.
+#[utoipa::path(
+    post,
+    path = "/v1/devices/{id}/check-in",
+    tag = "device",
+    params(("id" = String, Path, description = "Device id")),
+    request_body(content = Object, description = "fota_protocol::messages::CheckIn", content_type = "application/json"),
+    responses(
+        (status = 200, description = "CheckInResponse: poll interval and an optional offer", body = Object),
+        (status = 400, description = "Malformed body", body = ErrorBody),
+        (status = 401, description = "Unknown device or wrong token", body = ErrorBody),
+        (status = 409, description = "Reported model differs from the provisioned one", body = ErrorBody),
+    ),
+    security(("device_token" = []))
+)]
+pub(super) async fn check_in(
+    State(state): State<Arc<AppState>>,
+    ApiPath(id): ApiPath<String>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Result<axum::Json<CheckInResponse>, ApiError> {
+    let creds = authenticate_device(&state, &id, &headers).await?;
+    let check_in: CheckIn = parse_body(&headers, &body)?;
+    if check_in.model.as_str() != creds.model {
+        return Err(ApiError::conflict(
+            "model_mismatch",
+            format!(
+                "device {id} is provisioned as {:?} but reports {:?}",
+                creds.model,
+                check_in.model.as_str()
+            ),
+        ));
+    }
+    state.facts.record(
+        &id,
+        DeviceFacts {
+            last_seen_at: now_ms(),
+            check_in: Some(DeviceCheckInFacts::of(&check_in)),
+        },
+    );
+    let offer = state
+        .engine
+        .check_in(
+            &state.store,
+            &DeviceView {
+                id: &id,
+                model: &creds.model,
+                tags: &creds.tags,
+                check_in: &check_in,
+            },
+        )
+        .await?;
+    state.metrics.check_ins.inc();
+    let poll_interval_s = u32::try_from(state.config.poll_interval.as_secs()).unwrap_or(u32::MAX);
+    Ok(axum::Json(CheckInResponse {
+        poll_interval_s,
+        offer,
+    }))
+}

@@ -1,0 +1,67 @@
+//! `POST /v1/devices/{id}/reports`: a batch of events, stored once per event id, then applied
+//! to the device's rollout state by [`crate::rollout::Engine::apply_events`].
+
+use super::body::*;
+use crate::api::auth::authenticate_device;
+use crate::api::error::{ApiError, ApiPath, ErrorBody};
+use crate::api::state::AppState;
+use crate::store::{event_kind_name, now_ms, DeviceFacts};
+use axum::body::Bytes;
+use axum::extract::State;
+use axum::http::HeaderMap;
+use fota_protocol::messages::{Report, ReportAck};
+use std::sync::Arc;
+
+/// Report a batch of events. Idempotent by event id; acknowledged once stored.
+#[utoipa::path(
+    post,
+    path = "/v1/devices/{id}/reports",
+    tag = "device",
+    params(("id" = String, Path, description = "Device id")),
+    request_body(content = Object, description = "fota_protocol::messages::Report: up to 16 events", content_type = "application/json"),
+    responses(
+        (status = 200, description = "ReportAck: how many events were stored now and how many were retries", body = Object),
+        (status = 400, description = "Malformed body", body = ErrorBody),
+        (status = 401, description = "Unknown device or wrong token", body = ErrorBody),
+    ),
+    security(("device_token" = []))
+)]
+pub(super) async fn report(
+    State(state): State<Arc<AppState>>,
+    ApiPath(id): ApiPath<String>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Result<axum::Json<ReportAck>, ApiError> {
+    authenticate_device(&state, &id, &headers).await?;
+    let report: Report = parse_body(&headers, &body)?;
+    let now = now_ms();
+    let outcome = state.store.store_events(&id, &report.events, now).await?;
+    // Stored first: a report is never lost to an engine error. The engine then moves each
+    // device's rollout state, and a failure that crosses a gate halts the rollout before this
+    // request is answered.
+    state
+        .engine
+        .apply_events(&state.store, &id, &report.events)
+        .await?;
+    state.facts.record(
+        &id,
+        DeviceFacts {
+            last_seen_at: now,
+            check_in: None,
+        },
+    );
+    state.metrics.reports.inc();
+    for e in &report.events {
+        state
+            .metrics
+            .events
+            .get_or_create(&crate::metrics::EventLabels {
+                kind: event_kind_name(e.kind),
+            })
+            .inc();
+    }
+    Ok(axum::Json(ReportAck {
+        stored: outcome.stored,
+        duplicates: outcome.duplicates,
+    }))
+}

@@ -1,0 +1,62 @@
+//! [`AppState`]: what every handler shares, the device credentials cache included.
+
+use crate::artifacts::ArtifactStore;
+use crate::config::ServeConfig;
+use crate::facts::FactsBuffer;
+use crate::metrics::Metrics;
+use crate::store::{now_ms, Store};
+use dashmap::DashMap;
+use std::sync::Arc;
+
+/// What every handler shares.
+#[derive(Debug)]
+pub struct AppState {
+    /// The database.
+    pub store: Store,
+    /// Resolved configuration.
+    pub config: ServeConfig,
+    /// Image files.
+    pub artifacts: ArtifactStore,
+    /// Check-in facts waiting for the flusher.
+    pub facts: FactsBuffer,
+    /// Metrics registry.
+    pub metrics: Metrics,
+    /// Device credentials seen so far (id -> token hash, model): check-ins skip the database.
+    pub device_cache: DashMap<String, Arc<DeviceCredentials>>,
+    /// The rollout engine.
+    pub engine: crate::rollout::Engine,
+}
+
+impl AppState {
+    /// State over an open store.
+    pub fn new(store: Store, config: ServeConfig) -> std::io::Result<Self> {
+        let artifacts = ArtifactStore::open(config.data_dir.join("artifacts"))?;
+        Ok(Self {
+            store,
+            config,
+            artifacts,
+            facts: FactsBuffer::default(),
+            metrics: Metrics::new(),
+            device_cache: DashMap::new(),
+            engine: crate::rollout::Engine::default(),
+        })
+    }
+
+    /// Devices not heard from since this instant (Unix ms) count as silent.
+    pub fn stale_before(&self) -> i64 {
+        let two_polls = i64::try_from(self.config.poll_interval.as_millis().saturating_mul(2))
+            .unwrap_or(i64::MAX);
+        now_ms().saturating_sub(two_polls)
+    }
+}
+
+/// A device's stored credentials, cached.
+#[derive(Debug)]
+pub struct DeviceCredentials {
+    /// SHA-256 of its token.
+    pub token_hash: Vec<u8>,
+    /// Its provisioned model.
+    pub model: String,
+    /// Its tags.
+    pub tags: Vec<String>,
+}
