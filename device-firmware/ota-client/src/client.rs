@@ -213,6 +213,7 @@ pub struct OtaClient<'k, T, F, P> {
     queue: heapless::Vec<Event, EVENT_QUEUE_LEN>,
     next_event_id: u64,
     installed: Option<Installed>,
+    poll_interval_s: Option<u32>,
     dropped_events: u32,
     persist_errors: u32,
 }
@@ -250,6 +251,7 @@ where
             queue: heapless::Vec::new(),
             next_event_id: 1,
             installed: None,
+            poll_interval_s: None,
             dropped_events: 0,
             persist_errors: 0,
         };
@@ -340,6 +342,16 @@ where
         self.active.as_ref().map(|a| &a.download)
     }
 
+    /// Consecutive failed fetches of the download in progress (0 after a successful one).
+    pub fn fetch_failures(&self) -> u32 {
+        self.active.as_ref().map_or(0, |a| a.failures)
+    }
+
+    /// The check-in interval the server asked for at the last successful check-in.
+    pub fn poll_interval_s(&self) -> Option<u32> {
+        self.poll_interval_s
+    }
+
     /// Give the parts back.
     pub fn into_parts(self) -> (T, BootControl<F>, P) {
         (self.transport, self.boot, self.persist)
@@ -384,9 +396,12 @@ where
 
     fn send_check_in(&mut self) -> Result<CheckInResponse, ClientError<T::Error, F::Error>> {
         let message = self.check_in_message();
-        self.transport
+        let response = self
+            .transport
             .check_in(&message)
-            .map_err(ClientError::Transport)
+            .map_err(ClientError::Transport)?;
+        self.poll_interval_s = Some(response.poll_interval_s);
+        Ok(response)
     }
 
     fn consider(&mut self, offer: &Offer) -> CheckInOutcome {

@@ -1,0 +1,414 @@
+//! The OTA runtime an STM32F429 application links: everything between the board's drivers and
+//! the [`OtaClient`], free of hardware so it is tested on the host.
+//!
+//! - [`read_identity`]: the device's identity from its sector (0x0801_0000): device id, token,
+//!   server URL, model, CRC ([`fota_protocol::identity`]). A device without a valid identity
+//!   does not run OTA at all, and says why.
+//! - [`Runtime`]: the application's OTA main loop, one bounded [`poll`](Runtime::poll) at a
+//!   time: confirm a trial (or unconfirmed) image once it reached the server and passed its
+//!   self-test, check in at the interval the server asks for, download and install an offer,
+//!   report events, back off after failures (2 s doubling up to 5 min by default), and ask for
+//!   a reset when an image is installed or when the trial deadline passes.
+//!
+//! # The trial deadline
+//!
+//! The bootloader counts trial *boots*: a trial image that hangs or crashes is reset by the
+//! watchdog and reverted after three attempts. An image that runs, feeds the watchdog and never
+//! reaches the server (the field incident) would never be reset, so never reverted. The runtime
+//! closes that gap: on a trial boot, if the image has not confirmed itself within
+//! [`RuntimeConfig::trial_deadline_ms`] of booting, [`poll`](Runtime::poll) returns
+//! [`Action::Reset`] with [`ResetReason::TrialDeadline`]; the board resets, the bootloader
+//! counts the attempt, and after the third it reverts to the confirmed image, which reports the
+//! rollback. It relies on the runtime being polled (the application's main loop must keep
+//! calling it) and on the clock advancing; docs/FIRMWARE.md lists what it cannot cover.
+//!
+//! The crate is `no_std`, has no `unsafe` and allocates nothing.
+#![cfg_attr(not(test), no_std)]
+#![warn(missing_docs)]
+
+use core::fmt;
+use embedded_storage::nor_flash::{NorFlash, ReadNorFlash};
+use fota_boot::BootMode;
+use fota_ota_client::transport::Transport;
+use fota_ota_client::{AfterBoot, CheckInOutcome, OtaClient, Persist, Step};
+use fota_protocol::identity::{Identity, IdentityError, MAX_RECORD_LEN, PARTITION};
+use fota_protocol::layout::FLASH_BASE;
+use fota_protocol::messages::EventKind;
+
+/// Where the runtime's lines go (semihosting under QEMU, a UART or nowhere on a device).
+pub trait Log {
+    /// One line, without its newline.
+    fn line(&mut self, args: fmt::Arguments<'_>);
+}
+
+/// A [`Log`] that drops everything.
+#[derive(Debug, Default, Clone, Copy)]
+pub struct NoLog;
+
+impl Log for NoLog {
+    fn line(&mut self, _args: fmt::Arguments<'_>) {}
+}
+
+/// Read the identity record from the identity sector of `flash` (offsets from 0x0800_0000)
+/// into `buf` and decode it.
+pub fn read_identity<'b, F: ReadNorFlash>(
+    flash: &mut F,
+    buf: &'b mut [u8; MAX_RECORD_LEN],
+) -> Result<Identity<'b>, IdentityError> {
+    flash
+        .read(PARTITION.start - FLASH_BASE, buf)
+        .map_err(|_| IdentityError::Truncated)?;
+    Identity::decode(buf)
+}
+
+/// Tunables.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RuntimeConfig {
+    /// A trial image that has not confirmed itself this long after booting is reset.
+    pub trial_deadline_ms: u64,
+    /// First pause after a failed request; it doubles after each further failure.
+    pub retry_min_ms: u64,
+    /// The longest pause after failures.
+    pub retry_max_ms: u64,
+    /// Check-in interval until the server has said one.
+    pub default_poll_ms: u64,
+}
+
+impl Default for RuntimeConfig {
+    fn default() -> Self {
+        Self {
+            trial_deadline_ms: 10 * 60 * 1000,
+            retry_min_ms: 2_000,
+            retry_max_ms: 5 * 60 * 1000,
+            default_poll_ms: 60 * 60 * 1000,
+        }
+    }
+}
+
+/// Why the runtime asks for a reset.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ResetReason {
+    /// An update is installed and marked pending: the bootloader tries it next.
+    Installed,
+    /// A trial image did not confirm itself in time.
+    TrialDeadline,
+}
+
+/// What the main loop should do after a [`poll`](Runtime::poll).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Action {
+    /// More to do: poll again at once.
+    Continue,
+    /// Waiting (a backoff, or a download paused after a failure): poll again after this many
+    /// milliseconds, or earlier.
+    Wait(u64),
+    /// Nothing to do until the next check-in, this many milliseconds away: the image is
+    /// confirmed (or reported), no download runs and no event waits to be sent.
+    Idle(u64),
+    /// Reset the device now.
+    Reset(ResetReason),
+}
+
+/// The snake_case name of an event, as the server stores it.
+pub fn event_name(kind: EventKind) -> &'static str {
+    match kind {
+        EventKind::OfferAccepted => "offer_accepted",
+        EventKind::DownloadStarted => "download_started",
+        EventKind::DownloadFailed => "download_failed",
+        EventKind::Installed => "installed",
+        EventKind::TrialBoot => "trial_boot",
+        EventKind::Confirmed => "confirmed",
+        EventKind::RolledBack => "rolled_back",
+        EventKind::VerifyFailed => "verify_failed",
+        EventKind::ProtectionBlocked => "protection_blocked",
+    }
+}
+
+/// The OTA main loop. See the [crate docs](crate).
+#[derive(Debug)]
+pub struct Runtime<'k, T, F, P> {
+    client: OtaClient<'k, T, F, P>,
+    config: RuntimeConfig,
+    self_test: fn() -> bool,
+    booted_ms: u64,
+    after_boot_done: bool,
+    /// When the next check-in (or after-boot attempt) is due.
+    next_check_in: u64,
+    /// When requests may be retried after a failure.
+    retry_at: u64,
+    /// The current backoff.
+    backoff: u64,
+    /// Fetch failures of the download seen at the last step.
+    fetch_failures: u32,
+    /// The last download offset logged.
+    logged_offset: u32,
+}
+
+impl<'k, T, F, P> Runtime<'k, T, F, P>
+where
+    T: Transport,
+    F: NorFlash + ReadNorFlash,
+    P: Persist,
+{
+    /// A runtime around `client`, booted at `now_ms`; `self_test` is the application's own
+    /// check, run once on a trial boot before it confirms.
+    pub fn new(
+        client: OtaClient<'k, T, F, P>,
+        config: RuntimeConfig,
+        self_test: fn() -> bool,
+        now_ms: u64,
+        log: &mut impl Log,
+    ) -> Self {
+        let info = client.boot().info();
+        match info.mode {
+            BootMode::Trial { attempt } => log.line(format_args!(
+                "ota: slot {} on trial (attempt {attempt}), deadline {} ms",
+                info.slot, config.trial_deadline_ms
+            )),
+            BootMode::Confirmed => log.line(format_args!("ota: slot {} confirmed", info.slot)),
+            BootMode::Unconfirmed => log.line(format_args!("ota: slot {} unconfirmed", info.slot)),
+        }
+        if let Some(d) = client.download() {
+            log.line(format_args!(
+                "ota: resuming download of {} for slot {} ({} bytes)",
+                d.offer().version,
+                d.offer().slot,
+                d.offer().size
+            ));
+        }
+        Self {
+            client,
+            config,
+            self_test,
+            booted_ms: now_ms,
+            after_boot_done: false,
+            next_check_in: now_ms,
+            retry_at: now_ms,
+            backoff: 0,
+            fetch_failures: 0,
+            logged_offset: 0,
+        }
+    }
+
+    /// The client.
+    pub fn client(&self) -> &OtaClient<'k, T, F, P> {
+        &self.client
+    }
+
+    /// The client, mutably.
+    pub fn client_mut(&mut self) -> &mut OtaClient<'k, T, F, P> {
+        &mut self.client
+    }
+
+    /// Give the client back.
+    pub fn into_client(self) -> OtaClient<'k, T, F, P> {
+        self.client
+    }
+
+    fn failed(&mut self, now: u64) {
+        self.backoff = if self.backoff == 0 {
+            self.config.retry_min_ms
+        } else {
+            (self.backoff * 2).min(self.config.retry_max_ms)
+        };
+        self.retry_at = now + self.backoff;
+    }
+
+    fn succeeded(&mut self) {
+        self.backoff = 0;
+    }
+
+    fn poll_ms(&self) -> u64 {
+        self.client
+            .poll_interval_s()
+            .map_or(self.config.default_poll_ms, |s| u64::from(s) * 1000)
+    }
+
+    /// One bounded step of the OTA work at time `now_ms`; says what to do next.
+    pub fn poll(&mut self, now_ms: u64, log: &mut impl Log) -> Action {
+        let now = now_ms;
+        // 1. The trial deadline, before anything that could take time.
+        if self.client.boot().info().is_trial()
+            && now.saturating_sub(self.booted_ms) >= self.config.trial_deadline_ms
+        {
+            log.line(format_args!(
+                "ota: trial deadline: not confirmed {} ms after boot; resetting",
+                now.saturating_sub(self.booted_ms)
+            ));
+            return Action::Reset(ResetReason::TrialDeadline);
+        }
+        if now < self.retry_at {
+            return Action::Wait(self.retry_at - now);
+        }
+
+        // 2. Once per boot: confirm a trial, or notice a rollback.
+        if !self.after_boot_done {
+            let outcome = self.client.after_boot(self.self_test);
+            match outcome {
+                Ok(AfterBoot::CheckInFailed) => {
+                    self.failed(now);
+                    log.line(format_args!(
+                        "ota: cannot reach the server to confirm; retry in {} ms",
+                        self.backoff
+                    ));
+                    return Action::Wait(self.backoff);
+                }
+                Ok(AfterBoot::SelfTestFailed) => {
+                    self.failed(now);
+                    log.line(format_args!("ota: self-test failed: not confirming"));
+                    return Action::Wait(self.backoff);
+                }
+                Err(e) => {
+                    self.failed(now);
+                    log.line(format_args!("ota: after boot: {e:?}"));
+                    return Action::Wait(self.backoff);
+                }
+                Ok(result) => {
+                    self.succeeded();
+                    self.after_boot_done = true;
+                    let slot = self.client.boot().info().slot;
+                    match result {
+                        AfterBoot::NewlyConfirmed => {
+                            log.line(format_args!("ota: confirmed slot {slot}"));
+                            // The trial's check-in counts as this boot's first.
+                            self.next_check_in = now + self.poll_ms();
+                        }
+                        AfterBoot::RolledBack => log.line(format_args!(
+                            "ota: the bootloader rolled back to slot {slot}; reporting"
+                        )),
+                        _ => {}
+                    }
+                }
+            }
+        }
+
+        // 3. Events first: what the server has not acknowledged.
+        if !self.client.queued_events().is_empty() {
+            let mut names: [&str; 16] = [""; 16];
+            let n = self.client.queued_events().len().min(names.len());
+            for (slot, e) in names.iter_mut().zip(self.client.queued_events()) {
+                *slot = event_name(e.kind);
+            }
+            match self.client.flush_reports() {
+                Ok(sent) => {
+                    self.succeeded();
+                    log.line(format_args!(
+                        "ota: reported {sent} events: {}",
+                        Joined(&names[..n.min(sent)])
+                    ));
+                }
+                Err(e) => {
+                    self.failed(now);
+                    log.line(format_args!(
+                        "ota: report failed: {e:?}; retry in {} ms",
+                        self.backoff
+                    ));
+                    return Action::Wait(self.backoff);
+                }
+            }
+            return Action::Continue;
+        }
+
+        // 4. The download, one step at a time.
+        if self.client.download().is_some() {
+            let step = self.client.download_step();
+            let failures = self.client.fetch_failures();
+            match step {
+                Step::Reboot => {
+                    if let Ok(n) = self.client.flush_reports() {
+                        log.line(format_args!("ota: reported {n} events: installed"));
+                    }
+                    log.line(format_args!("ota: update installed and pending; resetting"));
+                    return Action::Reset(ResetReason::Installed);
+                }
+                Step::Failed => {
+                    if let Some(e) = self.client.queued_events().last() {
+                        log.line(format_args!(
+                            "ota: download ended: {} ({})",
+                            event_name(e.kind),
+                            e.reason.as_deref().unwrap_or("")
+                        ));
+                    }
+                    return Action::Continue;
+                }
+                Step::Idle => {}
+                Step::Continue => {
+                    if let Some(d) = self.client.download() {
+                        let offset = d.resume_offset();
+                        if offset >= self.logged_offset + 8192 || offset < self.logged_offset {
+                            self.logged_offset = offset - offset % 8192;
+                            log.line(format_args!("ota: download {offset}/{}", d.offer().size));
+                        }
+                    }
+                    if failures > self.fetch_failures {
+                        self.fetch_failures = failures;
+                        self.failed(now);
+                        log.line(format_args!(
+                            "ota: fetch failed ({failures} in a row); retry in {} ms",
+                            self.backoff
+                        ));
+                        return Action::Wait(self.backoff);
+                    }
+                    if failures == 0 && self.fetch_failures > 0 {
+                        self.fetch_failures = 0;
+                        self.succeeded();
+                    }
+                    return Action::Continue;
+                }
+            }
+        }
+
+        // 5. Check in when it is time.
+        if now >= self.next_check_in {
+            match self.client.check_in() {
+                Ok(outcome) => {
+                    self.succeeded();
+                    self.next_check_in = now + self.poll_ms();
+                    match outcome {
+                        CheckInOutcome::Started => {
+                            if let Some(d) = self.client.download() {
+                                log.line(format_args!(
+                                    "ota: offer {} for slot {} ({} bytes, rollout {}): downloading",
+                                    d.offer().version,
+                                    d.offer().slot,
+                                    d.offer().size,
+                                    d.offer().rollout_id
+                                ));
+                            }
+                            self.logged_offset = 0;
+                        }
+                        CheckInOutcome::NoOffer => {
+                            log.line(format_args!("ota: check-in: no offer"))
+                        }
+                        other => log.line(format_args!("ota: check-in: {other:?}")),
+                    }
+                    return Action::Continue;
+                }
+                Err(e) => {
+                    self.failed(now);
+                    log.line(format_args!(
+                        "ota: check-in failed: {e:?}; retry in {} ms",
+                        self.backoff
+                    ));
+                    return Action::Wait(self.backoff);
+                }
+            }
+        }
+        Action::Idle(self.next_check_in - now)
+    }
+}
+
+/// Names joined with ", ".
+struct Joined<'a>(&'a [&'a str]);
+
+impl fmt::Display for Joined<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        for (i, name) in self.0.iter().enumerate() {
+            if i > 0 {
+                f.write_str(", ")?;
+            }
+            f.write_str(name)?;
+        }
+        Ok(())
+    }
+}
