@@ -6,10 +6,13 @@
 //! - [`launch`]: starting a rollout or a fleet rollback, with every rule a start obeys.
 //! - [`control`]: an operator's pause, resume, abort, approve.
 //! - [`engine`]: offers at check-in, device state from reports, evaluation, the sweep; all
-//!   decisions conditional in the database so several replicas can share one.
+//!   decisions conditional in the database so several replicas can share one. Its tests over an
+//!   in-memory SQLite store are in `engine_tests.rs`, beside it.
 
 pub mod control;
 pub mod engine;
+#[cfg(test)]
+mod engine_tests;
 pub mod gate;
 pub mod launch;
 pub mod plan;

@@ -1,0 +1,324 @@
+//! The engine over a real [`Store`]: an in-memory SQLite database of its own per test, no HTTP,
+//! no server. What the HTTP suites show end to end, here one decision at a time: a late joiner
+//! is added to a running rollout and offered in its cohort; a device whose write protection
+//! covers its target slot is skipped, never offered, never a failure; and a conditional update
+//! that loses a race changes nothing and writes no audit entry, so two replicas decide once.
+
+use super::engine::{DeviceView, Engine};
+use super::launch::{self, RolloutRequest};
+use super::plan::{Selector, StageSpec};
+use crate::domain::auth::token_hash;
+use crate::domain::{DeviceState, RolloutAction, RolloutState};
+use crate::store::{
+    now_ms, AuditEntry, NewDevice, NewRelease, ReleaseImage, RolloutChange, RolloutRow, Store,
+};
+use fota_protocol::messages::{BootState, CheckIn, Event, EventKind, RdpLevel};
+use fota_protocol::{ImageVersion, SlotId};
+use std::sync::atomic::{AtomicU32, Ordering};
+
+const MODEL: &str = "f429";
+
+/// A fresh, empty in-memory database (shared by the pool's connections, gone with the pool).
+async fn store() -> Store {
+    static NEXT: AtomicU32 = AtomicU32::new(0);
+    let url = format!(
+        "sqlite:file:fota-engine-{}-{}?mode=memory&cache=shared",
+        std::process::id(),
+        NEXT.fetch_add(1, Ordering::SeqCst)
+    );
+    Store::connect(&url).await.expect("in-memory SQLite store")
+}
+
+async fn provision(store: &Store, ids: &[&str], tags: &[&str]) {
+    let devices: Vec<NewDevice> = ids
+        .iter()
+        .map(|id| NewDevice {
+            id: id.to_string(),
+            model: MODEL.to_string(),
+            tags: tags.iter().map(|t| t.to_string()).collect(),
+            token_hash: token_hash(id),
+        })
+        .collect();
+    store.register_devices(&devices, now_ms()).await.unwrap();
+}
+
+/// A release of `version` (images are rows only: the engine offers by address and size).
+async fn release(store: &Store, version: &str, counter: u32) -> i64 {
+    let image = |slot: &str, fill: char| ReleaseImage {
+        slot: slot.to_string(),
+        sha256: fill.to_string().repeat(64),
+        size: 8192,
+        key_hash: "00".repeat(32),
+    };
+    store
+        .create_release(
+            &NewRelease {
+                model: MODEL.to_string(),
+                version: version.parse().unwrap(),
+                security_counter: counter,
+                notes: String::new(),
+                created_by: "test".to_string(),
+                images: vec![image("a", 'a'), image("b", 'b')],
+            },
+            now_ms(),
+        )
+        .await
+        .unwrap()
+        .id
+}
+
+async fn start(store: &Store, engine: &Engine, release: i64, stages: &[StageSpec]) -> RolloutRow {
+    launch::start_rollout(
+        store,
+        engine,
+        "test",
+        RolloutRequest {
+            release_id: release,
+            selector: &Selector::default(),
+            stages: Some(stages),
+        },
+    )
+    .await
+    .unwrap()
+}
+
+fn stage(percent: Option<f64>, devices: Option<u64>, min_sample: u64) -> StageSpec {
+    StageSpec {
+        percent,
+        devices,
+        bake_s: Some(0),
+        min_sample: Some(min_sample),
+        max_failure_rate: Some(0.5),
+        confirm_deadline_s: Some(3600),
+        auto_advance: Some(true),
+    }
+}
+
+fn check_in(version: &str, wrp_mask: u32) -> CheckIn {
+    CheckIn {
+        model: MODEL.try_into().unwrap(),
+        firmware_version: version.parse().unwrap(),
+        running_slot: SlotId::A,
+        boot_state: BootState::Confirmed,
+        bootloader_version: ImageVersion::new(1, 0, 0, 0),
+        rdp_level: RdpLevel::Level1,
+        wrp_mask,
+        security_counter: None,
+    }
+}
+
+fn view<'a>(id: &'a str, tags: &'a [String], check_in: &'a CheckIn) -> DeviceView<'a> {
+    DeviceView {
+        id,
+        model: MODEL,
+        tags,
+        check_in,
+    }
+}
+
+async fn audit_count(store: &Store, rollout: i64, action: RolloutAction) -> usize {
+    store
+        .audit_log(Some(rollout), 1000)
+        .await
+        .unwrap()
+        .iter()
+        .filter(|e| e.action == action.audit_name())
+        .count()
+}
+
+/// A device provisioned after the rollout started, matching its selector, joins at its first
+/// check-in with its own rank, and is offered when that rank is inside the current cohort; a
+/// late device already on the release does not join.
+#[tokio::test]
+async fn a_late_joiner_is_added_and_offered_in_its_cohort() {
+    let store = store().await;
+    let engine = Engine::default();
+    provision(&store, &["D-1", "D-2"], &[]).await;
+    let rel = release(&store, "2.0.0", 1).await;
+    let r = start(&store, &engine, rel, &[stage(Some(100.0), None, 1)]).await;
+    assert_eq!(r.targets, 2);
+
+    provision(&store, &["LATE-1", "LATE-2"], &[]).await;
+    assert_eq!(
+        store.rollout_device_state(r.id, "LATE-1").await.unwrap(),
+        None
+    );
+    let old = check_in("1.0.0", 0);
+    let offer = engine
+        .check_in(&store, &view("LATE-1", &[], &old))
+        .await
+        .unwrap()
+        .expect("a late joiner inside a 100% cohort is offered");
+    assert_eq!(offer.rollout_id, r.id as u64);
+    assert_eq!(offer.slot, SlotId::B);
+    assert_eq!(offer.version, "2.0.0".parse().unwrap());
+    assert_eq!(
+        store.rollout_device_state(r.id, "LATE-1").await.unwrap(),
+        Some(DeviceState::Offered)
+    );
+    assert_eq!(store.rollout(r.id).await.unwrap().unwrap().targets, 3);
+
+    // Already on the release: nothing to do, not a target.
+    let current = check_in("2.0.0", 0);
+    assert!(engine
+        .check_in(&store, &view("LATE-2", &[], &current))
+        .await
+        .unwrap()
+        .is_none());
+    assert_eq!(
+        store.rollout_device_state(r.id, "LATE-2").await.unwrap(),
+        None
+    );
+    assert_eq!(store.rollout(r.id).await.unwrap().unwrap().targets, 3);
+
+    // A second replica (no cache) sees the same: the late joiner's offer is in the database.
+    let other = Engine::default();
+    let again = other
+        .check_in(&store, &view("LATE-1", &[], &old))
+        .await
+        .unwrap();
+    assert_eq!(again, Some(offer), "a lost answer is offered again");
+}
+
+/// Write protection over the slot an update would write: the device is skipped with the reason,
+/// never offered (not at a second check-in either), and counts as no failure: the gate still
+/// completes the rollout once the other target confirms.
+#[tokio::test]
+async fn a_protected_device_is_skipped_never_offered_and_no_failure() {
+    let store = store().await;
+    let engine = Engine::default();
+    provision(&store, &["P-1", "OK-1"], &[]).await;
+    let rel = release(&store, "2.0.0", 1).await;
+    let r = start(&store, &engine, rel, &[stage(Some(100.0), None, 1)]).await;
+
+    let protected = check_in("1.0.0", SlotId::B.partition().sector_mask());
+    for _ in 0..2 {
+        assert!(engine
+            .check_in(&store, &view("P-1", &[], &protected))
+            .await
+            .unwrap()
+            .is_none());
+    }
+    assert_eq!(
+        store.rollout_device_state(r.id, "P-1").await.unwrap(),
+        Some(DeviceState::ProtectionBlocked)
+    );
+    let listed = store
+        .rollout_devices(r.id)
+        .await
+        .unwrap()
+        .into_iter()
+        .find(|(id, ..)| id == "P-1")
+        .map(|(_, state, ..)| state);
+    assert_eq!(listed.as_deref(), Some("protection_blocked"));
+
+    // The other device updates and confirms.
+    let ok = check_in("1.0.0", 0);
+    let offer = engine
+        .check_in(&store, &view("OK-1", &[], &ok))
+        .await
+        .unwrap()
+        .expect("offered");
+    let confirmed = Event {
+        id: 1,
+        kind: EventKind::Confirmed,
+        rollout_id: Some(offer.rollout_id),
+        version: Some(offer.version),
+        reason: None,
+    };
+    engine
+        .apply_events(&store, "OK-1", &[confirmed])
+        .await
+        .unwrap();
+    let (counts, _) = store.rollout_counts(r.id).await.unwrap();
+    assert_eq!(counts.protection_blocked, 1);
+    assert_eq!(counts.confirmed, 1);
+    assert_eq!(counts.failures(), 0);
+
+    engine.evaluate(&store, r.id).await.unwrap();
+    let r = store.rollout(r.id).await.unwrap().unwrap();
+    assert_eq!(r.state, RolloutState::Completed, "a skip is no failure");
+}
+
+/// Two replicas decide at once: the conditional update that loses the race changes nothing and
+/// writes no audit entry. Shown directly on the store (the same expected stage twice), and with
+/// two engines evaluating one rollout concurrently: one advance, not two.
+#[tokio::test]
+async fn a_conditional_update_that_loses_a_race_changes_nothing() {
+    let store = store().await;
+    let engine = Engine::default();
+    let ids = ["R-1", "R-2", "R-3", "R-4"];
+    provision(&store, &ids, &[]).await;
+    let rel = release(&store, "2.0.0", 1).await;
+    let stages = [stage(None, Some(1), 1), stage(Some(100.0), None, 1)];
+    let r = start(&store, &engine, rel, &stages).await;
+
+    // The one device of the first stage's cohort takes the update and confirms.
+    let old = check_in("1.0.0", 0);
+    let mut offered = Vec::new();
+    for id in ids {
+        if let Some(offer) = engine.check_in(&store, &view(id, &[], &old)).await.unwrap() {
+            offered.push((id, offer));
+        }
+    }
+    assert_eq!(offered.len(), 1, "a one-device stage offers one device");
+    let (id, offer) = &offered[0];
+    let confirmed = Event {
+        id: 1,
+        kind: EventKind::Confirmed,
+        rollout_id: Some(offer.rollout_id),
+        version: Some(offer.version),
+        reason: None,
+    };
+    engine.apply_events(&store, id, &[confirmed]).await.unwrap();
+
+    // Two replicas, no shared memory, evaluate at the same moment.
+    let (a, b) = (Engine::default(), Engine::default());
+    let (va, vb) = tokio::join!(a.evaluate(&store, r.id), b.evaluate(&store, r.id));
+    va.unwrap();
+    vb.unwrap();
+    let now = store.rollout(r.id).await.unwrap().unwrap();
+    assert_eq!(now.current_stage, 1, "advanced once, to the second stage");
+    assert_eq!(audit_count(&store, r.id, RolloutAction::Advance).await, 1);
+
+    // The same decision taken twice from what was read before: the second one loses.
+    let pause = RolloutAction::Pause;
+    let change = RolloutChange {
+        state: pause.to_state(),
+        ..RolloutChange::default()
+    };
+    let entry = AuditEntry::new(
+        "ops",
+        pause.audit_name(),
+        Some(r.id),
+        Some(rel),
+        serde_json::json!({}),
+        now_ms(),
+    );
+    let stage = Some(now.current_stage);
+    assert!(store
+        .change_rollout(r.id, pause.from_states(), stage, &change, &entry)
+        .await
+        .unwrap());
+    assert!(
+        !store
+            .change_rollout(r.id, pause.from_states(), stage, &change, &entry)
+            .await
+            .unwrap(),
+        "a paused rollout cannot be paused again"
+    );
+    assert_eq!(audit_count(&store, r.id, pause).await, 1);
+    // A stale stage loses the same way, whatever the state allows.
+    let resume = RolloutAction::Resume;
+    let resumed = RolloutChange {
+        state: resume.to_state(),
+        ..RolloutChange::default()
+    };
+    assert!(!store
+        .change_rollout(r.id, resume.from_states(), Some(0), &resumed, &entry)
+        .await
+        .unwrap());
+    let after = store.rollout(r.id).await.unwrap().unwrap();
+    assert_eq!(after.state, RolloutState::Paused);
+    assert_eq!(after.current_stage, 1);
+}
