@@ -14,6 +14,7 @@
 
 use crate::domain::auth::Forbidden;
 use crate::domain::names::NameError;
+use crate::domain::provisioning::ProvisionError;
 use crate::domain::release::ReleaseError;
 use crate::rollout::control::ControlError;
 use crate::rollout::launch::LaunchError;
@@ -150,6 +151,15 @@ impl From<ReleaseError> for ApiError {
             ReleaseError::TooLarge { .. } => ApiError::too_large(e.to_string()),
             ReleaseError::InvalidVersion(_) => ApiError::bad_request(e.code(), e.to_string()),
             _ => ApiError::unprocessable(e.code(), e.to_string()),
+        }
+    }
+}
+
+impl From<ProvisionError> for ApiError {
+    fn from(e: ProvisionError) -> Self {
+        match e {
+            ProvisionError::TooMany => ApiError::too_large(e.to_string()),
+            _ => ApiError::bad_request(e.code(), e.to_string()),
         }
     }
 }

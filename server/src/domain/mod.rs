@@ -11,6 +11,7 @@
 //! - [`cohort`]: deterministic ranks, stage thresholds.
 //! - [`version`]: versions as sortable integer keys.
 //! - [`release`]: what makes two uploaded images a release; [`release::ReleaseError`].
+//! - [`provisioning`]: what a provisioning request may hold.
 //! - [`anti_rollback`]: the security counter a device holds, and whom a release would fail.
 //! - [`auth`]: roles, and the token secrets and their hashes.
 //!
@@ -23,6 +24,7 @@ pub mod cohort;
 pub mod counts;
 pub mod device_state;
 pub mod names;
+pub mod provisioning;
 pub mod release;
 pub mod rollout_state;
 pub mod version;

@@ -94,7 +94,7 @@ pub async fn apply(
     engine.invalidate();
     engine.evaluate(store, id).await?;
     tracing::info!(
-        actor,
+        actor = %actor,
         rollout = id,
         action = action.audit_name(),
         "rollout changed"

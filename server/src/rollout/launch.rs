@@ -189,7 +189,7 @@ pub async fn start_rollout(
     tracing::debug!(ms = started.elapsed().as_millis() as u64, "rollout written");
     engine.invalidate();
     tracing::info!(
-        actor,
+        actor = %actor,
         rollout = row.id,
         targets = split.offerable.len(),
         security_counter_blocked = split.blocked.len(),
@@ -292,7 +292,7 @@ pub async fn start_rollback(
         .await?;
     engine.invalidate();
     tracing::info!(
-        actor,
+        actor = %actor,
         rollout = row.id,
         targets = targets.len(),
         "fleet rollback started"

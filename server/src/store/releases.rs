@@ -201,10 +201,24 @@ impl Store {
         Ok(releases)
     }
 
-    /// Delete a release. Returns the artifacts no release references any more, whose files the
-    /// caller removes.
+    /// Delete a release, unless a rollout used it ([`StoreError::InUse`]: it stays for the audit
+    /// trail). Returns the artifacts no release references any more, whose files the caller
+    /// removes.
     pub async fn delete_release(&self, id: i64) -> Result<Vec<String>, StoreError> {
         let mut tx = self.pool().begin().await?;
+        // A release a rollout used stays, for the audit trail (and the rollout's status).
+        let used: i64 = sqlx::query(
+            "SELECT COUNT(*) AS n FROM rollouts WHERE release_id = $1 OR from_release_id = $1",
+        )
+        .bind(id)
+        .fetch_one(&mut *tx)
+        .await?
+        .try_get("n")?;
+        if used > 0 {
+            return Err(StoreError::InUse(format!(
+                "release {id} is used by a rollout; it stays for the audit trail"
+            )));
+        }
         let images: Vec<String> =
             sqlx::query("SELECT sha256 FROM release_images WHERE release_id = $1")
                 .bind(id)

@@ -167,17 +167,6 @@ impl Store {
         Ok(row.map(|r| r.try_get("id")).transpose()?)
     }
 
-    /// Whether any rollout uses a release (then it cannot be deleted).
-    pub async fn release_in_use(&self, release_id: i64) -> Result<bool, StoreError> {
-        let row = sqlx::query(
-            "SELECT COUNT(*) AS n FROM rollouts WHERE release_id = $1 OR from_release_id = $1",
-        )
-        .bind(release_id)
-        .fetch_one(self.pool())
-        .await?;
-        Ok(row.try_get::<i64, _>("n")? > 0)
-    }
-
     /// Create a rollout over `targets` in one transaction: the rollout, its stages, a row per
     /// target with its rank, the first stage's threshold, and the audit entry. `skipped` targets
     /// are stored too, in their state and with their reason, but never offered and never counted

@@ -6,12 +6,11 @@ use crate::api::auth::Admin;
 use crate::api::error::{ApiError, ErrorBody};
 use crate::api::state::AppState;
 use crate::domain::auth::{new_token, token_hash, Role, DEVICE_TOKEN_PREFIX};
-use crate::domain::names;
+use crate::domain::provisioning::{check_batch, DeviceNames};
 use crate::store::{now_ms, NewDevice};
 use axum::body::Bytes;
 use axum::extract::State;
 use axum::http::{HeaderMap, StatusCode};
-use std::collections::HashSet;
 use std::sync::Arc;
 
 /// Parse `id,model,tags` CSV (tags separated by `;`; a header line starting with `id` is
@@ -46,41 +45,6 @@ fn parse_csv(text: &str) -> Result<Vec<DeviceSpec>, ApiError> {
         });
     }
     Ok(out)
-}
-
-fn validate(specs: &[DeviceSpec]) -> Result<(), ApiError> {
-    if specs.is_empty() {
-        return Err(ApiError::bad_request(
-            "no_devices",
-            "no devices in the request",
-        ));
-    }
-    if specs.len() > MAX_DEVICES_PER_REQUEST {
-        return Err(ApiError::too_large(format!(
-            "at most {MAX_DEVICES_PER_REQUEST} devices per request"
-        )));
-    }
-    let mut seen = HashSet::with_capacity(specs.len());
-    for d in specs {
-        names::device_id(&d.id)?;
-        names::model(&d.model)?;
-        if d.tags.len() > MAX_TAGS {
-            return Err(ApiError::bad_request(
-                "too_many_tags",
-                format!("device {}: at most {MAX_TAGS} tags", d.id),
-            ));
-        }
-        for t in &d.tags {
-            names::tag(t)?;
-        }
-        if !seen.insert(d.id.as_str()) {
-            return Err(ApiError::bad_request(
-                "duplicate_device_id",
-                format!("device {} appears twice in the request", d.id),
-            ));
-        }
-    }
-    Ok(())
 }
 
 /// Provision devices: JSON `{"devices": [...]}` or CSV `id,model,tags`. All or none: an id that
@@ -123,7 +87,11 @@ pub(super) async fn register_devices(
             "expected application/json or text/csv",
         ));
     };
-    validate(&specs)?;
+    check_batch(specs.iter().map(|d| DeviceNames {
+        id: &d.id,
+        model: &d.model,
+        tags: &d.tags,
+    }))?;
     let mut new = Vec::with_capacity(specs.len());
     let mut out = Vec::with_capacity(specs.len());
     for d in specs {
@@ -163,6 +131,15 @@ mod tests {
         assert_eq!(specs[1].model, "f429");
         let err = parse_csv("SL-1\n").unwrap_err();
         assert_eq!(err.code, "invalid_csv");
+    }
+
+    /// The request's rules as the handler applies them, answered as the API answers.
+    fn validate(specs: &[DeviceSpec]) -> Result<(), ApiError> {
+        Ok(check_batch(specs.iter().map(|d| DeviceNames {
+            id: &d.id,
+            model: &d.model,
+            tags: &d.tags,
+        }))?)
     }
 
     #[test]

@@ -5,10 +5,7 @@ use crate::store::{DeviceRecord, DeviceStatus, StoredEvent};
 use serde::{Deserialize, Serialize};
 use utoipa::{IntoParams, ToSchema};
 
-/// Most devices one provisioning request may carry.
-pub const MAX_DEVICES_PER_REQUEST: usize = 100_000;
-/// Most tags per device.
-pub const MAX_TAGS: usize = 16;
+pub use crate::domain::provisioning::{MAX_DEVICES_PER_REQUEST, MAX_TAGS};
 
 /// A device to provision.
 #[derive(Debug, Clone, Deserialize, ToSchema)]

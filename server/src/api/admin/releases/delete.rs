@@ -30,12 +30,6 @@ pub(super) async fn delete_release(
     ApiPath(id): ApiPath<i64>,
 ) -> Result<StatusCode, ApiError> {
     admin.require(Role::Admin)?;
-    if state.store.release_in_use(id).await? {
-        return Err(ApiError::conflict(
-            "release_in_use",
-            format!("release {id} is used by a rollout; it stays for the audit trail"),
-        ));
-    }
     let orphans = state.store.delete_release(id).await.map_err(|e| match e {
         StoreError::NotFound(_) => {
             ApiError::not_found("release_not_found", format!("no release {id}"))
