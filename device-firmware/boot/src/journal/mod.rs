@@ -21,7 +21,7 @@ pub mod record;
 pub mod replay;
 pub mod store;
 
-pub use record::{decode, Corruption, Decoded, Record, RecordKind, RECORD_LEN};
+pub use record::{decode, Corruption, Decoded, Record, RecordKind, MAX_SEQUENCE, RECORD_LEN};
 pub use replay::{replay, BootState, SlotSet, MAX_TRIAL_ATTEMPTS};
 pub use store::{snapshot, BootJournal, JournalError, JournalRegion};
 

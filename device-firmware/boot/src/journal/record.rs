@@ -5,7 +5,7 @@
 //!      0     2  magic 0xB0 0x07                 (never 0xFF: a started record is not "erased")
 //!      2     1  format version, 1
 //!      3     1  kind: 1 Pending, 2 Attempt, 3 Confirmed, 4 Reverted, 5 Rejected, 6 SecurityCounter
-//!      4     4  sequence number, u32 little endian
+//!      4     4  sequence number, u32 little endian, at most MAX_SEQUENCE (2^31 - 1)
 //!      8     4  payload, u32 little endian: slot (0 = A, 1 = B) or the security counter value
 //!     12     4  CRC-32/ISO-HDLC of bytes 0..12, u32 little endian
 //! ```
@@ -33,6 +33,15 @@ pub const RECORD_LEN: usize = 16;
 /// programmed at all is never mistaken for erased flash, and neither is 0x00, so a zeroed
 /// (or wiped) area is not mistaken for records.
 pub const MAGIC: [u8; 2] = [0xB0, 0x07];
+
+/// The largest sequence number a valid record carries. Two sectors of 1024 records erased
+/// 10,000 times each (the F4's endurance) number about 2^24 records, so no journal this code
+/// wrote gets near it; a record claiming more decodes as [`Corruption::Unsupported`]. The cap
+/// keeps every sequence a compaction renumbers from (the last one plus a sector's worth) far
+/// from `u32::MAX`, where adding would saturate and records would stop being ordered: a
+/// fuzzed journal holding a forged record with sequence `u32::MAX` once made compaction write
+/// a state that replayed differently from the one it was written from.
+pub const MAX_SEQUENCE: u32 = i32::MAX as u32;
 
 /// The record format version this code writes and reads.
 pub const FORMAT_VERSION: u8 = 1;
@@ -200,8 +209,12 @@ pub fn decode(bytes: &[u8; RECORD_LEN]) -> Decoded {
     if bytes[2] != FORMAT_VERSION {
         return Decoded::Corrupt(Corruption::Unsupported);
     }
+    let sequence = word(bytes, 4);
+    if sequence > MAX_SEQUENCE {
+        return Decoded::Corrupt(Corruption::Unsupported);
+    }
     match RecordKind::from_wire(bytes[3], word(bytes, 8)) {
-        Some(kind) => Decoded::Valid(Record::new(word(bytes, 4), kind)),
+        Some(kind) => Decoded::Valid(Record::new(sequence, kind)),
         None => Decoded::Corrupt(Corruption::Unsupported),
     }
 }
@@ -232,7 +245,7 @@ mod tests {
     fn every_record() -> Vec<Record> {
         let mut records = Vec::new();
         for kind in every_kind() {
-            for sequence in [0, 1, 0x1234_5678, u32::MAX] {
+            for sequence in [0, 1, 0x1234_5678, MAX_SEQUENCE] {
                 records.push(Record::new(sequence, kind));
             }
         }
@@ -270,6 +283,18 @@ mod tests {
     fn every_kind_round_trips() {
         for r in every_record() {
             assert_eq!(decode(&r.encode()), Decoded::Valid(r), "{r:?}");
+        }
+    }
+
+    #[test]
+    fn sequences_beyond_the_cap_are_unsupported() {
+        for sequence in [MAX_SEQUENCE + 1, u32::MAX] {
+            let r = Record::new(sequence, RecordKind::Confirmed { slot: SlotId::A });
+            assert_eq!(
+                decode(&r.encode()),
+                Decoded::Corrupt(Corruption::Unsupported),
+                "{sequence:#x}"
+            );
         }
     }
 

@@ -217,8 +217,8 @@ impl BootState {
         self.last_sequence
     }
 
-    /// The sequence number the next appended record must carry. (It cannot reach `u32::MAX`:
-    /// two sectors of 1024 records erased 10,000 times, the F4's endurance, is about 2^24.)
+    /// The sequence number the next appended record must carry. Replayed records carry at
+    /// most [`MAX_SEQUENCE`](super::record::MAX_SEQUENCE), so this never saturates.
     pub const fn next_sequence(&self) -> u32 {
         match self.last_sequence {
             Some(last) => last.saturating_add(1),

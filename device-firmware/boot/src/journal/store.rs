@@ -44,7 +44,7 @@
 //! without an erase); replay skips it. Each append programs one whole 16-byte record (four
 //! 32-bit words), then reads it back.
 
-use super::record::{decode, Decoded, Record, RecordKind, RECORD_LEN};
+use super::record::{decode, Decoded, Record, RecordKind, MAX_SEQUENCE, RECORD_LEN};
 use super::replay::BootState;
 use embedded_storage::nor_flash::NorFlash;
 use fota_protocol::layout::{FLASH_BASE, JOURNAL};
@@ -128,6 +128,10 @@ pub enum JournalError<E> {
         /// Records the snapshot needs, the appended record included.
         records: u32,
     },
+    /// The sequence numbers ran out ([`MAX_SEQUENCE`]): only a journal holding a forged record
+    /// gets here, since the F4's erase endurance allows about 2^24 records. Nothing was written.
+    #[error("the journal's sequence numbers are exhausted")]
+    SequenceExhausted,
 }
 
 /// The records that replay, from the empty state, to `state` (up to sequence numbering). The
@@ -261,6 +265,9 @@ impl<F: NorFlash> BootJournal<F> {
         if self.remaining() == 0 {
             self.compact()?;
         }
+        if self.state.next_sequence() > MAX_SEQUENCE {
+            return Err(JournalError::SequenceExhausted);
+        }
         let Some(sector) = self.active else {
             // compact() commits a sector or fails; this is not reached.
             return Err(JournalError::BadRegion);
@@ -303,6 +310,9 @@ impl<F: NorFlash> BootJournal<F> {
             return Err(JournalError::SnapshotTooLarge {
                 records: records + 1,
             });
+        }
+        if self.state.next_sequence() > MAX_SEQUENCE - records {
+            return Err(JournalError::SequenceExhausted);
         }
         let from = self.region.sectors[target];
         self.flash
@@ -630,6 +640,26 @@ mod tests {
         j.flash_mut().fail_writes_after = None;
         j.append(Attempt { slot: B }).unwrap();
         assert_eq!(j.state().attempts(), 3);
+    }
+
+    #[test]
+    fn a_journal_at_the_end_of_its_sequence_numbers_refuses_to_write() {
+        // Only a forged record gets a journal here; it must refuse, not write records that
+        // replay out of order.
+        let mut flash = MemFlash::new();
+        let at = REGION.offset(0, 0) as usize;
+        flash.bytes[at..at + RECORD_LEN]
+            .copy_from_slice(&Record::new(MAX_SEQUENCE, Confirmed { slot: A }).encode());
+        let mut j = open(flash);
+        assert_eq!(j.state().confirmed(), Some(A));
+        let before = j.flash_mut().bytes.clone();
+        assert_eq!(
+            j.append(Pending { slot: B }),
+            Err(JournalError::SequenceExhausted)
+        );
+        assert_eq!(j.compact(), Err(JournalError::SequenceExhausted));
+        assert!(j.flash_mut().bytes == before, "nothing written");
+        assert_eq!(j.state().confirmed(), Some(A));
     }
 
     #[test]

@@ -74,6 +74,7 @@ pub fn journal_error(e: &JournalError<FlashError>) -> &'static str {
         JournalError::BadRegion => "BadRegion",
         JournalError::ReadBack { .. } => "ReadBack",
         JournalError::SnapshotTooLarge { .. } => "SnapshotTooLarge",
+        JournalError::SequenceExhausted => "SequenceExhausted",
     }
 }
 
