@@ -34,8 +34,7 @@ fn device_to_server<T: Serialize + DeserializeOwned + PartialEq + Debug>(data: &
 fn server_to_device<T: Serialize + DeserializeOwned + PartialEq + Debug>(data: &[u8]) {
     for message in decode_both::<T>(data) {
         let json = serde_json::to_vec(&message).expect("the server encodes it");
-        let (read, used) =
-            serde_json_core::from_slice::<T>(&json).expect("the device decodes it");
+        let (read, used) = serde_json_core::from_slice::<T>(&json).expect("the device decodes it");
         assert_eq!(read, message);
         assert_eq!(used, json.len());
     }

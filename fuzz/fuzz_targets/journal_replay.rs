@@ -48,9 +48,16 @@ impl Kind {
 enum Slot {
     Erased,
     /// A complete record (valid CRC), with any sequence number.
-    Record { sequence: u32, kind: Kind },
+    Record {
+        sequence: u32,
+        kind: Kind,
+    },
     /// A record cut by a power loss after `keep` bytes (the rest still erased).
-    Torn { sequence: u32, kind: Kind, keep: u8 },
+    Torn {
+        sequence: u32,
+        kind: Kind,
+        keep: u8,
+    },
     /// Anything at all.
     Raw([u8; RECORD_LEN]),
 }
@@ -143,7 +150,10 @@ fuzz_target!(|input: Input| {
                     Ok(record) => assert_eq!(record.kind, kind.record()),
                     Err(e) => acceptable(e),
                 }
-                assert!(journal.state().security_counter() >= floor, "the floor went down");
+                assert!(
+                    journal.state().security_counter() >= floor,
+                    "the floor went down"
+                );
             }
             Op::Compact => {
                 if let Err(e) = journal.compact() {
