@@ -1,5 +1,6 @@
 //! `fota devices [filters]`, `fota devices show ID`, `fota devices register`: the fleet
-//! (`/v1/devices`).
+//! (`/v1/devices`); `fota devices identity`: a registered device's identity sector image, to
+//! flash at 0x0801_0000 (no server needed).
 
 use super::client::Client;
 use super::format::{ago, now_ms, or_dash, utc, Table};
@@ -32,6 +33,38 @@ pub enum Action {
     /// All or none: one id that exists already refuses the whole file. Each device's token is
     /// in the answer and never shown again: it is written to stdout, or to a new --out file.
     Register(RegisterArgs),
+    /// Write the identity sector image of a registered device (id, token, server URL, model,
+    /// CRC), to flash at 0x0801_0000; see docs/FIRMWARE.md.
+    ///
+    /// The token comes from what `fota devices register` printed: --tokens FILE (its JSON) with
+    /// --id, or --token. The file holds the token: it is written with mode 0600 and an
+    /// existing file is never replaced.
+    Identity(IdentityArgs),
+}
+
+/// `fota devices identity`.
+#[derive(Debug, clap::Args)]
+#[command(group(clap::ArgGroup::new("secret").required(true).args(["tokens", "token"])))]
+pub struct IdentityArgs {
+    /// Device id.
+    #[arg(long)]
+    pub id: String,
+    /// The JSON `fota devices register` printed (or wrote with --out); `-` reads stdin.
+    #[arg(long, value_name = "FILE")]
+    pub tokens: Option<PathBuf>,
+    /// The device's token itself.
+    #[arg(long, value_name = "TOKEN")]
+    pub token: Option<String>,
+    /// The server URL the device will use (as it reaches the server, e.g. through its APN).
+    #[arg(long, value_name = "URL")]
+    pub server_url: String,
+    /// The device's hardware model, as registered.
+    #[arg(long)]
+    pub model: String,
+    /// Where to write the image (binary, for `probe-rs download --binary-format bin
+    /// --base-address 0x08010000`).
+    #[arg(long, short = 'o', value_name = "FILE")]
+    pub out: PathBuf,
 }
 
 /// `fota devices` (the listing).
@@ -99,7 +132,61 @@ pub fn run(args: &Args, out: &mut dyn Write) -> anyhow::Result<()> {
         None => list(&args.list, out),
         Some(Action::Show(a)) => show(a, out),
         Some(Action::Register(a)) => register(a, out),
+        Some(Action::Identity(a)) => identity(a, out),
     }
+}
+
+fn identity(args: &IdentityArgs, out: &mut dyn Write) -> anyhow::Result<()> {
+    use fota_protocol::identity::{Identity, MAX_RECORD_LEN};
+    let token = match (&args.token, &args.tokens) {
+        (Some(token), _) => token.clone(),
+        (None, Some(path)) => {
+            let registered: Registered =
+                serde_json::from_slice(&read_input(path)?).with_context(|| {
+                    format!(
+                        "{}: not what `fota devices register` prints",
+                        path.display()
+                    )
+                })?;
+            registered
+                .devices
+                .into_iter()
+                .find(|d| d.id == args.id)
+                .map(|d| d.token)
+                .with_context(|| format!("{}: no device {:?} in it", path.display(), args.id))?
+        }
+        (None, None) => anyhow::bail!("give --tokens FILE or --token TOKEN"),
+    };
+    let identity = Identity {
+        device_id: &args.id,
+        token: token.trim(),
+        server_url: &args.server_url,
+        model: &args.model,
+    };
+    // Padded with the erased value to whole 16-byte flash lines.
+    let mut image = vec![0xFF; MAX_RECORD_LEN.next_multiple_of(16)];
+    let len = identity
+        .encode(&mut image)
+        .map_err(|e| anyhow::anyhow!("{e}"))?;
+    image.truncate(len.next_multiple_of(16));
+    crate::atomic::write_atomic(&args.out, &image, 0o600, false).map_err(|e| {
+        if e.kind() == std::io::ErrorKind::AlreadyExists {
+            anyhow::anyhow!(
+                "{} exists; fota never replaces a file holding a token",
+                args.out.display()
+            )
+        } else {
+            anyhow::anyhow!("cannot write {}: {e}", args.out.display())
+        }
+    })?;
+    writeln!(
+        out,
+        "identity of {} ({} bytes) in {}: flash it at 0x08010000",
+        args.id,
+        image.len(),
+        args.out.display()
+    )?;
+    Ok(())
 }
 
 fn status_name(status: DeviceStatus) -> &'static str {
@@ -306,4 +393,68 @@ fn register(args: &RegisterArgs, out: &mut dyn Write) -> anyhow::Result<()> {
         }
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod identity_tests {
+    #![allow(clippy::unwrap_used)]
+    use super::*;
+    use fota_protocol::identity::Identity;
+
+    fn args(dir: &Path, tokens: Option<PathBuf>, token: Option<&str>) -> IdentityArgs {
+        IdentityArgs {
+            id: "lamp-2".into(),
+            tokens,
+            token: token.map(Into::into),
+            server_url: "http://fota.example.com:8080".into(),
+            model: "streetlight-f429".into(),
+            out: dir.join("identity.bin"),
+        }
+    }
+
+    #[test]
+    fn writes_the_record_the_device_reads_from_the_register_answer() {
+        let dir = tempfile::tempdir().unwrap();
+        let tokens = dir.path().join("tokens.json");
+        std::fs::write(
+            &tokens,
+            r#"{"devices":[{"id":"lamp-1","token":"fota_dev_1"},{"id":"lamp-2","token":"fota_dev_2"}]}"#,
+        )
+        .unwrap();
+        let a = args(dir.path(), Some(tokens), None);
+        let mut out = Vec::new();
+        identity(&a, &mut out).unwrap();
+        let bytes = std::fs::read(&a.out).unwrap();
+        assert_eq!(bytes.len() % 16, 0);
+        let decoded = Identity::decode(&bytes).unwrap();
+        assert_eq!(decoded.device_id, "lamp-2");
+        assert_eq!(decoded.token, "fota_dev_2");
+        assert_eq!(decoded.model, "streetlight-f429");
+        assert_eq!(decoded.base_url(), "http://fota.example.com:8080");
+        #[cfg(unix)]
+        {
+            use std::os::unix::fs::PermissionsExt as _;
+            let mode = std::fs::metadata(&a.out).unwrap().permissions().mode();
+            assert_eq!(mode & 0o777, 0o600);
+        }
+        // Never replaced.
+        let err = identity(&a, &mut out).unwrap_err().to_string();
+        assert!(err.contains("exists"), "{err}");
+    }
+
+    #[test]
+    fn refuses_an_unknown_device_and_invalid_fields() {
+        let dir = tempfile::tempdir().unwrap();
+        let tokens = dir.path().join("tokens.json");
+        std::fs::write(&tokens, r#"{"devices":[{"id":"lamp-1","token":"t"}]}"#).unwrap();
+        let err = identity(&args(dir.path(), Some(tokens), None), &mut Vec::new())
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("no device \"lamp-2\""), "{err}");
+        let mut bad = args(dir.path(), None, Some("fota_dev_x"));
+        bad.server_url = "fota.example.com".into();
+        let err = identity(&bad, &mut Vec::new()).unwrap_err().to_string();
+        assert!(err.contains("server URL"), "{err}");
+        assert!(!bad.out.exists());
+    }
 }
