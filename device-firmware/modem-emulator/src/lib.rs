@@ -141,6 +141,8 @@ pub struct Config {
     pub module_buffer: usize,
     /// Time the module takes per HTTP request on top of the real one (network latency).
     pub latency: Duration,
+    /// Print every HTTP request and injected fault to stderr.
+    pub verbose: bool,
 }
 
 impl Default for Config {
@@ -149,6 +151,7 @@ impl Default for Config {
             pacing: Pacing::Unlimited,
             module_buffer: 64 * 1024,
             latency: Duration::ZERO,
+            verbose: false,
         }
     }
 }

@@ -46,6 +46,9 @@ struct Args {
     /// Sprinkle URCs before every answer.
     #[arg(long)]
     urc_noise: bool,
+    /// Print every HTTP request and injected fault.
+    #[arg(long)]
+    verbose: bool,
     /// Stop after this many sessions (default: serve forever).
     #[arg(long)]
     sessions: Option<u32>,
@@ -61,6 +64,7 @@ fn main() -> anyhow::Result<()> {
     let config = Config {
         pacing,
         latency: Duration::from_millis(args.latency_ms),
+        verbose: args.verbose,
         ..Config::default()
     };
     let faults = Faults::with(FaultPlan {

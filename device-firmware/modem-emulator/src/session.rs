@@ -267,7 +267,7 @@ fn handle<W: Write>(
                 error(out)?
             }
         }
-        _ if upper.starts_with("AT+CGDCONT=") => ok(out)?,
+        _ if upper.starts_with("AT+CGDCONT=") || upper == "AT+IFC=2,2" => ok(out)?,
         _ if upper.starts_with("AT+HTTPPARA=") => {
             let args = quoted_args(&command["AT+HTTPPARA=".len()..]);
             if !m.http_init || args.len() != 2 {
@@ -397,6 +397,22 @@ fn action<W: Write>(
         }
         None
     });
+    if config.verbose {
+        let what = match &fault {
+            Some(Fault::Silent(_)) => " (fault: module silent)",
+            Some(Fault::Pdp) => " (fault: PDP context lost)",
+            Some(Fault::Drop) => " (fault: link drop)",
+            None => "",
+        };
+        match start {
+            Some(start) => eprintln!("modem: GET {} from {start}{what}", m.url),
+            None => eprintln!(
+                "modem: {} {}{what}",
+                if method == 0 { "GET" } else { "POST" },
+                m.url
+            ),
+        }
+    }
     match fault {
         Some(Fault::Silent(d)) => {
             m.silent_until = Some(Instant::now() + d);

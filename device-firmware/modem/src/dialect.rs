@@ -7,6 +7,7 @@
 //! ```text
 //! AT                                   probe (repeated until OK)
 //! ATE0                                 no echo
+//! AT+IFC=2,2                           RTS/CTS hardware flow control both ways
 //! AT+CGDCONT=1,"IP","<apn>"            PDP context 1
 //! AT+CGACT=1,1                         activate it
 //! AT+HTTPTERM / AT+HTTPINIT            (re)start the HTTP service
@@ -124,6 +125,8 @@ impl HttpDialect for Sim7600 {
         }
         probe?;
         at.command(t.command_ms, "ATE0", format_args!("ATE0"))?;
+        // RTS/CTS both ways: the MCU polls its USART and may be busy erasing flash.
+        at.command(t.command_ms, "AT+IFC", format_args!("AT+IFC=2,2"))?;
         at.command(
             t.command_ms,
             "AT+CGDCONT",

@@ -175,6 +175,8 @@ impl<'a, S: Serial, C: Clock, D: HttpDialect> ModemTransport<'a, S, C, D> {
         let timeouts = self.config.timeouts;
         self.with_link(|t| {
             t.stats.requests += 1;
+            // The answer replaces whatever artifact segment the module held.
+            t.segment = None;
             let request = Request {
                 method: Method::Post,
                 url: &url,
