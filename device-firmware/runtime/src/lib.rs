@@ -224,8 +224,23 @@ where
             .map_or(self.config.default_poll_ms, |s| u64::from(s) * 1000)
     }
 
-    /// One bounded step of the OTA work at time `now_ms`; says what to do next.
+    /// One bounded step of the OTA work at time `now_ms`; says what to do next. On a trial
+    /// boot no wait it asks for reaches past the trial deadline.
     pub fn poll(&mut self, now_ms: u64, log: &mut impl Log) -> Action {
+        let action = self.step(now_ms, log);
+        if !self.client.boot().info().is_trial() {
+            return action;
+        }
+        let deadline = self.booted_ms + self.config.trial_deadline_ms;
+        let left = deadline.saturating_sub(now_ms).max(1);
+        match action {
+            Action::Wait(ms) => Action::Wait(ms.min(left)),
+            Action::Idle(ms) => Action::Wait(ms.min(left)),
+            other => other,
+        }
+    }
+
+    fn step(&mut self, now_ms: u64, log: &mut impl Log) -> Action {
         let now = now_ms;
         // 1. The trial deadline, before anything that could take time.
         if self.client.boot().info().is_trial()

@@ -8,8 +8,9 @@
 //! top of their WRP protection.
 //!
 //! With the `qemu` feature the journal sectors (2-3) are served from a RAM overlay
-//! (`overlay.rs`), because QEMU drops flash writes; everything else, and every build
-//! without the feature, programs the real registers.
+//! (`overlay.rs`), because QEMU drops flash writes; and when the harness provides a host file
+//! `flash.bin`, every write and erase also goes to it through semihosting (`mirror.rs`), so
+//! flash survives QEMU's restarts. Every build without the feature programs the real registers.
 
 use crate::pac;
 use embedded_storage::nor_flash::{
@@ -95,6 +96,9 @@ pub struct Flash {
     /// QEMU only: the journal sectors as this QEMU session has written them.
     #[cfg(feature = "qemu")]
     overlay: &'static mut crate::overlay::Overlay,
+    /// QEMU only: the host file flash persists in, if the harness gave one.
+    #[cfg(feature = "qemu")]
+    mirror: Option<crate::mirror::Mirror>,
 }
 
 fn sector_boundary(offset: u32) -> Option<usize> {
@@ -123,13 +127,38 @@ impl Flash {
             regs,
             #[cfg(feature = "qemu")]
             overlay: crate::overlay::Overlay::take(),
+            #[cfg(feature = "qemu")]
+            mirror: crate::mirror::Mirror::open(),
         }
     }
 
+    /// Whether writes persist (always on a device; under QEMU, when the harness gave a
+    /// `flash.bin` to mirror them to).
+    pub fn persists(&self) -> bool {
+        #[cfg(feature = "qemu")]
+        return self.mirror.is_some();
+        #[cfg(not(feature = "qemu"))]
+        true
+    }
+
     /// RDP level and WRP mask from FLASH_OPTCR (the option bytes loaded at reset). Under QEMU the
-    /// register reads 0 (level 1, every sector protected): it is not modeled.
-    pub fn protection(&self) -> Protection {
+    /// register is not modeled (it reads 0); the `qemu` build reads a stand-in the harness may
+    /// put in the last 8 bytes of the identity sector (`OPTB`, then the OPTCR value), and
+    /// without it a factory device's value (RDP level 0, nothing write-protected).
+    pub fn protection(&mut self) -> Protection {
+        #[cfg(not(feature = "qemu"))]
         let optcr = self.regs.optcr().read().bits();
+        #[cfg(feature = "qemu")]
+        let optcr = {
+            let mut word = [0u8; 8];
+            let at = fota_protocol::layout::IDENTITY.end() - 8 - FLASH_BASE;
+            match ReadNorFlash::read(self, at, &mut word) {
+                Ok(()) if &word[..4] == b"OPTB" => {
+                    u32::from_le_bytes([word[4], word[5], word[6], word[7]])
+                }
+                _ => 0x0FFF_AAED,
+            }
+        };
         let rdp = (optcr >> 8) as u8;
         let n_wrp = ((optcr >> 16) & 0x0FFF) as u16;
         let sprmod = optcr & (1 << 31) != 0;
@@ -251,6 +280,38 @@ impl Flash {
     }
 }
 
+#[cfg(feature = "qemu")]
+impl Flash {
+    /// QEMU with `flash.bin`: program `bytes` into the file with the NOR rule of the real
+    /// driver (only clear bits), checked against what the flash holds now.
+    fn write_mirrored(&mut self, offset: u32, bytes: &[u8]) -> Result<(), FlashError> {
+        let mut current = [0u8; 64];
+        let mut programmed = [0u8; 64];
+        for (i, chunk) in bytes.chunks(current.len()).enumerate() {
+            let at = offset + (i * current.len()) as u32;
+            ReadNorFlash::read(self, at, &mut current[..chunk.len()])?;
+            if current
+                .iter()
+                .zip(chunk)
+                .any(|(&have, &want)| have & want != want)
+            {
+                return Err(FlashError::NeedsErase);
+            }
+            for ((out, &have), &want) in programmed.iter_mut().zip(&current).zip(chunk) {
+                *out = have & want;
+            }
+            let written = self
+                .mirror
+                .as_mut()
+                .is_some_and(|m| m.write(at, &programmed[..chunk.len()]));
+            if !written {
+                return Err(FlashError::Operation(0));
+            }
+        }
+        Ok(())
+    }
+}
+
 fn read_word(offset: u32) -> u32 {
     // SAFETY: callers pass a word-aligned offset inside flash, which is always mapped and
     // readable at FLASH_BASE; volatile because programming changes it behind the compiler.
@@ -277,7 +338,12 @@ impl ReadNorFlash for Flash {
             )
         };
         #[cfg(feature = "qemu")]
-        self.overlay.read(offset, bytes);
+        {
+            self.overlay.read(offset, bytes);
+            if let Some(mirror) = &self.mirror {
+                mirror.read(offset, bytes, crate::overlay::RANGE);
+            }
+        }
         Ok(())
     }
 
@@ -310,10 +376,21 @@ impl NorFlash for Flash {
         match crate::overlay::coverage(from, (to - from) as usize) {
             crate::overlay::Coverage::Inside => {
                 self.overlay.erase(from, to);
+                if let Some(mirror) = &mut self.mirror {
+                    mirror.erase(from, to);
+                }
                 return Ok(());
             }
             crate::overlay::Coverage::Straddles => return Err(FlashError::OutOfBounds),
-            crate::overlay::Coverage::Outside => {}
+            crate::overlay::Coverage::Outside => {
+                if let Some(mirror) = &mut self.mirror {
+                    return if mirror.erase(from, to) {
+                        Ok(())
+                    } else {
+                        Err(FlashError::Operation(0))
+                    };
+                }
+            }
         }
         self.unlock();
         let mut result = Ok(());
@@ -343,10 +420,22 @@ impl NorFlash for Flash {
                     return Err(FlashError::NeedsErase);
                 }
                 self.overlay.program(offset, bytes);
+                if let Some(mirror) = &mut self.mirror {
+                    let mut programmed = [0u8; 64];
+                    for (i, chunk) in bytes.chunks(programmed.len()).enumerate() {
+                        let at = offset + (i * programmed.len()) as u32;
+                        self.overlay.read(at, &mut programmed[..chunk.len()]);
+                        mirror.write(at, &programmed[..chunk.len()]);
+                    }
+                }
                 return Ok(());
             }
             crate::overlay::Coverage::Straddles => return Err(FlashError::OutOfBounds),
-            crate::overlay::Coverage::Outside => {}
+            crate::overlay::Coverage::Outside => {
+                if self.mirror.is_some() {
+                    return self.write_mirrored(offset, bytes);
+                }
+            }
         }
         // NOR rule, checked before anything is programmed: only clear bits.
         for (i, chunk) in bytes.chunks_exact(WORD).enumerate() {

@@ -4,20 +4,28 @@
 //!   0x0800_0000, the same convention as `fota_sim::flash::SimFlash`), and the RDP/WRP option
 //!   bytes.
 //! - [`watchdog`]: the independent watchdog (start, kick).
+//! - [`usart`]: the modem's serial port (USART1, RTS/CTS), polled, for `fota-modem`.
+//! - [`clock`]: a millisecond clock from SysTick, for timeouts and the trial deadline.
 //! - [`boot`]: clock/cache setup and the jump into a slot (VTOR, MSP, reset vector), which only a
 //!   [`boot::BootTarget`] built from a verified image can make.
 //!
 //! Every `unsafe` block carries a `// SAFETY:` comment. The `qemu` feature skips what
 //! qemu-system-arm `-M netduinoplus2` does not model (RCC, flash interface, IWDG read as 0), and
-//! serves the journal sectors from a RAM overlay, since QEMU drops flash writes (`overlay`).
+//! serves the journal sectors from a RAM overlay, since QEMU drops flash writes (`overlay`);
+//! with a host file `flash.bin` from the harness, writes persist across QEMU restarts
+//! (`mirror`).
 #![no_std]
 #![deny(unsafe_op_in_unsafe_fn, missing_docs)]
 #![warn(clippy::undocumented_unsafe_blocks)]
 
 pub mod boot;
+pub mod clock;
 pub mod flash;
 #[cfg(feature = "qemu")]
+mod mirror;
+#[cfg(feature = "qemu")]
 mod overlay;
+pub mod usart;
 #[cfg_attr(feature = "qemu", allow(dead_code))]
 pub mod watchdog;
 

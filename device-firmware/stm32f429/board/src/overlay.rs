@@ -17,7 +17,9 @@
 //! contents and marks it with [`MAGIC`].
 //!
 //! Everything outside the journal sectors goes to the real driver, so slot writes fail under
-//! QEMU (programming is dropped and the read-back does not match): QEMU shows no OTA install.
+//! QEMU (programming is dropped and the read-back does not match), unless the harness gave a
+//! `flash.bin` to mirror writes to (`mirror.rs`), which also keeps the journal across QEMU
+//! restarts.
 
 use fota_protocol::layout::{FLASH_BASE, JOURNAL};
 
@@ -28,6 +30,8 @@ const ADDRESS: usize = 0x2002_0000;
 /// The journal's offset (from FLASH_BASE) and size: sectors 2-3, 32 KB.
 const START: u32 = JOURNAL.start - FLASH_BASE;
 const SIZE: usize = JOURNAL.size as usize;
+/// The flash offsets the overlay serves.
+pub(crate) const RANGE: core::ops::Range<u32> = START..START + SIZE as u32;
 
 /// The RAM image of the journal sectors.
 #[repr(C)]

@@ -1,0 +1,324 @@
+#!/usr/bin/env bash
+# Whole update cycles in QEMU: the real bootloader and the real application images
+# (device-firmware/stm32f429/app, the `qemu` feature) on qemu-system-arm -M netduinoplus2, the
+# modem on USART1 through a QEMU chardev socket to the host modem emulator (SIM7600 dialect),
+# which makes real HTTP requests to a real `fota serve` on SQLite. Operators' steps go through
+# the `fota` CLI (register, identity, release upload, rollout start and status).
+#
+# QEMU cannot program flash: the `qemu` build mirrors every flash write to the scenario's
+# flash.bin through semihosting, and runs with -no-reboot, so a reset ends QEMU and this script
+# starts it again on the flash the last run left ("boot N" below). The application leaves QEMU
+# by itself when it has nothing left to do ("ota: idle").
+#
+# Scenarios (each asserted from the firmware's output and from the server's API):
+#   update       v1 in A is offered v2 for B, downloads it through one link drop (resumed at the
+#                same offset), verifies, marks B pending, resets; B boots on trial, reaches the
+#                server, confirms, reports; the server shows the device confirmed on v2.
+#   incident     (continues `update`) v3, a build that boots and never reaches the server, is
+#                installed into A; the trial deadline resets it, three attempts, the bootloader
+#                reverts to v2, v2 reports the rollback, the rollout halts.
+#   power-cut    QEMU is killed in the middle of the download; the next boot resumes it from
+#                the offset recorded in flash, and the update completes.
+#   verify-fail  an image signed with a key the server trusts and the device does not: never
+#                marked pending, reported as verify_failed.
+#   wrp          write protection (option bytes) covers slot B: the device reports its WRP mask
+#                at check-in, the server records it protection_blocked and offers nothing, and
+#                nothing is written. (The client refuses such an offer too, should a server make
+#                it: host-tested in device-firmware/ota-client/tests/client.rs.)
+#
+# Usage: device-firmware/stm32f429/qemu/ota-tests.sh        (exits non-zero if any scenario fails)
+# Environment: OTA_BYTES_PER_SEC (emulator line rate, default 100000: fast, for CI),
+#              OTA_TRIAL_DEADLINE_MS (default 5000).
+set -uo pipefail
+
+BOARD="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+ROOT="$(cd "$BOARD/../.." && pwd)"
+OUT="$BOARD/target/qemu-ota"
+TARGET_DIR="$BOARD/target/thumbv7em-none-eabihf/release"
+RATE="${OTA_BYTES_PER_SEC:-100000}"
+DEADLINE_MS="${OTA_TRIAL_DEADLINE_MS:-5000}"
+BOOT_TIMEOUT=60
+rm -rf "$OUT"
+mkdir -p "$OUT"
+
+die() { echo "ota-tests: $*" >&2; exit 2; }
+PIDS=()
+cleanup() { for p in "${PIDS[@]}"; do kill "$p" 2>/dev/null; done; wait 2>/dev/null; }
+trap cleanup EXIT
+
+command -v qemu-system-arm >/dev/null || die "qemu-system-arm missing (scripts/setup installs it)"
+OBJCOPY="$(command -v llvm-objcopy || command -v arm-none-eabi-objcopy)" || die "no objcopy"
+HOST="$(rustc -vV | sed -n 's/^host: //p')"
+free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'; }
+
+# --- host tools: the fota binary, the modem emulator, the journal seeder ----------------------
+(cd "$ROOT" && cargo build -q --bin fota --bin fota-modem-emulator) || die "host build failed"
+HOST_BIN="$(cd "$ROOT" && cargo metadata --format-version 1 --no-deps | python3 -c 'import json,sys; print(json.load(sys.stdin)["target_directory"])')/debug"
+FOTA="$HOST_BIN/fota"
+EMULATOR="$HOST_BIN/fota-modem-emulator"
+SEED_TARGET="$BOARD/target/journal-seed"
+cargo build --release -q --manifest-path "$BOARD/qemu/journal-seed/Cargo.toml" --target "$HOST" \
+    --target-dir "$SEED_TARGET" || die "journal-seed build failed"
+SEED="$SEED_TARGET/$HOST/release/fota-journal-seed"
+
+# --- keys: the one the firmware trusts, and one only the server trusts ------------------------
+KEYS="$BOARD/target/qemu-test"
+mkdir -p "$KEYS"
+[ -f "$KEYS/test-key.pub.pem" ] || "$FOTA" keygen --out "$KEYS/test-key.pem" --force >/dev/null || die "keygen failed"
+"$FOTA" keygen --out "$OUT/other-key.pem" --force >/dev/null || die "keygen failed"
+export FOTA_TRUSTED_KEY="$KEYS/test-key.pub.pem"
+
+# --- firmware ----------------------------------------------------------------------------------
+cd "$BOARD" || die "no $BOARD"
+cargo build --release -q -p fota-bootloader --features qemu || die "bootloader build failed"
+"$OBJCOPY" -O binary "$TARGET_DIR/fota-bootloader" "$OUT/bootloader.bin" || die "objcopy failed"
+export FOTA_TRIAL_DEADLINE_MS="$DEADLINE_MS"
+for slot in a b; do
+    cargo build --release -q -p fota-app --features "qemu,slot-$slot" || die "app build failed"
+    cp "$TARGET_DIR/fota-app" "$OUT/app-$slot.elf"
+    cargo build --release -q -p fota-app --features "qemu,slot-$slot,fault-no-network" || die "app build failed"
+    cp "$TARGET_DIR/fota-app" "$OUT/app-fault-$slot.elf"
+done
+sign() {  # sign KEY ELF SLOT VERSION OUT
+    "$FOTA" sign --key "$1" --slot "$3" --version "$4" --security-counter 1 "$2" -o "$5" >/dev/null \
+        || die "fota sign $5 failed"
+}
+for slot in a b; do
+    sign "$KEYS/test-key.pem" "$OUT/app-$slot.elf" "$slot" 1.0.0 "$OUT/v1-$slot.bin"
+    sign "$KEYS/test-key.pem" "$OUT/app-$slot.elf" "$slot" 2.0.0 "$OUT/v2-$slot.bin"
+    sign "$KEYS/test-key.pem" "$OUT/app-fault-$slot.elf" "$slot" 3.0.0 "$OUT/v3-$slot.bin"
+    sign "$OUT/other-key.pem" "$OUT/app-$slot.elf" "$slot" 2.0.0 "$OUT/v2-other-$slot.bin"
+done
+"$SEED" "$OUT/journal.bin" counter:1 confirmed:a 2>/dev/null || die "journal-seed failed"
+echo "app size (qemu build): $(stat -c %s "$OUT/v2-a.bin") bytes signed"
+
+# --- the server --------------------------------------------------------------------------------
+PORT="$(free_port)"
+SERVER="http://127.0.0.1:$PORT"
+"$FOTA" serve --listen "127.0.0.1:$PORT" --data-dir "$OUT/server" \
+    --trusted-key "$KEYS/test-key.pub.pem" --trusted-key "$OUT/other-key.pub.pem" \
+    --sweep-interval-ms 200 --flush-interval-ms 100 >"$OUT/server.log" 2>&1 &
+PIDS+=($!)
+healthy() { python3 -c "import sys, urllib.request; urllib.request.urlopen(sys.argv[1], timeout=1)" "$SERVER/healthz" 2>/dev/null; }
+for _ in $(seq 100); do healthy && break; sleep 0.1; done
+healthy || { cat "$OUT/server.log"; die "fota serve did not start"; }
+export FOTA_SERVER="$SERVER"
+FOTA_TOKEN="$("$FOTA" token create --name qemu-tests --role admin --data-dir "$OUT/server")" || die "token create failed"
+export FOTA_TOKEN
+
+json() {  # json EXPR: evaluate a Python expression on the JSON in stdin (`j` is the document)
+    python3 -c "import json,sys; j=json.load(sys.stdin); print($1)"
+}
+
+# --- scenario helpers -------------------------------------------------------------------------
+PASSED=0; FAILED=0
+CURRENT=""
+fail() { echo "FAIL $CURRENT: $*"; FAILED=$((FAILED + 1)); }
+pass() { echo "PASS $CURRENT"; PASSED=$((PASSED + 1)); }
+
+# new_device NAME [OPTCR]: provision lamp-NAME of model qemu-NAME, compose its flash (bootloader,
+# journal with A confirmed, identity, v1 in A, and the option-bytes stand-in when given).
+new_device() {
+    local name="$1" optcr="${2:-}" dir="$OUT/$1"
+    mkdir -p "$dir"
+    echo "lamp-$name,qemu-$name," | "$FOTA" devices register --csv - --out "$dir/tokens.json" >/dev/null \
+        || die "register lamp-$name failed"
+    "$FOTA" devices identity --id "lamp-$name" --tokens "$dir/tokens.json" --server-url "$SERVER" \
+        --model "qemu-$name" -o "$dir/identity.bin" >/dev/null || die "identity lamp-$name failed"
+    python3 - "$OUT/bootloader.bin" "$OUT/journal.bin" "$dir/identity.bin" "$OUT/v1-a.bin" \
+        "$dir/flash.bin" "$optcr" <<'PY'
+import struct, sys
+boot, journal, identity, app, out, optcr = sys.argv[1:7]
+flash = bytearray(b"\xff" * (1024 * 1024))
+def put(path, offset, limit):
+    data = open(path, "rb").read()
+    assert len(data) <= limit, f"{path}: {len(data)} bytes do not fit {limit}"
+    flash[offset:offset + len(data)] = data
+put(boot, 0, 0x8000)
+put(journal, 0x8000, 0x8000)
+put(identity, 0x10000, 0x10000 - 8)
+put(app, 0x20000, 0x40000)
+if optcr:
+    flash[0x1fff8:0x20000] = b"OPTB" + struct.pack("<I", int(optcr, 0))
+open(out, "wb").write(flash)
+PY
+}
+
+# emulator NAME ARGS...: start the modem emulator for scenario NAME; sets EPORT.
+emulator() {
+    local name="$1"; shift
+    EPORT="$(free_port)"
+    "$EMULATOR" --listen "127.0.0.1:$EPORT" --bytes-per-sec "$RATE" --verbose "$@" \
+        >"$OUT/$name/emulator.log" 2>&1 &
+    EMU_PID=$!
+    PIDS+=($EMU_PID)
+    for _ in $(seq 50); do grep -q "SIM7600 on" "$OUT/$name/emulator.log" && return; sleep 0.1; done
+    die "emulator for $name did not start"
+}
+
+# boot NAME N [KILL-REGEX]: power the device on (QEMU on its flash.bin) until it resets or goes
+# idle; with KILL-REGEX, cut the power (kill QEMU) as soon as its output matches.
+boot() {
+    local name="$1" n="$2" kill_at="${3:-}" dir="$OUT/$1"
+    local log="$dir/boot-$n.log"
+    (cd "$dir" && exec timeout "$BOOT_TIMEOUT" qemu-system-arm -M netduinoplus2 -nographic \
+        -monitor none -no-reboot -semihosting-config enable=on,target=native \
+        -chardev "socket,id=modem,host=127.0.0.1,port=$EPORT" -serial chardev:modem \
+        -device "loader,file=flash.bin,addr=0x08000000" >"$log" 2>&1) &
+    local pid=$!
+    if [ -n "$kill_at" ]; then
+        while kill -0 "$pid" 2>/dev/null; do
+            if grep -Eq "$kill_at" "$log"; then
+                pkill -KILL -P "$pid" 2>/dev/null
+                echo "    (power cut in boot $n)" >>"$log"
+                break
+            fi
+            sleep 0.05
+        done
+    fi
+    wait "$pid" 2>/dev/null
+    sleep 0.2   # let the emulator finish the session
+}
+
+# expect NAME N REGEX: boot N's output (lines joined) matches REGEX.
+expect() {
+    local flat; flat="$(tr '\n' ' ' <"$OUT/$1/boot-$2.log")"
+    if ! grep -Eq "$3" <<<"$flat"; then
+        fail "boot $2 did not print /$3/"
+        sed 's/^/    /' "$OUT/$1/boot-$2.log"
+        return 1
+    fi
+}
+
+# rollout NAME RELEASE-PREFIX: upload the release and start a one-stage rollout for qemu-NAME;
+# sets ROLLOUT.
+rollout() {
+    local name="$1" prefix="$2" release
+    release="$("$FOTA" release upload --model "qemu-$name" --image-a "$OUT/$prefix-a.bin" \
+        --image-b "$OUT/$prefix-b.bin" --notes "$prefix" --json | json 'j["id"]')" \
+        || die "upload $prefix for $name failed"
+    ROLLOUT="$("$FOTA" rollout start --release "$release" --stages 100 --bake 0 --min-sample 1 \
+        --max-failure-rate 0 --deadline 10m --json | json 'j["id"]')" || die "rollout for $name failed"
+}
+
+# status ID EXPR: a value from `fota rollout status ID --json`, once the server has settled.
+status() {
+    local out
+    for _ in $(seq 50); do
+        out="$("$FOTA" rollout status "$1" --json 2>/dev/null | json "$2")"
+        [ -n "${3:-}" ] && [ "$out" != "$3" ] && { sleep 0.2; continue; }
+        break
+    done
+    echo "$out"
+}
+
+check() {  # check WHAT ACTUAL EXPECTED
+    if [ "$2" != "$3" ]; then fail "$1: $2, expected $3"; return 1; fi
+}
+
+# --- update: v1 -> v2 through a link drop ------------------------------------------------------
+CURRENT=update
+new_device update
+emulator update --drop-link-at 8192 --drop-requests 1
+boot update 1
+expect update 1 "booting slot A \(confirmed\).*app 1\.0\.0 running from slot A.*ota: device lamp-update model qemu-update.*check-in: no offer.*ota: idle" && {
+rollout update v2
+UPDATE_ROLLOUT=$ROLLOUT
+boot update 2
+expect update 2 "offer 2\.0\.0 for slot B.*fetch failed \(1 in a row\).*update installed and pending; resetting" &&
+boot update 3 &&
+expect update 3 "journal: appended Attempt\(B\).*booting slot B \(trial, attempt 1\).*app 2\.0\.0 running from slot B.*on trial \(attempt 1\).*ota: confirmed slot B.*reported [0-9]+ events: trial_boot, confirmed.*ota: idle" &&
+grep -q "(fault: link drop)" "$OUT/update/emulator.log" &&
+{ [ "$(grep -A1 "(fault: link drop)" "$OUT/update/emulator.log" | grep -o 'from [0-9]*' | sort -u | wc -l)" = 1 ] \
+    || fail "the request after the link drop did not resume at the same offset"; } &&
+check "rollout state" "$(status "$UPDATE_ROLLOUT" 'j["state"]' completed)" completed &&
+check "confirmed devices" "$(status "$UPDATE_ROLLOUT" 'j["counts"]["confirmed"]')" 1 &&
+check "device version" "$("$FOTA" devices show lamp-update --json | json 'j["firmware_version"]')" 2.0.0 &&
+pass
+}
+UPDATE_OK=$((FAILED == 0))
+
+# --- incident: v3 never reaches the server; three trials, reverted, rollout halted -------------
+CURRENT=incident
+if [ "$UPDATE_OK" = 1 ]; then
+    rollout update v3
+    boot update 4
+    expect update 4 "app 2\.0\.0 running from slot B.*offer 3\.0\.0 for slot A.*update installed and pending; resetting" && {
+    ok=1
+    for attempt in 1 2 3; do
+        boot update $((4 + attempt))
+        expect update $((4 + attempt)) "booting slot A \(trial, attempt $attempt\).*app 3\.0\.0 running from slot A.*trial deadline: not confirmed.*reset \(TrialDeadline\)" || { ok=0; break; }
+    done
+    [ "$ok" = 1 ] &&
+    boot update 8 &&
+    expect update 8 "journal: appended Reverted\(A\).*booting slot B \(confirmed\).*app 2\.0\.0 running from slot B.*rolled back to slot B.*reported [0-9]+ events: rolled_back.*ota: idle" &&
+    check "rollout state" "$(status "$ROLLOUT" 'j["state"]' halted)" halted &&
+    check "rolled back devices" "$(status "$ROLLOUT" 'j["counts"]["rolled_back"]')" 1 &&
+    pass
+    }
+else
+    fail "skipped: the update scenario failed"
+fi
+
+# --- power-cut: QEMU killed mid-download, the next boot resumes ---------------------------------
+CURRENT=power-cut
+new_device power
+# Slower here, so the cut lands in the middle of the download.
+RATE_SAVED=$RATE; RATE=20000
+emulator power
+RATE=$RATE_SAVED
+boot power 1
+expect power 1 "check-in: no offer.*ota: idle" && {
+rollout power v2
+boot power 2 "ota: download (1[6-9]|[2-9][0-9])[0-9]{3}/"
+expect power 2 "offer 2\.0\.0 for slot B.*ota: download .*power cut in boot 2" &&
+! grep -q "installed and pending" "$OUT/power/boot-2.log" &&
+boot power 3 &&
+expect power 3 "resuming download of 2\.0\.0 for slot B.*update installed and pending; resetting" &&
+boot power 4 &&
+expect power 4 "booting slot B \(trial, attempt 1\).*ota: confirmed slot B.*ota: idle" &&
+check "confirmed devices" "$(status "$ROLLOUT" 'j["counts"]["confirmed"]' 1)" 1 &&
+# The first artifact request after the cut starts where the recorded offset was, not at 0.
+resumed="$(awk '/^session 2:/{s=1} s && /GET .*artifacts.* from/{print; exit}' "$OUT/power/emulator.log" | grep -o 'from [0-9]*' | cut -d' ' -f2)" &&
+{ [ "${resumed:-0}" -gt 0 ] || fail "the download after the cut started at ${resumed:-?}, not where it stopped"; } &&
+pass
+}
+
+# --- verify-fail: signed with a key the device does not trust ----------------------------------
+CURRENT=verify-fail
+new_device verify
+emulator verify
+boot verify 1
+expect verify 1 "check-in: no offer.*ota: idle" && {
+rollout verify v2-other
+boot verify 2
+expect verify 2 "offer 2\.0\.0 for slot B.*download ended: verify_failed.*reported [0-9]+ events: verify_failed.*ota: idle" &&
+! grep -q "installed and pending" "$OUT/verify/boot-2.log" &&
+boot verify 3 &&
+expect verify 3 "journal: confirmed A, pending -.*booting slot A \(confirmed\).*app 1\.0\.0" &&
+check "failed devices" "$(status "$ROLLOUT" 'j["counts"]["failed"]' 1)" 1 &&
+pass
+}
+
+# --- wrp: slot B write-protected ----------------------------------------------------------------
+CURRENT=wrp
+# OPTCR: nWRP with sectors 7 and 8 (slot B) protected, RDP level 0.
+new_device wrp 0x0E7FAAED
+emulator wrp
+boot wrp 1
+expect wrp 1 "check-in: no offer.*ota: idle" && {
+rollout wrp v2
+boot wrp 2
+expect wrp 2 "WRP mask 0x180.*check-in: no offer.*ota: idle" &&
+{ python3 - "$OUT/wrp/flash.bin" <<'PY' || { fail "slot B was written"; false; }
+import sys
+flash = open(sys.argv[1], "rb").read()
+sys.exit(0 if flash[0x60000:0xA0000] == b"\xff" * 0x40000 else 1)
+PY
+} &&
+check "protection_blocked devices" "$(status "$ROLLOUT" 'j["counts"]["protection_blocked"]' 1)" 1 &&
+pass
+}
+
+echo "$PASSED passed, $FAILED failed"
+[ "$FAILED" -eq 0 ]
