@@ -152,7 +152,7 @@ async fn provisioning_refusals(db: Db) {
         .send()
         .await
         .unwrap();
-    assert_eq!(resp.status(), 413);
+    assert_error(resp, 413, "payload_too_large").await;
 }
 
 async fn admin_auth_and_roles(db: Db) {
@@ -382,7 +382,27 @@ async fn check_in_body_refusals(db: Db) {
     .await;
     // Bigger than the JSON body limit.
     let huge = format!("{{\"model\": \"{}\"}}", "x".repeat(300 * 1024));
-    assert_eq!(send(huge, "application/json").await.unwrap().status(), 413);
+    assert_error(
+        send(huge, "application/json").await.unwrap(),
+        413,
+        "payload_too_large",
+    )
+    .await;
+    // The same for a report: every refusal is JSON, the framework's own body limit included.
+    let huge_report = format!("{{\"events\": \"{}\"}}", "x".repeat(300 * 1024));
+    assert_error(
+        app.client
+            .post(app.at("/v1/devices/SL-1/reports"))
+            .bearer_auth(&tokens[0])
+            .header("content-type", "application/json")
+            .body(huge_report)
+            .send()
+            .await
+            .unwrap(),
+        413,
+        "payload_too_large",
+    )
+    .await;
     // The model it reports is not the one it was provisioned as.
     let other_model = TestApp::check_in_body("f407", "1.0.0", "a");
     assert_error(

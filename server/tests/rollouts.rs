@@ -452,6 +452,22 @@ async fn rollout_refusals(db: Db) {
             400,
             "invalid_body",
         ),
+        // Every list in a request is bounded: 17 tags, 999 tags, 21 stages.
+        (
+            json!({"release_id": rel, "selector": {"tags": (0..17).map(|i| format!("t{i}")).collect::<Vec<_>>()}}),
+            400,
+            "invalid_selector",
+        ),
+        (
+            json!({"release_id": rel, "selector": {"tags": (0..999).map(|i| format!("t{i}")).collect::<Vec<_>>()}}),
+            400,
+            "invalid_selector",
+        ),
+        (
+            json!({"release_id": rel, "stages": (1..=21).map(|p| json!({"percent": p})).collect::<Vec<_>>()}),
+            400,
+            "invalid_plan",
+        ),
     ] {
         assert_error(
             app.post("/v1/rollouts").json(&body).send().await.unwrap(),
@@ -641,6 +657,27 @@ async fn selector_targets_tags_versions_and_late_joiners(db: Db) {
     .await;
     assert_eq!(tagged["targets"], 2, "{tagged:#}");
     assert_eq!(tagged["tags"], json!(["pole"]));
+    let id = tagged["id"].as_i64().unwrap();
+    app.post(&format!("/v1/rollouts/{id}/abort"))
+        .send()
+        .await
+        .unwrap();
+
+    // The most tags a selector may name (16), a repeat among them: only the device holding all.
+    let many: Vec<String> = (0..15).map(|i| format!("t{i}")).collect();
+    let all: Vec<&str> = many.iter().map(String::as_str).collect();
+    let mut some = all.clone();
+    some.pop();
+    app.provision(&[("M-ALL", "f429", &all), ("M-SOME", "f429", &some)])
+        .await;
+    let mut selector = many.clone();
+    selector.push("t0".to_string());
+    let r = start(
+        &app,
+        json!({"release_id": rel, "selector": {"tags": selector}}),
+    )
+    .await;
+    assert_eq!(r["targets"], 1, "only M-ALL has all 15: {r:#}");
 }
 
 /// The security counter a device holds: what it reports, or the counter of the release it runs.

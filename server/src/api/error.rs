@@ -208,6 +208,28 @@ impl From<serde_json::Error> for ApiError {
     }
 }
 
+/// The stable code of a refusal that only has a status (the framework's own rejections, which
+/// [`crate::api::router`] turns into [`ErrorBody`]s).
+pub fn code_for_status(status: StatusCode) -> &'static str {
+    match status.as_u16() {
+        400 => "bad_request",
+        401 => "unauthorized",
+        403 => "forbidden",
+        404 => "not_found",
+        405 => "method_not_allowed",
+        408 => "request_timeout",
+        411 => "length_required",
+        413 => "payload_too_large",
+        415 => "unsupported_media_type",
+        422 => "invalid_body",
+        429 => "too_many_requests",
+        431 => "headers_too_large",
+        503 => "unavailable",
+        500..=599 => "internal",
+        _ => "error",
+    }
+}
+
 /// A page size given as `limit`: 1-1000, 100 when absent.
 pub fn page_limit(limit: Option<u32>) -> Result<u32, ApiError> {
     let limit = limit.unwrap_or(100);

@@ -92,8 +92,56 @@ pub fn router(state: Arc<AppState>) -> Router {
         record_request,
     ))
     .layer(axum::extract::DefaultBodyLimit::max(JSON_BODY_LIMIT))
+    .layer(axum::middleware::map_response(json_errors))
+    .layer(tower_http::catch_panic::CatchPanicLayer::custom(panicked))
     .layer(tower_http::trace::TraceLayer::new_for_http())
     .with_state(state)
+}
+
+/// Every refusal answers the one JSON shape, the framework's own included: a body over its
+/// route's limit, an extractor's rejection, anything else that is not already JSON. The status
+/// and headers (`Allow`, `Retry-After`) stay; the code follows the status; the framework's text
+/// becomes the message. Handlers' own errors are [`ApiError`]s and pass through untouched.
+async fn json_errors(response: Response) -> Response {
+    let status = response.status();
+    let is_json = response
+        .headers()
+        .get(axum::http::header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.starts_with("application/json"));
+    if !(status.is_client_error() || status.is_server_error()) || is_json {
+        return response;
+    }
+    let (parts, body) = response.into_parts();
+    // The framework's rejection texts are one short line; anything longer is cut.
+    let text = axum::body::to_bytes(body, 1024)
+        .await
+        .map(|b| String::from_utf8_lossy(&b).trim().to_string())
+        .unwrap_or_default();
+    let code = error::code_for_status(status);
+    let message = match status {
+        axum::http::StatusCode::PAYLOAD_TOO_LARGE => "request body too large".to_string(),
+        _ if text.is_empty() => status.canonical_reason().unwrap_or("error").to_string(),
+        _ => text,
+    };
+    let mut json = ApiError::new(status, code, message).into_response();
+    for (name, value) in &parts.headers {
+        if name != axum::http::header::CONTENT_TYPE && name != axum::http::header::CONTENT_LENGTH {
+            json.headers_mut().insert(name.clone(), value.clone());
+        }
+    }
+    json
+}
+
+/// A handler that panicked answers 500 `internal` (the panic goes to the log) instead of
+/// dropping the connection without an answer.
+fn panicked(cause: Box<dyn std::any::Any + Send + 'static>) -> Response {
+    let what = cause
+        .downcast_ref::<&str>()
+        .map(|s| (*s).to_string())
+        .or_else(|| cause.downcast_ref::<String>().cloned())
+        .unwrap_or_else(|| "a panic without a message".to_string());
+    ApiError::internal(format!("handler panicked: {what}")).into_response()
 }
 
 /// Body limit for ordinary JSON requests. Bulk provisioning and release uploads raise it on

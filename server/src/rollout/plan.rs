@@ -9,6 +9,8 @@ use utoipa::ToSchema;
 
 /// Most stages a plan may have.
 pub const MAX_STAGES: usize = 20;
+/// Most tags a selector may require (every one of them).
+pub const MAX_SELECTOR_TAGS: usize = 16;
 
 /// How big a stage is, cumulatively.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -187,6 +189,12 @@ pub struct Selector {
 impl Selector {
     /// Check names and versions; returns the version bounds parsed.
     pub fn validate(&self) -> Result<(Option<ImageVersion>, Option<ImageVersion>), PlanError> {
+        if self.tags.len() > MAX_SELECTOR_TAGS {
+            return Err(PlanError::Selector(format!(
+                "a selector has at most {MAX_SELECTOR_TAGS} tags, not {}",
+                self.tags.len()
+            )));
+        }
         for t in &self.tags {
             names::tag(t)?;
         }

@@ -32,9 +32,21 @@ impl TargetFilter {
     fn push(&self, sql: &mut Sql) {
         sql.push(" WHERE devices.model = ")
             .bind(Param::Text(self.model.clone()));
-        for t in &self.tags {
-            sql.push(" AND EXISTS (SELECT 1 FROM device_tags t WHERE t.device_id = devices.id AND t.tag = ")
-                .bind(Param::Text(t.clone()))
+        let tags: std::collections::BTreeSet<&String> = self.tags.iter().collect();
+        if !tags.is_empty() {
+            // One semi-join for every tag: the devices holding all of them. Its cost follows
+            // the tag rows it reads, not the number of tags; a chain of EXISTS, one per tag,
+            // overflowed SQLite's expression depth near 1,000 tags and took PostgreSQL seconds
+            // to plan at 100.
+            sql.push(" AND devices.id IN (SELECT device_id FROM device_tags WHERE tag IN (");
+            for (i, t) in tags.iter().enumerate() {
+                if i > 0 {
+                    sql.push(", ");
+                }
+                sql.bind(Param::Text((*t).clone()));
+            }
+            sql.push(") GROUP BY device_id HAVING COUNT(*) = ")
+                .bind(Param::Int(tags.len() as i64))
                 .push(")");
         }
         if let Some(k) = self.version_min_key {

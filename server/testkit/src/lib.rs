@@ -433,8 +433,18 @@ pub async fn spawn_process(
 /// Assert a JSON error response with `status` and `code`.
 pub async fn assert_error(resp: reqwest::Response, status: u16, code: &str) {
     let got = resp.status().as_u16();
+    let content_type = resp
+        .headers()
+        .get("content-type")
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or_default()
+        .to_string();
     let text = resp.text().await.unwrap();
     assert_eq!(got, status, "body: {text}");
+    assert!(
+        content_type.starts_with("application/json"),
+        "content-type {content_type:?}, body: {text}"
+    );
     let v: serde_json::Value = serde_json::from_str(&text)
         .unwrap_or_else(|e| panic!("error body is not JSON ({e}): {text}"));
     assert_eq!(v["error"], code, "body: {text}");
