@@ -2,14 +2,16 @@
 //!
 //! Every failure a client can cause answers a 4xx with `{"error": "<stable_code>", "message":
 //! "..."}`; the code is part of the API (clients switch on it), the message is for people.
-//! Failures the client cannot cause (the database is down, a bug) answer 500 with code
-//! `internal` and a generic message, and the cause goes to the log, never to the client.
+//! A database that cannot be reached answers 503 `database_unavailable` with `Retry-After`
+//! (nothing was changed; the client retries). Other failures the client cannot cause (a bug, a
+//! corrupt row) answer 500 with code `internal` and a generic message, and the cause goes to
+//! the log, never to the client.
 //!
 //! Handlers return `Result<_, ApiError>`. The rules below HTTP return their own errors, each
 //! with its stable code, and convert with `?` here, where each gets the status the API
 //! documents: names and plans 400, roles 403, release rules 413/422, rollout starts and
-//! operator actions 404/409/422, storage (unique violations 409, missing rows 404, the rest
-//! 500). Extractors are wrapped ([`ApiJson`], [`ApiQuery`], [`ApiPath`])
+//! operator actions 404/409/422, storage (unique violations 409, missing rows 404, an
+//! unreachable database 503, the rest 500). Extractors are wrapped ([`ApiJson`], [`ApiQuery`], [`ApiPath`])
 //! so malformed input gets the same JSON shape instead of axum's plain-text rejections.
 
 use crate::domain::auth::Forbidden;
@@ -97,6 +99,16 @@ impl ApiError {
         Self::new(StatusCode::UNPROCESSABLE_ENTITY, code, message)
     }
 
+    /// 503 `database_unavailable`: the database cannot be reached now; every 503 carries
+    /// `Retry-After` ([`RETRY_AFTER_S`]).
+    pub fn database_unavailable() -> Self {
+        Self::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "database_unavailable",
+            "the database is unavailable; retry later",
+        )
+    }
+
     /// 500: logs `cause`, tells the client nothing about it.
     pub fn internal(cause: impl std::fmt::Display) -> Self {
         tracing::error!(error = %cause, "internal error");
@@ -108,13 +120,23 @@ impl ApiError {
     }
 }
 
+/// Seconds a client is asked to wait before retrying a 503.
+pub const RETRY_AFTER_S: u32 = 5;
+
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
         let body = ErrorBody {
             error: self.code.to_string(),
             message: self.message,
         };
-        (self.status, axum::Json(body)).into_response()
+        let mut response = (self.status, axum::Json(body)).into_response();
+        if self.status == StatusCode::SERVICE_UNAVAILABLE {
+            response.headers_mut().insert(
+                axum::http::header::RETRY_AFTER,
+                axum::http::HeaderValue::from(RETRY_AFTER_S),
+            );
+        }
+        response
     }
 }
 
@@ -128,6 +150,10 @@ impl From<StoreError> for ApiError {
                 ApiError::not_found("not_found", format!("{what} not found"))
             }
             StoreError::InUse(what) => ApiError::conflict("in_use", what),
+            StoreError::Unavailable(cause) => {
+                tracing::warn!(error = %cause, "database unavailable");
+                ApiError::database_unavailable()
+            }
             other => ApiError::internal(other),
         }
     }
@@ -319,5 +345,24 @@ where
             .await
             .map(|p| Self(p.0))
             .map_err(|e: PathRejection| ApiError::bad_request("invalid_path", e.body_text()))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_unreachable_database_is_a_503_with_retry_after() {
+        let e: ApiError = StoreError::from(sqlx::Error::PoolTimedOut).into();
+        assert_eq!(e.status, StatusCode::SERVICE_UNAVAILABLE);
+        assert_eq!(e.code, "database_unavailable");
+        let response = e.into_response();
+        assert_eq!(
+            response.headers()[axum::http::header::RETRY_AFTER],
+            RETRY_AFTER_S.to_string().as_str()
+        );
+        let e: ApiError = StoreError::from(sqlx::Error::RowNotFound).into();
+        assert_eq!(e.status, StatusCode::INTERNAL_SERVER_ERROR);
     }
 }

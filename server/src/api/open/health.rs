@@ -3,7 +3,7 @@
 use crate::api::error::ErrorBody;
 use crate::api::state::AppState;
 use axum::extract::State;
-use axum::http::{header, StatusCode};
+use axum::http::header;
 use axum::response::{IntoResponse, Response};
 use serde::Serialize;
 use std::sync::Arc;
@@ -48,12 +48,7 @@ async fn readyz(State(state): State<Arc<AppState>>) -> Response {
         .into_response(),
         Err(e) => {
             tracing::warn!(error = %e, "readiness check failed");
-            crate::api::error::ApiError::new(
-                StatusCode::SERVICE_UNAVAILABLE,
-                "database_unavailable",
-                "the database does not answer",
-            )
-            .into_response()
+            crate::api::error::ApiError::database_unavailable().into_response()
         }
     }
 }
