@@ -4,6 +4,7 @@
 //! clap reads flags and environment variables into `Option`s, so "not given" is visible and the
 //! file's value (or the default) fills in. See `deploy/fota.toml` for every key.
 
+use crate::store::PoolSettings;
 use anyhow::{bail, Context as _};
 use fota_protocol::TrustedKey;
 use serde::Deserialize;
@@ -44,6 +45,13 @@ pub struct ServeArgs {
     /// Largest signed image accepted, in bytes (default: the 256 KB slot).
     #[arg(long, env = "FOTA_MAX_IMAGE_BYTES")]
     pub max_image_bytes: Option<u32>,
+    /// Longest a request waits for a database connection before answering 503, in milliseconds.
+    #[arg(long, env = "FOTA_DATABASE_ACQUIRE_TIMEOUT_MS")]
+    pub database_acquire_timeout_ms: Option<u64>,
+    /// How often the database's health is checked, in milliseconds (`/readyz`, and requests
+    /// refused at once while it is down).
+    #[arg(long, env = "FOTA_DATABASE_HEALTH_INTERVAL_MS")]
+    pub database_health_interval_ms: Option<u64>,
 }
 
 /// The same settings in the TOML file.
@@ -59,6 +67,8 @@ struct FileConfig {
     sweep_interval_ms: Option<u64>,
     cdn_base_url: Option<String>,
     max_image_bytes: Option<u32>,
+    database_acquire_timeout_ms: Option<u64>,
+    database_health_interval_ms: Option<u64>,
 }
 
 /// Resolved configuration.
@@ -82,6 +92,10 @@ pub struct ServeConfig {
     pub cdn_base_url: Option<String>,
     /// Largest image accepted.
     pub max_image_bytes: u32,
+    /// The database pool's settings (acquire timeout).
+    pub pool: PoolSettings,
+    /// Period of the database health check.
+    pub database_health_interval: Duration,
 }
 
 impl ServeConfig {
@@ -98,6 +112,8 @@ impl ServeConfig {
             sweep_interval: Duration::from_millis(500),
             cdn_base_url: None,
             max_image_bytes: fota_protocol::layout::SLOT_A.size,
+            pool: PoolSettings::default(),
+            database_health_interval: Duration::from_millis(250),
         }
     }
 
@@ -155,6 +171,24 @@ impl ServeConfig {
         config.cdn_base_url = args.cdn_base_url.clone().or(file.cdn_base_url);
         if let Some(max) = args.max_image_bytes.or(file.max_image_bytes) {
             config.max_image_bytes = max;
+        }
+        if let Some(ms) = args
+            .database_acquire_timeout_ms
+            .or(file.database_acquire_timeout_ms)
+        {
+            if !(1..=60_000).contains(&ms) {
+                bail!("database acquire timeout must be 1-60000 ms");
+            }
+            config.pool.acquire_timeout = Duration::from_millis(ms);
+        }
+        if let Some(ms) = args
+            .database_health_interval_ms
+            .or(file.database_health_interval_ms)
+        {
+            if !(10..=60_000).contains(&ms) {
+                bail!("database health interval must be 10-60000 ms");
+            }
+            config.database_health_interval = Duration::from_millis(ms);
         }
         Ok(config)
     }

@@ -120,6 +120,10 @@ impl FactsBuffer {
                     .observe(started.elapsed().as_secs_f64());
                 tracing::debug!(devices = n, "flushed check-in facts");
             }
+            // The health monitor reports an outage once; the facts wait for its end.
+            Err(e @ crate::store::StoreError::Unavailable(_)) => {
+                tracing::debug!(error = %e, pending = self.len(), "check-in facts wait for the database")
+            }
             Err(e) => {
                 tracing::warn!(error = %e, pending = self.len(), "flushing check-in facts failed; will retry")
             }

@@ -104,6 +104,8 @@ pub struct Metrics {
     registry: Registry,
     /// Check-ins answered.
     pub check_ins: Counter,
+    /// Check-ins answered while the database was unavailable (from memory, without an offer).
+    pub check_ins_without_database: Counter,
     /// Reports stored.
     pub reports: Counter,
     /// Events stored, by kind.
@@ -134,6 +136,7 @@ impl Metrics {
         let mut registry = Registry::with_prefix("fota");
         let m = Self {
             check_ins: Counter::default(),
+            check_ins_without_database: Counter::default(),
             reports: Counter::default(),
             events: Family::default(),
             artifact_bytes: Counter::default(),
@@ -148,6 +151,11 @@ impl Metrics {
             "check_ins",
             "Device check-ins answered",
             m.check_ins.clone(),
+        );
+        registry.register(
+            "check_ins_without_database",
+            "Device check-ins answered from memory while the database was unavailable",
+            m.check_ins_without_database.clone(),
         );
         registry.register("reports", "Device reports stored", m.reports.clone());
         registry.register("events", "Device events stored, by kind", m.events.clone());

@@ -1,6 +1,6 @@
-//! `fota serve`: open the store (applying migrations), bind, serve, and on SIGTERM or Ctrl-C shut
-//! down in order: stop accepting, finish in-flight requests, then flush buffered check-in facts
-//! and close the database. Nothing a device was told is lost.
+//! `fota serve`: open the store (applying migrations), bind, serve, watch the database's health,
+//! and on SIGTERM or Ctrl-C shut down in order: stop accepting, finish in-flight requests, then
+//! flush buffered check-in facts and close the database. Nothing a device was told is lost.
 
 use crate::api::{router, AppState};
 use crate::config::{ServeArgs, ServeConfig};
@@ -39,7 +39,7 @@ impl RunningServer {
 
 /// Start serving `config` in the background.
 pub async fn start(config: ServeConfig) -> anyhow::Result<RunningServer> {
-    let store = Store::connect(&config.database_url)
+    let store = Store::connect_with(&config.database_url, config.pool)
         .await
         .with_context(|| format!("cannot open database {}", redact(&config.database_url)))?;
     let listener = TcpListener::bind(config.listen)
@@ -48,6 +48,7 @@ pub async fn start(config: ServeConfig) -> anyhow::Result<RunningServer> {
     let addr = listener.local_addr()?;
     let flush_interval = config.flush_interval;
     let sweep_interval = config.sweep_interval;
+    let health_interval = config.database_health_interval;
     let state = Arc::new(
         AppState::new(store.clone(), config).context("cannot open the artifact directory")?,
     );
@@ -74,6 +75,11 @@ pub async fn start(config: ServeConfig) -> anyhow::Result<RunningServer> {
                 .await;
         })
     };
+    let (stop_monitor, monitor_stopped) = watch::channel(false);
+    let monitor = {
+        let store = store.clone();
+        tokio::spawn(async move { store.watch_health(health_interval, monitor_stopped).await })
+    };
     let app = router(state.clone());
     let task = tokio::spawn(async move {
         // Small JSON answers and Range responses must not wait for Nagle's algorithm.
@@ -91,6 +97,8 @@ pub async fn start(config: ServeConfig) -> anyhow::Result<RunningServer> {
         let _ = stop_flusher.send(true);
         flusher.await.context("flusher panicked")?;
         sweeper.await.context("sweeper panicked")?;
+        let _ = stop_monitor.send(true);
+        monitor.await.context("database health monitor panicked")?;
         store.close().await;
         served.context("server failed")
     });

@@ -528,8 +528,13 @@ impl Engine {
                 _ = tick.tick() => {}
                 _ = stop.changed() => break,
             }
-            if let Err(e) = self.sweep(&store).await {
-                tracing::warn!(error = %e, "rollout sweep failed; will retry");
+            match self.sweep(&store).await {
+                Ok(()) => {}
+                // The health monitor reports an outage once; the sweep resumes after it.
+                Err(e @ StoreError::Unavailable(_)) => {
+                    tracing::debug!(error = %e, "rollout sweep waits for the database")
+                }
+                Err(e) => tracing::warn!(error = %e, "rollout sweep failed; will retry"),
             }
         }
     }

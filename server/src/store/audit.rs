@@ -51,7 +51,7 @@ impl AuditEntry {
 impl Store {
     /// Record an audit entry on its own.
     pub async fn audit(&self, entry: &AuditEntry) -> Result<(), StoreError> {
-        let mut tx = self.pool().begin().await?;
+        let mut tx = self.pool()?.begin().await?;
         insert_audit(&mut tx, entry).await?;
         tx.commit().await?;
         Ok(())
@@ -69,7 +69,7 @@ impl Store {
         )
         .bind(rollout_id)
         .bind(i64::from(limit))
-        .fetch_all(self.pool())
+        .fetch_all(self.pool()?)
         .await?;
         rows.iter()
             .map(|r| {

@@ -1,9 +1,12 @@
-//! The connection: [`Store`] over one sqlx `Any` pool, the [`Backend`] its URL names (with the
-//! SQLite file created on first run and the migrations applied at connect), [`StoreError`], and
-//! the clock every row's times come from.
+//! The connection: [`Store`] over one sqlx `Any` pool with a bounded acquire timeout
+//! ([`PoolSettings`]), the [`Backend`] its URL names (with the SQLite file created on first run
+//! and the migrations applied at connect), [`StoreError`], and the clock every row's times come
+//! from. Whether the database answers right now is `health.rs`'s.
 
+use super::health::DbHealth;
 use sqlx::any::AnyPoolOptions;
 use sqlx::{AnyPool, Executor as _};
+use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 /// Which database a [`Store`] talks to.
@@ -103,7 +106,28 @@ pub(crate) fn is_unique_violation(e: &sqlx::Error) -> bool {
 pub struct Store {
     pool: AnyPool,
     backend: Backend,
+    health: Arc<DbHealth>,
 }
+
+/// How the connection pool behaves.
+#[derive(Debug, Clone, Copy)]
+pub struct PoolSettings {
+    /// Longest a request waits for a connection before it fails with
+    /// [`StoreError::Unavailable`] (503): a few seconds, so an exhausted pool or a database that
+    /// just went away answers quickly instead of holding requests open.
+    pub acquire_timeout: Duration,
+}
+
+impl Default for PoolSettings {
+    fn default() -> Self {
+        Self {
+            acquire_timeout: DEFAULT_ACQUIRE_TIMEOUT,
+        }
+    }
+}
+
+/// The default of [`PoolSettings::acquire_timeout`].
+pub const DEFAULT_ACQUIRE_TIMEOUT: Duration = Duration::from_secs(2);
 
 /// Now, in Unix milliseconds.
 pub fn now_ms() -> i64 {
@@ -113,8 +137,15 @@ pub fn now_ms() -> i64 {
 }
 
 impl Store {
-    /// Connect, creating the SQLite file (and its directory) on first run, and apply migrations.
+    /// Connect with the default [`PoolSettings`], creating the SQLite file (and its directory)
+    /// on first run, and apply migrations.
     pub async fn connect(url: &str) -> Result<Self, StoreError> {
+        Self::connect_with(url, PoolSettings::default()).await
+    }
+
+    /// Connect with `settings`, creating the SQLite file (and its directory) on first run, and
+    /// apply migrations.
+    pub async fn connect_with(url: &str, settings: PoolSettings) -> Result<Self, StoreError> {
         sqlx::any::install_default_drivers();
         let backend = Backend::from_url(url).ok_or(StoreError::UnsupportedUrl)?;
         let pool = match backend {
@@ -122,7 +153,7 @@ impl Store {
                 create_sqlite_parent_dir(url);
                 AnyPoolOptions::new()
                     .max_connections(8)
-                    .acquire_timeout(Duration::from_secs(30))
+                    .acquire_timeout(settings.acquire_timeout)
                     .after_connect(|conn, _meta| {
                         Box::pin(async move {
                             // WAL lets readers run beside the one writer; NORMAL is durable
@@ -144,7 +175,7 @@ impl Store {
             Backend::Postgres => {
                 AnyPoolOptions::new()
                     .max_connections(16)
-                    .acquire_timeout(Duration::from_secs(30))
+                    .acquire_timeout(settings.acquire_timeout)
                     .connect(url)
                     .await?
             }
@@ -153,7 +184,11 @@ impl Store {
             Backend::Sqlite => sqlx::migrate!("../migrations/sqlite").run(&pool).await?,
             Backend::Postgres => sqlx::migrate!("../migrations/postgres").run(&pool).await?,
         }
-        Ok(Self { pool, backend })
+        Ok(Self {
+            pool,
+            backend,
+            health: Arc::default(),
+        })
     }
 
     /// Which backend this is.
@@ -161,15 +196,14 @@ impl Store {
         self.backend
     }
 
-    /// The pool, for the modules of this crate.
-    pub(crate) fn pool(&self) -> &AnyPool {
+    /// The pool whatever the database's health (the gated one is `pool()`, in `health.rs`).
+    pub(crate) fn pool_ref(&self) -> &AnyPool {
         &self.pool
     }
 
-    /// Whether the database answers (for `/readyz`).
-    pub async fn ping(&self) -> Result<(), StoreError> {
-        sqlx::query("SELECT 1").execute(&self.pool).await?;
-        Ok(())
+    /// What the health monitor last saw.
+    pub(crate) fn health(&self) -> &DbHealth {
+        &self.health
     }
 
     /// Close every connection (after the last flush at shutdown).

@@ -218,7 +218,7 @@ impl Store {
         devices: &[NewDevice],
         now: i64,
     ) -> Result<(), StoreError> {
-        let mut tx = self.pool().begin().await?;
+        let mut tx = self.pool()?.begin().await?;
         for chunk in devices.chunks(BATCH) {
             let mut sql = Sql::default();
             sql.push("INSERT INTO devices (id, model, token_hash, created_at) VALUES ");
@@ -294,7 +294,7 @@ impl Store {
              LEFT JOIN device_tags t ON t.device_id = d.id WHERE d.id = $1 ORDER BY t.tag",
         )
         .bind(id)
-        .fetch_all(self.pool())
+        .fetch_all(self.pool()?)
         .await?;
         let Some(first) = rows.first() else {
             return Ok(None);
@@ -319,7 +319,7 @@ impl Store {
         if facts.is_empty() {
             return Ok(());
         }
-        let mut tx = self.pool().begin().await?;
+        let mut tx = self.pool()?.begin().await?;
         // Binds per device: 200 devices a statement is 2,000 parameters, well under SQLite's
         // limit of 32,766.
         const FACT_COLUMNS: usize = 10;
@@ -383,13 +383,13 @@ impl Store {
             "SELECT {DEVICE_COLUMNS} FROM devices WHERE id = $1"
         ))
         .bind(id)
-        .fetch_optional(self.pool())
+        .fetch_optional(self.pool()?)
         .await?;
         let Some(row) = row else { return Ok(None) };
         let mut device = device_from_row(&row, stale_before)?;
         device.tags = sqlx::query("SELECT tag FROM device_tags WHERE device_id = $1 ORDER BY tag")
             .bind(id)
-            .fetch_all(self.pool())
+            .fetch_all(self.pool()?)
             .await?
             .iter()
             .map(|r| r.try_get("tag"))
@@ -444,7 +444,7 @@ impl Store {
         }
         sql.push(" ORDER BY id LIMIT ")
             .bind(Param::Int(i64::from(filter.limit)));
-        let rows = sql.query().fetch_all(self.pool()).await?;
+        let rows = sql.query().fetch_all(self.pool()?).await?;
         let mut devices = rows
             .iter()
             .map(|r| device_from_row(r, stale_before))
@@ -462,7 +462,7 @@ impl Store {
         }
         tags.push(") ORDER BY device_id, tag");
         let mut by_device: HashMap<String, Vec<String>> = HashMap::new();
-        for row in tags.query().fetch_all(self.pool()).await? {
+        for row in tags.query().fetch_all(self.pool()?).await? {
             by_device
                 .entry(row.try_get("device_id")?)
                 .or_default()
@@ -483,7 +483,7 @@ impl Store {
              FROM devices",
         )
         .bind(stale_before)
-        .fetch_one(self.pool())
+        .fetch_one(self.pool()?)
         .await?;
         let total: i64 = row.try_get("total")?;
         let never_seen: i64 = row.try_get("never_seen")?;
@@ -492,7 +492,7 @@ impl Store {
             "SELECT firmware_version, COUNT(*) AS devices FROM devices \
              GROUP BY firmware_version ORDER BY devices DESC, firmware_version",
         )
-        .fetch_all(self.pool())
+        .fetch_all(self.pool()?)
         .await?
         .iter()
         .map(|r| {

@@ -78,7 +78,7 @@ impl Store {
                 .push(")");
         }
         sql.push(" ON CONFLICT (device_id, event_id) DO NOTHING");
-        let stored = sql.query().execute(self.pool()).await?.rows_affected();
+        let stored = sql.query().execute(self.pool()?).await?.rows_affected();
         let stored = u32::try_from(stored).unwrap_or(u32::MAX);
         Ok(StoreOutcome {
             stored,
@@ -98,7 +98,7 @@ impl Store {
         )
         .bind(device_id)
         .bind(i64::from(limit))
-        .fetch_all(self.pool())
+        .fetch_all(self.pool()?)
         .await?;
         rows.iter()
             .map(|r| {

@@ -20,6 +20,7 @@ mod audit;
 mod db;
 mod devices;
 mod events;
+mod health;
 mod releases;
 mod rollout_devices;
 mod rollouts;
@@ -27,12 +28,13 @@ mod sql;
 mod tokens;
 
 pub use audit::AuditEntry;
-pub use db::{now_ms, Backend, Store, StoreError};
+pub use db::{now_ms, Backend, PoolSettings, Store, StoreError, DEFAULT_ACQUIRE_TIMEOUT};
 pub use devices::{
     DeviceCheckInFacts, DeviceFacts, DeviceFilter, DeviceRecord, DeviceStatus, FleetSummary,
     NewDevice, VersionCount,
 };
 pub use events::{event_kind_name, StoreOutcome, StoredEvent};
+pub use health::PING_TIMEOUT;
 pub use releases::{NewRelease, ReleaseImage, ReleaseRecord};
 pub use rollout_devices::{SkippedTarget, Target, TargetFilter};
 pub use rollouts::{NewRollout, RolloutChange, RolloutRow, StageRow};

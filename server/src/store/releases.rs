@@ -78,7 +78,7 @@ impl Store {
     pub async fn release_counters(&self, model: &str) -> Result<Vec<(String, i64)>, StoreError> {
         let rows = sqlx::query("SELECT version, security_counter FROM releases WHERE model = $1")
             .bind(model)
-            .fetch_all(self.pool())
+            .fetch_all(self.pool()?)
             .await?;
         rows.iter()
             .map(|r| Ok((r.try_get("version")?, r.try_get("security_counter")?)))
@@ -92,7 +92,7 @@ impl Store {
         new: &NewRelease,
         now: i64,
     ) -> Result<ReleaseRecord, StoreError> {
-        let mut tx = self.pool().begin().await?;
+        let mut tx = self.pool()?.begin().await?;
         for image in &new.images {
             sqlx::query(
                 "INSERT INTO artifacts (sha256, size, created_at) VALUES ($1, $2, $3) \
@@ -150,7 +150,7 @@ impl Store {
                 "SELECT slot, sha256, size, key_hash FROM release_images WHERE release_id = $1 ORDER BY slot",
             )
             .bind(r.id)
-            .fetch_all(self.pool())
+            .fetch_all(self.pool()?)
             .await?
             .iter()
             .map(|row| {
@@ -172,7 +172,7 @@ impl Store {
             "SELECT {RELEASE_COLUMNS} FROM releases WHERE id = $1"
         ))
         .bind(id)
-        .fetch_optional(self.pool())
+        .fetch_optional(self.pool()?)
         .await?;
         let Some(row) = row else { return Ok(None) };
         let mut releases = [release_from_row(&row)?];
@@ -191,7 +191,7 @@ impl Store {
              ORDER BY model, version_key DESC"
         ))
         .bind(model)
-        .fetch_all(self.pool())
+        .fetch_all(self.pool()?)
         .await?;
         let mut releases = rows
             .iter()
@@ -205,7 +205,7 @@ impl Store {
     /// trail). Returns the artifacts no release references any more, whose files the caller
     /// removes.
     pub async fn delete_release(&self, id: i64) -> Result<Vec<String>, StoreError> {
-        let mut tx = self.pool().begin().await?;
+        let mut tx = self.pool()?.begin().await?;
         // A release a rollout used stays, for the audit trail (and the rollout's status).
         let used: i64 = sqlx::query(
             "SELECT COUNT(*) AS n FROM rollouts WHERE release_id = $1 OR from_release_id = $1",
@@ -261,7 +261,7 @@ impl Store {
     pub async fn artifact_size(&self, sha256: &str) -> Result<Option<i64>, StoreError> {
         let row = sqlx::query("SELECT size FROM artifacts WHERE sha256 = $1")
             .bind(sha256)
-            .fetch_optional(self.pool())
+            .fetch_optional(self.pool()?)
             .await?;
         row.map(|r| r.try_get("size"))
             .transpose()

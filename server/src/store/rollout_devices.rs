@@ -106,7 +106,7 @@ impl Store {
             "SELECT devices.id, devices.firmware_version, devices.security_counter FROM devices",
         );
         filter.push(&mut sql);
-        let rows = sql.query().fetch_all(self.pool()).await?;
+        let rows = sql.query().fetch_all(self.pool()?).await?;
         rows.iter()
             .map(|r| {
                 let version: Option<String> = r.try_get("firmware_version")?;
@@ -137,11 +137,11 @@ impl Store {
             )
         ))
         .bind(id)
-        .fetch_all(self.pool())
+        .fetch_all(self.pool()?)
         .await?;
         let targets: i64 = sqlx::query("SELECT targets FROM rollouts WHERE id = $1")
             .bind(id)
-            .fetch_optional(self.pool())
+            .fetch_optional(self.pool()?)
             .await?
             .map(|r| r.try_get("targets"))
             .transpose()?
@@ -182,7 +182,7 @@ impl Store {
         )
         .bind(id)
         .bind(threshold)
-        .fetch_one(self.pool())
+        .fetch_one(self.pool()?)
         .await?;
         Ok(u64::try_from(row.try_get::<i64, _>("n")?).unwrap_or(0))
     }
@@ -195,7 +195,7 @@ impl Store {
             quoted(DeviceState::OUTSIDE_COHORTS.map(DeviceState::as_str))
         ))
         .bind(id)
-        .fetch_all(self.pool())
+        .fetch_all(self.pool()?)
         .await?;
         rows.iter()
             .map(|r| Ok(u32::try_from(r.try_get::<i64, _>("rank")?).unwrap_or(u32::MAX)))
@@ -213,7 +213,7 @@ impl Store {
         )
         .bind(rollout_id)
         .bind(device_id)
-        .fetch_optional(self.pool())
+        .fetch_optional(self.pool()?)
         .await?;
         row.map(|r| device_state(r.try_get("state")?)).transpose()
     }
@@ -227,7 +227,7 @@ impl Store {
         rank: u32,
         now: i64,
     ) -> Result<bool, StoreError> {
-        let mut tx = self.pool().begin().await?;
+        let mut tx = self.pool()?.begin().await?;
         let n = sqlx::query(&format!(
             "INSERT INTO rollout_devices (rollout_id, device_id, rank, state, updated_at) \
              VALUES ($1, $2, $3, {}, $4) ON CONFLICT (rollout_id, device_id) DO NOTHING",
@@ -275,7 +275,7 @@ impl Store {
         .bind(device_id)
         .bind(now)
         .bind(now.saturating_add(confirm_deadline_s.saturating_mul(1000)))
-        .execute(self.pool())
+        .execute(self.pool()?)
         .await?
         .rows_affected();
         Ok(n > 0)
@@ -314,7 +314,7 @@ impl Store {
             .push(" AND state IN (")
             .bind_list(from.iter().map(|s| s.as_str()))
             .push(")");
-        Ok(sql.query().execute(self.pool()).await?.rows_affected() > 0)
+        Ok(sql.query().execute(self.pool()?).await?.rows_affected() > 0)
     }
 
     /// Declare silent every device past its deadline in active or paused rollouts, one rollout
@@ -324,7 +324,7 @@ impl Store {
             "SELECT id FROM rollouts WHERE state IN ({})",
             quoted(RolloutState::DEADLINES_RUN.map(RolloutState::as_str))
         ))
-        .fetch_all(self.pool())
+        .fetch_all(self.pool()?)
         .await?;
         let to = DeviceState::TimedOut;
         let update = format!(
@@ -340,7 +340,7 @@ impl Store {
             let n = sqlx::query(&update)
                 .bind(id)
                 .bind(now)
-                .execute(self.pool())
+                .execute(self.pool()?)
                 .await?
                 .rows_affected();
             if n > 0 {
@@ -359,7 +359,7 @@ impl Store {
             "SELECT device_id, state, rank, stage FROM rollout_devices WHERE rollout_id = $1 ORDER BY device_id",
         )
         .bind(id)
-        .fetch_all(self.pool())
+        .fetch_all(self.pool()?)
         .await?;
         rows.iter()
             .map(|r| {

@@ -162,7 +162,7 @@ impl Store {
             quoted(RolloutState::UNFINISHED.map(RolloutState::as_str))
         ))
         .bind(model)
-        .fetch_optional(self.pool())
+        .fetch_optional(self.pool()?)
         .await?;
         Ok(row.map(|r| r.try_get("id")).transpose()?)
     }
@@ -181,7 +181,7 @@ impl Store {
         audit_detail: serde_json::Value,
         abort_first: Option<(i64, AuditEntry)>,
     ) -> Result<RolloutRow, StoreError> {
-        let mut tx = self.pool().begin().await?;
+        let mut tx = self.pool()?.begin().await?;
         if let Some((bad, entry)) = &abort_first {
             let abort = RolloutAction::Abort;
             let aborted = abort.to_state().map_or("", RolloutState::as_str);
@@ -311,7 +311,7 @@ impl Store {
             "SELECT {ROLLOUT_COLUMNS} FROM rollouts WHERE id = $1"
         ))
         .bind(id)
-        .fetch_optional(self.pool())
+        .fetch_optional(self.pool()?)
         .await?;
         row.as_ref().map(rollout_from_row).transpose()
     }
@@ -329,7 +329,7 @@ impl Store {
                 .push(")");
         }
         sql.push(" ORDER BY id DESC");
-        let rows = sql.query().fetch_all(self.pool()).await?;
+        let rows = sql.query().fetch_all(self.pool()?).await?;
         rows.iter().map(rollout_from_row).collect()
     }
 
@@ -340,7 +340,7 @@ impl Store {
              confirm_deadline_s, auto_advance FROM rollout_stages WHERE rollout_id = $1 ORDER BY idx",
         )
         .bind(id)
-        .fetch_all(self.pool())
+        .fetch_all(self.pool()?)
         .await?;
         rows.iter()
             .map(|r| {
@@ -369,7 +369,7 @@ impl Store {
         change: &RolloutChange,
         audit: &AuditEntry,
     ) -> Result<bool, StoreError> {
-        let mut tx = self.pool().begin().await?;
+        let mut tx = self.pool()?.begin().await?;
         let mut sql = Sql::default();
         sql.push("UPDATE rollouts SET updated_at = ")
             .bind(Param::Int(audit.at));

@@ -34,7 +34,7 @@ impl Store {
         .bind(role.as_str())
         .bind(token_hash.to_vec())
         .bind(now)
-        .fetch_one(self.pool())
+        .fetch_one(self.pool()?)
         .await?;
         Ok(row.try_get("id")?)
     }
@@ -48,7 +48,7 @@ impl Store {
             "SELECT id, name, role, created_at FROM admin_tokens WHERE token_hash = $1 AND revoked_at IS NULL",
         )
         .bind(token_hash.to_vec())
-        .fetch_optional(self.pool())
+        .fetch_optional(self.pool()?)
         .await?;
         let Some(row) = row else { return Ok(None) };
         let role: String = row.try_get("role")?;
@@ -69,7 +69,7 @@ impl Store {
         )
         .bind(id)
         .bind(now)
-        .execute(self.pool())
+        .execute(self.pool()?)
         .await?
         .rows_affected();
         if n == 0 {

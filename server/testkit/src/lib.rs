@@ -1,7 +1,8 @@
 //! The test harness of `fota-server` and `fota-cli`: a real `fota serve` on 127.0.0.1:0 over a
 //! fresh database, SQLite by default and PostgreSQL too when `FOTA_TEST_POSTGRES_URL` is set;
 //! [`backend_tests!`] turns one async test body into a test per backend. Test devices
-//! ([`Device`]) talk to it over HTTP; [`spawn_process`] runs `fota serve` as a process instead.
+//! ([`Device`]) talk to it over HTTP; [`spawn_process`] runs `fota serve` as a process instead;
+//! [`PrivatePostgres`] is a PostgreSQL server of the test's own, to stop and start.
 //!
 //! A crate rather than a `tests/common` module so that both crates' tests share one copy.
 //! Test code: a failed step panics, which is the test's failure report.
@@ -10,6 +11,9 @@
     clippy::expect_used,
     missing_debug_implementations
 )]
+
+mod private_postgres;
+pub use private_postgres::{postgres_bin_dir, PrivatePostgres};
 
 use ed25519_dalek::SigningKey;
 use fota_protocol::image::{ImageVersion, TrustedKey};

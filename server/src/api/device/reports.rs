@@ -23,6 +23,7 @@ use std::sync::Arc;
         (status = 200, description = "ReportAck: how many events were stored now and how many were retries", body = Object),
         (status = 400, description = "Malformed body", body = ErrorBody),
         (status = 401, description = "Unknown device or wrong token", body = ErrorBody),
+        (status = 503, description = "The database is unavailable: nothing was stored; retry after Retry-After seconds", body = ErrorBody),
     ),
     security(("device_token" = []))
 )]

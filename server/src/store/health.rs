@@ -1,0 +1,105 @@
+//! Whether the database answers, known at all times without asking it on every request.
+//!
+//! A database outage must not cost a request the pool's whole acquire timeout: while the
+//! database is down, sqlx keeps retrying to connect until the deadline, so every request would
+//! hang for seconds and then fail. Instead a monitor ([`Store::watch_health`]) pings the database
+//! over a connection of its own (so a busy pool never looks like a dead database) several times
+//! a second; while a ping fails, [`Store`] refuses work at once with
+//! [`StoreError::Unavailable`], which the API answers with 503 and `Retry-After`, and `/readyz`
+//! says 503. The first ping that succeeds lets work through again.
+//!
+//! Without a monitor running (tests, the CLI's one-shot commands) the database counts as up and
+//! only the pool's acquire timeout bounds a wait.
+
+use super::db::{Store, StoreError};
+use sqlx::{ConnectOptions as _, Connection as _};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
+use tokio::sync::watch;
+
+/// How long one health ping may take before the database counts as down.
+pub const PING_TIMEOUT: Duration = Duration::from_millis(700);
+
+/// The database's health as the monitor last saw it.
+#[derive(Debug)]
+pub struct DbHealth {
+    up: AtomicBool,
+}
+
+impl Default for DbHealth {
+    fn default() -> Self {
+        Self {
+            up: AtomicBool::new(true),
+        }
+    }
+}
+
+impl DbHealth {
+    /// Whether the last health ping succeeded (true until a monitor says otherwise).
+    pub fn is_up(&self) -> bool {
+        self.up.load(Ordering::Acquire)
+    }
+
+    /// Record a ping's outcome; returns whether that changed anything.
+    fn set(&self, up: bool) -> bool {
+        self.up.swap(up, Ordering::AcqRel) != up
+    }
+}
+
+impl Store {
+    /// Ping the database every `interval` until `stop` flips, keeping [`Store::is_up`] current. Each ping has [`PING_TIMEOUT`];
+    /// the monitor keeps one connection of its own, reopened after a failure.
+    pub async fn watch_health(&self, interval: Duration, mut stop: watch::Receiver<bool>) {
+        let options = self.pool_ref().connect_options();
+        let mut conn: Option<sqlx::AnyConnection> = None;
+        loop {
+            let ping = async {
+                let c = match conn.as_mut() {
+                    Some(c) => c,
+                    None => conn.insert(options.connect().await?),
+                };
+                c.ping().await
+            };
+            let up = matches!(tokio::time::timeout(PING_TIMEOUT, ping).await, Ok(Ok(())));
+            if !up {
+                // Whatever state the connection is in, start afresh next time.
+                if let Some(c) = conn.take() {
+                    drop(tokio::time::timeout(PING_TIMEOUT, c.close()).await);
+                }
+            }
+            if self.health().set(up) {
+                if up {
+                    tracing::info!("database answers again");
+                } else {
+                    tracing::warn!(
+                        "database unavailable: requests that need it answer 503 until it returns"
+                    );
+                }
+            }
+            tokio::select! {
+                _ = tokio::time::sleep(interval) => {}
+                _ = stop.changed() => break,
+            }
+        }
+        if let Some(c) = conn {
+            drop(tokio::time::timeout(PING_TIMEOUT, c.close()).await);
+        }
+    }
+
+    /// Whether the database answered the last health ping.
+    pub fn is_up(&self) -> bool {
+        self.health().is_up()
+    }
+
+    /// The pool, unless the monitor knows the database is down: then fail at once rather than
+    /// wait out the acquire timeout.
+    pub(crate) fn pool(&self) -> Result<&sqlx::AnyPool, StoreError> {
+        if self.health().is_up() {
+            Ok(self.pool_ref())
+        } else {
+            Err(StoreError::Unavailable(
+                "the database does not answer its health check".into(),
+            ))
+        }
+    }
+}
