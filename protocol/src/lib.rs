@@ -8,6 +8,8 @@
 //! - [`layout`]: the STM32F429 flash map of DESIGN.md and the check that an image's vector table
 //!   lies inside the slot it was built for.
 //! - [`messages`] (feature `serde`): the v1 device protocol: check-in, offer, report events.
+//! - [`openapi`] (feature `openapi`): the OpenAPI schemas of the device messages, for the
+//!   server's API document.
 //! - [`testing`] (feature `testing`, for tests only): a payload linked for a slot, signed with a
 //!   test key, the one fixture every crate's tests build images from.
 //!
@@ -24,6 +26,8 @@ pub mod image;
 pub mod layout;
 #[cfg(feature = "serde")]
 pub mod messages;
+#[cfg(feature = "openapi")]
+pub mod openapi;
 #[cfg(feature = "testing")]
 pub mod testing;
 

@@ -25,6 +25,7 @@ pub type Model = heapless::String<32>;
 pub type Reason = heapless::String<96>;
 
 /// Whether the running image is on trial or confirmed (as the bootloader journal says).
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum BootState {
@@ -35,6 +36,7 @@ pub enum BootState {
 }
 
 /// Flash read-out protection level (RDP option byte: 0xAA = level 0, 0xCC = level 2, else 1).
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum RdpLevel {
@@ -58,10 +60,12 @@ impl RdpLevel {
 }
 
 /// What a device says at every check-in.
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct CheckIn {
     /// Hardware model.
+    #[cfg_attr(feature = "openapi", schema(value_type = String, max_length = 32))]
     pub model: Model,
     /// Version of the running application image.
     pub firmware_version: ImageVersion,
@@ -75,16 +79,19 @@ pub struct CheckIn {
     pub rdp_level: RdpLevel,
     /// Write-protected sectors: bit i set means sector i cannot be programmed. (The F4's nWRP
     /// bits are active-low; the device inverts them before sending.)
+    #[cfg_attr(feature = "openapi", schema(maximum = 4294967295_u64))]
     pub wrp_mask: u32,
     /// The bootloader's anti-rollback floor: the highest security counter of an image it has
     /// confirmed (its journal holds it). The server never offers an image below it. Optional
     /// so that devices built before it was added still check in; the server then infers the
     /// floor from the release the device runs.
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[cfg_attr(feature = "openapi", schema(maximum = 4294967295_u64))]
     pub security_counter: Option<u32>,
 }
 
 /// An update the server offers: the image built for the device's inactive slot.
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Offer {
@@ -103,6 +110,7 @@ pub struct Offer {
 }
 
 /// The server's answer to a check-in.
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct CheckInResponse {
@@ -114,6 +122,7 @@ pub struct CheckInResponse {
 }
 
 /// What happened on the device.
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum EventKind {
@@ -152,6 +161,7 @@ impl EventKind {
 
 /// One event. `id` is unique per device (a counter kept in flash): the server stores each
 /// (device, id) once, so a report retried after a lost acknowledgement changes nothing.
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Event {
@@ -165,20 +175,24 @@ pub struct Event {
     /// The image version it is about (e.g. the one rolled back from).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub version: Option<ImageVersion>,
-    /// Human-readable detail for failures.
+    /// Human-readable detail for failures: at most 96 bytes of UTF-8.
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[cfg_attr(feature = "openapi", schema(value_type = Option<String>, max_length = 96))]
     pub reason: Option<Reason>,
 }
 
 /// A batch of events.
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Report {
     /// The events, oldest first.
+    #[cfg_attr(feature = "openapi", schema(value_type = Vec<Event>, max_items = 16))]
     pub events: heapless::Vec<Event, MAX_EVENTS_PER_REPORT>,
 }
 
 /// The server's acknowledgement: sent only once every event is stored.
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ReportAck {
     /// Events stored by this request.

@@ -20,6 +20,7 @@ pub mod auth;
 pub mod device;
 pub mod error;
 pub mod open;
+pub mod openapi;
 pub mod state;
 
 pub use state::AppState;
@@ -69,6 +70,8 @@ pub fn router(state: Arc<AppState>) -> Router {
         .merge(admin::routes())
         .merge(open::routes())
         .split_for_parts();
+    let mut openapi = openapi;
+    openapi::add_shared_refusals(&mut openapi);
     let openapi = Arc::new(openapi);
     api.route(
         "/openapi.json",

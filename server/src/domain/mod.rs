@@ -14,6 +14,7 @@
 //! - [`provisioning`]: what a provisioning request may hold.
 //! - [`anti_rollback`]: the security counter a device holds, and whom a release would fail.
 //! - [`auth`]: roles, and the token secrets and their hashes.
+//! - [`schemas`]: the API document's schemas of these rules (name patterns, rollout states).
 //!
 //! Each rule returns its own error type with a stable `code()`; the HTTP layer maps each to the
 //! status the API documents.
@@ -27,6 +28,7 @@ pub mod names;
 pub mod provisioning;
 pub mod release;
 pub mod rollout_state;
+pub mod schemas;
 pub mod version;
 
 pub use counts::StateCounts;

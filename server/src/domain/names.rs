@@ -60,6 +60,15 @@ pub fn check(kind: &'static str, code: &'static str, s: &str, max: usize) -> Res
     }
 }
 
+/// The rule of [`check`] as a regular expression, for the API document: 1..=`max` of
+/// `[A-Za-z0-9._:-]`, not starting with `.` or `-`.
+pub fn pattern(max: usize) -> String {
+    format!(
+        "^[A-Za-z0-9_:][A-Za-z0-9._:-]{{0,{}}}$",
+        max.saturating_sub(1)
+    )
+}
+
 /// A device id.
 pub fn device_id(s: &str) -> Result<(), NameError> {
     check("device id", "invalid_device_id", s, MAX_DEVICE_ID)
@@ -94,6 +103,34 @@ mod tests {
             &"x".repeat(65),
         ] {
             assert!(super::device_id(bad).is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn the_pattern_is_the_rule() {
+        let re = regex::Regex::new(&super::pattern(8)).unwrap();
+        for s in [
+            "a",
+            "A9",
+            "_x",
+            ":x",
+            "a.b-c:d",
+            "12345678",
+            "123456789",
+            "",
+            ".a",
+            "-a",
+            "a b",
+            "a/b",
+            "é",
+            "a\n",
+            "..",
+        ] {
+            assert_eq!(
+                re.is_match(s),
+                super::check("name", "invalid_name", s, 8).is_ok(),
+                "{s:?}"
+            );
         }
     }
 

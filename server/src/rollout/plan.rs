@@ -39,17 +39,24 @@ pub struct StagePlan {
 #[derive(Debug, Clone, Default, Serialize, Deserialize, ToSchema, PartialEq)]
 #[serde(deny_unknown_fields)]
 pub struct StageSpec {
-    /// Cumulative percent of the targets (0.01-100).
+    /// Cumulative percent of the targets (above 0, at most 100). Exactly one of `percent` and
+    /// `devices`.
+    #[schema(exclusive_minimum = 0, maximum = 100)]
     pub percent: Option<f64>,
-    /// Cumulative number of devices.
+    /// Cumulative number of devices (at least 1).
+    #[schema(minimum = 1)]
     pub devices: Option<u64>,
-    /// Seconds to bake before advancing (default 1800).
+    /// Seconds to bake before advancing (default 1800, at most 30 days).
+    #[schema(minimum = 0, maximum = 2_592_000)]
     pub bake_s: Option<i64>,
     /// Decided devices needed before advancing (default 20).
     pub min_sample: Option<u64>,
     /// Largest failure rate, 0-1 (default 0.05).
+    #[schema(minimum = 0, maximum = 1)]
     pub max_failure_rate: Option<f64>,
-    /// Seconds from offer to confirmation before a device counts as failed (default 7200).
+    /// Seconds from offer to confirmation before a device counts as failed (default 7200, at
+    /// most 30 days).
+    #[schema(minimum = 1, maximum = 2_592_000)]
     pub confirm_deadline_s: Option<i64>,
     /// Advance without approval (default true).
     pub auto_advance: Option<bool>,
@@ -177,12 +184,15 @@ pub fn parse_stages(specs: &[StageSpec]) -> Result<Vec<StagePlan>, PlanError> {
 #[derive(Debug, Clone, Default, Serialize, Deserialize, ToSchema, PartialEq, Eq)]
 #[serde(deny_unknown_fields)]
 pub struct Selector {
-    /// Devices must have every one of these tags.
+    /// Devices must have every one of these tags (at most 16).
     #[serde(default)]
+    #[schema(value_type = Vec<crate::domain::schemas::TagName>, max_items = 16)]
     pub tags: Vec<String>,
     /// Running at least this version.
+    #[schema(value_type = Option<fota_protocol::ImageVersion>)]
     pub version_min: Option<String>,
     /// Running at most this version.
+    #[schema(value_type = Option<fota_protocol::ImageVersion>)]
     pub version_max: Option<String>,
 }
 

@@ -18,11 +18,13 @@ pub(super) fn routes() -> OpenApiRouter<Arc<AppState>> {
 
 /// Filter for the audit log.
 #[derive(Debug, Clone, Default, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
 #[serde(deny_unknown_fields)]
 pub struct AuditQuery {
     /// Only entries about this rollout.
     pub rollout_id: Option<i64>,
     /// At most this many (1-1000, default 100).
+    #[param(minimum = 1, maximum = 1000)]
     pub limit: Option<u32>,
 }
 

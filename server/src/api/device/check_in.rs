@@ -19,10 +19,10 @@ use std::sync::Arc;
     post,
     path = "/v1/devices/{id}/check-in",
     tag = "device",
-    params(("id" = String, Path, description = "Device id")),
-    request_body(content = Object, description = "fota_protocol::messages::CheckIn", content_type = "application/json"),
+    params(("id" = inline(crate::domain::schemas::DeviceIdName), Path, description = "Device id")),
+    request_body(content = fota_protocol::messages::CheckIn, content_type = "application/json"),
     responses(
-        (status = 200, description = "CheckInResponse: poll interval and an optional offer", body = Object),
+        (status = 200, description = "The poll interval and, if the device is in a rollout's current cohort, an offer", body = fota_protocol::messages::CheckInResponse),
         (status = 400, description = "Malformed body", body = ErrorBody),
         (status = 401, description = "Unknown device or wrong token", body = ErrorBody),
         (status = 409, description = "Reported model differs from the provisioned one", body = ErrorBody),

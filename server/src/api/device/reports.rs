@@ -17,10 +17,10 @@ use std::sync::Arc;
     post,
     path = "/v1/devices/{id}/reports",
     tag = "device",
-    params(("id" = String, Path, description = "Device id")),
-    request_body(content = Object, description = "fota_protocol::messages::Report: up to 16 events", content_type = "application/json"),
+    params(("id" = inline(crate::domain::schemas::DeviceIdName), Path, description = "Device id")),
+    request_body(content = fota_protocol::messages::Report, description = "Up to 16 events", content_type = "application/json"),
     responses(
-        (status = 200, description = "ReportAck: how many events were stored now and how many were retries", body = Object),
+        (status = 200, description = "How many events were stored now and how many were retries", body = fota_protocol::messages::ReportAck),
         (status = 400, description = "Malformed body", body = ErrorBody),
         (status = 401, description = "Unknown device or wrong token", body = ErrorBody),
         (status = 503, description = "The database is unavailable: nothing was stored; retry after Retry-After seconds", body = ErrorBody),

@@ -25,6 +25,25 @@ pub(super) fn routes() -> OpenApiRouter<Arc<AppState>> {
 
 const CACHE_CONTROL: &str = "public, max-age=31536000, immutable";
 
+/// The pattern of an artifact address, as [`is_sha256_hex`] accepts it.
+const ADDRESS_PATTERN: &str = "^[0-9a-f]{64}$";
+
+/// An artifact address, for the API document.
+#[derive(Debug)]
+struct ArtifactAddress;
+
+impl utoipa::PartialSchema for ArtifactAddress {
+    fn schema() -> utoipa::openapi::RefOr<utoipa::openapi::schema::Schema> {
+        utoipa::openapi::schema::ObjectBuilder::new()
+            .schema_type(utoipa::openapi::schema::Type::String)
+            .pattern(Some(ADDRESS_PATTERN))
+            .description(Some("SHA-256 of the file: 64 lowercase hex digits"))
+            .into()
+    }
+}
+
+impl utoipa::ToSchema for ArtifactAddress {}
+
 /// A byte range, inclusive.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum RangeRequest {
@@ -94,7 +113,7 @@ pub fn parse_range(value: Option<&str>, size: u64) -> RangeRequest {
     path = "/v1/artifacts/{sha256}",
     tag = "artifacts",
     params(
-        ("sha256" = String, Path, description = "SHA-256 of the file, 64 lowercase hex digits"),
+        ("sha256" = inline(ArtifactAddress), Path, description = "SHA-256 of the file, 64 lowercase hex digits"),
         ("Range" = Option<String>, Header, description = "One range, e.g. bytes=4096-"),
     ),
     responses(
@@ -120,7 +139,7 @@ async fn get_artifact(
     head,
     path = "/v1/artifacts/{sha256}",
     tag = "artifacts",
-    params(("sha256" = String, Path, description = "SHA-256 of the file")),
+    params(("sha256" = inline(ArtifactAddress), Path, description = "SHA-256 of the file, 64 lowercase hex digits")),
     responses(
         (status = 200, description = "Exists; Content-Length is its size"),
         (status = 400, description = "Not a SHA-256 address"),
@@ -256,6 +275,21 @@ async fn serve(
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn the_documented_address_pattern_is_the_check() {
+        let re = regex::Regex::new(super::ADDRESS_PATTERN).unwrap();
+        let good = "ab".repeat(32);
+        for s in [
+            good.clone(),
+            good.to_uppercase(),
+            "ab".repeat(31),
+            format!("{good}a"),
+            "zz".repeat(32),
+        ] {
+            assert_eq!(re.is_match(&s), super::is_sha256_hex(&s), "{s}");
+        }
+    }
+
     use super::{parse_range, RangeRequest::*};
 
     #[test]

@@ -60,7 +60,7 @@ async fn readyz(State(state): State<Arc<AppState>>) -> Response {
     get,
     path = "/metrics",
     tag = "ops",
-    responses((status = 200, description = "Prometheus text format", content_type = "text/plain"))
+    responses((status = 200, description = "OpenMetrics text format", content_type = "application/openmetrics-text; version=1.0.0; charset=utf-8", body = String))
 )]
 async fn metrics(State(state): State<Arc<AppState>>) -> Response {
     (

@@ -14,7 +14,7 @@ use std::sync::Arc;
     get,
     path = "/v1/devices/{id}",
     tag = "devices",
-    params(("id" = String, Path, description = "Device id")),
+    params(("id" = inline(crate::domain::schemas::DeviceIdName), Path, description = "Device id")),
     responses(
         (status = 200, body = DeviceDetail),
         (status = 400, body = ErrorBody), (status = 401, body = ErrorBody),

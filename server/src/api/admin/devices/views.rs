@@ -12,11 +12,14 @@ pub use crate::domain::provisioning::{MAX_DEVICES_PER_REQUEST, MAX_TAGS};
 #[serde(deny_unknown_fields)]
 pub struct DeviceSpec {
     /// Device id: 1-64 of `A-Za-z0-9._:-`.
+    #[schema(value_type = crate::domain::schemas::DeviceIdName)]
     pub id: String,
     /// Hardware model.
+    #[schema(value_type = crate::domain::schemas::ModelName)]
     pub model: String,
     /// Tags for targeting rollouts.
     #[serde(default)]
+    #[schema(value_type = Vec<crate::domain::schemas::TagName>, max_items = 16)]
     pub tags: Vec<String>,
 }
 
@@ -24,7 +27,8 @@ pub struct DeviceSpec {
 #[derive(Debug, Clone, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct RegisterDevices {
-    /// The devices.
+    /// The devices: at least one, at most 100,000.
+    #[schema(min_items = 1, max_items = 100_000)]
     pub devices: Vec<DeviceSpec>,
 }
 
@@ -46,15 +50,20 @@ pub struct Registered {
 
 /// Filters for listing devices.
 #[derive(Debug, Clone, Default, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
 #[serde(deny_unknown_fields)]
 pub struct ListQuery {
     /// Exact hardware model.
+    #[param(value_type = Option<crate::domain::schemas::ModelName>, inline)]
     pub model: Option<String>,
     /// Exact firmware version, e.g. `1.4.2`.
+    #[param(value_type = Option<fota_protocol::ImageVersion>, inline)]
     pub version: Option<String>,
     /// Has this tag.
+    #[param(value_type = Option<crate::domain::schemas::TagName>, inline)]
     pub tag: Option<String>,
     /// `never_seen`, `online` or `silent`.
+    #[param(inline)]
     pub status: Option<DeviceStatus>,
     /// Last seen at or after (Unix ms).
     pub seen_after: Option<i64>,
@@ -63,6 +72,7 @@ pub struct ListQuery {
     /// Page start: ids after this one.
     pub after: Option<String>,
     /// Page size, 1-1000 (default 100).
+    #[param(minimum = 1, maximum = 1000)]
     pub limit: Option<u32>,
 }
 

@@ -13,9 +13,11 @@ use utoipa::IntoParams;
 
 /// Filter for listing releases.
 #[derive(Debug, Clone, Default, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
 #[serde(deny_unknown_fields)]
 pub struct ReleaseQuery {
     /// Only this hardware model.
+    #[param(value_type = Option<crate::domain::schemas::ModelName>, inline)]
     pub model: Option<String>,
 }
 

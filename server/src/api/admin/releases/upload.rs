@@ -22,10 +22,13 @@ use utoipa::ToSchema;
 #[allow(dead_code)]
 struct UploadForm {
     /// Hardware model.
+    #[schema(value_type = crate::domain::schemas::ModelName)]
     model: String,
-    /// Release notes.
+    /// Release notes (at most 16 KB).
+    #[schema(max_length = 16384)]
     notes: Option<String>,
     /// Optional cross-check of the images' version.
+    #[schema(value_type = Option<fota_protocol::ImageVersion>)]
     version: Option<String>,
     /// Signed image linked for slot A.
     #[schema(value_type = String, format = Binary)]

@@ -13,9 +13,11 @@ use utoipa::IntoParams;
 
 /// Filter for the rollout list.
 #[derive(Debug, Clone, Default, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
 #[serde(deny_unknown_fields)]
 pub struct RolloutQuery {
     /// Only rollouts in this state.
+    #[param(value_type = Option<crate::domain::schemas::RolloutStateName>, inline)]
     pub state: Option<String>,
 }
 

@@ -24,7 +24,8 @@ pub struct StartRollout {
     /// Which devices of the release's model (default: all).
     #[serde(default)]
     pub selector: Selector,
-    /// The stages (default 1% -> 10% -> 50% -> 100%).
+    /// The stages (default 1% -> 10% -> 50% -> 100%): 1-20, each larger than the one before.
+    #[schema(min_items = 1, max_items = 20)]
     pub stages: Option<Vec<StageSpec>>,
 }
 
@@ -36,7 +37,8 @@ pub struct StartRollback {
     pub release_id: i64,
     /// Only the devices running this (bad) release; absent: the whole fleet of the model.
     pub from_release_id: Option<i64>,
-    /// Stages; absent: everyone at once.
+    /// Stages (1-20); absent: everyone at once.
+    #[schema(min_items = 1, max_items = 20)]
     pub stages: Option<Vec<StageSpec>>,
 }
 
