@@ -641,6 +641,10 @@ fn mutation() -> impl Strategy<Value = Mutation> {
 
 fn apply(image: &[u8], m: &Mutation) -> Option<Vec<u8>> {
     let pos = |f: usize| f * image.len() / 65536;
+    // An earlier mutation may have truncated everything: only an insertion still applies.
+    if image.is_empty() && !matches!(m, Mutation::Insert { .. }) {
+        return None;
+    }
     let mut out = image.to_vec();
     match *m {
         Mutation::FlipBit { at, bit } => out[pos(at)] ^= 1 << bit,
