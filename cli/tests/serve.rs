@@ -135,12 +135,14 @@ fn serve_and_token_usage_errors_are_one_line() {
 /// concurrent reports: no stage advances twice, and no device is offered beyond the stage it was
 /// offered in.
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+#[ignore = "PostgreSQL: run with FOTA_TEST_POSTGRES_URL set (scripts/test does)"]
 async fn two_replicas_on_one_postgres_decide_once() {
+    testkit::on_postgres(two_replicas_decide_once()).await;
+}
+
+async fn two_replicas_decide_once() {
     use std::sync::Arc;
     use testkit::Api as _;
-    if testkit::postgres_url().is_none() {
-        return;
-    }
     let database_url = testkit::fresh_postgres_database().await;
     let store = fota_server::store::Store::connect(&database_url)
         .await

@@ -33,6 +33,11 @@ pub enum Db {
 }
 
 /// Define `$name::sqlite` and `$name::postgres` from one `async fn(Db)`.
+///
+/// The PostgreSQL variant is `#[ignore]`d: a plain `cargo test` lists it as ignored, never as
+/// passed. Run it with `--include-ignored` (cargo test) or `--run-ignored all` (nextest) and
+/// `FOTA_TEST_POSTGRES_URL` set, as scripts/test does; run that way without the URL, it fails.
+/// The databases it makes are dropped when it passes.
 #[macro_export]
 macro_rules! backend_tests {
     ($($name:ident),* $(,)?) => {
@@ -43,30 +48,75 @@ macro_rules! backend_tests {
                     super::$name($crate::Db::Sqlite).await;
                 }
                 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                #[ignore = "PostgreSQL: run with FOTA_TEST_POSTGRES_URL set (scripts/test does)"]
                 async fn postgres() {
-                    if $crate::postgres_url().is_none() {
-                        return;
-                    }
-                    super::$name($crate::Db::Postgres).await;
+                    $crate::on_postgres(super::$name($crate::Db::Postgres)).await;
                 }
             }
         )*
     };
 }
 
-/// The PostgreSQL server to test against. With `FOTA_REQUIRE_POSTGRES=1` a missing URL fails.
-pub fn postgres_url() -> Option<String> {
-    match std::env::var("FOTA_TEST_POSTGRES_URL") {
-        Ok(url) if !url.is_empty() => Some(url),
-        _ => {
-            assert!(
-                std::env::var("FOTA_REQUIRE_POSTGRES").as_deref() != Ok("1"),
-                "FOTA_REQUIRE_POSTGRES=1 but FOTA_TEST_POSTGRES_URL is not set"
-            );
-            eprintln!("skipped: FOTA_TEST_POSTGRES_URL not set");
-            None
-        }
+tokio::task_local! {
+    /// The databases the running PostgreSQL test made, to drop when it passes.
+    static MADE: std::cell::RefCell<Vec<String>>;
+}
+
+/// Run a PostgreSQL test: fail at once without a server to run it on, and drop the databases it
+/// made once it passes (a failed test leaves them for a look; `.ci/run` drops its run's).
+pub async fn on_postgres(test: impl std::future::Future<Output = ()>) {
+    let base = require_postgres_url();
+    let made = MADE
+        .scope(std::cell::RefCell::new(Vec::new()), async move {
+            test.await;
+            MADE.with(|m| m.take())
+        })
+        .await;
+    drop_databases(&base, &made).await;
+}
+
+async fn drop_databases(base: &str, names: &[String]) {
+    use sqlx::Connection as _;
+    if names.is_empty() {
+        return;
     }
+    let Ok(mut admin) = sqlx::PgConnection::connect(base).await else {
+        return;
+    };
+    for name in names {
+        // FORCE: the test's server may still hold pooled connections.
+        let _ = sqlx::query(&format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)"))
+            .execute(&mut admin)
+            .await;
+    }
+    let _ = admin.close().await;
+}
+
+/// The PostgreSQL server a test that needs one must run on: `FOTA_TEST_POSTGRES_URL`, or a
+/// failure that says so.
+pub fn require_postgres_url() -> String {
+    postgres_url().unwrap_or_else(|| {
+        panic!(
+            "FOTA_TEST_POSTGRES_URL is not set: this test needs a PostgreSQL server \
+             (it is #[ignore]d by default; scripts/test runs it when the URL is set)"
+        )
+    })
+}
+
+/// The PostgreSQL server to test against, if `FOTA_TEST_POSTGRES_URL` names one.
+pub fn postgres_url() -> Option<String> {
+    std::env::var("FOTA_TEST_POSTGRES_URL")
+        .ok()
+        .filter(|url| !url.is_empty())
+}
+
+/// What this test run's databases are named after: `FOTA_TEST_RUN_ID` (scripts/test and
+/// .ci/run set it), else this process. Two runs against one server never drop each other's.
+fn run_id() -> String {
+    std::env::var("FOTA_TEST_RUN_ID")
+        .ok()
+        .filter(|id| !id.is_empty() && id.bytes().all(|b| b.is_ascii_alphanumeric()))
+        .unwrap_or_else(|| format!("p{}", std::process::id()))
 }
 
 static NEXT_DB: AtomicU32 = AtomicU32::new(0);
@@ -74,13 +124,16 @@ static NEXT_DB: AtomicU32 = AtomicU32::new(0);
 /// A fresh, empty PostgreSQL database on the test server; returns its URL.
 pub async fn fresh_postgres_database() -> String {
     use sqlx::Connection as _;
-    let base = postgres_url().expect("postgres URL");
+    let base = require_postgres_url();
     let name = format!(
-        "fota_t_{}_{}_{}",
+        "fota_t_{}_{}_{}_{}",
+        run_id(),
         std::process::id(),
         NEXT_DB.fetch_add(1, Ordering::SeqCst),
         now_ms() % 1_000_000
     );
+    // Dropped when the PostgreSQL test that made it passes (see `on_postgres`).
+    let _ = MADE.try_with(|m| m.borrow_mut().push(name.clone()));
     let mut admin = sqlx::PgConnection::connect(&base)
         .await
         .expect("connect to PostgreSQL");
