@@ -36,6 +36,8 @@ fn run(st: &Path, app: &TestApp, dir: &Path, name: &str, config: &str, extra: &[
     let config_path = dir.join(format!("{name}.toml"));
     std::fs::write(&config_path, config).unwrap();
     let out = Command::new(st)
+        // Its cache of found crashes goes to the scratch directory, not the source tree.
+        .current_dir(dir)
         .arg("--config-file")
         .arg(&config_path)
         .args(["run", &format!("{}/openapi.json", app.url)])
