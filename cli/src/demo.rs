@@ -580,16 +580,13 @@ pub fn run(args: &Args, out: &mut dyn Write) -> anyhow::Result<()> {
         .count();
     let exposed = summary.ever_installed.get(&v21).copied().unwrap_or(0);
     // The first stage's cohort: the devices the bad release could ever have been offered.
-    let first_stage = fota_server::domain::cohort::threshold_for_basis_points(100);
-    let canary = devices
-        .iter()
-        .filter(|d| {
-            fota_server::domain::cohort::is_in(
-                fota_server::domain::cohort::rank(bad_id, &d.status().id),
-                first_stage,
-            )
-        })
-        .count();
+    let canary = usize::try_from(fota_server::domain::cohort::stage_reach(
+        Some(100),
+        None,
+        devices.len() as u64,
+        0,
+    ))
+    .unwrap_or(usize::MAX);
     let sampler = sampler.lock().unwrap_or_else(|e| e.into_inner());
 
     let mb = |b: u64| b as f64 / (1024.0 * 1024.0);

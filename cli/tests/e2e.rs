@@ -206,8 +206,10 @@ async fn bad_release_scenario(db: Db, behaviour: AppBehaviour) {
     assert_eq!(status["state"], "halted", "{status:#}");
     assert_eq!(status["current_stage"], 1, "{status:#}");
 
-    let first_stage = cohort::threshold_for_basis_points(1000);
     let statuses = fleet.statuses();
+    // 10% of the targets: the lowest ranks of a tenth of the fleet.
+    let mut ranks: Vec<u32> = statuses.iter().map(|s| cohort::rank(id, &s.id)).collect();
+    let first_stage = cohort::threshold_for_count(&mut ranks, (n as u64).div_ceil(10));
     let exposed: Vec<&str> = statuses
         .iter()
         .filter(|s| s.accepted.contains(&version(2)))

@@ -222,8 +222,12 @@ async fn two_replicas_decide_once() {
     };
     assert_eq!(count("rollout.advance"), 2, "{audit:#}");
     assert_eq!(count("rollout.complete"), 1);
-    let thresholds = [1000, 4000, 10_000].map(cohort::threshold_for_basis_points);
-    for (device, state, rank, stage) in store.rollout_devices(id).await.unwrap() {
+    // Each stage takes the lowest ranks it reaches: 10%, 40%, 100% of the 300 targets.
+    let rows = store.rollout_devices(id).await.unwrap();
+    let ranks: Vec<u32> = rows.iter().map(|(_, _, rank, _)| *rank as u32).collect();
+    let thresholds =
+        [30, 120, 300].map(|reach| cohort::threshold_for_count(&mut ranks.clone(), reach));
+    for (device, state, rank, stage) in rows {
         assert_eq!(state, "confirmed", "{device}");
         let stage = stage.expect("offered in a stage") as usize;
         assert!(

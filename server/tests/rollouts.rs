@@ -15,6 +15,7 @@ backend_tests!(
     field_incident_halts_in_the_first_stage,
     good_release_walks_every_stage_to_100_percent,
     failing_release_below_min_sample_never_advances,
+    plans_fit_small_fleets,
     rollback_reports_halt_at_once,
     protection_blocked_devices_are_skipped,
     operator_actions_and_audit,
@@ -27,6 +28,12 @@ backend_tests!(
 
 async fn start(app: &impl testkit::Api, body: Value) -> Value {
     testkit::start_rollout(app, body).await
+}
+
+/// The threshold of a stage that reaches the `reach` lowest-ranked of `devices`.
+fn first_stage(id: i64, devices: &[testkit::Device], reach: u64) -> u64 {
+    let mut ranks: Vec<u32> = devices.iter().map(|d| cohort::rank(id, &d.id)).collect();
+    cohort::threshold_for_count(&mut ranks, reach)
 }
 
 fn stage(percent: f64, min_sample: u64, max_rate: f64, deadline_s: i64) -> Value {
@@ -47,7 +54,8 @@ async fn field_incident_halts_in_the_first_stage(db: Db) {
     let id = r["id"].as_i64().unwrap();
     assert_eq!(r["targets"], 200);
     assert_eq!(r["state"], "active");
-    let first_threshold = cohort::threshold_for_basis_points(500);
+    // 5% of 200 targets: the 10 lowest ranks.
+    let first_threshold = first_stage(id, &devices, 10);
 
     let mut silent = std::collections::HashSet::new();
     let started = std::time::Instant::now();
@@ -224,20 +232,27 @@ async fn good_release_walks_every_stage_to_100_percent(db: Db) {
 }
 
 /// A failing release whose failures stay under the halt line but whose stage never reaches its
-/// minimum sample: it waits; it does not advance.
+/// minimum sample: it waits, says for what, and does not advance. The plan's minimum sample (50)
+/// is capped at the stage's 10 devices; 4 of them never check in.
 async fn failing_release_below_min_sample_never_advances(db: Db) {
     let app = spawn_app(db).await;
     let mut devices = fleet(&app, "F", 100, "f429", "1.0.0").await;
     let rel = release(&app, "f429", "1.2.0", 1).await;
-    // ~10 devices in stage 1, but it needs 50 decided to advance; 50% failures tolerated.
+    // 10 devices in stage 1; the plan asks 50 decided to advance; 50% failures tolerated.
     let r = start(
         &app,
         json!({"release_id": rel, "stages": [stage(10.0, 50, 0.5, 60), stage(100.0, 1, 0.5, 60)]}),
     )
     .await;
     let id = r["id"].as_i64().unwrap();
+    assert_eq!(r["stages"][0]["reach"], 10, "{r:#}");
+    assert_eq!(r["stages"][0]["min_sample_applied"], 10, "{r:#}");
+    let canary = first_stage(id, &devices, 10);
     let mut n = 0;
     for d in devices.iter_mut() {
+        if n == 6 {
+            break;
+        }
         if let Some(offer) = d.check_in(&app).await {
             let behaviour = if n % 3 == 0 {
                 Behaviour::RollsBack
@@ -248,26 +263,191 @@ async fn failing_release_below_min_sample_never_advances(db: Db) {
             d.take(&app, &offer, behaviour).await;
         }
     }
-    assert!(n >= 3, "the first stage took {n} devices");
+    assert_eq!(n, 6);
     // Several sweeps later, still stage 1.
-    tokio::time::sleep(Duration::from_millis(800)).await;
+    tokio::time::sleep(Duration::from_millis(1500)).await;
     let s = rollout_status(&app, id).await;
     assert_eq!(s["state"], "active", "{s:#}");
     assert_eq!(s["current_stage"], 1, "{s:#}");
-    assert!(s["counts"]["rolled_back"].as_u64().unwrap() >= 1);
-    assert!(
-        s["next"].as_str().unwrap().starts_with("minimum sample"),
+    assert_eq!(s["counts"]["rolled_back"], 2, "{s:#}");
+    assert_eq!(
+        s["next"],
+        "minimum sample: 6 of 10 devices decided in this stage (the plan asks 50; capped at the 10 devices of the stage); 0 updating, 4 not offered yet (they have not checked in)",
         "{s:#}"
     );
-    // The gate's rate divides by the minimum sample until it is reached.
-    let failures = s["counts"]["rolled_back"].as_f64().unwrap();
-    assert!(
-        (s["gate_failure_rate"].as_f64().unwrap() - failures / 50.0).abs() < 1e-9,
+    assert_eq!(
+        s["gate"],
+        json!({"decided": 6, "min_sample": 10, "min_sample_asked": 50, "in_flight": 0,
+               "not_offered": 4, "bake_s": 0, "bake_left_s": 0, "needs_approval": false,
+               "approved": false, "rate_min_sample": 10}),
         "{s:#}"
     );
-    // And nobody outside stage 1 was offered.
-    for d in devices.iter_mut() {
+    // The gate's rate divides by the minimum sample (capped at the 10 devices of the cohorts
+    // so far) until more devices have decided.
+    assert!(
+        (s["gate_failure_rate"].as_f64().unwrap() - 2.0 / 10.0).abs() < 1e-9,
+        "{s:#}"
+    );
+    // And nobody outside stage 1 is offered.
+    for d in devices
+        .iter_mut()
+        .filter(|d| !cohort::is_in(cohort::rank(id, &d.id), canary))
+    {
         assert!(d.check_in(&app).await.is_none());
+    }
+}
+
+/// Plans fit the fleet: on 1, 5, 20 and 200 devices the default plan's stages each take at least
+/// one device, its minimum sample of 20 is capped at each stage's cohort, and a good release
+/// walks to 100%. A plan some stage of which would take nobody is refused at the start with
+/// what would fit; the only canary of a bench failing halts at once.
+async fn plans_fit_small_fleets(db: Db) {
+    let app = spawn_app(db).await;
+    // The default sizes, baking 0 s so the test does not wait (the default is 30 min).
+    let default_plan = json!([1, 10, 50, 100]
+        .map(|p| json!({"percent": p, "bake_s": 0, "min_sample": 20, "max_failure_rate": 0.05})));
+    for (n, reach, applied) in [
+        (1usize, vec![1], vec![1]),
+        (5, vec![1, 2, 3, 5], vec![1, 1, 1, 2]),
+        (20, vec![1, 2, 10, 20], vec![1, 1, 8, 10]),
+        (200, vec![2, 20, 100, 200], vec![2, 18, 20, 20]),
+    ] {
+        let model = format!("bench-{n}");
+        let mut devices = fleet(&app, &format!("N{n}"), n, &model, "1.0.0").await;
+        let rel = release(&app, &model, "1.1.0", 1).await;
+        let plan = if n == 1 {
+            // Four stages over one device: refused, saying what would work.
+            let resp = app
+                .post("/v1/rollouts")
+                .json(&json!({"release_id": rel, "stages": default_plan}))
+                .send()
+                .await
+                .unwrap();
+            let text = resp.text().await.unwrap();
+            let e: Value = serde_json::from_str(&text).unwrap();
+            assert_eq!(e["error"], "plan_does_not_fit", "{text}");
+            assert_eq!(
+                e["message"],
+                "1 target device fills this plan by stage 1 of 4 (devices reached: 1%: 1), so stages 2-4 would take no device: use at most 1 stage, e.g. 100%, or target more devices"
+            );
+            json!([{"percent": 100, "bake_s": 0, "min_sample": 20}])
+        } else {
+            default_plan.clone()
+        };
+        let r = start(&app, json!({"release_id": rel, "stages": plan})).await;
+        let id = r["id"].as_i64().unwrap();
+        let stages = r["stages"].as_array().unwrap();
+        let got: Vec<u64> = stages
+            .iter()
+            .map(|s| s["reach"].as_u64().unwrap())
+            .collect();
+        assert_eq!(got, reach, "{n} devices: {r:#}");
+        let got: Vec<u64> = stages
+            .iter()
+            .map(|s| s["min_sample_applied"].as_u64().unwrap())
+            .collect();
+        assert_eq!(got, applied, "{n} devices: {r:#}");
+        let s = drive(&app, id, &mut devices, Behaviour::Good, |s| {
+            s["state"] != "active"
+        })
+        .await;
+        assert_eq!(s["state"], "completed", "{n} devices: {s:#}");
+        assert_eq!(s["counts"]["confirmed"], n as u64, "{s:#}");
+        // The audit log says how far each stage reached, in devices.
+        let audit: Value = app
+            .get(&format!("/v1/audit?rollout_id={id}"))
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        let entries = audit["entries"].as_array().unwrap();
+        let create = entries
+            .iter()
+            .find(|e| e["action"] == "rollout.create")
+            .unwrap();
+        let first = if n == 1 {
+            "1 of 1 targets (100%)".to_string()
+        } else {
+            format!("{} of {n} targets (1%)", reach[0])
+        };
+        assert_eq!(
+            create["detail"]["first_stage"],
+            first.as_str(),
+            "{create:#}"
+        );
+        assert!(create["detail"].get("threshold").is_none(), "{create:#}");
+        if n == 20 {
+            let advance = entries
+                .iter()
+                .rev()
+                .find(|e| e["action"] == "rollout.advance")
+                .unwrap();
+            assert_eq!(
+                advance["detail"]["reaches"], "2 of 20 targets (10%)",
+                "{advance:#}"
+            );
+        }
+    }
+
+    // The plan over 20 targets: accepted, and the status says what it waits for.
+    let mut devices = fleet(&app, "W", 20, "wait-20", "1.0.0").await;
+    let rel = release(&app, "wait-20", "1.1.0", 1).await;
+    let plan = json!([1, 10, 50, 100].map(|p| json!({"percent": p, "bake_s": 1800, "min_sample": 20, "max_failure_rate": 0.05, "confirm_deadline_s": 7200})));
+    let id = start(&app, json!({"release_id": rel, "stages": plan})).await["id"]
+        .as_i64()
+        .unwrap();
+    let s = drive(&app, id, &mut devices, Behaviour::Good, |s| {
+        s["gate"]["decided"] == 1
+    })
+    .await;
+    assert_eq!(s["current_stage"], 1, "{s:#}");
+    let next = s["next"].as_str().unwrap();
+    assert!(
+        next.starts_with("baking: 29m") || next.starts_with("baking: 30m"),
+        "{next}"
+    );
+    assert!(next.ends_with("left of 30m"), "{next}");
+    assert_eq!(s["gate"]["min_sample"], 1, "{s:#}");
+    assert_eq!(s["gate"]["min_sample_asked"], 20, "{s:#}");
+
+    // A bench of 5 whose only canary rolls back halts at once: 1 failure of 1, not of 20.
+    let mut devices = fleet(&app, "H", 5, "halt-5", "1.0.0").await;
+    let rel = release(&app, "halt-5", "1.1.0", 1).await;
+    let id = start(&app, json!({"release_id": rel, "stages": default_plan})).await["id"]
+        .as_i64()
+        .unwrap();
+    let s = drive(&app, id, &mut devices, Behaviour::RollsBack, |s| {
+        s["state"] != "active"
+    })
+    .await;
+    assert_eq!(s["state"], "halted", "{s:#}");
+    assert_eq!(s["counts"]["rolled_back"], 1, "{s:#}");
+    assert_eq!(s["halt_reason"]["min_sample"], 1, "{s:#}");
+}
+
+/// Check every device in, let it take any offer the way `behaviour` says, until `done(status)`
+/// (or 30 s); returns the last status.
+async fn drive(
+    app: &testkit::TestApp,
+    id: i64,
+    devices: &mut [testkit::Device],
+    behaviour: Behaviour,
+    done: impl Fn(&Value) -> bool,
+) -> Value {
+    let started = std::time::Instant::now();
+    loop {
+        let s = rollout_status(app, id).await;
+        if done(&s) || started.elapsed() > Duration::from_secs(30) {
+            return s;
+        }
+        for d in devices.iter_mut() {
+            if let Some(offer) = d.check_in(app).await {
+                d.take(app, &offer, behaviour).await;
+            }
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
     }
 }
 
@@ -652,7 +832,7 @@ async fn selector_targets_tags_versions_and_late_joiners(db: Db) {
     // Tags: only devices with every tag.
     let tagged = start(
         &app,
-        json!({"release_id": rel, "selector": {"tags": ["pole"]}}),
+        json!({"release_id": rel, "selector": {"tags": ["pole"]}, "stages": [{"percent": 50}, {"percent": 100}]}),
     )
     .await;
     assert_eq!(tagged["targets"], 2, "{tagged:#}");
@@ -674,7 +854,7 @@ async fn selector_targets_tags_versions_and_late_joiners(db: Db) {
     selector.push("t0".to_string());
     let r = start(
         &app,
-        json!({"release_id": rel, "selector": {"tags": selector}}),
+        json!({"release_id": rel, "selector": {"tags": selector}, "stages": [{"percent": 100}]}),
     )
     .await;
     assert_eq!(r["targets"], 1, "only M-ALL has all 15: {r:#}");
@@ -835,7 +1015,8 @@ async fn anti_rollback_holds_when_a_stage_advances(db: Db) {
     .await;
     let id = r["id"].as_i64().unwrap();
     assert_eq!(r["counts"]["security_counter_blocked"], 0);
-    let first = cohort::threshold_for_basis_points(2500);
+    // 25% of 40 targets: the 10 lowest ranks.
+    let first = first_stage(id, &devices, 10);
     let (canary, rest): (Vec<_>, Vec<_>) = devices
         .iter_mut()
         .partition(|d| cohort::is_in(cohort::rank(id, &d.id), first));

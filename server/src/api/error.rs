@@ -205,9 +205,9 @@ impl From<LaunchError> for ApiError {
             LaunchError::RolloutInProgress { .. } | LaunchError::CounterTooLow { .. } => {
                 ApiError::conflict(e.code(), e.to_string())
             }
-            LaunchError::NoTargets(_) | LaunchError::ModelMismatch { .. } => {
-                ApiError::unprocessable(e.code(), e.to_string())
-            }
+            LaunchError::NoTargets(_)
+            | LaunchError::PlanDoesNotFit(_)
+            | LaunchError::ModelMismatch { .. } => ApiError::unprocessable(e.code(), e.to_string()),
         }
     }
 }

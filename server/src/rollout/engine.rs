@@ -371,7 +371,8 @@ impl Engine {
             whole,
             stage_counts,
             verdict,
-        }) = assess(store, &r).await?
+            ..
+        }) = assess(store, &r, false).await?
         else {
             return Ok(None);
         };
@@ -409,17 +410,14 @@ impl Engine {
                 let Some(next_stage) = stages.get(next as usize) else {
                     return Ok(Some(verdict));
                 };
-                let mut ranks = if next_stage.device_count.is_some() {
-                    store.rollout_ranks(id).await?
-                } else {
-                    Vec::new()
-                };
-                let threshold = cohort::stage_threshold(
+                let mut ranks = store.rollout_ranks(id).await?;
+                let targets = ranks.len();
+                let (threshold, reach) = cohort::stage_threshold(
                     next_stage.percent_bp,
                     next_stage.device_count,
                     &mut ranks,
-                )
-                .max(r.current_threshold);
+                    r.current_threshold,
+                );
                 let changed = store
                     .change_rollout(
                         id,
@@ -437,6 +435,7 @@ impl Engine {
                             serde_json::json!({
                                 "from_stage": r.current_stage + 1,
                                 "to_stage": next + 1,
+                                "reaches": cohort::reach_text(reach, targets as u64, next_stage.percent_bp),
                                 "stage_counts": stage_counts,
                                 "counts": whole,
                             }),
@@ -549,13 +548,28 @@ pub struct Assessment {
     pub whole: StateCounts,
     /// Counts of the current stage's cohort.
     pub stage_counts: StateCounts,
+    /// Targets inside the cohorts so far not offered yet, if counted (see
+    /// [`gate::needs_eligible_count`]; always with `count_not_offered`).
+    pub not_offered: Option<u64>,
+    /// The minimum sample the current stage applies: the plan's, capped at its cohort.
+    pub min_sample: u64,
+    /// The least denominator of the halting rate: the plan's minimum sample, capped at the
+    /// cohorts so far.
+    pub halt_min_sample: u64,
+    /// Seconds since the current stage started.
+    pub stage_age_s: i64,
     /// The verdict.
     pub verdict: Verdict,
 }
 
 /// Evaluate a rollout's gate without acting on it (what `evaluate` acts on, and what the status
-/// shows as the next step).
-pub async fn assess(store: &Store, r: &RolloutRow) -> Result<Option<Assessment>, StoreError> {
+/// shows as the next step). `count_not_offered` counts the cohorts' devices not offered yet even
+/// when the verdict does not need them (the status shows them).
+pub async fn assess(
+    store: &Store,
+    r: &RolloutRow,
+    count_not_offered: bool,
+) -> Result<Option<Assessment>, StoreError> {
     let stages = store.rollout_stages(r.id).await?;
     let Some(stage) = usize::try_from(r.current_stage)
         .ok()
@@ -566,17 +580,21 @@ pub async fn assess(store: &Store, r: &RolloutRow) -> Result<Option<Assessment>,
     };
     let (whole, per_stage) = store.rollout_counts(r.id).await?;
     let is_last = r.current_stage as usize + 1 >= stages.len();
-    // Only the last stage's completion needs it.
-    let eligible_in_cohort = if is_last {
-        store
-            .eligible_in_cohort(r.id, r.current_threshold, &whole)
-            .await?
-    } else {
-        0
-    };
     let stage_counts = per_stage.get(&r.current_stage).copied().unwrap_or_default();
     let gate = gate_of(&stage);
-    let verdict = gate::evaluate(&GateInput {
+    // A count over the cohort: only where the verdict depends on it.
+    let not_offered =
+        if count_not_offered || gate::needs_eligible_count(&gate, &stage_counts, is_last) {
+            Some(
+                store
+                    .eligible_in_cohort(r.id, r.current_threshold, &whole)
+                    .await?,
+            )
+        } else {
+            None
+        };
+    let stage_age_s = (now_ms() - r.stage_started_at) / 1000;
+    let input = GateInput {
         stage: u32::try_from(r.current_stage).unwrap_or(u32::MAX),
         is_last,
         gate: &gate,
@@ -585,13 +603,18 @@ pub async fn assess(store: &Store, r: &RolloutRow) -> Result<Option<Assessment>,
         approved: r.approved_stage == Some(r.current_stage),
         whole: &whole,
         stage_counts: &stage_counts,
-        eligible_in_cohort,
-        stage_age_s: (now_ms() - r.stage_started_at) / 1000,
-    });
+        eligible_in_cohort: not_offered.unwrap_or(0),
+        stage_age_s,
+    };
+    let verdict = gate::evaluate(&input);
     Ok(Some(Assessment {
+        min_sample: input.stage_min_sample(),
+        halt_min_sample: input.halt_min_sample(),
         stages,
         whole,
         stage_counts,
+        not_offered,
+        stage_age_s,
         verdict,
     }))
 }

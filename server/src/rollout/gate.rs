@@ -3,11 +3,16 @@
 //!
 //! - A **failure** is a failure report (download or verification failed), a bootloader rollback,
 //!   or a device that took the offer and then went silent past its confirmation deadline.
-//! - **Halt** when failures exceed the stage's maximum rate of `max(decided, min_sample)` devices,
-//!   counted over the whole rollout (a late crash in an earlier cohort still counts). Using at
-//!   least `min_sample` as the denominator keeps one unlucky device in a tiny canary from halting
-//!   a good release, while a canary where everything fails halts after a handful of reports.
-//! - **Advance** when the current stage's own cohort has at least `min_sample` decided devices,
+//! - The **minimum sample** never exceeds the devices there are to decide: for advancing, the
+//!   stage's own cohort (devices offered in it, plus those inside it not offered yet); for
+//!   halting, the cohorts so far. A plan asking 20 on a bench of 5 devices applies 5 (and says
+//!   so), so it neither waits forever nor shrugs off its only canary failing.
+//! - **Halt** when failures exceed the stage's maximum rate of `max(decided, minimum sample)`
+//!   devices, counted over the whole rollout (a late crash in an earlier cohort still counts).
+//!   Using at least the minimum sample as the denominator keeps one unlucky device in a canary
+//!   of 100 from halting a good release, while a canary where everything fails halts after a
+//!   handful of reports.
+//! - **Advance** when the current stage's own cohort has at least the minimum sample decided,
 //!   its failure rate is within the limit, the bake time has passed, and the stage advances
 //!   automatically or an operator approved it. Never before the minimum sample.
 //! - **Complete** at the last stage when no target is left undecided.
@@ -46,7 +51,8 @@ pub struct HaltReason {
     pub rate_ppm: u64,
     /// The gate's limit, ppm.
     pub max_failure_ppm: u32,
-    /// The gate's minimum sample.
+    /// The minimum sample the gate applied (the plan's, capped at the devices in the cohorts so
+    /// far).
     pub min_sample: u64,
 }
 
@@ -81,8 +87,120 @@ pub enum Verdict {
     Advance,
     /// The last stage is done: every target has an outcome.
     Complete,
-    /// Nothing to do yet; why.
-    Wait(String),
+    /// Nothing to do yet; what the gate waits for.
+    Wait(Wait),
+}
+
+/// What a gate waits for before it advances or completes.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Wait {
+    /// The stage's cohort has fewer decided devices than the minimum sample.
+    Sample {
+        /// Decided devices of the stage.
+        decided: u64,
+        /// The minimum sample applied: the plan's, capped at the stage's cohort.
+        needed: u64,
+        /// The plan's minimum sample.
+        asked: u64,
+        /// Offered in this stage and not decided yet.
+        in_flight: u64,
+        /// Inside the cohorts and not offered yet (they have not checked in since).
+        not_offered: u64,
+    },
+    /// The stage has not run for its bake time yet.
+    Bake {
+        /// Seconds left.
+        left_s: i64,
+        /// The stage's bake time.
+        bake_s: i64,
+    },
+    /// A manual stage, healthy and baked, waits for an operator.
+    Approval,
+    /// The last stage waits for every target to have an outcome (and for its bake time).
+    LastStage {
+        /// Offered and not decided.
+        in_flight: u64,
+        /// Not offered yet.
+        not_offered: u64,
+        /// Seconds of bake time left.
+        bake_left_s: i64,
+    },
+}
+
+/// `90s`, `12m 30s`, `2h 5m`.
+pub fn duration_text(s: i64) -> String {
+    let s = s.max(0);
+    match (s / 3600, s % 3600 / 60, s % 60) {
+        (0, 0, sec) => format!("{sec}s"),
+        (0, m, 0) => format!("{m}m"),
+        (0, m, sec) => format!("{m}m {sec}s"),
+        (h, 0, _) => format!("{h}h"),
+        (h, m, _) => format!("{h}h {m}m"),
+    }
+}
+
+impl Wait {
+    /// What the gate of rollout `id` waits for, in words an operator can act on.
+    pub fn describe(&self, id: i64) -> String {
+        match self {
+            Wait::Approval => format!(
+                "waiting for approval: the stage is healthy and baked; fota rollout approve {id}"
+            ),
+            other => other.to_string(),
+        }
+    }
+}
+
+impl fmt::Display for Wait {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Wait::Sample {
+                decided,
+                needed,
+                asked,
+                in_flight,
+                not_offered,
+            } => {
+                write!(
+                    f,
+                    "minimum sample: {decided} of {needed} devices decided in this stage"
+                )?;
+                if needed < asked {
+                    write!(
+                        f,
+                        " (the plan asks {asked}; capped at the {needed} devices of the stage)"
+                    )?;
+                }
+                write!(
+                    f,
+                    "; {in_flight} updating, {not_offered} not offered yet (they have not checked in)"
+                )
+            }
+            Wait::Bake { left_s, bake_s } => write!(
+                f,
+                "baking: {} left of {}",
+                duration_text(*left_s),
+                duration_text(*bake_s)
+            ),
+            Wait::Approval => f.write_str(
+                "waiting for approval: the stage is healthy and baked; fota rollout approve",
+            ),
+            Wait::LastStage {
+                in_flight,
+                not_offered,
+                bake_left_s,
+            } => {
+                write!(
+                    f,
+                    "last stage: {in_flight} devices updating, {not_offered} not offered yet"
+                )?;
+                if *bake_left_s > 0 {
+                    write!(f, "; baking {} more", duration_text(*bake_left_s))?;
+                }
+                Ok(())
+            }
+        }
+    }
 }
 
 /// Everything the gate looks at.
@@ -110,11 +228,40 @@ pub struct GateInput<'a> {
     pub stage_age_s: i64,
 }
 
+/// Devices that took an offer (in flight or decided): skipped devices never decide.
+fn offered(c: &StateCounts) -> u64 {
+    c.in_flight() + c.decided()
+}
+
+impl GateInput<'_> {
+    /// The minimum sample for advancing: the plan's, capped at the stage's cohort (devices
+    /// offered in this stage, plus those inside the cohorts not offered yet).
+    pub fn stage_min_sample(&self) -> u64 {
+        let cohort = offered(self.stage_counts) + self.eligible_in_cohort;
+        self.gate.min_sample.min(cohort)
+    }
+
+    /// The least denominator of the halting rate: the plan's minimum sample, capped at the
+    /// devices of the cohorts so far.
+    pub fn halt_min_sample(&self) -> u64 {
+        let cohorts = offered(self.whole) + self.eligible_in_cohort;
+        self.gate.min_sample.min(cohorts)
+    }
+}
+
+/// Whether the gate needs [`GateInput::eligible_in_cohort`] counted (a query over the cohort):
+/// at the last stage, and while fewer devices took an offer in the stage than the plan's
+/// minimum sample (only then can the cap bind). Otherwise 0 decides the same.
+pub fn needs_eligible_count(gate: &HealthGate, stage_counts: &StateCounts, is_last: bool) -> bool {
+    is_last || offered(stage_counts) < gate.min_sample
+}
+
 /// Decide.
 pub fn evaluate(input: &GateInput<'_>) -> Verdict {
     let g = input.gate;
     let w = input.whole;
-    let denominator = w.decided().max(g.min_sample).max(1);
+    let min_sample = input.halt_min_sample();
+    let denominator = w.decided().max(min_sample).max(1);
     let rate_ppm = w.failures() * 1_000_000 / denominator;
     // failures / denominator > max  <=>  failures * 1e6 > max * denominator (exact, no rounding).
     if w.failures() > 0
@@ -130,36 +277,39 @@ pub fn evaluate(input: &GateInput<'_>) -> Verdict {
             decided: w.decided(),
             rate_ppm,
             max_failure_ppm: g.max_failure_ppm,
-            min_sample: g.min_sample,
+            min_sample,
         });
     }
     let s = input.stage_counts;
+    let bake_left_s = (input.bake_s - input.stage_age_s).max(0);
     if input.is_last {
-        if input.eligible_in_cohort == 0 && w.in_flight() == 0 && input.stage_age_s >= input.bake_s
-        {
+        if input.eligible_in_cohort == 0 && w.in_flight() == 0 && bake_left_s == 0 {
             return Verdict::Complete;
         }
-        return Verdict::Wait(format!(
-            "last stage: {} devices in flight, {} not offered yet",
-            w.in_flight(),
-            input.eligible_in_cohort
-        ));
+        return Verdict::Wait(Wait::LastStage {
+            in_flight: w.in_flight(),
+            not_offered: input.eligible_in_cohort,
+            bake_left_s,
+        });
     }
-    if s.decided() < g.min_sample {
-        return Verdict::Wait(format!(
-            "minimum sample: {} of {} devices decided in this stage",
-            s.decided(),
-            g.min_sample
-        ));
+    let needed = input.stage_min_sample();
+    if s.decided() < needed {
+        return Verdict::Wait(Wait::Sample {
+            decided: s.decided(),
+            needed,
+            asked: g.min_sample,
+            in_flight: s.in_flight(),
+            not_offered: input.eligible_in_cohort,
+        });
     }
-    if input.stage_age_s < input.bake_s {
-        return Verdict::Wait(format!(
-            "baking: {} s of {} s",
-            input.stage_age_s, input.bake_s
-        ));
+    if bake_left_s > 0 {
+        return Verdict::Wait(Wait::Bake {
+            left_s: bake_left_s,
+            bake_s: input.bake_s,
+        });
     }
     if !input.auto_advance && !input.approved {
-        return Verdict::Wait("waiting for approval (fota rollout resume --approve)".into());
+        return Verdict::Wait(Wait::Approval);
     }
     Verdict::Advance
 }
@@ -173,6 +323,13 @@ mod tests {
         max_failure_ppm: 100_000, // 10%
         confirm_deadline_s: 600,
     };
+
+    fn v_text(v: &Verdict) -> String {
+        match v {
+            Verdict::Wait(w) => w.to_string(),
+            other => format!("{other:?}"),
+        }
+    }
 
     fn input<'a>(whole: &'a StateCounts, stage: &'a StateCounts) -> GateInput<'a> {
         GateInput {
@@ -214,7 +371,10 @@ mod tests {
             confirmed: 2,
             ..Default::default()
         };
-        assert!(matches!(evaluate(&input(&c, &c)), Verdict::Wait(_)));
+        // A canary of 23 devices, 3 decided so far.
+        let mut i = input(&c, &c);
+        i.eligible_in_cohort = 20;
+        assert!(matches!(evaluate(&i), Verdict::Wait(_)));
     }
 
     #[test]
@@ -223,10 +383,22 @@ mod tests {
             confirmed: 9,
             ..Default::default()
         };
-        let v = evaluate(&input(&c, &c));
+        let mut i = input(&c, &c);
+        i.eligible_in_cohort = 1;
+        let v = evaluate(&i);
         assert_eq!(
             v,
-            Verdict::Wait("minimum sample: 9 of 10 devices decided in this stage".into())
+            Verdict::Wait(Wait::Sample {
+                decided: 9,
+                needed: 10,
+                asked: 10,
+                in_flight: 0,
+                not_offered: 1
+            })
+        );
+        assert_eq!(
+            v_text(&v),
+            "minimum sample: 9 of 10 devices decided in this stage; 0 updating, 1 not offered yet (they have not checked in)"
         );
         let c = StateCounts {
             confirmed: 10,
@@ -243,7 +415,9 @@ mod tests {
             confirmed: 5,
             ..Default::default()
         };
-        assert!(matches!(evaluate(&input(&c, &c)), Verdict::Wait(_)));
+        let mut i = input(&c, &c);
+        i.eligible_in_cohort = 10;
+        assert!(matches!(evaluate(&i), Verdict::Wait(_)));
     }
 
     #[test]
@@ -253,11 +427,28 @@ mod tests {
             ..Default::default()
         };
         let mut i = input(&c, &c);
-        i.stage_age_s = 59;
-        assert!(matches!(evaluate(&i), Verdict::Wait(w) if w.starts_with("baking")));
+        i.stage_age_s = 10;
+        let v = evaluate(&i);
+        assert_eq!(
+            v,
+            Verdict::Wait(Wait::Bake {
+                left_s: 50,
+                bake_s: 60
+            })
+        );
+        assert_eq!(v_text(&v), "baking: 50s left of 1m");
         i.stage_age_s = 60;
         i.auto_advance = false;
-        assert!(matches!(evaluate(&i), Verdict::Wait(w) if w.contains("approval")));
+        let v = evaluate(&i);
+        assert_eq!(v, Verdict::Wait(Wait::Approval));
+        match v {
+            Verdict::Wait(w) => assert!(
+                w.describe(7).ends_with("fota rollout approve 7"),
+                "{}",
+                w.describe(7)
+            ),
+            _ => unreachable!(),
+        }
         i.approved = true;
         assert_eq!(evaluate(&i), Verdict::Advance);
     }
@@ -313,5 +504,84 @@ mod tests {
         let mut i = input(&busy, &busy);
         i.is_last = true;
         assert!(matches!(evaluate(&i), Verdict::Wait(_)));
+    }
+
+    #[test]
+    fn the_minimum_sample_is_capped_at_the_stage_cohort() {
+        // A bench of 3 devices: the plan asks 10 decided, the stage has 3.
+        let c = StateCounts {
+            confirmed: 2,
+            installed: 1,
+            ..Default::default()
+        };
+        let v = evaluate(&input(&c, &c));
+        assert_eq!(
+            v_text(&v),
+            "minimum sample: 2 of 3 devices decided in this stage (the plan asks 10; capped at the 3 devices of the stage); 1 updating, 0 not offered yet (they have not checked in)"
+        );
+        let c = StateCounts {
+            confirmed: 3,
+            ..Default::default()
+        };
+        assert_eq!(evaluate(&input(&c, &c)), Verdict::Advance);
+        // Devices of the cohort that have not checked in yet still count: 3 decided of 5.
+        let mut i = input(&c, &c);
+        i.eligible_in_cohort = 2;
+        assert!(matches!(
+            evaluate(&i),
+            Verdict::Wait(Wait::Sample { needed: 5, .. })
+        ));
+        // Skipped devices never decide and are no part of the sample.
+        let c = StateCounts {
+            confirmed: 3,
+            protection_blocked: 4,
+            ..Default::default()
+        };
+        assert_eq!(evaluate(&input(&c, &c)), Verdict::Advance);
+    }
+
+    #[test]
+    fn the_only_canary_failing_halts_a_tiny_rollout() {
+        // One device in the cohorts so far, and it rolled back: 1 of 1, not 1 of 10.
+        let c = StateCounts {
+            rolled_back: 1,
+            ..Default::default()
+        };
+        match evaluate(&input(&c, &c)) {
+            Verdict::Halt(r) => {
+                assert_eq!(r.min_sample, 1);
+                assert_eq!(r.rate_ppm, 1_000_000);
+            }
+            v => panic!("{v:?}"),
+        }
+        // The same failure among 10 devices in the cohorts (9 not offered yet) waits.
+        let mut i = input(&c, &c);
+        i.eligible_in_cohort = 9;
+        assert!(matches!(evaluate(&i), Verdict::Wait(_)));
+    }
+
+    #[test]
+    fn the_eligible_count_is_needed_only_while_the_cap_can_bind() {
+        let few = StateCounts {
+            confirmed: 9,
+            ..Default::default()
+        };
+        let enough = StateCounts {
+            confirmed: 4,
+            offered: 6,
+            ..Default::default()
+        };
+        assert!(needs_eligible_count(&GATE, &few, false));
+        assert!(!needs_eligible_count(&GATE, &enough, false));
+        assert!(needs_eligible_count(&GATE, &enough, true));
+        // And where it is not needed, leaving it 0 decides the same as counting it.
+        let mut i = input(&enough, &enough);
+        let without = evaluate(&i);
+        i.eligible_in_cohort = 500;
+        let with = evaluate(&i);
+        assert_eq!(
+            std::mem::discriminant(&without),
+            std::mem::discriminant(&with)
+        );
     }
 }

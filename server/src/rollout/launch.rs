@@ -2,7 +2,9 @@
 //! fleet rollback (a roll-forward to an earlier, good release). The HTTP handlers only
 //! translate; what is refused, and why, is decided here.
 //!
-//! - The plan and the selector are valid ([`plan`]).
+//! - The plan and the selector are valid ([`plan`]), and the plan fits the targets: every stage
+//!   takes at least one device ([`cohort::plan_reach`]), or the start is refused with what
+//!   would fit.
 //! - One unfinished (active, paused or halted) rollout per model: a new rollout is refused while
 //!   one is; a rollback aborts it first, in the transaction that creates the rollback.
 //! - Targets are the model's devices the selector picks, minus those already on the release.
@@ -13,7 +15,7 @@
 use super::plan::{self, PlanError, Selector, StageSize, StageSpec};
 use super::Engine;
 use crate::domain::version::version_key;
-use crate::domain::{anti_rollback, DeviceState, RolloutKind};
+use crate::domain::{anti_rollback, cohort, DeviceState, RolloutKind};
 use crate::store::{
     now_ms, AuditEntry, NewRollout, ReleaseRecord, RolloutRow, SkippedTarget, StageRow, Store,
     StoreError, Target, TargetFilter,
@@ -39,6 +41,9 @@ pub enum LaunchError {
     /// Nothing to roll out to.
     #[error("{0}")]
     NoTargets(String),
+    /// The targets run out before the plan's last stage: some stage would take no device.
+    #[error("{0}")]
+    PlanDoesNotFit(String),
     /// Devices hold a security counter above the release's.
     #[error("release {version} has security counter {counter} but {whom} hold {held}: their bootloaders would refuse it; roll forward to a release with counter >= {held}")]
     CounterTooLow {
@@ -76,6 +81,7 @@ impl LaunchError {
             Self::ReleaseNotFound(_) => "release_not_found",
             Self::RolloutInProgress { .. } => "rollout_in_progress",
             Self::NoTargets(_) => "no_targets",
+            Self::PlanDoesNotFit(_) => "plan_does_not_fit",
             Self::CounterTooLow { .. } => "security_counter_too_low",
             Self::ModelMismatch { .. } => "model_mismatch",
             Self::Store(_) => "internal",
@@ -158,6 +164,7 @@ pub async fn start_rollout(
             format!("all {} targeted devices", split.blocked.len()),
         ));
     }
+    fits(&stages, split.offerable.len() as u64)?;
     let new = NewRollout {
         release_id: release.id,
         kind: RolloutKind::Rollout,
@@ -255,6 +262,7 @@ pub async fn start_rollback(
             "no device runs the release to roll back from".to_string(),
         ));
     }
+    fits(&stages, targets.len() as u64)?;
     let now = now_ms();
     let unfinished = store.unfinished_rollout(&release.model).await?;
     let abort_first = unfinished.map(|id| {
@@ -305,6 +313,53 @@ async fn release(store: &Store, id: i64) -> Result<ReleaseRecord, LaunchError> {
         .release(id)
         .await?
         .ok_or(LaunchError::ReleaseNotFound(id))
+}
+
+/// Refuse a plan some stage of which would take no device over `targets` (the targets run out
+/// before it), saying how far each stage reaches and a plan that fits.
+fn fits(stages: &[StageRow], targets: u64) -> Result<(), LaunchError> {
+    let reach = cohort::plan_reach(
+        stages.iter().map(|s| (s.percent_bp, s.device_count)),
+        targets,
+    );
+    // Stages after the first one that reaches every target take nobody.
+    let Some(full) = reach.iter().position(|&r| r >= targets) else {
+        return Ok(());
+    };
+    if full + 1 >= stages.len() {
+        return Ok(());
+    }
+    let size = |s: &StageRow| match (s.percent_bp, s.device_count) {
+        (Some(bp), _) => format!("{}%", bp as f64 / 100.0),
+        (None, Some(1)) => "1 device".to_string(),
+        (None, Some(n)) => format!("{n} devices"),
+        (None, None) => "?".to_string(),
+    };
+    let reached = stages[..=full]
+        .iter()
+        .zip(&reach)
+        .map(|(s, r)| format!("{}: {r}", size(s)))
+        .collect::<Vec<_>>()
+        .join(", ");
+    // The stages that take devices, ending at 100%: each still takes at least one.
+    let mut fitting: Vec<String> = stages[..full].iter().map(size).collect();
+    fitting.push("100%".to_string());
+    let plural = |n: u64| if n == 1 { "" } else { "s" };
+    let empty = if full + 2 == stages.len() {
+        format!("stage {} would take no device", full + 2)
+    } else {
+        format!("stages {}-{} would take no device", full + 2, stages.len())
+    };
+    Err(LaunchError::PlanDoesNotFit(format!(
+        "{targets} target device{} {} this plan by stage {} of {} (devices reached: {reached}), so {empty}: use at most {} stage{}, e.g. {}, or target more devices",
+        plural(targets),
+        if targets == 1 { "fills" } else { "fill" },
+        full + 1,
+        stages.len(),
+        full + 1,
+        plural(full as u64 + 1),
+        fitting.join(", "),
+    )))
 }
 
 /// A validated plan as the rows the store keeps.

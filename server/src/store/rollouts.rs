@@ -279,14 +279,17 @@ impl Store {
             .stages
             .first()
             .ok_or_else(|| StoreError::Corrupt("rollout without stages".into()))?;
-        let threshold = cohort::stage_threshold(first.percent_bp, first.device_count, &mut ranks);
+        let offerable = ranks.len() as u64;
+        let (threshold, reach) =
+            cohort::stage_threshold(first.percent_bp, first.device_count, &mut ranks, 0);
         sqlx::query("UPDATE rollouts SET current_threshold = $2 WHERE id = $1")
             .bind(id)
             .bind(threshold)
             .execute(&mut *tx)
             .await?;
         let mut detail = audit_detail;
-        detail["threshold"] = serde_json::json!(threshold);
+        detail["first_stage"] =
+            serde_json::json!(cohort::reach_text(reach, offerable, first.percent_bp));
         insert_audit(
             &mut tx,
             &AuditEntry::new(

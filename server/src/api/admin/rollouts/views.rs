@@ -6,7 +6,7 @@ use crate::api::error::ApiError;
 use crate::api::state::AppState;
 use crate::domain::auth::Role;
 use crate::domain::version::version_from_key;
-use crate::domain::{RolloutAction, RolloutState, StateCounts};
+use crate::domain::{cohort, RolloutAction, RolloutState, StateCounts};
 use crate::rollout::control;
 use crate::rollout::engine::gate_of;
 use crate::rollout::gate::{HaltReason, Verdict};
@@ -53,8 +53,16 @@ pub struct StageStatus {
     pub devices: Option<u64>,
     /// Bake time.
     pub bake_s: i64,
-    /// Minimum sample.
+    /// The plan's minimum sample.
     pub min_sample: u64,
+    /// The minimum sample the stage applies: the plan's, capped at the stage's cohort
+    /// (`cohort`), so a small fleet never waits for devices it does not have.
+    pub min_sample_applied: u64,
+    /// Targets the stage reaches, cumulatively, over today's targets: ⌈percent × targets⌉ or its
+    /// device count, at least one more than the stage before, at most the targets.
+    pub reach: u64,
+    /// Devices that join in this stage (`reach` minus the stage before's).
+    pub cohort: u64,
     /// Largest failure rate (0-1).
     pub max_failure_rate: f64,
     /// Confirmation deadline.
@@ -104,9 +112,12 @@ pub struct RolloutStatus {
     pub max_failure_rate: f64,
     /// Whether an operator approved advancing past the current stage.
     pub approved: bool,
-    /// What the gate waits for now (active rollouts), e.g. "minimum sample: 3 of 20 devices
-    /// decided in this stage".
+    /// What happens next, in words: for an active rollout what the gate waits for (e.g.
+    /// "minimum sample: 3 of 20 devices decided in this stage; ..."); for a paused or halted one
+    /// what the operator can do.
     pub next: Option<String>,
+    /// The current stage's gate, in numbers (unfinished rollouts).
+    pub gate: Option<GateStatus>,
     /// Why it halted.
     pub halt_reason: Option<HaltReason>,
     /// The halt reason in words.
@@ -119,6 +130,33 @@ pub struct RolloutStatus {
     pub created_by: String,
     /// Last change (Unix ms).
     pub updated_at: i64,
+}
+
+/// Where the current stage's gate stands.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema, PartialEq, Eq)]
+pub struct GateStatus {
+    /// Decided devices (confirmed or failed) of the current stage.
+    pub decided: u64,
+    /// Decided devices the stage needs to advance: the plan's minimum sample, capped at the
+    /// stage's cohort.
+    pub min_sample: u64,
+    /// The plan's minimum sample.
+    pub min_sample_asked: u64,
+    /// Devices of the current stage updating now (offered, downloading, installed).
+    pub in_flight: u64,
+    /// Devices inside the cohorts so far that have not been offered yet (not checked in since).
+    pub not_offered: u64,
+    /// The stage's bake time.
+    pub bake_s: i64,
+    /// Seconds of it left.
+    pub bake_left_s: i64,
+    /// The stage advances only when approved (`fota rollout approve`).
+    pub needs_approval: bool,
+    /// An operator approved it.
+    pub approved: bool,
+    /// The least the failure rate is divided by: the minimum sample, capped at the devices of
+    /// the cohorts so far.
+    pub rate_min_sample: u64,
 }
 
 /// Rollouts.
@@ -143,20 +181,58 @@ pub(crate) async fn status_of(state: &AppState, r: &RolloutRow) -> Result<Rollou
         .and_then(|s| serde_json::from_str(s).ok());
     let current = stages.get(r.current_stage as usize);
     let max_failure_rate = current.map_or(0.0, |s| s.max_failure_ppm as f64 / 1e6);
-    let min_sample = current.map_or(0, |s| gate_of(s).min_sample);
     let decided = whole.decided();
-    let next = if r.state == RolloutState::Active {
-        crate::rollout::engine::assess(&state.store, r)
-            .await?
-            .map(|a| match a.verdict {
-                Verdict::Wait(why) => why,
-                Verdict::Advance => "advancing to the next stage".into(),
-                Verdict::Complete => "completing".into(),
-                Verdict::Halt(reason) => format!("halting: {reason}"),
-            })
+    let unfinished = RolloutState::UNFINISHED.contains(&r.state);
+    let assessment = if unfinished {
+        crate::rollout::engine::assess(&state.store, r, true).await?
     } else {
         None
     };
+    let gate = match (&assessment, current) {
+        (Some(a), Some(stage)) => Some(GateStatus {
+            decided: a.stage_counts.decided(),
+            min_sample: a.min_sample,
+            min_sample_asked: gate_of(stage).min_sample,
+            in_flight: a.stage_counts.in_flight(),
+            not_offered: a.not_offered.unwrap_or(0),
+            bake_s: stage.bake_s,
+            bake_left_s: (stage.bake_s - a.stage_age_s).max(0),
+            needs_approval: !stage.auto_advance && r.current_stage + 1 < stages.len() as i64,
+            approved: r.approved_stage == Some(r.current_stage),
+            rate_min_sample: a.halt_min_sample,
+        }),
+        _ => None,
+    };
+    let rate_min_sample = match &gate {
+        Some(g) => g.rate_min_sample,
+        None => current.map_or(0, |s| gate_of(s).min_sample),
+    };
+    let next = match (r.state, &assessment) {
+        (RolloutState::Active, Some(a)) => Some(match &a.verdict {
+            Verdict::Wait(wait) => wait.describe(r.id),
+            Verdict::Advance => "advancing to the next stage".into(),
+            Verdict::Complete => "completing".into(),
+            Verdict::Halt(reason) => format!("halting: {reason}"),
+        }),
+        (RolloutState::Paused, _) => Some(format!(
+            "paused: nothing is offered until fota rollout resume {}",
+            r.id
+        )),
+        (RolloutState::Halted, _) => Some(format!(
+            "halted: fota rollout resume {id} after a fix (the gate is checked again at once), fota rollout abort {id}, or fota rollback",
+            id = r.id
+        )),
+        _ => None,
+    };
+    // How far each stage reaches over today's targets (those skipped at the start take no
+    // place in a cohort).
+    let offerable = u64::try_from(r.targets)
+        .unwrap_or(0)
+        .saturating_sub(whole.security_counter_blocked);
+    let reach_of = cohort::plan_reach(
+        stages.iter().map(|s| (s.percent_bp, s.device_count)),
+        offerable,
+    );
     Ok(RolloutStatus {
         id: r.id,
         kind: r.kind.as_str().to_string(),
@@ -176,22 +252,34 @@ pub(crate) async fn status_of(state: &AppState, r: &RolloutRow) -> Result<Rollou
         } else {
             whole.failures() as f64 / decided as f64
         },
-        gate_failure_rate: whole.gate_rate(min_sample),
+        gate_failure_rate: whole.gate_rate(rate_min_sample),
         max_failure_rate,
         approved: r.approved_stage == Some(r.current_stage),
         next,
+        gate,
         halt_message: halt_reason.as_ref().map(ToString::to_string),
         halt_reason,
         stages: stages
             .iter()
-            .map(|s| {
+            .zip(&reach_of)
+            .map(|(s, &reach)| {
                 let gate = gate_of(s);
+                let before = usize::try_from(s.idx)
+                    .ok()
+                    .and_then(|i| i.checked_sub(1))
+                    .and_then(|i| reach_of.get(i))
+                    .copied()
+                    .unwrap_or(0);
+                let cohort = reach.saturating_sub(before);
                 StageStatus {
                     number: u32::try_from(s.idx + 1).unwrap_or(0),
                     percent: s.percent_bp.map(|bp| bp as f64 / 100.0),
                     devices: s.device_count.and_then(|n| u64::try_from(n).ok()),
                     bake_s: s.bake_s,
                     min_sample: gate.min_sample,
+                    min_sample_applied: gate.min_sample.min(cohort),
+                    reach,
+                    cohort,
                     max_failure_rate: f64::from(gate.max_failure_ppm) / 1e6,
                     confirm_deadline_s: s.confirm_deadline_s,
                     auto_advance: s.auto_advance,
