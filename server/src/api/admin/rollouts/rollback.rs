@@ -23,7 +23,7 @@ use std::sync::Arc;
         (status = 400, body = ErrorBody), (status = 401, body = ErrorBody), (status = 403, body = ErrorBody),
         (status = 404, body = ErrorBody),
         (status = 409, description = "security_counter_too_low, rollout_in_progress", body = ErrorBody),
-        (status = 422, description = "no_targets, model_mismatch", body = ErrorBody),
+        (status = 422, description = "no_targets, plan_does_not_fit, model_mismatch", body = ErrorBody),
     ),
     security(("admin_token" = []))
 )]

@@ -25,7 +25,7 @@ use std::sync::Arc;
         (status = 401, body = ErrorBody), (status = 403, body = ErrorBody),
         (status = 404, description = "No such release", body = ErrorBody),
         (status = 409, description = "rollout_in_progress for this model; security_counter_too_low: every target holds a higher security counter", body = ErrorBody),
-        (status = 422, description = "no_targets", body = ErrorBody),
+        (status = 422, description = "no_targets, plan_does_not_fit", body = ErrorBody),
     ),
     security(("admin_token" = []))
 )]
