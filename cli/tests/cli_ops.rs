@@ -330,8 +330,11 @@ async fn rollouts_start_with_a_plan_and_are_steered() {
             "ROLLED_BACK",
             "TIMED_OUT",
         ][..],
-        &["1", "5%", "current", "0", "0", "0", "0", "0", "0", "0"],
-        &["2", "50%", "pending", "0"],
+        // 5% of 40 targets is 2 devices; 50% is 20.
+        &[
+            "1", "5%", "=", "2", "devices", "current", "0", "0", "0", "0", "0", "0", "0",
+        ],
+        &["2", "50%", "=", "20", "devices", "pending", "0"],
         &["all", "40", "devices", "0"],
         &[
             "STAGE",
@@ -341,13 +344,23 @@ async fn rollouts_start_with_a_plan_and_are_steered() {
             "DEADLINE",
             "ADVANCE",
         ],
-        &["1", "1m30s", "3", "12.5%", "2h", "manual"],
+        // The plan's minimum sample of 3 is capped at the first stage's 2 devices.
+        &[
+            "1", "1m30s", "2", "(plan", "3,", "capped", "at", "the", "stage's", "2", "devices)",
+            "12.5%", "2h", "manual",
+        ],
+        &["2", "1m30s", "3", "12.5%", "2h", "manual"],
     ] {
         assert!(has_row(&text, row), "{row:?} not in:\n{text}");
     }
+    // What the gate waits for, in words: the sample against its minimum, the bake time left,
+    // the approval it needs and the command that gives it.
     for needle in [
         "\nfailures 0/0 decided = 0.0% (limit 12.5%",
-        &format!("\nstage 1 advances only when approved: fota rollout approve {id}\n"),
+        "\ngate: 0/2 decided (the plan asks 3, capped at the stage's devices), 0 updating, 2 not offered yet; bake ",
+        " left of 1m30s;",
+        &format!("; advances when approved: fota rollout approve {id}\n"),
+        "\nnext: minimum sample: 0 of 2 devices decided in this stage (the plan asks 3; capped at the 2 devices of the stage); 0 updating, 2 not offered yet (they have not checked in)\n",
     ] {
         assert!(text.contains(needle), "{needle:?} not in:\n{text}");
     }
@@ -356,10 +369,15 @@ async fn rollouts_start_with_a_plan_and_are_steered() {
     let snapshot = fota.ok(&["rollout", "watch", &id, "--once"]).await;
     assert_eq!(snapshot.lines().count(), 1, "{snapshot}");
     assert!(!snapshot.contains('\x1b'));
-    assert!(
-        snapshot.contains(&format!("rollout {id} active, stage 1/3 (5%): offered 0")),
-        "{snapshot}"
-    );
+    for needle in [
+        format!("rollout {id} active, stage 1/3 (5% = 2 devices): offered 0"),
+        "; gate: 0/2 decided (the plan asks 3, capped at the stage's devices)".to_string(),
+        format!(
+            "; advances when approved: fota rollout approve {id}; next: minimum sample: 0 of 2"
+        ),
+    ] {
+        assert!(snapshot.contains(&needle), "{needle:?} not in {snapshot}");
+    }
 
     // Steering: each action prints the state; a refused one prints one line and exits 1.
     assert_eq!(
@@ -594,10 +612,52 @@ async fn watch_follows_a_rollout_until_it_halts() {
         last.contains("halted, stage 1/2") && last.contains("failed 2"),
         "{last}"
     );
-    // The status says why, in words and with the limit.
+    assert!(
+        last.contains(&format!(
+            "; next: halted: fota rollout resume {id} after a fix"
+        )),
+        "{last}"
+    );
+    // The status says why, in words and with the limit, and what the operator can do.
     let text = fota.ok(&["rollout", "status", &id]).await;
     assert!(text.contains("\nhalted: stage 1: 2 failures"), "{text}");
     assert!(text.contains("(limit 20.0%"), "{text}");
+    assert!(
+        text.contains(&format!("\nnext: halted: fota rollout resume {id} after a fix (the gate is checked again at once), fota rollout abort {id}, or fota rollback\n")),
+        "{text}"
+    );
+    // On a terminal, watch draws the same view in place, halt reason and next step included,
+    // and exits 1 with the reason. `script` gives it a pseudo-terminal.
+    let fota_bin = env!("CARGO_BIN_EXE_fota");
+    let out = tokio::time::timeout(
+        Duration::from_secs(30),
+        tokio::process::Command::new("script")
+            .args([
+                "-qec",
+                &format!("{fota_bin} rollout watch {id}"),
+                "/dev/null",
+            ])
+            .env("FOTA_SERVER", &fota.server)
+            .env("FOTA_TOKEN", fota.token.as_deref().unwrap())
+            .env("TERM", "xterm")
+            .stdin(Stdio::null())
+            .output(),
+    )
+    .await
+    .expect("watch on a terminal ends")
+    .unwrap();
+    let screen = String::from_utf8_lossy(&out.stdout).replace('\r', "");
+    assert_eq!(out.status.code(), Some(1), "{screen}");
+    for needle in [
+        "\x1b[H\x1b[2J".to_string(),
+        format!("rollout {id}: rollout of f429 3.0.0"),
+        "\nhalted: stage 1: 2 failures".to_string(),
+        "\ngate: ".to_string(),
+        format!("\nnext: halted: fota rollout resume {id}"),
+        format!("error: rollout {id} halted: stage 1: 2 failures"),
+    ] {
+        assert!(screen.contains(&needle), "{needle:?} not in:\n{screen}");
+    }
     // A halted rollout can be resumed or aborted.
     assert_eq!(
         fota.ok(&["rollout", "abort", &id]).await,

@@ -351,14 +351,71 @@ fn list(args: &ListArgs, out: &mut dyn Write) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// A stage's size: `10%` or `50 devices`.
+fn devices(n: u64) -> String {
+    if n == 1 {
+        "1 device".into()
+    } else {
+        format!("{n} devices")
+    }
+}
+
+/// A stage's size and how far it reaches over the targets: `10% = 2 devices`, `50 devices`,
+/// `100 devices = 20` (a count stage capped at the targets).
 fn size(stage: &StageStatus) -> String {
     match (stage.percent, stage.devices) {
-        (Some(p), _) => format!("{}%", number(p)),
-        (None, Some(1)) => "1 device".into(),
-        (None, Some(d)) => format!("{d} devices"),
+        (Some(p), _) => format!("{}% = {}", number(p), devices(stage.reach)),
+        (None, Some(d)) if d == stage.reach => devices(d),
+        (None, Some(d)) => format!("{} = {}", devices(d), stage.reach),
         (None, None) => "-".into(),
     }
+}
+
+/// A stage's minimum sample: `20`, or `1 (20 capped at the stage's 1 device)`.
+fn min_sample(stage: &StageStatus) -> String {
+    if stage.min_sample_applied < stage.min_sample {
+        format!(
+            "{} (plan {}, capped at the stage's {})",
+            stage.min_sample_applied,
+            stage.min_sample,
+            devices(stage.cohort)
+        )
+    } else {
+        stage.min_sample.to_string()
+    }
+}
+
+/// Where the current stage's gate stands: `gate: 3/5 decided (the plan asks 20, capped at the
+/// stage's 5 devices); bake 12m left of 30m; advances by itself`.
+fn gate_line(s: &RolloutStatus) -> Option<String> {
+    let g = s.gate.as_ref()?;
+    let mut line = format!("gate: {}/{} decided", g.decided, g.min_sample);
+    if g.min_sample < g.min_sample_asked {
+        line.push_str(&format!(
+            " (the plan asks {}, capped at the stage's devices)",
+            g.min_sample_asked
+        ));
+    }
+    line.push_str(&format!(
+        ", {} updating, {} not offered yet",
+        g.in_flight, g.not_offered
+    ));
+    line.push_str(&if g.bake_left_s > 0 {
+        format!(
+            "; bake {} left of {}",
+            duration(g.bake_left_s),
+            duration(g.bake_s)
+        )
+    } else {
+        format!("; baked ({})", duration(g.bake_s))
+    });
+    line.push_str(&if !g.needs_approval {
+        "; advances by itself".to_string()
+    } else if g.approved {
+        "; approved".to_string()
+    } else {
+        format!("; advances when approved: fota rollout approve {}", s.id)
+    });
+    Some(line)
 }
 
 /// Every device that got an offer, whatever became of it.
@@ -395,12 +452,16 @@ fn failure_line(s: &RolloutStatus) -> String {
         rate(s.failure_rate),
         rate(s.max_failure_rate)
     );
-    let current = s.stages.iter().find(|st| st.number == s.current_stage);
-    if let Some(st) = current {
-        if decided < st.min_sample && s.state != "completed" {
+    let least = s.gate.as_ref().map(|g| g.rate_min_sample).or_else(|| {
+        s.stages
+            .iter()
+            .find(|st| st.number == s.current_stage)
+            .map(|st| st.min_sample)
+    });
+    if let Some(least) = least {
+        if decided < least && s.state != "completed" {
             line.push_str(&format!(
-                "; the gate divides by at least the minimum sample, {}",
-                st.min_sample
+                "; the gate divides by at least the minimum sample, {least}"
             ));
         }
     }
@@ -472,7 +533,7 @@ fn status_lines(s: &RolloutStatus) -> Vec<String> {
         plan.row(vec![
             st.number.to_string(),
             duration(st.bake_s),
-            st.min_sample.to_string(),
+            min_sample(st),
             rate(st.max_failure_rate),
             duration(st.confirm_deadline_s),
             if st.auto_advance { "auto" } else { "manual" }.into(),
@@ -497,32 +558,22 @@ fn status_lines(s: &RolloutStatus) -> Vec<String> {
             s.counts.security_counter_blocked
         ));
     }
-    match s.state.as_str() {
-        "halted" => {
-            lines.push(format!(
-                "halted: {}",
-                s.halt_message.as_deref().unwrap_or("no reason recorded")
-            ));
-            lines.push(format!(
-                "next: fota rollout resume {id} (after a fix), fota rollout abort {id}, or fota rollback",
-                id = s.id
-            ));
-        }
-        "paused" => lines.push(format!(
-            "paused: no new offers until fota rollout resume {}",
-            s.id
-        )),
-        "active" => {
-            if let Some(st) = s.stages.iter().find(|st| st.number == s.current_stage) {
-                if !st.auto_advance && st.number < s.stages.len() as u32 {
-                    lines.push(format!(
-                        "stage {} advances only when approved: fota rollout approve {}",
-                        st.number, s.id
-                    ));
-                }
-            }
-        }
-        _ => {}
+    lines.extend(state_lines(s));
+    lines
+}
+
+/// The halt reason in words, the gate, and what happens next.
+fn state_lines(s: &RolloutStatus) -> Vec<String> {
+    let mut lines = Vec::new();
+    if s.state == "halted" {
+        lines.push(format!(
+            "halted: {}",
+            s.halt_message.as_deref().unwrap_or("no reason recorded")
+        ));
+    }
+    lines.extend(gate_line(s));
+    if let Some(next) = &s.next {
+        lines.push(format!("next: {next}"));
     }
     lines
 }
@@ -566,12 +617,7 @@ fn watch_frame(s: &RolloutStatus, interval: Duration) -> Vec<String> {
     ));
     lines.extend(table.lines());
     lines.push(failure_line(s));
-    if s.state == "halted" {
-        lines.push(format!(
-            "halted: {}",
-            s.halt_message.as_deref().unwrap_or("no reason recorded")
-        ));
-    }
+    lines.extend(state_lines(s));
     lines.push(format!(
         "updated {}, every {}; Ctrl-C stops watching, not the rollout",
         utc(format::now_ms()),
@@ -604,6 +650,12 @@ fn watch_line(s: &RolloutStatus) -> String {
     );
     if let Some(m) = s.halt_message.as_deref().filter(|_| s.state == "halted") {
         line.push_str(&format!("; halted: {m}"));
+    }
+    if let Some(gate) = gate_line(s) {
+        line.push_str(&format!("; {gate}"));
+    }
+    if let Some(next) = &s.next {
+        line.push_str(&format!("; next: {next}"));
     }
     line
 }
@@ -681,6 +733,140 @@ fn watch(args: &WatchArgs, out: &mut dyn Write) -> anyhow::Result<()> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use fota_server::api::admin::rollouts::GateStatus;
+
+    /// A rollout of 20 targets on the default plan, waiting in its manual first stage.
+    fn waiting() -> RolloutStatus {
+        let stage = |number: u32, percent: f64, reach: u64, cohort: u64| StageStatus {
+            number,
+            percent: Some(percent),
+            devices: None,
+            bake_s: 1800,
+            min_sample: 20,
+            min_sample_applied: cohort.min(20),
+            reach,
+            cohort,
+            max_failure_rate: 0.05,
+            confirm_deadline_s: 7200,
+            auto_advance: false,
+            status: if number == 1 { "current" } else { "pending" }.into(),
+            counts: StateCounts::default(),
+        };
+        RolloutStatus {
+            id: 7,
+            kind: "rollout".into(),
+            state: "active".into(),
+            release_id: 3,
+            version: "1.1.0".into(),
+            model: "f429".into(),
+            tags: Vec::new(),
+            version_min: None,
+            version_max: None,
+            from_release_id: None,
+            targets: 20,
+            current_stage: 1,
+            counts: StateCounts {
+                confirmed: 1,
+                eligible: 19,
+                ..StateCounts::default()
+            },
+            failure_rate: 0.0,
+            gate_failure_rate: 0.0,
+            max_failure_rate: 0.05,
+            approved: false,
+            next: Some("baking: 12m left of 30m".into()),
+            gate: Some(GateStatus {
+                decided: 1,
+                min_sample: 1,
+                min_sample_asked: 20,
+                in_flight: 0,
+                not_offered: 0,
+                bake_s: 1800,
+                bake_left_s: 720,
+                needs_approval: true,
+                approved: false,
+                rate_min_sample: 1,
+            }),
+            halt_reason: None,
+            halt_message: None,
+            stages: vec![
+                stage(1, 1.0, 1, 1),
+                stage(2, 10.0, 2, 1),
+                stage(3, 50.0, 10, 8),
+                stage(4, 100.0, 20, 10),
+            ],
+            created_at: 0,
+            created_by: "alice".into(),
+            updated_at: 0,
+        }
+    }
+
+    /// A table line with its padding folded to single spaces.
+    fn words(line: &str) -> String {
+        line.split_whitespace().collect::<Vec<_>>().join(" ")
+    }
+
+    #[test]
+    fn status_and_watch_say_what_the_gate_waits_for() {
+        let s = waiting();
+        let gate = "gate: 1/1 decided (the plan asks 20, capped at the stage's devices), 0 updating, 0 not offered yet; bake 12m left of 30m; advances when approved: fota rollout approve 7";
+        let next = "next: baking: 12m left of 30m";
+        let status = status_lines(&s);
+        for wanted in [gate, next] {
+            assert!(
+                status.iter().any(|l| l == wanted),
+                "{wanted:?} not in {status:#?}"
+            );
+        }
+        assert!(
+            status
+                .iter()
+                .any(|l| words(l).starts_with("3 30m 8 (plan 20, capped at the stage's 8 devices)")),
+            "{status:#?}"
+        );
+        assert!(
+            status
+                .iter()
+                .any(|l| words(l).starts_with("1 1% = 1 device current")),
+            "{status:#?}"
+        );
+        // The terminal view has the same lines; the line view has them on its one line.
+        let frame = watch_frame(&s, Duration::from_secs(2));
+        for wanted in [gate, next] {
+            assert!(
+                frame.iter().any(|l| l == wanted),
+                "{wanted:?} not in {frame:#?}"
+            );
+        }
+        let line = watch_line(&s);
+        assert!(!line.contains('\n') && !line.contains('\x1b'), "{line}");
+        assert!(line.contains(&format!("; {gate}; {next}")), "{line}");
+    }
+
+    #[test]
+    fn a_halted_rollout_says_why_and_what_next() {
+        let mut s = waiting();
+        s.state = "halted".into();
+        s.halt_message = Some("stage 1: 1 failures (0 failed, 1 rolled back, 0 silent) among 1 decided devices = 100.0% (of at least the minimum sample 1), above the 5.0% limit".into());
+        s.next = Some("halted: fota rollout resume 7 after a fix".into());
+        let status = status_lines(&s);
+        let halted = status
+            .iter()
+            .position(|l| l.starts_with("halted: stage 1: 1 failures"));
+        let next = status
+            .iter()
+            .position(|l| l == "next: halted: fota rollout resume 7 after a fix");
+        assert!(
+            halted.is_some() && next.is_some() && halted < next,
+            "{status:#?}"
+        );
+        let frame = watch_frame(&s, Duration::from_secs(2));
+        assert!(
+            frame.iter().any(|l| l.starts_with("halted: stage 1")),
+            "{frame:#?}"
+        );
+        assert!(watch_line(&s).contains("; halted: stage 1: 1 failures"));
+    }
 
     #[test]
     fn plans_fill_only_the_given_fields() {
