@@ -16,8 +16,11 @@ fn stage(percent: f64, min_sample: u64, max_rate: f64, deadline_s: i64) -> Value
     json!({"percent": percent, "bake_s": 0, "min_sample": min_sample, "max_failure_rate": max_rate, "confirm_deadline_s": deadline_s})
 }
 
+/// A request id a client chose.
+const REQUEST_ID: &str = "9b2f8a4e-3c1d-4e5f-8a6b-7c8d9e0f1a2b";
+
 /// `fota serve` as a process: starts on a fresh data directory, answers, and exits 0 on SIGTERM
-/// after flushing.
+/// after flushing; its log lines carry request ids and no colour codes.
 #[test]
 fn serve_process_starts_and_stops_on_sigterm() {
     use std::io::{BufRead as _, BufReader};
@@ -87,6 +90,20 @@ fn serve_process_starts_and_stops_on_sigterm() {
             .await
             .unwrap();
         assert_eq!(resp.status(), 200);
+        assert!(resp.headers().contains_key("x-request-id"));
+        // A refused call: its id (the client's own, a UUID) comes back in the header and the
+        // error body, and the server's log line of it carries the same id.
+        let resp = client
+            .get(format!("http://127.0.0.1:{port}/v1/rollouts/999"))
+            .bearer_auth(&token)
+            .header("x-request-id", REQUEST_ID)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(resp.status(), 404);
+        assert_eq!(resp.headers()["x-request-id"], REQUEST_ID);
+        let body: Value = resp.json().await.unwrap();
+        assert_eq!(body["request_id"], REQUEST_ID, "{body}");
     });
     let pid = child.id().to_string();
     assert!(Command::new("kill")
@@ -100,6 +117,15 @@ fn serve_process_starts_and_stops_on_sigterm() {
     std::io::Read::read_to_string(&mut stderr, &mut rest).unwrap();
     assert!(rest.contains("stopped"), "{rest}");
     assert!(!rest.contains(&token), "a secret reached the log");
+    assert!(
+        rest.lines()
+            .any(|l| l.contains("request refused") && l.contains(REQUEST_ID)),
+        "the refused call's log line carries its id: {rest}"
+    );
+    assert!(
+        !rest.contains('\u{1b}'),
+        "no colour codes in a log that is not a terminal: {rest:?}"
+    );
 }
 
 /// Bad command lines of the server commands: one line, non-zero exit.

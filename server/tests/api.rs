@@ -1040,6 +1040,24 @@ async fn ops_endpoints(db: Db) {
         "no_route",
     )
     .await;
+    // Every answer carries a request id; an error body names it too. A client's id is kept
+    // when it is a UUID, replaced otherwise.
+    for (sent, kept) in [
+        (Some("9b2f8a4e-3c1d-4e5f-8a6b-7c8d9e0f1a2b"), true),
+        (Some("not-a-uuid"), false),
+        (None, false),
+    ] {
+        let mut req = app.client.get(app.at("/v1/nothing"));
+        if let Some(id) = sent {
+            req = req.header("x-request-id", id);
+        }
+        let resp = req.send().await.unwrap();
+        let header = resp.headers()["x-request-id"].to_str().unwrap().to_string();
+        let body: Value = resp.json().await.unwrap();
+        assert_eq!(body["request_id"], header.as_str(), "{body}");
+        assert_eq!(Some(header.as_str()) == sent, kept, "{sent:?} -> {header}");
+        assert_eq!(header.len(), 36, "a UUID: {header}");
+    }
     assert_error(
         app.client.put(app.at("/healthz")).send().await.unwrap(),
         405,

@@ -28,8 +28,9 @@ pub enum RequestError {
         /// The innermost cause (`Connection refused (os error 111)`, `timed out`).
         cause: String,
     },
-    /// The server answered with its JSON error.
-    #[error("{message} ({code})")]
+    /// The server answered with its JSON error. The request's id, when the server gave one,
+    /// finds the server's log lines of this call.
+    #[error("{message}{} ({code})", request_id.as_deref().map(|id| format!(" [request {id}]")).unwrap_or_default())]
     Api {
         /// HTTP status.
         status: u16,
@@ -37,6 +38,8 @@ pub enum RequestError {
         code: String,
         /// The server's message.
         message: String,
+        /// The request's id (`x-request-id`).
+        request_id: Option<String>,
     },
     /// Anything else: a broken answer, a request that could not be built.
     #[error("{0}")]
@@ -219,12 +222,15 @@ fn api_error(status: StatusCode, body: &[u8], server: &str) -> RequestError {
     struct ErrorBody {
         error: String,
         message: String,
+        #[serde(default)]
+        request_id: Option<String>,
     }
     match serde_json::from_slice::<ErrorBody>(body) {
         Ok(e) => RequestError::Api {
             status: status.as_u16(),
             code: e.error,
             message: e.message,
+            request_id: e.request_id,
         },
         Err(_) => {
             let text = String::from_utf8_lossy(body);
@@ -271,6 +277,15 @@ mod tests {
             "http://h",
         );
         assert_eq!(e.to_string(), "no rollout 9 (rollout_not_found)");
+        let e = api_error(
+            StatusCode::NOT_FOUND,
+            br#"{"error":"rollout_not_found","message":"no rollout 9","request_id":"9b2f8a4e-3c1d-4e5f-8a6b-7c8d9e0f1a2b"}"#,
+            "http://h",
+        );
+        assert_eq!(
+            e.to_string(),
+            "no rollout 9 [request 9b2f8a4e-3c1d-4e5f-8a6b-7c8d9e0f1a2b] (rollout_not_found)"
+        );
         let e = api_error(StatusCode::BAD_GATEWAY, b"<html>\nbad", "http://h");
         assert_eq!(
             e.to_string(),

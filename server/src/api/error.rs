@@ -37,6 +37,10 @@ pub struct ErrorBody {
     pub error: String,
     /// Human-readable detail.
     pub message: String,
+    /// The request's id (also its `x-request-id` header): the server's log lines of this
+    /// request carry it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub request_id: Option<String>,
 }
 
 /// An API failure: status, stable code, message.
@@ -128,6 +132,7 @@ impl IntoResponse for ApiError {
         let body = ErrorBody {
             error: self.code.to_string(),
             message: self.message,
+            request_id: crate::api::request_id::current(),
         };
         let mut response = (self.status, axum::Json(body)).into_response();
         if self.status == StatusCode::SERVICE_UNAVAILABLE {

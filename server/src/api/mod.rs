@@ -21,6 +21,7 @@ pub mod device;
 pub mod error;
 pub mod open;
 pub mod openapi;
+pub mod request_id;
 pub mod state;
 
 pub use state::AppState;
@@ -97,7 +98,8 @@ pub fn router(state: Arc<AppState>) -> Router {
     .layer(axum::extract::DefaultBodyLimit::max(JSON_BODY_LIMIT))
     .layer(axum::middleware::map_response(json_errors))
     .layer(tower_http::catch_panic::CatchPanicLayer::custom(panicked))
-    .layer(tower_http::trace::TraceLayer::new_for_http())
+    .layer(tower_http::trace::TraceLayer::new_for_http().make_span_with(request_id::span))
+    .layer(axum::middleware::from_fn(request_id::assign))
     .with_state(state)
 }
 
@@ -172,6 +174,14 @@ async fn limit_headers(req: Request, next: Next) -> Response {
     next.run(req).await
 }
 
+/// Whether a route is the admin API's (not the devices', not artifacts, not operations).
+fn is_operator_route(route: &str) -> bool {
+    route.starts_with("/v1/")
+        && !route.starts_with("/v1/artifacts/")
+        && !route.ends_with("/check-in")
+        && !route.ends_with("/reports")
+}
+
 async fn record_request(State(state): State<Arc<AppState>>, req: Request, next: Next) -> Response {
     let route = state.metrics.routes.intern(
         req.extensions()
@@ -181,6 +191,11 @@ async fn record_request(State(state): State<Arc<AppState>>, req: Request, next: 
     let method = crate::metrics::Method::from(req.method());
     let started = Instant::now();
     let response = next.run(req).await;
+    // An operator's refused call is worth a log line (its span carries the request id the CLI
+    // prints); devices' refusals are not, at their volume (the metrics count them).
+    if response.status().is_client_error() && is_operator_route(&route.0) {
+        tracing::info!(status = response.status().as_u16(), "request refused");
+    }
     let labels = RequestLabels {
         route,
         method,
