@@ -106,7 +106,21 @@ fn one_error_line(run: &Run, args: &[&str]) -> String {
     let lines: Vec<&str> = run.stderr.lines().collect();
     assert_eq!(lines.len(), 1, "fota {args:?}: one stderr line: {run:?}");
     assert!(lines[0].starts_with("error: "), "fota {args:?}: {run:?}");
-    lines[0].to_string()
+    without_request_id(lines[0])
+}
+
+/// An error line without the ` [request <uuid>]` a server's refusal carries (each call's id is
+/// new), after checking that it is one.
+fn without_request_id(line: &str) -> String {
+    match line.find(" [request ") {
+        Some(at) => {
+            let id = &line[at + " [request ".len()..];
+            let end = id.find(']').expect("a closing bracket");
+            assert_eq!(end, 36, "a UUID: {line}");
+            format!("{}{}", &line[..at], &id[end + 1..])
+        }
+        None => line.to_string(),
+    }
 }
 
 /// Whether a line of `text` starts with these whitespace-separated fields.
@@ -981,7 +995,13 @@ async fn bad_input_fails_in_one_line() {
     let e = fota.fails(2, &[]).await;
     assert!(e.contains("rollout") && e.contains("devices"), "{e}");
 
-    // The server's refusals: exit 1, message and code.
+    // The server's refusals: exit 1, message and code, and the request's id to find the
+    // server's log of it.
+    let run = fota.run(&["rollout", "status", "424242"]).await;
+    assert!(
+        run.stderr.contains(" [request ") && run.stderr.trim_end().ends_with("(rollout_not_found)"),
+        "{run:?}"
+    );
     let e = fota.fails(1, &["rollout", "status", "424242"]).await;
     assert_eq!(e, "error: no rollout 424242 (rollout_not_found)");
     let e = fota

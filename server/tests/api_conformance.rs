@@ -81,7 +81,11 @@ async fn the_server_keeps_to_its_api_document() {
     let devices = provision_devices(&app, "ST", 3, "f429").await;
     let (device_id, device_token) = devices[0].clone();
     let rel = release(&app, "f429", "1.1.0", 1).await;
-    let rollout = start_rollout(&app, json!({"release_id": rel})).await["id"]
+    let rollout = start_rollout(
+        &app,
+        json!({"release_id": rel, "stages": [{"percent": 100, "min_sample": 1}]}),
+    )
+    .await["id"]
         .as_i64()
         .unwrap();
     let release: serde_json::Value = app
