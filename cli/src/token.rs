@@ -84,7 +84,7 @@ pub fn run(args: &Args, out: &mut dyn Write) -> anyhow::Result<()> {
                 })?;
                 let token = new_token(ADMIN_TOKEN_PREFIX).context("no randomness")?;
                 let id = store
-                    .create_admin_token(name, *role, &token_hash(&token), now_ms())
+                    .create_admin_token(name, *role, &token_hash(&token), &local_actor(), now_ms())
                     .await?;
                 store.close().await;
                 writeln!(out, "{token}")?;
@@ -99,13 +99,28 @@ pub fn run(args: &Args, out: &mut dyn Write) -> anyhow::Result<()> {
                 let store = Store::connect(&url).await.with_context(|| {
                     format!("cannot open database {}", fota_server::serve::redact(&url))
                 })?;
-                store.revoke_admin_token(*id, now_ms()).await?;
+                store
+                    .revoke_admin_token(*id, &local_actor(), now_ms())
+                    .await?;
                 store.close().await;
                 writeln!(out, "revoked token {id}")?;
                 Ok(())
             }
         }
     })
+}
+
+/// The actor of a token created or revoked here, in the audit log: no token is behind this
+/// command, only someone with the database, so it records who ran it on which machine's
+/// account: `local:<user>` (`USER`, else `LOGNAME`), or `local` when neither is set.
+fn local_actor() -> String {
+    ["USER", "LOGNAME"]
+        .iter()
+        .find_map(|v| std::env::var(v).ok().filter(|u| !u.trim().is_empty()))
+        .map_or_else(
+            || "local".to_string(),
+            |user| format!("local:{}", user.trim().chars().take(58).collect::<String>()),
+        )
 }
 
 /// `--role`: the roles' names, listed in `--help` and in a refusal as clap lists an enum's.

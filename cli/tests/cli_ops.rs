@@ -5,8 +5,8 @@
 
 use fota_protocol::SlotId;
 use fota_testkit::{
-    self as testkit, fleet, image, release, signing_key, spawn_app, wait_for, Behaviour, Db,
-    TestApp,
+    self as testkit, backend_tests, fleet, image, release, signing_key, spawn_app, wait_for,
+    Behaviour, Db, TestApp,
 };
 use serde_json::Value;
 use sha2::{Digest as _, Sha256};
@@ -152,6 +152,181 @@ fn write_images(fota: &Fota, version: &str, counter: u32) -> (String, String) {
 
 fn id_of(v: &Value) -> String {
     v["id"].as_i64().expect("an id").to_string()
+}
+
+backend_tests!(audit_shows_every_operator_action);
+
+/// `fota audit` shows each operator action with who did it and what: an admin token created and
+/// revoked with `fota token` (on the server's database, by the local user), devices registered
+/// one and many at a time, a release uploaded and deleted.
+async fn audit_shows_every_operator_action(db: Db) {
+    let app = spawn_app(db).await;
+    let mut fota = Fota::new(&app);
+    let token_cmd = |fota: &Fota, args: &[&str]| {
+        let mut cmd = fota.command(args);
+        cmd.args(["--database-url", &app.database_url])
+            .env("USER", "ops-alice");
+        cmd
+    };
+    let out = token_cmd(
+        &fota,
+        &["token", "create", "--name", "ci-bot", "--role", "operator"],
+    )
+    .output()
+    .await
+    .unwrap();
+    assert!(out.status.success(), "{out:?}");
+    let token = String::from_utf8(out.stdout).unwrap().trim().to_string();
+    assert!(token.starts_with("fota_adm_"), "{token}");
+    // Everything below is done as ci-bot, but the delete (an admin's).
+    fota.token = Some(token.clone());
+
+    let csv = fota.write("devices.csv", b"D-001,f429\nD-002,f407,pole\nD-003,f429\n");
+    fota.ok(&["devices", "register", "--csv", &csv, "--out", "tokens.json"])
+        .await;
+    let one = fota.write(
+        "one.json",
+        br#"{"devices": [{"id": "D-004", "model": "f429", "tags": ["pole"]}]}"#,
+    );
+    let registered = fota.json(&["devices", "register", "--json", &one]).await;
+    let device_token = registered["devices"][0]["token"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let (a, b) = write_images(&fota, "1.4.2", 3);
+    let (sha_a, sha_b) = (sha256_hex(Path::new(&a)), sha256_hex(Path::new(&b)));
+    let uploaded = fota
+        .json(&[
+            "release",
+            "upload",
+            "--model",
+            "f429",
+            "--image-a",
+            &a,
+            "--image-b",
+            &b,
+            "--json",
+        ])
+        .await;
+    let release_id = id_of(&uploaded);
+    let resp = app
+        .client
+        .delete(app.at(&format!("/v1/releases/{release_id}")))
+        .bearer_auth(&app.admin)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 204);
+    let log = fota.json(&["audit", "--json"]).await;
+    let ci_bot = log["entries"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|e| e["action"] == "token.create" && e["detail"]["name"] == "ci-bot")
+        .expect("token.create of ci-bot")["detail"]["token_id"]
+        .to_string();
+    let out = token_cmd(&fota, &["token", "revoke", "--id", &ci_bot])
+        .output()
+        .await
+        .unwrap();
+    assert!(out.status.success(), "{out:?}");
+
+    // ci-bot is revoked: the admin reads the log.
+    fota.token = Some(app.admin.clone());
+    let audit = fota.ok(&["audit"]).await;
+    let rows: Vec<(String, String, String, String)> = audit
+        .lines()
+        .skip(1)
+        .map(|l| {
+            let f: Vec<&str> = l.split_whitespace().collect();
+            assert!(f[0].ends_with('Z') && f[0].len() == 20, "{l}");
+            assert_eq!(f[3], "-", "no rollout: {l}");
+            (f[1].into(), f[2].into(), f[4..].join(" "), l.to_string())
+        })
+        .collect();
+    let who_what: Vec<(&str, &str)> = rows
+        .iter()
+        .map(|(actor, action, ..)| (actor.as_str(), action.as_str()))
+        .collect();
+    assert_eq!(
+        who_what,
+        [
+            ("local:ops-alice", "token.revoke"),
+            ("test-admin", "release.delete"),
+            ("ci-bot", "release.upload"),
+            ("ci-bot", "devices.register"),
+            ("ci-bot", "devices.register"),
+            ("local:ops-alice", "token.create"),
+            ("testkit", "token.create"),
+        ],
+        "{audit}"
+    );
+    let detail = |i: usize| rows[i].2.as_str();
+    let words = |i: usize| -> Vec<&str> { detail(i).split(' ').collect() };
+    for (i, expected) in [
+        (
+            0,
+            vec![
+                format!("token_id={ci_bot}"),
+                "name=ci-bot".into(),
+                "role=operator".into(),
+            ],
+        ),
+        (
+            1,
+            vec![
+                "model=f429".into(),
+                "version=1.4.2".into(),
+                format!("artifact_sha256_a={sha_a}"),
+                format!("artifact_sha256_b={sha_b}"),
+            ],
+        ),
+        (
+            2,
+            vec![
+                "model=f429".into(),
+                "version=1.4.2".into(),
+                "security_counter=3".into(),
+                format!("artifact_sha256_a={sha_a}"),
+                format!("artifact_sha256_b={sha_b}"),
+            ],
+        ),
+        (
+            3,
+            vec![
+                "count=1".into(),
+                "device=D-004".into(),
+                "tags=[pole]".into(),
+            ],
+        ),
+        (
+            4,
+            vec![
+                "count=3".into(),
+                "models=[f407,f429]".into(),
+                "first_device=D-001".into(),
+                "last_device=D-003".into(),
+            ],
+        ),
+        (
+            5,
+            vec![
+                format!("token_id={ci_bot}"),
+                "name=ci-bot".into(),
+                "role=operator".into(),
+            ],
+        ),
+        (6, vec!["name=test-admin".into(), "role=admin".into()]),
+    ] {
+        for word in expected {
+            assert!(words(i).contains(&word.as_str()), "{word} in {}", rows[i].3);
+        }
+    }
+    // No secret is in the log.
+    let json = fota.ok(&["audit", "--json"]).await;
+    for secret in [&token, &app.admin, &device_token] {
+        assert!(!audit.contains(secret.as_str()) && !json.contains(secret.as_str()));
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -292,6 +292,7 @@ async fn fota(
             "bench",
             Role::Admin,
             &fota_server::domain::auth::token_hash(&admin),
+            "bench",
             now_ms(),
         )
         .await
@@ -530,6 +531,7 @@ fn main() {
                     "bench-art",
                     Role::Admin,
                     &fota_server::domain::auth::token_hash(&admin),
+                    "bench",
                     now_ms(),
                 )
                 .await

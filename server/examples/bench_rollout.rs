@@ -180,6 +180,7 @@ async fn run(args: &Args, label: &str, database_url: Option<String>) -> Vec<Stri
             "bench",
             Role::Admin,
             &fota_server::domain::auth::token_hash(&admin),
+            "bench",
             now_ms(),
         )
         .await

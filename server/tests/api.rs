@@ -26,6 +26,7 @@ backend_tests!(
     device_listing_filters_and_summary,
     shutdown_flushes_buffered_facts,
     ops_endpoints,
+    every_operator_action_is_audited,
 );
 
 async fn provisioning_json_and_csv(db: Db) {
@@ -230,7 +231,7 @@ async fn admin_auth_and_roles(db: Db) {
     app.server
         .state
         .store
-        .revoke_admin_token(2, fota_server::store::now_ms())
+        .revoke_admin_token(2, "test", fota_server::store::now_ms())
         .await
         .unwrap();
     let resp = app
@@ -1129,4 +1130,213 @@ async fn openapi_matches_the_routes() {
             "{method} {path} is documented but not routed"
         );
     }
+}
+
+/// The audit log, newest first.
+async fn audit_entries(app: &TestApp) -> Vec<Value> {
+    let log: Value = app
+        .get("/v1/audit?limit=1000")
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    log["entries"].as_array().unwrap().clone()
+}
+
+/// The newest entry of `action`, and how many there are.
+fn newest<'a>(entries: &'a [Value], action: &str) -> (&'a Value, usize) {
+    let of: Vec<&Value> = entries.iter().filter(|e| e["action"] == action).collect();
+    let first = of
+        .first()
+        .unwrap_or_else(|| panic!("no {action} entry in {entries:#?}"));
+    (first, of.len())
+}
+
+/// Every operator action outside rollouts is in the audit log with its actor and what it did:
+/// token creation and revocation, provisioning one device and many, release upload and delete.
+/// A refused action leaves no entry, and no entry holds a secret.
+async fn every_operator_action_is_audited(db: Db) {
+    let app = spawn_app(db).await;
+    let store = &app.server.state.store;
+    // The harness made its admin token through the store, as `fota token create` does.
+    let entries = audit_entries(&app).await;
+    let (created, 1) = newest(&entries, "token.create") else {
+        panic!("one token.create: {entries:#?}")
+    };
+    assert_eq!(created["actor"], "testkit");
+    assert_eq!(created["detail"]["name"], "test-admin");
+    assert_eq!(created["detail"]["role"], "admin");
+    let admin_id = created["detail"]["token_id"].as_i64().unwrap();
+
+    // A second token, made and revoked.
+    let viewer = testkit::token(store, "night-shift", Role::Viewer).await;
+    let entries = audit_entries(&app).await;
+    let (created, 2) = newest(&entries, "token.create") else {
+        panic!("two token.create: {entries:#?}")
+    };
+    assert_eq!(created["detail"]["name"], "night-shift");
+    assert_eq!(created["detail"]["role"], "viewer");
+    let viewer_id = created["detail"]["token_id"].as_i64().unwrap();
+    assert_ne!(viewer_id, admin_id);
+    let revoked = store
+        .revoke_admin_token(viewer_id, "local:ops", fota_server::store::now_ms())
+        .await
+        .unwrap();
+    assert_eq!(revoked.name, "night-shift");
+    let entries = audit_entries(&app).await;
+    let (revoke, 1) = newest(&entries, "token.revoke") else {
+        panic!("one token.revoke: {entries:#?}")
+    };
+    assert_eq!(revoke["actor"], "local:ops");
+    assert_eq!(
+        revoke["detail"],
+        json!({"token_id": viewer_id, "name": "night-shift", "role": "viewer"})
+    );
+    // Revoking it again is refused and recorded nothing.
+    assert!(store
+        .revoke_admin_token(viewer_id, "local:ops", fota_server::store::now_ms())
+        .await
+        .is_err());
+    assert_eq!(newest(&audit_entries(&app).await, "token.revoke").1, 1);
+
+    // One device, then a CSV batch of three.
+    let device_tokens = app.provision(&[("SL-1", "f429", &["pole"])]).await;
+    let entries = audit_entries(&app).await;
+    let (one, 1) = newest(&entries, "devices.register") else {
+        panic!("one devices.register: {entries:#?}")
+    };
+    assert_eq!(one["actor"], "test-admin");
+    assert_eq!(
+        one["detail"],
+        json!({"count": 1, "device": "SL-1", "model": "f429", "tags": ["pole"]})
+    );
+    let resp = app
+        .post("/v1/devices")
+        .header("content-type", "text/csv")
+        .body("SL-2,f429\nSL-3,f407\nSL-4,f429\n")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 201);
+    let batch: Value = resp.json().await.unwrap();
+    let entries = audit_entries(&app).await;
+    let (bulk, 2) = newest(&entries, "devices.register") else {
+        panic!("two devices.register: {entries:#?}")
+    };
+    assert_eq!(bulk["actor"], "test-admin");
+    assert_eq!(
+        bulk["detail"],
+        json!({"count": 3, "models": ["f407", "f429"], "first_device": "SL-2", "last_device": "SL-4"})
+    );
+    // A refused batch (SL-1 exists) records nothing.
+    let resp = app
+        .post("/v1/devices")
+        .json(
+            &json!({"devices": [{"id": "SL-5", "model": "f429"}, {"id": "SL-1", "model": "f429"}]}),
+        )
+        .send()
+        .await
+        .unwrap();
+    assert_error(resp, 409, "device_exists").await;
+    assert_eq!(newest(&audit_entries(&app).await, "devices.register").1, 2);
+
+    // A release, uploaded and deleted.
+    let key = signing_key();
+    let (a, b) = (
+        image(SlotId::A, "1.4.2", 3, &key),
+        image(SlotId::B, "1.4.2", 3, &key),
+    );
+    let sha = |bytes: &[u8]| hex::encode(<sha2::Sha256 as sha2::Digest>::digest(bytes));
+    let (sha_a, sha_b) = (sha(&a), sha(&b));
+    let resp = app.upload("f429", a.clone(), b.clone()).await;
+    assert_eq!(resp.status(), 201);
+    let release_id = resp.json::<Value>().await.unwrap()["id"].as_i64().unwrap();
+    let expected = json!({
+        "model": "f429", "version": "1.4.2", "security_counter": 3,
+        "artifact_sha256_a": sha_a, "artifact_sha256_b": sha_b,
+    });
+    let entries = audit_entries(&app).await;
+    let (upload, 1) = newest(&entries, "release.upload") else {
+        panic!("one release.upload: {entries:#?}")
+    };
+    assert_eq!(upload["actor"], "test-admin");
+    assert_eq!(upload["release_id"], release_id);
+    assert_eq!(upload["rollout_id"], Value::Null);
+    assert_eq!(upload["detail"], expected);
+    // The same version again is refused and recorded nothing.
+    assert_error(app.upload("f429", a, b).await, 409, "duplicate_version").await;
+    assert_eq!(newest(&audit_entries(&app).await, "release.upload").1, 1);
+    let resp = app
+        .client
+        .delete(app.at(&format!("/v1/releases/{release_id}")))
+        .bearer_auth(&app.admin)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 204);
+    let entries = audit_entries(&app).await;
+    let (delete, 1) = newest(&entries, "release.delete") else {
+        panic!("one release.delete: {entries:#?}")
+    };
+    assert_eq!(delete["actor"], "test-admin");
+    assert_eq!(delete["release_id"], release_id);
+    assert_eq!(delete["detail"], expected);
+    // Deleting it again is a 404 and records nothing.
+    let resp = app
+        .client
+        .delete(app.at(&format!("/v1/releases/{release_id}")))
+        .bearer_auth(&app.admin)
+        .send()
+        .await
+        .unwrap();
+    assert_error(resp, 404, "release_not_found").await;
+    assert_eq!(newest(&audit_entries(&app).await, "release.delete").1, 1);
+
+    // Newest first, and not one secret in the whole log.
+    let entries = audit_entries(&app).await;
+    let actions: Vec<&str> = entries
+        .iter()
+        .map(|e| e["action"].as_str().unwrap())
+        .collect();
+    assert_eq!(
+        actions,
+        [
+            "release.delete",
+            "release.upload",
+            "devices.register",
+            "devices.register",
+            "token.revoke",
+            "token.create",
+            "token.create",
+        ]
+    );
+    let log = Value::Array(entries).to_string();
+    let mut secrets = vec![app.admin.clone(), viewer];
+    secrets.extend(device_tokens);
+    secrets.extend(
+        batch["devices"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|d| d["token"].as_str().unwrap().to_string()),
+    );
+    for secret in &secrets {
+        assert!(!log.contains(secret.as_str()), "a secret in the audit log");
+    }
+    assert!(
+        !log.contains("fota_adm_") && !log.contains("fota_dev_"),
+        "{log}"
+    );
+    // Entries of no rollout stay out of a rollout's log.
+    let none: Value = app
+        .get("/v1/audit?rollout_id=1")
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(none["entries"], json!([]));
 }

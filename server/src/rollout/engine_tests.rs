@@ -39,7 +39,10 @@ async fn provision(store: &Store, ids: &[&str], tags: &[&str]) {
             token_hash: token_hash(id),
         })
         .collect();
-    store.register_devices(&devices, now_ms()).await.unwrap();
+    store
+        .register_devices(&devices, "test", now_ms())
+        .await
+        .unwrap();
 }
 
 /// A release of `version` (images are rows only: the engine offers by address and size).

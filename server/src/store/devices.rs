@@ -1,6 +1,7 @@
 //! Devices: provisioning, the facts check-ins report (flushed in batches), listing and the fleet
 //! summary.
 
+use super::audit::{insert_audit, AuditEntry};
 use super::db::{is_unique_violation, Store, StoreError};
 use super::sql::{Param, Sql, BATCH};
 use fota_protocol::messages::{BootState, CheckIn, RdpLevel};
@@ -211,11 +212,13 @@ fn device_from_row(row: &AnyRow, stale_before: i64) -> Result<DeviceRecord, sqlx
 }
 
 impl Store {
-    /// Provision devices in one transaction: all or none. An id that exists already fails the
-    /// whole batch with [`StoreError::AlreadyExists`] naming it.
+    /// Provision devices in one transaction, with its `devices.register` audit entry by `actor`:
+    /// all or none. An id that exists already fails the whole batch with
+    /// [`StoreError::AlreadyExists`] naming it.
     pub async fn register_devices(
         &self,
         devices: &[NewDevice],
+        actor: &str,
         now: i64,
     ) -> Result<(), StoreError> {
         let mut tx = self.pool()?.begin().await?;
@@ -264,6 +267,11 @@ impl Store {
             sql.push(" ON CONFLICT DO NOTHING");
             sql.query().execute(&mut *tx).await?;
         }
+        insert_audit(
+            &mut tx,
+            &AuditEntry::devices_registered(actor, devices, now),
+        )
+        .await?;
         tx.commit().await?;
         Ok(())
     }

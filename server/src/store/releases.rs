@@ -1,5 +1,6 @@
 //! Releases and the content-addressed artifacts their images are stored as.
 
+use super::audit::{insert_audit, AuditEntry};
 use super::db::{is_unique_violation, Store, StoreError};
 use crate::domain::version::version_key;
 use fota_protocol::ImageVersion;
@@ -85,8 +86,9 @@ impl Store {
             .collect()
     }
 
-    /// Create a release and record its artifacts, atomically. The image files must already be in
-    /// the artifact directory. A second release with the same model and version is refused.
+    /// Create a release and record its artifacts, atomically, with its `release.upload` audit entry
+    /// (actor: `created_by`). The image files must already be in the artifact directory. A second
+    /// release with the same model and version is refused.
     pub async fn create_release(
         &self,
         new: &NewRelease,
@@ -138,6 +140,7 @@ impl Store {
             .execute(&mut *tx)
             .await?;
         }
+        insert_audit(&mut tx, &AuditEntry::release_uploaded(id, new, now)).await?;
         tx.commit().await?;
         self.release(id)
             .await?
@@ -202,9 +205,14 @@ impl Store {
     }
 
     /// Delete a release, unless a rollout used it ([`StoreError::InUse`]: it stays for the audit
-    /// trail). Returns the artifacts no release references any more, whose files the caller
-    /// removes.
-    pub async fn delete_release(&self, id: i64) -> Result<Vec<String>, StoreError> {
+    /// trail), with its `release.delete` audit entry by `actor`. Returns the artifacts no release
+    /// references any more, whose files the caller removes.
+    pub async fn delete_release(
+        &self,
+        id: i64,
+        actor: &str,
+        now: i64,
+    ) -> Result<Vec<String>, StoreError> {
         let mut tx = self.pool()?.begin().await?;
         // A release a rollout used stays, for the audit trail (and the rollout's status).
         let used: i64 = sqlx::query(
@@ -219,14 +227,25 @@ impl Store {
                 "release {id} is used by a rollout; it stays for the audit trail"
             )));
         }
-        let images: Vec<String> =
-            sqlx::query("SELECT sha256 FROM release_images WHERE release_id = $1")
-                .bind(id)
-                .fetch_all(&mut *tx)
-                .await?
-                .iter()
-                .map(|r| r.try_get("sha256"))
-                .collect::<Result<_, _>>()?;
+        let Some(release) = sqlx::query(&format!(
+            "SELECT {RELEASE_COLUMNS} FROM releases WHERE id = $1"
+        ))
+        .bind(id)
+        .fetch_optional(&mut *tx)
+        .await?
+        else {
+            return Err(StoreError::NotFound(format!("release {id}")));
+        };
+        let release = release_from_row(&release)?;
+        let images: Vec<(String, String)> = sqlx::query(
+            "SELECT slot, sha256 FROM release_images WHERE release_id = $1 ORDER BY slot",
+        )
+        .bind(id)
+        .fetch_all(&mut *tx)
+        .await?
+        .iter()
+        .map(|r| Ok((r.try_get("slot")?, r.try_get("sha256")?)))
+        .collect::<Result<_, sqlx::Error>>()?;
         sqlx::query("DELETE FROM release_images WHERE release_id = $1")
             .bind(id)
             .execute(&mut *tx)
@@ -239,8 +258,21 @@ impl Store {
         if deleted == 0 {
             return Err(StoreError::NotFound(format!("release {id}")));
         }
+        insert_audit(
+            &mut tx,
+            &AuditEntry::release_deleted(
+                actor,
+                id,
+                &release.model,
+                &release.version,
+                release.security_counter,
+                &images,
+                now,
+            ),
+        )
+        .await?;
         let mut orphans = Vec::new();
-        for sha in images {
+        for (_, sha) in images {
             let removed = sqlx::query(
                 "DELETE FROM artifacts WHERE sha256 = $1 \
                  AND NOT EXISTS (SELECT 1 FROM release_images WHERE sha256 = $1)",

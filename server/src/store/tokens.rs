@@ -1,5 +1,7 @@
-//! Admin tokens: roles, hashed at rest.
+//! Admin tokens: roles, hashed at rest. Creating and revoking one is audited in the same
+//! transaction.
 
+use super::audit::{insert_audit, AuditEntry, TOKEN_CREATE, TOKEN_REVOKE};
 use super::db::{Store, StoreError};
 use crate::domain::auth::Role;
 use serde::Serialize;
@@ -19,14 +21,17 @@ pub struct AdminTokenRecord {
 }
 
 impl Store {
-    /// Store a new token's hash.
+    /// Store a new token's hash, with its `token.create` audit entry by `actor` (who made it:
+    /// `fota token create` on the server's machine records the local user). Returns its id.
     pub async fn create_admin_token(
         &self,
         name: &str,
         role: Role,
         token_hash: &[u8; 32],
+        actor: &str,
         now: i64,
     ) -> Result<i64, StoreError> {
+        let mut tx = self.pool()?.begin().await?;
         let row = sqlx::query(
             "INSERT INTO admin_tokens (name, role, token_hash, created_at) VALUES ($1, $2, $3, $4) RETURNING id",
         )
@@ -34,9 +39,13 @@ impl Store {
         .bind(role.as_str())
         .bind(token_hash.to_vec())
         .bind(now)
-        .fetch_one(self.pool()?)
+        .fetch_one(&mut *tx)
         .await?;
-        Ok(row.try_get("id")?)
+        let id: i64 = row.try_get("id")?;
+        let entry = AuditEntry::token_changed(actor, TOKEN_CREATE, id, name, role, now);
+        insert_audit(&mut tx, &entry).await?;
+        tx.commit().await?;
+        Ok(id)
     }
 
     /// The live token with this hash.
@@ -50,31 +59,44 @@ impl Store {
         .bind(token_hash.to_vec())
         .fetch_optional(self.pool()?)
         .await?;
-        let Some(row) = row else { return Ok(None) };
-        let role: String = row.try_get("role")?;
-        Ok(Some(AdminTokenRecord {
-            id: row.try_get("id")?,
-            name: row.try_get("name")?,
-            role: role
-                .parse()
-                .map_err(|_| StoreError::Corrupt(format!("role {role:?}")))?,
-            created_at: row.try_get("created_at")?,
-        }))
+        row.as_ref().map(token_from_row).transpose()
     }
 
-    /// Revoke a token by id.
-    pub async fn revoke_admin_token(&self, id: i64, now: i64) -> Result<(), StoreError> {
-        let n = sqlx::query(
-            "UPDATE admin_tokens SET revoked_at = $2 WHERE id = $1 AND revoked_at IS NULL",
+    /// Revoke a live token by id, with its `token.revoke` audit entry by `actor`. Returns the
+    /// token revoked.
+    pub async fn revoke_admin_token(
+        &self,
+        id: i64,
+        actor: &str,
+        now: i64,
+    ) -> Result<AdminTokenRecord, StoreError> {
+        let mut tx = self.pool()?.begin().await?;
+        let row = sqlx::query(
+            "UPDATE admin_tokens SET revoked_at = $2 WHERE id = $1 AND revoked_at IS NULL \
+             RETURNING id, name, role, created_at",
         )
         .bind(id)
         .bind(now)
-        .execute(self.pool()?)
+        .fetch_optional(&mut *tx)
         .await?
-        .rows_affected();
-        if n == 0 {
-            return Err(StoreError::NotFound(format!("token {id}")));
-        }
-        Ok(())
+        .ok_or_else(|| StoreError::NotFound(format!("token {id}")))?;
+        let token = token_from_row(&row)?;
+        let entry =
+            AuditEntry::token_changed(actor, TOKEN_REVOKE, token.id, &token.name, token.role, now);
+        insert_audit(&mut tx, &entry).await?;
+        tx.commit().await?;
+        Ok(token)
     }
+}
+
+fn token_from_row(row: &sqlx::any::AnyRow) -> Result<AdminTokenRecord, StoreError> {
+    let role: String = row.try_get("role")?;
+    Ok(AdminTokenRecord {
+        id: row.try_get("id")?,
+        name: row.try_get("name")?,
+        role: role
+            .parse()
+            .map_err(|_| StoreError::Corrupt(format!("role {role:?}")))?,
+        created_at: row.try_get("created_at")?,
+    })
 }

@@ -231,6 +231,7 @@ pub async fn token(store: &Store, name: &str, role: Role) -> String {
             name,
             role,
             &fota_server::domain::auth::token_hash(&token),
+            "testkit",
             now_ms(),
         )
         .await

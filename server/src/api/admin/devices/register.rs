@@ -106,7 +106,7 @@ pub(super) async fn register_devices(
     }
     state
         .store
-        .register_devices(&new, now_ms())
+        .register_devices(&new, &admin.name, now_ms())
         .await
         .map_err(|e| match e {
             crate::store::StoreError::AlreadyExists(what) => {

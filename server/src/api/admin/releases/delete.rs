@@ -4,7 +4,7 @@ use crate::api::auth::Admin;
 use crate::api::error::{ApiError, ApiPath, ErrorBody};
 use crate::api::state::AppState;
 use crate::domain::auth::Role;
-use crate::store::StoreError;
+use crate::store::{now_ms, StoreError};
 use axum::extract::State;
 use axum::http::StatusCode;
 use std::sync::Arc;
@@ -30,13 +30,17 @@ pub(super) async fn delete_release(
     ApiPath(id): ApiPath<i64>,
 ) -> Result<StatusCode, ApiError> {
     admin.require(Role::Admin)?;
-    let orphans = state.store.delete_release(id).await.map_err(|e| match e {
-        StoreError::NotFound(_) => {
-            ApiError::not_found("release_not_found", format!("no release {id}"))
-        }
-        StoreError::InUse(why) => ApiError::conflict("release_in_use", why),
-        other => other.into(),
-    })?;
+    let orphans = state
+        .store
+        .delete_release(id, &admin.name, now_ms())
+        .await
+        .map_err(|e| match e {
+            StoreError::NotFound(_) => {
+                ApiError::not_found("release_not_found", format!("no release {id}"))
+            }
+            StoreError::InUse(why) => ApiError::conflict("release_in_use", why),
+            other => other.into(),
+        })?;
     for sha in orphans {
         if let Err(e) = state.artifacts.remove(&sha).await {
             tracing::warn!(artifact = %sha, error = %e, "could not remove an unreferenced artifact");
