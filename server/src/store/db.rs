@@ -1,11 +1,12 @@
 //! The connection: [`Store`] over one sqlx `Any` pool with a bounded acquire timeout
 //! ([`PoolSettings`]), the [`Backend`] its URL names (with the SQLite file created on first run
 //! and the migrations applied at connect), [`StoreError`], and the clock every row's times come
-//! from. Whether the database answers right now is `health.rs`'s.
+//! from. Whether the database answers right now is `health.rs`'s to find out ([`DbHealth`]
+//! only holds its last answer, so this file needs nothing from there).
 
-use super::health::DbHealth;
 use sqlx::any::AnyPoolOptions;
 use sqlx::{AnyPool, Executor as _};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
@@ -237,6 +238,32 @@ fn create_sqlite_parent_dir(url: &str) {
             // A failure shows up as a clear connect error right after.
             let _ = std::fs::create_dir_all(parent);
         }
+    }
+}
+
+/// The database's health as the monitor last saw it.
+#[derive(Debug)]
+pub struct DbHealth {
+    up: AtomicBool,
+}
+
+impl Default for DbHealth {
+    fn default() -> Self {
+        Self {
+            up: AtomicBool::new(true),
+        }
+    }
+}
+
+impl DbHealth {
+    /// Whether the last health ping succeeded (true until a monitor says otherwise).
+    pub fn is_up(&self) -> bool {
+        self.up.load(Ordering::Acquire)
+    }
+
+    /// Record a ping's outcome; returns whether that changed anything.
+    pub(super) fn set(&self, up: bool) -> bool {
+        self.up.swap(up, Ordering::AcqRel) != up
     }
 }
 

@@ -13,38 +13,11 @@
 
 use super::db::{Store, StoreError};
 use sqlx::{ConnectOptions as _, Connection as _};
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 use tokio::sync::watch;
 
 /// How long one health ping may take before the database counts as down.
 pub const PING_TIMEOUT: Duration = Duration::from_millis(700);
-
-/// The database's health as the monitor last saw it.
-#[derive(Debug)]
-pub struct DbHealth {
-    up: AtomicBool,
-}
-
-impl Default for DbHealth {
-    fn default() -> Self {
-        Self {
-            up: AtomicBool::new(true),
-        }
-    }
-}
-
-impl DbHealth {
-    /// Whether the last health ping succeeded (true until a monitor says otherwise).
-    pub fn is_up(&self) -> bool {
-        self.up.load(Ordering::Acquire)
-    }
-
-    /// Record a ping's outcome; returns whether that changed anything.
-    fn set(&self, up: bool) -> bool {
-        self.up.swap(up, Ordering::AcqRel) != up
-    }
-}
 
 impl Store {
     /// Ping the database every `interval` until `stop` flips, keeping [`Store::is_up`] current. Each ping has [`PING_TIMEOUT`];
