@@ -166,6 +166,54 @@ async fn two_replicas_on_one_postgres_decide_once() {
     testkit::on_postgres(two_replicas_decide_once()).await;
 }
 
+/// An image uploaded through `a` is served by `b`, whose data directory never saw it: whole, and
+/// a Range of it, byte for byte the same.
+async fn artifact_served_by_the_other_replica(
+    a: &testkit::Remote,
+    b: &testkit::Remote,
+    release: i64,
+    b_dir: &std::path::Path,
+) {
+    use testkit::Api as _;
+    let record: Value = b
+        .admin_get(&format!("/v1/releases/{release}"))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let sha = record["images"][1]["sha256"].as_str().unwrap().to_string();
+    assert!(
+        !b_dir.join("artifacts").join(&sha).exists(),
+        "replica b's data directory already holds the upload"
+    );
+    let whole = a
+        .client()
+        .get(a.url_of(&format!("/v1/artifacts/{sha}")))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(whole.status(), 200);
+    let whole = whole.bytes().await.unwrap();
+    let part = b
+        .client()
+        .get(b.url_of(&format!("/v1/artifacts/{sha}")))
+        .header("range", "bytes=1000-4999")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(part.status(), 206);
+    assert_eq!(part.bytes().await.unwrap(), whole.slice(1000..5000));
+    let again = b
+        .client()
+        .get(b.url_of(&format!("/v1/artifacts/{sha}")))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(again.bytes().await.unwrap(), whole);
+}
+
 async fn two_replicas_decide_once() {
     use std::sync::Arc;
     use testkit::Api as _;
@@ -174,14 +222,16 @@ async fn two_replicas_decide_once() {
         .await
         .unwrap();
     let admin = testkit::token(&store, "ops", fota_server::domain::auth::Role::Admin).await;
-    // Shared artifact storage, as behind a load balancer with one volume or a CDN.
-    let shared = tempfile::tempdir().unwrap();
+    // Replicas on separate hosts share the database and nothing else: separate data
+    // directories, so an image uploaded through one is served by the other from the database.
+    let (dir_a, dir_b) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
     let a =
-        Arc::new(testkit::spawn_process(FOTA.as_ref(), &database_url, shared.path(), &admin).await);
+        Arc::new(testkit::spawn_process(FOTA.as_ref(), &database_url, dir_a.path(), &admin).await);
     let b =
-        Arc::new(testkit::spawn_process(FOTA.as_ref(), &database_url, shared.path(), &admin).await);
+        Arc::new(testkit::spawn_process(FOTA.as_ref(), &database_url, dir_b.path(), &admin).await);
     let devices = fleet(a.as_ref(), "RP", 300, "f429", "1.0.0").await;
     let rel = release(a.as_ref(), "f429", "5.0.0", 1).await;
+    artifact_served_by_the_other_replica(a.as_ref(), b.as_ref(), rel, dir_b.path()).await;
     let stages = [
         stage(10.0, 5, 0.5, 60),
         stage(40.0, 5, 0.5, 60),

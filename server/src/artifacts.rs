@@ -4,6 +4,11 @@
 //! cached forever and resumed with Range from any replica or CDN. Files are written to a
 //! temporary name and renamed, so a crash never leaves a half-written artifact under a real name.
 //!
+//! The files under the data directory are each replica's own copy (and the source a CDN mirrors);
+//! the bytes of record are in the database, stored with their release, so that a replica on
+//! another host, which never saw the upload, serves them too: it [`adopt`](ArtifactStore::adopt)s
+//! them on the first request.
+//!
 //! Immutability also makes them safe to keep in memory: a file up to [`MAX_CACHED_FILE`] is read
 //! once and then served from RAM (a whole fleet downloads the same two images), within a
 //! [`CACHE_BYTES`] budget. Larger files are streamed from disk in chunks.
@@ -120,6 +125,17 @@ impl ArtifactStore {
             size: bytes.len() as u64,
             source: ArtifactSource::Memory(bytes),
         }))
+    }
+
+    /// Take bytes fetched from elsewhere (the database) under their address: checked against
+    /// it, kept in memory and written under the directory for next time. `None` if the bytes
+    /// do not hash to `sha256`.
+    pub async fn adopt(&self, sha256: &str, bytes: Vec<u8>) -> io::Result<Option<Artifact>> {
+        if Digest::of(&bytes).to_string() != sha256 {
+            return Ok(None);
+        }
+        self.put(&bytes).await?;
+        self.get(sha256).await
     }
 
     /// Where the artifact with this address lives. Only call with a checked address.

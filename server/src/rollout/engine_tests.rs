@@ -62,6 +62,7 @@ async fn release(store: &Store, version: &str, counter: u32) -> i64 {
                 notes: String::new(),
                 created_by: "test".to_string(),
                 images: vec![image("a", 'a'), image("b", 'b')],
+                image_bytes: vec![Vec::new(), Vec::new()],
             },
             now_ms(),
         )

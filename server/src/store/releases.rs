@@ -36,6 +36,9 @@ pub struct NewRelease {
     pub created_by: String,
     /// One image per slot.
     pub images: Vec<ReleaseImage>,
+    /// The images' bytes, in the order of `images`: stored with the release, so every replica
+    /// can serve them whichever one took the upload.
+    pub image_bytes: Vec<Vec<u8>>,
 }
 
 /// A stored release.
@@ -95,14 +98,21 @@ impl Store {
         now: i64,
     ) -> Result<ReleaseRecord, StoreError> {
         let mut tx = self.pool()?.begin().await?;
-        for image in &new.images {
+        if new.image_bytes.len() != new.images.len() {
+            return Err(StoreError::Corrupt(
+                "a release needs the bytes of each of its images".into(),
+            ));
+        }
+        for (image, bytes) in new.images.iter().zip(&new.image_bytes) {
+            // Same address, same bytes: an existing row only gains its bytes if it had none.
             sqlx::query(
-                "INSERT INTO artifacts (sha256, size, created_at) VALUES ($1, $2, $3) \
-                 ON CONFLICT (sha256) DO NOTHING",
+                "INSERT INTO artifacts (sha256, size, created_at, bytes) VALUES ($1, $2, $3, $4) \
+                 ON CONFLICT (sha256) DO UPDATE SET bytes = COALESCE(artifacts.bytes, excluded.bytes)",
             )
             .bind(image.sha256.as_str())
             .bind(image.size)
             .bind(now)
+            .bind(bytes.as_slice())
             .execute(&mut *tx)
             .await?;
         }
@@ -287,6 +297,19 @@ impl Store {
         }
         tx.commit().await?;
         Ok(orphans)
+    }
+
+    /// An artifact's bytes as stored with its release (`None`: no such artifact, or one stored
+    /// before bytes were kept in the database).
+    pub async fn artifact_bytes(&self, sha256: &str) -> Result<Option<Vec<u8>>, StoreError> {
+        let row = sqlx::query("SELECT bytes FROM artifacts WHERE sha256 = $1")
+            .bind(sha256)
+            .fetch_optional(self.pool()?)
+            .await?;
+        Ok(match row {
+            Some(r) => r.try_get::<Option<Vec<u8>>, _>("bytes")?,
+            None => None,
+        })
     }
 
     /// Whether an artifact is known (and its size).

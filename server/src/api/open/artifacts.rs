@@ -178,14 +178,33 @@ async fn serve(
         )
             .into_response());
     }
-    let artifact = state
+    let local = state
         .artifacts
         .get(sha256)
         .await
-        .map_err(ApiError::internal)?
-        .ok_or_else(|| {
-            ApiError::not_found("artifact_not_found", format!("no artifact {sha256}"))
-        })?;
+        .map_err(ApiError::internal)?;
+    let artifact = match local {
+        Some(artifact) => artifact,
+        // Uploaded through another replica: its bytes are in the database.
+        None => match state.store.artifact_bytes(sha256).await? {
+            Some(bytes) => state
+                .artifacts
+                .adopt(sha256, bytes)
+                .await
+                .map_err(ApiError::internal)?
+                .ok_or_else(|| {
+                    ApiError::internal(format!(
+                        "stored artifact {sha256} does not match its address"
+                    ))
+                })?,
+            None => {
+                return Err(ApiError::not_found(
+                    "artifact_not_found",
+                    format!("no artifact {sha256}"),
+                ))
+            }
+        },
+    };
     let size = artifact.size;
     let etag = format!("\"{sha256}\"");
     let common = [

@@ -142,6 +142,7 @@ pub(super) async fn upload_release(
         notes,
         created_by: admin.name.clone(),
         images,
+        image_bytes: vec![a.bytes.to_vec(), b.bytes.to_vec()],
     };
     let release = state
         .store
