@@ -5,6 +5,7 @@
 //! file's value (or the default) fills in. See `deploy/fota.toml` for every key.
 
 use crate::store::PoolSettings;
+pub use crate::transport::ConnectionLimits;
 use anyhow::{bail, Context as _};
 use fota_protocol::TrustedKey;
 use serde::Deserialize;
@@ -52,6 +53,27 @@ pub struct ServeArgs {
     /// refused at once while it is down).
     #[arg(long, env = "FOTA_DATABASE_HEALTH_INTERVAL_MS")]
     pub database_health_interval_ms: Option<u64>,
+    /// Serve HTTPS with this PEM certificate chain (leaf first); needs --tls-key.
+    #[arg(long, env = "FOTA_TLS_CERT", requires = "tls_key")]
+    pub tls_cert: Option<PathBuf>,
+    /// The PEM private key of --tls-cert.
+    #[arg(long, env = "FOTA_TLS_KEY", requires = "tls_cert")]
+    pub tls_key: Option<PathBuf>,
+    /// Most connections open at once; more wait in the listen backlog.
+    #[arg(long, env = "FOTA_MAX_CONNECTIONS")]
+    pub max_connections: Option<usize>,
+    /// Longest a client may take to send a request's headers, in milliseconds.
+    #[arg(long, env = "FOTA_HEADER_READ_TIMEOUT_MS")]
+    pub header_read_timeout_ms: Option<u64>,
+    /// A connection on which nothing moves for this long is closed, in milliseconds.
+    #[arg(long, env = "FOTA_IDLE_TIMEOUT_MS")]
+    pub idle_timeout_ms: Option<u64>,
+    /// Longest a client may take to send a request's body, in milliseconds.
+    #[arg(long, env = "FOTA_BODY_READ_TIMEOUT_MS")]
+    pub body_read_timeout_ms: Option<u64>,
+    /// Most request bodies being read at once.
+    #[arg(long, env = "FOTA_MAX_INFLIGHT_BODIES")]
+    pub max_inflight_bodies: Option<usize>,
 }
 
 /// The same settings in the TOML file.
@@ -69,6 +91,13 @@ struct FileConfig {
     max_image_bytes: Option<u32>,
     database_acquire_timeout_ms: Option<u64>,
     database_health_interval_ms: Option<u64>,
+    tls_cert: Option<PathBuf>,
+    tls_key: Option<PathBuf>,
+    max_connections: Option<usize>,
+    header_read_timeout_ms: Option<u64>,
+    idle_timeout_ms: Option<u64>,
+    body_read_timeout_ms: Option<u64>,
+    max_inflight_bodies: Option<usize>,
 }
 
 /// Resolved configuration.
@@ -96,6 +125,19 @@ pub struct ServeConfig {
     pub pool: PoolSettings,
     /// Period of the database health check.
     pub database_health_interval: Duration,
+    /// What one client may hold: connections, timeouts, bodies in flight.
+    pub connections: ConnectionLimits,
+    /// HTTPS: the certificate chain and key files (plain HTTP when `None`).
+    pub tls: Option<TlsFiles>,
+}
+
+/// The PEM files `fota serve` terminates TLS with.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TlsFiles {
+    /// Certificate chain, leaf first.
+    pub cert: PathBuf,
+    /// Private key.
+    pub key: PathBuf,
 }
 
 impl ServeConfig {
@@ -114,6 +156,8 @@ impl ServeConfig {
             max_image_bytes: fota_protocol::layout::SLOT_A.size,
             pool: PoolSettings::default(),
             database_health_interval: Duration::from_millis(250),
+            connections: ConnectionLimits::default(),
+            tls: None,
         }
     }
 
@@ -189,6 +233,51 @@ impl ServeConfig {
                 bail!("database health interval must be 10-60000 ms");
             }
             config.database_health_interval = Duration::from_millis(ms);
+        }
+        config.tls = match (
+            args.tls_cert.clone().or(file.tls_cert),
+            args.tls_key.clone().or(file.tls_key),
+        ) {
+            (Some(cert), Some(key)) => Some(TlsFiles { cert, key }),
+            (None, None) => None,
+            _ => bail!("TLS needs both a certificate (--tls-cert) and its key (--tls-key)"),
+        };
+        let limits = &mut config.connections;
+        if let Some(n) = args.max_connections.or(file.max_connections) {
+            if !(1..=1_000_000).contains(&n) {
+                bail!("max connections must be 1-1000000");
+            }
+            limits.max_connections = n;
+        }
+        if let Some(n) = args.max_inflight_bodies.or(file.max_inflight_bodies) {
+            if !(1..=100_000).contains(&n) {
+                bail!("max in-flight bodies must be 1-100000");
+            }
+            limits.max_inflight_bodies = n;
+        }
+        for (value, name, slot) in [
+            (
+                args.header_read_timeout_ms.or(file.header_read_timeout_ms),
+                "header read timeout",
+                &mut limits.header_read_timeout,
+            ),
+            (
+                args.idle_timeout_ms.or(file.idle_timeout_ms),
+                "idle timeout",
+                &mut limits.idle_timeout,
+            ),
+            (
+                args.body_read_timeout_ms.or(file.body_read_timeout_ms),
+                "body read timeout",
+                &mut limits.body_read_timeout,
+            ),
+        ] {
+            if let Some(ms) = value {
+                if !(10..=3_600_000).contains(&ms) {
+                    bail!("{name} must be 10-3600000 ms");
+                }
+                *slot = Duration::from_millis(ms);
+            }
         }
         Ok(config)
     }

@@ -5,6 +5,8 @@
 //!
 //! - [`serve`] and [`config`]: `fota serve`: configuration, start-up, the background flusher
 //!   and sweeper, graceful shutdown. The only place that wires the layers together.
+//! - [`transport`]: connections under the API: TLS, timeouts, caps on connections and on
+//!   request bodies in flight, so hostile clients cannot hold sockets or memory.
 //! - [`api`]: HTTP: routes by audience (devices, operators, open), auth extractors, the error
 //!   type and its stable codes.
 //! - [`rollout`]: staged canary rollouts: plans, gates, starting and steering, the engine.
@@ -26,3 +28,4 @@ pub mod metrics;
 pub mod rollout;
 pub mod serve;
 pub mod store;
+pub mod transport;

@@ -5,8 +5,8 @@
 use crate::api::{router, AppState};
 use crate::config::{ServeArgs, ServeConfig};
 use crate::store::Store;
+use crate::transport::{self, Tls};
 use anyhow::Context as _;
-use axum::serve::ListenerExt as _;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use tokio::net::TcpListener;
@@ -20,14 +20,16 @@ pub struct RunningServer {
     pub addr: SocketAddr,
     /// Its state (store, metrics, buffers), for tests and embedding.
     pub state: Arc<AppState>,
+    tls: bool,
     stop: watch::Sender<bool>,
     task: JoinHandle<anyhow::Result<()>>,
 }
 
 impl RunningServer {
-    /// `http://addr`.
+    /// `http://addr`, or `https://addr` when it terminates TLS.
     pub fn url(&self) -> String {
-        format!("http://{}", self.addr)
+        let scheme = if self.tls { "https" } else { "http" };
+        format!("{scheme}://{}", self.addr)
     }
 
     /// Graceful shutdown; returns once everything is flushed and closed.
@@ -39,6 +41,11 @@ impl RunningServer {
 
 /// Start serving `config` in the background.
 pub async fn start(config: ServeConfig) -> anyhow::Result<RunningServer> {
+    let tls = config
+        .tls
+        .as_ref()
+        .map(|files| Tls::from_pem_files(&files.cert, &files.key))
+        .transpose()?;
     let store = Store::connect_with(&config.database_url, config.pool)
         .await
         .with_context(|| format!("cannot open database {}", redact(&config.database_url)))?;
@@ -49,6 +56,7 @@ pub async fn start(config: ServeConfig) -> anyhow::Result<RunningServer> {
     let flush_interval = config.flush_interval;
     let sweep_interval = config.sweep_interval;
     let health_interval = config.database_health_interval;
+    let limits = config.connections;
     let state = Arc::new(
         AppState::new(store.clone(), config).context("cannot open the artifact directory")?,
     );
@@ -81,18 +89,12 @@ pub async fn start(config: ServeConfig) -> anyhow::Result<RunningServer> {
         tokio::spawn(async move { store.watch_health(health_interval, monitor_stopped).await })
     };
     let app = router(state.clone());
+    let tls_on = tls.is_some();
     let task = tokio::spawn(async move {
-        // Small JSON answers and Range responses must not wait for Nagle's algorithm.
-        let listener = listener.tap_io(|tcp| {
-            if let Err(e) = tcp.set_nodelay(true) {
-                tracing::debug!(error = %e, "cannot set TCP_NODELAY");
-            }
-        });
-        let served = axum::serve(listener, app)
-            .with_graceful_shutdown(async move {
-                let _ = stopped.wait_for(|s| *s).await;
-            })
-            .await;
+        transport::serve(listener, app, limits, tls, async move {
+            let _ = stopped.wait_for(|s| *s).await;
+        })
+        .await;
         // Every request has finished: now the last flush sees everything they recorded.
         let _ = stop_flusher.send(true);
         flusher.await.context("flusher panicked")?;
@@ -100,11 +102,12 @@ pub async fn start(config: ServeConfig) -> anyhow::Result<RunningServer> {
         let _ = stop_monitor.send(true);
         monitor.await.context("database health monitor panicked")?;
         store.close().await;
-        served.context("server failed")
+        Ok(())
     });
     Ok(RunningServer {
         addr,
         state,
+        tls: tls_on,
         stop,
         task,
     })

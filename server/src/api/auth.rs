@@ -1,5 +1,5 @@
 //! Who is calling: the bearer token of a request, the [`Admin`] extractor (a live admin token
-//! and its role), and [`authenticate_device`] (a device's own token, bound to the id in the
+//! and its role), and [`Device`] (a device's own token, bound to the id in the
 //! path). The secrets, their hashes and the roles are [`crate::domain::auth`]'s.
 
 use super::error::ApiError;
@@ -60,10 +60,35 @@ impl FromRequestParts<Arc<AppState>> for Admin {
     }
 }
 
+/// A device that proved it is the one in the path (`/v1/devices/{id}/...`). As an extractor
+/// it runs before the body is read: a stranger's body is never read, whatever its size (401,
+/// not 413, and no memory held for it).
+#[derive(Debug, Clone)]
+pub struct Device {
+    /// Its id, from the path.
+    pub id: String,
+    /// Its cached credentials (model, tags).
+    pub creds: Arc<DeviceCredentials>,
+}
+
+impl FromRequestParts<Arc<AppState>> for Device {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(
+        parts: &mut Parts,
+        state: &Arc<AppState>,
+    ) -> Result<Self, Self::Rejection> {
+        let super::error::ApiPath(id) =
+            super::error::ApiPath::<String>::from_request_parts(parts, state).await?;
+        let creds = authenticate_device(state, &id, &parts.headers).await?;
+        Ok(Self { id, creds })
+    }
+}
+
 /// Check the bearer token against device `id`'s; the same 401 for unknown devices and wrong
 /// tokens, so the endpoint does not reveal which ids exist. Credentials are cached after the
 /// first check-in, so a check-in reads no database.
-pub async fn authenticate_device(
+async fn authenticate_device(
     state: &AppState,
     id: &str,
     headers: &HeaderMap,

@@ -153,8 +153,9 @@ fn panicked(cause: Box<dyn std::any::Any + Send + 'static>) -> Response {
 /// their own routes.
 pub const JSON_BODY_LIMIT: usize = 256 * 1024;
 
-/// Most header bytes a request may carry. hyper itself cuts a connection off near 400 KB; this
-/// answers anything past a generous 16 KB with a JSON 431 instead.
+/// Most header bytes a request may carry. The connection layer cuts a head off at
+/// [`crate::transport::MAX_HEAD_BUFFER`] (128 KB); this answers anything past a generous 16 KB
+/// with a JSON 431 first.
 pub const MAX_HEADER_BYTES: usize = 16 * 1024;
 
 async fn limit_headers(req: Request, next: Next) -> Response {

@@ -5,7 +5,8 @@
 //!
 //! - 400 when it takes path or query parameters (`invalid_path`, `invalid_query`: a malformed
 //!   value, an id beyond 64 bits) or a body (`malformed_json`, `invalid_body`),
-//! - 413 and 415 when it takes a body (over the route's limit; not `application/json`),
+//! - 413 and 415 when it takes a body (over the route's limit; not `application/json`), and
+//!   408 (`request_timeout`) when the body does not arrive within the body read timeout,
 //! - 401 when it needs a token,
 //! - 431 everywhere (request headers over 16 KB),
 //! - 503 with `Retry-After` on every `/v1` route: the database is unreachable.
@@ -64,6 +65,12 @@ fn complete(path: &str, op: &mut Operation) {
     }
     if op.request_body.is_some() {
         add(op, "413", "Body over this route's limit", false);
+        add(
+            op,
+            "408",
+            "The body did not arrive within the body read timeout",
+            false,
+        );
     }
     if json_body {
         add(op, "415", "The body is not application/json", false);

@@ -3,12 +3,11 @@
 //! while the database is away (without an offer until it returns).
 
 use super::body::*;
-use crate::api::auth::authenticate_device;
-use crate::api::error::{ApiError, ApiPath, ErrorBody};
+use crate::api::auth::Device;
+use crate::api::error::{ApiError, ErrorBody};
 use crate::api::state::AppState;
 use crate::rollout::engine::DeviceView;
 use crate::store::{now_ms, DeviceCheckInFacts, DeviceFacts, StoreError};
-use axum::body::Bytes;
 use axum::extract::State;
 use axum::http::HeaderMap;
 use fota_protocol::messages::{CheckIn, CheckInResponse};
@@ -32,12 +31,11 @@ use std::sync::Arc;
 )]
 pub(super) async fn check_in(
     State(state): State<Arc<AppState>>,
-    ApiPath(id): ApiPath<String>,
+    Device { id, creds }: Device,
     headers: HeaderMap,
-    body: Bytes,
+    body: axum::body::Body,
 ) -> Result<axum::Json<CheckInResponse>, ApiError> {
-    let creds = authenticate_device(&state, &id, &headers).await?;
-    let check_in: CheckIn = parse_body(&headers, &body)?;
+    let check_in: CheckIn = parse_body(&headers, body).await?;
     if check_in.model.as_str() != creds.model {
         return Err(ApiError::conflict(
             "model_mismatch",

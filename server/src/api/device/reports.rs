@@ -2,11 +2,10 @@
 //! to the device's rollout state by [`crate::rollout::Engine::apply_events`].
 
 use super::body::*;
-use crate::api::auth::authenticate_device;
-use crate::api::error::{ApiError, ApiPath, ErrorBody};
+use crate::api::auth::Device;
+use crate::api::error::{ApiError, ErrorBody};
 use crate::api::state::AppState;
 use crate::store::{event_kind_name, now_ms, DeviceFacts};
-use axum::body::Bytes;
 use axum::extract::State;
 use axum::http::HeaderMap;
 use fota_protocol::messages::{Report, ReportAck};
@@ -29,12 +28,11 @@ use std::sync::Arc;
 )]
 pub(super) async fn report(
     State(state): State<Arc<AppState>>,
-    ApiPath(id): ApiPath<String>,
+    Device { id, .. }: Device,
     headers: HeaderMap,
-    body: Bytes,
+    body: axum::body::Body,
 ) -> Result<axum::Json<ReportAck>, ApiError> {
-    authenticate_device(&state, &id, &headers).await?;
-    let report: Report = parse_body(&headers, &body)?;
+    let report: Report = parse_body(&headers, body).await?;
     let now = now_ms();
     let outcome = state.store.store_events(&id, &report.events, now).await?;
     // Stored first: a report is never lost to an engine error. The engine then moves each
