@@ -1,9 +1,11 @@
 //! `fota inspect <image> [--json]`: everything in a signed image, without trusting any of it.
 //!
 //! Shows the header fields (flags by name), every protected and unprotected TLV (type with its
-//! MCUboot name, length, value; SEC_CNT decoded), the key hash, the SHA-256 computed over the
-//! image and whether the SHA256 TLV matches it, the first two vector table words, and which slot
-//! the image checks out for. The signature is not checked: that needs a key (`fota verify`).
+//! MCUboot name, length, value; SEC_CNT decoded), the key hash, both SHA-256 of the image (the
+//! *image hash* computed over header and payload, and whether the SHA256 TLV matches it; the
+//! *artifact sha256* of the whole file, the server's name for it: see
+//! [`crate::IMAGE_HASH_LABEL`]), the first two vector table words, and which slot the image
+//! checks out for. The signature is not checked: that needs a key (`fota verify`).
 
 use super::{read_image, ImageFile};
 use anyhow::Context as _;
@@ -127,13 +129,15 @@ struct Report {
     key_hash: Option<Digest>,
     computed: Digest,
     sha256_tlv: Option<Digest>,
+    /// SHA-256 of the whole file.
+    artifact_sha256: String,
     has_signature: bool,
     vector_table: Option<[u32; 2]>,
     slots: Vec<(SlotId, Result<(), String>)>,
 }
 
 impl Report {
-    fn new(path: String, file: &ImageFile) -> anyhow::Result<Self> {
+    fn new(path: String, file: &ImageFile, artifact_sha256: String) -> anyhow::Result<Self> {
         let image = &file.image;
         let header = *image.header();
         let fields = image.fields();
@@ -165,6 +169,7 @@ impl Report {
             key_hash,
             computed: image.computed_digest(),
             sha256_tlv: fields.sha256,
+            artifact_sha256,
             has_signature: fields.signature.is_some(),
             vector_table: image.vector_table(),
             slots,
@@ -173,6 +178,12 @@ impl Report {
 
     fn hash_matches(&self) -> bool {
         self.sha256_tlv == Some(self.computed)
+    }
+
+    /// Bytes of the file past the image (slot padding, a flash dump): the server refuses an
+    /// upload with any.
+    fn trailing_bytes(&self) -> u64 {
+        self.file_len.saturating_sub(u64::from(self.total_len))
     }
 
     fn valid_slots(&self) -> Vec<SlotId> {
@@ -252,7 +263,24 @@ impl Report {
             Some(_) if self.hash_matches() => "matches the SHA256 TLV",
             Some(_) => "DOES NOT MATCH the SHA256 TLV",
         };
-        writeln!(out, "sha256 (computed):  {} ({verdict})", self.computed)?;
+        writeln!(
+            out,
+            "{:<20}{} (computed over header and payload; {verdict})",
+            format!("{}:", crate::IMAGE_HASH_LABEL),
+            self.computed
+        )?;
+        let whole_file = match self.trailing_bytes() {
+            0 => "of the whole file: the server's name for it".to_string(),
+            n => format!(
+                "of the whole file, {n} bytes past the image: the server refuses it as it is"
+            ),
+        };
+        writeln!(
+            out,
+            "{:<20}{} ({whole_file})",
+            format!("{}:", crate::ARTIFACT_SHA256_LABEL),
+            self.artifact_sha256
+        )?;
         writeln!(
             out,
             "signature:          {} (not checked; use fota verify)",
@@ -341,11 +369,13 @@ impl Report {
             "tlvs": tlvs(&self.tlvs),
             "security_counter": self.security_counter,
             "key_hash": self.key_hash.map(|d| d.to_string()),
-            "sha256": {
+            "image_hash": {
                 "computed": self.computed.to_string(),
                 "tlv": self.sha256_tlv.map(|d| d.to_string()),
                 "matches": self.hash_matches(),
             },
+            "artifact_sha256": self.artifact_sha256,
+            "trailing_bytes": self.trailing_bytes(),
             "signature": self.has_signature,
             "vector_table": self.vector_table.map(|[sp, reset]| json!({
                 "initial_sp": sp,
@@ -364,7 +394,8 @@ impl Report {
 /// Parse the image and print the report.
 pub fn run(args: &Args, out: &mut dyn Write) -> anyhow::Result<()> {
     let file = read_image(&args.image)?;
-    let report = Report::new(args.image.display().to_string(), &file)
+    let artifact_sha256 = file_sha256(&args.image)?;
+    let report = Report::new(args.image.display().to_string(), &file, artifact_sha256)
         .with_context(|| format!("{}: malformed TLV area", args.image.display()))?;
     if args.json {
         let text = serde_json::to_string_pretty(&report.json()).context("cannot render JSON")?;
@@ -373,4 +404,15 @@ pub fn run(args: &Args, out: &mut dyn Write) -> anyhow::Result<()> {
         report.text(out).context("cannot write to stdout")?;
     }
     Ok(())
+}
+
+/// The artifact sha256 of a file: SHA-256 over all of it, read in pieces.
+fn file_sha256(path: &std::path::Path) -> anyhow::Result<String> {
+    use sha2::Digest as _;
+    let mut file =
+        std::fs::File::open(path).with_context(|| format!("cannot open {}", path.display()))?;
+    let mut hasher = sha2::Sha256::new();
+    std::io::copy(&mut file, &mut hasher)
+        .with_context(|| format!("cannot read {}", path.display()))?;
+    Ok(Digest(hasher.finalize().into()).to_string())
 }

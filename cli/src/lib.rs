@@ -61,7 +61,7 @@ pub enum Command {
     Serve(fota_server::config::ServeArgs),
     /// Create or revoke admin tokens (on the server's machine).
     Token(token::Args),
-    /// Upload and list releases (admin API; --server, --token).
+    /// Upload, list and show releases (admin API; --server, --token).
     Release(ops::release::Args),
     /// Start, follow and steer staged rollouts (admin API).
     Rollout(ops::rollout::Args),
@@ -186,6 +186,40 @@ pub fn usage_error_line(rendered: &str) -> String {
         line.insert_str(0, "error: ");
     }
     line
+}
+
+/// The two SHA-256 of a signed image, which are not the same and are easily mixed up:
+///
+/// - the **image hash**, the image's SHA256 TLV: over its header, payload and protected TLVs,
+///   what the bootloader checks (and `imgtool` prints);
+/// - the **artifact sha256**, over the whole file: the name the server stores and offers it by
+///   (`GET /v1/artifacts/{sha256}`, `fota release show`, the audit log).
+///
+/// Every command that prints one of them labels it so.
+pub const IMAGE_HASH_LABEL: &str = "image hash";
+/// See [`IMAGE_HASH_LABEL`].
+pub const ARTIFACT_SHA256_LABEL: &str = "artifact sha256";
+
+/// The artifact sha256 of a file's bytes (see [`IMAGE_HASH_LABEL`]), in hex.
+pub fn artifact_sha256(bytes: &[u8]) -> String {
+    use sha2::Digest as _;
+    fota_protocol::image::Digest(sha2::Sha256::digest(bytes).into()).to_string()
+}
+
+/// The two hashes of a signed image, one labelled line each, as `fota sign` prints them.
+pub fn write_hashes(
+    out: &mut dyn Write,
+    image_hash: &fota_protocol::image::Digest,
+    artifact_sha256: &str,
+) -> io::Result<()> {
+    writeln!(
+        out,
+        "  {IMAGE_HASH_LABEL}:      {image_hash}  (SHA256 TLV over header and payload; the bootloader checks it)"
+    )?;
+    writeln!(
+        out,
+        "  {ARTIFACT_SHA256_LABEL}: {artifact_sha256}  (the whole file; the server stores and offers it by this name)"
+    )
 }
 
 /// Parse an integer given in decimal or as `0x` hex (`--header-size 0x200`).

@@ -76,15 +76,15 @@ pub fn run(args: &Args, out: &mut dyn Write) -> anyhow::Result<()> {
         .with_context(|| format!("cannot write {}", args.output.display()))?;
     writeln!(
         out,
-        "signed {} -> {}: version {}, slot {}, security counter {}, {} bytes, sha256 {}",
+        "signed {} -> {}: version {}, slot {}, security counter {}, {} bytes",
         args.input.display(),
         args.output.display(),
         args.version,
         args.slot,
         args.security_counter,
         image.len(),
-        verified.digest
     )
+    .and_then(|()| crate::write_hashes(out, &verified.digest, &crate::artifact_sha256(&image)))
     .context("cannot write to stdout")?;
     Ok(())
 }

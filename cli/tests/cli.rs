@@ -188,6 +188,15 @@ fn elf32_with_mapped_headers(base: u32, text: &[u8]) -> Vec<u8> {
     out
 }
 
+fn sha256(bytes: &[u8]) -> [u8; 32] {
+    use sha2::Digest as _;
+    sha2::Sha256::digest(bytes).into()
+}
+
+fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
 fn sign(env: &Env, key: &str, slot: &str, input: &str, output: &str) -> Output {
     env.fota(&[
         "sign",
@@ -268,11 +277,27 @@ fn sign_inspect_verify_round_trip() {
         String::from_utf8_lossy(&out.stderr)
     );
     let summary = String::from_utf8_lossy(&out.stdout);
-    assert_eq!(summary.lines().count(), 1, "{summary}");
-    assert!(summary.contains("version 1.2.3+4"), "{summary}");
-    assert!(summary.contains("slot A"), "{summary}");
+    let lines: Vec<&str> = summary.lines().collect();
+    assert_eq!(lines.len(), 3, "{summary}");
+    assert!(lines[0].contains("version 1.2.3+4"), "{summary}");
+    assert!(lines[0].contains("slot A"), "{summary}");
     let image = fs::read(env.path("app.signed.bin")).expect("signed image");
     assert_eq!(&image[0x200..0x200 + app.len()], &app[..]);
+    // Two different SHA-256, each labelled: the image hash (the SHA256 TLV, over header and
+    // payload) and the artifact sha256 (the whole file: the server's name for it).
+    let image_hash = hex(&sha256(&image[..0x200 + app.len() + 12]));
+    let artifact_sha256 = hex(&sha256(&image));
+    assert_ne!(image_hash, artifact_sha256);
+    assert!(
+        lines[1].starts_with(&format!("  image hash:      {image_hash}  (SHA256 TLV")),
+        "{summary}"
+    );
+    assert!(
+        lines[2].starts_with(&format!(
+            "  artifact sha256: {artifact_sha256}  (the whole file"
+        )),
+        "{summary}"
+    );
 
     let text = env.ok(&["inspect", "app.signed.bin"]);
     for needle in [
@@ -287,7 +312,8 @@ fn sign_inspect_verify_round_trip() {
         "0x0001 KEYHASH   len 32",
         "0x0024 ED25519   len 64",
         &format!("key hash:           {hash}"),
-        "(matches the SHA256 TLV)",
+        &format!("image hash:         {image_hash} (computed over header and payload; matches the SHA256 TLV)"),
+        &format!("artifact sha256:    {artifact_sha256} (of the whole file: the server's name for it)"),
         "initial SP 0x20020000, reset 0x08020301",
         "slot A:             ok",
         "slot B:             no:",
@@ -320,8 +346,25 @@ fn sign_inspect_verify_round_trip() {
         .collect();
     assert_eq!(names, ["SHA256", "KEYHASH", "ED25519"]);
     assert_eq!(json["key_hash"], hash);
-    assert_eq!(json["sha256"]["matches"], true);
-    assert_eq!(json["sha256"]["computed"], json["sha256"]["tlv"]);
+    assert_eq!(json["image_hash"]["matches"], true);
+    assert_eq!(json["image_hash"]["computed"], image_hash);
+    assert_eq!(json["image_hash"]["tlv"], image_hash);
+    assert_eq!(json["artifact_sha256"], artifact_sha256);
+    assert_eq!(json["trailing_bytes"], 0);
+    // A padded copy (a flash dump): the same image hash, another artifact sha256, and why.
+    let mut padded = image.clone();
+    padded.extend_from_slice(&[0xff; 100]);
+    env.write("padded.bin", &padded);
+    let text = env.ok(&["inspect", "padded.bin"]);
+    for needle in [
+        format!("image hash:         {image_hash} (computed"),
+        format!(
+            "artifact sha256:    {} (of the whole file, 100 bytes past the image: the server refuses it as it is)",
+            hex(&sha256(&padded))
+        ),
+    ] {
+        assert!(text.contains(&needle), "missing {needle:?} in:\n{text}");
+    }
     assert_eq!(json["vector_table"]["initial_sp"], 0x2002_0000u32);
     assert_eq!(json["vector_table"]["reset"], SLOT_A + 0x301);
     assert_eq!(json["slots"]["a"]["ok"], true);

@@ -352,14 +352,39 @@ async fn releases_upload_and_list() {
         .await;
     let sha_a = sha256_hex(Path::new(&a));
     let sha_b = sha256_hex(Path::new(&b));
+    let size = std::fs::metadata(&a).unwrap().len();
     assert_eq!(
         line,
         format!(
-            "release 1: f429 1.4.2, security counter 3, images a={} b={}\n",
-            &sha_a[..12],
-            &sha_b[..12]
+            "release 1: f429 1.4.2, security counter 3\n  slot a: artifact sha256 {sha_a}, {size} bytes\n  slot b: artifact sha256 {sha_b}, {size} bytes\n",
         )
     );
+    // `show`: the same labels, with the signing key, who uploaded it and the notes.
+    let key_hash = fota_protocol::image::key_hash(&signing_key().verifying_key().to_bytes());
+    let shown = fota.ok(&["release", "show", "1"]).await;
+    let lines: Vec<&str> = shown.lines().collect();
+    assert_eq!(
+        lines[0], "release 1: f429 1.4.2, security counter 3",
+        "{shown}"
+    );
+    assert_eq!(
+        lines[1],
+        format!("  slot a: artifact sha256 {sha_a}, {size} bytes, signed by key {key_hash}")
+    );
+    assert_eq!(
+        lines[2],
+        format!("  slot b: artifact sha256 {sha_b}, {size} bytes, signed by key {key_hash}")
+    );
+    assert!(
+        lines[3].starts_with("  uploaded ") && lines[3].ends_with("Z by test-admin"),
+        "{shown}"
+    );
+    assert_eq!(lines[4], "  notes: dimming fix");
+    assert_eq!(lines.len(), 5, "{shown}");
+    let json = fota.json(&["release", "show", "1", "--json"]).await;
+    assert_eq!(json["images"][1]["sha256"], sha_b);
+    let e = fota.fails(1, &["release", "show", "9"]).await;
+    assert_eq!(e, "error: no release 9 (release_not_found)");
 
     // The server's refusals, one line each with their code.
     let e = fota

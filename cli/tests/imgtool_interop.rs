@@ -147,7 +147,10 @@ fn fota_verifies_and_inspects_imgtool_images() {
     let inspect = ok(&fota(), &["inspect", "signed.bin"], d);
     assert!(inspect.contains("version:          1.2.3+4"), "{inspect}");
     assert!(inspect.contains("security counter:   7"), "{inspect}");
-    assert!(inspect.contains("(matches the SHA256 TLV)"), "{inspect}");
+    assert!(
+        inspect.contains("(computed over header and payload; matches the SHA256 TLV)"),
+        "{inspect}"
+    );
     assert!(inspect.contains("runs from:          slot A"), "{inspect}");
     let json: serde_json::Value =
         serde_json::from_str(&ok(&fota(), &["inspect", "--json", "signed.bin"], d)).expect("JSON");

@@ -1,4 +1,7 @@
-//! `fota release upload|list`: releases on the server (`/v1/releases`).
+//! `fota release upload|list|show`: releases on the server (`/v1/releases`). Each image is
+//! shown with its *artifact sha256* (the file's SHA-256, its name under `/v1/artifacts/`), not
+//! to be mixed up with the *image hash* `fota sign` also prints (see
+//! [`crate::IMAGE_HASH_LABEL`]).
 
 use super::client::Client;
 use super::format::{utc, Table};
@@ -26,6 +29,22 @@ pub enum Action {
     Upload(UploadArgs),
     /// List releases, by model, newest version first.
     List(ListArgs),
+    /// One release: its notes, and each slot's image by artifact sha256 (the file's SHA-256,
+    /// its name on the server), size and signing key.
+    Show(ShowArgs),
+}
+
+/// `fota release show`.
+#[derive(Debug, clap::Args)]
+pub struct ShowArgs {
+    /// Release id.
+    #[arg(value_name = "ID")]
+    pub id: i64,
+    /// Print the server's JSON.
+    #[arg(long)]
+    pub json: bool,
+    #[command(flatten)]
+    pub server: ServerArgs,
 }
 
 /// `fota release upload`.
@@ -71,7 +90,54 @@ pub fn run(args: &Args, out: &mut dyn Write) -> anyhow::Result<()> {
     match &args.action {
         Action::Upload(a) => upload(a, out),
         Action::List(a) => list(a, out),
+        Action::Show(a) => show(a, out),
     }
+}
+
+/// `release 7: f429 1.4.2, security counter 3`, then one line per slot with its artifact sha256
+/// and size (and, with `keys`, the hash of the key that signed it).
+fn write_release(out: &mut dyn Write, release: &ReleaseRecord, keys: bool) -> anyhow::Result<()> {
+    writeln!(
+        out,
+        "release {}: {} {}, security counter {}",
+        release.id, release.model, release.version, release.security_counter,
+    )?;
+    for image in &release.images {
+        let key = if keys {
+            format!(", signed by key {}", image.key_hash)
+        } else {
+            String::new()
+        };
+        writeln!(
+            out,
+            "  slot {}: {} {}, {} bytes{key}",
+            image.slot,
+            crate::ARTIFACT_SHA256_LABEL,
+            image.sha256,
+            image.size
+        )?;
+    }
+    Ok(())
+}
+
+fn show(args: &ShowArgs, out: &mut dyn Write) -> anyhow::Result<()> {
+    let client = Client::new(&args.server)?;
+    let value = client.get(&["v1", "releases", &args.id.to_string()], &[])?;
+    if args.json {
+        return super::print_json(out, &value);
+    }
+    let release: ReleaseRecord = client.decode(value)?;
+    write_release(out, &release, true)?;
+    writeln!(
+        out,
+        "  uploaded {} by {}",
+        utc(release.created_at),
+        release.created_by
+    )?;
+    if !release.notes.is_empty() {
+        writeln!(out, "  notes: {}", crate::one_line(&release.notes))?;
+    }
+    Ok(())
 }
 
 fn image_part(path: &Path) -> anyhow::Result<reqwest::multipart::Part> {
@@ -101,21 +167,7 @@ fn upload(args: &UploadArgs, out: &mut dyn Write) -> anyhow::Result<()> {
         return super::print_json(out, &value);
     }
     let release: ReleaseRecord = client.decode(value)?;
-    let images: Vec<String> = release
-        .images
-        .iter()
-        .map(|i| format!("{}={}", i.slot, i.sha256.get(..12).unwrap_or(&i.sha256)))
-        .collect();
-    writeln!(
-        out,
-        "release {}: {} {}, security counter {}, images {}",
-        release.id,
-        release.model,
-        release.version,
-        release.security_counter,
-        images.join(" ")
-    )?;
-    Ok(())
+    write_release(out, &release, false)
 }
 
 fn list(args: &ListArgs, out: &mut dyn Write) -> anyhow::Result<()> {
