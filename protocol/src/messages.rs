@@ -201,6 +201,96 @@ pub struct ReportAck {
     pub duplicates: u32,
 }
 
+/// MQTT topics, all under `fota/d/{device id}/`. A device subscribes to its own command topic
+/// and publishes only to its own report topic; the broker's per-device rules enforce both.
+pub mod topics {
+    /// The prefix of every device topic.
+    pub const PREFIX: &str = "fota/d/";
+    /// Server to device: [`super::Command`]s (QoS 1). `fota/d/{id}/cmd`.
+    pub const COMMAND_SUFFIX: &str = "/cmd";
+    /// Device to server: a [`super::Report`] (QoS 1), acknowledged by a
+    /// [`super::CommandKind::ReportAck`] once stored. `fota/d/{id}/report`.
+    pub const REPORT_SUFFIX: &str = "/report";
+}
+
+/// What a [`Command`] asks of the device.
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum CommandKind {
+    /// Check in now, after a random wait of up to `jitter_s` seconds (so that a cohort's devices
+    /// do not all arrive in the same second): a stage that includes this device opened.
+    CheckIn,
+    /// Stop the download of rollout `rollout_id`'s image: it was halted, paused or aborted.
+    Stop,
+    /// The report ending with event `last_event_id` is stored (`stored` new, `duplicates`
+    /// already stored): the device may forget those events.
+    ReportAck,
+}
+
+/// A message from the server to one device over MQTT, on `fota/d/{id}/cmd`. Flat (a kind and
+/// the fields it uses) so that `serde-json-core` reads it on the device.
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Command {
+    /// What to do.
+    pub kind: CommandKind,
+    /// `check_in`: the longest random wait before checking in, in seconds.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub jitter_s: Option<u32>,
+    /// `stop`: the rollout whose download to drop.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rollout_id: Option<u64>,
+    /// `report_ack`: events stored now.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub stored: Option<u32>,
+    /// `report_ack`: events stored before (retries).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub duplicates: Option<u32>,
+    /// `report_ack`: the id of the report's last event.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_event_id: Option<u64>,
+}
+
+impl Command {
+    /// "Check in now, within `jitter_s` seconds."
+    pub fn check_in(jitter_s: u32) -> Self {
+        Self {
+            jitter_s: Some(jitter_s),
+            ..Self::bare(CommandKind::CheckIn)
+        }
+    }
+
+    /// "Stop downloading rollout `rollout_id`'s image."
+    pub fn stop(rollout_id: u64) -> Self {
+        Self {
+            rollout_id: Some(rollout_id),
+            ..Self::bare(CommandKind::Stop)
+        }
+    }
+
+    /// "Your report up to `last_event_id` is stored."
+    pub fn report_ack(ack: ReportAck, last_event_id: u64) -> Self {
+        Self {
+            stored: Some(ack.stored),
+            duplicates: Some(ack.duplicates),
+            last_event_id: Some(last_event_id),
+            ..Self::bare(CommandKind::ReportAck)
+        }
+    }
+
+    fn bare(kind: CommandKind) -> Self {
+        Self {
+            kind,
+            jitter_s: None,
+            rollout_id: None,
+            stored: None,
+            duplicates: None,
+            last_event_id: None,
+        }
+    }
+}
+
 struct StrVisitor<T>(&'static str, fn(&str) -> Option<T>);
 
 impl<T> Visitor<'_> for StrVisitor<T> {
@@ -371,5 +461,27 @@ mod tests {
         assert_eq!(RdpLevel::from_option_byte(0xAA), RdpLevel::Level0);
         assert_eq!(RdpLevel::from_option_byte(0x55), RdpLevel::Level1);
         assert_eq!(RdpLevel::from_option_byte(0xCC), RdpLevel::Level2);
+    }
+
+    #[test]
+    fn commands_round_trip_through_serde_json_core() {
+        let ack = ReportAck {
+            stored: 3,
+            duplicates: 1,
+        };
+        for command in [
+            Command::check_in(30),
+            Command::stop(7),
+            Command::report_ack(ack, 42),
+        ] {
+            let mut buf = [0u8; 160];
+            let n = serde_json_core::to_slice(&command, &mut buf).unwrap();
+            let (back, _) = serde_json_core::from_slice::<Command>(&buf[..n]).unwrap();
+            assert_eq!(back, command);
+        }
+        let (stop, _) =
+            serde_json_core::from_slice::<Command>(br#"{"kind":"stop","rollout_id":9}"#).unwrap();
+        assert_eq!(stop, Command::stop(9));
+        assert!(serde_json_core::from_slice::<Command>(br#"{"kind":"reboot"}"#).is_err());
     }
 }

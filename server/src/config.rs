@@ -4,6 +4,7 @@
 //! clap reads flags and environment variables into `Option`s, so "not given" is visible and the
 //! file's value (or the default) fills in. See `deploy/fota.toml` for every key.
 
+pub use crate::api::mqtt::MqttSettings;
 use crate::store::PoolSettings;
 pub use crate::transport::ConnectionLimits;
 use anyhow::{bail, Context as _};
@@ -74,6 +75,24 @@ pub struct ServeArgs {
     /// Most request bodies being read at once.
     #[arg(long, env = "FOTA_MAX_INFLIGHT_BODIES")]
     pub max_inflight_bodies: Option<usize>,
+    /// MQTT broker for pushing to devices and taking their reports:
+    /// `mqtt://user:password@host:port` (the user is the broker's dynamic-security admin).
+    #[arg(long, env = "FOTA_MQTT_URL")]
+    pub mqtt_url: Option<String>,
+    /// This replica's MQTT client id (default: derived from the listen address and data
+    /// directory, so stable across restarts and distinct between replicas).
+    #[arg(long, env = "FOTA_MQTT_CLIENT_ID")]
+    pub mqtt_client_id: Option<String>,
+    /// Check-in nudges per second at most.
+    #[arg(long, env = "FOTA_MQTT_NUDGE_RATE")]
+    pub mqtt_nudge_rate: Option<u32>,
+    /// The longest random wait, in seconds, a nudged device applies before checking in.
+    #[arg(long, env = "FOTA_MQTT_JITTER_S")]
+    pub mqtt_jitter_s: Option<u32>,
+    /// Create each registered device's broker account (Mosquitto dynamic security): true or
+    /// false (default true).
+    #[arg(long, env = "FOTA_MQTT_PROVISION")]
+    pub mqtt_provision: Option<bool>,
 }
 
 /// The same settings in the TOML file.
@@ -98,6 +117,11 @@ struct FileConfig {
     idle_timeout_ms: Option<u64>,
     body_read_timeout_ms: Option<u64>,
     max_inflight_bodies: Option<usize>,
+    mqtt_url: Option<String>,
+    mqtt_client_id: Option<String>,
+    mqtt_nudge_rate: Option<u32>,
+    mqtt_jitter_s: Option<u32>,
+    mqtt_provision: Option<bool>,
 }
 
 /// Resolved configuration.
@@ -129,6 +153,8 @@ pub struct ServeConfig {
     pub connections: ConnectionLimits,
     /// HTTPS: the certificate chain and key files (plain HTTP when `None`).
     pub tls: Option<TlsFiles>,
+    /// The MQTT broker (none: devices poll over HTTP only).
+    pub mqtt: Option<MqttSettings>,
 }
 
 /// The PEM files `fota serve` terminates TLS with.
@@ -158,6 +184,7 @@ impl ServeConfig {
             database_health_interval: Duration::from_millis(250),
             connections: ConnectionLimits::default(),
             tls: None,
+            mqtt: None,
         }
     }
 
@@ -279,8 +306,39 @@ impl ServeConfig {
                 *slot = Duration::from_millis(ms);
             }
         }
+        if let Some(url) = args.mqtt_url.clone().or(file.mqtt_url) {
+            let client_id = args
+                .mqtt_client_id
+                .clone()
+                .or(file.mqtt_client_id)
+                .unwrap_or_else(|| default_client_id(&config));
+            let mut mqtt = MqttSettings::from_url(&url, client_id).map_err(anyhow::Error::msg)?;
+            if let Some(rate) = args.mqtt_nudge_rate.or(file.mqtt_nudge_rate) {
+                if !(1..=1_000_000).contains(&rate) {
+                    bail!("MQTT nudge rate must be 1-1000000 per second");
+                }
+                mqtt.nudge_rate = rate;
+            }
+            if let Some(jitter) = args.mqtt_jitter_s.or(file.mqtt_jitter_s) {
+                mqtt.jitter_s = jitter;
+            }
+            if let Some(provision) = args.mqtt_provision.or(file.mqtt_provision) {
+                mqtt.provision = provision;
+            }
+            config.mqtt = Some(mqtt);
+        }
         Ok(config)
     }
+}
+
+/// `fota-` and 12 hex digits of the SHA-256 of the listen address and data directory: the
+/// same replica gets the same id after a restart (the broker keeps its session and redelivers
+/// what it did not acknowledge), two replicas get different ones.
+fn default_client_id(config: &ServeConfig) -> String {
+    use sha2::Digest as _;
+    let digest =
+        sha2::Sha256::digest(format!("{}|{}", config.listen, config.data_dir.display()).as_bytes());
+    format!("fota-{}", &hex::encode(digest)[..12])
 }
 
 /// SQLite in the data directory.

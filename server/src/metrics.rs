@@ -6,6 +6,7 @@
 use prometheus_client::encoding::{EncodeLabelSet, EncodeLabelValue, LabelValueEncoder};
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::{exponential_buckets, Histogram};
 use prometheus_client::registry::Registry;
 use std::collections::HashMap;
@@ -122,6 +123,21 @@ pub struct Metrics {
     pub request_seconds: Family<RequestLabels, Histogram, fn() -> Histogram>,
     /// Interned route names for the labels above.
     pub routes: RouteNames,
+    /// 1 while the MQTT link is up, 0 while it is down or connecting (absent without MQTT).
+    pub mqtt_connected: Gauge,
+    /// Reports received over MQTT and stored.
+    pub mqtt_reports: Counter,
+    /// MQTT publishes dropped, by reason (topic, too_large, malformed, unknown_device).
+    pub mqtt_dropped: Family<DropLabels, Counter>,
+    /// Commands (nudges, stops) published to devices.
+    pub mqtt_commands: Counter,
+}
+
+/// Why an MQTT publish was dropped.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct DropLabels {
+    /// The reason.
+    pub reason: &'static str,
 }
 
 impl Default for Metrics {
@@ -145,6 +161,10 @@ impl Metrics {
             requests: Family::default(),
             request_seconds: Family::new_with_constructor(latency_histogram),
             routes: RouteNames::default(),
+            mqtt_connected: Gauge::default(),
+            mqtt_reports: Counter::default(),
+            mqtt_dropped: Family::default(),
+            mqtt_commands: Counter::default(),
             registry: Registry::default(),
         };
         registry.register(
@@ -183,6 +203,26 @@ impl Metrics {
             "http_request_duration_seconds",
             "HTTP request latency by route",
             m.request_seconds.clone(),
+        );
+        registry.register(
+            "mqtt_connected",
+            "1 while the MQTT broker link is up",
+            m.mqtt_connected.clone(),
+        );
+        registry.register(
+            "mqtt_reports",
+            "Device reports received over MQTT and stored",
+            m.mqtt_reports.clone(),
+        );
+        registry.register(
+            "mqtt_dropped",
+            "MQTT publishes dropped, by reason",
+            m.mqtt_dropped.clone(),
+        );
+        registry.register(
+            "mqtt_commands",
+            "Commands (check-in nudges, stops) published to devices",
+            m.mqtt_commands.clone(),
         );
         Self { registry, ..m }
     }

@@ -88,6 +88,12 @@ pub async fn start(config: ServeConfig) -> anyhow::Result<RunningServer> {
         let store = store.clone();
         tokio::spawn(async move { store.watch_health(health_interval, monitor_stopped).await })
     };
+    let (stop_mqtt, mqtt_stopped) = watch::channel(false);
+    let mqtt = state.config.mqtt.clone().map(|settings| {
+        let (link, task) = crate::api::mqtt::start(settings, state.clone(), mqtt_stopped);
+        let _ = state.mqtt.set(link);
+        task
+    });
     let app = router(state.clone());
     let tls_on = tls.is_some();
     let task = tokio::spawn(async move {
@@ -95,6 +101,10 @@ pub async fn start(config: ServeConfig) -> anyhow::Result<RunningServer> {
             let _ = stopped.wait_for(|s| *s).await;
         })
         .await;
+        let _ = stop_mqtt.send(true);
+        if let Some(mqtt) = mqtt {
+            mqtt.await.context("MQTT link panicked")?;
+        }
         // Every request has finished: now the last flush sees everything they recorded.
         let _ = stop_flusher.send(true);
         flusher.await.context("flusher panicked")?;

@@ -5,6 +5,8 @@
 //!   per action) and the audit log.
 //! - [`open`]: what anyone may call: artifacts (content-addressed images with Range), health,
 //!   readiness, metrics.
+//! - [`mqtt`]: the devices' other transport, through a broker: nudges and stops pushed to
+//!   them, reports taken from them, their broker accounts.
 //! - [`state`]: [`AppState`], what every handler shares; [`auth`]: who is calling (the
 //!   [`auth::Admin`] extractor, device authentication); [`error`]: [`ApiError`], the stable
 //!   codes, and how every rule's error maps to one.
@@ -19,6 +21,7 @@ pub mod admin;
 pub mod auth;
 pub mod device;
 pub mod error;
+pub mod mqtt;
 pub mod open;
 pub mod openapi;
 pub mod request_id;

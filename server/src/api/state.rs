@@ -25,6 +25,8 @@ pub struct AppState {
     pub device_cache: DashMap<String, Arc<DeviceCredentials>>,
     /// The rollout engine.
     pub engine: crate::rollout::Engine,
+    /// The MQTT link, once `fota serve` started it (never, without `--mqtt-url`).
+    pub mqtt: std::sync::OnceLock<Arc<crate::api::mqtt::Mqtt>>,
 }
 
 impl AppState {
@@ -39,6 +41,7 @@ impl AppState {
             metrics: Metrics::new(),
             device_cache: DashMap::new(),
             engine: crate::rollout::Engine::default(),
+            mqtt: std::sync::OnceLock::new(),
         })
     }
 

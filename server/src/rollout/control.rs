@@ -91,7 +91,7 @@ pub async fn apply(
             action,
         });
     }
-    engine.invalidate();
+    engine.changed(id);
     engine.evaluate(store, id).await?;
     tracing::info!(
         actor = %actor,

@@ -108,6 +108,8 @@ pub struct Engine {
     known: DashMap<(i64, String), Known>,
     /// When the sweep last evaluated each rollout (see [`Engine::sweep`]).
     swept: Mutex<std::collections::HashMap<i64, Instant>>,
+    /// Who hears of rollouts this replica changed (the MQTT push path), if anyone.
+    moves: Mutex<Option<tokio::sync::mpsc::UnboundedSender<i64>>>,
 }
 
 /// How often the sweep re-evaluates a rollout in which no device timed out: progress (stage
@@ -140,6 +142,26 @@ fn selector_matches(r: &ActiveRollout, device: &DeviceView<'_>, key: i64) -> boo
 }
 
 impl Engine {
+    /// Hear of every rollout this replica starts or changes (a stage opened, a halt, a pause,
+    /// an abort...): its id, after the change committed. One listener; a new one replaces it.
+    pub fn watch_changes(&self) -> tokio::sync::mpsc::UnboundedReceiver<i64> {
+        let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
+        if let Ok(mut moves) = self.moves.lock() {
+            *moves = Some(tx);
+        }
+        rx
+    }
+
+    /// Rollout `id` changed here: reload the cache, tell the listener.
+    pub fn changed(&self, id: i64) {
+        self.invalidate();
+        if let Ok(moves) = self.moves.lock() {
+            if let Some(tx) = moves.as_ref() {
+                let _ = tx.send(id);
+            }
+        }
+    }
+
     /// Forget cached rollouts so the next check-in reloads them.
     pub fn invalidate(&self) {
         if let Ok(mut cache) = self.active.write() {
@@ -472,7 +494,7 @@ impl Engine {
             Verdict::Wait(_) => false,
         };
         if changed {
-            self.invalidate();
+            self.changed(id);
         }
         Ok(Some(verdict))
     }

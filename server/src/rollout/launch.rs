@@ -194,7 +194,7 @@ pub async fn start_rollout(
         )
         .await?;
     tracing::debug!(ms = started.elapsed().as_millis() as u64, "rollout written");
-    engine.invalidate();
+    engine.changed(row.id);
     tracing::info!(
         actor = %actor,
         rollout = row.id,
@@ -298,7 +298,11 @@ pub async fn start_rollback(
     let row = store
         .create_rollout(&new, &targets, &[], now, detail, abort_first)
         .await?;
-    engine.invalidate();
+    if let Some(aborted) = unfinished {
+        // Its in-flight downloads are told to stop (over MQTT, when configured).
+        engine.changed(aborted);
+    }
+    engine.changed(row.id);
     tracing::info!(
         actor = %actor,
         rollout = row.id,

@@ -21,6 +21,7 @@ mod db;
 mod devices;
 mod events;
 mod health;
+mod push;
 mod releases;
 mod rollout_devices;
 mod rollouts;

@@ -12,7 +12,9 @@
     missing_debug_implementations
 )]
 
+mod mosquitto;
 mod private_postgres;
+pub use mosquitto::Mosquitto;
 pub use private_postgres::{postgres_bin_dir, PrivatePostgres};
 
 use ed25519_dalek::SigningKey;

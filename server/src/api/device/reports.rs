@@ -33,17 +33,28 @@ pub(super) async fn report(
     body: axum::body::Body,
 ) -> Result<axum::Json<ReportAck>, ApiError> {
     let report: Report = parse_body(&headers, body).await?;
+    Ok(axum::Json(ingest(&state, &id, &report).await?))
+}
+
+/// Store a device's report and apply it, over HTTP or MQTT alike: stored first (once per event
+/// id), then the engine moves each device's rollout state, and a failure that crosses a gate
+/// halts the rollout before this returns. The caller acknowledges only after it returned.
+pub(crate) async fn ingest(
+    state: &AppState,
+    id: &str,
+    report: &Report,
+) -> Result<ReportAck, ApiError> {
     let now = now_ms();
-    let outcome = state.store.store_events(&id, &report.events, now).await?;
+    let outcome = state.store.store_events(id, &report.events, now).await?;
     // Stored first: a report is never lost to an engine error. The engine then moves each
     // device's rollout state, and a failure that crosses a gate halts the rollout before this
     // request is answered.
     state
         .engine
-        .apply_events(&state.store, &id, &report.events)
+        .apply_events(&state.store, id, &report.events)
         .await?;
     state.facts.record(
-        &id,
+        id,
         DeviceFacts {
             last_seen_at: now,
             check_in: None,
@@ -59,8 +70,8 @@ pub(super) async fn report(
             })
             .inc();
     }
-    Ok(axum::Json(ReportAck {
+    Ok(ReportAck {
         stored: outcome.stored,
         duplicates: outcome.duplicates,
-    }))
+    })
 }

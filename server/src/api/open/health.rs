@@ -23,6 +23,9 @@ pub(super) fn routes() -> OpenApiRouter<Arc<AppState>> {
 pub struct Health {
     /// `ok`.
     pub status: String,
+    /// With MQTT configured: `up` or `down` (HTTP keeps serving either way; devices poll).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub mqtt: Option<String>,
 }
 
 /// Liveness: the process answers.
@@ -30,11 +33,14 @@ pub struct Health {
 async fn healthz() -> axum::Json<Health> {
     axum::Json(Health {
         status: "ok".into(),
+        mqtt: None,
     })
 }
 
 /// Readiness: the database answers. Read from the health monitor, which pings it several times
 /// a second, so this answers at once and changes within a second of an outage or a return.
+/// With MQTT configured it also says whether the broker link is up; a broker outage does not
+/// make the server unready (HTTP serves devices without it).
 #[utoipa::path(
     get,
     path = "/readyz",
@@ -48,6 +54,10 @@ async fn readyz(State(state): State<Arc<AppState>>) -> Response {
     if state.store.is_up() {
         axum::Json(Health {
             status: "ok".into(),
+            mqtt: state
+                .mqtt
+                .get()
+                .map(|m| if m.is_up() { "up" } else { "down" }.to_string()),
         })
         .into_response()
     } else {

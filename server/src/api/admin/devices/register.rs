@@ -59,6 +59,7 @@ fn parse_csv(text: &str) -> Result<Vec<DeviceSpec>, ApiError> {
         (status = 400, description = "Invalid id, model, tag or CSV", body = ErrorBody),
         (status = 401, body = ErrorBody), (status = 403, body = ErrorBody),
         (status = 409, description = "A device id exists already", body = ErrorBody),
+        (status = 503, description = "MQTT is configured and the broker did not create the devices' accounts: nothing was registered", body = ErrorBody),
         (status = 413, body = ErrorBody), (status = 415, body = ErrorBody),
     ),
     security(("admin_token" = []))
@@ -114,6 +115,25 @@ pub(super) async fn register_devices(
             }
             other => other.into(),
         })?;
+    // With MQTT, each device's broker account too: the registration stands only once the
+    // broker confirmed them all (a device whose token the broker refuses could never push).
+    if let Some(mqtt) = state.mqtt.get().filter(|m| m.settings().provision) {
+        let accounts: Vec<(String, String)> = out
+            .iter()
+            .map(|d| (d.id.clone(), d.token.clone()))
+            .collect();
+        if let Err(e) = crate::api::mqtt::dynsec::create_devices(mqtt, &accounts).await {
+            let ids: Vec<String> = out.iter().map(|d| d.id.clone()).collect();
+            if let Err(undo) = state.store.forget_devices(&ids).await {
+                tracing::error!(error = %undo, "cannot undo a registration the broker refused");
+            }
+            return Err(ApiError::new(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "broker_unavailable",
+                format!("nothing registered: the MQTT broker did not create the devices' accounts ({e})"),
+            ));
+        }
+    }
     tracing::info!(actor = %admin.name, count = out.len(), "provisioned devices");
     Ok((StatusCode::CREATED, axum::Json(Registered { devices: out })))
 }

@@ -1,0 +1,185 @@
+//! Per-device broker accounts through Mosquitto's dynamic-security plugin (`$CONTROL`).
+//!
+//! Each device gets a broker client named by its id, with its device token as password (one
+//! secret per device, for HTTP and MQTT alike; the broker stores it salted and hashed), and a
+//! role of its own, `fota-device-{id}`, that allows exactly: publishing to `fota/d/{id}/report`,
+//! subscribing to and receiving `fota/d/{id}/cmd`. Nothing else (dynamic security denies
+//! publishing and subscribing by default), so a device can neither read another's topics nor
+//! publish as another. Mosquitto's dynamic security has no `%u` patterns, hence one role each.
+//!
+//! Accounts are created when devices are registered; the registration answers only once the
+//! broker confirmed every account (or refuses with 503 and registers nothing). The server's
+//! own account is the dynamic-security admin; it gives itself the `fota-server` role (publish
+//! to every device's command topic) on every connection.
+
+use super::Mqtt;
+use dashmap::DashMap;
+use rumqttc::QoS;
+use serde_json::{json, Value};
+use std::time::Duration;
+use tokio::sync::oneshot;
+
+/// Where commands go.
+pub const CONTROL_TOPIC: &str = "$CONTROL/dynamic-security/v1";
+/// Where their answers come.
+pub const RESPONSE_TOPIC: &str = "$CONTROL/dynamic-security/v1/response";
+/// The role of the server's own account.
+pub const SERVER_ROLE: &str = "fota-server";
+/// How long the broker may take to confirm a batch of accounts.
+pub const CONFIRM_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// Commands waiting for the broker's answer, by correlation data.
+#[derive(Debug, Default)]
+pub struct Pending {
+    waiting: DashMap<String, oneshot::Sender<Option<String>>>,
+}
+
+impl Pending {
+    /// A response message from the broker: wake whoever waits for each answer.
+    pub fn answer(&self, payload: &[u8]) {
+        let Ok(v) = serde_json::from_slice::<Value>(payload) else {
+            return;
+        };
+        for r in v["responses"].as_array().into_iter().flatten() {
+            let Some(id) = r["correlationData"].as_str() else {
+                continue;
+            };
+            if let Some((_, tx)) = self.waiting.remove(id) {
+                let _ = tx.send(r["error"].as_str().map(str::to_string));
+            }
+        }
+    }
+}
+
+/// The role of device `id`.
+pub fn device_role(id: &str) -> String {
+    format!("fota-device-{id}")
+}
+
+fn device_commands(id: &str, token: &str) -> Vec<Value> {
+    let role = device_role(id);
+    let cmd = super::command_topic(id);
+    vec![
+        // A leftover account of this id (a registration whose database half failed) goes first.
+        json!({"command": "deleteClient", "username": id}),
+        json!({"command": "deleteRole", "rolename": role}),
+        json!({
+            "command": "createRole",
+            "rolename": role,
+            "acls": [
+                {"acltype": "publishClientSend", "topic": super::report_topic(id), "allow": true},
+                {"acltype": "subscribeLiteral", "topic": cmd, "allow": true},
+                {"acltype": "publishClientReceive", "topic": cmd, "allow": true},
+            ],
+        }),
+        json!({
+            "command": "createClient",
+            "username": id,
+            "password": token,
+            "roles": [{"rolename": role}],
+        }),
+    ]
+}
+
+/// Create the broker accounts of `devices` (id, token), all in one control message; returns
+/// once the broker confirmed each, or why not.
+pub async fn create_devices(mqtt: &Mqtt, devices: &[(String, String)]) -> Result<(), String> {
+    let mut commands = Vec::new();
+    for (id, token) in devices {
+        commands.extend(device_commands(id, token));
+    }
+    run(mqtt, commands, |c| {
+        matches!(c["command"].as_str(), Some("createRole" | "createClient"))
+    })
+    .await
+}
+
+/// Delete the broker accounts of `ids`.
+pub async fn delete_devices(mqtt: &Mqtt, ids: &[String]) -> Result<(), String> {
+    let commands = ids
+        .iter()
+        .flat_map(|id| {
+            [
+                json!({"command": "deleteClient", "username": id}),
+                json!({"command": "deleteRole", "rolename": device_role(id)}),
+            ]
+        })
+        .collect();
+    run(mqtt, commands, |c| c["command"] == "deleteClient").await
+}
+
+/// Send `commands` in one message; wait for the answers of those `must_succeed` picks.
+async fn run(
+    mqtt: &Mqtt,
+    mut commands: Vec<Value>,
+    must_succeed: impl Fn(&Value) -> bool,
+) -> Result<(), String> {
+    if !mqtt.is_up() {
+        return Err("the MQTT broker is not connected".into());
+    }
+    let mut answers = Vec::new();
+    for c in &mut commands {
+        if must_succeed(c) {
+            let id = uuid::Uuid::new_v4().to_string();
+            let (tx, rx) = oneshot::channel();
+            mqtt.dynsec.waiting.insert(id.clone(), tx);
+            c["correlationData"] = json!(id);
+            answers.push((id, c["command"].clone(), rx));
+        }
+    }
+    let payload =
+        serde_json::to_vec(&json!({ "commands": commands })).map_err(|e| e.to_string())?;
+    let sent = mqtt
+        .client
+        .publish(CONTROL_TOPIC, QoS::AtLeastOnce, false, payload)
+        .await;
+    let result = async {
+        sent.map_err(|e| e.to_string())?;
+        for (_, command, rx) in &mut answers {
+            match tokio::time::timeout_at(tokio::time::Instant::now() + CONFIRM_TIMEOUT, rx).await {
+                Ok(Ok(None)) => {}
+                Ok(Ok(Some(error))) => return Err(format!("broker refused {command}: {error}")),
+                Ok(Err(_)) | Err(_) => {
+                    return Err(format!("the broker did not confirm {command} in time"))
+                }
+            }
+        }
+        Ok(())
+    }
+    .await;
+    for (id, ..) in answers {
+        mqtt.dynsec.waiting.remove(&id);
+    }
+    result
+}
+
+/// Give the server's own account the right to publish commands to every device (idempotent:
+/// "already exists" answers are fine). Sent without waiting: it runs inside the link's loop,
+/// which is what reads the answers.
+pub async fn prepare_server_role(mqtt: &Mqtt) -> Result<(), String> {
+    let Some(user) = mqtt.settings.username.as_deref() else {
+        return Err(
+            "provisioning needs the server's broker username (mqtt://user:pass@...)".into(),
+        );
+    };
+    let commands = json!({"commands": [
+        {
+            "command": "createRole",
+            "rolename": SERVER_ROLE,
+            "acls": [
+                {"acltype": "publishClientSend", "topic": "fota/d/+/cmd", "allow": true},
+                {"acltype": "subscribePattern", "topic": "fota/d/+/report", "allow": true},
+                {"acltype": "publishClientReceive", "topic": "fota/d/+/report", "allow": true},
+            ],
+        },
+        {"command": "addClientRole", "username": user, "rolename": SERVER_ROLE},
+    ]});
+    mqtt.client
+        .try_publish(
+            CONTROL_TOPIC,
+            QoS::AtLeastOnce,
+            false,
+            serde_json::to_vec(&commands).map_err(|e| e.to_string())?,
+        )
+        .map_err(|e| e.to_string())
+}
