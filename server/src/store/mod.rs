@@ -37,6 +37,8 @@ pub use devices::{
 pub use events::{event_kind_name, StoreOutcome, StoredEvent};
 pub use health::PING_TIMEOUT;
 pub use releases::{NewRelease, ReleaseImage, ReleaseRecord};
-pub use rollout_devices::{SkippedTarget, Target, TargetFilter};
+pub use rollout_devices::{
+    hot_statements, HotIndex, HotStatement, SkippedTarget, Target, TargetFilter,
+};
 pub use rollouts::{NewRollout, RolloutChange, RolloutRow, StageRow};
 pub use tokens::AdminTokenRecord;

@@ -1,0 +1,163 @@
+//! PostgreSQL plans that never depend on autovacuum: the statements a rollout runs per device
+//! and per sweep tick, explained on a freshly created rollout over thousands of targets (no
+//! statistics, as on a server with autovacuum off), again mid-rollout, and again after an
+//! `ANALYZE` that has gone stale. A statement about one device must be served by the primary
+//! key, one about a rollout's devices in some states by the state index; a sequential scan of
+//! `rollout_devices` fails either.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use fota_server::domain::DeviceState;
+use fota_server::store::{hot_statements, now_ms, HotIndex};
+use fota_testkit::{on_postgres, provision_devices, release, spawn_app, start_rollout, Db};
+use serde_json::{json, Value};
+use sqlx::{Connection as _, Row as _};
+
+const TARGETS: usize = 4_000;
+
+/// PostgreSQL only (SQLite plans from its own rules, not from statistics it lacks); named
+/// `...::postgres` so that scripts/test skips it, reported as skipped, without a server.
+mod hot_statements_use_their_index_with_or_without_statistics {
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    #[ignore = "PostgreSQL: run with FOTA_TEST_POSTGRES_URL set (scripts/test does)"]
+    async fn postgres() {
+        super::hot_statements_use_their_index().await;
+    }
+}
+
+async fn hot_statements_use_their_index() {
+    on_postgres(async {
+        let app = spawn_app(Db::Postgres).await;
+        let mut db = sqlx::PgConnection::connect(&app.database_url).await.unwrap();
+        // Whatever the server's autovacuum setting, nothing analyses this table behind the
+        // test's back: the plans below are the ones a server without autovacuum gets.
+        sqlx::query("ALTER TABLE rollout_devices SET (autovacuum_enabled = false)")
+            .execute(&mut db)
+            .await
+            .unwrap();
+        let devices = provision_devices(&app, "PL", TARGETS, "f429").await;
+        let rel = release(&app, "f429", "2.0.0", 1).await;
+        let stage = |percent: f64| {
+            json!({"percent": percent, "bake_s": 0, "min_sample": 1, "max_failure_rate": 0.5, "confirm_deadline_s": 600})
+        };
+        let r = start_rollout(
+            &app,
+            json!({"release_id": rel, "stages": [stage(100.0)]}),
+        )
+        .await;
+        assert_eq!(r["targets"], TARGETS);
+        let id = r["id"].as_i64().unwrap();
+        let analysed: i64 = sqlx::query(
+            "SELECT COUNT(*) AS n FROM pg_stats WHERE tablename = 'rollout_devices'",
+        )
+        .fetch_one(&mut db)
+        .await
+        .unwrap()
+        .get("n");
+        assert_eq!(analysed, 0, "the fresh rollout's targets have no statistics yet");
+        check(&mut db, id, &devices[7].0, "fresh rollout, no statistics", false).await;
+
+        // Mid-rollout: a quarter offered, some of them downloading.
+        let store = &app.server.state.store;
+        let now = now_ms();
+        for (i, (device, _)) in devices.iter().enumerate().take(TARGETS / 4) {
+            assert!(store.offer_device(id, device, now, 600).await.unwrap());
+            if i % 2 == 0 {
+                store
+                    .set_device_state(id, device, DeviceState::Downloading, None, now)
+                    .await
+                    .unwrap();
+            }
+        }
+        check(&mut db, id, &devices[8].0, "mid-rollout, no statistics", false).await;
+
+        // Statistics taken now, then stale: the next quarter moves on after the ANALYZE.
+        sqlx::query("ANALYZE rollout_devices")
+            .execute(&mut db)
+            .await
+            .unwrap();
+        for (device, _) in devices.iter().skip(TARGETS / 4).take(TARGETS / 4) {
+            assert!(store.offer_device(id, device, now, 600).await.unwrap());
+        }
+        check(&mut db, id, &devices[9].0, "stale statistics", true).await;
+    })
+    .await;
+}
+
+/// Explain every hot statement as a custom and as a generic plan (sqlx prepares statements;
+/// PostgreSQL may switch a prepared statement to its generic plan after five runs).
+///
+/// One exception, with statistics only: counting the eligible targets below a threshold needs
+/// each one's rank, which only the table holds, so once statistics say (rightly or not) that
+/// most of the table is this rollout's eligible targets, a sequential scan reads no more than
+/// the state index would. It runs once per gate evaluation, not per device.
+async fn check(
+    db: &mut sqlx::PgConnection,
+    rollout: i64,
+    device: &str,
+    when: &str,
+    with_statistics: bool,
+) {
+    let mut failures = Vec::new();
+    for (n, s) in hot_statements(rollout, device, now_ms()).iter().enumerate() {
+        let name = format!("hot_{n}");
+        sqlx::raw_sql(&format!("DEALLOCATE ALL; PREPARE {name} AS {}", s.sql))
+            .execute(&mut *db)
+            .await
+            .unwrap_or_else(|e| panic!("prepare {}: {e}", s.name));
+        for mode in ["force_custom_plan", "force_generic_plan"] {
+            // EXPLAIN of an UPDATE does not run it (no ANALYZE option).
+            let plan: String = sqlx::raw_sql(&format!(
+                "SET plan_cache_mode = {mode}; EXPLAIN (FORMAT JSON) EXECUTE {name}({})",
+                s.args.join(", ")
+            ))
+            .fetch_all(&mut *db)
+            .await
+            .unwrap()
+            .last()
+            .expect("a plan")
+            // json arrives as its text over the simple protocol.
+            .try_get_unchecked::<String, _>(0)
+            .unwrap();
+            let plan: Value = serde_json::from_str(&plan).unwrap();
+            let mut scans = Vec::new();
+            scans_of(&plan[0]["Plan"], &mut scans);
+            let want = match s.index {
+                HotIndex::PrimaryKey => "rollout_devices_pkey",
+                HotIndex::State => "rollout_devices_state",
+            };
+            let scan_ok = with_statistics && s.name == "eligible in cohort";
+            let bad: Vec<&(String, String)> = scans
+                .iter()
+                .filter(|(kind, index)| index != want && !(scan_ok && kind == "Seq Scan"))
+                .collect();
+            if scans.is_empty() || !bad.is_empty() {
+                failures.push(format!(
+                    "{when}, {mode}: {} reads rollout_devices through {scans:?}, not {want}",
+                    s.name
+                ));
+            }
+        }
+    }
+    sqlx::raw_sql("DEALLOCATE ALL; RESET plan_cache_mode")
+        .execute(&mut *db)
+        .await
+        .unwrap();
+    assert!(failures.is_empty(), "{}", failures.join("\n"));
+}
+
+/// (node type, index or "") of every scan of `rollout_devices` in a JSON plan.
+fn scans_of(node: &Value, out: &mut Vec<(String, String)>) {
+    let kind = node["Node Type"].as_str().unwrap_or_default();
+    let relation = node["Relation Name"].as_str();
+    let index = node["Index Name"].as_str();
+    let on_target = relation == Some("rollout_devices")
+        || (kind == "Bitmap Index Scan" && index.is_some_and(|i| i.starts_with("rollout_devices")));
+    if on_target && kind != "ModifyTable" && kind != "Bitmap Heap Scan" {
+        out.push((kind.to_string(), index.unwrap_or("").to_string()));
+    }
+    if let Some(children) = node["Plans"].as_array() {
+        for child in children {
+            scans_of(child, out);
+        }
+    }
+}
