@@ -395,3 +395,83 @@ async fn a_broker_outage_leaves_http_serving() {
     );
     app.server.shutdown().await.unwrap();
 }
+
+/// Two replicas on one PostgreSQL and one broker: a report is handled by one of them (stored
+/// once, answered once), and a stage's nudges are sent by the replica that opened it, once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "PostgreSQL: run with FOTA_TEST_POSTGRES_URL set (scripts/test does)"]
+async fn two_replicas_handle_each_report_and_nudge_once() {
+    testkit::on_postgres(two_replicas()).await;
+}
+
+async fn two_replicas() {
+    let broker = Mosquitto::start();
+    let replica = |n: u16, database: Option<String>| {
+        let url = broker.url();
+        async move {
+            let dir = tempfile::tempdir().unwrap();
+            let mut config = testkit::test_config(Db::Postgres, dir.path()).await;
+            if let Some(database) = database {
+                config.database_url = database;
+            }
+            let mut mqtt = MqttSettings::from_url(&url, format!("fota-replica-{n}")).unwrap();
+            mqtt.jitter_s = 0;
+            config.mqtt = Some(mqtt);
+            let app = testkit::spawn_with(Db::Postgres, dir, config).await;
+            mqtt_becomes(&app, "up", Duration::from_secs(10)).await;
+            app
+        }
+    };
+    let a = replica(1, None).await;
+    let b = replica(2, Some(a.database_url.clone())).await;
+    let ids: Vec<String> = (0..6).map(|n| format!("R-{n}")).collect();
+    let specs: Vec<(&str, &str, &[&str])> = ids
+        .iter()
+        .map(|id| (id.as_str(), "f429", &[][..]))
+        .collect();
+    let tokens = a.provision(&specs).await;
+    let mut links = Vec::new();
+    for (id, token) in ids.iter().zip(&tokens) {
+        let mut link = connect(&broker, id, token).await.unwrap();
+        link.subscribe(&format!("fota/d/{id}/cmd")).await;
+        links.push(link);
+    }
+    // Twenty reports from one device: each answered once, each event stored once.
+    for n in 1..=20u64 {
+        links[0]
+            .publish("fota/d/R-0/report", report(&[(n, "offer_accepted")]))
+            .await;
+    }
+    let mut acked = Vec::new();
+    while let Some(c) = links[0].command(Duration::from_secs(3)).await {
+        assert_eq!(c.kind, CommandKind::ReportAck);
+        acked.push(c.last_event_id.unwrap());
+    }
+    acked.sort_unstable();
+    assert_eq!(
+        acked,
+        (1..=20).collect::<Vec<u64>>(),
+        "one answer per report"
+    );
+    assert_eq!(events_of(&a, "R-0").await, 20);
+    // A rollout to everyone, started through replica b: every device nudged exactly once.
+    let rel = testkit::release(&b, "f429", "2.0.0", 1).await;
+    testkit::start_rollout(
+        &b,
+        json!({"release_id": rel, "stages": [
+            {"percent": 100.0, "min_sample": 1, "max_failure_rate": 0.5, "bake_s": 0, "confirm_deadline_s": 600}
+        ]}),
+    )
+    .await;
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    for (id, link) in ids.iter().zip(links.iter_mut()) {
+        let first = link.command(Duration::from_millis(200)).await;
+        assert_eq!(first.map(|c| c.kind), Some(CommandKind::CheckIn), "{id}");
+        assert!(
+            link.command(Duration::from_millis(100)).await.is_none(),
+            "{id} nudged twice"
+        );
+    }
+    b.server.shutdown().await.unwrap();
+    a.server.shutdown().await.unwrap();
+}

@@ -48,6 +48,15 @@
 //! aborted) the offer stops, and [`check_in`](OtaClient::check_in) drops the download
 //! ([`CheckInOutcome::Withdrawn`]) instead of installing a release the fleet has stopped.
 //!
+//! # Pushed commands
+//!
+//! Over MQTT the server may push [`Command`]s; [`command`](OtaClient::command) acts on them: a
+//! `check_in` nudge says when to check in (the caller waits, then calls `check_in`), a `stop`
+//! drops the download of a halted, paused or aborted rollout at once (as a check-in that no
+//! longer offers it would), and a `report_ack` forgets the events it acknowledges, for a
+//! device that publishes [`pending_report`](OtaClient::pending_report) instead of calling
+//! [`flush_reports`](OtaClient::flush_reports).
+//!
 //! # Events
 //!
 //! `OfferAccepted`, `DownloadStarted` (once the slot is erased), then `Installed`, or the
@@ -71,8 +80,8 @@ use fota_boot::{BootControl, BootMode, ControlError};
 use fota_protocol::image::{ImageVersion, TrustedKey};
 use fota_protocol::layout::SECTORS;
 use fota_protocol::messages::{
-    BootState, CheckIn, CheckInResponse, Event, EventKind, Model, Offer, RdpLevel, Reason, Report,
-    MAX_EVENTS_PER_REPORT,
+    BootState, CheckIn, CheckInResponse, Command, CommandKind, Event, EventKind, Model, Offer,
+    RdpLevel, Reason, Report, MAX_EVENTS_PER_REPORT,
 };
 use fota_protocol::SlotId;
 
@@ -152,6 +161,21 @@ pub enum CheckInOutcome {
     /// The offer was refused (too large, security counter below the floor): `VerifyFailed`
     /// queued.
     Refused,
+}
+
+/// What a pushed [`Command`] (MQTT) asked, and what [`command`](OtaClient::command) did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Pushed {
+    /// A stage that includes this device opened: check in after this many seconds (a random
+    /// share of the server's jitter, so a cohort does not arrive in one second).
+    CheckInAfter(u32),
+    /// The rollout being downloaded was halted, paused or aborted: the download is dropped,
+    /// without a failure event, as when a check-in no longer offers it.
+    Stopped,
+    /// Events up to the acknowledged one are stored: this many were forgotten.
+    Acknowledged(usize),
+    /// Nothing to do (a stop for another rollout, an acknowledgement already seen).
+    Ignored,
 }
 
 /// What [`after_boot`](OtaClient::after_boot) found and did.
@@ -729,6 +753,52 @@ where
         Ok(AfterBoot::Confirmed)
     }
 
+    /// Act on a command the server pushed (over MQTT; see `fota_protocol::messages::Command`).
+    /// `random` is any random number (the device's RNG or a hash of its id and the time): a
+    /// `check_in` nudge becomes a wait of `random % (jitter_s + 1)` seconds, which the caller
+    /// sleeps before calling [`check_in`](Self::check_in).
+    pub fn command(&mut self, command: &Command, random: u32) -> Pushed {
+        match command.kind {
+            CommandKind::CheckIn => {
+                let jitter = command.jitter_s.unwrap_or(0);
+                Pushed::CheckInAfter(random % jitter.saturating_add(1))
+            }
+            CommandKind::Stop => {
+                let stops_ours = self
+                    .active
+                    .as_ref()
+                    .is_some_and(|a| Some(a.download.offer().rollout_id) == command.rollout_id);
+                if !stops_ours {
+                    return Pushed::Ignored;
+                }
+                self.active = None;
+                self.record(&Change::Download(None));
+                Pushed::Stopped
+            }
+            CommandKind::ReportAck => match command.last_event_id {
+                Some(through) => match self.acknowledged(through) {
+                    0 => Pushed::Ignored,
+                    n => Pushed::Acknowledged(n),
+                },
+                None => Pushed::Ignored,
+            },
+        }
+    }
+
+    /// The report to publish over MQTT (the queued events, at most a report's worth, oldest
+    /// first); they stay queued until a `report_ack` through them arrives.
+    pub fn pending_report(&self) -> Option<Report> {
+        if self.queue.is_empty() {
+            return None;
+        }
+        let mut events = heapless::Vec::new();
+        for event in self.queue.iter().take(MAX_EVENTS_PER_REPORT) {
+            // Cannot fail: at most MAX_EVENTS_PER_REPORT are taken.
+            let _ = events.push(event.clone());
+        }
+        Some(Report { events })
+    }
+
     /// Send up to one report's worth of queued events; they are dropped only once the server
     /// acknowledges them. Returns how many were acknowledged (0 when nothing was queued).
     pub fn flush_reports(&mut self) -> Result<usize, ClientError<T::Error, F::Error>> {
@@ -745,7 +815,20 @@ where
         self.transport
             .report(&report)
             .map_err(ClientError::Transport)?;
-        let settled = report.events.iter().any(|e| {
+        if let Some(last) = report.events.last() {
+            self.acknowledged(last.id);
+        }
+        Ok(n)
+    }
+
+    /// The server stored every queued event up to id `through`: forget them (in flash too),
+    /// and the installed image once its outcome is among them. Returns how many went.
+    fn acknowledged(&mut self, through: u64) -> usize {
+        let n = self.queue.iter().take_while(|e| e.id <= through).count();
+        if n == 0 {
+            return 0;
+        }
+        let settled = self.queue.iter().take(n).any(|e| {
             matches!(e.kind, EventKind::Confirmed | EventKind::RolledBack)
                 && e.rollout_id.is_some()
                 && self.installed().map(|(_, r, _)| r) == e.rollout_id
@@ -753,15 +836,13 @@ where
         if settled {
             self.set_installed(None);
         }
-        if let Some(last) = report.events.last() {
-            self.record(&Change::Acked { through: last.id });
-        }
+        self.record(&Change::Acked { through });
         let rest = self.queue.len() - n;
         for i in 0..rest {
             self.queue.swap(i, i + n);
         }
         self.queue.truncate(rest);
-        Ok(n)
+        n
     }
 
     /// The installed-but-unreported image: slot, rollout, version.

@@ -24,7 +24,9 @@ pub mod persist;
 pub mod shared;
 pub mod transport;
 
-pub use client::{AfterBoot, CheckInOutcome, ClientError, Config, DeviceInfo, OtaClient, Step};
+pub use client::{
+    AfterBoot, CheckInOutcome, ClientError, Config, DeviceInfo, OtaClient, Pushed, Step,
+};
 pub use flash_store::{FlashPersist, StoreRegion};
 #[cfg(feature = "std")]
 pub use persist::MemPersist;

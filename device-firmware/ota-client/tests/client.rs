@@ -666,6 +666,72 @@ fn a_halted_rollout_stops_a_running_download_without_a_failure() {
     );
 }
 
+#[test]
+fn pushed_commands_nudge_stop_and_acknowledge() {
+    use fota_ota_client::Pushed;
+    use fota_protocol::messages::{Command, ReportAck};
+    let keys = keys();
+    let mut c = client(
+        Server::offering(new_image()),
+        flash_with(&[]),
+        SlotId::A,
+        MemPersist::default(),
+        0,
+        &keys,
+        Config::default(),
+    );
+    // A nudge: a wait within the jitter, chosen by the caller's random number.
+    assert_eq!(
+        c.command(&Command::check_in(30), 1_000),
+        Pushed::CheckInAfter(1_000 % 31)
+    );
+    assert_eq!(
+        c.command(&Command::check_in(0), 12_345),
+        Pushed::CheckInAfter(0)
+    );
+    assert_eq!(c.check_in().unwrap(), CheckInOutcome::Started);
+    for _ in 0..4 {
+        assert_eq!(c.download_step(), Step::Continue);
+    }
+    let rollout = c.download().unwrap().offer().rollout_id;
+    // A stop for another rollout changes nothing; one for this download drops it at once,
+    // without a failure, and nothing is installed.
+    assert_eq!(c.command(&Command::stop(rollout + 1), 0), Pushed::Ignored);
+    assert!(c.download().is_some());
+    assert_eq!(c.command(&Command::stop(rollout), 0), Pushed::Stopped);
+    assert!(c.download().is_none());
+    assert_eq!(c.download_step(), Step::Idle);
+    assert_eq!(c.boot().journal().state().pending(), None);
+    assert!(
+        c.queued_events().iter().all(|e| !e.kind.is_failure()),
+        "{:?}",
+        kinds(&c)
+    );
+    // Reports over MQTT: publish the pending report, forget it once acknowledged.
+    let report = c.pending_report().expect("events queued");
+    let queued = c.queued_events().len();
+    assert_eq!(report.events.len(), queued);
+    let last = report.events.last().unwrap().id;
+    let ack = ReportAck {
+        stored: 1,
+        duplicates: 0,
+    };
+    assert_eq!(
+        c.command(&Command::report_ack(ack, last - 1), 0),
+        Pushed::Acknowledged(queued - 1)
+    );
+    assert_eq!(c.queued_events().len(), 1);
+    assert_eq!(
+        c.command(&Command::report_ack(ack, last), 0),
+        Pushed::Acknowledged(1)
+    );
+    assert!(c.pending_report().is_none());
+    assert_eq!(
+        c.command(&Command::report_ack(ack, last), 0),
+        Pushed::Ignored
+    );
+}
+
 /// Cut the power after `steps` download steps: the client, its transport and everything in RAM
 /// are gone; the flash and the persisted state are what the next boot has.
 fn power_cut(mut c: Client<'_>, steps: usize) -> (MemFlash, MemPersist) {
