@@ -28,6 +28,9 @@ pub const SERVER_ROLE: &str = "fota-server";
 /// How long the broker may take to confirm a batch of accounts.
 pub const CONFIRM_TIMEOUT: Duration = Duration::from_secs(10);
 
+/// The correlation data of the server's own `addClientRole` (see [`prepare_server_role`]).
+const PREPARE: &str = "fota-server-role";
+
 /// Commands waiting for the broker's answer, by correlation data.
 #[derive(Debug, Default)]
 pub struct Pending {
@@ -35,19 +38,25 @@ pub struct Pending {
 }
 
 impl Pending {
-    /// A response message from the broker: wake whoever waits for each answer.
-    pub fn answer(&self, payload: &[u8]) {
-        let Ok(v) = serde_json::from_slice::<Value>(payload) else {
-            return;
-        };
+    /// A response message from the broker: wake whoever waits for each answer. Returns
+    /// `Some(true)` when it answers the server's own role setup and the account is settled
+    /// (it already had the role), `Some(false)` when the role was added just now (the broker
+    /// then disconnects the account's sessions to enforce it, and the next connection
+    /// settles).
+    pub fn answer(&self, payload: &[u8]) -> Option<bool> {
+        let v = serde_json::from_slice::<Value>(payload).ok()?;
+        let mut settled = None;
         for r in v["responses"].as_array().into_iter().flatten() {
             let Some(id) = r["correlationData"].as_str() else {
                 continue;
             };
-            if let Some((_, tx)) = self.waiting.remove(id) {
+            if id == PREPARE {
+                settled = Some(!r["error"].is_null());
+            } else if let Some((_, tx)) = self.waiting.remove(id) {
                 let _ = tx.send(r["error"].as_str().map(str::to_string));
             }
         }
+        settled
     }
 }
 
@@ -155,7 +164,10 @@ async fn run(
 
 /// Give the server's own account the right to publish commands to every device (idempotent:
 /// "already exists" answers are fine). Sent without waiting: it runs inside the link's loop,
-/// which is what reads the answers.
+/// which is what reads the answers. Adding a role to an account makes Mosquitto disconnect
+/// the account's sessions, so the link counts as up only once the answer says the role was
+/// there already ([`Pending::answer`]): a request sent just before that disconnect would be
+/// lost.
 pub async fn prepare_server_role(mqtt: &Mqtt) -> Result<(), String> {
     let Some(user) = mqtt.settings.username.as_deref() else {
         return Err(
@@ -172,7 +184,7 @@ pub async fn prepare_server_role(mqtt: &Mqtt) -> Result<(), String> {
                 {"acltype": "publishClientReceive", "topic": "fota/d/+/report", "allow": true},
             ],
         },
-        {"command": "addClientRole", "username": user, "rolename": SERVER_ROLE},
+        {"command": "addClientRole", "username": user, "rolename": SERVER_ROLE, "correlationData": PREPARE},
     ]});
     mqtt.client
         .try_publish(

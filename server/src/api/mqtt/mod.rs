@@ -23,7 +23,7 @@ mod push;
 use crate::api::state::AppState;
 use fota_protocol::messages::{topics, Command, Report};
 use rumqttc::{AsyncClient, Event, EventLoop, MqttOptions, Packet, Publish, QoS};
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::sync::watch;
@@ -105,6 +105,8 @@ impl MqttSettings {
 pub struct Mqtt {
     client: AsyncClient,
     up: AtomicBool,
+    /// Connections so far (a late timer knows whether its connection is still the one).
+    connections: AtomicU64,
     settings: MqttSettings,
     dynsec: dynsec::Pending,
 }
@@ -173,6 +175,7 @@ pub fn start(
     let mqtt = Arc::new(Mqtt {
         client,
         up: AtomicBool::new(false),
+        connections: AtomicU64::new(0),
         settings,
         dynsec: dynsec::Pending::default(),
     });
@@ -215,17 +218,35 @@ async fn run_link(
                     tracing::warn!(error = %e, "MQTT subscribe failed");
                 }
                 if mqtt.settings.provision {
+                    // Up once the broker says the server's role is settled (see
+                    // `dynsec::prepare_server_role`).
                     if let Err(e) = dynsec::prepare_server_role(&mqtt).await {
                         tracing::warn!(error = %e, "MQTT: cannot set up the server's broker role");
                     }
+                    // A broker that never answers (the account is no dynamic-security admin)
+                    // still gets nudges and reports; only provisioning will fail.
+                    let connection = mqtt.connections.fetch_add(1, Ordering::AcqRel) + 1;
+                    let (mqtt, state) = (mqtt.clone(), state.clone());
+                    tokio::spawn(async move {
+                        tokio::time::sleep(dynsec::CONFIRM_TIMEOUT).await;
+                        if mqtt.connections.load(Ordering::Acquire) == connection && !mqtt.is_up() {
+                            tracing::warn!("MQTT: the broker did not answer dynamic-security commands: device accounts cannot be created (is the user its admin?)");
+                            link_up(&mqtt, &state);
+                        }
+                    });
+                } else {
+                    link_up(&mqtt, &state);
                 }
-                mqtt.up.store(true, Ordering::Release);
-                state.metrics.mqtt_connected.set(1);
-                tracing::info!(host = %mqtt.settings.host, port = mqtt.settings.port, "MQTT link up");
             }
             Ok(Event::Incoming(Packet::Publish(publish))) => {
                 if publish.topic.starts_with(dynsec::RESPONSE_TOPIC) {
-                    mqtt.dynsec.answer(&publish.payload);
+                    match mqtt.dynsec.answer(&publish.payload) {
+                        Some(true) => link_up(&mqtt, &state),
+                        Some(false) => tracing::info!(
+                            "MQTT: gave the server's account its role; the broker reconnects it"
+                        ),
+                        None => {}
+                    }
                     let _ = mqtt.client.try_ack(&publish);
                 } else {
                     let (mqtt, state) = (mqtt.clone(), state.clone());
@@ -234,6 +255,7 @@ async fn run_link(
             }
             Ok(_) => {}
             Err(e) => {
+                mqtt.connections.fetch_add(1, Ordering::AcqRel);
                 if mqtt.up.swap(false, Ordering::AcqRel) {
                     tracing::warn!(error = %e, "MQTT link down; HTTP polling continues");
                 } else {
@@ -251,6 +273,12 @@ async fn run_link(
     mqtt.up.store(false, Ordering::Release);
     state.metrics.mqtt_connected.set(0);
     let _ = mqtt.client.try_disconnect();
+}
+
+fn link_up(mqtt: &Mqtt, state: &AppState) {
+    mqtt.up.store(true, Ordering::Release);
+    state.metrics.mqtt_connected.set(1);
+    tracing::info!(host = %mqtt.settings.host, port = mqtt.settings.port, "MQTT link up");
 }
 
 async fn subscribe(mqtt: &Mqtt) -> Result<(), rumqttc::ClientError> {
