@@ -1,0 +1,399 @@
+//! The report-ingest benchmark (a command, not a test):
+//!
+//! ```sh
+//! cargo run --release -p fota-server --example bench_reports -- \
+//!     --devices 20000 --seconds 10 --postgres-url postgres://postgres@127.0.0.1:5432/test
+//! ```
+//!
+//! N devices, provisioned and all targets of one active rollout, post reports over keep-alive
+//! HTTP/1.1 connections (each connection speaks for its share of the devices, one request at a
+//! time): every report a batch of `--events` new events about the rollout, a device's events
+//! walking `download_started`, `installed`, `trial_boot`, `confirmed` and round again (the
+//! moves after the first round find the device confirmed and change nothing, but every event is
+//! still stored). A report counts once it is acknowledged with every event stored. Printed:
+//! reports/s, events/s and the p50/p99 acknowledgement latency of:
+//! 1. the ceiling: the same load against a handler that parses the report and discards it;
+//! 2. `fota serve` on SQLite;
+//! 3. `fota serve` on PostgreSQL (a fresh database on `--postgres-url`), when given;
+//! 4. `fota serve` on a private PostgreSQL with default settings, started with Debian's
+//!    `initdb`/`pg_ctl` in a temporary directory (`--private-postgres`).
+//!
+//! Server and load generator share this machine's cores; the ceiling row shows what that
+//! costs. Figures go to docs/BENCHMARKS.md.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use axum::body::Bytes;
+use clap::Parser;
+use fota_protocol::image::TrustedKey;
+use fota_protocol::messages::{Report, ReportAck};
+use fota_protocol::SlotId;
+use fota_server::config::ServeConfig;
+use fota_server::domain::auth::Role;
+use fota_server::store::now_ms;
+use http_body_util::{BodyExt as _, Full};
+use hyper::header::{HeaderValue, AUTHORIZATION, CONTENT_TYPE};
+use hyper::Request;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+#[derive(Debug, Parser)]
+struct Args {
+    /// Devices posting reports.
+    #[arg(long, default_value_t = 20_000)]
+    devices: usize,
+    /// Concurrent keep-alive connections.
+    #[arg(long, default_value_t = 64)]
+    connections: usize,
+    /// Events per report (a device's batch; at most 16).
+    #[arg(long, default_value_t = 2)]
+    events: usize,
+    /// Seconds of reports per run.
+    #[arg(long, default_value_t = 10)]
+    seconds: u64,
+    /// A PostgreSQL server (any database on it); a fresh database is made for the run.
+    #[arg(long, env = "FOTA_BENCH_POSTGRES_URL")]
+    postgres_url: Option<String>,
+    /// Also run on a private PostgreSQL with default settings (initdb + pg_ctl).
+    #[arg(long)]
+    private_postgres: bool,
+    /// Skip SQLite.
+    #[arg(long)]
+    no_sqlite: bool,
+}
+
+const KINDS: [&str; 4] = ["download_started", "installed", "trial_boot", "confirmed"];
+
+/// Latencies in microseconds plus counts.
+#[derive(Debug, Default)]
+struct Run {
+    latencies_us: Vec<u32>,
+    errors: u64,
+    events: u64,
+    elapsed: Duration,
+}
+
+impl Run {
+    fn row(&mut self, name: &str) -> String {
+        let n = self.latencies_us.len();
+        self.latencies_us.sort_unstable();
+        let pct = |p: f64| {
+            if n == 0 {
+                return 0.0;
+            }
+            f64::from(self.latencies_us[((n as f64 * p) as usize).min(n - 1)]) / 1000.0
+        };
+        let secs = self.elapsed.as_secs_f64();
+        format!(
+            "| {name} | {:.0} | {:.0} | {:.2} | {:.2} | {} |",
+            n as f64 / secs,
+            self.events as f64 / secs,
+            pct(0.50),
+            pct(0.99),
+            self.errors
+        )
+    }
+
+    fn rate(&self) -> f64 {
+        self.latencies_us.len() as f64 / self.elapsed.as_secs_f64()
+    }
+}
+
+struct Fleet {
+    /// (id, "Bearer token") per device.
+    devices: Vec<(String, HeaderValue)>,
+    rollout: i64,
+}
+
+fn body(rollout: i64, first_id: u64, events: usize) -> Bytes {
+    let events: Vec<serde_json::Value> = (0..events as u64)
+        .map(|k| {
+            let id = first_id + k;
+            serde_json::json!({"id": id, "kind": KINDS[(id as usize - 1) % KINDS.len()], "rollout_id": rollout})
+        })
+        .collect();
+    Bytes::from(serde_json::json!({ "events": events }).to_string())
+}
+
+/// Every connection walks its devices round-robin, one report at a time, until the deadline.
+async fn drive(addr: SocketAddr, fleet: Arc<Fleet>, args: &Args) -> Run {
+    let started = Instant::now();
+    let deadline = started + Duration::from_secs(args.seconds);
+    let connections = args.connections;
+    let per_report = args.events;
+    let mut tasks = Vec::new();
+    for worker in 0..connections {
+        let fleet = fleet.clone();
+        tasks.push(tokio::spawn(async move {
+            let stream = tokio::net::TcpStream::connect(addr).await.unwrap();
+            stream.set_nodelay(true).unwrap();
+            let (mut sender, conn) =
+                hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(stream))
+                    .await
+                    .unwrap();
+            tokio::spawn(conn);
+            let mine: Vec<usize> = (worker..fleet.devices.len()).step_by(connections).collect();
+            let mut next_event = vec![1u64; mine.len()];
+            let mut run = Run::default();
+            let mut k = 0;
+            while Instant::now() < deadline && !mine.is_empty() {
+                let slot = k % mine.len();
+                k += 1;
+                let (id, auth) = &fleet.devices[mine[slot]];
+                let req = Request::post(format!("/v1/devices/{id}/reports"))
+                    .header("host", "bench")
+                    .header(AUTHORIZATION, auth.clone())
+                    .header(CONTENT_TYPE, "application/json")
+                    .body(Full::new(body(fleet.rollout, next_event[slot], per_report)))
+                    .unwrap();
+                let sent = Instant::now();
+                if sender.ready().await.is_err() {
+                    run.errors += 1;
+                    break;
+                }
+                let acked = match sender.send_request(req).await {
+                    Ok(resp) if resp.status().is_success() => {
+                        match resp.into_body().collect().await {
+                            Ok(b) => serde_json::from_slice::<ReportAck>(&b.to_bytes())
+                                .ok()
+                                .filter(|a| a.stored as usize == per_report),
+                            Err(_) => None,
+                        }
+                    }
+                    Ok(resp) => {
+                        let _ = resp.into_body().collect().await;
+                        None
+                    }
+                    Err(_) => None,
+                };
+                match acked {
+                    Some(_) => {
+                        run.latencies_us.push(sent.elapsed().as_micros() as u32);
+                        run.events += per_report as u64;
+                        next_event[slot] += per_report as u64;
+                    }
+                    None => run.errors += 1,
+                }
+            }
+            run
+        }));
+    }
+    let mut total = Run::default();
+    for t in tasks {
+        let r = t.await.unwrap();
+        total.latencies_us.extend(r.latencies_us);
+        total.errors += r.errors;
+        total.events += r.events;
+    }
+    total.elapsed = started.elapsed();
+    total
+}
+
+/// The ceiling: the report route, a handler that parses the report and discards it.
+async fn ceiling(args: &Args, server_rt: &tokio::runtime::Runtime) -> Run {
+    let app = axum::Router::new().route(
+        "/v1/devices/{id}/reports",
+        axum::routing::post(|body: Bytes| async move {
+            let report: Report = serde_json::from_slice(&body).unwrap();
+            axum::Json(ReportAck {
+                stored: report.events.len() as u32,
+                duplicates: 0,
+            })
+        }),
+    );
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    listener.set_nonblocking(true).unwrap();
+    let addr = listener.local_addr().unwrap();
+    server_rt.spawn(async move {
+        use axum::serve::ListenerExt as _;
+        let listener = tokio::net::TcpListener::from_std(listener)
+            .unwrap()
+            .tap_io(|tcp| {
+                let _ = tcp.set_nodelay(true);
+            });
+        axum::serve(listener, app).await
+    });
+    let fleet = Fleet {
+        devices: (0..args.devices)
+            .map(|i| (format!("R{i:06}"), HeaderValue::from_static("Bearer x")))
+            .collect(),
+        rollout: 1,
+    };
+    drive(addr, Arc::new(fleet), args).await
+}
+
+async fn fresh_postgres(base: &str) -> String {
+    use sqlx::Connection as _;
+    let name = format!("fota_bench_{}", now_ms());
+    let mut admin = sqlx::PgConnection::connect(base).await.unwrap();
+    sqlx::query(&format!("CREATE DATABASE {name}"))
+        .execute(&mut admin)
+        .await
+        .unwrap();
+    let (prefix, _) = base.rsplit_once('/').unwrap();
+    format!("{prefix}/{name}")
+}
+
+/// `fota serve` over `database_url` (None: SQLite in a temporary directory), its fleet
+/// provisioned and all targets of an active rollout, then the load.
+async fn fota(
+    args: &Args,
+    database_url: Option<String>,
+    server_rt: &tokio::runtime::Runtime,
+) -> Run {
+    let dir = tempfile::tempdir().unwrap();
+    let mut config = ServeConfig::for_data_dir(dir.path());
+    if let Some(url) = database_url {
+        config.database_url = url;
+    }
+    let key = fota_testkit::signing_key();
+    config.trusted_keys = vec![TrustedKey::from_bytes(&key.verifying_key().to_bytes()).unwrap()];
+    let server = server_rt
+        .spawn(fota_server::serve::start(config))
+        .await
+        .unwrap()
+        .unwrap();
+    let admin = fota_server::domain::auth::new_token(fota_server::domain::auth::ADMIN_TOKEN_PREFIX)
+        .unwrap();
+    server
+        .state
+        .store
+        .create_admin_token(
+            "bench",
+            Role::Admin,
+            &fota_server::domain::auth::token_hash(&admin),
+            "bench",
+            now_ms(),
+        )
+        .await
+        .unwrap();
+    let client = reqwest::Client::new();
+    let devices: Vec<serde_json::Value> = (0..args.devices)
+        .map(|i| serde_json::json!({"id": format!("R{i:06}"), "model": "f429"}))
+        .collect();
+    let resp = client
+        .post(format!("{}/v1/devices", server.url()))
+        .bearer_auth(&admin)
+        .json(&serde_json::json!({ "devices": devices }))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 201, "{}", resp.text().await.unwrap());
+    let registered: serde_json::Value = resp.json().await.unwrap();
+    let devices: Vec<(String, HeaderValue)> = registered["devices"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|d| {
+            (
+                d["id"].as_str().unwrap().to_string(),
+                HeaderValue::from_str(&format!("Bearer {}", d["token"].as_str().unwrap())).unwrap(),
+            )
+        })
+        .collect();
+    let form = reqwest::multipart::Form::new()
+        .text("model", "f429")
+        .part(
+            "image_a",
+            reqwest::multipart::Part::bytes(fota_testkit::image(SlotId::A, "2.0.0", 1, &key)),
+        )
+        .part(
+            "image_b",
+            reqwest::multipart::Part::bytes(fota_testkit::image(SlotId::B, "2.0.0", 1, &key)),
+        );
+    let resp = client
+        .post(format!("{}/v1/releases", server.url()))
+        .bearer_auth(&admin)
+        .multipart(form)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 201, "{}", resp.text().await.unwrap());
+    let release = resp.json::<serde_json::Value>().await.unwrap()["id"]
+        .as_i64()
+        .unwrap();
+    let resp = client
+        .post(format!("{}/v1/rollouts", server.url()))
+        .bearer_auth(&admin)
+        .json(&serde_json::json!({"release_id": release, "stages": [
+            {"percent": 100, "min_sample": 1, "max_failure_rate": 0.05, "confirm_deadline_s": 3600}
+        ]}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 201, "{}", resp.text().await.unwrap());
+    let rollout: serde_json::Value = resp.json().await.unwrap();
+    assert_eq!(rollout["targets"].as_u64().unwrap() as usize, args.devices);
+    let fleet = Fleet {
+        devices,
+        rollout: rollout["id"].as_i64().unwrap(),
+    };
+    let run = drive(server.addr, Arc::new(fleet), args).await;
+    server.shutdown().await.unwrap();
+    run
+}
+
+fn main() {
+    let args = Args::parse();
+    assert!((1..=16).contains(&args.events), "--events is 1 to 16");
+    let server_rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap();
+    let client_rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(1)
+        .enable_all()
+        .build()
+        .unwrap();
+    println!(
+        "fota report-ingest benchmark: {} devices, {} keep-alive connections, {} events a report, {} s a run, {} cores",
+        args.devices,
+        args.connections,
+        args.events,
+        args.seconds,
+        std::thread::available_parallelism().map_or(0, |n| n.get())
+    );
+    let mut rows = Vec::new();
+    let mut notes = Vec::new();
+    let mut ceiling_run = client_rt.block_on(ceiling(&args, &server_rt));
+    let ceiling_rate = ceiling_run.rate();
+    rows.push(ceiling_run.row("ceiling: parse the report, discard it"));
+
+    let mut private = None;
+    let mut backends: Vec<(String, Option<String>)> = Vec::new();
+    if !args.no_sqlite {
+        backends.push(("SQLite".into(), None));
+    }
+    if let Some(base) = &args.postgres_url {
+        let url = client_rt.block_on(fresh_postgres(base));
+        backends.push(("PostgreSQL (--postgres-url)".into(), Some(url)));
+    }
+    if args.private_postgres {
+        let pg = fota_testkit::PrivatePostgres::start();
+        backends.push((
+            "PostgreSQL (private, default settings)".into(),
+            Some(pg.url()),
+        ));
+        private = Some(pg);
+    }
+    for (name, url) in backends {
+        let mut run = client_rt.block_on(fota(&args, url, &server_rt));
+        notes.push(format!(
+            "- {name}: {:.2} x the ceiling",
+            run.rate() / ceiling_rate
+        ));
+        rows.push(run.row(&format!("fota {name}")));
+    }
+    drop(private);
+    println!(
+        "\n| run | reports/s | events/s | p50 ms | p99 ms | errors |\n|---|---|---|---|---|---|"
+    );
+    for r in &rows {
+        println!("{r}");
+    }
+    println!();
+    for n in &notes {
+        println!("{n}");
+    }
+}
