@@ -11,7 +11,9 @@
 use super::gate::{self, GateInput, HealthGate, Verdict};
 use crate::domain::version::version_key;
 use crate::domain::{anti_rollback, cohort, DeviceState, RolloutAction, RolloutState, StateCounts};
-use crate::store::{now_ms, AuditEntry, RolloutChange, RolloutRow, StageRow, Store, StoreError};
+use crate::store::{
+    now_ms, AuditEntry, RolloutChange, RolloutRow, StageRow, Store, StoreError, StoreOutcome,
+};
 use dashmap::DashMap;
 use fota_protocol::image::Digest;
 use fota_protocol::messages::{CheckIn, Event, Offer};
@@ -378,6 +380,34 @@ impl Engine {
             self.evaluate(store, rollout).await?;
         }
         Ok(())
+    }
+
+    /// A device's report: its events stored once per event id and the state moves of the new
+    /// ones made, in the group commit of the reports that arrived with it
+    /// ([`Store::store_report`]); then a failure among the moves evaluates its rollout's gate,
+    /// so a report that crosses a gate has halted the rollout when this returns.
+    pub async fn report(
+        &self,
+        store: &Store,
+        device_id: &str,
+        events: &[Event],
+    ) -> Result<StoreOutcome, StoreError> {
+        let outcome = store.store_report(device_id, events, now_ms()).await?;
+        let mut failed_rollouts = HashSet::new();
+        for (rollout, to) in &outcome.moved {
+            self.known
+                .insert((*rollout, device_id.to_string()), known_from_state(*to));
+            if to.is_failure() {
+                failed_rollouts.insert(*rollout);
+            }
+        }
+        for rollout in failed_rollouts {
+            self.evaluate(store, rollout).await?;
+        }
+        Ok(StoreOutcome {
+            stored: outcome.stored,
+            duplicates: outcome.duplicates,
+        })
     }
 
     /// Evaluate one rollout's gate and act on the verdict. Returns the verdict.

@@ -326,3 +326,145 @@ async fn a_conditional_update_that_loses_a_race_changes_nothing() {
     assert_eq!(after.state, RolloutState::Paused);
     assert_eq!(after.current_stage, 1);
 }
+
+fn event(id: u64, kind: EventKind, rollout: i64) -> Event {
+    Event {
+        id,
+        kind,
+        rollout_id: Some(rollout as u64),
+        version: None,
+        reason: None,
+    }
+}
+
+/// One group commit: events stored once per (device, event id), within the batch and across
+/// batches; each device's moves applied in its order; only new events move anything.
+#[tokio::test]
+async fn a_group_commit_stores_each_event_once_and_moves_in_order() {
+    let store = store().await;
+    let engine = Engine::default();
+    let ids = ["G-1", "G-2", "G-3"];
+    provision(&store, &ids, &[]).await;
+    let rel = release(&store, "2.0.0", 1).await;
+    let r = start(&store, &engine, rel, &[stage(Some(100.0), None, 3)]).await;
+    let id = r.id;
+    let g1 = [
+        event(1, EventKind::DownloadStarted, id),
+        event(2, EventKind::Installed, id),
+    ];
+    // G-2's report twice in one batch (a retry overtaking its original), G-3 with an event id
+    // repeated inside its report.
+    let g2 = [event(1, EventKind::DownloadStarted, id)];
+    let g3 = [
+        event(7, EventKind::DownloadStarted, id),
+        event(7, EventKind::Installed, id),
+    ];
+    let now = now_ms();
+    let out = store
+        .write_reports(&[
+            ("G-1", &g1[..], now),
+            ("G-2", &g2[..], now),
+            ("G-2", &g2[..], now),
+            ("G-3", &g3[..], now),
+        ])
+        .await
+        .unwrap();
+    assert_eq!((out[0].stored, out[0].duplicates), (2, 0));
+    assert_eq!(
+        out[0].moved,
+        [(id, DeviceState::Downloading), (id, DeviceState::Installed)],
+        "a device's moves apply in its order"
+    );
+    assert_eq!((out[1].stored, out[1].duplicates), (1, 0));
+    assert_eq!(out[1].moved, [(id, DeviceState::Downloading)]);
+    assert_eq!(
+        (out[2].stored, out[2].duplicates),
+        (0, 1),
+        "stored once per batch"
+    );
+    assert!(out[2].moved.is_empty());
+    assert_eq!((out[3].stored, out[3].duplicates), (1, 1));
+    assert_eq!(out[3].moved, [(id, DeviceState::Downloading)]);
+    for (device, state) in [
+        ("G-1", DeviceState::Installed),
+        ("G-2", DeviceState::Downloading),
+        ("G-3", DeviceState::Downloading),
+    ] {
+        assert_eq!(
+            store.rollout_device_state(id, device).await.unwrap(),
+            Some(state)
+        );
+        // Every event once in the database.
+        let stored = store.device_events(device, 100).await.unwrap();
+        let mut seen: Vec<i64> = stored.iter().map(|e| e.event_id).collect();
+        seen.sort_unstable();
+        seen.dedup();
+        assert_eq!(seen.len(), stored.len(), "{device}: an event stored twice");
+    }
+
+    // A later batch retrying G-1's report: all duplicates, nothing moves again (G-1 stays
+    // installed, not back to downloading).
+    let out = store.write_reports(&[("G-1", &g1[..], now)]).await.unwrap();
+    assert_eq!((out[0].stored, out[0].duplicates), (0, 2));
+    assert!(out[0].moved.is_empty());
+    assert_eq!(
+        store.rollout_device_state(id, "G-1").await.unwrap(),
+        Some(DeviceState::Installed)
+    );
+}
+
+/// Reports sent at once are committed together (fewer transactions than reports), every one is
+/// stored, and a failure that crosses the gate has halted the rollout when its report returns.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn concurrent_reports_share_commits_and_a_crossing_failure_halts_before_the_answer() {
+    let store = store().await;
+    let engine = Engine::default();
+    let ids: Vec<String> = (0..200).map(|i| format!("C-{i:03}")).collect();
+    let refs: Vec<&str> = ids.iter().map(String::as_str).collect();
+    provision(&store, &refs, &[]).await;
+    let rel = release(&store, "2.0.0", 1).await;
+    let mut gate = stage(Some(100.0), None, 10);
+    gate.max_failure_rate = Some(0.05);
+    let r = start(&store, &engine, rel, &[gate]).await;
+    let before = store.group_commit_stats();
+    let engine = std::sync::Arc::new(engine);
+    let mut reports = tokio::task::JoinSet::new();
+    for d in ids.clone() {
+        let (store, engine) = (store.clone(), engine.clone());
+        reports.spawn(async move {
+            let events = [
+                event(1, EventKind::DownloadStarted, r.id),
+                event(2, EventKind::Installed, r.id),
+            ];
+            engine.report(&store, &d, &events).await.unwrap()
+        });
+    }
+    while let Some(outcome) = reports.join_next().await {
+        let outcome = outcome.unwrap();
+        assert_eq!((outcome.stored, outcome.duplicates), (2, 0));
+    }
+    let after = store.group_commit_stats();
+    let (batches, sent) = (after.0 - before.0, after.1 - before.1);
+    assert_eq!(sent, 200);
+    assert!(
+        batches < sent,
+        "200 reports sent at once took {batches} transactions"
+    );
+    let (counts, _) = store.rollout_counts(r.id).await.unwrap();
+    assert_eq!(counts.installed, 200);
+
+    // A rollback: one failure among a minimum sample of 10 is 10%, over the 5% limit. The
+    // report that crosses the gate returns with the rollout halted.
+    assert_eq!(
+        store.rollout(r.id).await.unwrap().unwrap().state,
+        RolloutState::Active
+    );
+    engine
+        .report(&store, &ids[0], &[event(3, EventKind::RolledBack, r.id)])
+        .await
+        .unwrap();
+    assert_eq!(
+        store.rollout(r.id).await.unwrap().unwrap().state,
+        RolloutState::Halted
+    );
+}

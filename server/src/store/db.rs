@@ -108,6 +108,7 @@ pub struct Store {
     pool: AnyPool,
     backend: Backend,
     health: Arc<DbHealth>,
+    group_commit: Arc<super::group_commit::GroupCommit>,
 }
 
 /// How the connection pool behaves.
@@ -189,6 +190,7 @@ impl Store {
             pool,
             backend,
             health: Arc::default(),
+            group_commit: Arc::default(),
         })
     }
 
@@ -200,6 +202,11 @@ impl Store {
     /// The pool whatever the database's health (the gated one is `pool()`, in `health.rs`).
     pub(crate) fn pool_ref(&self) -> &AnyPool {
         &self.pool
+    }
+
+    /// The queue of reports waiting for their group commit.
+    pub(crate) fn group_commit(&self) -> &super::group_commit::GroupCommit {
+        &self.group_commit
     }
 
     /// What the health monitor last saw.

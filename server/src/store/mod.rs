@@ -20,6 +20,7 @@ mod audit;
 mod db;
 mod devices;
 mod events;
+mod group_commit;
 mod health;
 mod push;
 mod releases;
@@ -35,6 +36,7 @@ pub use devices::{
     NewDevice, VersionCount,
 };
 pub use events::{event_kind_name, StoreOutcome, StoredEvent};
+pub use group_commit::ReportOutcome;
 pub use health::PING_TIMEOUT;
 pub use releases::{NewRelease, ReleaseImage, ReleaseRecord};
 pub use rollout_devices::{

@@ -379,6 +379,24 @@ fn set_state_sql(to: DeviceState) -> Option<String> {
     ))
 }
 
+/// The same move for `n` devices of one rollout (the group commit of reports): `$1` rollout,
+/// `$2` reason (kept if null), `$3` now, `$4`.. the devices. Returns the devices that moved.
+pub(crate) fn batch_move_sql(to: DeviceState, n: usize) -> Option<String> {
+    let from = to.allowed_from();
+    if from.is_empty() || n == 0 {
+        return None;
+    }
+    let devices: Vec<String> = (0..n).map(|i| format!("${}", i + 4)).collect();
+    Some(format!(
+        "UPDATE rollout_devices SET state = {}, reason = COALESCE($2, reason), updated_at = $3, \
+           stage = COALESCE(stage, (SELECT current_stage FROM rollouts WHERE id = $1)) \
+         WHERE rollout_id = $1 AND device_id IN ({}) AND {} RETURNING device_id",
+        quoted([to.as_str()]),
+        devices.join(", "),
+        by_key_state_guard(from)
+    ))
+}
+
 /// A device's state: `$1` rollout, `$2` device.
 const DEVICE_STATE_SQL: &str =
     "SELECT state FROM rollout_devices WHERE rollout_id = $1 AND device_id = $2";
@@ -481,6 +499,20 @@ pub fn hot_statements(rollout_id: i64, device_id: &str, now: i64) -> Vec<HotStat
             index: HotIndex::State,
         },
     ];
+    if let Some(sql) = batch_move_sql(DeviceState::Downloading, 2) {
+        out.push(HotStatement {
+            name: "group commit: move two devices to downloading".into(),
+            sql,
+            args: vec![
+                r.clone(),
+                "NULL".into(),
+                t.clone(),
+                d.clone(),
+                quoted(["no-such-device"]),
+            ],
+            index: HotIndex::PrimaryKey,
+        });
+    }
     for to in DeviceState::ALL {
         if let Some(sql) = set_state_sql(to) {
             out.push(HotStatement {

@@ -1,5 +1,5 @@
-//! `POST /v1/devices/{id}/reports`: a batch of events, stored once per event id, then applied
-//! to the device's rollout state by [`crate::rollout::Engine::apply_events`].
+//! `POST /v1/devices/{id}/reports`: a batch of events, stored once per event id together with
+//! the state moves they make, in a group commit ([`crate::rollout::Engine::report`]).
 
 use super::body::*;
 use crate::api::auth::Device;
@@ -36,22 +36,22 @@ pub(super) async fn report(
     Ok(axum::Json(ingest(&state, &id, &report).await?))
 }
 
-/// Store a device's report and apply it, over HTTP or MQTT alike: stored first (once per event
-/// id), then the engine moves each device's rollout state, and a failure that crosses a gate
-/// halts the rollout before this returns. The caller acknowledges only after it returned.
+/// Store a device's report and apply it, over HTTP or MQTT alike: its events (once per event
+/// id) and the rollout state moves they make are committed in one transaction, shared with the
+/// reports that arrived beside it, and a failure that crosses a gate halts the rollout before
+/// this returns. The caller acknowledges only after it returned.
 pub(crate) async fn ingest(
     state: &AppState,
     id: &str,
     report: &Report,
 ) -> Result<ReportAck, ApiError> {
     let now = now_ms();
-    let outcome = state.store.store_events(id, &report.events, now).await?;
-    // Stored first: a report is never lost to an engine error. The engine then moves each
-    // device's rollout state, and a failure that crosses a gate halts the rollout before this
-    // request is answered.
-    state
+    // The events and the state moves they make are stored in one transaction with the reports
+    // that arrived beside this one (group commit), and this returns only after it committed; a
+    // failure that crosses a gate has halted the rollout by then.
+    let outcome = state
         .engine
-        .apply_events(&state.store, id, &report.events)
+        .report(&state.store, id, &report.events)
         .await?;
     state.facts.record(
         id,

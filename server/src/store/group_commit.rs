@@ -1,0 +1,373 @@
+//! Group commit of device reports: reports that arrive together are stored in one transaction
+//! (their events, and the device state moves those events make), and each caller is answered
+//! only once the transaction holding its report has committed.
+//!
+//! A caller queues its report and waits. A writer task takes everything queued, writes it in one
+//! transaction, answers every caller of the batch and takes the next batch, until the queue is
+//! empty; reports that arrive while a batch commits form the next one. SQLite has one writer
+//! task (it has one writer anyway), PostgreSQL a few. The writer is a spawned task, so a caller
+//! that goes away (its client disconnected) takes nobody's batch down with it.
+//!
+//! Idempotency is by (device, event id), across batches and retries: an event already stored, or
+//! stored earlier in the same batch, counts as a duplicate and moves nothing again. A batch that
+//! fails is retried report by report, so one report's error is its own.
+
+use super::db::{Backend, Store, StoreError};
+use super::events::event_kind_name;
+use super::rollout_devices::batch_move_sql;
+use crate::domain::DeviceState;
+use fota_protocol::messages::Event;
+use sqlx::Row as _;
+use std::collections::{HashMap, HashSet};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Mutex;
+use tokio::sync::oneshot;
+
+/// Reports one transaction holds at most.
+const MAX_BATCH: usize = 1024;
+
+/// What storing one report did.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct ReportOutcome {
+    /// Events stored now.
+    pub stored: u32,
+    /// Events stored before (a retry), or twice in this report.
+    pub duplicates: u32,
+    /// The device's state moves its new events made, in order: (rollout, new state).
+    pub moved: Vec<(i64, DeviceState)>,
+}
+
+struct Pending {
+    device: String,
+    events: Vec<Event>,
+    now: i64,
+    reply: oneshot::Sender<Result<ReportOutcome, StoreError>>,
+}
+
+#[derive(Default)]
+struct Queue {
+    pending: Vec<Pending>,
+    writers: usize,
+}
+
+/// The queue in front of the report writers.
+#[derive(Default)]
+pub(crate) struct GroupCommit {
+    queue: Mutex<Queue>,
+    /// Transactions committed, and the reports they held.
+    batches: AtomicU64,
+    reports: AtomicU64,
+}
+
+impl std::fmt::Debug for GroupCommit {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("GroupCommit").finish_non_exhaustive()
+    }
+}
+
+/// A running writer. It gives its place up itself, under the queue's lock, when it finds the
+/// queue empty; should its task end any other way (a panic, the runtime shutting down), dropping
+/// the slot gives the place up so that the next report starts a new writer.
+struct WriterSlot {
+    store: Store,
+    released: bool,
+}
+
+impl Drop for WriterSlot {
+    fn drop(&mut self) {
+        if !self.released {
+            let mut q = self
+                .store
+                .group_commit()
+                .queue
+                .lock()
+                .unwrap_or_else(|e| e.into_inner());
+            q.writers = q.writers.saturating_sub(1);
+        }
+    }
+}
+
+impl Store {
+    /// Store a device's report (its events, once per event id, and the state moves they make)
+    /// in the next group commit; returns once that transaction has committed.
+    pub async fn store_report(
+        &self,
+        device_id: &str,
+        events: &[Event],
+        now: i64,
+    ) -> Result<ReportOutcome, StoreError> {
+        if events.is_empty() {
+            return Ok(ReportOutcome::default());
+        }
+        // Refuse at once while the database is known to be down (as every statement does).
+        self.pool()?;
+        let (reply, answer) = oneshot::channel();
+        let start_writer = {
+            let mut q = self
+                .group_commit()
+                .queue
+                .lock()
+                .unwrap_or_else(|e| e.into_inner());
+            q.pending.push(Pending {
+                device: device_id.to_string(),
+                events: events.to_vec(),
+                now,
+                reply,
+            });
+            let max = match self.backend() {
+                Backend::Sqlite => 1,
+                Backend::Postgres => 4,
+            };
+            // A new writer only when the ones running have more queued than one batch each.
+            let wanted = q.pending.len().div_ceil(MAX_BATCH).max(1);
+            if q.writers < max && q.writers < wanted {
+                q.writers += 1;
+                true
+            } else {
+                false
+            }
+        };
+        if start_writer {
+            tokio::spawn(write_batches(WriterSlot {
+                store: self.clone(),
+                released: false,
+            }));
+        }
+        answer.await.unwrap_or_else(|_| {
+            Err(StoreError::Unavailable(
+                "the report writer stopped before committing".into(),
+            ))
+        })
+    }
+}
+
+async fn write_batches(mut slot: WriterSlot) {
+    let store = slot.store.clone();
+    loop {
+        let batch: Vec<Pending> = {
+            let mut q = store
+                .group_commit()
+                .queue
+                .lock()
+                .unwrap_or_else(|e| e.into_inner());
+            let n = q.pending.len().min(MAX_BATCH);
+            if n == 0 {
+                // Still holding the lock: a report queued after this sees writers - 1 and
+                // starts a writer of its own (the slot is released below, under the lock).
+                q.writers = q.writers.saturating_sub(1);
+                slot.released = true;
+                return;
+            }
+            q.pending.drain(..n).collect()
+        };
+        let reports: Vec<(&str, &[Event], i64)> = batch
+            .iter()
+            .map(|p| (p.device.as_str(), p.events.as_slice(), p.now))
+            .collect();
+        match store.write_reports(&reports).await {
+            Ok(outcomes) => {
+                let gc = store.group_commit();
+                gc.batches.fetch_add(1, Ordering::Relaxed);
+                gc.reports.fetch_add(batch.len() as u64, Ordering::Relaxed);
+                for (p, outcome) in batch.into_iter().zip(outcomes) {
+                    let _ = p.reply.send(Ok(outcome));
+                }
+            }
+            Err(e) if batch.len() == 1 => {
+                if let Some(p) = batch.into_iter().next() {
+                    let _ = p.reply.send(Err(e));
+                }
+            }
+            Err(_) => {
+                // One report's error must not fail the others: each alone.
+                for p in batch {
+                    let result = store
+                        .write_reports(&[(p.device.as_str(), p.events.as_slice(), p.now)])
+                        .await
+                        .map(|mut o| o.pop().unwrap_or_default());
+                    let _ = p.reply.send(result);
+                }
+            }
+        }
+    }
+}
+
+impl Store {
+    /// Group commits so far, and the reports they held (their ratio is the mean batch).
+    pub fn group_commit_stats(&self) -> (u64, u64) {
+        let gc = self.group_commit();
+        (
+            gc.batches.load(Ordering::Relaxed),
+            gc.reports.load(Ordering::Relaxed),
+        )
+    }
+
+    /// Write reports in one transaction: every event once per (device, event id), then the
+    /// state moves of the events stored now, in each device's order. One outcome per report.
+    pub(crate) async fn write_reports(
+        &self,
+        reports: &[(&str, &[Event], i64)],
+    ) -> Result<Vec<ReportOutcome>, StoreError> {
+        let mut tx = self.pool()?.begin().await?;
+        // 1. The events. RETURNING names the rows inserted now; the rest were there already.
+        let rows: Vec<(&str, &Event, i64)> = reports
+            .iter()
+            .flat_map(|(d, events, now)| events.iter().map(move |e| (*d, e, *now)))
+            .collect();
+        let mut inserted: HashSet<(String, i64)> = HashSet::new();
+        for chunk in binary_chunks(&rows, 256) {
+            let mut text = String::from(
+                "INSERT INTO device_events \
+                 (device_id, event_id, kind, rollout_id, version, reason, received_at) VALUES ",
+            );
+            for i in 0..chunk.len() {
+                if i > 0 {
+                    text.push_str(", ");
+                }
+                let b = i * 7;
+                text.push_str(&format!(
+                    "(${}, ${}, ${}, ${}, ${}, ${}, ${})",
+                    b + 1,
+                    b + 2,
+                    b + 3,
+                    b + 4,
+                    b + 5,
+                    b + 6,
+                    b + 7
+                ));
+            }
+            text.push_str(
+                " ON CONFLICT (device_id, event_id) DO NOTHING RETURNING device_id, event_id",
+            );
+            let mut q = sqlx::query(&text);
+            for (device, e, now) in chunk {
+                // u64 ids above i64::MAX wrap to negative: still unique per device.
+                q = q
+                    .bind(*device)
+                    .bind(e.id as i64)
+                    .bind(event_kind_name(e.kind))
+                    .bind(e.rollout_id.map(|r| r as i64))
+                    .bind(e.version.map(|v| v.to_string()))
+                    .bind(e.reason.as_ref().map(|r| r.to_string()))
+                    .bind(*now);
+            }
+            for r in q.fetch_all(&mut *tx).await? {
+                inserted.insert((r.try_get("device_id")?, r.try_get("event_id")?));
+            }
+        }
+        // 2. Which events are new, first occurrence only, and the moves they ask for.
+        let mut outcomes = vec![ReportOutcome::default(); reports.len()];
+        // Per device, in order: (report index, rollout, to, reason, now).
+        let mut wants: Vec<Vec<Want>> = Vec::new();
+        let mut device_slot: HashMap<&str, usize> = HashMap::new();
+        for (ri, (device, events, now)) in reports.iter().enumerate() {
+            for e in events.iter() {
+                if !inserted.remove(&(device.to_string(), e.id as i64)) {
+                    outcomes[ri].duplicates += 1;
+                    continue;
+                }
+                outcomes[ri].stored += 1;
+                let Some(rollout) = e.rollout_id.and_then(|r| i64::try_from(r).ok()) else {
+                    continue;
+                };
+                let slot = *device_slot.entry(device).or_insert_with(|| {
+                    wants.push(Vec::new());
+                    wants.len() - 1
+                });
+                wants[slot].push(Want {
+                    report: ri,
+                    device,
+                    rollout,
+                    to: DeviceState::for_event(e.kind),
+                    reason: e.reason.as_ref().map(|r| r.to_string()),
+                    now: *now,
+                });
+            }
+        }
+        // 3. The moves, in rounds: round k holds each device's k-th move, so a device's moves
+        // apply in its order; inside a round, one statement per (rollout, state, reason) over
+        // all its devices, in device order (the same lock order in every batch).
+        let rounds = wants.iter().map(Vec::len).max().unwrap_or(0);
+        for k in 0..rounds {
+            let mut groups: HashMap<(i64, DeviceState, Option<&str>), Vec<&Want>> = HashMap::new();
+            for w in wants.iter().filter_map(|w| w.get(k)) {
+                groups
+                    .entry((w.rollout, w.to, w.reason.as_deref()))
+                    .or_default()
+                    .push(w);
+            }
+            let mut keys: Vec<_> = groups.keys().copied().collect();
+            keys.sort();
+            for key in keys {
+                let mut group = groups.remove(&key).unwrap_or_default();
+                group.sort_by(|a, b| a.device.cmp(b.device));
+                let (rollout, to, reason) = key;
+                let now = group.iter().map(|w| w.now).max().unwrap_or(0);
+                for chunk in binary_chunks(&group, 256) {
+                    let Some(text) = batch_move_sql(to, chunk.len()) else {
+                        continue;
+                    };
+                    let mut q = sqlx::query(&text).bind(rollout).bind(reason).bind(now);
+                    for w in chunk {
+                        q = q.bind(w.device);
+                    }
+                    let moved: HashSet<String> = q
+                        .fetch_all(&mut *tx)
+                        .await?
+                        .iter()
+                        .map(|r| r.try_get("device_id"))
+                        .collect::<Result<_, _>>()?;
+                    for w in chunk {
+                        if moved.contains(w.device) {
+                            outcomes[w.report].moved.push((rollout, to));
+                        }
+                    }
+                }
+            }
+        }
+        tx.commit().await?;
+        Ok(outcomes)
+    }
+}
+
+struct Want<'a> {
+    report: usize,
+    device: &'a str,
+    rollout: i64,
+    to: DeviceState,
+    reason: Option<String>,
+    now: i64,
+}
+
+/// `items` in chunks whose lengths are powers of two up to `max` (largest first), so a
+/// multi-row statement comes in a handful of texts that each backend prepares once.
+fn binary_chunks<T>(items: &[T], max: usize) -> Vec<&[T]> {
+    let mut out = Vec::new();
+    let mut rest = items;
+    while !rest.is_empty() {
+        let mut n = max;
+        while n > rest.len() {
+            n /= 2;
+        }
+        let (head, tail) = rest.split_at(n);
+        out.push(head);
+        rest = tail;
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::binary_chunks;
+
+    #[test]
+    fn chunks_are_powers_of_two_and_cover_everything() {
+        let items: Vec<u32> = (0..300).collect();
+        let chunks = binary_chunks(&items, 256);
+        let lens: Vec<usize> = chunks.iter().map(|c| c.len()).collect();
+        assert_eq!(lens, [256, 32, 8, 4]);
+        assert_eq!(chunks.concat(), items);
+        assert_eq!(binary_chunks(&items[..1], 256).len(), 1);
+        assert!(binary_chunks::<u32>(&[], 256).is_empty());
+    }
+}
