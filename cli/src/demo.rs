@@ -307,6 +307,8 @@ pub fn run(args: &Args, out: &mut dyn Write) -> anyhow::Result<()> {
             "demo",
             "--role",
             "operator",
+            // Before the server's first start: the database is new.
+            "--create",
             "--data-dir",
             &data,
         ],
@@ -338,6 +340,7 @@ pub fn run(args: &Args, out: &mut dyn Write) -> anyhow::Result<()> {
     let client = Client::new(&ServerArgs {
         server: url.parse().context("server URL")?,
         token: Some(token.clone()),
+        ca_cert: None,
     })?;
 
     // 2. Devices and the factory image.

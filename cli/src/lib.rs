@@ -61,7 +61,7 @@ pub enum Command {
     Serve(fota_server::config::ServeArgs),
     /// Create or revoke admin tokens (on the server's machine).
     Token(token::Args),
-    /// Upload, list and show releases (admin API; --server, --token).
+    /// Upload, list, show and delete releases (admin API; --server, --token).
     Release(ops::release::Args),
     /// Start, follow and steer staged rollouts (admin API).
     Rollout(ops::rollout::Args),
@@ -143,7 +143,8 @@ pub fn report_usage_error(error: &clap::Error) -> ExitCode {
         ErrorKind::DisplayHelpOnMissingArgumentOrSubcommand => {
             let _ = writeln!(
                 io::stderr(),
-                "error: no command given (serve, token, keygen, sign, inspect, verify, release, rollout, rollback, devices, audit); see 'fota --help'"
+                "{}",
+                missing_command_line(&error.render().to_string())
             );
             ExitCode::from(EXIT_USAGE)
         }
@@ -155,6 +156,50 @@ pub fn report_usage_error(error: &clap::Error) -> ExitCode {
             );
             ExitCode::from(EXIT_USAGE)
         }
+    }
+}
+
+/// `fota` (or `fota release`, ...) without its command: one line naming every command it takes,
+/// read from the command definition itself (so none is left out, `demo` included when built),
+/// e.g. `error: no command given (keygen, sign, ...); see 'fota --help'`. `rendered` is clap's
+/// help text, whose usage line says which command was called.
+pub fn missing_command_line(rendered: &str) -> String {
+    use clap::CommandFactory as _;
+    // `Usage: fota release <COMMAND>`: the words before the first placeholder.
+    let path: Vec<&str> = rendered
+        .lines()
+        .find_map(|l| l.trim().strip_prefix("Usage:"))
+        .map(|usage| {
+            usage
+                .split_whitespace()
+                .take_while(|w| !w.starts_with(['<', '[', '-']))
+                .collect()
+        })
+        .unwrap_or_default();
+    let mut command = Cli::command();
+    for name in path.iter().skip(1) {
+        match command.find_subcommand(name) {
+            Some(sub) => command = sub.clone(),
+            None => break,
+        }
+    }
+    let names: Vec<&str> = command
+        .get_subcommands()
+        .filter(|c| !c.is_hide_set() && c.get_name() != "help")
+        .map(clap::Command::get_name)
+        .collect();
+    let called = if path.is_empty() {
+        "fota".to_string()
+    } else {
+        path.join(" ")
+    };
+    if names.is_empty() {
+        format!("error: missing arguments; see '{called} --help'")
+    } else {
+        format!(
+            "error: no command given ({}); see '{called} --help'",
+            names.join(", ")
+        )
     }
 }
 

@@ -1,11 +1,14 @@
-//! `fota token create|revoke`: admin tokens, made on the server's machine (it talks to the
-//! database directly, so the first admin token needs no token).
+//! `fota token create|revoke`: admin tokens, made on the server's machine. It talks to the
+//! server's database directly (so the first admin token needs no token), found as `fota serve`
+//! finds it: `--config`, `--data-dir`, `--database-url` or their `FOTA_*` variables, else
+//! SQLite in `./fota-data`. It refuses to work on a database `fota serve` has not made, which
+//! would hold a token no server accepts, unless `create --create` asks for a new one.
 
 use anyhow::Context as _;
 use fota_server::config::{ServeArgs, ServeConfig};
 use fota_server::domain::auth::Role;
 use fota_server::domain::auth::{new_token, token_hash, ADMIN_TOKEN_PREFIX};
-use fota_server::store::{now_ms, Store};
+use fota_server::store::{now_ms, Store, StoreError};
 use std::io::Write;
 
 /// `fota token`.
@@ -20,6 +23,11 @@ pub struct Args {
 #[derive(Debug, clap::Subcommand)]
 pub enum Action {
     /// Create a token and print it (it is shown only this once).
+    ///
+    /// This writes to the server's database directly: run it on the server's machine, where
+    /// `fota serve` keeps its data (./fota-data by default), or point --data-dir, --database-url
+    /// or --config at the server's. A database `fota serve` has not made yet is refused, unless
+    /// --create.
     Create {
         /// Who or what the token is for (recorded as the actor of its actions).
         #[arg(long)]
@@ -27,11 +35,17 @@ pub enum Action {
         /// viewer, operator or admin.
         #[arg(long, value_parser = role_parser())]
         role: Role,
+        /// Make the database if there is none yet (before the server's first start).
+        #[arg(long)]
+        create: bool,
+        /// Print `{"id", "name", "role", "token"}` as JSON.
+        #[arg(long)]
+        json: bool,
         /// Database and data directory, as for `fota serve`.
         #[command(flatten)]
         db: DbArgs,
     },
-    /// Revoke a token by id.
+    /// Revoke a token by id (in the server's database, as `create`).
     Revoke {
         /// Token id (printed by `create`).
         #[arg(long)]
@@ -66,6 +80,25 @@ impl DbArgs {
         })?;
         Ok(config.database_url)
     }
+
+    /// The server's database; with `create`, a new one if there is none.
+    async fn open(&self, create: bool) -> anyhow::Result<Store> {
+        let url = self.url()?;
+        let shown = fota_server::serve::redact(&url);
+        let store = if create {
+            Store::connect(&url).await
+        } else {
+            Store::connect_existing(&url).await
+        };
+        store.map_err(|e| match e {
+            StoreError::NoDatabase => anyhow::anyhow!(
+                "no fota database at {shown}: run this where fota serve keeps its data, or point \
+                 --data-dir, --database-url or --config at the server's (token create --create \
+                 makes a new database)"
+            ),
+            other => anyhow::Error::new(other).context(format!("cannot open database {shown}")),
+        })
+    }
 }
 
 /// Run `fota token`.
@@ -73,20 +106,32 @@ pub fn run(args: &Args, out: &mut dyn Write) -> anyhow::Result<()> {
     let runtime = tokio::runtime::Runtime::new().context("cannot start the async runtime")?;
     runtime.block_on(async {
         match &args.action {
-            Action::Create { name, role, db } => {
+            Action::Create {
+                name,
+                role,
+                create,
+                json,
+                db,
+            } => {
                 let name = name.trim();
                 if name.is_empty() || name.len() > 64 {
                     anyhow::bail!("--name must be 1-64 characters");
                 }
-                let url = db.url()?;
-                let store = Store::connect(&url).await.with_context(|| {
-                    format!("cannot open database {}", fota_server::serve::redact(&url))
-                })?;
+                let store = db.open(*create).await?;
                 let token = new_token(ADMIN_TOKEN_PREFIX).context("no randomness")?;
                 let id = store
                     .create_admin_token(name, *role, &token_hash(&token), &local_actor(), now_ms())
                     .await?;
                 store.close().await;
+                if *json {
+                    let value = serde_json::json!({
+                        "id": id,
+                        "name": name,
+                        "role": role.as_str(),
+                        "token": token,
+                    });
+                    return crate::ops::print_json(out, &value);
+                }
                 writeln!(out, "{token}")?;
                 eprintln!(
                     "token {id} for {name:?} with role {}; shown only once",
@@ -95,10 +140,7 @@ pub fn run(args: &Args, out: &mut dyn Write) -> anyhow::Result<()> {
                 Ok(())
             }
             Action::Revoke { id, db } => {
-                let url = db.url()?;
-                let store = Store::connect(&url).await.with_context(|| {
-                    format!("cannot open database {}", fota_server::serve::redact(&url))
-                })?;
+                let store = db.open(false).await?;
                 store
                     .revoke_admin_token(*id, &local_actor(), now_ms())
                     .await?;

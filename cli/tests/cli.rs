@@ -698,3 +698,52 @@ fn usage_errors_exit_2_and_failures_exit_1() {
     let version = env.ok(&["--version"]);
     assert!(version.starts_with("fota "), "{version}");
 }
+
+/// The commands `--help` lists (its `Commands:` section, without `help`).
+fn listed_commands(help: &str) -> Vec<String> {
+    help.lines()
+        .skip_while(|l| !l.starts_with("Commands:"))
+        .skip(1)
+        .take_while(|l| !l.trim().is_empty())
+        .filter(|l| l.starts_with("  ") && !l.starts_with("    "))
+        .filter_map(|l| l.split_whitespace().next())
+        .filter(|name| *name != "help")
+        .map(str::to_string)
+        .collect()
+}
+
+/// `fota` without a command names every command `fota --help` lists, `demo` included; a command
+/// without its subcommand names that command's own.
+#[test]
+fn a_missing_command_names_every_command() {
+    let env = Env::new();
+    for (args, called) in [
+        (&[][..], "fota"),
+        (&["release"][..], "fota release"),
+        (&["token"][..], "fota token"),
+        (&["rollout"][..], "fota rollout"),
+    ] {
+        let mut help_args = args.to_vec();
+        help_args.push("--help");
+        let listed = listed_commands(&env.ok(&help_args));
+        assert!(listed.len() >= 2, "{listed:?}");
+        let out = env.fota(args);
+        assert_eq!(out.status.code(), Some(2), "{args:?}");
+        let line = one_line_error(&out, args);
+        assert_eq!(
+            line,
+            format!(
+                "error: no command given ({}); see '{called} --help'",
+                listed.join(", ")
+            )
+        );
+    }
+    let top = listed_commands(&env.ok(&["--help"]));
+    let mut expected = vec!["serve", "token", "release", "rollout", "devices", "audit"];
+    if cfg!(feature = "demo") {
+        expected.push("demo");
+    }
+    for command in expected {
+        assert!(top.iter().any(|c| c == command), "{command} in {top:?}");
+    }
+}

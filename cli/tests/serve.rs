@@ -34,6 +34,7 @@ fn serve_process_starts_and_stops_on_sigterm() {
             "ops",
             "--role",
             "admin",
+            "--create",
             "--data-dir",
         ])
         .arg(dir.path())
@@ -126,6 +127,213 @@ fn serve_process_starts_and_stops_on_sigterm() {
         !rest.contains('\u{1b}'),
         "no colour codes in a log that is not a terminal: {rest:?}"
     );
+}
+
+fota_testkit::backend_tests!(token_create_needs_the_servers_database);
+
+/// `fota token create` where there is no server's database refuses in one line that says how,
+/// and makes nothing (no SQLite file, no schema in an empty PostgreSQL database); `--create`
+/// makes one, `--json` prints the token with its id, name and role; then `create` and `revoke`
+/// work on it without `--create`.
+async fn token_create_needs_the_servers_database(db: testkit::Db) {
+    use std::process::Command;
+    let dir = tempfile::tempdir().unwrap();
+    let db_args: Vec<String> = match db {
+        testkit::Db::Sqlite => vec!["--data-dir".into(), dir.path().to_str().unwrap().into()],
+        testkit::Db::Postgres => vec![
+            "--database-url".into(),
+            testkit::fresh_postgres_database().await,
+        ],
+    };
+    let fota = |args: &[&str]| {
+        Command::new(FOTA)
+            .args(args)
+            .args(&db_args)
+            .current_dir(dir.path())
+            .env_remove("FOTA_DATA_DIR")
+            .env_remove("FOTA_DATABASE_URL")
+            .env_remove("FOTA_CONFIG")
+            .output()
+            .unwrap()
+    };
+    for args in [
+        &["token", "create", "--name", "ops", "--role", "admin"][..],
+        &["token", "revoke", "--id", "1"][..],
+    ] {
+        let out = fota(args);
+        assert_eq!(out.status.code(), Some(1), "{args:?}: {out:?}");
+        assert!(out.stdout.is_empty(), "{out:?}");
+        let err = String::from_utf8(out.stderr).unwrap();
+        assert_eq!(err.lines().count(), 1, "{err}");
+        assert!(
+            err.starts_with("error: no fota database at ")
+                && err.contains("point --data-dir, --database-url or --config at the server's")
+                && err.contains("--create"),
+            "{err}"
+        );
+    }
+    match db {
+        testkit::Db::Sqlite => assert!(
+            std::fs::read_dir(dir.path()).unwrap().next().is_none(),
+            "nothing made"
+        ),
+        testkit::Db::Postgres => {
+            assert!(!fota_server::store::Store::has_schema(&db_args[1])
+                .await
+                .unwrap())
+        }
+    }
+
+    let out = fota(&[
+        "token", "create", "--name", "ops", "--role", "admin", "--create", "--json",
+    ]);
+    assert!(out.status.success(), "{out:?}");
+    assert!(out.stderr.is_empty(), "{out:?}");
+    let made: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(made["id"], 1);
+    assert_eq!(made["name"], "ops");
+    assert_eq!(made["role"], "admin");
+    assert!(
+        made["token"].as_str().unwrap().starts_with("fota_adm_"),
+        "{made}"
+    );
+    if db == testkit::Db::Sqlite {
+        assert!(dir.path().join("fota.db").is_file());
+    }
+
+    // Now there is a database: no --create needed.
+    let out = fota(&["token", "create", "--name", "ci", "--role", "viewer"]);
+    assert!(out.status.success(), "{out:?}");
+    let token = String::from_utf8(out.stdout).unwrap();
+    assert!(token.trim().starts_with("fota_adm_"), "{token}");
+    let note = String::from_utf8(out.stderr).unwrap();
+    assert!(
+        note.starts_with("token 2 for \"ci\" with role viewer"),
+        "{note}"
+    );
+    let out = fota(&["token", "revoke", "--id", "2"]);
+    assert!(out.status.success(), "{out:?}");
+    assert_eq!(String::from_utf8(out.stdout).unwrap(), "revoked token 2\n");
+}
+
+/// The operator CLI over HTTPS: `fota serve --tls-cert --tls-key` with a self-signed
+/// certificate made here, and `fota audit` / `fota release list` against it over https://,
+/// trusting it with `--ca-cert` or `FOTA_CA_CERT`. Without that trust, and over plain http to
+/// the TLS port, each call fails in one line that says why.
+#[test]
+fn the_cli_speaks_https_to_a_tls_fota_serve() {
+    use std::io::{BufRead as _, BufReader};
+    use std::process::{Command, Output, Stdio};
+    let dir = tempfile::tempdir().unwrap();
+    let certified =
+        rcgen::generate_simple_self_signed(vec!["localhost".to_string(), "127.0.0.1".to_string()])
+            .unwrap();
+    let (cert, key) = (dir.path().join("cert.pem"), dir.path().join("key.pem"));
+    std::fs::write(&cert, certified.cert.pem()).unwrap();
+    std::fs::write(&key, certified.key_pair.serialize_pem()).unwrap();
+    let data = dir.path().join("data");
+    let token = Command::new(FOTA)
+        .args([
+            "token", "create", "--name", "ops", "--role", "admin", "--create",
+        ])
+        .arg("--data-dir")
+        .arg(&data)
+        .output()
+        .unwrap();
+    assert!(token.status.success(), "{token:?}");
+    let token = String::from_utf8(token.stdout).unwrap().trim().to_string();
+
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let mut server = Command::new(FOTA)
+        .args(["serve", "--listen", &format!("127.0.0.1:{port}")])
+        .arg("--data-dir")
+        .arg(&data)
+        .arg("--tls-cert")
+        .arg(&cert)
+        .arg("--tls-key")
+        .arg(&key)
+        .env("FOTA_LOG", "info")
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut log = BufReader::new(server.stderr.take().unwrap());
+    let mut line = String::new();
+    while !line.contains("fota serving") {
+        line.clear();
+        if log.read_line(&mut line).unwrap() == 0 {
+            let _ = server.kill();
+            panic!("fota serve exited before serving");
+        }
+    }
+    // Keep reading its log, so the server never blocks on a full pipe.
+    std::thread::spawn(move || std::io::copy(&mut log, &mut std::io::sink()));
+
+    let fota = |server_url: &str, args: &[&str], ca_env: Option<&std::path::Path>| -> Output {
+        let mut cmd = Command::new(FOTA);
+        cmd.args(args)
+            .env("FOTA_SERVER", server_url)
+            .env("FOTA_TOKEN", &token)
+            .env_remove("FOTA_CA_CERT");
+        if let Some(ca) = ca_env {
+            cmd.env("FOTA_CA_CERT", ca);
+        }
+        cmd.output().unwrap()
+    };
+    let one_error = |out: &Output| -> String {
+        assert_eq!(out.status.code(), Some(1), "{out:?}");
+        let err = String::from_utf8(out.stderr.clone()).unwrap();
+        assert_eq!(err.lines().count(), 1, "{err}");
+        assert!(err.starts_with("error: "), "{err}");
+        err
+    };
+    let cert_arg = cert.to_str().unwrap();
+    let mut failures = Vec::new();
+    for host in ["127.0.0.1", "localhost"] {
+        let https = format!("https://{host}:{port}");
+        // Trusted with the flag: the audit log over TLS (the token's creation is in it).
+        let out = fota(&https, &["audit", "--ca-cert", cert_arg], None);
+        let audit = String::from_utf8_lossy(&out.stdout);
+        if !out.status.success() || !audit.contains("token.create") {
+            failures.push(format!("{https} with --ca-cert: {out:?}"));
+        }
+        // Trusted through the environment.
+        let out = fota(&https, &["release", "list"], Some(&cert));
+        if !(out.status.success() && out.stdout == b"no releases\n") {
+            failures.push(format!("{https} with FOTA_CA_CERT: {out:?}"));
+        }
+    }
+    // Not trusted: one line that says so and how to trust it.
+    let https = format!("https://127.0.0.1:{port}");
+    let err = one_error(&fota(&https, &["audit"], None));
+    assert!(
+        err.starts_with(&format!("error: cannot reach {https}: "))
+            && err.contains("certificate")
+            && err.contains("--ca-cert FILE or FOTA_CA_CERT"),
+        "{err}"
+    );
+    // A CA file that is not one.
+    let err = one_error(&fota(&https, &["audit", "--ca-cert", "nope.pem"], None));
+    assert!(
+        err.starts_with("error: cannot read --ca-cert nope.pem"),
+        "{err}"
+    );
+    let err = one_error(&fota(
+        &https,
+        &["audit", "--ca-cert", key.to_str().unwrap()],
+        None,
+    ));
+    assert!(err.contains("holds no PEM certificate"), "{err}");
+    // Plain http to the TLS port gets no answer it can read.
+    let err = one_error(&fota(&format!("http://127.0.0.1:{port}"), &["audit"], None));
+    assert!(err.contains(&format!("127.0.0.1:{port}")), "{err}");
+
+    let _ = server.kill();
+    let _ = server.wait();
+    assert!(failures.is_empty(), "{failures:#?}");
 }
 
 /// Bad command lines of the server commands: one line, non-zero exit.

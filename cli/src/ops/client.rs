@@ -1,5 +1,6 @@
 //! The admin API client the operator commands share: one base URL, one bearer token, JSON in
-//! and out, and failures as one readable line.
+//! and out, and failures as one readable line. An https:// server is spoken to with rustls,
+//! trusting the system's root certificates and `--ca-cert` (`FOTA_CA_CERT`).
 //!
 //! Requests run on a small single-threaded tokio runtime owned by the client, so commands stay
 //! plain synchronous code.
@@ -77,14 +78,23 @@ impl Client {
             .enable_all()
             .build()
             .map_err(|e| anyhow::anyhow!("cannot start the async runtime: {e}"))?;
+        let mut builder = reqwest::Client::builder()
+            .use_rustls_tls()
+            .connect_timeout(CONNECT_TIMEOUT)
+            .timeout(REQUEST_TIMEOUT)
+            .user_agent(concat!("fota/", env!("CARGO_PKG_VERSION")))
+            // Plain http reads no certificate store.
+            .tls_built_in_root_certs(args.server.scheme() == "https");
+        if let Some(path) = &args.ca_cert {
+            for cert in ca_certificates(path)? {
+                builder = builder.add_root_certificate(cert);
+            }
+        }
         let http = {
             let _entered = runtime.enter();
-            reqwest::Client::builder()
-                .connect_timeout(CONNECT_TIMEOUT)
-                .timeout(REQUEST_TIMEOUT)
-                .user_agent(concat!("fota/", env!("CARGO_PKG_VERSION")))
+            builder
                 .build()
-                .map_err(|e| anyhow::anyhow!("cannot set up the HTTP client: {e}"))?
+                .map_err(|e| anyhow::anyhow!("cannot set up the HTTP client: {}", innermost(&e)))?
         };
         Ok(Self {
             base: args.server.clone(),
@@ -111,6 +121,12 @@ impl Client {
     /// GET, with query parameters; the answer's JSON.
     pub fn get(&self, segments: &[&str], query: &[(&str, String)]) -> Result<Value, RequestError> {
         let request = self.http.get(self.url(segments)).query(query);
+        self.send(request)
+    }
+
+    /// DELETE; the answer's JSON (`Null` for 204 No Content).
+    pub fn delete(&self, segments: &[&str]) -> Result<Value, RequestError> {
+        let request = self.http.delete(self.url(segments));
         self.send(request)
     }
 
@@ -196,6 +212,11 @@ impl Client {
             innermost(e)
         };
         if e.is_connect() || e.is_timeout() || e.is_request() {
+            let cause = if self.base.scheme() == "https" {
+                certificate_hint(cause)
+            } else {
+                cause
+            };
             RequestError::Unreachable {
                 url: self.shown(),
                 cause,
@@ -204,6 +225,38 @@ impl Client {
             RequestError::Other(format!("request to {} failed: {cause}", self.shown()))
         }
     }
+}
+
+/// A certificate the client refused, with what to do about it.
+fn certificate_hint(cause: String) -> String {
+    if cause.contains("CaUsedAsEndEntity") {
+        // `openssl req -x509` makes such a certificate unless told otherwise.
+        format!(
+            "{cause} (the server presents a CA certificate as its own: make its self-signed \
+             certificate with basicConstraints CA:FALSE, or sign a server certificate with that CA)"
+        )
+    } else if cause.contains("certificate") {
+        format!(
+            "{cause} (the server's certificate is not trusted: give its CA with --ca-cert FILE or \
+             FOTA_CA_CERT)"
+        )
+    } else {
+        cause
+    }
+}
+
+/// The certificates of a PEM file (`--ca-cert`): at least one, or a one-line error.
+fn ca_certificates(path: &std::path::Path) -> anyhow::Result<Vec<reqwest::Certificate>> {
+    let shown = path.display();
+    let pem =
+        std::fs::read(path).map_err(|e| anyhow::anyhow!("cannot read --ca-cert {shown}: {e}"))?;
+    let certs = reqwest::Certificate::from_pem_bundle(&pem).map_err(|e| {
+        anyhow::anyhow!("--ca-cert {shown}: not PEM certificates: {}", innermost(&e))
+    })?;
+    if certs.is_empty() {
+        anyhow::bail!("--ca-cert {shown} holds no PEM certificate");
+    }
+    Ok(certs)
 }
 
 /// The innermost cause of an error: `Connection refused (os error 111)` rather than reqwest's
@@ -252,6 +305,7 @@ mod tests {
         Client::new(&ServerArgs {
             server: super::super::parse_server_url(server).unwrap(),
             token: Some("fota_admin_x".into()),
+            ca_cert: None,
         })
         .unwrap()
     }
@@ -267,6 +321,20 @@ mod tests {
         assert_eq!(c.url(&["v1", "audit"]).as_str(), "http://h/fota/v1/audit");
         assert_eq!(c.shown(), "http://h/fota");
         assert!(!format!("{c:?}").contains("fota_admin_x"));
+    }
+
+    #[test]
+    fn refused_certificates_say_what_to_do() {
+        let untrusted = certificate_hint("invalid peer certificate: UnknownIssuer".into());
+        assert!(untrusted.ends_with("give its CA with --ca-cert FILE or FOTA_CA_CERT)"));
+        let ca_as_leaf = certificate_hint(
+            "invalid peer certificate: Other(OtherError(CaUsedAsEndEntity))".into(),
+        );
+        assert!(
+            ca_as_leaf.contains("basicConstraints CA:FALSE"),
+            "{ca_as_leaf}"
+        );
+        assert_eq!(certificate_hint("timed out".into()), "timed out");
     }
 
     #[test]

@@ -24,7 +24,8 @@ use std::time::Duration;
 #[derive(Debug, Clone, clap::Args)]
 #[command(next_help_heading = "Server")]
 pub struct ServerArgs {
-    /// The fota server's base URL (plain http://).
+    /// The fota server's base URL: http://, or https:// (TLS by rustls, trusting the system's
+    /// root certificates and --ca-cert).
     #[arg(
         long,
         env = "FOTA_SERVER",
@@ -44,6 +45,10 @@ pub struct ServerArgs {
         required = true
     )]
     pub token: Option<String>,
+    /// PEM file of the certificate authority (or self-signed certificate) to trust for an
+    /// https:// server, besides the system's roots.
+    #[arg(long, env = "FOTA_CA_CERT", value_name = "FILE")]
+    pub ca_cert: Option<std::path::PathBuf>,
 }
 
 /// Print the server's JSON, pretty (`--json`).
@@ -53,17 +58,13 @@ pub fn print_json(out: &mut dyn Write, value: &serde_json::Value) -> anyhow::Res
     Ok(())
 }
 
-/// `--server`: an absolute http:// URL.
+/// `--server`: an absolute http:// or https:// URL.
 pub fn parse_server_url(s: &str) -> Result<reqwest::Url, String> {
     let url = reqwest::Url::parse(s.trim()).map_err(|e| format!("'{s}' is not a URL: {e}"))?;
-    match url.scheme() {
-        "http" => {}
-        "https" => {
-            return Err(format!(
-                "'{s}': this build of fota speaks plain http only (no TLS client); reach the server through a tunnel or a local proxy"
-            ))
-        }
-        _ => return Err(format!("'{s}': expected an http:// URL, e.g. http://127.0.0.1:8080")),
+    if !matches!(url.scheme(), "http" | "https") {
+        return Err(format!(
+            "'{s}': expected an http:// or https:// URL, e.g. https://fota.example.com"
+        ));
     }
     if url.cannot_be_a_base() || url.host().is_none() {
         return Err(format!("'{s}' has no host"));
@@ -199,11 +200,11 @@ mod tests {
     fn server_urls() {
         assert!(parse_server_url("http://127.0.0.1:8080").is_ok());
         assert!(parse_server_url("http://fota.example/base/").is_ok());
-        assert!(parse_server_url("https://fota.example")
-            .unwrap_err()
-            .contains("plain http"));
+        assert!(parse_server_url("https://fota.example").is_ok());
         assert!(parse_server_url("127.0.0.1:8080").is_err());
-        assert!(parse_server_url("ftp://x").is_err());
+        assert!(parse_server_url("ftp://x")
+            .unwrap_err()
+            .contains("expected an http:// or https:// URL"));
         assert!(parse_server_url("http://x/?a=b").is_err());
     }
 }

@@ -1,4 +1,4 @@
-//! `fota release upload|list|show`: releases on the server (`/v1/releases`). Each image is
+//! `fota release upload|list|show|delete`: releases on the server (`/v1/releases`). Each image is
 //! shown with its *artifact sha256* (the file's SHA-256, its name under `/v1/artifacts/`), not
 //! to be mixed up with the *image hash* `fota sign` also prints (see
 //! [`crate::IMAGE_HASH_LABEL`]).
@@ -32,6 +32,19 @@ pub enum Action {
     /// One release: its notes, and each slot's image by artifact sha256 (the file's SHA-256,
     /// its name on the server), size and signing key.
     Show(ShowArgs),
+    /// Delete a release no rollout has used (admin role). Its artifacts go too, unless another
+    /// release shares them; a release a rollout used stays, for the audit trail.
+    Delete(DeleteArgs),
+}
+
+/// `fota release delete`.
+#[derive(Debug, clap::Args)]
+pub struct DeleteArgs {
+    /// Release id.
+    #[arg(value_name = "ID")]
+    pub id: i64,
+    #[command(flatten)]
+    pub server: ServerArgs,
 }
 
 /// `fota release show`.
@@ -91,7 +104,15 @@ pub fn run(args: &Args, out: &mut dyn Write) -> anyhow::Result<()> {
         Action::Upload(a) => upload(a, out),
         Action::List(a) => list(a, out),
         Action::Show(a) => show(a, out),
+        Action::Delete(a) => delete(a, out),
     }
+}
+
+fn delete(args: &DeleteArgs, out: &mut dyn Write) -> anyhow::Result<()> {
+    let client = Client::new(&args.server)?;
+    client.delete(&["v1", "releases", &args.id.to_string()])?;
+    writeln!(out, "deleted release {}", args.id)?;
+    Ok(())
 }
 
 /// `release 7: f429 1.4.2, security counter 3`, then one line per slot with its artifact sha256

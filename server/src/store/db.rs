@@ -63,6 +63,10 @@ pub enum StoreError {
     /// A stored value does not decode (a bug or a hand-edited database).
     #[error("corrupt row: {0}")]
     Corrupt(String),
+    /// [`Store::connect_existing`]: there is no fota database at the URL (no SQLite file, or no
+    /// fota schema in it).
+    #[error("no fota database there (fota serve makes it on its first start)")]
+    NoDatabase,
 }
 
 impl From<sqlx::Error> for StoreError {
@@ -194,6 +198,54 @@ impl Store {
         })
     }
 
+    /// Connect to a database `fota serve` has already made (see [`Self::has_schema`]), and
+    /// apply any newer migrations; [`StoreError::NoDatabase`] if there is none at `url`, rather
+    /// than a new, empty one nobody serves from.
+    pub async fn connect_existing(url: &str) -> Result<Self, StoreError> {
+        if !Self::has_schema(url).await? {
+            return Err(StoreError::NoDatabase);
+        }
+        Self::connect(url).await
+    }
+
+    /// Whether `url` holds a fota database (its schema migrated at least once), without creating
+    /// anything: a SQLite file that does not exist is `false`, and is not made.
+    pub async fn has_schema(url: &str) -> Result<bool, StoreError> {
+        use sqlx::Row as _;
+        sqlx::any::install_default_drivers();
+        let backend = Backend::from_url(url).ok_or(StoreError::UnsupportedUrl)?;
+        let check = match backend {
+            Backend::Sqlite => {
+                let path = sqlite_path(url);
+                if path.is_empty()
+                    || path.contains(":memory:")
+                    || !std::path::Path::new(path).is_file()
+                {
+                    return Ok(false);
+                }
+                "SELECT COUNT(*) AS n FROM sqlite_master WHERE type = 'table' AND name = 'admin_tokens'"
+            }
+            Backend::Postgres => {
+                "SELECT COUNT(*) AS n FROM information_schema.tables \
+                 WHERE table_schema = current_schema() AND table_name = 'admin_tokens'"
+            }
+        };
+        let url = match backend {
+            Backend::Sqlite if !url.contains("mode=") => {
+                format!("{url}{}mode=ro", if url.contains('?') { '&' } else { '?' })
+            }
+            _ => url.to_string(),
+        };
+        let pool = AnyPoolOptions::new()
+            .max_connections(1)
+            .acquire_timeout(DEFAULT_ACQUIRE_TIMEOUT)
+            .connect(&url)
+            .await?;
+        let found: i64 = sqlx::query(check).fetch_one(&pool).await?.try_get("n")?;
+        pool.close().await;
+        Ok(found > 0)
+    }
+
     /// Which backend this is.
     pub fn backend(&self) -> Backend {
         self.backend
@@ -231,12 +283,17 @@ fn sqlite_url_with_create(url: &str) -> String {
     }
 }
 
-/// Create the directory a SQLite file lives in, so a fresh `--data-dir` just works.
-fn create_sqlite_parent_dir(url: &str) {
+/// The file path of a `sqlite:` URL.
+fn sqlite_path(url: &str) -> &str {
     let path = url
         .trim_start_matches("sqlite://")
         .trim_start_matches("sqlite:");
-    let path = path.split('?').next().unwrap_or(path);
+    path.split('?').next().unwrap_or(path)
+}
+
+/// Create the directory a SQLite file lives in, so a fresh `--data-dir` just works.
+fn create_sqlite_parent_dir(url: &str) {
+    let path = sqlite_path(url);
     if path.is_empty() || path.contains(":memory:") {
         return;
     }
