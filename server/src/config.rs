@@ -4,7 +4,6 @@
 //! clap reads flags and environment variables into `Option`s, so "not given" is visible and the
 //! file's value (or the default) fills in. See `deploy/fota.toml` for every key.
 
-pub use crate::api::mqtt::MqttSettings;
 use crate::store::PoolSettings;
 pub use crate::transport::ConnectionLimits;
 use anyhow::{bail, Context as _};
@@ -328,6 +327,70 @@ impl ServeConfig {
             config.mqtt = Some(mqtt);
         }
         Ok(config)
+    }
+}
+
+/// How to reach the broker and how hard to push.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct MqttSettings {
+    /// Broker host.
+    pub host: String,
+    /// Broker port.
+    pub port: u16,
+    /// The server's own broker account (a dynamic-security admin when `provision` is on).
+    pub username: Option<String>,
+    /// Its password.
+    pub password: Option<String>,
+    /// This replica's client id: stable across restarts (so the broker keeps its session and
+    /// redelivers unacknowledged reports), distinct between replicas.
+    pub client_id: String,
+    /// Nudges per second at most.
+    pub nudge_rate: u32,
+    /// The longest random wait a nudged device applies before it checks in, in seconds.
+    pub jitter_s: u32,
+    /// Create and delete each device's broker account (Mosquitto dynamic security).
+    pub provision: bool,
+}
+
+impl MqttSettings {
+    /// Parse `mqtt://[user[:password]@]host[:port]`.
+    pub fn from_url(url: &str, client_id: String) -> Result<Self, String> {
+        let rest = url
+            .strip_prefix("mqtt://")
+            .ok_or_else(|| format!("MQTT URL must start with mqtt:// (got {url:?})"))?;
+        let rest = rest.trim_end_matches('/');
+        let (creds, hostport) = match rest.rsplit_once('@') {
+            Some((c, h)) => (Some(c), h),
+            None => (None, rest),
+        };
+        let (username, password) = match creds {
+            Some(c) => match c.split_once(':') {
+                Some((u, p)) => (Some(u.to_string()), Some(p.to_string())),
+                None => (Some(c.to_string()), None),
+            },
+            None => (None, None),
+        };
+        let (host, port) = match hostport.rsplit_once(':') {
+            Some((h, p)) => (
+                h.to_string(),
+                p.parse()
+                    .map_err(|_| format!("invalid port in MQTT URL: {p:?}"))?,
+            ),
+            None => (hostport.to_string(), 1883),
+        };
+        if host.is_empty() {
+            return Err("MQTT URL has no host".into());
+        }
+        Ok(Self {
+            host,
+            port,
+            username,
+            password,
+            client_id,
+            nudge_rate: 500,
+            jitter_s: 30,
+            provision: true,
+        })
     }
 }
 

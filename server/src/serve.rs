@@ -91,7 +91,7 @@ pub async fn start(config: ServeConfig) -> anyhow::Result<RunningServer> {
     let (stop_mqtt, mqtt_stopped) = watch::channel(false);
     let mqtt = state.config.mqtt.clone().map(|settings| {
         let (link, task) = crate::api::mqtt::start(settings, state.clone(), mqtt_stopped);
-        let _ = state.mqtt.set(link);
+        let _ = state.mqtt.set(link as Arc<dyn crate::api::state::Broker>);
         task
     });
     let app = router(state.clone());

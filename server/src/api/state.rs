@@ -26,7 +26,7 @@ pub struct AppState {
     /// The rollout engine.
     pub engine: crate::rollout::Engine,
     /// The MQTT link, once `fota serve` started it (never, without `--mqtt-url`).
-    pub mqtt: std::sync::OnceLock<Arc<crate::api::mqtt::Mqtt>>,
+    pub mqtt: std::sync::OnceLock<Arc<dyn Broker>>,
 }
 
 impl AppState {
@@ -51,6 +51,20 @@ impl AppState {
             .unwrap_or(i64::MAX);
         now_ms().saturating_sub(two_polls)
     }
+}
+
+/// What handlers need of the MQTT link ([`crate::api::mqtt::Mqtt`]): whether it is up, and
+/// the devices' broker accounts.
+pub trait Broker: std::fmt::Debug + Send + Sync {
+    /// Whether the broker connection is up.
+    fn is_up(&self) -> bool;
+    /// Whether registering devices creates their broker accounts.
+    fn provisions(&self) -> bool;
+    /// Create the broker accounts of `devices` (id, token); done once the broker confirmed.
+    fn create_accounts<'a>(
+        &'a self,
+        devices: &'a [(String, String)],
+    ) -> std::pin::Pin<Box<dyn std::future::Future<Output = Result<(), String>> + Send + 'a>>;
 }
 
 /// A device's stored credentials, cached.

@@ -117,12 +117,12 @@ pub(super) async fn register_devices(
         })?;
     // With MQTT, each device's broker account too: the registration stands only once the
     // broker confirmed them all (a device whose token the broker refuses could never push).
-    if let Some(mqtt) = state.mqtt.get().filter(|m| m.settings().provision) {
+    if let Some(broker) = state.mqtt.get().filter(|b| b.provisions()) {
         let accounts: Vec<(String, String)> = out
             .iter()
             .map(|d| (d.id.clone(), d.token.clone()))
             .collect();
-        if let Err(e) = crate::api::mqtt::dynsec::create_devices(mqtt, &accounts).await {
+        if let Err(e) = broker.create_accounts(&accounts).await {
             let ids: Vec<String> = out.iter().map(|d| d.id.clone()).collect();
             if let Err(undo) = state.store.forget_devices(&ids).await {
                 tracing::error!(error = %undo, "cannot undo a registration the broker refused");
