@@ -168,10 +168,12 @@ fn start_server(
     )
 }
 
-/// A progress bar on a terminal; a plain line every 5 seconds otherwise (CI logs, pipes).
+/// A progress bar on a terminal; otherwise (CI logs, pipes) a plain text line at the first
+/// update and then every 5 seconds.
 struct Progress {
     bar: ProgressBar,
-    plain: Option<Instant>,
+    /// Not a terminal: when the last plain line was written, if one was.
+    plain: Option<Option<Instant>>,
     what: String,
 }
 
@@ -193,7 +195,7 @@ impl Progress {
         bar.set_prefix(what.to_string());
         Self {
             bar,
-            plain: (!tty).then(Instant::now),
+            plain: (!tty).then_some(None),
             what: what.to_string(),
         }
     }
@@ -201,13 +203,13 @@ impl Progress {
     fn update(&mut self, pos: u64, msg: impl Into<String>) {
         let msg = msg.into();
         if let Some(last) = self.plain {
-            if last.elapsed() >= Duration::from_secs(5) {
+            if last.is_none_or(|at| at.elapsed() >= Duration::from_secs(5)) {
                 eprintln!(
                     "{}: {pos}/{} {msg}",
                     self.what,
                     self.bar.length().unwrap_or(0)
                 );
-                self.plain = Some(Instant::now());
+                self.plain = Some(Some(Instant::now()));
             }
         }
         self.bar.set_position(pos);
@@ -227,6 +229,44 @@ struct Sampler {
     peak_check_ins: f64,
     peak_reports: f64,
     peak_server_rss: u64,
+}
+
+/// A rollout's devices by state as words, the states that have any: `95 confirmed, 3 offered`.
+fn counts_text(counts: &Value) -> String {
+    let parts: Vec<String> = counts
+        .as_object()
+        .map(|states| {
+            states
+                .iter()
+                .filter_map(|(state, n)| {
+                    let n = n.as_u64().filter(|n| *n > 0)?;
+                    Some(format!("{n} {}", state.replace('_', " ")))
+                })
+                .collect()
+        })
+        .unwrap_or_default();
+    if parts.is_empty() {
+        "no device offered yet".to_string()
+    } else {
+        parts.join(", ")
+    }
+}
+
+/// How to run this very binary from a shell: `fota` when that is what `fota` on the PATH finds,
+/// else its full path (right after `cargo run`, nothing is installed yet).
+fn command_name(exe: &Path) -> String {
+    let same = |candidate: &Path| {
+        candidate.is_file()
+            && std::fs::canonicalize(candidate).ok() == std::fs::canonicalize(exe).ok()
+    };
+    let on_path = std::env::var_os("PATH")
+        .map(|paths| std::env::split_paths(&paths).any(|dir| same(&dir.join("fota"))))
+        .unwrap_or(false);
+    if on_path {
+        "fota".to_string()
+    } else {
+        exe.display().to_string()
+    }
 }
 
 fn stage(percent: f64, min_sample: u64, deadline_s: u64) -> Value {
@@ -332,9 +372,10 @@ pub fn run(args: &Args, out: &mut dyn Write) -> anyhow::Result<()> {
         out,
         "  operator: export FOTA_SERVER={url} FOTA_TOKEN={token}"
     )?;
+    let fota = command_name(&exe);
     writeln!(
         out,
-        "  then:     fota rollout status 1   fota devices --status silent"
+        "  then:     {fota} rollout status 1   {fota} devices --status silent"
     )?;
     out.flush()?;
     let client = Client::new(&ServerArgs {
@@ -488,7 +529,8 @@ pub fn run(args: &Args, out: &mut dyn Write) -> anyhow::Result<()> {
             s.confirmed_on(v2) as u64,
             format!(
                 "confirmed; rollout {good_id}: {state}, stage {}, {}",
-                status["current_stage"], status["counts"]
+                status["current_stage"].as_u64().unwrap_or(0),
+                counts_text(&status["counts"])
             ),
         );
         // Completed: every target decided. A device that was too slow for its deadline was

@@ -20,6 +20,8 @@ fn the_demo_rolls_out_a_good_release_and_halts_a_bad_one() {
             "--data-dir",
         ])
         .arg(data.path())
+        // No `fota` on the PATH, as right after `cargo run`.
+        .env("PATH", "/usr/bin:/bin")
         .output()
         .unwrap();
     let stdout = String::from_utf8_lossy(&out.stdout);
@@ -29,6 +31,30 @@ fn the_demo_rolls_out_a_good_release_and_halts_a_bad_one() {
         "fota demo failed\nstdout:\n{stdout}\nstderr:\n{stderr}"
     );
     assert!(stdout.contains("/openapi.json"), "{stdout}");
+    // The hints run as printed: with `fota` not installed, the path of this binary.
+    let fota = env!("CARGO_BIN_EXE_fota");
+    assert!(
+        stdout.contains(&format!(
+            "  then:     {fota} rollout status 1   {fota} devices --status silent\n"
+        )),
+        "{stdout}"
+    );
+    // Progress in a log (not a terminal) is plain text lines, one per rollout at least.
+    let progress: Vec<&str> = stderr
+        .lines()
+        .filter(|l| l.starts_with("2.0.0 (good): ") || l.starts_with("2.1.0 (bad): "))
+        .collect();
+    assert!(
+        progress.iter().any(|l| l.starts_with("2.0.0 (good): "))
+            && progress.iter().any(|l| l.starts_with("2.1.0 (bad): ")),
+        "{stderr}"
+    );
+    for line in &progress {
+        assert!(
+            !line.contains('{') && !line.contains('"') && !line.contains('\u{1b}'),
+            "plain text: {line}"
+        );
+    }
     assert!(stdout.contains("| bricked devices"), "{stdout}");
     let row = |name: &str| {
         stdout
