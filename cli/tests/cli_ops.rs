@@ -154,7 +154,24 @@ fn id_of(v: &Value) -> String {
     v["id"].as_i64().expect("an id").to_string()
 }
 
-backend_tests!(audit_shows_every_operator_action);
+backend_tests!(audit_shows_every_operator_action, devices_revoke);
+
+/// `fota devices revoke`: the device's token stops working; a second time is a one-line refusal.
+async fn devices_revoke(db: Db) {
+    let app = spawn_app(db).await;
+    let fota = Fota::new(&app);
+    let tokens = app.provision(&[("RV-1", "f429", &[])]).await;
+    assert_eq!(
+        fota.ok(&["devices", "revoke", "RV-1"]).await,
+        "device RV-1 revoked\n"
+    );
+    let e = fota.fails(1, &["devices", "revoke", "RV-1"]).await;
+    assert!(e.ends_with("(device_revoked)"), "{e}");
+    let e = fota.fails(1, &["devices", "revoke", "NOPE"]).await;
+    assert!(e.ends_with("(device_not_found)"), "{e}");
+    let body = fota_testkit::TestApp::check_in_body("f429", "1.0.0", "a");
+    assert_eq!(app.check_in("RV-1", &tokens[0], &body).await.status(), 401);
+}
 
 /// `fota audit` shows each operator action with who did it and what: an admin token created and
 /// revoked with `fota token` (on the server's database, by the local user), devices registered

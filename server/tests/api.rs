@@ -27,7 +27,80 @@ backend_tests!(
     shutdown_flushes_buffered_facts,
     ops_endpoints,
     every_operator_action_is_audited,
+    a_revoked_device_is_refused,
 );
+
+/// Revoking a device: its token stops working at once, its reports are refused, a second
+/// revocation and an unknown device are clear refusals, viewers may not, and it is audited.
+async fn a_revoked_device_is_refused(db: Db) {
+    let app = spawn_app(db).await;
+    let tokens = app
+        .provision(&[("RV-1", "f429", &[]), ("RV-2", "f429", &[])])
+        .await;
+    let body = TestApp::check_in_body("f429", "1.0.0", "a");
+    assert_eq!(app.check_in("RV-1", &tokens[0], &body).await.status(), 200);
+    let viewer = testkit::token(&app.server.state.store, "v", Role::Viewer).await;
+    let refused = app
+        .client
+        .post(app.at("/v1/devices/RV-1/revoke"))
+        .bearer_auth(&viewer)
+        .send()
+        .await
+        .unwrap();
+    assert_error(refused, 403, "forbidden").await;
+    let resp = app.post("/v1/devices/RV-1/revoke").send().await.unwrap();
+    assert_eq!(resp.status(), 200);
+    let v: Value = resp.json().await.unwrap();
+    assert_eq!(v["id"], "RV-1");
+    assert!(v["broker_account_deleted"].is_null(), "{v}");
+    // Refused at once, though its credentials were cached by the check-in before.
+    assert_error(
+        app.check_in("RV-1", &tokens[0], &body).await,
+        401,
+        "unauthorized",
+    )
+    .await;
+    let report = app
+        .client
+        .post(app.at("/v1/devices/RV-1/reports"))
+        .bearer_auth(&tokens[0])
+        .json(&json!({"events": [{"id": 1, "kind": "offer_accepted"}]}))
+        .send()
+        .await
+        .unwrap();
+    assert_error(report, 401, "unauthorized").await;
+    // The other device is untouched.
+    assert_eq!(app.check_in("RV-2", &tokens[1], &body).await.status(), 200);
+    assert_error(
+        app.post("/v1/devices/RV-1/revoke").send().await.unwrap(),
+        409,
+        "device_revoked",
+    )
+    .await;
+    assert_error(
+        app.post("/v1/devices/NOPE/revoke").send().await.unwrap(),
+        404,
+        "device_not_found",
+    )
+    .await;
+    let audit: Value = app
+        .get("/v1/audit")
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let revokes: Vec<&Value> = audit["entries"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|e| e["action"] == "device.revoke")
+        .collect();
+    assert_eq!(revokes.len(), 1, "{audit:#}");
+    assert_eq!(revokes[0]["detail"]["device"], "RV-1");
+    assert_eq!(revokes[0]["actor"], "test-admin");
+}
 
 async fn provisioning_json_and_csv(db: Db) {
     let app = spawn_app(db).await;

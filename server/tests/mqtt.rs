@@ -237,6 +237,17 @@ async fn a_device_cannot_touch_another_devices_topics() {
         "SL-B received a command SL-A published"
     );
     assert_eq!(events_of(&app, "SL-B").await, 0);
+    // Revoked: its broker account goes with it.
+    let revoked: Value = app
+        .post("/v1/devices/SL-B/revoke")
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(revoked["broker_account_deleted"], true, "{revoked}");
+    assert!(connect(&broker, "SL-B", &tokens[1]).await.is_err());
     // Its own report still goes through.
     assert_eq!(
         a.subscribe("fota/d/SL-A/cmd").await,

@@ -40,6 +40,21 @@ pub enum Action {
     /// --id, or --token. The file holds the token: it is written with mode 0600 and an
     /// existing file is never replaced.
     Identity(IdentityArgs),
+    /// Revoke a device (stolen, scrapped): its token stops working, its broker account goes.
+    /// Its history stays. Audited.
+    Revoke(RevokeArgs),
+}
+
+/// `fota devices revoke`.
+#[derive(Debug, clap::Args)]
+pub struct RevokeArgs {
+    /// Device id.
+    pub id: String,
+    /// Print the server's JSON.
+    #[arg(long)]
+    pub json: bool,
+    #[command(flatten)]
+    pub server: ServerArgs,
 }
 
 /// `fota devices identity`.
@@ -133,7 +148,23 @@ pub fn run(args: &Args, out: &mut dyn Write) -> anyhow::Result<()> {
         Some(Action::Show(a)) => show(a, out),
         Some(Action::Register(a)) => register(a, out),
         Some(Action::Identity(a)) => identity(a, out),
+        Some(Action::Revoke(a)) => revoke(a, out),
     }
+}
+
+fn revoke(args: &RevokeArgs, out: &mut dyn Write) -> anyhow::Result<()> {
+    let client = Client::new(&args.server)?;
+    let value = client.post_json(&["v1", "devices", &args.id, "revoke"], None)?;
+    if args.json {
+        return super::print_json(out, &value);
+    }
+    let broker = match value["broker_account_deleted"].as_bool() {
+        Some(true) => ", broker account deleted",
+        Some(false) => ", but its broker account could not be deleted (see the server log)",
+        None => "",
+    };
+    writeln!(out, "device {} revoked{broker}", args.id)?;
+    Ok(())
 }
 
 fn identity(args: &IdentityArgs, out: &mut dyn Write) -> anyhow::Result<()> {

@@ -85,6 +85,10 @@ impl FromRequestParts<Arc<AppState>> for Device {
     }
 }
 
+/// How long cached credentials are trusted before the database is asked again: bounds how long
+/// a device revoked through another replica still authenticates here.
+pub const CREDENTIALS_TTL: std::time::Duration = std::time::Duration::from_secs(30);
+
 /// Check the bearer token against device `id`'s; the same 401 for unknown devices and wrong
 /// tokens, so the endpoint does not reveal which ids exist. Credentials are cached after the
 /// first check-in, so a check-in reads no database.
@@ -95,21 +99,34 @@ async fn authenticate_device(
 ) -> Result<Arc<DeviceCredentials>, ApiError> {
     names::device_id(id)?;
     let token = bearer(headers).ok_or_else(ApiError::unauthorized)?;
-    let creds = match state.device_cache.get(id) {
-        Some(c) => c.clone(),
-        None => {
-            let (hash, model, tags) = state
-                .store
-                .device_credentials(id)
-                .await?
-                .ok_or_else(ApiError::unauthorized)?;
-            let creds = Arc::new(DeviceCredentials {
-                token_hash: hash,
-                model,
-                tags,
-            });
-            state.device_cache.insert(id.to_string(), creds.clone());
-            creds
+    let cached = state.device_cache.get(id).map(|c| c.clone());
+    let creds = match cached {
+        Some(c) if c.cached_at.elapsed() < CREDENTIALS_TTL => c,
+        stale => {
+            match state.store.device_credentials(id).await {
+                Ok(Some((hash, model, tags))) => {
+                    let creds = Arc::new(DeviceCredentials {
+                        token_hash: hash,
+                        model,
+                        tags,
+                        cached_at: std::time::Instant::now(),
+                    });
+                    state.device_cache.insert(id.to_string(), creds.clone());
+                    creds
+                }
+                Ok(None) => {
+                    // Unknown, or revoked (on this replica or another).
+                    state.device_cache.remove(id);
+                    return Err(ApiError::unauthorized());
+                }
+                // The database is away: a device seen before is still known (check-ins are
+                // answered from memory during an outage).
+                Err(e @ crate::store::StoreError::Unavailable(_)) => match stale {
+                    Some(c) => c,
+                    None => return Err(e.into()),
+                },
+                Err(e) => return Err(e.into()),
+            }
         }
     };
     if !hashes_equal(&creds.token_hash, &token_hash(token)) {

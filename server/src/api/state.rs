@@ -65,6 +65,11 @@ pub trait Broker: std::fmt::Debug + Send + Sync {
         &'a self,
         devices: &'a [(String, String)],
     ) -> std::pin::Pin<Box<dyn std::future::Future<Output = Result<(), String>> + Send + 'a>>;
+    /// Delete device `id`'s broker account.
+    fn delete_account<'a>(
+        &'a self,
+        id: &'a str,
+    ) -> std::pin::Pin<Box<dyn std::future::Future<Output = Result<(), String>> + Send + 'a>>;
 }
 
 /// A device's stored credentials, cached.
@@ -76,4 +81,6 @@ pub struct DeviceCredentials {
     pub model: String,
     /// Its tags.
     pub tags: Vec<String>,
+    /// When it was read from the database.
+    pub cached_at: std::time::Instant,
 }

@@ -276,6 +276,45 @@ impl Store {
         Ok(())
     }
 
+    /// Revoke device `id`: its token stops authenticating; with its `device.revoke` audit entry
+    /// by `actor`. `Ok(false)`: it was revoked already. `NotFound`: no such device.
+    pub async fn revoke_device(&self, id: &str, actor: &str, now: i64) -> Result<bool, StoreError> {
+        let mut tx = self.pool()?.begin().await?;
+        let changed =
+            sqlx::query("UPDATE devices SET revoked_at = $2 WHERE id = $1 AND revoked_at IS NULL")
+                .bind(id)
+                .bind(now)
+                .execute(&mut *tx)
+                .await?
+                .rows_affected();
+        if changed == 0 {
+            let exists = sqlx::query("SELECT 1 AS one FROM devices WHERE id = $1")
+                .bind(id)
+                .fetch_optional(&mut *tx)
+                .await?
+                .is_some();
+            return if exists {
+                Ok(false)
+            } else {
+                Err(StoreError::NotFound(format!("device {id}")))
+            };
+        }
+        insert_audit(
+            &mut tx,
+            &AuditEntry::new(
+                actor,
+                "device.revoke",
+                None,
+                None,
+                serde_json::json!({ "device": id }),
+                now,
+            ),
+        )
+        .await?;
+        tx.commit().await?;
+        Ok(true)
+    }
+
     async fn first_existing(&self, chunk: &[NewDevice]) -> Result<String, StoreError> {
         for d in chunk {
             if self.device(&d.id, 0).await?.is_some() {
@@ -299,7 +338,8 @@ impl Store {
         // One round trip: the device row once per tag (or once with a NULL tag).
         let rows = sqlx::query(
             "SELECT d.token_hash, d.model, t.tag FROM devices d \
-             LEFT JOIN device_tags t ON t.device_id = d.id WHERE d.id = $1 ORDER BY t.tag",
+             LEFT JOIN device_tags t ON t.device_id = d.id \
+             WHERE d.id = $1 AND d.revoked_at IS NULL ORDER BY t.tag",
         )
         .bind(id)
         .fetch_all(self.pool()?)

@@ -87,6 +87,13 @@ impl Broker for Mqtt {
     ) -> std::pin::Pin<Box<dyn std::future::Future<Output = Result<(), String>> + Send + 'a>> {
         Box::pin(dynsec::create_devices(self, devices))
     }
+
+    fn delete_account<'a>(
+        &'a self,
+        id: &'a str,
+    ) -> std::pin::Pin<Box<dyn std::future::Future<Output = Result<(), String>> + Send + 'a>> {
+        Box::pin(async move { dynsec::delete_devices(self, &[id.to_string()]).await })
+    }
 }
 
 /// `fota/d/{id}/cmd`.

@@ -5,6 +5,7 @@
 
 pub mod list;
 pub mod register;
+pub mod revoke;
 pub mod show;
 pub mod summary;
 
@@ -28,6 +29,7 @@ pub(super) fn routes() -> OpenApiRouter<Arc<AppState>> {
             OpenApiRouter::new()
                 .routes(routes!(list::list_devices))
                 .routes(routes!(show::get_device))
+                .routes(routes!(revoke::revoke_device))
                 .routes(routes!(summary::fleet_summary)),
         )
 }
