@@ -124,6 +124,29 @@ impl DeviceLink {
     }
 }
 
+/// `n` devices `{prefix}-0..` registered through `app`, each connected to the broker and
+/// subscribed to its command topic: their ids, tokens and links.
+async fn subscribed_fleet(
+    app: &TestApp,
+    broker: &Mosquitto,
+    prefix: &str,
+    n: usize,
+) -> (Vec<String>, Vec<String>, Vec<DeviceLink>) {
+    let ids: Vec<String> = (0..n).map(|i| format!("{prefix}-{i}")).collect();
+    let specs: Vec<(&str, &str, &[&str])> = ids
+        .iter()
+        .map(|id| (id.as_str(), "f429", &[][..]))
+        .collect();
+    let tokens = app.provision(&specs).await;
+    let mut links = Vec::new();
+    for (id, token) in ids.iter().zip(&tokens) {
+        let mut link = connect(broker, id, token).await.unwrap();
+        link.subscribe(&format!("fota/d/{id}/cmd")).await;
+        links.push(link);
+    }
+    (ids, tokens, links)
+}
+
 fn report(events: &[(u64, &str)]) -> Vec<u8> {
     let events: Vec<Value> = events
         .iter()
@@ -266,18 +289,7 @@ async fn a_device_cannot_touch_another_devices_topics() {
 async fn a_stage_nudges_its_devices_and_a_pause_stops_downloads() {
     let broker = Mosquitto::start();
     let app = app_on(&broker).await;
-    let ids: Vec<String> = (0..8).map(|n| format!("N-{n}")).collect();
-    let specs: Vec<(&str, &str, &[&str])> = ids
-        .iter()
-        .map(|id| (id.as_str(), "f429", &[][..]))
-        .collect();
-    let tokens = app.provision(&specs).await;
-    let mut links = Vec::new();
-    for (id, token) in ids.iter().zip(&tokens) {
-        let mut link = connect(&broker, id, token).await.unwrap();
-        link.subscribe(&format!("fota/d/{id}/cmd")).await;
-        links.push(link);
-    }
+    let (ids, tokens, mut links) = subscribed_fleet(&app, &broker, "N", 8).await;
     for (id, token) in ids.iter().zip(&tokens) {
         let resp = app
             .check_in(id, token, &TestApp::check_in_body("f429", "1.0.0", "a"))
@@ -435,18 +447,7 @@ async fn two_replicas() {
     };
     let a = replica(1, None).await;
     let b = replica(2, Some(a.database_url.clone())).await;
-    let ids: Vec<String> = (0..6).map(|n| format!("R-{n}")).collect();
-    let specs: Vec<(&str, &str, &[&str])> = ids
-        .iter()
-        .map(|id| (id.as_str(), "f429", &[][..]))
-        .collect();
-    let tokens = a.provision(&specs).await;
-    let mut links = Vec::new();
-    for (id, token) in ids.iter().zip(&tokens) {
-        let mut link = connect(&broker, id, token).await.unwrap();
-        link.subscribe(&format!("fota/d/{id}/cmd")).await;
-        links.push(link);
-    }
+    let (ids, _, mut links) = subscribed_fleet(&a, &broker, "R", 6).await;
     // Twenty reports from one device: each answered once, each event stored once.
     for n in 1..=20u64 {
         links[0]
