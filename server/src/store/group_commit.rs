@@ -14,56 +14,17 @@
 
 use super::db::{Backend, Store, StoreError};
 use super::events::event_kind_name;
+use super::group_queue::{Pending, ReportOutcome};
 use super::rollout_devices::batch_move_sql;
 use crate::domain::DeviceState;
 use fota_protocol::messages::Event;
 use sqlx::Row as _;
 use std::collections::{HashMap, HashSet};
-use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::Mutex;
+use std::sync::atomic::Ordering;
 use tokio::sync::oneshot;
 
 /// Reports one transaction holds at most.
 const MAX_BATCH: usize = 1024;
-
-/// What storing one report did.
-#[derive(Debug, Clone, PartialEq, Eq, Default)]
-pub struct ReportOutcome {
-    /// Events stored now.
-    pub stored: u32,
-    /// Events stored before (a retry), or twice in this report.
-    pub duplicates: u32,
-    /// The device's state moves its new events made, in order: (rollout, new state).
-    pub moved: Vec<(i64, DeviceState)>,
-}
-
-struct Pending {
-    device: String,
-    events: Vec<Event>,
-    now: i64,
-    reply: oneshot::Sender<Result<ReportOutcome, StoreError>>,
-}
-
-#[derive(Default)]
-struct Queue {
-    pending: Vec<Pending>,
-    writers: usize,
-}
-
-/// The queue in front of the report writers.
-#[derive(Default)]
-pub(crate) struct GroupCommit {
-    queue: Mutex<Queue>,
-    /// Transactions committed, and the reports they held.
-    batches: AtomicU64,
-    reports: AtomicU64,
-}
-
-impl std::fmt::Debug for GroupCommit {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("GroupCommit").finish_non_exhaustive()
-    }
-}
 
 /// A running writer. It gives its place up itself, under the queue's lock, when it finds the
 /// queue empty; should its task end any other way (a panic, the runtime shutting down), dropping

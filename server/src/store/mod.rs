@@ -19,8 +19,10 @@
 mod audit;
 mod db;
 mod devices;
+mod error;
 mod events;
 mod group_commit;
+mod group_queue;
 mod health;
 mod push;
 mod releases;
@@ -36,7 +38,7 @@ pub use devices::{
     NewDevice, VersionCount,
 };
 pub use events::{event_kind_name, StoreOutcome, StoredEvent};
-pub use group_commit::ReportOutcome;
+pub use group_queue::ReportOutcome;
 pub use health::PING_TIMEOUT;
 pub use releases::{NewRelease, ReleaseImage, ReleaseRecord};
 pub use rollout_devices::{
