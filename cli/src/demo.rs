@@ -14,6 +14,13 @@
 //!    peak memory of the server and of the simulator.
 //!
 //! The same command at `--devices 100000` is the fleet benchmark of docs/BENCHMARKS.md.
+//!
+//! With `--mqtt` the demo also starts its own Mosquitto ([`broker`]) with an account per
+//! device, `fota serve` pushes through it (nudges when a stage opens, stops when a rollout
+//! halts), and every virtual device holds an MQTT session of its own: with a long
+//! `--check-in-interval`, the rollouts move at the pace of pushes, not polls.
+
+mod broker;
 
 use super::ops::client::Client;
 use super::ops::ServerArgs;
@@ -21,7 +28,9 @@ use anyhow::{bail, Context as _};
 use fota_protocol::image::{ImageVersion, TrustedKey};
 use fota_protocol::SlotId;
 use fota_sim::device::Timing;
-use fota_sim::{app, factory_flash, AppBehaviour, DeviceSpec, Faults, Fleet, FleetConfig};
+use fota_sim::{
+    app, factory_flash, AppBehaviour, DeviceSpec, Faults, Fleet, FleetConfig, MqttConfig,
+};
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 use serde_json::{json, Value};
 use std::io::Write;
@@ -65,6 +74,17 @@ pub struct Args {
     /// Give up if a phase takes longer than this many seconds.
     #[arg(long, default_value_t = 1800)]
     pub timeout: u64,
+    /// Push through MQTT: start a Mosquitto (with an account per device), have the server
+    /// nudge and stop devices through it, and give every device an MQTT session.
+    #[arg(long)]
+    pub mqtt: bool,
+    /// With `--mqtt`: nudges per second at most (`fota serve --mqtt-nudge-rate`).
+    #[arg(long, default_value_t = 2000, requires = "mqtt")]
+    pub nudge_rate: u32,
+    /// With `--mqtt`: the longest random wait of a nudged device, in seconds
+    /// (`fota serve --mqtt-jitter-s`).
+    #[arg(long, default_value_t = 10, requires = "mqtt")]
+    pub nudge_jitter: u32,
 }
 
 /// The child `fota serve`, killed when dropped.
@@ -130,6 +150,7 @@ fn start_server(
     data_dir: &Path,
     listen: SocketAddr,
     key_pub: &Path,
+    extra: &[String],
 ) -> anyhow::Result<ServerProcess> {
     let log = std::fs::File::create(data_dir.join("server.log"))
         .context("cannot create the server log")?;
@@ -148,6 +169,7 @@ fn start_server(
             "--flush-interval-ms",
             "200",
         ])
+        .args(extra)
         .env("FOTA_LOG", "warn")
         .stdin(Stdio::null())
         .stdout(Stdio::null())
@@ -229,6 +251,10 @@ struct Sampler {
     peak_check_ins: f64,
     peak_reports: f64,
     peak_server_rss: u64,
+    /// MQTT commands received by the devices: the last count, and the peak per second.
+    last_commands: u64,
+    peak_commands: f64,
+    peak_broker_rss: u64,
 }
 
 /// A rollout's devices by state as words, the states that have any: `95 confirmed, 3 offered`.
@@ -329,6 +355,19 @@ pub fn run(args: &Args, out: &mut dyn Write) -> anyhow::Result<()> {
     // load it takes longer, and a good device counted silent is a false failure.
     let deadline_s = (interval.as_secs() * 10).max(60);
     let timeout = Duration::from_secs(args.timeout);
+    if args.mqtt {
+        // A socket per device in this process and in the broker, a few hundred more here.
+        let needed = n as u64 + 512;
+        let limit = broker::raise_open_files();
+        if limit < needed {
+            bail!(
+                "--mqtt with {n} devices needs {needed} open files in this process and in \
+                 Mosquitto, but the limit (RLIMIT_NOFILE) is {limit} and cannot be raised \
+                 here: use at most {} devices, or raise the hard limit (ulimit -Hn)",
+                limit.saturating_sub(512)
+            );
+        }
+    }
 
     // 1. Key, server, token.
     let key = crate::keys::generate()?;
@@ -353,7 +392,33 @@ pub fn run(args: &Args, out: &mut dyn Write) -> anyhow::Result<()> {
             &data,
         ],
     )?;
-    let server = start_server(&exe, database_url, &data_dir, listen, &key_pub)?;
+    let mut mqtt_broker = if args.mqtt {
+        Some(broker::Broker::start(&data_dir.join("mosquitto"))?)
+    } else {
+        None
+    };
+    let server_args: Vec<String> = match &mqtt_broker {
+        Some(b) => vec![
+            "--mqtt-url".into(),
+            b.url(),
+            // The demo writes the devices' broker accounts itself (see `broker`).
+            "--mqtt-provision".into(),
+            "false".into(),
+            "--mqtt-nudge-rate".into(),
+            args.nudge_rate.to_string(),
+            "--mqtt-jitter-s".into(),
+            args.nudge_jitter.to_string(),
+        ],
+        None => Vec::new(),
+    };
+    let server = start_server(
+        &exe,
+        database_url,
+        &data_dir,
+        listen,
+        &key_pub,
+        &server_args,
+    )?;
     let database = match database_url {
         Some(url) => fota_server::serve::redact(url),
         None => format!("SQLite in {data}"),
@@ -362,7 +427,11 @@ pub fn run(args: &Args, out: &mut dyn Write) -> anyhow::Result<()> {
     let url = format!("http://{listen}");
     writeln!(
         out,
-        "fota demo: {n} virtual devices against {url} ({database})"
+        "fota demo: {n} virtual devices against {url} ({database}){}",
+        match &mqtt_broker {
+            Some(b) => format!(", pushing through Mosquitto at {}", b.address()),
+            None => String::new(),
+        }
     )?;
     writeln!(
         out,
@@ -409,6 +478,24 @@ pub fn run(args: &Args, out: &mut dyn Write) -> anyhow::Result<()> {
             });
         }
     }
+    if let Some(b) = mqtt_broker.as_mut() {
+        let accounts: Vec<(String, String)> = specs
+            .iter()
+            .map(|d| (d.id.clone(), d.token.clone()))
+            .collect();
+        b.reload(&accounts)?;
+        let up = Instant::now();
+        loop {
+            let health = client.get(&["readyz"], &[])?;
+            if health["mqtt"] == "up" {
+                break;
+            }
+            if up.elapsed() > Duration::from_secs(60) {
+                bail!("fota serve did not connect to the broker within 60 s");
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
     let provision_time = started.elapsed();
     let v1 = ImageVersion::new(1, 0, 0, 0);
     let v2 = ImageVersion::new(2, 0, 0, 0);
@@ -431,6 +518,10 @@ pub fn run(args: &Args, out: &mut dyn Write) -> anyhow::Result<()> {
         keys,
         timing: Timing {
             check_in_interval: interval,
+            // The fleet powers on at once; its first check-ins come within a second per 2,000
+            // devices (at least 2 s), or one interval if that is shorter.
+            first_check_in_spread: interval
+                .min(Duration::from_secs_f64((n as f64 / 2000.0).max(2.0))),
             reboot: Duration::from_millis(50),
             watchdog: Duration::from_secs(2),
             retry: Duration::from_millis(500),
@@ -443,6 +534,10 @@ pub fn run(args: &Args, out: &mut dyn Write) -> anyhow::Result<()> {
             chunk_len: fota_ota_client::client::CHUNK_BUF_LEN - 4,
         },
         threads,
+        mqtt: mqtt_broker.as_ref().map(|b| MqttConfig {
+            threads: if n > 20_000 { 2 } else { 1 },
+            ..MqttConfig::new(b.address())
+        }),
     };
     let fleet = Fleet::start(config, &factory, specs);
 
@@ -457,6 +552,10 @@ pub fn run(args: &Args, out: &mut dyn Write) -> anyhow::Result<()> {
             Arc::clone(&fleet),
             server_pid.clone(),
         );
+        let broker_pid = mqtt_broker
+            .as_ref()
+            .and_then(broker::Broker::pid)
+            .map(|p| p.to_string());
         std::thread::spawn(move || {
             while !stop.load(Ordering::Relaxed) {
                 std::thread::sleep(Duration::from_secs(1));
@@ -472,17 +571,40 @@ pub fn run(args: &Args, out: &mut dyn Write) -> anyhow::Result<()> {
                         .peak_reports
                         .max(s.reports.saturating_sub(reports) as f64 / secs);
                 }
+                if let Some(m) = fleet.mqtt_stats() {
+                    if let Some((at, ..)) = sm.last {
+                        let secs = now.duration_since(at).as_secs_f64().max(0.001);
+                        sm.peak_commands = sm
+                            .peak_commands
+                            .max(m.commands.saturating_sub(sm.last_commands) as f64 / secs);
+                    }
+                    sm.last_commands = m.commands;
+                }
                 sm.last = Some((now, s.check_ins, s.reports));
                 sm.peak_server_rss = sm.peak_server_rss.max(peak_rss(&pid).unwrap_or(0));
+                if let Some(pid) = &broker_pid {
+                    sm.peak_broker_rss = sm.peak_broker_rss.max(peak_rss(pid).unwrap_or(0));
+                }
             }
         })
     };
 
     let mut boot = Progress::new(n as u64, "boot");
+    let mut connected_in = None;
     let (_, ok) = fleet.wait_until(timeout, |s| {
         let up = s.confirmed_on(v1).min(s.check_ins as usize);
-        boot.update(up as u64, "devices up on 1.0.0");
-        up >= n
+        let mqtt = fleet.mqtt_stats().map(|m| m.connected);
+        if mqtt.is_some_and(|c| c >= n) && connected_in.is_none() {
+            connected_in = Some(started.elapsed() - provision_time);
+        }
+        match mqtt {
+            Some(c) => boot.update(
+                up.min(c) as u64,
+                format!("devices up on 1.0.0: {up}, on MQTT: {c}"),
+            ),
+            None => boot.update(up as u64, "devices up on 1.0.0"),
+        }
+        up >= n && mqtt.is_none_or(|c| c >= n)
     });
     boot.finish();
     if !ok {
@@ -569,6 +691,8 @@ pub fn run(args: &Args, out: &mut dyn Write) -> anyhow::Result<()> {
     let mut progress = Progress::new(n as u64, "2.1.0 (bad)");
     let mut first_failure: Option<Instant> = None;
     let mut halted_at: Option<Instant> = None;
+    // When the server halted it (its clock, ms since the Unix epoch).
+    let mut halted_at_ms: Option<u64> = None;
     let mut halt_message = String::new();
     while bad_started.elapsed() < timeout {
         let s = fleet.summary();
@@ -580,6 +704,7 @@ pub fn run(args: &Args, out: &mut dyn Write) -> anyhow::Result<()> {
         let state = status["state"].as_str().unwrap_or("?");
         if state == "halted" && halted_at.is_none() {
             halted_at = Some(Instant::now());
+            halted_at_ms = status["updated_at"].as_u64();
             halt_message = status["halt_message"].as_str().unwrap_or("").to_string();
         }
         // Everyone who took it is back: nobody runs it, and each reported its rollback.
@@ -611,7 +736,16 @@ pub fn run(args: &Args, out: &mut dyn Write) -> anyhow::Result<()> {
     let recovered = bad_started.elapsed();
     stop_sampling.store(true, Ordering::Relaxed);
     let _ = sampling.join();
+    // Downloads of 2.1.0 dropped since the halt: by a pushed stop or by a check-in that no
+    // longer offered it; and the last of them.
+    let statuses = fleet.statuses();
+    let stopped_after_halt: Vec<u64> = statuses
+        .iter()
+        .filter_map(|d| d.stopped_at_ms)
+        .filter(|at| halted_at_ms.is_some_and(|h| *at + 1000 >= h))
+        .collect();
     let summary = fleet.summary();
+    let mqtt_stats = fleet.mqtt_stats();
     let server_rss = peak_rss(&server_pid).unwrap_or(0);
     let sim_rss = peak_rss("self").unwrap_or(0);
 
@@ -635,7 +769,7 @@ pub fn run(args: &Args, out: &mut dyn Write) -> anyhow::Result<()> {
     let sampler = sampler.lock().unwrap_or_else(|e| e.into_inner());
 
     let mb = |b: u64| b as f64 / (1024.0 * 1024.0);
-    let rows: Vec<(String, String)> = vec![
+    let mut rows: Vec<(String, String)> = vec![
         ("devices".into(), n.to_string()),
         (
             "provision + boot the fleet".into(),
@@ -703,6 +837,19 @@ pub fn run(args: &Args, out: &mut dyn Write) -> anyhow::Result<()> {
             ),
         ),
         (
+            "bad release: downloads stopped after the halt".into(),
+            match (halted_at_ms, stopped_after_halt.iter().max()) {
+                (Some(h), Some(last)) => format!(
+                    "{} ({} by push, {} at a check-in), the last {:.2} s after the halt",
+                    stopped_after_halt.len(),
+                    summary.pushed_stops - before.pushed_stops,
+                    summary.withdrawn - before.withdrawn,
+                    last.saturating_sub(h) as f64 / 1000.0
+                ),
+                _ => "none in flight".into(),
+            },
+        ),
+        (
             "server peak RSS".into(),
             format!("{:.0} MB", mb(server_rss.max(sampler.peak_server_rss))),
         ),
@@ -711,6 +858,46 @@ pub fn run(args: &Args, out: &mut dyn Write) -> anyhow::Result<()> {
             format!("{:.0} MB", mb(sim_rss)),
         ),
     ];
+    if let Some(m) = mqtt_stats {
+        let broker_rss = mqtt_broker
+            .as_ref()
+            .and_then(broker::Broker::pid)
+            .and_then(|p| peak_rss(&p.to_string()))
+            .unwrap_or(0)
+            .max(sampler.peak_broker_rss);
+        rows.extend([
+            (
+                "MQTT: devices connected, in".into(),
+                format!(
+                    "{} / {n}, {}",
+                    m.connected,
+                    connected_in.map_or("-".into(), |t| format!(
+                        "{:.1} s after provisioning",
+                        t.as_secs_f64()
+                    ))
+                ),
+            ),
+            (
+                "MQTT: commands received (nudges, stops)".into(),
+                format!(
+                    "{} ({} nudges applied, {} downloads stopped, {} while off), peak {:.0}/s",
+                    m.commands,
+                    summary.nudges,
+                    summary.pushed_stops,
+                    summary.commands_lost,
+                    sampler.peak_commands
+                ),
+            ),
+            (
+                "MQTT: reconnects, refused".into(),
+                format!("{}, {}", m.connects.saturating_sub(n as u64), m.refused),
+            ),
+            (
+                "Mosquitto peak RSS".into(),
+                format!("{:.0} MB", mb(broker_rss)),
+            ),
+        ]);
+    }
     writeln!(out)?;
     writeln!(out, "halt: {halt_message}")?;
     let width = rows

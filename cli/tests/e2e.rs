@@ -68,6 +68,7 @@ async fn start_fleet(app: &TestApp, n: usize, faults: impl Fn(usize) -> Faults) 
         },
         client: fota_ota_client::Config::default(),
         threads: 8,
+        mqtt: None,
     };
     let fleet = tokio::task::spawn_blocking(move || Fleet::start(config, &factory, specs))
         .await

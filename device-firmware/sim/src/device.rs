@@ -17,11 +17,13 @@ use crate::app::{behaviour_of, AppBehaviour};
 use crate::fleet_flash::FleetFlash;
 use crate::link::{Link, LinkStats};
 use fota_boot::{boot, BootAction, BootControl, BootMode, FlashLayout};
-use fota_ota_client::{AfterBoot, CheckInOutcome, Config, DeviceInfo, MemPersist, OtaClient, Step};
+use fota_ota_client::{
+    AfterBoot, CheckInOutcome, Config, DeviceInfo, MemPersist, OtaClient, Pushed, Step,
+};
 use fota_protocol::image::{ImageVersion, TrustedKey};
-use fota_protocol::messages::{Model, RdpLevel};
+use fota_protocol::messages::{Command, Model, RdpLevel};
 use fota_protocol::SlotId;
-use std::time::{Duration, Instant};
+use std::time::{Duration, Instant, SystemTime};
 
 /// The flash layout of every virtual device.
 pub const LAYOUT: FlashLayout = FlashLayout::STM32F429;
@@ -29,8 +31,11 @@ pub const LAYOUT: FlashLayout = FlashLayout::STM32F429;
 /// How fast the simulated world turns. Real devices check in hourly; tests use milliseconds.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Timing {
-    /// Between check-ins (each device starts at a random point of its first interval).
+    /// Between check-ins.
     pub check_in_interval: Duration,
+    /// The first check-in after power-on comes at a random point of this much time (so a
+    /// fleet that starts at once does not check in at once); at most `check_in_interval`.
+    pub first_check_in_spread: Duration,
     /// From a reset to the application running.
     pub reboot: Duration,
     /// How long a hung application runs before the watchdog resets it.
@@ -49,6 +54,7 @@ impl Default for Timing {
     fn default() -> Self {
         Self {
             check_in_interval: Duration::from_millis(500),
+            first_check_in_spread: Duration::from_millis(500),
             reboot: Duration::from_millis(20),
             watchdog: Duration::from_millis(300),
             retry: Duration::from_millis(100),
@@ -114,6 +120,20 @@ pub struct DeviceStatus {
     pub crashes: u32,
     /// Power cuts it suffered.
     pub power_cuts: u32,
+    /// The version it is downloading, as of its last turn.
+    pub downloading: Option<ImageVersion>,
+    /// Check-in nudges it received (over MQTT) while running.
+    pub nudges: u32,
+    /// Downloads it dropped on a pushed stop.
+    pub pushed_stops: u32,
+    /// Downloads it dropped because a check-in no longer offered them.
+    pub withdrawn: u32,
+    /// When it last dropped a download (stop or withdrawal), in milliseconds since the Unix
+    /// epoch (comparable with the server's timestamps).
+    pub stopped_at_ms: Option<u64>,
+    /// Commands that arrived while its application was not running (lost, as on a device
+    /// whose network is down).
+    pub commands_lost: u32,
     /// Its link's figures.
     pub link: LinkStats,
 }
@@ -200,6 +220,12 @@ impl Device {
                 rollbacks: 0,
                 crashes: 0,
                 power_cuts: 0,
+                downloading: None,
+                nudges: 0,
+                pushed_stops: 0,
+                withdrawn: 0,
+                stopped_at_ms: None,
+                commands_lost: 0,
                 link: LinkStats::default(),
             },
             power_cut_armed: faults.power_cut,
@@ -265,6 +291,39 @@ impl Device {
         };
         self.status.slot = None;
         self.status.mode = None;
+        self.status.downloading = None;
+    }
+
+    /// A command the server pushed (over MQTT), acted on by the OTA client if the application
+    /// runs and reaches the network: a nudge brings the next check-in forward to within the
+    /// jitter it names, a stop drops the download of its rollout at once.
+    pub fn command(&mut self, now: Instant, command: &Command) {
+        let random = self.random() as u32;
+        let Phase::Running(app) = &mut self.phase else {
+            self.status.commands_lost += 1;
+            return;
+        };
+        if app.behaviour == AppBehaviour::NeverReachesServer {
+            self.status.commands_lost += 1;
+            return;
+        }
+        match app.client.command(command, random) {
+            Pushed::CheckInAfter(s) => {
+                self.status.nudges += 1;
+                app.next_check_in = app
+                    .next_check_in
+                    .min(now + Duration::from_secs(u64::from(s)));
+            }
+            Pushed::Stopped => {
+                self.status.pushed_stops += 1;
+                self.status.downloading = None;
+                self.status.stopped_at_ms = Some(unix_ms());
+                // What it wrote of the dropped image is shared with the devices that wrote
+                // the same.
+                app.client.boot_mut().flash_mut().seal();
+            }
+            Pushed::Acknowledged(_) | Pushed::Ignored => {}
+        }
     }
 
     /// Run the device until it next needs the CPU; returns when that is.
@@ -357,7 +416,11 @@ impl Device {
         };
         let client = OtaClient::new(link, control, persist, info, cx.keys, cx.client);
         let first_check_in = if self.status.boots == 1 {
-            now + self.jitter(cx.timing.check_in_interval)
+            now + self.jitter(
+                cx.timing
+                    .first_check_in_spread
+                    .min(cx.timing.check_in_interval),
+            )
         } else {
             now
         };
@@ -488,6 +551,10 @@ impl Device {
             let outcome = app.client.check_in();
             app.next_check_in = now + t.check_in_interval;
             wake = wake.min(app.next_check_in);
+            if let Ok(CheckInOutcome::Withdrawn) = outcome {
+                self.status.withdrawn += 1;
+                self.status.stopped_at_ms = Some(unix_ms());
+            }
             if let Ok(CheckInOutcome::Started) = outcome {
                 if let Some(offer) = app.client.download().map(|d| d.offer().clone()) {
                     self.status.accepted.push(offer.version);
@@ -508,6 +575,7 @@ impl Device {
             wake = wake.min(app.booted_at + Duration::from_millis(u64::from(after_ms)));
         }
         self.status.link = app.client.transport().stats();
+        self.status.downloading = app.client.download().map(|d| d.offer().version);
         self.phase = Phase::Running(app);
         wake
     }
@@ -529,4 +597,11 @@ impl Device {
             app.client.boot_mut().flash_mut().cut_power_after(after);
         }
     }
+}
+
+/// Milliseconds since the Unix epoch.
+fn unix_ms() -> u64 {
+    SystemTime::now()
+        .duration_since(SystemTime::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as u64)
 }

@@ -5,14 +5,20 @@
 //! device makes is a blocking HTTP request, as on the modem, over the thread's share of a
 //! keep-alive connection pool. Tens of threads keep tens of requests in flight, which is all a
 //! 2-core machine's server can take anyway.
+//!
+//! With [`FleetConfig::mqtt`], each device also holds an MQTT session of its own
+//! ([`crate::mqtt`]): a command the server pushes lands in the device's inbox and brings its
+//! next turn forward to now, where the OTA client acts on it.
 
 use crate::device::{Context, Device, DeviceStatus, Faults, Timing, LAYOUT};
 use crate::fleet_flash::FleetFlash;
 use crate::link::{Link, Server};
+use crate::mqtt::{Deliver, MqttConfig, MqttSessions, MqttStats};
 use fota_boot::journal::RecordKind;
 use fota_boot::{BootJournal, BootMode};
 use fota_ota_client::Config;
 use fota_protocol::image::{ImageVersion, TrustedKey};
+use fota_protocol::messages::Command;
 use fota_protocol::SlotId;
 use std::cmp::Reverse;
 use std::collections::{BTreeMap, BinaryHeap};
@@ -34,6 +40,9 @@ pub struct FleetConfig {
     pub client: Config,
     /// Simulator threads (each with its own requests in flight).
     pub threads: usize,
+    /// Each device also subscribes to its commands through this broker (its broker account
+    /// is its id and device token).
+    pub mqtt: Option<MqttConfig>,
 }
 
 /// One device to simulate.
@@ -73,6 +82,15 @@ type WakeQueue = BinaryHeap<Reverse<(Instant, usize)>>;
 struct Slot {
     device: Mutex<Device>,
     status: Mutex<DeviceStatus>,
+    sched: Mutex<Sched>,
+}
+
+/// When a device runs next, and the commands pushed to it since its last turn. A wake-up
+/// queue entry whose time is not `at` is stale (a command brought the turn forward).
+#[derive(Debug)]
+struct Sched {
+    at: Instant,
+    inbox: Vec<Command>,
 }
 
 #[derive(Debug)]
@@ -89,6 +107,7 @@ pub struct Fleet {
     threads: Vec<JoinHandle<()>>,
     keys: &'static [TrustedKey],
     size: usize,
+    mqtt: Option<MqttSessions>,
 }
 
 /// Devices by what they run, and the fleet's counters.
@@ -122,6 +141,14 @@ pub struct FleetSummary {
     pub check_ins: u64,
     /// Reports acknowledged.
     pub reports: u64,
+    /// Check-in nudges received over MQTT while running.
+    pub nudges: u64,
+    /// Downloads dropped by a pushed stop.
+    pub pushed_stops: u64,
+    /// Downloads dropped by a check-in that no longer offered them.
+    pub withdrawn: u64,
+    /// Commands that arrived while the device was not running its application (lost).
+    pub commands_lost: u64,
     /// Artifact bytes downloaded.
     pub bytes_fetched: u64,
     /// Failed requests.
@@ -153,6 +180,10 @@ impl FleetSummary {
         self.power_cuts += u64::from(s.power_cuts);
         self.check_ins += s.link.check_ins;
         self.reports += s.link.reports;
+        self.nudges += u64::from(s.nudges);
+        self.pushed_stops += u64::from(s.pushed_stops);
+        self.withdrawn += u64::from(s.withdrawn);
+        self.commands_lost += u64::from(s.commands_lost);
         self.bytes_fetched += s.link.bytes_fetched;
         self.request_failures += s.link.failures;
         for (i, v) in s.installed.iter().enumerate() {
@@ -170,6 +201,10 @@ fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
 
 impl Fleet {
     /// Start `devices`, each with a copy of `factory` (shared images are not copied).
+    ///
+    /// # Panics
+    ///
+    /// When the operating system refuses a thread (or the MQTT sessions' runtime).
     pub fn start(config: FleetConfig, factory: &FleetFlash, devices: Vec<DeviceSpec>) -> Fleet {
         let keys: &'static [TrustedKey] = Box::leak(config.keys.clone().into_boxed_slice());
         let threads = config.threads.clamp(1, 512).min(devices.len().max(1));
@@ -184,14 +219,22 @@ impl Fleet {
                 )
             })
             .collect();
+        let mut accounts = Vec::with_capacity(if config.mqtt.is_some() { size } else { 0 });
         for (i, spec) in devices.into_iter().enumerate() {
             let (slots, queue) = &mut shards[i % threads];
             let link = Link::new(server.clone(), &spec.id, &spec.token);
             let device = Device::new(&spec.id, &spec.model, factory.clone(), link, spec.faults);
+            if config.mqtt.is_some() {
+                accounts.push((i % threads, slots.len(), spec.id, spec.token));
+            }
             queue.push(Reverse((now, slots.len())));
             slots.push(Slot {
                 status: Mutex::new(device.status().clone()),
                 device: Mutex::new(device),
+                sched: Mutex::new(Sched {
+                    at: now,
+                    inbox: Vec::new(),
+                }),
             });
         }
         let shards: Vec<Arc<Shard>> = shards
@@ -219,13 +262,31 @@ impl Fleet {
                     .unwrap_or_else(|e| panic!("cannot start a simulator thread: {e}"))
             })
             .collect();
+        let mqtt = config.mqtt.as_ref().map(|mqtt| {
+            let sessions = accounts
+                .into_iter()
+                .map(|(shard, index, id, token)| {
+                    let shard = Arc::clone(&shards[shard]);
+                    let deliver: Deliver = Box::new(move |command| deliver(&shard, index, command));
+                    (id, token, deliver)
+                })
+                .collect();
+            MqttSessions::start(mqtt, sessions)
+                .unwrap_or_else(|e| panic!("cannot start the MQTT sessions: {e}"))
+        });
         Fleet {
             shards,
             stop,
             threads: handles,
             keys,
             size,
+            mqtt,
         }
+    }
+
+    /// The MQTT sessions' counters (`None` without [`FleetConfig::mqtt`]).
+    pub fn mqtt_stats(&self) -> Option<MqttStats> {
+        self.mqtt.as_ref().map(MqttSessions::stats)
     }
 
     /// Devices in the fleet.
@@ -281,6 +342,8 @@ impl Fleet {
     /// Stop every device and return them (powered off), for final checks such as
     /// [`Device::next_boot`].
     pub fn stop(mut self) -> (Vec<Device>, &'static [TrustedKey]) {
+        // The sessions hold the shards too.
+        drop(self.mqtt.take());
         self.stop.store(true, Ordering::SeqCst);
         for handle in self.threads.drain(..) {
             let _ = handle.join();
@@ -304,6 +367,7 @@ impl Fleet {
 
 impl Drop for Fleet {
     fn drop(&mut self) {
+        drop(self.mqtt.take());
         self.stop.store(true, Ordering::SeqCst);
         for handle in self.threads.drain(..) {
             let _ = handle.join();
@@ -328,11 +392,11 @@ fn run_shard(
         let due = {
             let mut queue = lock(&shard.queue);
             match queue.peek() {
-                Some(Reverse((at, _))) if *at <= now => queue.pop().map(|Reverse((_, i))| i),
+                Some(Reverse((at, _))) if *at <= now => queue.pop().map(|Reverse(entry)| entry),
                 _ => None,
             }
         };
-        let Some(index) = due else {
+        let Some((at, index)) = due else {
             let wait = lock(&shard.queue)
                 .peek()
                 .map(|Reverse((at, _))| at.saturating_duration_since(now))
@@ -344,12 +408,44 @@ fn run_shard(
             continue;
         };
         let slot = &shard.slots[index];
+        let commands = {
+            let mut sched = lock(&slot.sched);
+            if sched.at != at {
+                // Brought forward by a command: the device has another entry.
+                continue;
+            }
+            std::mem::take(&mut sched.inbox)
+        };
         let next = {
             let mut device = lock(&slot.device);
+            for command in &commands {
+                device.command(now, command);
+            }
             let next = device.turn(now, &cx);
             lock(&slot.status).clone_from(device.status());
             next
         };
-        lock(&shard.queue).push(Reverse((next, index)));
+        let mut sched = lock(&slot.sched);
+        // A command that came during the turn: run again now.
+        sched.at = if sched.inbox.is_empty() { next } else { now };
+        lock(&shard.queue).push(Reverse((sched.at, index)));
+    }
+}
+
+/// A command for device `index` of `shard`: into its inbox, and its next turn now.
+fn deliver(shard: &Shard, index: usize, command: Command) {
+    let Some(slot) = shard.slots.get(index) else {
+        return;
+    };
+    let mut sched = lock(&slot.sched);
+    // A device's inbox holds at most a few commands between turns; a flood is dropped.
+    if sched.inbox.len() >= 16 {
+        return;
+    }
+    sched.inbox.push(command);
+    let now = Instant::now();
+    if sched.at > now {
+        sched.at = now;
+        lock(&shard.queue).push(Reverse((now, index)));
     }
 }

@@ -17,6 +17,8 @@
 //!   that wrote the same release hold one copy of it.
 //! - [`link`]: the client's transport over HTTP, with dropped links on demand.
 //! - [`device`]: one virtual device; [`fleet`]: many, on a few threads.
+//! - [`mqtt`]: each device's MQTT session (its own broker account and command topic), for the
+//!   server's pushed nudges and stops.
 #![warn(missing_docs)]
 
 pub mod app;
@@ -25,7 +27,9 @@ pub mod flash;
 pub mod fleet;
 pub mod fleet_flash;
 pub mod link;
+pub mod mqtt;
 
 pub use app::AppBehaviour;
 pub use device::{Device, DeviceStatus, Faults, Timing};
 pub use fleet::{factory_flash, DeviceSpec, Fleet, FleetConfig, FleetSummary};
+pub use mqtt::{MqttConfig, MqttStats};

@@ -65,9 +65,29 @@ pub fn device_role(id: &str) -> String {
     format!("fota-device-{id}")
 }
 
+/// The rules of device `id`'s role: publish to its report topic, subscribe to and receive
+/// its command topic; nothing else.
+pub fn device_acls(id: &str) -> Value {
+    let cmd = super::command_topic(id);
+    json!([
+        {"acltype": "publishClientSend", "topic": super::report_topic(id), "allow": true},
+        {"acltype": "subscribeLiteral", "topic": cmd, "allow": true},
+        {"acltype": "publishClientReceive", "topic": cmd, "allow": true},
+    ])
+}
+
+/// The rules of the server's role ([`SERVER_ROLE`]): publish to every device's command topic,
+/// take every device's reports.
+pub fn server_acls() -> Value {
+    json!([
+        {"acltype": "publishClientSend", "topic": "fota/d/+/cmd", "allow": true},
+        {"acltype": "subscribePattern", "topic": "fota/d/+/report", "allow": true},
+        {"acltype": "publishClientReceive", "topic": "fota/d/+/report", "allow": true},
+    ])
+}
+
 fn device_commands(id: &str, token: &str) -> Vec<Value> {
     let role = device_role(id);
-    let cmd = super::command_topic(id);
     vec![
         // A leftover account of this id (a registration whose database half failed) goes first.
         json!({"command": "deleteClient", "username": id}),
@@ -75,11 +95,7 @@ fn device_commands(id: &str, token: &str) -> Vec<Value> {
         json!({
             "command": "createRole",
             "rolename": role,
-            "acls": [
-                {"acltype": "publishClientSend", "topic": super::report_topic(id), "allow": true},
-                {"acltype": "subscribeLiteral", "topic": cmd, "allow": true},
-                {"acltype": "publishClientReceive", "topic": cmd, "allow": true},
-            ],
+            "acls": device_acls(id),
         }),
         json!({
             "command": "createClient",
@@ -90,31 +106,46 @@ fn device_commands(id: &str, token: &str) -> Vec<Value> {
     ]
 }
 
-/// Create the broker accounts of `devices` (id, token), all in one control message; returns
-/// once the broker confirmed each, or why not.
+/// Devices per control message: four commands of about 1 KB for each, well under the 64 KiB
+/// `max_packet_size` deploy/mosquitto.conf sets (a larger packet makes the broker drop the
+/// server's connection).
+const DEVICES_PER_MESSAGE: usize = 32;
+
+/// Create the broker accounts of `devices` (id, token), a few devices per control message;
+/// returns once the broker confirmed each, or why not.
+///
+/// Mosquitto 2.0's plugin rewrites its whole accounts file after every command, so this takes
+/// time quadratic in the number of accounts: fine for devices registered in the hundreds, not
+/// for a fleet of 100,000 at once (docs/BENCHMARKS.md).
 pub async fn create_devices(mqtt: &Mqtt, devices: &[(String, String)]) -> Result<(), String> {
-    let mut commands = Vec::new();
-    for (id, token) in devices {
-        commands.extend(device_commands(id, token));
+    for chunk in devices.chunks(DEVICES_PER_MESSAGE) {
+        let mut commands = Vec::new();
+        for (id, token) in chunk {
+            commands.extend(device_commands(id, token));
+        }
+        run(mqtt, commands, |c| {
+            matches!(c["command"].as_str(), Some("createRole" | "createClient"))
+        })
+        .await?;
     }
-    run(mqtt, commands, |c| {
-        matches!(c["command"].as_str(), Some("createRole" | "createClient"))
-    })
-    .await
+    Ok(())
 }
 
 /// Delete the broker accounts of `ids`.
 pub async fn delete_devices(mqtt: &Mqtt, ids: &[String]) -> Result<(), String> {
-    let commands = ids
-        .iter()
-        .flat_map(|id| {
-            [
-                json!({"command": "deleteClient", "username": id}),
-                json!({"command": "deleteRole", "rolename": device_role(id)}),
-            ]
-        })
-        .collect();
-    run(mqtt, commands, |c| c["command"] == "deleteClient").await
+    for chunk in ids.chunks(DEVICES_PER_MESSAGE) {
+        let commands = chunk
+            .iter()
+            .flat_map(|id| {
+                [
+                    json!({"command": "deleteClient", "username": id}),
+                    json!({"command": "deleteRole", "rolename": device_role(id)}),
+                ]
+            })
+            .collect();
+        run(mqtt, commands, |c| c["command"] == "deleteClient").await?;
+    }
+    Ok(())
 }
 
 /// Send `commands` in one message; wait for the answers of those `must_succeed` picks.
@@ -178,11 +209,7 @@ pub async fn prepare_server_role(mqtt: &Mqtt) -> Result<(), String> {
         {
             "command": "createRole",
             "rolename": SERVER_ROLE,
-            "acls": [
-                {"acltype": "publishClientSend", "topic": "fota/d/+/cmd", "allow": true},
-                {"acltype": "subscribePattern", "topic": "fota/d/+/report", "allow": true},
-                {"acltype": "publishClientReceive", "topic": "fota/d/+/report", "allow": true},
-            ],
+            "acls": server_acls(),
         },
         {"command": "addClientRole", "username": user, "rolename": SERVER_ROLE, "correlationData": PREPARE},
     ]});
