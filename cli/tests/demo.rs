@@ -83,3 +83,70 @@ fn the_demo_rolls_out_a_good_release_and_halts_a_bad_one() {
     // The server left its database where it was told.
     assert!(data.path().join("fota.db").exists());
 }
+
+/// `fota demo --mqtt` with an hour between polls: its own Mosquitto, a session per device, and
+/// both rollouts moved by push alone.
+#[test]
+fn the_demo_runs_on_push_with_mqtt() {
+    let data = tempfile::tempdir().unwrap();
+    let out = Command::new(env!("CARGO_BIN_EXE_fota"))
+        .args([
+            "demo",
+            "--mqtt",
+            "--devices",
+            "200",
+            "--check-in-interval",
+            "3600",
+            "--nudge-jitter",
+            "1",
+            "--listen",
+            "127.0.0.1:0",
+            "--timeout",
+            "300",
+            "--data-dir",
+        ])
+        .arg(data.path())
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        out.status.success(),
+        "fota demo --mqtt failed\nstdout:\n{stdout}\nstderr:\n{stderr}"
+    );
+    let row = |name: &str| {
+        stdout
+            .lines()
+            .find(|l| l.starts_with(&format!("| {name}")))
+            .unwrap_or_else(|| panic!("no {name} row in\n{stdout}"))
+            .to_string()
+    };
+    assert!(
+        row("good release: devices confirmed").contains("| 200 / 200 ("),
+        "{stdout}"
+    );
+    assert!(row("bricked devices").ends_with("| 0 |"), "{stdout}");
+    assert!(
+        row("MQTT: devices connected").contains("| 200 / 200,"),
+        "{stdout}"
+    );
+    assert!(
+        row("MQTT: reconnects, refused").ends_with("| 0, 0 |"),
+        "{stdout}"
+    );
+    // Every device was nudged once by the good rollout, and some of the bad one's canary.
+    let commands = row("MQTT: commands received");
+    let nudges: u64 = commands
+        .split(" nudges applied")
+        .next()
+        .and_then(|s| s.rsplit('(').next())
+        .unwrap()
+        .parse()
+        .unwrap();
+    assert!(nudges >= 200, "{commands}");
+    assert!(data
+        .path()
+        .join("mosquitto")
+        .join("mosquitto.conf")
+        .exists());
+}
