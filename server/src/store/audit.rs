@@ -196,7 +196,7 @@ impl Store {
         )
         .bind(rollout_id)
         .bind(i64::from(limit))
-        .fetch_all(self.pool()?)
+        .fetch_all(self.reader()?)
         .await?;
         rows.iter()
             .map(|r| {

@@ -37,10 +37,22 @@ impl Backend {
 /// The database behind the server.
 #[derive(Debug, Clone)]
 pub struct Store {
+    /// Writes (and, on PostgreSQL, everything).
     pool: AnyPool,
+    /// The group commit's connection: on SQLite one connection of its own, so a batch runs on
+    /// it without waiting for SQLite's write lock behind other pooled connections; on
+    /// PostgreSQL the pool.
+    writer: AnyPool,
+    /// Reads outside a transaction: on SQLite a pool of its own whose connections refuse to
+    /// write (`query_only`), so reads never queue behind writes for a connection; on
+    /// PostgreSQL the pool.
+    reader: AnyPool,
     backend: Backend,
     health: Arc<DbHealth>,
     group_commit: Arc<super::group_queue::GroupCommit>,
+    /// While any clone of this store lives, SQLite's WAL is checkpointed in the background
+    /// (`checkpoint.rs`); the task holds only a weak reference.
+    _checkpoints: Arc<()>,
 }
 
 /// How the connection pool behaves.
@@ -82,47 +94,42 @@ impl Store {
     pub async fn connect_with(url: &str, settings: PoolSettings) -> Result<Self, StoreError> {
         sqlx::any::install_default_drivers();
         let backend = Backend::from_url(url).ok_or(StoreError::UnsupportedUrl)?;
-        let pool = match backend {
+        let (pool, writer, reader) = match backend {
             Backend::Sqlite => {
                 create_sqlite_parent_dir(url);
-                AnyPoolOptions::new()
-                    .max_connections(8)
-                    .acquire_timeout(settings.acquire_timeout)
-                    .after_connect(|conn, _meta| {
-                        Box::pin(async move {
-                            // WAL lets readers run beside the one writer; NORMAL is durable
-                            // across process crashes and costs one fsync per checkpoint.
-                            for pragma in [
-                                "PRAGMA journal_mode = WAL",
-                                "PRAGMA synchronous = NORMAL",
-                                "PRAGMA busy_timeout = 10000",
-                                "PRAGMA foreign_keys = ON",
-                            ] {
-                                conn.execute(pragma).await?;
-                            }
-                            Ok(())
-                        })
-                    })
-                    .connect(&sqlite_url_with_create(url))
-                    .await?
+                let url = sqlite_url_with_create(url);
+                let pool = sqlite_pool(&url, 4, settings, &[]).await?;
+                // The migrations make the file (and WAL mode) before the other pools open it.
+                sqlx::migrate!("../migrations/sqlite").run(&pool).await?;
+                let writer = sqlite_pool(&url, 1, settings, &[]).await?;
+                let reader = sqlite_pool(&url, 8, settings, &["PRAGMA query_only = ON"]).await?;
+                (pool, writer, reader)
             }
             Backend::Postgres => {
-                AnyPoolOptions::new()
+                let pool = AnyPoolOptions::new()
                     .max_connections(16)
                     .acquire_timeout(settings.acquire_timeout)
                     .connect(url)
-                    .await?
+                    .await?;
+                sqlx::migrate!("../migrations/postgres").run(&pool).await?;
+                (pool.clone(), pool.clone(), pool)
             }
         };
-        match backend {
-            Backend::Sqlite => sqlx::migrate!("../migrations/sqlite").run(&pool).await?,
-            Backend::Postgres => sqlx::migrate!("../migrations/postgres").run(&pool).await?,
+        let checkpoints = Arc::new(());
+        if backend == Backend::Sqlite {
+            tokio::spawn(super::checkpoint::run(
+                (*pool.connect_options()).clone(),
+                Arc::downgrade(&checkpoints),
+            ));
         }
         Ok(Self {
             pool,
+            writer,
+            reader,
             backend,
             health: Arc::default(),
             group_commit: Arc::default(),
+            _checkpoints: checkpoints,
         })
     }
 
@@ -184,6 +191,16 @@ impl Store {
         &self.pool
     }
 
+    /// The group commit's connection whatever the database's health.
+    pub(crate) fn writer_ref(&self) -> &AnyPool {
+        &self.writer
+    }
+
+    /// The read pool whatever the database's health.
+    pub(crate) fn reader_ref(&self) -> &AnyPool {
+        &self.reader
+    }
+
     /// The queue of reports waiting for their group commit.
     pub(crate) fn group_commit(&self) -> &super::group_queue::GroupCommit {
         &self.group_commit
@@ -196,8 +213,54 @@ impl Store {
 
     /// Close every connection (after the last flush at shutdown).
     pub async fn close(&self) {
+        self.reader.close().await;
+        self.writer.close().await;
         self.pool.close().await;
     }
+}
+
+/// A SQLite pool of `max` connections: WAL, one fsync per checkpoint, a busy timeout for
+/// SQLite's one write lock, and no automatic checkpoints (SQLite would run them inside the commit
+/// that crosses the WAL's threshold, in a request; `checkpoint.rs` runs them instead), then
+/// `extra` pragmas.
+async fn sqlite_pool(
+    url: &str,
+    max: u32,
+    settings: PoolSettings,
+    extra: &'static [&'static str],
+) -> Result<AnyPool, sqlx::Error> {
+    AnyPoolOptions::new()
+        .max_connections(max)
+        .acquire_timeout(settings.acquire_timeout)
+        .after_connect(move |conn, _meta| {
+            Box::pin(async move {
+                // WAL lets readers run beside the one writer; NORMAL is durable across process
+                // crashes and costs one fsync per checkpoint.
+                for pragma in [
+                    "PRAGMA journal_mode = WAL",
+                    "PRAGMA synchronous = NORMAL",
+                    "PRAGMA busy_timeout = 10000",
+                    "PRAGMA foreign_keys = ON",
+                    "PRAGMA wal_autocheckpoint = 0",
+                ]
+                .iter()
+                .chain(extra)
+                {
+                    conn.execute(*pragma).await?;
+                }
+                conn.execute(
+                    format!(
+                        "PRAGMA journal_size_limit = {}",
+                        super::checkpoint::MAX_WAL_BYTES
+                    )
+                    .as_str(),
+                )
+                .await?;
+                Ok(())
+            })
+        })
+        .connect(url)
+        .await
 }
 
 /// `sqlite:path` with `mode=rwc` so the file is created on first run.

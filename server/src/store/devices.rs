@@ -3,7 +3,7 @@
 
 use super::audit::{insert_audit, AuditEntry};
 use super::db::{is_unique_violation, Store, StoreError};
-use super::sql::{Param, Sql, BATCH};
+use super::sql::{rows_per_statement, Param, Sql, BATCH};
 use fota_protocol::messages::{BootState, CheckIn, RdpLevel};
 use fota_protocol::{ImageVersion, SlotId};
 use serde::Serialize;
@@ -222,7 +222,7 @@ impl Store {
         now: i64,
     ) -> Result<(), StoreError> {
         let mut tx = self.pool()?.begin().await?;
-        for chunk in devices.chunks(BATCH) {
+        for chunk in devices.chunks(rows_per_statement(self.backend(), 4, BATCH)) {
             let mut sql = Sql::default();
             sql.push("INSERT INTO devices (id, model, token_hash, created_at) VALUES ");
             for (i, d) in chunk.iter().enumerate() {
@@ -251,7 +251,7 @@ impl Store {
             .iter()
             .flat_map(|d| d.tags.iter().map(move |t| (d.id.as_str(), t.as_str())))
             .collect();
-        for chunk in tags.chunks(BATCH) {
+        for chunk in tags.chunks(rows_per_statement(self.backend(), 2, BATCH)) {
             let mut sql = Sql::default();
             sql.push("INSERT INTO device_tags (device_id, tag) VALUES ");
             for (i, (id, tag)) in chunk.iter().enumerate() {
@@ -342,7 +342,7 @@ impl Store {
              WHERE d.id = $1 AND d.revoked_at IS NULL ORDER BY t.tag",
         )
         .bind(id)
-        .fetch_all(self.pool()?)
+        .fetch_all(self.reader()?)
         .await?;
         let Some(first) = rows.first() else {
             return Ok(None);
@@ -369,9 +369,10 @@ impl Store {
         }
         let mut tx = self.pool()?.begin().await?;
         // Binds per device: 200 devices a statement is 2,000 parameters, well under SQLite's
-        // limit of 32,766.
+        // limit of 32,766; on SQLite 25 devices (see `rows_per_statement`).
         const FACT_COLUMNS: usize = 10;
-        for chunk in facts.chunks(BATCH / 2) {
+        let rows = rows_per_statement(self.backend(), FACT_COLUMNS, BATCH / 2);
+        for chunk in facts.chunks(rows) {
             let mut text = String::from(
                 "UPDATE devices SET last_seen_at = v.column2, \
                  firmware_version = COALESCE(v.column3, devices.firmware_version), \
@@ -431,13 +432,13 @@ impl Store {
             "SELECT {DEVICE_COLUMNS} FROM devices WHERE id = $1"
         ))
         .bind(id)
-        .fetch_optional(self.pool()?)
+        .fetch_optional(self.reader()?)
         .await?;
         let Some(row) = row else { return Ok(None) };
         let mut device = device_from_row(&row, stale_before)?;
         device.tags = sqlx::query("SELECT tag FROM device_tags WHERE device_id = $1 ORDER BY tag")
             .bind(id)
-            .fetch_all(self.pool()?)
+            .fetch_all(self.reader()?)
             .await?
             .iter()
             .map(|r| r.try_get("tag"))
@@ -492,7 +493,7 @@ impl Store {
         }
         sql.push(" ORDER BY id LIMIT ")
             .bind(Param::Int(i64::from(filter.limit)));
-        let rows = sql.query().fetch_all(self.pool()?).await?;
+        let rows = sql.query().fetch_all(self.reader()?).await?;
         let mut devices = rows
             .iter()
             .map(|r| device_from_row(r, stale_before))
@@ -510,7 +511,7 @@ impl Store {
         }
         tags.push(") ORDER BY device_id, tag");
         let mut by_device: HashMap<String, Vec<String>> = HashMap::new();
-        for row in tags.query().fetch_all(self.pool()?).await? {
+        for row in tags.query().fetch_all(self.reader()?).await? {
             by_device
                 .entry(row.try_get("device_id")?)
                 .or_default()
@@ -531,7 +532,7 @@ impl Store {
              FROM devices",
         )
         .bind(stale_before)
-        .fetch_one(self.pool()?)
+        .fetch_one(self.reader()?)
         .await?;
         let total: i64 = row.try_get("total")?;
         let never_seen: i64 = row.try_get("never_seen")?;
@@ -540,7 +541,7 @@ impl Store {
             "SELECT firmware_version, COUNT(*) AS devices FROM devices \
              GROUP BY firmware_version ORDER BY devices DESC, firmware_version",
         )
-        .fetch_all(self.pool()?)
+        .fetch_all(self.reader()?)
         .await?
         .iter()
         .map(|r| {

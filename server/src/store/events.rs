@@ -98,7 +98,7 @@ impl Store {
         )
         .bind(device_id)
         .bind(i64::from(limit))
-        .fetch_all(self.pool()?)
+        .fetch_all(self.reader()?)
         .await?;
         rows.iter()
             .map(|r| {

@@ -16,6 +16,7 @@ use super::db::{Backend, Store, StoreError};
 use super::events::event_kind_name;
 use super::group_queue::{Pending, ReportOutcome};
 use super::rollout_devices::batch_move_sql;
+use super::sql::rows_per_statement;
 use crate::domain::DeviceState;
 use fota_protocol::messages::Event;
 use sqlx::Row as _;
@@ -169,14 +170,14 @@ impl Store {
         &self,
         reports: &[(&str, &[Event], i64)],
     ) -> Result<Vec<ReportOutcome>, StoreError> {
-        let mut tx = self.pool()?.begin().await?;
+        let mut tx = self.writer()?.begin().await?;
         // 1. The events. RETURNING names the rows inserted now; the rest were there already.
         let rows: Vec<(&str, &Event, i64)> = reports
             .iter()
             .flat_map(|(d, events, now)| events.iter().map(move |e| (*d, e, *now)))
             .collect();
         let mut inserted: HashSet<(String, i64)> = HashSet::new();
-        for chunk in binary_chunks(&rows, 256) {
+        for chunk in binary_chunks(&rows, rows_per_statement(self.backend(), 7, 256)) {
             let mut text = String::from(
                 "INSERT INTO device_events \
                  (device_id, event_id, kind, rollout_id, version, reason, received_at) VALUES ",
@@ -264,7 +265,7 @@ impl Store {
                 group.sort_by(|a, b| a.device.cmp(b.device));
                 let (rollout, to, reason) = key;
                 let now = group.iter().map(|w| w.now).max().unwrap_or(0);
-                for chunk in binary_chunks(&group, 256) {
+                for chunk in binary_chunks(&group, rows_per_statement(self.backend(), 1, 256)) {
                     let Some(text) = batch_move_sql(to, chunk.len()) else {
                         continue;
                     };

@@ -67,8 +67,22 @@ impl Store {
     /// The pool, unless the monitor knows the database is down: then fail at once rather than
     /// wait out the acquire timeout.
     pub(crate) fn pool(&self) -> Result<&sqlx::AnyPool, StoreError> {
+        self.up().map(|()| self.pool_ref())
+    }
+
+    /// The group commit's connection (`pool()`'s rule).
+    pub(crate) fn writer(&self) -> Result<&sqlx::AnyPool, StoreError> {
+        self.up().map(|()| self.writer_ref())
+    }
+
+    /// The pool for reads outside a transaction (`pool()`'s rule).
+    pub(crate) fn reader(&self) -> Result<&sqlx::AnyPool, StoreError> {
+        self.up().map(|()| self.reader_ref())
+    }
+
+    fn up(&self) -> Result<(), StoreError> {
         if self.health().is_up() {
-            Ok(self.pool_ref())
+            Ok(())
         } else {
             Err(StoreError::Unavailable(
                 "the database does not answer its health check".into(),

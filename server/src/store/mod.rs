@@ -17,6 +17,7 @@
 //!   `rollout_devices`: targets and each device's state in a rollout; `audit`: the audit log.
 
 mod audit;
+mod checkpoint;
 mod db;
 mod devices;
 mod error;

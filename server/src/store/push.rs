@@ -19,7 +19,7 @@ impl Store {
         ))
         .bind(id)
         .bind(threshold)
-        .fetch_all(self.pool()?)
+        .fetch_all(self.reader()?)
         .await?;
         rows.iter()
             .map(|r| Ok(r.try_get::<String, _>("device_id")?))
@@ -37,7 +37,7 @@ impl Store {
             ])
         ))
         .bind(id)
-        .fetch_all(self.pool()?)
+        .fetch_all(self.reader()?)
         .await?;
         rows.iter()
             .map(|r| Ok(r.try_get::<String, _>("device_id")?))

@@ -82,7 +82,7 @@ impl Store {
     pub async fn release_counters(&self, model: &str) -> Result<Vec<(String, i64)>, StoreError> {
         let rows = sqlx::query("SELECT version, security_counter FROM releases WHERE model = $1")
             .bind(model)
-            .fetch_all(self.pool()?)
+            .fetch_all(self.reader()?)
             .await?;
         rows.iter()
             .map(|r| Ok((r.try_get("version")?, r.try_get("security_counter")?)))
@@ -163,7 +163,7 @@ impl Store {
                 "SELECT slot, sha256, size, key_hash FROM release_images WHERE release_id = $1 ORDER BY slot",
             )
             .bind(r.id)
-            .fetch_all(self.pool()?)
+            .fetch_all(self.reader()?)
             .await?
             .iter()
             .map(|row| {
@@ -185,7 +185,7 @@ impl Store {
             "SELECT {RELEASE_COLUMNS} FROM releases WHERE id = $1"
         ))
         .bind(id)
-        .fetch_optional(self.pool()?)
+        .fetch_optional(self.reader()?)
         .await?;
         let Some(row) = row else { return Ok(None) };
         let mut releases = [release_from_row(&row)?];
@@ -204,7 +204,7 @@ impl Store {
              ORDER BY model, version_key DESC"
         ))
         .bind(model)
-        .fetch_all(self.pool()?)
+        .fetch_all(self.reader()?)
         .await?;
         let mut releases = rows
             .iter()
@@ -304,7 +304,7 @@ impl Store {
     pub async fn artifact_bytes(&self, sha256: &str) -> Result<Option<Vec<u8>>, StoreError> {
         let row = sqlx::query("SELECT bytes FROM artifacts WHERE sha256 = $1")
             .bind(sha256)
-            .fetch_optional(self.pool()?)
+            .fetch_optional(self.reader()?)
             .await?;
         Ok(match row {
             Some(r) => r.try_get::<Option<Vec<u8>>, _>("bytes")?,
@@ -316,7 +316,7 @@ impl Store {
     pub async fn artifact_size(&self, sha256: &str) -> Result<Option<i64>, StoreError> {
         let row = sqlx::query("SELECT size FROM artifacts WHERE sha256 = $1")
             .bind(sha256)
-            .fetch_optional(self.pool()?)
+            .fetch_optional(self.reader()?)
             .await?;
         row.map(|r| r.try_get("size"))
             .transpose()

@@ -106,7 +106,7 @@ impl Store {
             "SELECT devices.id, devices.firmware_version, devices.security_counter FROM devices",
         );
         filter.push(&mut sql);
-        let rows = sql.query().fetch_all(self.pool()?).await?;
+        let rows = sql.query().fetch_all(self.reader()?).await?;
         rows.iter()
             .map(|r| {
                 let version: Option<String> = r.try_get("firmware_version")?;
@@ -128,11 +128,11 @@ impl Store {
     ) -> Result<(StateCounts, HashMap<i64, StateCounts>), StoreError> {
         let rows = sqlx::query(&counts_sql())
             .bind(id)
-            .fetch_all(self.pool()?)
+            .fetch_all(self.reader()?)
             .await?;
         let targets: i64 = sqlx::query("SELECT targets FROM rollouts WHERE id = $1")
             .bind(id)
-            .fetch_optional(self.pool()?)
+            .fetch_optional(self.reader()?)
             .await?
             .map(|r| r.try_get("targets"))
             .transpose()?
@@ -168,7 +168,7 @@ impl Store {
         let row = sqlx::query(&eligible_in_cohort_sql())
             .bind(id)
             .bind(threshold)
-            .fetch_one(self.pool()?)
+            .fetch_one(self.reader()?)
             .await?;
         Ok(u64::try_from(row.try_get::<i64, _>("n")?).unwrap_or(0))
     }
@@ -181,7 +181,7 @@ impl Store {
             quoted(DeviceState::OUTSIDE_COHORTS.map(DeviceState::as_str))
         ))
         .bind(id)
-        .fetch_all(self.pool()?)
+        .fetch_all(self.reader()?)
         .await?;
         rows.iter()
             .map(|r| Ok(u32::try_from(r.try_get::<i64, _>("rank")?).unwrap_or(u32::MAX)))
@@ -197,7 +197,7 @@ impl Store {
         let row = sqlx::query(DEVICE_STATE_SQL)
             .bind(rollout_id)
             .bind(device_id)
-            .fetch_optional(self.pool()?)
+            .fetch_optional(self.reader()?)
             .await?;
         row.map(|r| device_state(r.try_get("state")?)).transpose()
     }
@@ -284,7 +284,7 @@ impl Store {
             "SELECT id FROM rollouts WHERE state IN ({})",
             quoted(RolloutState::DEADLINES_RUN.map(RolloutState::as_str))
         ))
-        .fetch_all(self.pool()?)
+        .fetch_all(self.reader()?)
         .await?;
         let update = time_out_sql();
         let mut changed = Vec::new();
@@ -312,7 +312,7 @@ impl Store {
             "SELECT device_id, state, rank, stage FROM rollout_devices WHERE rollout_id = $1 ORDER BY device_id",
         )
         .bind(id)
-        .fetch_all(self.pool()?)
+        .fetch_all(self.reader()?)
         .await?;
         rows.iter()
             .map(|r| {

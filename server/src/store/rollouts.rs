@@ -162,7 +162,7 @@ impl Store {
             quoted(RolloutState::UNFINISHED.map(RolloutState::as_str))
         ))
         .bind(model)
-        .fetch_optional(self.pool()?)
+        .fetch_optional(self.reader()?)
         .await?;
         Ok(row.map(|r| r.try_get("id")).transpose()?)
     }
@@ -314,7 +314,7 @@ impl Store {
             "SELECT {ROLLOUT_COLUMNS} FROM rollouts WHERE id = $1"
         ))
         .bind(id)
-        .fetch_optional(self.pool()?)
+        .fetch_optional(self.reader()?)
         .await?;
         row.as_ref().map(rollout_from_row).transpose()
     }
@@ -332,7 +332,7 @@ impl Store {
                 .push(")");
         }
         sql.push(" ORDER BY id DESC");
-        let rows = sql.query().fetch_all(self.pool()?).await?;
+        let rows = sql.query().fetch_all(self.reader()?).await?;
         rows.iter().map(rollout_from_row).collect()
     }
 
@@ -343,7 +343,7 @@ impl Store {
              confirm_deadline_s, auto_advance FROM rollout_stages WHERE rollout_id = $1 ORDER BY idx",
         )
         .bind(id)
-        .fetch_all(self.pool()?)
+        .fetch_all(self.reader()?)
         .await?;
         rows.iter()
             .map(|r| {

@@ -1,8 +1,31 @@
 //! Building SQL with `$n` placeholders (the form both backends accept) and binding in order.
 //! sqlx's `QueryBuilder` for the `Any` driver writes `?`, which PostgreSQL rejects.
 
+use super::db::Backend;
+
 /// Rows per multi-row statement: well under SQLite's parameter limit.
 pub(crate) const BATCH: usize = 400;
+
+/// Parameters a multi-row statement binds at most on SQLite. sqlx binds each parameter by
+/// asking SQLite its name (`sqlite3_bind_parameter_name`), which SQLite finds by a linear search
+/// of the statement's parameters, so binding n parameters costs n^2/2 steps: at 2,000
+/// parameters (200 devices' facts) that search was a fifth of the server's CPU under the
+/// report-ingest benchmark (docs/BENCHMARKS.md). PostgreSQL binds by position; there the
+/// fewer round trips of big statements win.
+pub(crate) const SQLITE_MAX_PARAMS: usize = 256;
+
+/// Rows of `params_per_row` parameters each per multi-row statement: at most `max_rows`, and on
+/// SQLite at most [`SQLITE_MAX_PARAMS`] parameters (at least one row).
+pub(crate) fn rows_per_statement(
+    backend: Backend,
+    params_per_row: usize,
+    max_rows: usize,
+) -> usize {
+    match backend {
+        Backend::Sqlite => (SQLITE_MAX_PARAMS / params_per_row.max(1)).clamp(1, max_rows.max(1)),
+        Backend::Postgres => max_rows.max(1),
+    }
+}
 
 /// Bound values for dynamically built SQL.
 pub(crate) enum Param {
@@ -78,6 +101,17 @@ pub(crate) fn quoted<'a>(names: impl IntoIterator<Item = &'a str>) -> String {
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn sqlite_statements_stay_under_the_parameter_cap() {
+        use super::{rows_per_statement, Backend, SQLITE_MAX_PARAMS};
+        assert_eq!(rows_per_statement(Backend::Sqlite, 10, 200), 25);
+        assert_eq!(rows_per_statement(Backend::Sqlite, 7, 256), 36);
+        assert_eq!(rows_per_statement(Backend::Sqlite, 1, 64), 64);
+        assert_eq!(rows_per_statement(Backend::Sqlite, 1000, 64), 1);
+        assert_eq!(rows_per_statement(Backend::Postgres, 10, 200), 200);
+        assert!(rows_per_statement(Backend::Sqlite, 4, 400) * 4 <= SQLITE_MAX_PARAMS);
+    }
+
     #[test]
     fn lists_are_quoted_and_escaped() {
         assert_eq!(super::quoted(["a", "b"]), "'a', 'b'");

@@ -57,7 +57,7 @@ impl Store {
             "SELECT id, name, role, created_at FROM admin_tokens WHERE token_hash = $1 AND revoked_at IS NULL",
         )
         .bind(token_hash.to_vec())
-        .fetch_optional(self.pool()?)
+        .fetch_optional(self.reader()?)
         .await?;
         row.as_ref().map(token_from_row).transpose()
     }
