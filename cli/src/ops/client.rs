@@ -82,6 +82,11 @@ impl Client {
             .use_rustls_tls()
             .connect_timeout(CONNECT_TIMEOUT)
             .timeout(REQUEST_TIMEOUT)
+            // `fota serve` closes a kept-alive connection on which no request starts within
+            // 10 s (its header timeout), and this runtime runs only during a request, so that
+            // close may not have been read yet: a connection idle for 5 s is not reused (a long
+            // `fota demo` phase otherwise ended in a broken pipe on its next upload).
+            .pool_idle_timeout(Duration::from_secs(5))
             .user_agent(concat!("fota/", env!("CARGO_PKG_VERSION")))
             // Plain http reads no certificate store.
             .tls_built_in_root_certs(args.server.scheme() == "https");

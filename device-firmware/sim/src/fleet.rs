@@ -266,8 +266,14 @@ impl Fleet {
             let sessions = accounts
                 .into_iter()
                 .map(|(shard, index, id, token)| {
-                    let shard = Arc::clone(&shards[shard]);
-                    let deliver: Deliver = Box::new(move |command| deliver(&shard, index, command));
+                    // Weak: a session the runtime has not dropped yet must not keep the
+                    // devices from `stop`.
+                    let shard = Arc::downgrade(&shards[shard]);
+                    let deliver: Deliver = Box::new(move |command| {
+                        if let Some(shard) = shard.upgrade() {
+                            deliver(&shard, index, command);
+                        }
+                    });
                     (id, token, deliver)
                 })
                 .collect();
@@ -342,7 +348,6 @@ impl Fleet {
     /// Stop every device and return them (powered off), for final checks such as
     /// [`Device::next_boot`].
     pub fn stop(mut self) -> (Vec<Device>, &'static [TrustedKey]) {
-        // The sessions hold the shards too.
         drop(self.mqtt.take());
         self.stop.store(true, Ordering::SeqCst);
         for handle in self.threads.drain(..) {
