@@ -474,6 +474,7 @@ pub fn run(args: &Args, out: &mut dyn Write) -> anyhow::Result<()> {
                     link_drop: specs.len() % 50 == 7,
                     power_cut: specs.len() % 100 == 13,
                     slow_link: specs.len() % 20 == 3,
+                    ..Faults::default()
                 },
             });
         }

@@ -145,6 +145,7 @@ async fn good_release_reaches_every_device(db: Db) {
         link_drop: i % 5 == 1,
         power_cut: i % 5 == 2,
         slow_link: i % 5 == 3,
+        ..Faults::default()
     })
     .await;
     let v2 = upload(&app, version(2), AppBehaviour::Good).await;
@@ -357,7 +358,158 @@ async fn interrupted_download_resumes(db: Db) {
     drop(fleet);
 }
 
+/// A healthy fleet's background: each device's watchdog fires at random now and then (every
+/// `mean` on average), whatever it runs.
+fn background(mean: Duration) -> Faults {
+    Faults {
+        background_reset_mean: Some(mean),
+        ..Faults::default()
+    }
+}
+
+/// A stage whose reset limit can judge within seconds: 2 x the baseline once the new release
+/// has run 36 device-seconds.
+fn reset_stage(percent: f64, bake_s: i64) -> Value {
+    json!({"percent": percent, "bake_s": bake_s, "min_sample": 3, "max_failure_rate": 0.2,
+           "confirm_deadline_s": 30, "max_reset_ratio": 2.0, "min_device_hours": 0.01})
+}
+
+/// Issue 16: a release that boots, confirms, and then crashes every two seconds. Nothing fails
+/// before confirmation, so only its resets can stop it: the gate compares their rate with the
+/// old release's among the same targets and halts it in its first or second stage, by itself;
+/// no device outside those stages is ever offered it, and the halt says which figures crossed
+/// which limit.
+async fn a_release_that_crashes_after_confirming_halts_on_its_resets(db: Db) {
+    let app = testkit::spawn_app(db).await;
+    let n = 100;
+    let fleet = start_fleet(&app, n, |_| background(Duration::from_secs(60))).await;
+    let bad = upload(
+        &app,
+        version(2),
+        AppBehaviour::CrashesAfter { after_ms: 2000 },
+    )
+    .await;
+    let id = start_rollout(
+        &app,
+        json!({"release_id": bad, "stages": [reset_stage(10.0, 15), reset_stage(50.0, 15), reset_stage(100.0, 0)]}),
+    )
+    .await;
+    let status = wait_for(&app, id, Duration::from_secs(90), |s| {
+        s["state"] != "active"
+    })
+    .await;
+    assert_eq!(status["state"], "halted", "{status:#}");
+    let stage = status["current_stage"].as_u64().unwrap();
+    assert!(stage <= 2, "halted only in stage {stage}: {status:#}");
+    let crossing = &status["halt_reason"]["resets"];
+    assert!(crossing.is_object(), "not a halt on resets: {status:#}");
+    assert!(
+        crossing["figures"]["new_resets"].as_u64().unwrap() >= 2,
+        "{status:#}"
+    );
+    assert!(crossing["chance"].as_f64().unwrap() < 0.001, "{status:#}");
+    let message = status["halt_message"].as_str().unwrap();
+    assert!(
+        message.contains("unexpected resets") && message.contains("above the 2.0 x limit"),
+        "{message}"
+    );
+    // Nothing failed before confirming: the failure figures are within their limit.
+    assert_eq!(status["counts"]["rolled_back"], 0, "{status:#}");
+
+    // Only the stages it reached were offered it.
+    let statuses = fleet.statuses();
+    let mut ranks: Vec<u32> = statuses.iter().map(|s| cohort::rank(id, &s.id)).collect();
+    let share = if stage == 1 { 10 } else { 2 };
+    let reached = cohort::threshold_for_count(&mut ranks, (n as u64).div_ceil(share));
+    let exposed: Vec<&str> = statuses
+        .iter()
+        .filter(|s| s.accepted.contains(&version(2)))
+        .map(|s| s.id.as_str())
+        .collect();
+    assert!(!exposed.is_empty(), "nobody took the canary");
+    for device in &exposed {
+        assert!(
+            cohort::is_in(cohort::rank(id, device), reached),
+            "{device} was offered the crashing release outside stage {stage}"
+        );
+    }
+
+    // The audit entry carries the figures that crossed the limit.
+    let audit = app
+        .admin_get(&format!("/v1/audit?rollout_id={id}"))
+        .send()
+        .await
+        .unwrap()
+        .json::<Value>()
+        .await
+        .unwrap();
+    let halt = audit["entries"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|e| e["action"] == "rollout.halt")
+        .unwrap_or_else(|| panic!("no halt in the audit log: {audit:#}"));
+    assert!(
+        halt["detail"]["numbers"]["resets"]["figures"]["new_resets"]
+            .as_u64()
+            .is_some(),
+        "{halt:#}"
+    );
+    drop(fleet);
+}
+
+/// The same fleet and background with a healthy release: the background resets give both sides
+/// a rate, the gate watches them (status shows the figures), and the release walks to 100%.
+/// `FOTA_E2E_REPEAT=N` runs the scenario N times and counts false halts (docs/BENCHMARKS.md).
+async fn a_healthy_release_with_background_resets_walks_to_100_percent(db: Db) {
+    let repeat: usize = std::env::var("FOTA_E2E_REPEAT")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(1);
+    let mut halts = Vec::new();
+    for run in 0..repeat {
+        let app = testkit::spawn_app(db).await;
+        let n = 60;
+        let fleet = start_fleet(&app, n, |_| background(Duration::from_secs(20))).await;
+        let good = upload(&app, version(2), AppBehaviour::Good).await;
+        let id = start_rollout(
+            &app,
+            json!({"release_id": good, "stages": [reset_stage(10.0, 8), reset_stage(50.0, 8), reset_stage(100.0, 8)]}),
+        )
+        .await;
+        let seen = std::sync::Mutex::new((0u64, 0u64));
+        let status = wait_for(&app, id, Duration::from_secs(120), |s| {
+            if let Some(r) = s.get("resets").filter(|r| r.is_object()) {
+                let mut seen = seen.lock().unwrap();
+                seen.0 = seen.0.max(r["new_resets"].as_u64().unwrap_or(0));
+                seen.1 = seen.1.max(r["baseline_resets"].as_u64().unwrap_or(0));
+            }
+            s["state"] != "active"
+        })
+        .await;
+        let (new_seen, base_seen) = *seen.lock().unwrap();
+        eprintln!(
+            "run {run}: {} in stage {}; resets seen: {new_seen} on the new release, {base_seen} on the baseline",
+            status["state"], status["current_stage"]
+        );
+        if status["state"] != "completed" {
+            halts.push(format!("run {run}: {status:#}"));
+            continue;
+        }
+        let summary = fleet.summary();
+        assert!(summary.background_resets > 0, "{summary:?}");
+        assert!(
+            new_seen + base_seen > 0,
+            "the gate never saw a reset: {summary:?}"
+        );
+    }
+    eprintln!("false halts: {} of {repeat} runs", halts.len());
+    assert!(halts.is_empty(), "false halts:\n{}", halts.join("\n"));
+}
+
 backend_tests!(
+    a_release_that_crashes_after_confirming_halts_on_its_resets,
+    a_healthy_release_with_background_resets_walks_to_100_percent,
     good_release_reaches_every_device,
     bad_release_halts_in_the_canary_and_reverts,
     a_release_that_faults_at_boot_is_halted_and_reverted,

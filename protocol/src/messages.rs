@@ -144,6 +144,10 @@ pub enum EventKind {
     VerifyFailed,
     /// RDP/WRP would block writing the target slot, so the device did not start.
     ProtectionBlocked,
+    /// The device reset: `reset` says why and after how long, `version` what it ran. Reported
+    /// once per boot from the next boot; unexpected causes (watchdogs, faults, brown-out)
+    /// count against the release that ran (see [`ResetCause::is_unexpected`]).
+    Reset,
 }
 
 impl EventKind {
@@ -179,6 +183,112 @@ pub struct Event {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[cfg_attr(feature = "openapi", schema(value_type = Option<String>, max_length = 96))]
     pub reason: Option<Reason>,
+    /// `reset` events: the cause and the uptime before it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reset: Option<ResetInfo>,
+}
+
+impl Event {
+    /// An event with no optional field set.
+    pub fn new(id: u64, kind: EventKind) -> Self {
+        Self {
+            id,
+            kind,
+            rollout_id: None,
+            version: None,
+            reason: None,
+            reset: None,
+        }
+    }
+}
+
+/// Why a device reset, as its reset-cause register and its own records say.
+///
+/// On the STM32F429 the cause comes from RCC_CSR's flags (read, then cleared with RMVF, at
+/// every boot) and from what the application recorded before a reset it asked for itself:
+/// a hard fault handler records the fault, the OTA client records an update.
+/// [`ResetCause::from_rcc_csr`] decodes the register.
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ResetCause {
+    /// Power applied (POR/PDR): nothing ran before it, so it says nothing about a release.
+    PowerOn,
+    /// The reset pin (a button, a supervisor chip, a debugger).
+    Pin,
+    /// A software reset the application asked for, without a recorded reason.
+    Software,
+    /// The reset into a newly installed image (the OTA client asked for it).
+    Update,
+    /// The independent watchdog fired: the application hung or starved its main loop.
+    IndependentWatchdog,
+    /// The window watchdog fired.
+    WindowWatchdog,
+    /// The supply dropped below the brown-out threshold.
+    BrownOut,
+    /// An illegal entry into a low-power mode.
+    LowPower,
+    /// A fault (hard fault, bus fault, stack overflow...) recorded by the fault handler.
+    Fault,
+    /// No flag set (an emulator, or a register already cleared).
+    Unknown,
+}
+
+impl ResetCause {
+    /// Resets that a healthy release does not cause: watchdogs, faults, brown-out and
+    /// low-power resets. Power-on, pin, update and plain software resets are expected.
+    pub fn is_unexpected(self) -> bool {
+        matches!(
+            self,
+            ResetCause::IndependentWatchdog
+                | ResetCause::WindowWatchdog
+                | ResetCause::BrownOut
+                | ResetCause::LowPower
+                | ResetCause::Fault
+        )
+    }
+
+    /// Decode the STM32F4's RCC_CSR (RM0090 6.3.21): bits 25 BORRSTF, 26 PINRSTF, 27 PORRSTF,
+    /// 28 SFTRSTF, 29 IWDGRSTF, 30 WWDGRSTF, 31 LPWRRSTF. Several flags are set at once (every
+    /// internal reset also drives NRST, so PINRSTF accompanies a watchdog; a power-on sets
+    /// BORRSTF too): the most specific wins. `recorded` is what the application wrote before a
+    /// software reset it asked for ([`ResetCause::Fault`] or [`ResetCause::Update`]).
+    pub fn from_rcc_csr(csr: u32, recorded: Option<ResetCause>) -> Self {
+        let bit = |n: u32| csr & (1 << n) != 0;
+        if bit(29) {
+            ResetCause::IndependentWatchdog
+        } else if bit(30) {
+            ResetCause::WindowWatchdog
+        } else if bit(31) {
+            ResetCause::LowPower
+        } else if bit(28) {
+            match recorded {
+                Some(cause @ (ResetCause::Fault | ResetCause::Update)) => cause,
+                _ => ResetCause::Software,
+            }
+        } else if bit(27) {
+            ResetCause::PowerOn
+        } else if bit(25) {
+            ResetCause::BrownOut
+        } else if bit(26) {
+            ResetCause::Pin
+        } else {
+            ResetCause::Unknown
+        }
+    }
+}
+
+/// The detail of a `reset` event.
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ResetInfo {
+    /// Why.
+    pub cause: ResetCause,
+    /// Seconds the device had run since its previous boot when it reset, as far as it recorded
+    /// (the OTA client records its uptime every few minutes).
+    #[cfg_attr(feature = "openapi", schema(maximum = 4294967295_u64))]
+    pub uptime_s: u32,
 }
 
 /// A batch of events.
@@ -404,15 +514,18 @@ mod tests {
                 rollout_id: Some(9),
                 version: Some(ImageVersion::new(1, 5, 0, 0)),
                 reason: Some(Reason::try_from("3 failed trial boots").unwrap()),
+                reset: None,
             })
             .unwrap();
+        events.push(Event::new(42, EventKind::Confirmed)).unwrap();
         events
             .push(Event {
-                id: 42,
-                kind: EventKind::Confirmed,
-                rollout_id: None,
-                version: None,
-                reason: None,
+                version: Some(ImageVersion::new(1, 5, 0, 0)),
+                reset: Some(ResetInfo {
+                    cause: ResetCause::IndependentWatchdog,
+                    uptime_s: 310,
+                }),
+                ..Event::new(43, EventKind::Reset)
             })
             .unwrap();
         let report = Report { events };
@@ -421,6 +534,84 @@ mod tests {
         assert_eq!(back, report);
         let json = serde_json::to_string(&report).unwrap();
         assert_eq!(serde_json::from_str::<Report>(&json).unwrap(), report);
+    }
+
+    #[test]
+    fn reset_events_read_the_same_on_both_sides() {
+        let json =
+            r#"{"id":7,"kind":"reset","version":"1.5.0","reset":{"cause":"fault","uptime_s":42}}"#;
+        let (device, _) = serde_json_core::from_slice::<Event>(json.as_bytes()).unwrap();
+        let server: Event = serde_json::from_str(json).unwrap();
+        assert_eq!(device, server);
+        assert_eq!(device.reset.unwrap().cause, ResetCause::Fault);
+        assert_eq!(serde_json::to_string(&server).unwrap(), json);
+        assert!(serde_json::from_str::<Event>(
+            r#"{"id":7,"kind":"reset","reset":{"cause":"gremlins","uptime_s":1}}"#
+        )
+        .is_err());
+        assert!(serde_json::from_str::<Event>(
+            r#"{"id":7,"kind":"reset","reset":{"cause":"fault","uptime_s":-1}}"#
+        )
+        .is_err());
+    }
+
+    #[test]
+    fn reset_causes_decode_from_rcc_csr() {
+        const BOR: u32 = 1 << 25;
+        const PIN: u32 = 1 << 26;
+        const POR: u32 = 1 << 27;
+        const SFT: u32 = 1 << 28;
+        const IWDG: u32 = 1 << 29;
+        const WWDG: u32 = 1 << 30;
+        const LPWR: u32 = 1 << 31;
+        let cases = [
+            (POR | BOR | PIN, None, ResetCause::PowerOn),
+            (BOR | PIN, None, ResetCause::BrownOut),
+            (PIN, None, ResetCause::Pin),
+            (IWDG | PIN, None, ResetCause::IndependentWatchdog),
+            (WWDG | PIN, None, ResetCause::WindowWatchdog),
+            (LPWR | PIN, None, ResetCause::LowPower),
+            (SFT | PIN, None, ResetCause::Software),
+            (SFT | PIN, Some(ResetCause::Fault), ResetCause::Fault),
+            (SFT | PIN, Some(ResetCause::Update), ResetCause::Update),
+            // A record left from an earlier reset does not turn a watchdog into a fault.
+            (
+                IWDG | PIN,
+                Some(ResetCause::Fault),
+                ResetCause::IndependentWatchdog,
+            ),
+            // Only a software reset takes a recorded cause; other recorded values are ignored.
+            (SFT, Some(ResetCause::BrownOut), ResetCause::Software),
+            (0, None, ResetCause::Unknown),
+        ];
+        for (csr, recorded, want) in cases {
+            assert_eq!(ResetCause::from_rcc_csr(csr, recorded), want, "{csr:#x}");
+        }
+        let unexpected: Vec<_> = [
+            ResetCause::PowerOn,
+            ResetCause::Pin,
+            ResetCause::Software,
+            ResetCause::Update,
+            ResetCause::IndependentWatchdog,
+            ResetCause::WindowWatchdog,
+            ResetCause::BrownOut,
+            ResetCause::LowPower,
+            ResetCause::Fault,
+            ResetCause::Unknown,
+        ]
+        .into_iter()
+        .filter(|c| c.is_unexpected())
+        .collect();
+        assert_eq!(
+            unexpected,
+            [
+                ResetCause::IndependentWatchdog,
+                ResetCause::WindowWatchdog,
+                ResetCause::BrownOut,
+                ResetCause::LowPower,
+                ResetCause::Fault
+            ]
+        );
     }
 
     #[test]

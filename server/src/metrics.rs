@@ -11,6 +11,7 @@ use prometheus_client::metrics::histogram::{exponential_buckets, Histogram};
 use prometheus_client::registry::Registry;
 use std::collections::HashMap;
 use std::fmt::Write as _;
+use std::sync::atomic::AtomicU64;
 use std::sync::{Arc, RwLock};
 
 /// Labels of HTTP request metrics: the route template (never the raw path, which would carry
@@ -131,6 +132,29 @@ pub struct Metrics {
     pub mqtt_dropped: Family<DropLabels, Counter>,
     /// Commands (nudges, stops) published to devices.
     pub mqtt_commands: Counter,
+    /// Unexpected resets per device-hour of each active rollout, on its new release and on the
+    /// baseline (refreshed at every scrape).
+    pub rollout_reset_rate: Family<RolloutSideLabels, Gauge<f64, AtomicU64>>,
+    /// Each active rollout's current reset limit, a ratio to the baseline (0: off).
+    pub rollout_reset_limit: Family<RolloutLabels, Gauge<f64, AtomicU64>>,
+    /// Each active rollout's gate failure rate and its limit (0-1).
+    pub rollout_failure_rate: Family<RolloutSideLabels, Gauge<f64, AtomicU64>>,
+}
+
+/// A rollout.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct RolloutLabels {
+    /// Rollout id.
+    pub rollout: i64,
+}
+
+/// A rollout and a side of a comparison (`new` / `baseline`, or `observed` / `limit`).
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct RolloutSideLabels {
+    /// Rollout id.
+    pub rollout: i64,
+    /// Which figure.
+    pub side: &'static str,
 }
 
 /// Why an MQTT publish was dropped.
@@ -165,6 +189,9 @@ impl Metrics {
             mqtt_reports: Counter::default(),
             mqtt_dropped: Family::default(),
             mqtt_commands: Counter::default(),
+            rollout_reset_rate: Family::default(),
+            rollout_reset_limit: Family::default(),
+            rollout_failure_rate: Family::default(),
             registry: Registry::default(),
         };
         registry.register(
@@ -178,6 +205,21 @@ impl Metrics {
             m.check_ins_without_database.clone(),
         );
         registry.register("reports", "Device reports stored", m.reports.clone());
+        registry.register(
+            "rollout_unexpected_resets_per_device_hour",
+            "Unexpected resets per device-hour of each active rollout: side=new (its release) or baseline (its targets on the old release)",
+            m.rollout_reset_rate.clone(),
+        );
+        registry.register(
+            "rollout_reset_ratio_limit",
+            "Each active rollout's reset limit, a ratio to the baseline (0: off)",
+            m.rollout_reset_limit.clone(),
+        );
+        registry.register(
+            "rollout_failure_rate",
+            "Each active rollout's gate failure rate: side=observed or limit",
+            m.rollout_failure_rate.clone(),
+        );
         registry.register("events", "Device events stored, by kind", m.events.clone());
         registry.register(
             "artifact_bytes_served",

@@ -82,6 +82,15 @@ pub struct PlanArgs {
     /// Stages advance only when approved (`fota rollout approve`).
     #[arg(long)]
     pub manual: bool,
+    /// Halt when the new release resets unexpectedly (watchdog, fault, brown-out) more than
+    /// this many times as often per device-hour as the targets still on the old release; 0
+    /// turns the check off [server default 2].
+    #[arg(long, value_name = "RATIO")]
+    pub max_reset_ratio: Option<f64>,
+    /// Device-hours the new release must run before its resets may halt it: 10, 0.5
+    /// [server default 10].
+    #[arg(long, value_name = "HOURS")]
+    pub min_device_hours: Option<f64>,
 }
 
 impl PlanArgs {
@@ -94,6 +103,8 @@ impl PlanArgs {
             || self.max_failure_rate.is_some()
             || self.deadline.is_some()
             || self.manual
+            || self.max_reset_ratio.is_some()
+            || self.min_device_hours.is_some()
     }
 
     /// The `stages` of a request: sizes from `--stages` or `--devices-stages` (else the default
@@ -123,6 +134,8 @@ impl PlanArgs {
                 put("max_failure_rate", self.max_failure_rate.map(|v| json!(v)));
                 put("confirm_deadline_s", self.deadline.map(|v| json!(v)));
                 put("auto_advance", self.manual.then_some(json!(false)));
+                put("max_reset_ratio", self.max_reset_ratio.map(|v| json!(v)));
+                put("min_device_hours", self.min_device_hours.map(|v| json!(v)));
                 Value::Object(stage)
             })
             .collect();
@@ -469,6 +482,31 @@ fn failure_line(s: &RolloutStatus) -> String {
     line
 }
 
+/// `resets 12 on 8 devices in 3.1 device-hours = 3.871/h; baseline 0.0200/h (4 in 250.0
+/// device-hours); 193.5 x (limit 2.0 x after 10.0 device-hours)`.
+fn reset_line(s: &RolloutStatus) -> Option<String> {
+    let r = s.resets.as_ref()?;
+    let limit = if r.max_ratio == 0.0 {
+        "no limit".to_string()
+    } else {
+        format!(
+            "limit {:.1} x after {:.1} device-hours",
+            r.max_ratio, r.min_device_hours
+        )
+    };
+    Some(format!(
+        "unexpected resets {} on {} devices in {:.1} device-hours = {:.3}/h; baseline {:.4}/h ({} in {:.1} device-hours); {:.1} x ({limit})",
+        r.new_resets,
+        r.new_devices,
+        r.new_device_hours,
+        r.new_rate,
+        r.baseline_rate,
+        r.baseline_resets,
+        r.baseline_device_hours,
+        r.ratio,
+    ))
+}
+
 /// The human `rollout status`.
 fn status_lines(s: &RolloutStatus) -> Vec<String> {
     let mut lines = vec![headline(s)];
@@ -527,6 +565,7 @@ fn status_lines(s: &RolloutStatus) -> Vec<String> {
         "MIN_SAMPLE",
         "MAX_FAILURES",
         "DEADLINE",
+        "MAX_RESETS",
         "ADVANCE",
     ]);
     for st in &s.stages {
@@ -536,6 +575,11 @@ fn status_lines(s: &RolloutStatus) -> Vec<String> {
             min_sample(st),
             rate(st.max_failure_rate),
             duration(st.confirm_deadline_s),
+            if st.max_reset_ratio == 0.0 {
+                "off".into()
+            } else {
+                format!("{} x after {} h", st.max_reset_ratio, st.min_device_hours)
+            },
             if st.auto_advance { "auto" } else { "manual" }.into(),
         ]);
     }
@@ -543,6 +587,7 @@ fn status_lines(s: &RolloutStatus) -> Vec<String> {
     lines.push(String::new());
 
     lines.push(failure_line(s));
+    lines.extend(reset_line(s));
     if s.counts.eligible > 0 {
         lines.push(format!("not offered yet: {}", s.counts.eligible));
     }
@@ -617,6 +662,7 @@ fn watch_frame(s: &RolloutStatus, interval: Duration) -> Vec<String> {
     ));
     lines.extend(table.lines());
     lines.push(failure_line(s));
+    lines.extend(reset_line(s));
     lines.extend(state_lines(s));
     lines.push(format!(
         "updated {}, every {}; Ctrl-C stops watching, not the rollout",
@@ -733,7 +779,7 @@ fn watch(args: &WatchArgs, out: &mut dyn Write) -> anyhow::Result<()> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use fota_server::api::admin::rollouts::GateStatus;
+    use fota_server::api::admin::rollouts::{GateStatus, ResetStatus};
 
     /// A rollout of 20 targets on the default plan, waiting in its manual first stage.
     fn waiting() -> RolloutStatus {
@@ -748,6 +794,8 @@ mod tests {
             cohort,
             max_failure_rate: 0.05,
             confirm_deadline_s: 7200,
+            max_reset_ratio: 2.0,
+            min_device_hours: 10.0,
             auto_advance: false,
             status: if number == 1 { "current" } else { "pending" }.into(),
             counts: StateCounts::default(),
@@ -787,6 +835,18 @@ mod tests {
                 approved: false,
                 rate_min_sample: 1,
             }),
+            resets: Some(ResetStatus {
+                new_resets: 0,
+                new_devices: 0,
+                new_device_hours: 0.2,
+                new_rate: 0.0,
+                baseline_resets: 3,
+                baseline_device_hours: 150.0,
+                baseline_rate: 4.0 / 150.0,
+                ratio: 0.0,
+                max_ratio: 2.0,
+                min_device_hours: 10.0,
+            }),
             halt_reason: None,
             halt_message: None,
             stages: vec![
@@ -811,8 +871,9 @@ mod tests {
         let s = waiting();
         let gate = "gate: 1/1 decided (the plan asks 20, capped at the stage's devices), 0 updating, 0 not offered yet; bake 12m left of 30m; advances when approved: fota rollout approve 7";
         let next = "next: baking: 12m left of 30m";
+        let resets = "unexpected resets 0 on 0 devices in 0.2 device-hours = 0.000/h; baseline 0.0267/h (3 in 150.0 device-hours); 0.0 x (limit 2.0 x after 10.0 device-hours)";
         let status = status_lines(&s);
-        for wanted in [gate, next] {
+        for wanted in [gate, next, resets] {
             assert!(
                 status.iter().any(|l| l == wanted),
                 "{wanted:?} not in {status:#?}"
@@ -832,7 +893,7 @@ mod tests {
         );
         // The terminal view has the same lines; the line view has them on its one line.
         let frame = watch_frame(&s, Duration::from_secs(2));
-        for wanted in [gate, next] {
+        for wanted in [gate, next, resets] {
             assert!(
                 frame.iter().any(|l| l == wanted),
                 "{wanted:?} not in {frame:#?}"

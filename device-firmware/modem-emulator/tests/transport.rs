@@ -128,6 +128,7 @@ async fn check_in_report_and_ranged_download_through_the_module() {
                 rollout_id: None,
                 version: Some(ImageVersion::new(1, 0, 0, 0)),
                 reason: Some("over the modem".try_into().unwrap()),
+                reset: None,
             })
             .unwrap();
         let ack = m.report(&Report { events }).unwrap();
@@ -143,6 +144,7 @@ async fn check_in_report_and_ranged_download_through_the_module() {
                 rollout_id: None,
                 version: None,
                 reason: None,
+                reset: None,
             })
             .unwrap();
         m.report(&Report { events }).unwrap();

@@ -63,6 +63,18 @@
 //! failure that ended the download; after the reboot `TrialBoot` (once the trial reached the
 //! server) and `Confirmed`, or, from the old image, `RolledBack`.
 //!
+//! # Resets
+//!
+//! [`boot_reset`](OtaClient::boot_reset), once per boot, reports why the device reset (the
+//! board decodes RCC_CSR and its own records, [`ResetCause::from_rcc_csr`]) as a `reset` event
+//! with the version that ran before it and how long it had run, from what the client recorded
+//! ([`record_uptime`](OtaClient::record_uptime) every [`UPTIME_RECORD_EVERY_S`] seconds, so a
+//! reset's uptime is known to that resolution). The server's health gate counts the unexpected
+//! ones (watchdogs, faults, brown-out) against the release that ran. A factory-fresh device's
+//! first power-on has nothing to report; and at most [`MAX_QUEUED_RESETS`] unacknowledged
+//! resets are queued, so a device in a reset loop without a link never pushes its update's
+//! outcome out of the queue.
+//!
 //! # Confirming
 //!
 //! [`after_boot`](OtaClient::after_boot) confirms a trial (or unconfirmed) image only after a
@@ -72,7 +84,7 @@
 
 use crate::download::Download;
 pub use crate::persist::EVENT_QUEUE_LEN;
-use crate::persist::{Change, Installed, Persist, PersistedState};
+use crate::persist::{Change, Installed, Persist, PersistedState, Running};
 use crate::transport::Transport;
 use core::fmt::Write as _;
 use embedded_storage::nor_flash::{NorFlash, ReadNorFlash};
@@ -81,12 +93,20 @@ use fota_protocol::image::{ImageVersion, TrustedKey};
 use fota_protocol::layout::SECTORS;
 use fota_protocol::messages::{
     BootState, CheckIn, CheckInResponse, Command, CommandKind, Event, EventKind, Model, Offer,
-    RdpLevel, Reason, Report, MAX_EVENTS_PER_REPORT,
+    RdpLevel, Reason, Report, ResetCause, ResetInfo, MAX_EVENTS_PER_REPORT,
 };
 use fota_protocol::SlotId;
 
 /// Size of the client's chunk buffer: the most bytes one [`OtaClient::download_step`] fetches.
 pub const CHUNK_BUF_LEN: usize = 1024;
+
+/// How often [`OtaClient::record_uptime`] writes the uptime to the persistent store (a 16-byte
+/// record: about 4.6 KB a day, so a 128 KB sector compacts about monthly).
+pub const UPTIME_RECORD_EVERY_S: u32 = 300;
+
+/// Most unacknowledged `reset` events kept queued; further resets before the server
+/// acknowledges them are counted in [`OtaClient::dropped_events`] instead.
+pub const MAX_QUEUED_RESETS: usize = 3;
 
 /// How often a download's offset is recorded: after every this many bytes programmed. A power
 /// cut costs at most this many bytes fetched again.
@@ -237,6 +257,7 @@ pub struct OtaClient<'k, T, F, P> {
     queue: heapless::Vec<Event, EVENT_QUEUE_LEN>,
     next_event_id: u64,
     installed: Option<Installed>,
+    running: Option<Running>,
     poll_interval_s: Option<u32>,
     dropped_events: u32,
     persist_errors: u32,
@@ -275,6 +296,7 @@ where
             queue: heapless::Vec::new(),
             next_event_id: 1,
             installed: None,
+            running: None,
             poll_interval_s: None,
             dropped_events: 0,
             persist_errors: 0,
@@ -289,6 +311,7 @@ where
         self.next_event_id = saved.next_event_id.max(1);
         self.queue = saved.events;
         self.installed = saved.installed;
+        self.running = saved.running;
         let Some(download) = saved.download else {
             return;
         };
@@ -753,6 +776,75 @@ where
         Ok(AfterBoot::Confirmed)
     }
 
+    /// Once per boot, before [`after_boot`](Self::after_boot): queue a `reset` event saying why
+    /// the device reset (`cause`), with the version that ran before it and its uptime: `ran` when
+    /// the caller knows better (a fault record written by the faulting image), otherwise what
+    /// this client last recorded. Then record that this image runs, from 0 s. Nothing is
+    /// queued for a power-on with no run recorded (a factory-fresh device), nor for an unknown
+    /// cause.
+    pub fn boot_reset(&mut self, cause: ResetCause, ran: Option<Running>) {
+        let before = ran.or(self.running);
+        // A software reset into the image this client installed is the update's own.
+        let booted = self.boot.info().slot;
+        let cause = match cause {
+            ResetCause::Software if self.installed.is_some_and(|i| i.slot == booted) => {
+                ResetCause::Update
+            }
+            other => other,
+        };
+        let queued = self
+            .queue
+            .iter()
+            .filter(|e| e.kind == EventKind::Reset)
+            .count();
+        // An unknown cause (an emulator without RCC, a register already cleared) says nothing.
+        if let Some(before) = before.filter(|_| cause != ResetCause::Unknown) {
+            if queued >= MAX_QUEUED_RESETS {
+                self.dropped_events = self.dropped_events.saturating_add(1);
+            } else {
+                let id = self.take_event_id();
+                let event = Event {
+                    version: Some(before.version),
+                    reset: Some(ResetInfo {
+                        cause,
+                        uptime_s: before.uptime_s,
+                    }),
+                    ..Event::new(id, EventKind::Reset)
+                };
+                self.push_event(event);
+            }
+        }
+        self.set_running(0);
+    }
+
+    /// Record the running image's uptime (call it from the main loop, e.g. every second): it is
+    /// written every [`UPTIME_RECORD_EVERY_S`] seconds, for the next boot's `reset` event.
+    pub fn record_uptime(&mut self, uptime_s: u32) {
+        let recorded = self
+            .running
+            .filter(|r| r.version == self.device.firmware_version)
+            .map(|r| r.uptime_s);
+        match recorded {
+            Some(at) if uptime_s < at.saturating_add(UPTIME_RECORD_EVERY_S) => {}
+            _ => self.set_running(uptime_s),
+        }
+    }
+
+    fn set_running(&mut self, uptime_s: u32) {
+        let running = Running {
+            version: self.device.firmware_version,
+            uptime_s,
+        };
+        self.running = Some(running);
+        self.record(&Change::Running(running));
+    }
+
+    /// What this client last recorded as running (the previous boot's, until
+    /// [`boot_reset`](Self::boot_reset)).
+    pub fn running(&self) -> Option<Running> {
+        self.running
+    }
+
     /// Act on a command the server pushed (over MQTT; see `fota_protocol::messages::Command`).
     /// `random` is any random number (the device's RNG or a hash of its id and the time): a
     /// `check_in` nudge becomes a wait of `random % (jitter_s + 1)` seconds, which the caller
@@ -885,15 +977,22 @@ where
         version: Option<ImageVersion>,
         reason: Option<Reason>,
     ) {
-        let id = self.next_event_id;
-        self.next_event_id = id.saturating_add(1);
-        let event = Event {
-            id,
-            kind,
+        let id = self.take_event_id();
+        self.push_event(Event {
             rollout_id,
             version,
             reason,
-        };
+            ..Event::new(id, kind)
+        });
+    }
+
+    fn take_event_id(&mut self) -> u64 {
+        let id = self.next_event_id;
+        self.next_event_id = id.saturating_add(1);
+        id
+    }
+
+    fn push_event(&mut self, event: Event) {
         // Persisted first: the store drops the oldest of a full queue by the same rule.
         self.record(&Change::Event(&event));
         if self.queue.is_full() {

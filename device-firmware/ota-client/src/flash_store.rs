@@ -6,7 +6,7 @@
 //! | offset | size | field |
 //! |---|---|---|
 //! | 0 | 2 | magic `0F 7A` |
-//! | 2 | 1 | kind: 1 Commit, 2 Event, 3 Acked, 4 Installed, 5 NotInstalled, 6 Download, 7 NoDownload, 8 Progress, 9 NextEventId |
+//! | 2 | 1 | kind: 1 Commit, 2 Event, 3 Acked, 4 Installed, 5 NotInstalled, 6 Download, 7 NoDownload, 8 Progress, 9 NextEventId, 10 Running |
 //! | 3 | 1 | payload length n |
 //! | 4 | n, padded to 4 | payload (little-endian integers) |
 //! | 4 + pad(n) | 4 | CRC-32 (ISO-HDLC) of everything before it |
@@ -29,18 +29,18 @@
 //!
 //! [`OTA_STATE`]: fota_protocol::layout::OTA_STATE
 
-use crate::persist::{Change, Installed, Persist, PersistedState};
+use crate::persist::{Change, Installed, Persist, PersistedState, Running};
 use embedded_storage::nor_flash::NorFlash;
 use fota_protocol::image::{Digest, ImageVersion};
 use fota_protocol::layout::{FLASH_BASE, OTA_STATE};
-use fota_protocol::messages::{Event, EventKind, Offer, Reason};
+use fota_protocol::messages::{Event, EventKind, Offer, Reason, ResetCause, ResetInfo};
 use fota_protocol::SlotId;
 
 const MAGIC: [u8; 2] = [0x0F, 0x7A];
 const HEADER: usize = 4;
 const CRC_LEN: usize = 4;
-/// The largest payload (an event with the longest reason).
-const MAX_PAYLOAD: usize = 8 + 1 + 1 + 8 + 8 + 1 + 96;
+/// The largest payload (an event with the longest reason and a reset's detail).
+const MAX_PAYLOAD: usize = 8 + 1 + 1 + 8 + 8 + 1 + 96 + 5;
 const MAX_RECORD: usize = HEADER + MAX_PAYLOAD.next_multiple_of(4) + CRC_LEN;
 /// The commit record: header, generation, CRC.
 const COMMIT_LEN: u32 = (HEADER + 4 + CRC_LEN) as u32;
@@ -58,6 +58,7 @@ mod kind {
     pub const NO_DOWNLOAD: u8 = 7;
     pub const PROGRESS: u8 = 8;
     pub const NEXT_EVENT_ID: u8 = 9;
+    pub const RUNNING: u8 = 10;
 }
 
 /// Where the store's two sectors are, in the flash driver's offsets.
@@ -211,7 +212,20 @@ fn slot_from(code: u8) -> Option<SlotId> {
     }
 }
 
-const EVENT_KINDS: [EventKind; 9] = [
+const RESET_CAUSES: [ResetCause; 10] = [
+    ResetCause::PowerOn,
+    ResetCause::Pin,
+    ResetCause::Software,
+    ResetCause::Update,
+    ResetCause::IndependentWatchdog,
+    ResetCause::WindowWatchdog,
+    ResetCause::BrownOut,
+    ResetCause::LowPower,
+    ResetCause::Fault,
+    ResetCause::Unknown,
+];
+
+const EVENT_KINDS: [EventKind; 10] = [
     EventKind::OfferAccepted,
     EventKind::DownloadStarted,
     EventKind::DownloadFailed,
@@ -221,6 +235,7 @@ const EVENT_KINDS: [EventKind; 9] = [
     EventKind::RolledBack,
     EventKind::VerifyFailed,
     EventKind::ProtectionBlocked,
+    EventKind::Reset,
 ];
 
 fn event_code(kind: EventKind) -> u8 {
@@ -233,7 +248,8 @@ fn encode(change: &Change<'_>) -> Record {
         Change::Event(e) => {
             let flags = u8::from(e.rollout_id.is_some())
                 | u8::from(e.version.is_some()) << 1
-                | u8::from(e.reason.is_some()) << 2;
+                | u8::from(e.reason.is_some()) << 2
+                | u8::from(e.reset.is_some()) << 3;
             p.u64(e.id).u8(event_code(e.kind)).u8(flags);
             if let Some(r) = e.rollout_id {
                 p.u64(r);
@@ -243,6 +259,11 @@ fn encode(change: &Change<'_>) -> Record {
             }
             if let Some(reason) = &e.reason {
                 p.u8(reason.len() as u8).put(reason.as_bytes());
+            }
+            if let Some(reset) = e.reset {
+                let cause = RESET_CAUSES.iter().position(|&c| c == reset.cause);
+                p.u8(cause.unwrap_or(RESET_CAUSES.len() - 1) as u8)
+                    .u32(reset.uptime_s);
             }
             p.record(kind::EVENT)
         }
@@ -263,6 +284,10 @@ fn encode(change: &Change<'_>) -> Record {
             .record(kind::DOWNLOAD),
         Change::Download(None) => p.record(kind::NO_DOWNLOAD),
         Change::Progress(offset) => p.u32(offset).record(kind::PROGRESS),
+        Change::Running(r) => p
+            .u64(pack_version(r.version))
+            .u32(r.uptime_s)
+            .record(kind::RUNNING),
     }
 }
 
@@ -288,12 +313,21 @@ fn apply_record(state: &mut PersistedState, kind: u8, payload: &[u8]) -> bool {
                 } else {
                     None
                 };
+                let reset = if flags & 8 != 0 {
+                    Some(ResetInfo {
+                        cause: *RESET_CAUSES.get(usize::from(r.u8()?))?,
+                        uptime_s: r.u32()?,
+                    })
+                } else {
+                    None
+                };
                 let event = Event {
                     id,
                     kind: event_kind,
                     rollout_id,
                     version,
                     reason,
+                    reset,
                 };
                 state.apply(&Change::Event(&event));
             }
@@ -328,6 +362,10 @@ fn apply_record(state: &mut PersistedState, kind: u8, payload: &[u8]) -> bool {
                 let next = r.u64()?;
                 state.next_event_id = state.next_event_id.max(next);
             }
+            kind::RUNNING => state.apply(&Change::Running(Running {
+                version: unpack_version(r.u64()?),
+                uptime_s: r.u32()?,
+            })),
             _ => return None,
         }
         Some(())
@@ -513,6 +551,9 @@ impl<F: NorFlash> FlashPersist<F> {
                 put(self, encode(&Change::Progress(download.offset)))?;
             }
         }
+        if let Some(running) = state.running {
+            put(self, encode(&Change::Running(running)))?;
+        }
         let mut commit = Payload::new();
         commit.u32(generation);
         self.program(start, commit.record(kind::COMMIT).as_bytes())?;
@@ -573,6 +614,7 @@ mod tests {
             rollout_id: Some(9),
             version: Some(ImageVersion::new(1, 5, 0, 2)),
             reason: reason.map(|r| Reason::try_from(r).unwrap()),
+            reset: None,
         }
     }
 
@@ -606,11 +648,20 @@ mod tests {
     #[test]
     fn every_change_replays_after_a_reset() {
         let long = "r".repeat(96);
-        let (e1, e2, e3) = (
-            event(1, None),
-            event(2, Some("3 failed trials")),
-            event(3, Some(&long)),
-        );
+        let (e1, e2) = (event(1, None), event(2, Some("3 failed trials")));
+        // The largest event there is: the longest reason and a reset's detail.
+        let e3 = Event {
+            kind: EventKind::Reset,
+            reset: Some(ResetInfo {
+                cause: ResetCause::Fault,
+                uptime_s: u32::MAX,
+            }),
+            ..event(3, Some(&long))
+        };
+        let running = |uptime_s| Running {
+            version: ImageVersion::new(2, 0, 0, 0),
+            uptime_s,
+        };
         let offer = offer();
         let installed = Installed {
             slot: SlotId::B,
@@ -628,14 +679,18 @@ mod tests {
                 Change::Acked { through: 1 },
                 Change::Installed(Some(installed)),
                 Change::Download(None),
+                Change::Running(running(0)),
                 Change::Event(&e3),
+                Change::Running(running(600)),
             ],
         );
         let state = FlashPersist::open(flash, REGION).load();
         assert_eq!(state.next_event_id, 4);
         assert_eq!(state.events.len(), 2);
+        assert_eq!(state.events[1], e3);
         assert_eq!(state.installed, Some(installed));
         assert_eq!(state.download, None);
+        assert_eq!(state.running, Some(running(600)));
     }
 
     #[test]

@@ -26,9 +26,10 @@ pub mod transport;
 
 pub use client::{
     AfterBoot, CheckInOutcome, ClientError, Config, DeviceInfo, OtaClient, Pushed, Step,
+    MAX_QUEUED_RESETS, UPTIME_RECORD_EVERY_S,
 };
 pub use flash_store::{FlashPersist, StoreRegion};
 #[cfg(feature = "std")]
 pub use persist::MemPersist;
-pub use persist::{Change, Installed, Persist, PersistedState, SavedDownload};
+pub use persist::{Change, Installed, Persist, PersistedState, Running, SavedDownload};
 pub use shared::SharedFlash;

@@ -9,7 +9,9 @@
 //! - the image installed and not yet reported on (slot, rollout, version), so the trial boot
 //!   and a bootloader's revert are reported against the right rollout;
 //! - the download in progress: its offer, once the slot is erased, and how many of its bytes
-//!   are durably in the slot, so a power cut mid-download resumes from there.
+//!   are durably in the slot, so a power cut mid-download resumes from there;
+//! - what is running and for how long (recorded at boot and every few minutes), so that the next
+//!   boot can report a reset with the version and the uptime it cut short.
 //!
 //! [`PersistedState::apply`] is the one definition of what a change does; both stores replay
 //! changes through it: [`MemPersist`] (feature `std`: the simulator and tests) keeps the
@@ -47,6 +49,15 @@ pub struct SavedDownload {
     pub offset: u32,
 }
 
+/// What ran, and for how long, as last recorded: the next boot reports its reset with it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Running {
+    /// The version that ran.
+    pub version: ImageVersion,
+    /// Seconds it had run since its boot.
+    pub uptime_s: u32,
+}
+
 /// Everything the client persists.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct PersistedState {
@@ -58,6 +69,8 @@ pub struct PersistedState {
     pub installed: Option<Installed>,
     /// The download in progress.
     pub download: Option<SavedDownload>,
+    /// What runs now (or ran before the last reset, until the boot after it records anew).
+    pub running: Option<Running>,
 }
 
 impl Default for PersistedState {
@@ -67,6 +80,7 @@ impl Default for PersistedState {
             events: heapless::Vec::new(),
             installed: None,
             download: None,
+            running: None,
         }
     }
 }
@@ -89,6 +103,8 @@ pub enum Change<'a> {
     Download(Option<&'a Offer>),
     /// The download's bytes up to this offset are in the slot.
     Progress(u32),
+    /// This version runs, and has run this long.
+    Running(Running),
 }
 
 impl PersistedState {
@@ -116,6 +132,7 @@ impl PersistedState {
                     download.offset = offset.min(download.offer.size);
                 }
             }
+            Change::Running(running) => self.running = Some(running),
         }
     }
 }
@@ -152,7 +169,7 @@ pub use mem::MemPersist;
 mod mem {
     extern crate std;
 
-    use super::{Change, Installed, Persist, PersistedState, SavedDownload};
+    use super::{Change, Installed, Persist, PersistedState, Running, SavedDownload};
     use fota_protocol::messages::Event;
     use std::vec::Vec;
 
@@ -169,6 +186,8 @@ mod mem {
         pub installed: Option<Installed>,
         /// The download in progress.
         pub download: Option<SavedDownload>,
+        /// What runs, and for how long.
+        pub running: Option<Running>,
         /// Changes recorded so far.
         pub changes: u64,
     }
@@ -180,6 +199,7 @@ mod mem {
                 events: Vec::new(),
                 installed: None,
                 download: None,
+                running: None,
                 changes: 0,
             }
         }
@@ -193,6 +213,7 @@ mod mem {
                 events: state.events.into_iter().collect(),
                 installed: state.installed,
                 download: state.download,
+                running: state.running,
                 changes: 0,
             }
         }
@@ -213,6 +234,7 @@ mod mem {
                 events,
                 installed: self.installed,
                 download: self.download.clone(),
+                running: self.running,
             }
         }
 

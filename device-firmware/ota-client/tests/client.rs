@@ -8,11 +8,12 @@ use fota_boot::{BootControl, BootJournal, BootMode, FlashLayout, JournalRegion};
 use fota_ota_client::client::EVENT_QUEUE_LEN;
 use fota_ota_client::transport::Transport;
 use fota_ota_client::{
-    AfterBoot, CheckInOutcome, Config, DeviceInfo, Installed, MemPersist, OtaClient, Step,
+    AfterBoot, CheckInOutcome, Config, DeviceInfo, Installed, MemPersist, OtaClient, Running, Step,
+    MAX_QUEUED_RESETS, UPTIME_RECORD_EVERY_S,
 };
 use fota_protocol::image::{Digest, ImageBuilder, ImageVersion, TrustedKey};
 use fota_protocol::messages::{
-    CheckIn, CheckInResponse, EventKind, Model, Offer, RdpLevel, Report, ReportAck,
+    CheckIn, CheckInResponse, EventKind, Model, Offer, RdpLevel, Report, ReportAck, ResetCause,
 };
 use fota_protocol::SlotId;
 
@@ -948,4 +949,113 @@ fn the_client_on_flash_persist_resumes_after_a_cut() {
 
 fn kinds_of(events: &[fota_protocol::messages::Event]) -> Vec<EventKind> {
     events.iter().map(|e| e.kind).collect()
+}
+
+/// A client after a reset: the same flash and persisted state, a new RAM.
+fn rebooted<'k>(c: Client<'k>, keys: &'k [TrustedKey]) -> Client<'k> {
+    let running = c.boot().info().slot;
+    let (server, boot, persist) = c.into_parts();
+    client(
+        server,
+        boot.into_flash(),
+        running,
+        persist,
+        0,
+        keys,
+        Config::default(),
+    )
+}
+
+fn reset_of(e: &fota_protocol::messages::Event) -> (Option<ImageVersion>, ResetCause, u32) {
+    let r = e.reset.expect("a reset event carries its detail");
+    (e.version, r.cause, r.uptime_s)
+}
+
+#[test]
+fn resets_are_reported_at_the_next_boot_with_what_ran_and_for_how_long() {
+    let keys = keys();
+    let mut c = client(
+        Server::default(),
+        flash_with(&[]),
+        SlotId::A,
+        MemPersist::default(),
+        0,
+        &keys,
+        Config::default(),
+    );
+    // A factory-fresh device's first power-on has nothing to tell.
+    c.boot_reset(ResetCause::PowerOn, None);
+    assert!(c.queued_events().is_empty());
+    let at = |c: &Client<'_>| c.running().map(|r| (r.version, r.uptime_s));
+    assert_eq!(at(&c), Some((OLD, 0)));
+    // The uptime is written every UPTIME_RECORD_EVERY_S, not at every call.
+    let every = UPTIME_RECORD_EVERY_S;
+    for (uptime, recorded) in [
+        (1, 0),
+        (every - 1, 0),
+        (every, every),
+        (2 * every - 1, every),
+    ] {
+        c.record_uptime(uptime);
+        assert_eq!(at(&c), Some((OLD, recorded)), "after {uptime} s");
+    }
+    c.record_uptime(2 * every + 7);
+
+    // The watchdog fires: the next boot reports it with the last recorded uptime.
+    let mut c = rebooted(c, &keys);
+    c.boot_reset(ResetCause::IndependentWatchdog, None);
+    assert_eq!(kinds(&c), [EventKind::Reset]);
+    let e = &c.queued_events()[0];
+    assert_eq!(
+        reset_of(e),
+        (Some(OLD), ResetCause::IndependentWatchdog, 2 * every + 7)
+    );
+    assert_eq!(e.rollout_id, None);
+    assert_eq!(at(&c), Some((OLD, 0)), "this boot runs from 0 s");
+
+    // An emulator's empty RCC_CSR says nothing; a fault record names the faulting image.
+    let mut c = rebooted(c, &keys);
+    c.boot_reset(ResetCause::Unknown, None);
+    assert_eq!(c.queued_events().len(), 1);
+    let fault = Running {
+        version: NEW,
+        uptime_s: 5,
+    };
+    let mut c = rebooted(c, &keys);
+    c.boot_reset(ResetCause::Fault, Some(fault));
+    assert_eq!(
+        reset_of(&c.queued_events()[1]),
+        (Some(NEW), ResetCause::Fault, 5)
+    );
+
+    // A reset loop without a link: at most MAX_QUEUED_RESETS wait, the rest are counted.
+    for _ in 0..5 {
+        c = rebooted(c, &keys);
+        c.boot_reset(ResetCause::BrownOut, None);
+    }
+    let resets = kinds(&c).iter().filter(|k| **k == EventKind::Reset).count();
+    assert_eq!(resets, MAX_QUEUED_RESETS);
+    // The count of dropped events is this boot's (it lives in RAM).
+    assert_eq!(c.dropped_events(), 1);
+}
+
+#[test]
+fn the_reset_into_an_installed_image_is_the_update() {
+    let keys = keys();
+    let mut c = trial_boot(Server::default(), &keys);
+    c.boot_reset(ResetCause::Software, None);
+    // Nothing was recorded as running before (the persisted state predates it): nothing to
+    // report, but this boot is recorded.
+    assert!(c.queued_events().is_empty());
+    let mut c = trial_boot(Server::default(), &keys);
+    let before = Running {
+        version: OLD,
+        uptime_s: 120,
+    };
+    c.boot_reset(ResetCause::Software, Some(before));
+    assert_eq!(
+        reset_of(&c.queued_events()[0]),
+        (Some(OLD), ResetCause::Update, 120)
+    );
+    assert!(!ResetCause::Update.is_unexpected());
 }

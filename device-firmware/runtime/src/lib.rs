@@ -121,6 +121,7 @@ pub fn event_name(kind: EventKind) -> &'static str {
         EventKind::RolledBack => "rolled_back",
         EventKind::VerifyFailed => "verify_failed",
         EventKind::ProtectionBlocked => "protection_blocked",
+        EventKind::Reset => "reset",
     }
 }
 
@@ -242,6 +243,11 @@ where
 
     fn step(&mut self, now_ms: u64, log: &mut impl Log) -> Action {
         let now = now_ms;
+        // What runs and for how long, for the next boot's reset report (written every few
+        // minutes, not at every poll).
+        let uptime_s = now.saturating_sub(self.booted_ms) / 1000;
+        self.client
+            .record_uptime(u32::try_from(uptime_s).unwrap_or(u32::MAX));
         // 1. The trial deadline, before anything that could take time.
         if self.client.boot().info().is_trial()
             && now.saturating_sub(self.booted_ms) >= self.config.trial_deadline_ms

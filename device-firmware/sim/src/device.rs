@@ -11,17 +11,19 @@
 //!    steps, reports); the others fault at once, hang until the watchdog fires, or crash later.
 //! 3. **Reset**: everything in RAM is dropped, the OTA client included. The flash (and the
 //!    client's persisted state, [`MemPersist`], which stands for its flash sectors) is all that
-//!    survives.
+//!    survives. The next boot tells the client why it reset (power-on, update, fault, watchdog,
+//!    as the board's RCC_CSR and fault record would), and the client reports it; a healthy
+//!    device can be given a background rate of watchdog resets ([`Faults::background_reset_mean`]).
 
 use crate::app::{behaviour_of, AppBehaviour};
 use crate::fleet_flash::FleetFlash;
 use crate::link::{Link, LinkStats};
 use fota_boot::{boot, BootAction, BootControl, BootMode, FlashLayout};
 use fota_ota_client::{
-    AfterBoot, CheckInOutcome, Config, DeviceInfo, MemPersist, OtaClient, Pushed, Step,
+    AfterBoot, CheckInOutcome, Config, DeviceInfo, MemPersist, OtaClient, Pushed, Running, Step,
 };
 use fota_protocol::image::{ImageVersion, TrustedKey};
-use fota_protocol::messages::{Command, Model, RdpLevel};
+use fota_protocol::messages::{Command, Model, RdpLevel, ResetCause};
 use fota_protocol::SlotId;
 use std::time::{Duration, Instant, SystemTime};
 
@@ -74,6 +76,10 @@ pub struct Faults {
     pub power_cut: bool,
     /// Every download step is followed by [`Timing::slow_link_pause`].
     pub slow_link: bool,
+    /// Whatever it runs, the watchdog resets it now and then: a random time after each boot,
+    /// exponentially distributed with this mean (a healthy fleet's background of unexpected
+    /// resets, so a release's reset rate has a baseline to be compared with).
+    pub background_reset_mean: Option<Duration>,
 }
 
 /// What the simulator shares with every device.
@@ -118,6 +124,8 @@ pub struct DeviceStatus {
     pub rollbacks: u32,
     /// Crashes and watchdog resets of the running application.
     pub crashes: u32,
+    /// Of which: background watchdog resets ([`Faults::background_reset_mean`]).
+    pub background_resets: u32,
     /// Power cuts it suffered.
     pub power_cuts: u32,
     /// The version it is downloading, as of its last turn.
@@ -148,6 +156,8 @@ struct App {
     booted_at: Instant,
     after_boot_done: bool,
     next_check_in: Instant,
+    /// When the background watchdog reset comes, if one is due this boot.
+    background_reset_at: Option<Instant>,
 }
 
 #[derive(Debug)]
@@ -180,6 +190,9 @@ pub struct Device {
     status: DeviceStatus,
     power_cut_armed: bool,
     link_drop_armed: bool,
+    /// Why the next boot happens, and what ran before it (as the board's reset-cause register
+    /// and fault record would say): a power-on unless a reset site says otherwise.
+    next_reset: (ResetCause, Option<Running>),
 }
 
 impl Device {
@@ -219,6 +232,7 @@ impl Device {
                 confirmations: 0,
                 rollbacks: 0,
                 crashes: 0,
+                background_resets: 0,
                 power_cuts: 0,
                 downloading: None,
                 nudges: 0,
@@ -230,6 +244,7 @@ impl Device {
             },
             power_cut_armed: faults.power_cut,
             link_drop_armed: faults.link_drop,
+            next_reset: (ResetCause::PowerOn, None),
         }
     }
 
@@ -385,6 +400,14 @@ impl Device {
             behaviour_of(&mut flash, &LAYOUT, &target).unwrap_or(AppBehaviour::NeverReachesServer);
         if behaviour == AppBehaviour::FailsBoot {
             self.status.crashes += 1;
+            // The image's fault handler records the fault, with its own version.
+            self.next_reset = (
+                ResetCause::Fault,
+                Some(Running {
+                    version: target.image.image.header.version,
+                    uptime_s: 0,
+                }),
+            );
             self.phase = Phase::Off {
                 flash,
                 persist,
@@ -399,6 +422,7 @@ impl Device {
             Ok(control) => control,
             Err(_) => {
                 self.status.crashes += 1;
+                self.next_reset = (ResetCause::Fault, None);
                 self.phase = Phase::Off {
                     flash: spare,
                     persist,
@@ -414,7 +438,14 @@ impl Device {
             rdp_level: RdpLevel::Level1,
             wrp_mask: 0,
         };
-        let client = OtaClient::new(link, control, persist, info, cx.keys, cx.client);
+        let mut client = OtaClient::new(link, control, persist, info, cx.keys, cx.client);
+        let (cause, ran) = std::mem::replace(&mut self.next_reset, (ResetCause::PowerOn, None));
+        client.boot_reset(cause, ran);
+        let background_reset_at = self.faults.background_reset_mean.map(|mean| {
+            // Exponential: -ln(U) x mean, U uniform in (0, 1].
+            let u = (self.random() % 1_000_000 + 1) as f64 / 1_000_000.0;
+            now + mean.mul_f64(-u.ln())
+        });
         let first_check_in = if self.status.boots == 1 {
             now + self.jitter(
                 cx.timing
@@ -430,14 +461,27 @@ impl Device {
             booted_at: now,
             after_boot_done: false,
             next_check_in: first_check_in,
+            background_reset_at,
         }));
         now + cx.timing.reboot
     }
 
-    /// Reset from the running application.
-    fn reset(&mut self, now: Instant, cx: &Context<'_>, app: Box<App>) -> Instant {
+    /// Reset from the running application, for `cause`.
+    fn reset(
+        &mut self,
+        now: Instant,
+        cx: &Context<'_>,
+        app: Box<App>,
+        cause: ResetCause,
+    ) -> Instant {
+        let ran = self.status.version.map(|version| Running {
+            version,
+            uptime_s: u32::try_from(now.saturating_duration_since(app.booted_at).as_secs())
+                .unwrap_or(u32::MAX),
+        });
         self.phase = Phase::Running(app);
         self.power_cycle();
+        self.next_reset = (cause, ran);
         if let Phase::Off { flash, link, .. } = &mut self.phase {
             // Whatever the application wrote is shared with the devices that wrote the same.
             flash.seal();
@@ -460,15 +504,20 @@ impl Device {
                     return fires;
                 }
                 self.status.crashes += 1;
-                return self.reset(now, cx, app);
+                return self.reset(now, cx, app, ResetCause::IndependentWatchdog);
             }
             AppBehaviour::CrashesAfter { after_ms } => {
                 if now >= app.booted_at + Duration::from_millis(u64::from(after_ms)) {
                     self.status.crashes += 1;
-                    return self.reset(now, cx, app);
+                    return self.reset(now, cx, app, ResetCause::Fault);
                 }
             }
             AppBehaviour::Good | AppBehaviour::FailsBoot => {}
+        }
+        if app.background_reset_at.is_some_and(|at| now >= at) {
+            self.status.crashes += 1;
+            self.status.background_resets += 1;
+            return self.reset(now, cx, app, ResetCause::IndependentWatchdog);
         }
 
         if !app.after_boot_done {
@@ -508,7 +557,7 @@ impl Device {
                 let step = app.client.download_step();
                 if !Self::powered(&mut app) {
                     self.status.power_cuts += 1;
-                    let wake = self.reset(now, cx, app);
+                    let wake = self.reset(now, cx, app, ResetCause::PowerOn);
                     if let (Some(before), Phase::Off { persist, .. }) = (before, &mut self.phase) {
                         *persist = before;
                     }
@@ -524,7 +573,7 @@ impl Device {
                         }
                         // Tell the server before the reset; what is not sent is lost with RAM.
                         let _ = app.client.flush_reports();
-                        return self.reset(now, cx, app);
+                        return self.reset(now, cx, app, ResetCause::Update);
                     }
                     Step::Failed | Step::Idle => {
                         app.client.boot_mut().flash_mut().seal();
@@ -573,6 +622,9 @@ impl Device {
 
         if let AppBehaviour::CrashesAfter { after_ms } = app.behaviour {
             wake = wake.min(app.booted_at + Duration::from_millis(u64::from(after_ms)));
+        }
+        if let Some(at) = app.background_reset_at {
+            wake = wake.min(at);
         }
         self.status.link = app.client.transport().stats();
         self.status.downloading = app.client.download().map(|d| d.offer().version);

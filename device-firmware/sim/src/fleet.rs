@@ -135,6 +135,8 @@ pub struct FleetSummary {
     pub rollbacks: u64,
     /// Crashes and watchdog resets.
     pub crashes: u64,
+    /// Of which: background watchdog resets.
+    pub background_resets: u64,
     /// Power cuts.
     pub power_cuts: u64,
     /// Check-ins answered.
@@ -177,6 +179,7 @@ impl FleetSummary {
         self.confirmations += u64::from(s.confirmations);
         self.rollbacks += u64::from(s.rollbacks);
         self.crashes += u64::from(s.crashes);
+        self.background_resets += u64::from(s.background_resets);
         self.power_cuts += u64::from(s.power_cuts);
         self.check_ins += s.link.check_ins;
         self.reports += s.link.reports;

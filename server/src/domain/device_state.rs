@@ -94,9 +94,10 @@ impl DeviceState {
         self.allowed_from().contains(&from)
     }
 
-    /// The state a reported event moves a device to.
-    pub fn for_event(kind: EventKind) -> DeviceState {
-        match kind {
+    /// The state a reported event moves a device to; `None` for events that move nothing (a
+    /// reset is health telemetry, judged by the gate from its own counts).
+    pub fn for_event(kind: EventKind) -> Option<DeviceState> {
+        Some(match kind {
             EventKind::OfferAccepted => Offered,
             EventKind::DownloadStarted => Downloading,
             EventKind::Installed | EventKind::TrialBoot => Installed,
@@ -104,7 +105,8 @@ impl DeviceState {
             EventKind::DownloadFailed | EventKind::VerifyFailed => Failed,
             EventKind::RolledBack => RolledBack,
             EventKind::ProtectionBlocked => ProtectionBlocked,
-        }
+            EventKind::Reset => return None,
+        })
     }
 
     /// The state a check-in proves for a device in flight that already runs the release: it
@@ -213,9 +215,19 @@ mod tests {
 
     #[test]
     fn events_move_to_their_state_and_failures_are_the_gates() {
-        assert_eq!(DeviceState::for_event(EventKind::TrialBoot), Installed);
-        assert_eq!(DeviceState::for_event(EventKind::VerifyFailed), Failed);
-        assert_eq!(DeviceState::for_event(EventKind::RolledBack), RolledBack);
+        assert_eq!(
+            DeviceState::for_event(EventKind::TrialBoot),
+            Some(Installed)
+        );
+        assert_eq!(
+            DeviceState::for_event(EventKind::VerifyFailed),
+            Some(Failed)
+        );
+        assert_eq!(
+            DeviceState::for_event(EventKind::RolledBack),
+            Some(RolledBack)
+        );
+        assert_eq!(DeviceState::for_event(EventKind::Reset), None);
         // An event counts against the gate exactly when the device protocol calls it a
         // failure, except a protection skip, which is no outcome.
         for kind in [
@@ -229,7 +241,7 @@ mod tests {
             EventKind::VerifyFailed,
             EventKind::ProtectionBlocked,
         ] {
-            let state = DeviceState::for_event(kind);
+            let state = DeviceState::for_event(kind).unwrap();
             assert_eq!(
                 state.is_failure(),
                 kind.is_failure() && kind != EventKind::ProtectionBlocked,

@@ -9,6 +9,7 @@
 //!   it, each with the states it may start from.
 //! - [`counts`]: [`StateCounts`], devices per state, and what counts as a failure or decided.
 //! - [`cohort`]: deterministic ranks, stage thresholds.
+//! - [`resets`]: unexpected resets per device-hour on a rollout's new and old release.
 //! - [`version`]: versions as sortable integer keys.
 //! - [`release`]: what makes two uploaded images a release; [`release::ReleaseError`].
 //! - [`provisioning`]: what a provisioning request may hold.
@@ -27,10 +28,12 @@ pub mod device_state;
 pub mod names;
 pub mod provisioning;
 pub mod release;
+pub mod resets;
 pub mod rollout_state;
 pub mod schemas;
 pub mod version;
 
 pub use counts::StateCounts;
 pub use device_state::DeviceState;
+pub use resets::ResetFigures;
 pub use rollout_state::{RolloutAction, RolloutKind, RolloutState};

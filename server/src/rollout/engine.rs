@@ -10,7 +10,9 @@
 
 use super::gate::{self, GateInput, HealthGate, Verdict};
 use crate::domain::version::version_key;
-use crate::domain::{anti_rollback, cohort, DeviceState, RolloutAction, RolloutState, StateCounts};
+use crate::domain::{
+    anti_rollback, cohort, DeviceState, ResetFigures, RolloutAction, RolloutState, StateCounts,
+};
 use crate::store::{
     now_ms, AuditEntry, RolloutChange, RolloutRow, StageRow, Store, StoreError, StoreOutcome,
 };
@@ -359,7 +361,9 @@ impl Engine {
             let Some(rollout) = e.rollout_id else {
                 continue;
             };
-            let to = DeviceState::for_event(e.kind);
+            let Some(to) = DeviceState::for_event(e.kind) else {
+                continue;
+            };
             let Ok(rollout) = i64::try_from(rollout) else {
                 continue;
             };
@@ -385,7 +389,8 @@ impl Engine {
     /// A device's report: its events stored once per event id and the state moves of the new
     /// ones made, in the group commit of the reports that arrived with it
     /// ([`Store::store_report`]); then a failure among the moves evaluates its rollout's gate,
-    /// so a report that crosses a gate has halted the rollout when this returns.
+    /// and an unexpected reset the gates of the active rollouts of the version it ran, so a
+    /// report that crosses a gate has halted the rollout when this returns.
     pub async fn report(
         &self,
         store: &Store,
@@ -399,6 +404,16 @@ impl Engine {
                 .insert((*rollout, device_id.to_string()), known_from_state(*to));
             if to.is_failure() {
                 failed_rollouts.insert(*rollout);
+            }
+        }
+        if !outcome.crashed_versions.is_empty() {
+            // An unexpected reset names the version it ran, not a rollout: it may cross the
+            // reset limit of any active rollout of that version, at once.
+            for r in self.active_rollouts(store).await? {
+                let version = r.version.to_string();
+                if outcome.crashed_versions.contains(&version) {
+                    failed_rollouts.insert(r.id);
+                }
             }
         }
         for rollout in failed_rollouts {
@@ -610,6 +625,9 @@ pub struct Assessment {
     pub halt_min_sample: u64,
     /// Seconds since the current stage started.
     pub stage_age_s: i64,
+    /// Unexpected resets on the new and the old release, when counted (the stage's reset limit
+    /// is on, or `count_not_offered` asked for everything).
+    pub resets: Option<ResetFigures>,
     /// The verdict.
     pub verdict: Verdict,
 }
@@ -646,6 +664,25 @@ pub async fn assess(
             None
         };
     let stage_age_s = (now_ms() - r.stage_started_at) / 1000;
+    let resets = if gate.max_reset_ratio_pct > 0 || count_not_offered {
+        match store.release(r.release_id).await? {
+            Some(release) => Some(
+                store
+                    .reset_figures(
+                        r.id,
+                        &release.version,
+                        r.created_at,
+                        u64::try_from(r.targets).unwrap_or(0),
+                        now_ms(),
+                        count_not_offered,
+                    )
+                    .await?,
+            ),
+            None => None,
+        }
+    } else {
+        None
+    };
     let input = GateInput {
         stage: u32::try_from(r.current_stage).unwrap_or(u32::MAX),
         is_last,
@@ -657,6 +694,7 @@ pub async fn assess(
         stage_counts: &stage_counts,
         eligible_in_cohort: not_offered.unwrap_or(0),
         stage_age_s,
+        resets: resets.as_ref(),
     };
     let verdict = gate::evaluate(&input);
     Ok(Some(Assessment {
@@ -667,6 +705,7 @@ pub async fn assess(
         stage_counts,
         not_offered,
         stage_age_s,
+        resets,
         verdict,
     }))
 }
@@ -677,6 +716,8 @@ pub fn gate_of(stage: &StageRow) -> HealthGate {
         min_sample: u64::try_from(stage.min_sample).unwrap_or(0),
         max_failure_ppm: u32::try_from(stage.max_failure_ppm).unwrap_or(0),
         confirm_deadline_s: stage.confirm_deadline_s,
+        max_reset_ratio_pct: u32::try_from(stage.max_reset_ratio_pct).unwrap_or(0),
+        min_device_s: u64::try_from(stage.min_device_s).unwrap_or(0),
     }
 }
 

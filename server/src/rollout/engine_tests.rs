@@ -95,6 +95,7 @@ fn stage(percent: Option<f64>, devices: Option<u64>, min_sample: u64) -> StageSp
         max_failure_rate: Some(0.5),
         confirm_deadline_s: Some(3600),
         auto_advance: Some(true),
+        ..StageSpec::default()
     }
 }
 
@@ -229,6 +230,7 @@ async fn a_protected_device_is_skipped_never_offered_and_no_failure() {
         rollout_id: Some(offer.rollout_id),
         version: Some(offer.version),
         reason: None,
+        reset: None,
     };
     engine
         .apply_events(&store, "OK-1", &[confirmed])
@@ -273,6 +275,7 @@ async fn a_conditional_update_that_loses_a_race_changes_nothing() {
         rollout_id: Some(offer.rollout_id),
         version: Some(offer.version),
         reason: None,
+        reset: None,
     };
     engine.apply_events(&store, id, &[confirmed]).await.unwrap();
 
@@ -334,6 +337,7 @@ fn event(id: u64, kind: EventKind, rollout: i64) -> Event {
         rollout_id: Some(rollout as u64),
         version: None,
         reason: None,
+        reset: None,
     }
 }
 

@@ -15,9 +15,18 @@
 //! - **Advance** when the current stage's own cohort has at least the minimum sample decided,
 //!   its failure rate is within the limit, the bake time has passed, and the stage advances
 //!   automatically or an operator approved it. Never before the minimum sample.
+//! - **Halt on resets** when the new release resets unexpectedly (watchdogs, faults, brown-out)
+//!   more often per device-hour than the stage's limit allows: `max_reset_ratio` times the
+//!   baseline (the same rate among the rollout's targets still on the old release over the same
+//!   window), once the new release has run at least the stage's minimum device-hours, on at
+//!   least two devices, and only when the count is beyond what the limit explains by chance
+//!   (a Poisson tail below [`RESET_CONFIDENCE`]). A device contributes at most
+//!   [`MAX_RESETS_PER_DEVICE_HOUR`](crate::domain::resets::MAX_RESETS_PER_DEVICE_HOUR) resets an
+//!   hour. This is the release that boots, confirms, and then crashes
+//!   every few minutes: without it, it would walk every stage.
 //! - **Complete** at the last stage when no target is left undecided.
 
-use crate::domain::StateCounts;
+use crate::domain::{ResetFigures, StateCounts};
 use serde::{Deserialize, Serialize};
 use std::fmt;
 
@@ -30,10 +39,124 @@ pub struct HealthGate {
     pub max_failure_ppm: u32,
     /// Seconds a device has from the offer to confirming before it counts as failed.
     pub confirm_deadline_s: i64,
+    /// Largest tolerated ratio of the new release's unexpected-reset rate to the baseline's, in
+    /// percent (200 = 2 x); 0 turns the check off.
+    #[serde(default)]
+    pub max_reset_ratio_pct: u32,
+    /// Device-seconds the new release must have run before its resets may halt it.
+    #[serde(default)]
+    pub min_device_s: u64,
+}
+
+/// How unlikely the new release's reset count must be under its limit before the gate halts:
+/// a chance below 1 in 1,000 that a release resetting exactly at the limit would show as many.
+pub const RESET_CONFIDENCE: f64 = 0.001;
+
+/// The numbers behind a halt on resets.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
+pub struct ResetCrossing {
+    /// The counts and exposures.
+    pub figures: ResetFigures,
+    /// Unexpected resets per device-hour on the new release.
+    pub new_rate: f64,
+    /// The baseline's rate per device-hour.
+    pub base_rate: f64,
+    /// The limit, a ratio to the baseline (2.0 = twice).
+    pub max_ratio: f64,
+    /// Resets the limit would explain over the new release's device-hours.
+    pub expected_at_limit: f64,
+    /// The chance of seeing at least this many at the limit.
+    pub chance: f64,
+}
+
+impl fmt::Display for ResetCrossing {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let x = &self.figures;
+        write!(
+            f,
+            "{} unexpected resets on {} devices in {:.1} device-hours on the new release = {:.3}/device-hour, {:.1} x the baseline's {:.4}/device-hour ({} in {:.1} device-hours on the old release), above the {:.1} x limit (chance at the limit {:.1e})",
+            x.new_resets,
+            x.new_devices,
+            x.new_hours(),
+            self.new_rate,
+            self.new_rate / self.base_rate,
+            self.base_rate,
+            x.base_resets,
+            x.base_hours(),
+            self.max_ratio,
+            self.chance,
+        )
+    }
+}
+
+/// P(N >= n) for N Poisson with mean `mu`.
+pub fn poisson_tail(n: u64, mu: f64) -> f64 {
+    if n == 0 {
+        return 1.0;
+    }
+    if mu <= 0.0 {
+        return 0.0;
+    }
+    let nf = n as f64;
+    // ln n! (exact below 30, Stirling's series above: error < 1e-10).
+    let ln_fact = if n < 30 {
+        (2..=n).map(|k| (k as f64).ln()).sum::<f64>()
+    } else {
+        nf * nf.ln() - nf + 0.5 * (2.0 * std::f64::consts::PI * nf).ln() + 1.0 / (12.0 * nf)
+            - 1.0 / (360.0 * nf * nf * nf)
+    };
+    if nf <= mu {
+        // The bulk: 1 - P(N < n), summed directly.
+        let mut term = (-mu).exp();
+        let mut below = 0.0;
+        for k in 0..n {
+            below += term;
+            term *= mu / (k + 1) as f64;
+        }
+        return (1.0 - below).clamp(0.0, 1.0);
+    }
+    let mut term = (-mu + nf * mu.ln() - ln_fact).exp();
+    let mut sum = 0.0;
+    let mut k = nf;
+    for _ in 0..100_000 {
+        sum += term;
+        k += 1.0;
+        term *= mu / k;
+        if term < sum * 1e-17 {
+            break;
+        }
+    }
+    sum.clamp(0.0, 1.0)
+}
+
+/// Whether `figures` cross `gate`'s reset limit, and by how much.
+pub fn resets_cross(gate: &HealthGate, figures: &ResetFigures) -> Option<ResetCrossing> {
+    if gate.max_reset_ratio_pct == 0
+        || figures.new_device_s == 0
+        || figures.new_device_s < gate.min_device_s
+        || figures.new_devices < 2
+    {
+        return None;
+    }
+    let max_ratio = f64::from(gate.max_reset_ratio_pct) / 100.0;
+    let base_rate = figures.base_rate();
+    let expected_at_limit = max_ratio * base_rate * figures.new_hours();
+    if (figures.new_resets as f64) <= expected_at_limit {
+        return None;
+    }
+    let chance = poisson_tail(figures.new_resets, expected_at_limit);
+    (chance < RESET_CONFIDENCE).then(|| ResetCrossing {
+        figures: *figures,
+        new_rate: figures.new_rate(),
+        base_rate,
+        max_ratio,
+        expected_at_limit,
+        chance,
+    })
 }
 
 /// Why a rollout halted: the numbers that crossed the gate.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct HaltReason {
     /// Stage number (1-based, as everywhere in the API) when it halted.
     pub stage: u32,
@@ -54,6 +177,10 @@ pub struct HaltReason {
     /// The minimum sample the gate applied (the plan's, capped at the devices in the cohorts so
     /// far).
     pub min_sample: u64,
+    /// Set when unexpected resets on the new release crossed the stage's reset limit (then the
+    /// failure figures above are within their limit).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub resets: Option<ResetCrossing>,
 }
 
 fn percent(ppm: u64) -> f64 {
@@ -62,6 +189,9 @@ fn percent(ppm: u64) -> f64 {
 
 impl fmt::Display for HaltReason {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        if let Some(resets) = &self.resets {
+            return write!(f, "stage {}: {resets}", self.stage);
+        }
         write!(
             f,
             "stage {}: {} failures ({} failed, {} rolled back, {} silent) among {} decided devices = {:.1}% (of at least the minimum sample {}), above the {:.1}% limit",
@@ -79,7 +209,7 @@ impl fmt::Display for HaltReason {
 }
 
 /// What to do with a rollout now.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq)]
 pub enum Verdict {
     /// Stop offering, at once.
     Halt(HaltReason),
@@ -226,6 +356,8 @@ pub struct GateInput<'a> {
     pub eligible_in_cohort: u64,
     /// Seconds since the stage started.
     pub stage_age_s: i64,
+    /// Unexpected resets on both sides of the rollout, when counted.
+    pub resets: Option<&'a ResetFigures>,
 }
 
 /// Devices that took an offer (in flight or decided): skipped devices never decide.
@@ -278,6 +410,21 @@ pub fn evaluate(input: &GateInput<'_>) -> Verdict {
             rate_ppm,
             max_failure_ppm: g.max_failure_ppm,
             min_sample,
+            resets: None,
+        });
+    }
+    if let Some(crossing) = input.resets.and_then(|f| resets_cross(g, f)) {
+        return Verdict::Halt(HaltReason {
+            stage: input.stage + 1,
+            failures: w.failures(),
+            failed: w.failed,
+            rolled_back: w.rolled_back,
+            timed_out: w.timed_out,
+            decided: w.decided(),
+            rate_ppm,
+            max_failure_ppm: g.max_failure_ppm,
+            min_sample,
+            resets: Some(crossing),
         });
     }
     let s = input.stage_counts;
@@ -322,6 +469,8 @@ mod tests {
         min_sample: 10,
         max_failure_ppm: 100_000, // 10%
         confirm_deadline_s: 600,
+        max_reset_ratio_pct: 200,
+        min_device_s: 3600,
     };
 
     fn v_text(v: &Verdict) -> String {
@@ -343,6 +492,7 @@ mod tests {
             stage_counts: stage,
             eligible_in_cohort: 0,
             stage_age_s: 3600,
+            resets: None,
         }
     }
 
@@ -583,5 +733,124 @@ mod tests {
             std::mem::discriminant(&without),
             std::mem::discriminant(&with)
         );
+    }
+
+    fn figures(
+        new_resets: u64,
+        new_devices: u64,
+        new_h: f64,
+        base_resets: u64,
+        base_h: f64,
+    ) -> ResetFigures {
+        ResetFigures {
+            new_resets,
+            new_devices,
+            new_device_s: (new_h * 3600.0) as u64,
+            base_resets,
+            base_device_s: (base_h * 3600.0) as u64,
+        }
+    }
+
+    #[test]
+    fn poisson_tails_match_their_closed_forms() {
+        let close = |a: f64, b: f64| (a - b).abs() <= 1e-9 * b.max(1e-300);
+        assert!(close(poisson_tail(1, 1.0), 1.0 - (-1.0f64).exp()));
+        // P(N >= 3 | 0.2) = 1 - e^-0.2 (1 + 0.2 + 0.02)
+        assert!(close(poisson_tail(3, 0.2), 1.0 - (-0.2f64).exp() * 1.22));
+        assert_eq!(poisson_tail(0, 5.0), 1.0);
+        assert_eq!(poisson_tail(4, 0.0), 0.0);
+        // Large counts (Stirling's branch) agree with the direct sum.
+        let direct = 1.0
+            - (0..40)
+                .map(|k| (-20.0f64).exp() * 20f64.powi(k) / (1..=k).map(f64::from).product::<f64>())
+                .sum::<f64>();
+        assert!(
+            (poisson_tail(40, 20.0) - direct).abs() < 1e-12,
+            "{}",
+            poisson_tail(40, 20.0)
+        );
+        // The bulk branch: at or below the mean the tail is large.
+        assert!(poisson_tail(5, 10.0) > 0.97);
+    }
+
+    #[test]
+    fn a_release_that_confirms_and_then_crashes_halts_on_its_resets() {
+        let ok = StateCounts {
+            confirmed: 10,
+            ..Default::default()
+        };
+        // 10 canaries, each resetting every few minutes (capped at 3 each), 2 device-hours;
+        // the old release reset twice in 200 device-hours.
+        let f = figures(30, 10, 2.0, 2, 200.0);
+        let verdict = evaluate(&GateInput {
+            resets: Some(&f),
+            ..input(&ok, &ok)
+        });
+        let Verdict::Halt(reason) = verdict else {
+            panic!("{verdict:?}")
+        };
+        let crossing = reason.resets.expect("a halt on resets says so");
+        assert_eq!(crossing.figures, f);
+        assert!(crossing.chance < RESET_CONFIDENCE);
+        let text = reason.to_string();
+        assert!(
+            text.starts_with("stage 1: 30 unexpected resets on 10 devices in 2.0 device-hours"),
+            "{text}"
+        );
+        assert!(text.contains("above the 2.0 x limit"), "{text}");
+        // The same figures with failures over their limit: the failures are the reason given.
+        let bad = StateCounts {
+            confirmed: 5,
+            rolled_back: 5,
+            ..Default::default()
+        };
+        let Verdict::Halt(reason) = evaluate(&GateInput {
+            resets: Some(&f),
+            ..input(&bad, &bad)
+        }) else {
+            panic!()
+        };
+        assert!(reason.resets.is_none());
+    }
+
+    #[test]
+    fn resets_at_the_baseline_rate_never_halt() {
+        let ok = StateCounts {
+            confirmed: 10,
+            ..Default::default()
+        };
+        let cases = [
+            // At the baseline's own rate (0.1/h): 2 in 20 h.
+            figures(2, 2, 20.0, 100, 1000.0),
+            // Twice the baseline, but a count chance explains.
+            figures(4, 4, 20.0, 100, 1000.0),
+            // One device in a reset loop, however fast.
+            figures(3, 1, 20.0, 0, 1000.0),
+            // Not enough device-hours yet (the gate asks 1 h).
+            figures(30, 10, 0.5, 0, 1000.0),
+            // Nothing on the new release.
+            figures(0, 0, 20.0, 100, 1000.0),
+        ];
+        for f in cases {
+            let verdict = evaluate(&GateInput {
+                resets: Some(&f),
+                ..input(&ok, &ok)
+            });
+            assert!(!matches!(verdict, Verdict::Halt(_)), "{f:?}: {verdict:?}");
+        }
+        // The check turned off.
+        let off = HealthGate {
+            max_reset_ratio_pct: 0,
+            ..GATE
+        };
+        let f = figures(300, 100, 20.0, 0, 1000.0);
+        let verdict = evaluate(&GateInput {
+            gate: &off,
+            resets: Some(&f),
+            ..input(&ok, &ok)
+        });
+        assert!(!matches!(verdict, Verdict::Halt(_)));
+        // Without figures (not counted) the gate decides on failures alone.
+        assert!(!matches!(evaluate(&input(&ok, &ok)), Verdict::Halt(_)));
     }
 }

@@ -385,6 +385,8 @@ fn stage_rows(specs: &[StageSpec]) -> Result<Vec<StageRow>, PlanError> {
             min_sample: i64::try_from(s.gate.min_sample).unwrap_or(i64::MAX),
             max_failure_ppm: i64::from(s.gate.max_failure_ppm),
             confirm_deadline_s: s.gate.confirm_deadline_s,
+            max_reset_ratio_pct: i64::from(s.gate.max_reset_ratio_pct),
+            min_device_s: i64::try_from(s.gate.min_device_s).unwrap_or(i64::MAX),
             auto_advance: s.auto_advance,
         })
         .collect())

@@ -60,6 +60,14 @@ pub struct StageSpec {
     pub confirm_deadline_s: Option<i64>,
     /// Advance without approval (default true).
     pub auto_advance: Option<bool>,
+    /// Largest tolerated ratio of the new release's unexpected resets per device-hour to the
+    /// baseline's (the rollout's targets still on the old release): default 2.0; 0 turns the
+    /// check off, otherwise at least 1.
+    #[schema(minimum = 0, maximum = 1000)]
+    pub max_reset_ratio: Option<f64>,
+    /// Device-hours the new release must run before its resets may halt it (default 10).
+    #[schema(minimum = 0, maximum = 1000000)]
+    pub min_device_hours: Option<f64>,
 }
 
 /// Defaults for stage fields left out.
@@ -70,6 +78,10 @@ pub const DEFAULT_MIN_SAMPLE: u64 = 20;
 pub const DEFAULT_MAX_FAILURE_PPM: u32 = 50_000;
 /// Default confirmation deadline (2 h).
 pub const DEFAULT_CONFIRM_DEADLINE_S: i64 = 7200;
+/// Default reset limit: twice the baseline's rate.
+pub const DEFAULT_MAX_RESET_RATIO: f64 = 2.0;
+/// Default device-hours before resets may halt.
+pub const DEFAULT_MIN_DEVICE_HOURS: f64 = 10.0;
 
 /// The default plan: 1% -> 10% -> 50% -> 100%.
 pub fn default_stages() -> Vec<StageSpec> {
@@ -154,6 +166,18 @@ pub fn parse_stages(specs: &[StageSpec]) -> Result<Vec<StagePlan>, PlanError> {
                 "stage {n}: confirm_deadline_s must be 1-2592000"
             )));
         }
+        let ratio = s.max_reset_ratio.unwrap_or(DEFAULT_MAX_RESET_RATIO);
+        if !(ratio.is_finite() && (ratio == 0.0 || (1.0..=1000.0).contains(&ratio))) {
+            return Err(invalid(format!(
+                "stage {n}: max_reset_ratio must be 0 (off) or 1-1000"
+            )));
+        }
+        let hours = s.min_device_hours.unwrap_or(DEFAULT_MIN_DEVICE_HOURS);
+        if !(hours.is_finite() && (0.0..=1_000_000.0).contains(&hours)) {
+            return Err(invalid(format!(
+                "stage {n}: min_device_hours must be 0-1000000"
+            )));
+        }
         let plan = StagePlan {
             size,
             bake_s,
@@ -161,6 +185,8 @@ pub fn parse_stages(specs: &[StageSpec]) -> Result<Vec<StagePlan>, PlanError> {
                 min_sample: s.min_sample.unwrap_or(DEFAULT_MIN_SAMPLE),
                 max_failure_ppm: (rate * 1e6).round() as u32,
                 confirm_deadline_s: deadline,
+                max_reset_ratio_pct: (ratio * 100.0).round() as u32,
+                min_device_s: (hours * 3600.0).round() as u64,
             },
             auto_advance: s.auto_advance.unwrap_or(true),
         };

@@ -210,7 +210,7 @@ impl Store {
                     .bind(event_kind_name(e.kind))
                     .bind(e.rollout_id.map(|r| r as i64))
                     .bind(e.version.map(|v| v.to_string()))
-                    .bind(e.reason.as_ref().map(|r| r.to_string()))
+                    .bind(super::resets::stored_reason(e))
                     .bind(*now);
             }
             for r in q.fetch_all(&mut *tx).await? {
@@ -222,6 +222,8 @@ impl Store {
         // Per device, in order: (report index, rollout, to, reason, now).
         let mut wants: Vec<Vec<Want>> = Vec::new();
         let mut device_slot: HashMap<&str, usize> = HashMap::new();
+        // Unexpected resets stored now, for the health gate's counts.
+        let mut resets = Vec::new();
         for (ri, (device, events, now)) in reports.iter().enumerate() {
             for e in events.iter() {
                 if !inserted.remove(&(device.to_string(), e.id as i64)) {
@@ -229,6 +231,15 @@ impl Store {
                     continue;
                 }
                 outcomes[ri].stored += 1;
+                if let Some(reset) = super::resets::unexpected(e) {
+                    if let Some(v) = &reset.version {
+                        outcomes[ri].crashed_versions.push(v.clone());
+                    }
+                    resets.push((*device, reset, *now));
+                }
+                let Some(to) = DeviceState::for_event(e.kind) else {
+                    continue;
+                };
                 let Some(rollout) = e.rollout_id.and_then(|r| i64::try_from(r).ok()) else {
                     continue;
                 };
@@ -240,7 +251,7 @@ impl Store {
                     report: ri,
                     device,
                     rollout,
-                    to: DeviceState::for_event(e.kind),
+                    to,
                     reason: e.reason.as_ref().map(|r| r.to_string()),
                     now: *now,
                 });
@@ -287,6 +298,7 @@ impl Store {
                 }
             }
         }
+        super::resets::insert(&mut tx, &resets).await?;
         tx.commit().await?;
         Ok(outcomes)
     }

@@ -18,6 +18,9 @@ pub struct ReportOutcome {
     pub duplicates: u32,
     /// The device's state moves its new events made, in order: (rollout, new state).
     pub moved: Vec<(i64, DeviceState)>,
+    /// The versions named by the unexpected resets stored now (what the device ran when it
+    /// reset): each may cross the reset limit of a rollout of that version.
+    pub crashed_versions: Vec<String>,
 }
 
 pub(super) struct Pending {

@@ -12,7 +12,7 @@
 //! domain's transition tables ([`crate::domain::DeviceState`], [`crate::domain::RolloutState`]).
 //!
 //! - `devices`: provisioning, credentials, check-in facts, fleet views; `events`: device
-//!   reports, once per event id; `releases`: releases and their images; `tokens`: admin tokens.
+//!   reports, once per event id; `resets`: unexpected resets and the gate's counts of them; `releases`: releases and their images; `tokens`: admin tokens.
 //! - `rollouts`: rollouts and stages, created in one transaction, changed conditionally;
 //!   `rollout_devices`: targets and each device's state in a rollout; `audit`: the audit log.
 
@@ -27,6 +27,7 @@ mod group_queue;
 mod health;
 mod push;
 mod releases;
+mod resets;
 mod rollout_devices;
 mod rollouts;
 mod sql;

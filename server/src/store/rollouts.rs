@@ -72,6 +72,10 @@ pub struct StageRow {
     pub max_failure_ppm: i64,
     /// Confirmation deadline, seconds.
     pub confirm_deadline_s: i64,
+    /// Reset limit, percent of the baseline's rate (0: off).
+    pub max_reset_ratio_pct: i64,
+    /// Device-seconds before resets may halt.
+    pub min_device_s: i64,
     /// Advance without approval.
     pub auto_advance: bool,
 }
@@ -223,8 +227,9 @@ impl Store {
         for s in &new.stages {
             sqlx::query(
                 "INSERT INTO rollout_stages (rollout_id, idx, percent_bp, device_count, bake_s, \
-                 min_sample, max_failure_ppm, confirm_deadline_s, auto_advance) \
-                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)",
+                 min_sample, max_failure_ppm, confirm_deadline_s, auto_advance, \
+                 max_reset_ratio_pct, min_device_s) \
+                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)",
             )
             .bind(id)
             .bind(s.idx)
@@ -235,6 +240,8 @@ impl Store {
             .bind(s.max_failure_ppm)
             .bind(s.confirm_deadline_s)
             .bind(i64::from(s.auto_advance))
+            .bind(s.max_reset_ratio_pct)
+            .bind(s.min_device_s)
             .execute(&mut *tx)
             .await?;
         }
@@ -340,7 +347,8 @@ impl Store {
     pub async fn rollout_stages(&self, id: i64) -> Result<Vec<StageRow>, StoreError> {
         let rows = sqlx::query(
             "SELECT idx, percent_bp, device_count, bake_s, min_sample, max_failure_ppm, \
-             confirm_deadline_s, auto_advance FROM rollout_stages WHERE rollout_id = $1 ORDER BY idx",
+             confirm_deadline_s, auto_advance, max_reset_ratio_pct, min_device_s \
+             FROM rollout_stages WHERE rollout_id = $1 ORDER BY idx",
         )
         .bind(id)
         .fetch_all(self.reader()?)
@@ -355,6 +363,8 @@ impl Store {
                     min_sample: r.try_get("min_sample")?,
                     max_failure_ppm: r.try_get("max_failure_ppm")?,
                     confirm_deadline_s: r.try_get("confirm_deadline_s")?,
+                    max_reset_ratio_pct: r.try_get("max_reset_ratio_pct")?,
+                    min_device_s: r.try_get("min_device_s")?,
                     auto_advance: r.try_get::<i64, _>("auto_advance")? != 0,
                 })
             })

@@ -7,7 +7,10 @@
 //!    and a trial image is still reset at its deadline so the bootloader reverts it.
 //! 3. The boot state from the journal, the image's own version from its header, RDP/WRP from
 //!    the option bytes.
-//! 4. The OTA runtime: `OtaClient` over the modem on USART1 (`fota-modem`, SIM7600 dialect),
+//! 4. Why it reset (RCC_CSR's flags, read and cleared), reported by the OTA client with the
+//!    version and uptime it recorded before the reset; a panic waits for the watchdog, so it
+//!    counts as the unexpected reset it is, not as a requested one.
+//! 5. The OTA runtime: `OtaClient` over the modem on USART1 (`fota-modem`, SIM7600 dialect),
 //!    the boot journal and the client's state store (sectors 10-11) sharing the flash driver;
 //!    then the main loop: poll the runtime, wait as it says (kicking the watchdog), reset when
 //!    it says.
@@ -32,7 +35,7 @@ use fota_modem::{ModemConfig, ModemTransport, Sim7600};
 use fota_ota_client::{Config, DeviceInfo, FlashPersist, OtaClient, SharedFlash, StoreRegion};
 use fota_protocol::identity::MAX_RECORD_LEN;
 use fota_protocol::image::{ImageHeader, ImageVersion};
-use fota_protocol::messages::{Model, RdpLevel};
+use fota_protocol::messages::{Model, RdpLevel, ResetCause};
 use fota_protocol::{SlotId, TrustedKey};
 use fota_runtime::{read_identity, Action, Log, Runtime, RuntimeConfig};
 
@@ -80,6 +83,7 @@ fn main() -> ! {
     };
     let mut watchdog = Watchdog::new(dp.IWDG);
     watchdog.kick();
+    let reset_flags = fota_board::reset::take_flags(&dp.RCC);
     clock::start(&mut cp.SYST);
     let mut log = AppLog;
 
@@ -161,7 +165,7 @@ fn main() -> ! {
     let transport: ModemTransport<'static, Usart, Clock, Sim7600> =
         ModemTransport::new(serial, Clock::new(watchdog), modem);
     let store = FlashPersist::open(SharedFlash(flash), StoreRegion::STM32F429);
-    let client = OtaClient::new(
+    let mut client = OtaClient::new(
         transport,
         boot,
         store,
@@ -172,6 +176,7 @@ fn main() -> ! {
             chunk_len: 1016,
         },
     );
+    client.boot_reset(ResetCause::from_rcc_csr(reset_flags, None), None);
     let config = RuntimeConfig {
         trial_deadline_ms: TRIAL_DEADLINE_MS,
         ..RuntimeConfig::default()
@@ -263,8 +268,16 @@ impl ReadHeader for SharedFlash<'_, Flash> {
     }
 }
 
+/// A panic is a fault: stop feeding the watchdog and let it reset the chip, so the next boot
+/// reads IWDGRSTF and reports an unexpected reset against this image (a software reset would
+/// read as a requested one). Under QEMU, which has no watchdog, reset at once.
 #[panic_handler]
 fn panic(_info: &core::panic::PanicInfo) -> ! {
-    AppLog.line(format_args!("app panic: resetting"));
-    SCB::sys_reset()
+    AppLog.line(format_args!("app panic: waiting for the watchdog"));
+    #[cfg(feature = "qemu")]
+    SCB::sys_reset();
+    #[cfg(not(feature = "qemu"))]
+    loop {
+        cortex_m::asm::wfi();
+    }
 }

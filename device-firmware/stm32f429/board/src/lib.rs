@@ -6,6 +6,7 @@
 //! - [`watchdog`]: the independent watchdog (start, kick).
 //! - [`usart`]: the modem's serial port (USART1, RTS/CTS), polled, for `fota-modem`.
 //! - [`clock`]: a millisecond clock from SysTick, for timeouts and the trial deadline.
+//! - [`reset`]: the reset flags of RCC_CSR, read and cleared once per boot.
 //! - [`boot`]: clock/cache setup and the jump into a slot (VTOR, MSP, reset vector), which only a
 //!   [`boot::BootTarget`] built from a verified image can make.
 //!
@@ -25,6 +26,7 @@ pub mod flash;
 mod mirror;
 #[cfg(feature = "qemu")]
 mod overlay;
+pub mod reset;
 pub mod usart;
 #[cfg_attr(feature = "qemu", allow(dead_code))]
 pub mod watchdog;

@@ -65,6 +65,55 @@ async fn readyz(State(state): State<Arc<AppState>>) -> Response {
     }
 }
 
+/// Each active rollout's gate figures, as the gate sees them now. A database that does not
+/// answer leaves the gauges empty rather than failing the scrape.
+async fn refresh_rollout_health(state: &AppState) {
+    use crate::metrics::{RolloutLabels, RolloutSideLabels};
+    let m = &state.metrics;
+    m.rollout_reset_rate.clear();
+    m.rollout_reset_limit.clear();
+    m.rollout_failure_rate.clear();
+    let Ok(active) = state
+        .store
+        .list_rollouts(&[crate::domain::RolloutState::Active])
+        .await
+    else {
+        return;
+    };
+    for r in active {
+        let Ok(Some(a)) = crate::rollout::engine::assess(&state.store, &r, true).await else {
+            continue;
+        };
+        let Some(stage) = a.stages.get(r.current_stage as usize) else {
+            continue;
+        };
+        let gate = crate::rollout::engine::gate_of(stage);
+        let side = |side| RolloutSideLabels {
+            rollout: r.id,
+            side,
+        };
+        m.rollout_failure_rate
+            .get_or_create(&side("observed"))
+            .set(a.whole.gate_rate(a.halt_min_sample));
+        m.rollout_failure_rate
+            .get_or_create(&side("limit"))
+            .set(f64::from(gate.max_failure_ppm) / 1e6);
+        m.rollout_reset_limit
+            .get_or_create(&RolloutLabels { rollout: r.id })
+            .set(f64::from(gate.max_reset_ratio_pct) / 100.0);
+        if let Some(f) = &a.resets {
+            m.rollout_reset_rate
+                .get_or_create(&side("new"))
+                .set(f.new_rate());
+            if f.base_rate().is_finite() {
+                m.rollout_reset_rate
+                    .get_or_create(&side("baseline"))
+                    .set(f.base_rate());
+            }
+        }
+    }
+}
+
 /// Prometheus metrics (text exposition format).
 #[utoipa::path(
     get,
@@ -73,6 +122,7 @@ async fn readyz(State(state): State<Arc<AppState>>) -> Response {
     responses((status = 200, description = "OpenMetrics text format", content_type = "application/openmetrics-text; version=1.0.0; charset=utf-8", body = String))
 )]
 async fn metrics(State(state): State<Arc<AppState>>) -> Response {
+    refresh_rollout_health(&state).await;
     (
         [(
             header::CONTENT_TYPE,

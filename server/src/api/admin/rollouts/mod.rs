@@ -19,7 +19,9 @@ use crate::api::state::AppState;
 use std::sync::Arc;
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
-pub use views::{GateStatus, RolloutList, RolloutStatus, StageStatus, StartRollback, StartRollout};
+pub use views::{
+    GateStatus, ResetStatus, RolloutList, RolloutStatus, StageStatus, StartRollback, StartRollout,
+};
 
 pub(super) fn routes() -> OpenApiRouter<Arc<AppState>> {
     OpenApiRouter::new()

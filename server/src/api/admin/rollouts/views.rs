@@ -6,10 +6,10 @@ use crate::api::error::ApiError;
 use crate::api::state::AppState;
 use crate::domain::auth::Role;
 use crate::domain::version::version_from_key;
-use crate::domain::{cohort, RolloutAction, RolloutState, StateCounts};
+use crate::domain::{cohort, ResetFigures, RolloutAction, RolloutState, StateCounts};
 use crate::rollout::control;
 use crate::rollout::engine::gate_of;
-use crate::rollout::gate::{HaltReason, Verdict};
+use crate::rollout::gate::{HaltReason, HealthGate, Verdict};
 use crate::rollout::plan::{Selector, StageSpec};
 use crate::store::RolloutRow;
 use serde::{Deserialize, Serialize};
@@ -67,6 +67,11 @@ pub struct StageStatus {
     pub max_failure_rate: f64,
     /// Confirmation deadline.
     pub confirm_deadline_s: i64,
+    /// Largest tolerated ratio of the new release's unexpected resets per device-hour to the
+    /// baseline's (0: not checked).
+    pub max_reset_ratio: f64,
+    /// Device-hours on the new release before resets may halt.
+    pub min_device_hours: f64,
     /// Advances without approval.
     pub auto_advance: bool,
     /// `done`, `current` or `pending`.
@@ -118,6 +123,9 @@ pub struct RolloutStatus {
     pub next: Option<String>,
     /// The current stage's gate, in numbers (unfinished rollouts).
     pub gate: Option<GateStatus>,
+    /// Unexpected resets on the new release against the baseline, and the current stage's
+    /// limit (unfinished rollouts).
+    pub resets: Option<ResetStatus>,
     /// Why it halted.
     pub halt_reason: Option<HaltReason>,
     /// The halt reason in words.
@@ -130,6 +138,59 @@ pub struct RolloutStatus {
     pub created_by: String,
     /// Last change (Unix ms).
     pub updated_at: i64,
+}
+
+/// Release health after confirmation: unexpected resets (watchdogs, faults, brown-out) per
+/// device-hour on the new release and on the old one among the same targets since the rollout
+/// started, and the current stage's limit.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema, PartialEq)]
+pub struct ResetStatus {
+    /// Unexpected resets on the new release (at most 3 per device and hour).
+    pub new_resets: u64,
+    /// Devices they came from.
+    pub new_devices: u64,
+    /// Device-hours on the new release.
+    pub new_device_hours: f64,
+    /// Resets per device-hour on the new release.
+    pub new_rate: f64,
+    /// Unexpected resets on the old release among the targets (at most 3 per device and hour).
+    pub baseline_resets: u64,
+    /// Device-hours on the old release.
+    pub baseline_device_hours: f64,
+    /// The baseline's rate per device-hour (one reset more than seen); 0 before the baseline
+    /// has any device-hours.
+    pub baseline_rate: f64,
+    /// `new_rate / baseline_rate` (0 without a baseline).
+    pub ratio: f64,
+    /// The current stage's limit for `ratio` (0: not checked).
+    pub max_ratio: f64,
+    /// Device-hours the new release needs before the limit applies.
+    pub min_device_hours: f64,
+}
+
+impl ResetStatus {
+    fn new(f: &ResetFigures, gate: &HealthGate) -> Self {
+        Self {
+            new_resets: f.new_resets,
+            new_devices: f.new_devices,
+            new_device_hours: f.new_hours(),
+            new_rate: f.new_rate(),
+            baseline_resets: f.base_resets,
+            baseline_device_hours: f.base_hours(),
+            baseline_rate: finite(f.base_rate()),
+            ratio: finite(f.new_rate() / f.base_rate()),
+            max_ratio: f64::from(gate.max_reset_ratio_pct) / 100.0,
+            min_device_hours: gate.min_device_s as f64 / 3600.0,
+        }
+    }
+}
+
+fn finite(x: f64) -> f64 {
+    if x.is_finite() {
+        x
+    } else {
+        0.0
+    }
 }
 
 /// Where the current stage's gate stands.
@@ -203,6 +264,13 @@ pub(crate) async fn status_of(state: &AppState, r: &RolloutRow) -> Result<Rollou
         }),
         _ => None,
     };
+    let resets = match (&assessment, current) {
+        (Some(a), Some(stage)) => a
+            .resets
+            .as_ref()
+            .map(|f| ResetStatus::new(f, &gate_of(stage))),
+        _ => None,
+    };
     let rate_min_sample = match &gate {
         Some(g) => g.rate_min_sample,
         None => current.map_or(0, |s| gate_of(s).min_sample),
@@ -257,6 +325,7 @@ pub(crate) async fn status_of(state: &AppState, r: &RolloutRow) -> Result<Rollou
         approved: r.approved_stage == Some(r.current_stage),
         next,
         gate,
+        resets,
         halt_message: halt_reason.as_ref().map(ToString::to_string),
         halt_reason,
         stages: stages
@@ -282,6 +351,8 @@ pub(crate) async fn status_of(state: &AppState, r: &RolloutRow) -> Result<Rollou
                     cohort,
                     max_failure_rate: f64::from(gate.max_failure_ppm) / 1e6,
                     confirm_deadline_s: s.confirm_deadline_s,
+                    max_reset_ratio: f64::from(gate.max_reset_ratio_pct) / 100.0,
+                    min_device_hours: gate.min_device_s as f64 / 3600.0,
                     auto_advance: s.auto_advance,
                     status: if s.idx < r.current_stage || r.state == RolloutState::Completed {
                         "done"

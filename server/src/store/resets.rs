@@ -1,0 +1,143 @@
+//! Unexpected resets: stored with the report that carries them (in its group commit), and
+//! counted per rollout for the health gate, with the device-hours each side of the rollout has
+//! run ([`ResetFigures`]).
+
+use super::db::{Store, StoreError};
+use crate::domain::resets::{exposure, MAX_RESETS_PER_DEVICE_HOUR};
+use crate::domain::{DeviceState, ResetFigures};
+use fota_protocol::messages::{Event, EventKind};
+use sqlx::Row as _;
+use std::collections::HashMap;
+
+/// An unexpected reset to store.
+#[derive(Debug, Clone)]
+pub(super) struct NewReset {
+    pub(super) event_id: i64,
+    pub(super) version: Option<String>,
+    pub(super) cause: String,
+    pub(super) uptime_s: i64,
+}
+
+fn cause_name(cause: fota_protocol::messages::ResetCause) -> String {
+    serde_json::to_value(cause)
+        .ok()
+        .and_then(|v| v.as_str().map(str::to_string))
+        .unwrap_or_else(|| format!("{cause:?}"))
+}
+
+/// The reset an event reports, if it is an unexpected one.
+pub(super) fn unexpected(e: &Event) -> Option<NewReset> {
+    let reset = e.reset.filter(|_| e.kind == EventKind::Reset)?;
+    reset.cause.is_unexpected().then(|| NewReset {
+        event_id: e.id as i64,
+        version: e.version.map(|v| v.to_string()),
+        cause: cause_name(reset.cause),
+        uptime_s: i64::from(reset.uptime_s),
+    })
+}
+
+/// What the event history shows as a reset's detail when the device gave no reason:
+/// `independent_watchdog after 310 s`.
+pub(crate) fn stored_reason(e: &Event) -> Option<String> {
+    match (&e.reason, e.reset) {
+        (Some(r), _) => Some(r.to_string()),
+        (None, Some(reset)) if e.kind == EventKind::Reset => Some(format!(
+            "{} after {} s",
+            cause_name(reset.cause),
+            reset.uptime_s
+        )),
+        _ => None,
+    }
+}
+
+/// Store `rows` (device, reset, received at) in the report transaction.
+pub(super) async fn insert(
+    tx: &mut sqlx::Transaction<'_, sqlx::Any>,
+    rows: &[(&str, NewReset, i64)],
+) -> Result<(), StoreError> {
+    for (device, r, at) in rows {
+        sqlx::query(
+            "INSERT INTO device_resets (device_id, event_id, version, cause, uptime_s, received_at) \
+             VALUES ($1, $2, $3, $4, $5, $6) ON CONFLICT (device_id, event_id) DO NOTHING",
+        )
+        .bind(*device)
+        .bind(r.event_id)
+        .bind(r.version.clone())
+        .bind(r.cause.as_str())
+        .bind(r.uptime_s)
+        .bind(*at)
+        .execute(&mut **tx)
+        .await?;
+    }
+    Ok(())
+}
+
+impl Store {
+    /// Unexpected resets among rollout `id`'s targets since it started (`started_at`), split
+    /// by whether they ran `version` (the new release), with each side's device-seconds: a
+    /// confirmed target counts on the new release from its confirmation, every target on the
+    /// old one until then. `targets` is the rollout's target count. Unless `always`, the
+    /// device-seconds (a pass over the confirmed targets) are left at 0 while fewer than two
+    /// devices reset on the new release, since the gate cannot judge before that.
+    pub async fn reset_figures(
+        &self,
+        id: i64,
+        version: &str,
+        started_at: i64,
+        targets: u64,
+        now: i64,
+        always: bool,
+    ) -> Result<ResetFigures, StoreError> {
+        let rows = sqlx::query(
+            "SELECT r.device_id AS device_id, \
+             CASE WHEN r.version = $2 THEN 1 ELSE 0 END AS on_new, COUNT(*) AS n \
+             FROM device_resets r \
+             JOIN rollout_devices rd ON rd.rollout_id = $1 AND rd.device_id = r.device_id \
+             WHERE r.received_at >= $3 \
+             GROUP BY r.device_id, CASE WHEN r.version = $2 THEN 1 ELSE 0 END, \
+             r.received_at / 3600000",
+        )
+        .bind(id)
+        .bind(version)
+        .bind(started_at)
+        .fetch_all(self.pool()?)
+        .await?;
+        let mut f = ResetFigures::default();
+        let mut new_devices: HashMap<String, ()> = HashMap::new();
+        for r in rows {
+            let n = u64::try_from(r.try_get::<i64, _>("n")?)
+                .unwrap_or(0)
+                .min(MAX_RESETS_PER_DEVICE_HOUR);
+            if r.try_get::<i64, _>("on_new")? == 1 {
+                f.new_resets += n;
+                new_devices.insert(r.try_get("device_id")?, ());
+            } else {
+                f.base_resets += n;
+            }
+        }
+        f.new_devices = new_devices.len() as u64;
+        if !always && f.new_devices < 2 {
+            return Ok(f);
+        }
+        let row = sqlx::query(
+            "SELECT COUNT(*) AS n, CAST(SUM(updated_at) AS BIGINT) AS at_sum \
+             FROM rollout_devices WHERE rollout_id = $1 AND state = $2",
+        )
+        .bind(id)
+        .bind(DeviceState::Confirmed.as_str())
+        .fetch_one(self.pool()?)
+        .await?;
+        let confirmed = u64::try_from(row.try_get::<i64, _>("n")?).unwrap_or(0);
+        let at_sum: Option<i64> = row.try_get("at_sum")?;
+        let (new_s, base_s) = exposure(
+            targets,
+            confirmed,
+            i128::from(at_sum.unwrap_or(0)),
+            started_at,
+            now,
+        );
+        f.new_device_s = new_s;
+        f.base_device_s = base_s;
+        Ok(f)
+    }
+}
