@@ -258,6 +258,20 @@ struct Sampler {
 }
 
 /// A rollout's devices by state as words, the states that have any: `95 confirmed, 3 offered`.
+/// `unexpected resets 12 in 0.4 device-hours (27.0/h) vs baseline 1.02/h`.
+fn reset_text(resets: &Value) -> String {
+    if !resets.is_object() {
+        return "no reset figures yet".into();
+    }
+    format!(
+        "unexpected resets {} in {:.1} device-hours ({:.1}/h) vs baseline {:.2}/h",
+        resets["new_resets"].as_u64().unwrap_or(0),
+        resets["new_device_hours"].as_f64().unwrap_or(0.0),
+        resets["new_rate"].as_f64().unwrap_or(0.0),
+        resets["baseline_rate"].as_f64().unwrap_or(0.0),
+    )
+}
+
 fn counts_text(counts: &Value) -> String {
     let parts: Vec<String> = counts
         .as_object()
@@ -297,8 +311,20 @@ fn command_name(exe: &Path) -> String {
 
 fn stage(percent: f64, min_sample: u64, deadline_s: u64) -> Value {
     json!({"percent": percent, "bake_s": 0, "min_sample": min_sample,
-           "max_failure_rate": 0.05, "confirm_deadline_s": deadline_s})
+           "max_failure_rate": 0.05, "confirm_deadline_s": deadline_s,
+           "max_reset_ratio": 2.0, "min_device_hours": DEMO_MIN_DEVICE_HOURS})
 }
+
+/// The demo's minutes stand for a real fleet's days: a stage's reset limit may judge once the
+/// new release has run 3 device-minutes (a real plan asks 10 device-hours by default).
+const DEMO_MIN_DEVICE_HOURS: f64 = 0.05;
+
+/// A healthy virtual device's watchdog fires about once an hour (real devices: far less often),
+/// so the reset limit has a baseline to compare with.
+const BACKGROUND_RESET_MEAN: Duration = Duration::from_secs(3600);
+
+/// The third release's devices crash this long after each boot, once confirmed.
+const CRASH_AFTER_MS: u32 = 10_000;
 
 fn upload(
     client: &Client,
@@ -474,7 +500,7 @@ pub fn run(args: &Args, out: &mut dyn Write) -> anyhow::Result<()> {
                     link_drop: specs.len() % 50 == 7,
                     power_cut: specs.len() % 100 == 13,
                     slow_link: specs.len() % 20 == 3,
-                    ..Faults::default()
+                    background_reset_mean: Some(BACKGROUND_RESET_MEAN),
                 },
             });
         }
@@ -735,6 +761,101 @@ pub fn run(args: &Args, out: &mut dyn Write) -> anyhow::Result<()> {
         );
     };
     let recovered = bad_started.elapsed();
+
+    // 5. A release that boots, confirms, and then crashes every few seconds: nothing fails
+    // before confirmation, so only its resets can stop it. Then `fota rollback` brings the
+    // devices that took it back to the good release.
+    let v22 = ImageVersion::new(2, 2, 0, 0);
+    let crashing = upload(
+        &client,
+        &key,
+        v22,
+        AppBehaviour::CrashesAfter {
+            after_ms: CRASH_AFTER_MS,
+        },
+        image_len,
+        "confirms, then crashes every 10 s",
+    )?;
+    let crash_started = Instant::now();
+    let at_start = fleet.summary();
+    let faults = |s: &fota_sim::FleetSummary| s.crashes - s.background_resets;
+    let crash_rollout = client.post_json(
+        &["v1", "rollouts"],
+        Some(&json!({"release_id": crashing, "stages": stages(deadline_s)})),
+    )?;
+    let crash_id = crash_rollout["id"].as_i64().context("rollout id")?;
+    let mut progress = Progress::new(n as u64, "2.2.0 (crashes)");
+    let mut crash_halted: Option<(Instant, u64, String)> = None;
+    let mut first_crash: Option<Instant> = None;
+    while crash_started.elapsed() < timeout {
+        let s = fleet.summary();
+        let exposed = s.ever_installed.get(&v22).copied().unwrap_or(0);
+        if first_crash.is_none() && faults(&s) > faults(&at_start) {
+            first_crash = Some(Instant::now());
+        }
+        let status = client.get(&["v1", "rollouts", &crash_id.to_string()], &[])?;
+        let state = status["state"].as_str().unwrap_or("?");
+        progress.update(
+            exposed as u64,
+            format!(
+                "installed it; rollout {crash_id}: {state}, stage {}, {}",
+                status["current_stage"].as_u64().unwrap_or(0),
+                reset_text(&status["resets"])
+            ),
+        );
+        if state == "completed" {
+            bail!("the release that crashes after confirming was not halted");
+        }
+        if state == "halted" {
+            crash_halted = Some((
+                Instant::now(),
+                status["current_stage"].as_u64().unwrap_or(0),
+                status["halt_message"].as_str().unwrap_or("").to_string(),
+            ));
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(250));
+    }
+    progress.finish();
+    let Some((crash_halted_at, crash_stage, crash_message)) = crash_halted else {
+        bail!(
+            "the crashing rollout was not halted within {}s",
+            timeout.as_secs()
+        );
+    };
+    let rollback = client.post_json(
+        &["v1", "rollbacks"],
+        Some(&json!({"release_id": good, "from_release_id": crashing})),
+    )?;
+    let rollback_id = rollback["id"].as_i64().context("rollback id")?;
+    let rollback_started = Instant::now();
+    let mut progress = Progress::new(n as u64, "rollback to 2.0.0");
+    let mut rolled_back = false;
+    while rollback_started.elapsed() < timeout {
+        let s = fleet.summary();
+        let status = client.get(&["v1", "rollouts", &rollback_id.to_string()], &[])?;
+        let state = status["state"].as_str().unwrap_or("?");
+        progress.update(
+            s.confirmed_on(v2) as u64,
+            format!(
+                "on 2.0.0; rollback {rollback_id}: {state}, {} still run 2.2.0",
+                s.confirmed_on(v22) + s.trial.get(&v22).copied().unwrap_or(0)
+            ),
+        );
+        if s.confirmed_on(v22) == 0
+            && s.trial.get(&v22).copied().unwrap_or(0) == 0
+            && s.confirmed_on(v2) == n
+        {
+            rolled_back = true;
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(500));
+    }
+    progress.finish();
+    if !rolled_back {
+        bail!("fota rollback did not bring every device back to 2.0.0");
+    }
+    let rollback_time = rollback_started.elapsed();
     stop_sampling.store(true, Ordering::Relaxed);
     let _ = sampling.join();
     // Downloads of 2.1.0 dropped since the halt: by a pushed stop or by a check-in that no
@@ -759,6 +880,23 @@ pub fn run(args: &Args, out: &mut dyn Write) -> anyhow::Result<()> {
         .filter(Option::is_none)
         .count();
     let exposed = summary.ever_installed.get(&v21).copied().unwrap_or(0);
+    let crash_exposed = summary.ever_installed.get(&v22).copied().unwrap_or(0);
+    // The cohort of the stage the crashing release halted in.
+    let crash_reach = usize::try_from(
+        fota_server::domain::cohort::plan_reach(
+            [
+                (Some(100), None),
+                (Some(1000), None),
+                (Some(5000), None),
+                (Some(10000), None),
+            ],
+            devices.len() as u64,
+        )
+        .get(usize::try_from(crash_stage).unwrap_or(1).saturating_sub(1))
+        .copied()
+        .unwrap_or(u64::MAX),
+    )
+    .unwrap_or(usize::MAX);
     // The first stage's cohort: the devices the bad release could ever have been offered.
     let canary = usize::try_from(fota_server::domain::cohort::stage_reach(
         Some(100),
@@ -823,6 +961,37 @@ pub fn run(args: &Args, out: &mut dyn Write) -> anyhow::Result<()> {
                 "{exposed} / {n} = {:.2}% (first stage: {canary} devices)",
                 exposed as f64 * 100.0 / n as f64
             ),
+        ),
+        (
+            "crashing release: start → halted (stage)".into(),
+            format!(
+                "{:.2} s (stage {crash_stage})",
+                crash_halted_at.duration_since(crash_started).as_secs_f64()
+            ),
+        ),
+        (
+            "crashing release: first crash seen → halted".into(),
+            match first_crash {
+                Some(f) if f <= crash_halted_at => {
+                    format!("{:.2} s", crash_halted_at.duration_since(f).as_secs_f64())
+                }
+                _ => "halted before a crash was seen".into(),
+            },
+        ),
+        (
+            "crashing release: blast radius (installed 2.2.0 / fleet)".into(),
+            format!(
+                "{crash_exposed} / {n} = {:.2}% (stage {crash_stage} reaches {crash_reach} devices)",
+                crash_exposed as f64 * 100.0 / n as f64
+            ),
+        ),
+        (
+            "crashing release: fota rollback → all on 2.0.0".into(),
+            format!("{:.1} s", rollback_time.as_secs_f64()),
+        ),
+        (
+            "unexpected resets: crashes, background".into(),
+            format!("{}, {}", summary.crashes, summary.background_resets),
         ),
         ("bricked devices".into(), bricked.to_string()),
         (
@@ -901,6 +1070,7 @@ pub fn run(args: &Args, out: &mut dyn Write) -> anyhow::Result<()> {
     }
     writeln!(out)?;
     writeln!(out, "halt: {halt_message}")?;
+    writeln!(out, "halt: {crash_message}")?;
     let width = rows
         .iter()
         .map(|(k, _)| k.chars().count())
@@ -917,6 +1087,11 @@ pub fn run(args: &Args, out: &mut dyn Write) -> anyhow::Result<()> {
     }
     if exposed > canary {
         bail!("the bad release reached {exposed} devices, more than its {canary}-device canary");
+    }
+    if crash_exposed > crash_reach {
+        bail!(
+            "the crashing release reached {crash_exposed} devices, more than its stage {crash_stage}'s {crash_reach}"
+        );
     }
     if args.serve_after {
         writeln!(out, "\nserving {url} until Ctrl-C (token above)")?;

@@ -575,14 +575,17 @@ async fn rollouts_start_with_a_plan_and_are_steered() {
             "MIN_SAMPLE",
             "MAX_FAILURES",
             "DEADLINE",
+            "MAX_RESETS",
             "ADVANCE",
         ],
         // The plan's minimum sample of 3 is capped at the first stage's 2 devices.
         &[
             "1", "1m30s", "2", "(plan", "3,", "capped", "at", "the", "stage's", "2", "devices)",
-            "12.5%", "2h", "manual",
+            "12.5%", "2h", "2", "x", "after", "10", "h", "manual",
         ],
-        &["2", "1m30s", "3", "12.5%", "2h", "manual"],
+        &[
+            "2", "1m30s", "3", "12.5%", "2h", "2", "x", "after", "10", "h", "manual",
+        ],
     ] {
         assert!(has_row(&text, row), "{row:?} not in:\n{text}");
     }

@@ -415,6 +415,14 @@ async fn a_release_that_crashes_after_confirming_halts_on_its_resets(db: Db) {
     );
     // Nothing failed before confirming: the failure figures are within their limit.
     assert_eq!(status["counts"]["rolled_back"], 0, "{status:#}");
+    // Status shows the crashes against the stage that took the release.
+    assert!(
+        status["stages"][0]["resets"]["resets"]
+            .as_u64()
+            .unwrap_or(0)
+            >= 1,
+        "{status:#}"
+    );
 
     // Only the stages it reached were offered it.
     let statuses = fleet.statuses();

@@ -1,5 +1,5 @@
 //! Fuzz the OTA client's flash log (the events not yet acknowledged, the installed image, the
-//! download and its offset, kept in two sectors): a log written by real changes, then damaged
+//! download and its offset, what runs and for how long, kept in two sectors): a log written by real changes, then damaged
 //! anywhere (bits cleared as a power cut or a failing cell clears them), must open without
 //! panicking, and every change recorded after that must leave flash that the next boot loads as
 //! exactly the state the running code believes it recorded.
@@ -7,9 +7,9 @@
 
 use fota_boot::testing::MemFlash;
 use fota_ota_client::flash_store::{FlashPersist, StoreRegion};
-use fota_ota_client::persist::{Change, Installed, Persist, PersistedState};
+use fota_ota_client::persist::{Change, Installed, Persist, PersistedState, Running};
 use fota_protocol::image::{Digest, ImageVersion};
-use fota_protocol::messages::{Event, EventKind, Offer, Reason};
+use fota_protocol::messages::{Event, EventKind, Offer, Reason, ResetCause, ResetInfo};
 use fota_protocol::SlotId;
 use libfuzzer_sys::arbitrary::{self, Arbitrary};
 use libfuzzer_sys::fuzz_target;
@@ -19,7 +19,19 @@ const REGION: StoreRegion = StoreRegion {
     start: 0,
     sector_size: SECTOR,
 };
-const KINDS: [EventKind; 9] = [
+const CAUSES: [ResetCause; 10] = [
+    ResetCause::PowerOn,
+    ResetCause::Pin,
+    ResetCause::Software,
+    ResetCause::Update,
+    ResetCause::IndependentWatchdog,
+    ResetCause::WindowWatchdog,
+    ResetCause::BrownOut,
+    ResetCause::LowPower,
+    ResetCause::Fault,
+    ResetCause::Unknown,
+];
+const KINDS: [EventKind; 10] = [
     EventKind::OfferAccepted,
     EventKind::DownloadStarted,
     EventKind::DownloadFailed,
@@ -29,6 +41,7 @@ const KINDS: [EventKind; 9] = [
     EventKind::RolledBack,
     EventKind::VerifyFailed,
     EventKind::ProtectionBlocked,
+    EventKind::Reset,
 ];
 
 /// A version's four parts.
@@ -46,11 +59,15 @@ enum Op {
         rollout: Option<u64>,
         version: Option<Version>,
         reason: Option<String>,
+        /// A reset's cause (index) and uptime.
+        reset: Option<(u8, u32)>,
     },
     Acked(u64),
     Installed(Option<InstalledImage>),
     Download(Option<OfferParts>),
     Progress(u32),
+    /// What runs, and for how long.
+    Running(Version, u32),
     /// Power off and on: carry on from the store reopened from flash.
     Reboot,
 }
@@ -88,6 +105,7 @@ fn record(store: &mut FlashPersist<MemFlash>, model: &mut PersistedState, op: &O
             rollout,
             version: v,
             reason,
+            reset,
         } => {
             let reason = reason.as_deref().and_then(|r| Reason::try_from(r).ok());
             event = Event {
@@ -96,6 +114,10 @@ fn record(store: &mut FlashPersist<MemFlash>, model: &mut PersistedState, op: &O
                 rollout_id: *rollout,
                 version: v.map(version),
                 reason,
+                reset: reset.map(|(cause, uptime_s)| ResetInfo {
+                    cause: CAUSES[usize::from(cause) % CAUSES.len()],
+                    uptime_s,
+                }),
             };
             Change::Event(&event)
         }
@@ -118,6 +140,10 @@ fn record(store: &mut FlashPersist<MemFlash>, model: &mut PersistedState, op: &O
             Change::Download(Some(&offer))
         }
         Op::Progress(offset) => Change::Progress(*offset),
+        Op::Running(v, uptime_s) => Change::Running(Running {
+            version: version(*v),
+            uptime_s: *uptime_s,
+        }),
         Op::Reboot => return,
     };
     if store.record(&change).is_ok() {

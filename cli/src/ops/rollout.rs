@@ -531,6 +531,7 @@ fn status_lines(s: &RolloutStatus) -> Vec<String> {
         "FAILED",
         "ROLLED_BACK",
         "TIMED_OUT",
+        "RESETS",
     ]);
     let counts = |c: &StateCounts| {
         [
@@ -547,6 +548,10 @@ fn status_lines(s: &RolloutStatus) -> Vec<String> {
     for st in &s.stages {
         let mut row = vec![st.number.to_string(), size(st), st.status.clone()];
         row.extend(counts(&st.counts));
+        row.push(match &st.resets {
+            Some(r) => format!("{} ({:.2}/h)", r.resets, r.rate),
+            None => "-".into(),
+        });
         progress.row(row);
     }
     let mut total = vec![
@@ -555,6 +560,10 @@ fn status_lines(s: &RolloutStatus) -> Vec<String> {
         String::new(),
     ];
     total.extend(counts(&s.counts));
+    total.push(match &s.resets {
+        Some(r) => format!("{} ({:.2}/h)", r.new_resets, r.new_rate),
+        None => "-".into(),
+    });
     progress.row(total);
     lines.extend(progress.lines());
     lines.push(String::new());
@@ -799,6 +808,7 @@ mod tests {
             auto_advance: false,
             status: if number == 1 { "current" } else { "pending" }.into(),
             counts: StateCounts::default(),
+            resets: None,
         };
         RolloutStatus {
             id: 7,

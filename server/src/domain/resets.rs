@@ -62,6 +62,19 @@ impl ResetFigures {
     }
 }
 
+/// One stage's share of the new release's figures: the unexpected resets of the devices offered
+/// in that stage, and their device-seconds on the new release.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
+pub struct StageResets {
+    /// Unexpected resets on the new release (at most [`MAX_RESETS_PER_DEVICE_HOUR`] per device
+    /// and hour).
+    pub resets: u64,
+    /// Devices they came from.
+    pub devices: u64,
+    /// Device-seconds on the new release.
+    pub device_s: u64,
+}
+
 /// Exposure from per-state sums: `confirmed` targets whose confirmation times (Unix ms) add up
 /// to `confirmed_at_sum`, `targets` in all, a rollout started at `started_at`, at `now`.
 /// Returns (new device-seconds, old device-seconds).

@@ -3,6 +3,7 @@
 //! run ([`ResetFigures`]).
 
 use super::db::{Store, StoreError};
+use crate::domain::resets::StageResets;
 use crate::domain::resets::{exposure, MAX_RESETS_PER_DEVICE_HOUR};
 use crate::domain::{DeviceState, ResetFigures};
 use fota_protocol::messages::{Event, EventKind};
@@ -73,6 +74,63 @@ pub(super) async fn insert(
 }
 
 impl Store {
+    /// The new release's figures of rollout `id` per stage (the stage each device was offered
+    /// in): what status shows next to each stage. The gate judges the whole rollout
+    /// ([`Store::reset_figures`]).
+    pub async fn stage_resets(
+        &self,
+        id: i64,
+        version: &str,
+        started_at: i64,
+        now: i64,
+    ) -> Result<HashMap<i64, StageResets>, StoreError> {
+        let rows = sqlx::query(
+            "SELECT rd.stage AS stage, r.device_id AS device_id, COUNT(*) AS n \
+             FROM device_resets r \
+             JOIN rollout_devices rd ON rd.rollout_id = $1 AND rd.device_id = r.device_id \
+             WHERE r.received_at >= $3 AND r.version = $2 AND rd.stage IS NOT NULL \
+             GROUP BY rd.stage, r.device_id, r.received_at / 3600000",
+        )
+        .bind(id)
+        .bind(version)
+        .bind(started_at)
+        .fetch_all(self.pool()?)
+        .await?;
+        let mut out: HashMap<i64, StageResets> = HashMap::new();
+        let mut devices: HashMap<i64, HashMap<String, ()>> = HashMap::new();
+        for r in rows {
+            let stage: i64 = r.try_get("stage")?;
+            let n = u64::try_from(r.try_get::<i64, _>("n")?)
+                .unwrap_or(0)
+                .min(MAX_RESETS_PER_DEVICE_HOUR);
+            out.entry(stage).or_default().resets += n;
+            devices
+                .entry(stage)
+                .or_default()
+                .insert(r.try_get("device_id")?, ());
+        }
+        for (stage, d) in devices {
+            out.entry(stage).or_default().devices = d.len() as u64;
+        }
+        let rows = sqlx::query(
+            "SELECT stage, COUNT(*) AS n, CAST(SUM(updated_at) AS BIGINT) AS at_sum \
+             FROM rollout_devices WHERE rollout_id = $1 AND state = $2 AND stage IS NOT NULL \
+             GROUP BY stage",
+        )
+        .bind(id)
+        .bind(DeviceState::Confirmed.as_str())
+        .fetch_all(self.pool()?)
+        .await?;
+        for r in rows {
+            let stage: i64 = r.try_get("stage")?;
+            let n = u64::try_from(r.try_get::<i64, _>("n")?).unwrap_or(0);
+            let at_sum: Option<i64> = r.try_get("at_sum")?;
+            let (device_s, _) = exposure(n, n, i128::from(at_sum.unwrap_or(0)), now, now);
+            out.entry(stage).or_default().device_s = device_s;
+        }
+        Ok(out)
+    }
+
     /// Unexpected resets among rollout `id`'s targets since it started (`started_at`), split
     /// by whether they ran `version` (the new release), with each side's device-seconds: a
     /// confirmed target counts on the new release from its confirmation, every target on the

@@ -20,7 +20,8 @@ use std::sync::Arc;
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 pub use views::{
-    GateStatus, ResetStatus, RolloutList, RolloutStatus, StageStatus, StartRollback, StartRollout,
+    GateStatus, ResetStatus, RolloutList, RolloutStatus, StageResetStatus, StageStatus,
+    StartRollback, StartRollout,
 };
 
 pub(super) fn routes() -> OpenApiRouter<Arc<AppState>> {

@@ -78,6 +78,23 @@ pub struct StageStatus {
     pub status: String,
     /// Devices offered during this stage, by state.
     pub counts: StateCounts,
+    /// The new release's unexpected resets among the devices offered in this stage (absent
+    /// before any of them confirmed).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub resets: Option<StageResetStatus>,
+}
+
+/// One stage's unexpected resets on the new release.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema, PartialEq)]
+pub struct StageResetStatus {
+    /// Unexpected resets (at most 3 per device and hour).
+    pub resets: u64,
+    /// Devices they came from.
+    pub devices: u64,
+    /// Device-hours on the new release.
+    pub device_hours: f64,
+    /// Resets per device-hour.
+    pub rate: f64,
 }
 
 /// A rollout with its progress.
@@ -236,6 +253,10 @@ pub(crate) async fn status_of(state: &AppState, r: &RolloutRow) -> Result<Rollou
         .await?
         .map(|rel| rel.version)
         .unwrap_or_default();
+    let stage_resets = state
+        .store
+        .stage_resets(r.id, &version, r.created_at, crate::store::now_ms())
+        .await?;
     let halt_reason: Option<HaltReason> = r
         .halt_reason
         .as_deref()
@@ -363,6 +384,19 @@ pub(crate) async fn status_of(state: &AppState, r: &RolloutRow) -> Result<Rollou
                     }
                     .into(),
                     counts: per_stage.get(&s.idx).copied().unwrap_or_default(),
+                    resets: stage_resets
+                        .get(&s.idx)
+                        .filter(|x| x.device_s > 0 || x.resets > 0)
+                        .map(|x| StageResetStatus {
+                            resets: x.resets,
+                            devices: x.devices,
+                            device_hours: x.device_s as f64 / 3600.0,
+                            rate: if x.device_s == 0 {
+                                0.0
+                            } else {
+                                x.resets as f64 * 3600.0 / x.device_s as f64
+                            },
+                        }),
                 }
             })
             .collect(),
