@@ -309,15 +309,19 @@ fn command_name(exe: &Path) -> String {
     }
 }
 
-fn stage(percent: f64, min_sample: u64, deadline_s: u64) -> Value {
-    json!({"percent": percent, "bake_s": 0, "min_sample": min_sample,
+fn stage(percent: f64, min_sample: u64, deadline_s: u64, bake_s: u64) -> Value {
+    json!({"percent": percent, "bake_s": bake_s, "min_sample": min_sample,
            "max_failure_rate": 0.05, "confirm_deadline_s": deadline_s,
            "max_reset_ratio": 2.0, "min_device_hours": DEMO_MIN_DEVICE_HOURS})
 }
 
 /// The demo's minutes stand for a real fleet's days: a stage's reset limit may judge once the
-/// new release has run 3 device-minutes (a real plan asks 10 device-hours by default).
-const DEMO_MIN_DEVICE_HOURS: f64 = 0.05;
+/// new release has run 36 device-seconds (a real plan asks 10 device-hours by default).
+const DEMO_MIN_DEVICE_HOURS: f64 = 0.01;
+
+/// The stages of the third release bake this long (a real plan: 30 minutes by default), so that
+/// its first stage runs long enough for a crash after confirming to show.
+const CRASH_BAKE_S: u64 = 30;
 
 /// A healthy virtual device's watchdog fires about once an hour (real devices: far less often),
 /// so the reset limit has a baseline to compare with.
@@ -641,14 +645,15 @@ pub fn run(args: &Args, out: &mut dyn Write) -> anyhow::Result<()> {
 
     // 3. A good release, to everyone.
     let min_sample = |percent: f64| ((n as f64 * percent / 100.0 / 2.0) as u64).clamp(1, 500);
-    let stages = |deadline| {
+    let baked_stages = |deadline, bake| {
         json!([
-            stage(1.0, min_sample(1.0), deadline),
-            stage(10.0, min_sample(10.0), deadline),
-            stage(50.0, min_sample(50.0), deadline),
-            stage(100.0, min_sample(100.0), deadline)
+            stage(1.0, min_sample(1.0), deadline, bake),
+            stage(10.0, min_sample(10.0), deadline, bake),
+            stage(50.0, min_sample(50.0), deadline, bake),
+            stage(100.0, min_sample(100.0), deadline, bake)
         ])
     };
+    let stages = |deadline| baked_stages(deadline, 0);
     let good = upload(
         &client,
         &key,
@@ -765,6 +770,9 @@ pub fn run(args: &Args, out: &mut dyn Write) -> anyhow::Result<()> {
     // 5. A release that boots, confirms, and then crashes every few seconds: nothing fails
     // before confirmation, so only its resets can stop it. Then `fota rollback` brings the
     // devices that took it back to the good release.
+    // The halted field incident is done with: abort it, as an operator would, so the model has
+    // no unfinished rollout.
+    client.post_json(&["v1", "rollouts", &bad_id.to_string(), "abort"], None)?;
     let v22 = ImageVersion::new(2, 2, 0, 0);
     let crashing = upload(
         &client,
@@ -781,7 +789,7 @@ pub fn run(args: &Args, out: &mut dyn Write) -> anyhow::Result<()> {
     let faults = |s: &fota_sim::FleetSummary| s.crashes - s.background_resets;
     let crash_rollout = client.post_json(
         &["v1", "rollouts"],
-        Some(&json!({"release_id": crashing, "stages": stages(deadline_s)})),
+        Some(&json!({"release_id": crashing, "stages": baked_stages(deadline_s, CRASH_BAKE_S)})),
     )?;
     let crash_id = crash_rollout["id"].as_i64().context("rollout id")?;
     let mut progress = Progress::new(n as u64, "2.2.0 (crashes)");

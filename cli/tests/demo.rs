@@ -64,6 +64,14 @@ fn the_demo_rolls_out_a_good_release_and_halts_a_bad_one() {
             .to_string()
     };
     assert!(row("bricked devices").ends_with("| 0 |"), "{stdout}");
+    // The release that confirms and then crashes halts on its resets in its first stages (the
+    // demo itself fails if it reached devices beyond the stage it halted in).
+    let crash = row("crashing release: start → halted");
+    assert!(
+        crash.contains("(stage 1)") || crash.contains("(stage 2)"),
+        "{stdout}"
+    );
+    assert!(stdout.contains("unexpected resets on"), "{stdout}");
     // "| blast radius ... | 3 / 300 = 1.00% (first stage: 4 devices) |": some of the canary
     // took the bad release, and nobody outside it.
     let blast = row("blast radius");

@@ -27,7 +27,7 @@ pub enum Action {
     /// the server's default plan applies: 1% -> 10% -> 50% -> 100%, bake 30m, minimum sample 20,
     /// at most 5% failures, confirmation deadline 2h, automatic advance. Plan flags apply to
     /// every stage. Prints the rollout's status, as `fota rollout status`.
-    Start(StartArgs),
+    Start(Box<StartArgs>),
     /// A rollout's progress: per stage, devices by state; the failure rate against the limit;
     /// why it halted.
     Status(StatusArgs),
