@@ -96,9 +96,12 @@ pub async fn start(config: ServeConfig) -> anyhow::Result<RunningServer> {
     });
     let app = router(state.clone());
     let tls_on = tls.is_some();
+    let streams = state.clone();
     let task = tokio::spawn(async move {
         transport::serve(listener, app, limits, tls, async move {
             let _ = stopped.wait_for(|s| *s).await;
+            // Event streams end now, or the graceful shutdown would wait for their clients.
+            streams.stopping.send_replace(true);
         })
         .await;
         let _ = stop_mqtt.send(true);

@@ -7,6 +7,8 @@
 //!   readiness, metrics.
 //! - [`mqtt`]: the devices' other transport, through a broker: nudges and stops pushed to
 //!   them, reports taken from them, their broker accounts.
+//! - [`dashboard`]: the web page at `/` (embedded assets), `GET /v1/whoami` and a rollout's
+//!   live event stream.
 //! - [`state`]: [`AppState`], what every handler shares; [`auth`]: who is calling (the
 //!   [`auth::Admin`] extractor, device authentication); [`error`]: [`ApiError`], the stable
 //!   codes, and how every rule's error maps to one.
@@ -19,6 +21,7 @@
 
 pub mod admin;
 pub mod auth;
+pub mod dashboard;
 pub mod device;
 pub mod error;
 pub mod mqtt;
@@ -73,7 +76,9 @@ pub fn router(state: Arc<AppState>) -> Router {
         .merge(device::routes())
         .merge(admin::routes())
         .merge(open::routes())
+        .merge(dashboard::routes())
         .split_for_parts();
+    let api = api.merge(dashboard::pages());
     let mut openapi = openapi;
     openapi::add_shared_refusals(&mut openapi);
     let openapi = Arc::new(openapi);

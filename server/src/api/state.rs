@@ -27,6 +27,9 @@ pub struct AppState {
     pub engine: crate::rollout::Engine,
     /// The MQTT link, once `fota serve` started it (never, without `--mqtt-url`).
     pub mqtt: std::sync::OnceLock<Arc<dyn Broker>>,
+    /// Flips to true when the server starts shutting down: long-lived answers (the dashboard's
+    /// event streams) end then, so the graceful shutdown does not wait for their clients.
+    pub stopping: tokio::sync::watch::Sender<bool>,
 }
 
 impl AppState {
@@ -42,6 +45,7 @@ impl AppState {
             device_cache: DashMap::new(),
             engine: crate::rollout::Engine::default(),
             mqtt: std::sync::OnceLock::new(),
+            stopping: tokio::sync::watch::Sender::new(false),
         })
     }
 

@@ -114,6 +114,37 @@ pub struct Engine {
     swept: Mutex<std::collections::HashMap<i64, Instant>>,
     /// Who hears of rollouts this replica changed (the MQTT push path), if anyone.
     moves: Mutex<Option<tokio::sync::mpsc::UnboundedSender<i64>>>,
+    /// Everyone watching rollouts live (the dashboard's event streams).
+    live: Live,
+}
+
+/// What moved in a rollout, for those who watch it live ([`Engine::subscribe`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Change {
+    /// Its state or stage changed: started, advanced, halted, paused, resumed, approved,
+    /// aborted, completed. Sent after the change committed.
+    State(i64),
+    /// Devices in it moved (offered, reported, timed out): its counts changed.
+    Progress(i64),
+}
+
+/// How many changes a slow watcher may fall behind before it is told it lagged.
+const LIVE_BACKLOG: usize = 1024;
+
+#[derive(Debug)]
+struct Live(tokio::sync::broadcast::Sender<Change>);
+
+impl Default for Live {
+    fn default() -> Self {
+        Self(tokio::sync::broadcast::channel(LIVE_BACKLOG).0)
+    }
+}
+
+impl Live {
+    fn send(&self, change: Change) {
+        // No watcher is the common case, and not an error.
+        let _ = self.0.send(change);
+    }
 }
 
 /// How often the sweep re-evaluates a rollout in which no device timed out: progress (stage
@@ -156,7 +187,7 @@ impl Engine {
         rx
     }
 
-    /// Rollout `id` changed here: reload the cache, tell the listener.
+    /// Rollout `id` changed here: reload the cache, tell the listener and the live watchers.
     pub fn changed(&self, id: i64) {
         self.invalidate();
         if let Ok(moves) = self.moves.lock() {
@@ -164,6 +195,14 @@ impl Engine {
                 let _ = tx.send(id);
             }
         }
+        self.live.send(Change::State(id));
+    }
+
+    /// Watch every rollout live: a [`Change`] for each state change and each batch of device
+    /// moves this replica makes. Any number of watchers; one that falls more than
+    /// [`LIVE_BACKLOG`] changes behind is told it lagged (and should reload what it shows).
+    pub fn subscribe(&self) -> tokio::sync::broadcast::Receiver<Change> {
+        self.live.0.subscribe()
     }
 
     /// Forget cached rollouts so the next check-in reloads them.
@@ -238,9 +277,12 @@ impl Engine {
             Known::InFlight(_) if running_release => {
                 let to = DeviceState::for_check_in(device.check_in.boot_state);
                 // Progress: the sweep's next evaluation of this rollout sees it.
-                store
+                if store
                     .set_device_state(r.id, device.id, to, None, now_ms())
-                    .await?;
+                    .await?
+                {
+                    self.live.send(Change::Progress(r.id));
+                }
                 self.known.insert(key, known_from_state(to));
                 Ok(None)
             }
@@ -288,6 +330,7 @@ impl Engine {
                 {
                     self.known
                         .insert(key, Known::InFlight(DeviceState::Offered));
+                    self.live.send(Change::Progress(r.id));
                     return Ok(Some(self.offer(r, device)));
                 }
                 // Another replica offered it, or the rollout stopped: ask the database.
@@ -374,6 +417,7 @@ impl Engine {
             {
                 self.known
                     .insert((rollout, device_id.to_string()), known_from_state(to));
+                self.live.send(Change::Progress(rollout));
                 // Progress waits for the sweep; a failure is evaluated now.
                 if to.is_failure() {
                     failed_rollouts.insert(rollout);
@@ -399,9 +443,11 @@ impl Engine {
     ) -> Result<StoreOutcome, StoreError> {
         let outcome = store.store_report(device_id, events, now_ms()).await?;
         let mut failed_rollouts = HashSet::new();
+        let mut moved_rollouts = HashSet::new();
         for (rollout, to) in &outcome.moved {
             self.known
                 .insert((*rollout, device_id.to_string()), known_from_state(*to));
+            moved_rollouts.insert(*rollout);
             if to.is_failure() {
                 failed_rollouts.insert(*rollout);
             }
@@ -413,8 +459,12 @@ impl Engine {
                 let version = r.version.to_string();
                 if outcome.crashed_versions.contains(&version) {
                     failed_rollouts.insert(r.id);
+                    moved_rollouts.insert(r.id);
                 }
             }
+        }
+        for rollout in moved_rollouts {
+            self.live.send(Change::Progress(rollout));
         }
         for rollout in failed_rollouts {
             self.evaluate(store, rollout).await?;
@@ -571,6 +621,7 @@ impl Engine {
         }
         for id in ids {
             if timed_out.contains(&id) {
+                self.live.send(Change::Progress(id));
                 // The timed-out devices' cached state is stale: reload on their next check-in.
                 self.known
                     .retain(|(rid, _), k| *rid != id || !matches!(k, Known::InFlight(_)));

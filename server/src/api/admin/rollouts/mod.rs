@@ -19,6 +19,7 @@ use crate::api::state::AppState;
 use std::sync::Arc;
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
+pub(crate) use views::status_of;
 pub use views::{
     GateStatus, ResetStatus, RolloutList, RolloutStatus, StageResetStatus, StageStatus,
     StartRollback, StartRollout,
