@@ -435,6 +435,11 @@ async fn dashboard_in_a_real_browser(db: Db) {
         api["halt_message"].as_str().unwrap()
     );
     assert_eq!(browser.js("return window.fotaNoReload").await, json!(1));
+    assert!(!browser
+        .text("#rollout")
+        .await
+        .split_whitespace()
+        .any(|w| w == "null" || w == "undefined"));
     assert_eq!(
         browser
             .text("#stages tr[data-stage=\"1\"] td[data-count=rolled_back]")

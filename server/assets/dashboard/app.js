@@ -71,6 +71,11 @@ function h(tag, attrs, ...children) {
   return el;
 }
 
+// Replace an element's children, leaving out the null ones (replaceChildren would print them).
+function fill(el, ...children) {
+  el.replaceChildren(...children.flat().filter((c) => c !== null && c !== undefined && c !== false));
+}
+
 function badge(state) {
   return h("span", { class: "badge state-" + state, "data-state": state }, state.replace("_", " "));
 }
@@ -174,7 +179,7 @@ async function route() {
     a.toggleAttribute("aria-current", a.dataset.page === parts[0]);
     if (a.dataset.page === parts[0]) a.setAttribute("aria-current", "page");
   }
-  page.replaceChildren(h("p", { class: "muted" }, "Loading…"));
+  fill(page, h("p", { class: "muted" }, "Loading…"));
   try {
     if (parts[0] === "rollouts" && parts[1]) await rolloutPage(page, Number(parts[1]));
     else if (parts[0] === "rollouts") await rolloutsPage(page);
@@ -182,7 +187,7 @@ async function route() {
     else if (parts[0] === "devices" && parts[1]) await devicePage(page, parts[1]);
     else await fleetPage(page, new URLSearchParams(hash.split("?")[1] || ""));
   } catch (e) {
-    if (e.status !== 401) page.replaceChildren(errorBox(e));
+    if (e.status !== 401) fill(page, errorBox(e));
   }
 }
 
@@ -240,7 +245,7 @@ async function fleetPage(page, params) {
       h("td", { class: "hide-narrow" }, when(d.last_seen_at)),
     ),
   );
-  page.replaceChildren(
+  fill(page, 
     h("h1", {}, "Fleet"),
     h(
       "div",
@@ -281,7 +286,7 @@ async function devicePage(page, id) {
     ["Security counter", dev.security_counter ?? "–"],
     ["Last seen", when(dev.last_seen_at)],
   ];
-  page.replaceChildren(
+  fill(page, 
     h("h1", {}, "Device ", dev.id, " ", badge(dev.status)),
     h("div", { class: "grid" }, facts.map(([k, v]) => figure(k, v))),
     h("h2", {}, "Events"),
@@ -304,7 +309,7 @@ async function devicePage(page, id) {
 
 async function rolloutsPage(page) {
   const list = await api("GET", "/v1/rollouts");
-  page.replaceChildren(
+  fill(page, 
     h("h1", {}, "Rollouts"),
     list.rollouts.length === 0
       ? h("p", { class: "muted" }, "No rollout yet. Start one with fota rollout start --release ID.")
@@ -380,7 +385,7 @@ function renderRollout(view, r) {
       ]
     : [];
   const hasStageResets = r.stages.some((s) => s.resets !== undefined && s.resets !== null);
-  view.replaceChildren(
+  fill(view, 
     h(
       "h1",
       {},
@@ -472,7 +477,7 @@ async function rolloutPage(page, id) {
   const first = await api("GET", "/v1/rollouts/" + id);
   const live = h("span", { class: "live", id: "live", "aria-live": "off" }, "connecting");
   const view = h("div", { id: "rollout", "data-rollout": id });
-  page.replaceChildren(h("p", {}, h("a", { href: "#/rollouts" }, "← Rollouts"), " ", live), view);
+  fill(page, h("p", {}, h("a", { href: "#/rollouts" }, "← Rollouts"), " ", live), view);
   renderRollout(view, first);
   const controller = new AbortController();
   stopPage = () => controller.abort();
@@ -525,7 +530,7 @@ async function follow(id, signal, live, onStatus) {
 
 async function auditPage(page) {
   const log = await api("GET", "/v1/audit?limit=200");
-  page.replaceChildren(
+  fill(page, 
     h("h1", {}, "Audit log"),
     table(
       ["When", "Actor", "Action", "Rollout", "Release", "Detail"],
