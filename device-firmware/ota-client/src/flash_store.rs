@@ -707,6 +707,12 @@ mod tests {
             let e = event(41, None);
             store.record(&Change::Event(&e)).unwrap();
             store.record(&Change::Acked { through: 41 }).unwrap();
+            store
+                .record(&Change::Running(Running {
+                    version: ImageVersion::new(1, 5, 0, 2),
+                    uptime_s: 900,
+                }))
+                .unwrap();
         }
         let flash = agree(flash, &changes);
         // 3000 records of 12 bytes do not fit one 16 KB sector: it compacted at least twice.
@@ -716,6 +722,11 @@ mod tests {
         assert!(state.events.is_empty());
         assert_eq!(state.next_event_id, 42);
         assert_eq!(state.download.unwrap().offset, 2999 * 4);
+        // What runs survives every compaction.
+        assert_eq!(
+            state.running.map(|r| (r.version, r.uptime_s)),
+            Some((ImageVersion::new(1, 5, 0, 2), 900))
+        );
     }
 
     #[test]

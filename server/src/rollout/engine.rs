@@ -433,8 +433,8 @@ impl Engine {
     /// A device's report: its events stored once per event id and the state moves of the new
     /// ones made, in the group commit of the reports that arrived with it
     /// ([`Store::store_report`]); then a failure among the moves evaluates its rollout's gate,
-    /// and an unexpected reset the gates of the active rollouts of the version it ran, so a
-    /// report that crosses a gate has halted the rollout when this returns.
+    /// so a failure report that crosses a gate has halted the rollout when this returns. An
+    /// unexpected reset makes the active rollouts of the version it ran due at the next sweep.
     pub async fn report(
         &self,
         store: &Store,
@@ -454,13 +454,21 @@ impl Engine {
         }
         if !outcome.crashed_versions.is_empty() {
             // An unexpected reset names the version it ran, not a rollout: it may cross the
-            // reset limit of any active rollout of that version, at once.
+            // reset limit of any active rollout of that version. Such rollouts are due at the
+            // next sweep (within one sweep interval) rather than evaluated inside this request:
+            // a healthy fleet resets all the time (tens a second at 100,000 devices), and an
+            // evaluation per reset, each counting the rollout, overloads the database.
+            let mut due = Vec::new();
             for r in self.active_rollouts(store).await? {
                 let version = r.version.to_string();
                 if outcome.crashed_versions.contains(&version) {
-                    failed_rollouts.insert(r.id);
+                    due.push(r.id);
                     moved_rollouts.insert(r.id);
                 }
+            }
+            let mut swept = self.swept.lock().unwrap_or_else(|e| e.into_inner());
+            for id in due {
+                swept.remove(&id);
             }
         }
         for rollout in moved_rollouts {
