@@ -505,6 +505,7 @@ pub fn run(args: &Args, out: &mut dyn Write) -> anyhow::Result<()> {
                     power_cut: specs.len() % 100 == 13,
                     slow_link: specs.len() % 20 == 3,
                     background_reset_mean: Some(BACKGROUND_RESET_MEAN),
+                    seed: 0,
                 },
             });
         }

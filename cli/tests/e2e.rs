@@ -359,10 +359,11 @@ async fn interrupted_download_resumes(db: Db) {
 }
 
 /// A healthy fleet's background: each device's watchdog fires at random now and then (every
-/// `mean` on average), whatever it runs.
-fn background(mean: Duration) -> Faults {
+/// `mean` on average), whatever it runs; `seed` picks which random history.
+fn background(mean: Duration, seed: u64) -> Faults {
     Faults {
         background_reset_mean: Some(mean),
+        seed,
         ..Faults::default()
     }
 }
@@ -382,7 +383,7 @@ fn reset_stage(percent: f64, bake_s: i64) -> Value {
 async fn a_release_that_crashes_after_confirming_halts_on_its_resets(db: Db) {
     let app = testkit::spawn_app(db).await;
     let n = 100;
-    let fleet = start_fleet(&app, n, |_| background(Duration::from_secs(60))).await;
+    let fleet = start_fleet(&app, n, |_| background(Duration::from_secs(60), 0)).await;
     let bad = upload(
         &app,
         version(2),
@@ -468,7 +469,8 @@ async fn a_release_that_crashes_after_confirming_halts_on_its_resets(db: Db) {
 
 /// The same fleet and background with a healthy release: the background resets give both sides
 /// a rate, the gate watches them (status shows the figures), and the release walks to 100%.
-/// `FOTA_E2E_REPEAT=N` runs the scenario N times and counts false halts (docs/BENCHMARKS.md).
+/// `FOTA_E2E_REPEAT=N` runs the scenario N times, each run with its own random history (a
+/// different seed), and counts false halts (docs/BENCHMARKS.md).
 async fn a_healthy_release_with_background_resets_walks_to_100_percent(db: Db) {
     let repeat: usize = std::env::var("FOTA_E2E_REPEAT")
         .ok()
@@ -478,7 +480,8 @@ async fn a_healthy_release_with_background_resets_walks_to_100_percent(db: Db) {
     for run in 0..repeat {
         let app = testkit::spawn_app(db).await;
         let n = 60;
-        let fleet = start_fleet(&app, n, |_| background(Duration::from_secs(20))).await;
+        let seed = run as u64 + 1;
+        let fleet = start_fleet(&app, n, |_| background(Duration::from_secs(20), seed)).await;
         let good = upload(&app, version(2), AppBehaviour::Good).await;
         let id = start_rollout(
             &app,

@@ -80,6 +80,10 @@ pub struct Faults {
     /// exponentially distributed with this mean (a healthy fleet's background of unexpected
     /// resets, so a release's reset rate has a baseline to be compared with).
     pub background_reset_mean: Option<Duration>,
+    /// Mixed into the device's random numbers (check-in jitter, where faults strike, when its
+    /// background resets come): fleets of the same device ids with different seeds live
+    /// different histories; 0 keeps the id's own sequence.
+    pub seed: u64,
 }
 
 /// What the simulator shares with every device.
@@ -201,6 +205,11 @@ impl Device {
         let mut rng = 0x9E37_79B9_7F4A_7C15u64;
         for b in id.bytes() {
             rng = (rng ^ u64::from(b)).wrapping_mul(0x100_0000_01b3);
+        }
+        rng ^= faults.seed.wrapping_mul(0x9E37_79B9_7F4A_7C15);
+        if rng == 0 {
+            // xorshift never leaves 0.
+            rng = 1;
         }
         let mut m = Model::new();
         for c in model.chars() {
