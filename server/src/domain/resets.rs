@@ -75,6 +75,22 @@ pub struct StageResets {
     pub device_s: u64,
 }
 
+impl StageResets {
+    /// Device-hours on the new release.
+    pub fn hours(&self) -> f64 {
+        self.device_s as f64 / 3600.0
+    }
+
+    /// Resets per device-hour (0 without exposure).
+    pub fn rate(&self) -> f64 {
+        if self.device_s == 0 {
+            0.0
+        } else {
+            self.resets as f64 / self.hours()
+        }
+    }
+}
+
 /// Exposure from per-state sums: `confirmed` targets whose confirmation times (Unix ms) add up
 /// to `confirmed_at_sum`, `targets` in all, a rollout started at `started_at`, at `now`.
 /// Returns (new device-seconds, old device-seconds).

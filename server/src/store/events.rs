@@ -34,10 +34,16 @@ pub struct StoredEvent {
 
 /// The stable name of an event kind (its JSON form).
 pub fn event_kind_name(kind: fota_protocol::messages::EventKind) -> String {
-    serde_json::to_value(kind)
+    json_name(kind)
+}
+
+/// The JSON form of a unit enum of the protocol (`"rolled_back"`, `"independent_watchdog"`):
+/// the name the database stores.
+pub(super) fn json_name<T: serde::Serialize + std::fmt::Debug>(value: T) -> String {
+    serde_json::to_value(&value)
         .ok()
         .and_then(|v| v.as_str().map(str::to_string))
-        .unwrap_or_else(|| format!("{kind:?}"))
+        .unwrap_or_else(|| format!("{value:?}"))
 }
 
 impl Store {

@@ -3,6 +3,7 @@
 //! run ([`ResetFigures`]).
 
 use super::db::{Store, StoreError};
+use super::events::json_name;
 use crate::domain::resets::StageResets;
 use crate::domain::resets::{exposure, MAX_RESETS_PER_DEVICE_HOUR};
 use crate::domain::{DeviceState, ResetFigures};
@@ -19,20 +20,13 @@ pub(super) struct NewReset {
     pub(super) uptime_s: i64,
 }
 
-fn cause_name(cause: fota_protocol::messages::ResetCause) -> String {
-    serde_json::to_value(cause)
-        .ok()
-        .and_then(|v| v.as_str().map(str::to_string))
-        .unwrap_or_else(|| format!("{cause:?}"))
-}
-
 /// The reset an event reports, if it is an unexpected one.
 pub(super) fn unexpected(e: &Event) -> Option<NewReset> {
     let reset = e.reset.filter(|_| e.kind == EventKind::Reset)?;
     reset.cause.is_unexpected().then(|| NewReset {
         event_id: e.id as i64,
         version: e.version.map(|v| v.to_string()),
-        cause: cause_name(reset.cause),
+        cause: json_name(reset.cause),
         uptime_s: i64::from(reset.uptime_s),
     })
 }
@@ -44,7 +38,7 @@ pub(crate) fn stored_reason(e: &Event) -> Option<String> {
         (Some(r), _) => Some(r.to_string()),
         (None, Some(reset)) if e.kind == EventKind::Reset => Some(format!(
             "{} after {} s",
-            cause_name(reset.cause),
+            json_name(reset.cause),
             reset.uptime_s
         )),
         _ => None,

@@ -390,12 +390,8 @@ pub(crate) async fn status_of(state: &AppState, r: &RolloutRow) -> Result<Rollou
                         .map(|x| StageResetStatus {
                             resets: x.resets,
                             devices: x.devices,
-                            device_hours: x.device_s as f64 / 3600.0,
-                            rate: if x.device_s == 0 {
-                                0.0
-                            } else {
-                                x.resets as f64 * 3600.0 / x.device_s as f64
-                            },
+                            device_hours: x.hours(),
+                            rate: x.rate(),
                         }),
                 }
             })
