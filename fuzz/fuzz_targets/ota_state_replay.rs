@@ -19,18 +19,7 @@ const REGION: StoreRegion = StoreRegion {
     start: 0,
     sector_size: SECTOR,
 };
-const CAUSES: [ResetCause; 10] = [
-    ResetCause::PowerOn,
-    ResetCause::Pin,
-    ResetCause::Software,
-    ResetCause::Update,
-    ResetCause::IndependentWatchdog,
-    ResetCause::WindowWatchdog,
-    ResetCause::BrownOut,
-    ResetCause::LowPower,
-    ResetCause::Fault,
-    ResetCause::Unknown,
-];
+const CAUSES: [ResetCause; 10] = ResetCause::ALL;
 const KINDS: [EventKind; 10] = [
     EventKind::OfferAccepted,
     EventKind::DownloadStarted,

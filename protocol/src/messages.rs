@@ -235,6 +235,21 @@ pub enum ResetCause {
 }
 
 impl ResetCause {
+    /// Every cause, in a fixed order: an index into it is the cause's code where one byte
+    /// stands for it (the OTA client's flash records), so new causes go at the end.
+    pub const ALL: [ResetCause; 10] = [
+        ResetCause::PowerOn,
+        ResetCause::Pin,
+        ResetCause::Software,
+        ResetCause::Update,
+        ResetCause::IndependentWatchdog,
+        ResetCause::WindowWatchdog,
+        ResetCause::BrownOut,
+        ResetCause::LowPower,
+        ResetCause::Fault,
+        ResetCause::Unknown,
+    ];
+
     /// Resets that a healthy release does not cause: watchdogs, faults, brown-out and
     /// low-power resets. Power-on, pin, update and plain software resets are expected.
     pub fn is_unexpected(self) -> bool {
@@ -587,21 +602,10 @@ mod tests {
         for (csr, recorded, want) in cases {
             assert_eq!(ResetCause::from_rcc_csr(csr, recorded), want, "{csr:#x}");
         }
-        let unexpected: Vec<_> = [
-            ResetCause::PowerOn,
-            ResetCause::Pin,
-            ResetCause::Software,
-            ResetCause::Update,
-            ResetCause::IndependentWatchdog,
-            ResetCause::WindowWatchdog,
-            ResetCause::BrownOut,
-            ResetCause::LowPower,
-            ResetCause::Fault,
-            ResetCause::Unknown,
-        ]
-        .into_iter()
-        .filter(|c| c.is_unexpected())
-        .collect();
+        let unexpected: Vec<_> = ResetCause::ALL
+            .into_iter()
+            .filter(|c| c.is_unexpected())
+            .collect();
         assert_eq!(
             unexpected,
             [

@@ -212,18 +212,8 @@ fn slot_from(code: u8) -> Option<SlotId> {
     }
 }
 
-const RESET_CAUSES: [ResetCause; 10] = [
-    ResetCause::PowerOn,
-    ResetCause::Pin,
-    ResetCause::Software,
-    ResetCause::Update,
-    ResetCause::IndependentWatchdog,
-    ResetCause::WindowWatchdog,
-    ResetCause::BrownOut,
-    ResetCause::LowPower,
-    ResetCause::Fault,
-    ResetCause::Unknown,
-];
+/// A reset cause's code in a record is its index here.
+const RESET_CAUSES: [ResetCause; 10] = ResetCause::ALL;
 
 const EVENT_KINDS: [EventKind; 10] = [
     EventKind::OfferAccepted,
