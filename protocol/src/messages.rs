@@ -267,7 +267,10 @@ impl ResetCause {
     /// 28 SFTRSTF, 29 IWDGRSTF, 30 WWDGRSTF, 31 LPWRRSTF. Several flags are set at once (every
     /// internal reset also drives NRST, so PINRSTF accompanies a watchdog; a power-on sets
     /// BORRSTF too): the most specific wins. `recorded` is what the application wrote before a
-    /// software reset it asked for ([`ResetCause::Fault`] or [`ResetCause::Update`]).
+    /// software reset it asked for ([`ResetCause::Fault`] or [`ResetCause::Update`]). With no
+    /// flag at all (an emulator without the RCC, or a register already cleared) a recorded
+    /// fault still counts: the fault handler wrote it just before the reset it asked for, so it
+    /// is the only evidence there is, and it proves the fault.
     pub fn from_rcc_csr(csr: u32, recorded: Option<ResetCause>) -> Self {
         let bit = |n: u32| csr & (1 << n) != 0;
         if bit(29) {
@@ -287,6 +290,8 @@ impl ResetCause {
             ResetCause::BrownOut
         } else if bit(26) {
             ResetCause::Pin
+        } else if recorded == Some(ResetCause::Fault) {
+            ResetCause::Fault
         } else {
             ResetCause::Unknown
         }
@@ -598,6 +603,10 @@ mod tests {
             // Only a software reset takes a recorded cause; other recorded values are ignored.
             (SFT, Some(ResetCause::BrownOut), ResetCause::Software),
             (0, None, ResetCause::Unknown),
+            // No flag (QEMU models no RCC): a fault record is the only evidence, and enough; a
+            // recorded update is not (the client recognises it by the slot it installed).
+            (0, Some(ResetCause::Fault), ResetCause::Fault),
+            (0, Some(ResetCause::Update), ResetCause::Unknown),
         ];
         for (csr, recorded, want) in cases {
             assert_eq!(ResetCause::from_rcc_csr(csr, recorded), want, "{csr:#x}");

@@ -84,7 +84,7 @@
 
 use crate::download::Download;
 pub use crate::persist::EVENT_QUEUE_LEN;
-use crate::persist::{Change, Installed, Persist, PersistedState, Running};
+use crate::persist::{Change, FaultRecord, Installed, Persist, PersistedState, Running};
 use crate::transport::Transport;
 use core::fmt::Write as _;
 use embedded_storage::nor_flash::{NorFlash, ReadNorFlash};
@@ -258,6 +258,7 @@ pub struct OtaClient<'k, T, F, P> {
     next_event_id: u64,
     installed: Option<Installed>,
     running: Option<Running>,
+    fault: Option<FaultRecord>,
     poll_interval_s: Option<u32>,
     dropped_events: u32,
     persist_errors: u32,
@@ -297,6 +298,7 @@ where
             next_event_id: 1,
             installed: None,
             running: None,
+            fault: None,
             poll_interval_s: None,
             dropped_events: 0,
             persist_errors: 0,
@@ -312,6 +314,7 @@ where
         self.queue = saved.events;
         self.installed = saved.installed;
         self.running = saved.running;
+        self.fault = saved.fault;
         let Some(download) = saved.download else {
             return;
         };
@@ -778,12 +781,24 @@ where
 
     /// Once per boot, before [`after_boot`](Self::after_boot): queue a `reset` event saying why
     /// the device reset (`cause`), with the version that ran before it and its uptime: `ran` when
-    /// the caller knows better (a fault record written by the faulting image), otherwise what
-    /// this client last recorded. Then record that this image runs, from 0 s. Nothing is
-    /// queued for a power-on with no run recorded (a factory-fresh device), nor for an unknown
-    /// cause.
+    /// the caller knows better, else the fault handler's record when the cause is a fault
+    /// ([`recorded_fault`](Self::recorded_fault)), otherwise what this client last recorded. A
+    /// fault's event also says what faulted and where in its `reason` (`fault after 12 s:
+    /// UNDEFINSTR pc 0x08061a2c ...`, cut to 96 bytes). The fault record is taken either way:
+    /// it is reported once, and a record left from an earlier reset never colours a later one.
+    /// Then record that this image runs, from 0 s. Nothing is queued for a power-on with no run
+    /// recorded (a factory-fresh device), nor for an unknown cause.
     pub fn boot_reset(&mut self, cause: ResetCause, ran: Option<Running>) {
-        let before = ran.or(self.running);
+        let fault = self.fault.take();
+        if fault.is_some() {
+            self.record(&Change::Fault(None));
+        }
+        let fault = fault.filter(|_| cause == ResetCause::Fault);
+        let faulted = fault.map(|f| Running {
+            version: f.version,
+            uptime_s: f.uptime_s,
+        });
+        let before = ran.or(faulted).or(self.running);
         // A software reset into the image this client installed is the update's own.
         let booted = self.boot.info().slot;
         let cause = match cause {
@@ -805,6 +820,8 @@ where
                 let id = self.take_event_id();
                 let event = Event {
                     version: Some(before.version),
+                    reason: fault
+                        .map(|f| reason(format_args!("fault after {} s: {f}", before.uptime_s))),
                     reset: Some(ResetInfo {
                         cause,
                         uptime_s: before.uptime_s,
@@ -815,6 +832,13 @@ where
             }
         }
         self.set_running(0);
+    }
+
+    /// The fault the board's fault handler recorded before the last reset, not yet reported: the
+    /// board passes [`ResetCause::Fault`] as the recorded cause to
+    /// [`ResetCause::from_rcc_csr`] when there is one, before [`boot_reset`](Self::boot_reset).
+    pub fn recorded_fault(&self) -> Option<&FaultRecord> {
+        self.fault.as_ref()
     }
 
     /// Record the running image's uptime (call it from the main loop, e.g. every second): it is

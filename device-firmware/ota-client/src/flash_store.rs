@@ -6,7 +6,7 @@
 //! | offset | size | field |
 //! |---|---|---|
 //! | 0 | 2 | magic `0F 7A` |
-//! | 2 | 1 | kind: 1 Commit, 2 Event, 3 Acked, 4 Installed, 5 NotInstalled, 6 Download, 7 NoDownload, 8 Progress, 9 NextEventId, 10 Running |
+//! | 2 | 1 | kind: 1 Commit, 2 Event, 3 Acked, 4 Installed, 5 NotInstalled, 6 Download, 7 NoDownload, 8 Progress, 9 NextEventId, 10 Running, 11 Fault, 12 FaultTaken |
 //! | 3 | 1 | payload length n |
 //! | 4 | n, padded to 4 | payload (little-endian integers) |
 //! | 4 + pad(n) | 4 | CRC-32 (ISO-HDLC) of everything before it |
@@ -27,9 +27,18 @@
 //! about 2.5 KB, a download writes one `Progress` record (12 bytes) per few KB, so a sector
 //! takes many updates between erases.
 //!
+//! **Faults.** The board's hard fault handler appends a `Fault` record (32 bytes of payload:
+//! the faulting image's version and uptime, PC, LR, CFSR, HFSR and the faulting address) with
+//! [`FlashPersist::append_fault`]: it finds the end of the active sector by reading the log (it
+//! trusts nothing in RAM), and only appends, after a clean end and where the record fits; it
+//! never erases or compacts, which would take seconds in a fault handler and rewrite state it
+//! cannot trust. Otherwise it writes nothing, and the handler leaves the reset to the watchdog
+//! (reported as a watchdog reset: still unexpected). The next boot reports the fault and
+//! appends `FaultTaken`, so it is reported once; compaction keeps a fault not yet taken.
+//!
 //! [`OTA_STATE`]: fota_protocol::layout::OTA_STATE
 
-use crate::persist::{Change, Installed, Persist, PersistedState, Running};
+use crate::persist::{Change, FaultRecord, Installed, Persist, PersistedState, Running};
 use embedded_storage::nor_flash::NorFlash;
 use fota_protocol::image::{Digest, ImageVersion};
 use fota_protocol::layout::{FLASH_BASE, OTA_STATE};
@@ -59,6 +68,8 @@ mod kind {
     pub const PROGRESS: u8 = 8;
     pub const NEXT_EVENT_ID: u8 = 9;
     pub const RUNNING: u8 = 10;
+    pub const FAULT: u8 = 11;
+    pub const FAULT_TAKEN: u8 = 12;
 }
 
 /// Where the store's two sectors are, in the flash driver's offsets.
@@ -80,6 +91,20 @@ impl StoreRegion {
     fn sector(&self, index: usize) -> u32 {
         self.start + index as u32 * self.sector_size
     }
+}
+
+/// Why [`FlashPersist::append_fault`] wrote nothing.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum FaultAppendError<E> {
+    /// No sector is committed yet (a device that never recorded anything).
+    NoLog,
+    /// The log ends in a torn or unreadable record: nothing may be appended after it.
+    TornEnd,
+    /// The active sector has no room left (only a compaction, which a fault handler does not
+    /// do, would make some).
+    Full,
+    /// The flash driver failed, or the record did not read back.
+    Store(StoreError<E>),
 }
 
 /// Why the store could not record a change.
@@ -278,11 +303,29 @@ fn encode(change: &Change<'_>) -> Record {
             .u64(pack_version(r.version))
             .u32(r.uptime_s)
             .record(kind::RUNNING),
+        Change::Fault(Some(f)) => p
+            .u64(pack_version(f.version))
+            .u32(f.uptime_s)
+            .u32(f.pc)
+            .u32(f.lr)
+            .u32(f.cfsr)
+            .u32(f.hfsr)
+            .u32(f.address)
+            .record(kind::FAULT),
+        Change::Fault(None) => p.record(kind::FAULT_TAKEN),
     }
 }
 
-/// Apply a decoded record to `state`; `false` if its payload does not decode (then replay stops).
-fn apply_record(state: &mut PersistedState, kind: u8, payload: &[u8]) -> bool {
+/// Apply `change` to `state` when there is one (a scan for the log's end has none).
+fn apply(state: &mut Option<&mut PersistedState>, change: &Change<'_>) {
+    if let Some(state) = state {
+        state.apply(change);
+    }
+}
+
+/// Apply a decoded record to `state` (if any); `false` if its payload does not decode (then
+/// replay stops).
+fn apply_record(mut state: Option<&mut PersistedState>, kind: u8, payload: &[u8]) -> bool {
     let mut r = Reader(payload);
     let ok = (|| {
         match kind {
@@ -319,18 +362,18 @@ fn apply_record(state: &mut PersistedState, kind: u8, payload: &[u8]) -> bool {
                     reason,
                     reset,
                 };
-                state.apply(&Change::Event(&event));
+                apply(&mut state, &Change::Event(&event));
             }
-            kind::ACKED => state.apply(&Change::Acked { through: r.u64()? }),
+            kind::ACKED => apply(&mut state, &Change::Acked { through: r.u64()? }),
             kind::INSTALLED => {
                 let installed = Installed {
                     slot: slot_from(r.u8()?)?,
                     rollout_id: r.u64()?,
                     version: unpack_version(r.u64()?),
                 };
-                state.apply(&Change::Installed(Some(installed)));
+                apply(&mut state, &Change::Installed(Some(installed)));
             }
-            kind::NOT_INSTALLED => state.apply(&Change::Installed(None)),
+            kind::NOT_INSTALLED => apply(&mut state, &Change::Installed(None)),
             kind::DOWNLOAD => {
                 let rollout_id = r.u64()?;
                 let version = unpack_version(r.u64()?);
@@ -344,18 +387,36 @@ fn apply_record(state: &mut PersistedState, kind: u8, payload: &[u8]) -> bool {
                     size: r.u32()?,
                     security_counter: r.u32()?,
                 };
-                state.apply(&Change::Download(Some(&offer)));
+                apply(&mut state, &Change::Download(Some(&offer)));
             }
-            kind::NO_DOWNLOAD => state.apply(&Change::Download(None)),
-            kind::PROGRESS => state.apply(&Change::Progress(r.u32()?)),
+            kind::NO_DOWNLOAD => apply(&mut state, &Change::Download(None)),
+            kind::PROGRESS => apply(&mut state, &Change::Progress(r.u32()?)),
             kind::NEXT_EVENT_ID => {
                 let next = r.u64()?;
-                state.next_event_id = state.next_event_id.max(next);
+                if let Some(state) = &mut state {
+                    state.next_event_id = state.next_event_id.max(next);
+                }
             }
-            kind::RUNNING => state.apply(&Change::Running(Running {
-                version: unpack_version(r.u64()?),
-                uptime_s: r.u32()?,
-            })),
+            kind::RUNNING => apply(
+                &mut state,
+                &Change::Running(Running {
+                    version: unpack_version(r.u64()?),
+                    uptime_s: r.u32()?,
+                }),
+            ),
+            kind::FAULT => {
+                let fault = FaultRecord {
+                    version: unpack_version(r.u64()?),
+                    uptime_s: r.u32()?,
+                    pc: r.u32()?,
+                    lr: r.u32()?,
+                    cfsr: r.u32()?,
+                    hfsr: r.u32()?,
+                    address: r.u32()?,
+                };
+                apply(&mut state, &Change::Fault(Some(fault)));
+            }
+            kind::FAULT_TAKEN => apply(&mut state, &Change::Fault(None)),
             _ => return None,
         }
         Some(())
@@ -392,11 +453,39 @@ impl<F: NorFlash> FlashPersist<F> {
                 }
             }
         }
-        if store.active.is_some() {
-            let mut state = PersistedState::default();
-            store.replay(&mut state);
-        }
+        store.replay(None);
         store
+    }
+
+    /// For the board's hard fault handler: append `fault` to the log in `region` of `flash`,
+    /// found by reading the flash alone (nothing in RAM is trusted after a fault, and the state
+    /// is not loaded: a few hundred bytes of stack). Only appends after a clean end of the
+    /// active sector where the record fits, never erases or compacts; see the
+    /// [module docs](self). `Ok` means the record is in flash and reads back.
+    pub fn append_fault(
+        flash: F,
+        region: StoreRegion,
+        fault: &FaultRecord,
+    ) -> Result<(), FaultAppendError<F::Error>> {
+        let mut store = Self::open(flash, region);
+        let Some((index, _)) = store.active else {
+            return Err(FaultAppendError::NoLog);
+        };
+        let record = encode(&Change::Fault(Some(*fault)));
+        let sector_end = store.region.sector(index) + store.region.sector_size;
+        if !store.clean {
+            return Err(FaultAppendError::TornEnd);
+        }
+        if store.end + record.len as u32 > sector_end {
+            return Err(FaultAppendError::Full);
+        }
+        if !store.erased(store.end, record.len) {
+            return Err(FaultAppendError::TornEnd);
+        }
+        let at = store.end;
+        store
+            .program(at, record.as_bytes())
+            .map_err(FaultAppendError::Store)
     }
 
     /// The flash, back.
@@ -458,8 +547,9 @@ impl<F: NorFlash> FlashPersist<F> {
         }
     }
 
-    /// Replay the active sector into `state`; sets `end` and `clean`.
-    fn replay(&mut self, state: &mut PersistedState) {
+    /// Replay the active sector into `state` (or only find its end, with `None`); sets `end`
+    /// and `clean`.
+    fn replay(&mut self, mut state: Option<&mut PersistedState>) {
         let Some((index, _)) = self.active else {
             return;
         };
@@ -469,7 +559,7 @@ impl<F: NorFlash> FlashPersist<F> {
         loop {
             match self.read_record(sector, at, &mut buf) {
                 Read::Valid { kind, len, total } => {
-                    if !apply_record(state, kind, &buf[HEADER..HEADER + len]) {
+                    if !apply_record(state.as_deref_mut(), kind, &buf[HEADER..HEADER + len]) {
                         self.clean = false;
                         break;
                     }
@@ -544,6 +634,9 @@ impl<F: NorFlash> FlashPersist<F> {
         if let Some(running) = state.running {
             put(self, encode(&Change::Running(running)))?;
         }
+        if state.fault.is_some() {
+            put(self, encode(&Change::Fault(state.fault)))?;
+        }
         let mut commit = Payload::new();
         commit.u32(generation);
         self.program(start, commit.record(kind::COMMIT).as_bytes())?;
@@ -559,7 +652,7 @@ impl<F: NorFlash> Persist for FlashPersist<F> {
 
     fn load(&mut self) -> PersistedState {
         let mut state = PersistedState::default();
-        self.replay(&mut state);
+        self.replay(Some(&mut state));
         state
     }
 
@@ -581,7 +674,7 @@ impl<F: NorFlash> Persist for FlashPersist<F> {
             }
         }
         let mut state = PersistedState::default();
-        self.replay(&mut state);
+        self.replay(Some(&mut state));
         state.apply(change);
         self.compact(&state)
     }
@@ -783,6 +876,122 @@ mod tests {
                 );
             }
         }
+    }
+
+    fn fault() -> FaultRecord {
+        FaultRecord {
+            version: ImageVersion::new(2, 0, 0, 7),
+            uptime_s: 3_600,
+            pc: 0x0806_1a2c,
+            lr: 0xFFFF_FFF9,
+            cfsr: FaultRecord::BFARVALID | 1 << 9,
+            hfsr: 1 << 30,
+            address: 0x4002_3c00,
+        }
+    }
+
+    #[test]
+    fn a_fault_record_round_trips_and_is_taken_once() {
+        let f = fault();
+        let e = event(1, None);
+        let flash = agree(
+            MemFlash::new(),
+            &[
+                Change::Event(&e),
+                Change::Fault(Some(f)),
+                Change::Running(Running {
+                    version: f.version,
+                    uptime_s: 0,
+                }),
+            ],
+        );
+        assert_eq!(
+            FlashPersist::open(flash.clone(), REGION).load().fault,
+            Some(f)
+        );
+        let flash = agree(flash, &[Change::Fault(None)]);
+        assert_eq!(FlashPersist::open(flash, REGION).load().fault, None);
+        // Every field survives: a record with each field distinct decodes to itself.
+        let record = encode(&Change::Fault(Some(f)));
+        assert_eq!(record.len, HEADER + 32 + CRC_LEN);
+        let mut state = PersistedState::default();
+        assert!(apply_record(
+            Some(&mut state),
+            kind::FAULT,
+            &record.as_bytes()[HEADER..HEADER + 32]
+        ));
+        assert_eq!(state.fault, Some(f));
+        // A short payload does not decode.
+        assert!(!apply_record(
+            Some(&mut state),
+            kind::FAULT,
+            &record.as_bytes()[HEADER..HEADER + 28]
+        ));
+        assert_eq!(
+            f.to_string(),
+            "PRECISERR pc 0x08061a2c addr 0x40023c00 lr 0xfffffff9 cfsr 0x00008200 hfsr 0x40000000"
+        );
+    }
+
+    #[test]
+    fn the_fault_handler_appends_after_the_log_and_never_erases() {
+        let f = fault();
+        let e = event(1, Some("before the fault"));
+        // Nothing committed yet: nowhere to append.
+        let mut empty = MemFlash::new();
+        assert_eq!(
+            FlashPersist::append_fault(&mut empty, REGION, &f),
+            Err(FaultAppendError::NoLog)
+        );
+        assert_eq!(empty.writes, 0);
+
+        let mut flash = agree(MemFlash::new(), &[Change::Event(&e)]);
+        let mut expected = FlashPersist::open(&mut flash, REGION).load();
+        let erases = flash.erases.len();
+        FlashPersist::append_fault(&mut flash, REGION, &f).unwrap();
+        assert_eq!(flash.erases.len(), erases, "no erase from a fault handler");
+        expected.apply(&Change::Fault(Some(f)));
+        assert_eq!(FlashPersist::open(&mut flash, REGION).load(), expected);
+        // Compaction keeps a fault not yet taken.
+        let mut store = FlashPersist::open(&mut flash, REGION);
+        let state = store.load();
+        store.compact(&state).unwrap();
+        assert_eq!(FlashPersist::open(&mut flash, REGION).load().fault, Some(f));
+
+        // A torn last record: nothing may follow it.
+        let mut torn = agree(MemFlash::new(), &[Change::Event(&e)]);
+        let end = {
+            let mut store = FlashPersist::open(&mut torn, REGION);
+            store.load();
+            store.end
+        };
+        let next = encode(&Change::Acked { through: 1 });
+        torn.bytes[end as usize..end as usize + 4].copy_from_slice(&next.as_bytes()[..4]);
+        let writes = torn.writes;
+        assert_eq!(
+            FlashPersist::append_fault(&mut torn, REGION, &f),
+            Err(FaultAppendError::TornEnd)
+        );
+        assert_eq!(torn.writes, writes);
+
+        // A full sector: only a compaction would make room, and a fault handler does not
+        // compact.
+        let mut full = MemFlash::new();
+        {
+            let mut store = FlashPersist::open(&mut full, REGION);
+            let mut i = 0;
+            store.record(&Change::Progress(i)).unwrap();
+            while store.end + 12 <= REGION.sector_size {
+                i += 4;
+                store.record(&Change::Progress(i)).unwrap();
+            }
+        }
+        let erases = full.erases.len();
+        assert_eq!(
+            FlashPersist::append_fault(&mut full, REGION, &f),
+            Err(FaultAppendError::Full)
+        );
+        assert_eq!(full.erases.len(), erases);
     }
 
     #[test]

@@ -28,8 +28,10 @@ pub use client::{
     AfterBoot, CheckInOutcome, ClientError, Config, DeviceInfo, OtaClient, Pushed, Step,
     MAX_QUEUED_RESETS, UPTIME_RECORD_EVERY_S,
 };
-pub use flash_store::{FlashPersist, StoreRegion};
+pub use flash_store::{FaultAppendError, FlashPersist, StoreRegion};
 #[cfg(feature = "std")]
 pub use persist::MemPersist;
-pub use persist::{Change, Installed, Persist, PersistedState, Running, SavedDownload};
+pub use persist::{
+    Change, FaultRecord, Installed, Persist, PersistedState, Running, SavedDownload,
+};
 pub use shared::SharedFlash;

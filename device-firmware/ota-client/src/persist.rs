@@ -11,7 +11,10 @@
 //! - the download in progress: its offer, once the slot is erased, and how many of its bytes
 //!   are durably in the slot, so a power cut mid-download resumes from there;
 //! - what is running and for how long (recorded at boot and every few minutes), so that the next
-//!   boot can report a reset with the version and the uptime it cut short.
+//!   boot can report a reset with the version and the uptime it cut short;
+//! - a fault: what the board's hard fault handler appended before it reset (the faulting
+//!   image's version and uptime, and the Cortex-M fault registers), until the next boot has
+//!   turned it into a `reset` event ([`FaultRecord`]).
 //!
 //! [`PersistedState::apply`] is the one definition of what a change does; both stores replay
 //! changes through it: [`MemPersist`] (feature `std`: the simulator and tests) keeps the
@@ -58,6 +61,87 @@ pub struct Running {
     pub uptime_s: u32,
 }
 
+/// What the board's hard fault handler records before it resets the chip: the faulting image and
+/// how long it had run, and the Cortex-M fault state (ARMv7-M B3.2.15-B3.2.18). Written by the
+/// handler with [`FlashPersist::append_fault`](crate::flash_store::FlashPersist::append_fault),
+/// read once by the next boot (`OtaClient::boot_reset` reports it and clears it).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct FaultRecord {
+    /// The version of the image that faulted (its own header).
+    pub version: ImageVersion,
+    /// Seconds it had run since its boot.
+    pub uptime_s: u32,
+    /// The faulting instruction's address (the stacked PC).
+    pub pc: u32,
+    /// The stacked link register (the caller, when the PC itself is bad).
+    pub lr: u32,
+    /// SCB CFSR: the MemManage, BusFault and UsageFault status bits.
+    pub cfsr: u32,
+    /// SCB HFSR: FORCED (a configurable fault escalated), VECTTBL (a vector table read failed).
+    pub hfsr: u32,
+    /// The faulting data address (MMFAR or BFAR) when CFSR says one is valid, otherwise 0.
+    pub address: u32,
+}
+
+/// CFSR's status bits, most specific first, with the names ARMv7-M gives them.
+const CFSR_BITS: [(u32, &str); 16] = [
+    (16, "UNDEFINSTR"),
+    (17, "INVSTATE"),
+    (18, "INVPC"),
+    (19, "NOCP"),
+    (24, "UNALIGNED"),
+    (25, "DIVBYZERO"),
+    (0, "IACCVIOL"),
+    (1, "DACCVIOL"),
+    (3, "MUNSTKERR"),
+    (4, "MSTKERR"),
+    (5, "MLSPERR"),
+    (8, "IBUSERR"),
+    (9, "PRECISERR"),
+    (10, "IMPRECISERR"),
+    (11, "UNSTKERR"),
+    (12, "STKERR"),
+];
+
+impl FaultRecord {
+    /// CFSR's MMARVALID: MMFAR holds the faulting address.
+    pub const MMARVALID: u32 = 1 << 7;
+    /// CFSR's BFARVALID: BFAR holds the faulting address.
+    pub const BFARVALID: u32 = 1 << 15;
+    /// HFSR's VECTTBL: a vector table read failed.
+    pub const VECTTBL: u32 = 1 << 1;
+
+    /// The fault's name: the first status bit set in CFSR (usage faults first, then memory
+    /// management, then bus), `VECTTBL` for a failed vector read, or `HARDFAULT`.
+    pub fn kind(&self) -> &'static str {
+        CFSR_BITS
+            .iter()
+            .find(|(bit, _)| self.cfsr & (1 << bit) != 0)
+            .map(|(_, name)| *name)
+            .unwrap_or(if self.hfsr & Self::VECTTBL != 0 {
+                "VECTTBL"
+            } else {
+                "HARDFAULT"
+            })
+    }
+}
+
+/// `UNDEFINSTR pc 0x08060f3a lr ...`, most useful first, so that a cut to a `Reason`'s 96 bytes
+/// loses the least: kind, pc, faulting address (when valid), lr, cfsr, hfsr.
+impl core::fmt::Display for FaultRecord {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        write!(f, "{} pc {:#010x}", self.kind(), self.pc)?;
+        if self.address != 0 || self.cfsr & (Self::MMARVALID | Self::BFARVALID) != 0 {
+            write!(f, " addr {:#010x}", self.address)?;
+        }
+        write!(
+            f,
+            " lr {:#010x} cfsr {:#010x} hfsr {:#010x}",
+            self.lr, self.cfsr, self.hfsr
+        )
+    }
+}
+
 /// Everything the client persists.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct PersistedState {
@@ -71,6 +155,8 @@ pub struct PersistedState {
     pub download: Option<SavedDownload>,
     /// What runs now (or ran before the last reset, until the boot after it records anew).
     pub running: Option<Running>,
+    /// A fault recorded by the fault handler and not yet reported.
+    pub fault: Option<FaultRecord>,
 }
 
 impl Default for PersistedState {
@@ -81,6 +167,7 @@ impl Default for PersistedState {
             installed: None,
             download: None,
             running: None,
+            fault: None,
         }
     }
 }
@@ -105,6 +192,10 @@ pub enum Change<'a> {
     Progress(u32),
     /// This version runs, and has run this long.
     Running(Running),
+    /// The fault handler recorded a fault (`Some`; on the board it appends this record itself,
+    /// [`FlashPersist::append_fault`](crate::flash_store::FlashPersist::append_fault)), or the
+    /// next boot took it (`None`): a fault is reported once.
+    Fault(Option<FaultRecord>),
 }
 
 impl PersistedState {
@@ -133,6 +224,7 @@ impl PersistedState {
                 }
             }
             Change::Running(running) => self.running = Some(running),
+            Change::Fault(fault) => self.fault = fault,
         }
     }
 }
@@ -169,7 +261,7 @@ pub use mem::MemPersist;
 mod mem {
     extern crate std;
 
-    use super::{Change, Installed, Persist, PersistedState, Running, SavedDownload};
+    use super::{Change, FaultRecord, Installed, Persist, PersistedState, Running, SavedDownload};
     use fota_protocol::messages::Event;
     use std::vec::Vec;
 
@@ -188,6 +280,8 @@ mod mem {
         pub download: Option<SavedDownload>,
         /// What runs, and for how long.
         pub running: Option<Running>,
+        /// A fault not yet reported.
+        pub fault: Option<FaultRecord>,
         /// Changes recorded so far.
         pub changes: u64,
     }
@@ -200,6 +294,7 @@ mod mem {
                 installed: None,
                 download: None,
                 running: None,
+                fault: None,
                 changes: 0,
             }
         }
@@ -214,6 +309,7 @@ mod mem {
                 installed: state.installed,
                 download: state.download,
                 running: state.running,
+                fault: state.fault,
                 changes: 0,
             }
         }
@@ -235,6 +331,7 @@ mod mem {
                 installed: self.installed,
                 download: self.download.clone(),
                 running: self.running,
+                fault: self.fault,
             }
         }
 

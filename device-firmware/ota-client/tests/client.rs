@@ -1059,3 +1059,93 @@ fn the_reset_into_an_installed_image_is_the_update() {
     );
     assert!(!ResetCause::Update.is_unexpected());
 }
+
+#[test]
+fn a_fault_recorded_by_the_handler_is_reported_once_as_a_fault_with_its_detail() {
+    use fota_ota_client::{FaultRecord, FlashPersist, SharedFlash, StoreRegion};
+    use std::cell::RefCell;
+
+    let keys = keys();
+    let flash = RefCell::new(flash_with(&[]));
+    let open = || {
+        let boot =
+            BootControl::open(SharedFlash(&flash), FlashLayout::STM32F429, SlotId::A).unwrap();
+        let store = FlashPersist::open(SharedFlash(&flash), StoreRegion::STM32F429);
+        OtaClient::new(
+            Server::default(),
+            boot,
+            store,
+            device(0),
+            &keys,
+            Config::default(),
+        )
+    };
+    // First boot: nothing recorded yet; the client records that OLD runs.
+    let mut c = open();
+    assert_eq!(c.recorded_fault(), None);
+    c.boot_reset(ResetCause::PowerOn, None);
+    c.record_uptime(UPTIME_RECORD_EVERY_S + 1);
+    drop(c);
+
+    // The image faults 400 s in: the handler appends its record, reading only the flash.
+    let fault = FaultRecord {
+        version: OLD,
+        uptime_s: 400,
+        pc: 0x0802_1a2c,
+        lr: 0x0802_0f11,
+        cfsr: 1 << 16,
+        hfsr: 1 << 30,
+        address: 0,
+    };
+    FlashPersist::append_fault(SharedFlash(&flash), StoreRegion::STM32F429, &fault).unwrap();
+
+    // The next boot sees it, decodes the software reset the handler asked for as a fault, and
+    // reports it with the fault's uptime (not the last 5-minute record) and its registers.
+    let mut c = open();
+    assert_eq!(c.recorded_fault(), Some(&fault));
+    let recorded = c.recorded_fault().map(|_| ResetCause::Fault);
+    let sftrst_pinrst = (1 << 28) | (1 << 26);
+    let cause = ResetCause::from_rcc_csr(sftrst_pinrst, recorded);
+    assert_eq!(cause, ResetCause::Fault);
+    c.boot_reset(cause, None);
+    assert_eq!(c.recorded_fault(), None);
+    let e = &c.queued_events()[0];
+    assert_eq!(reset_of(e), (Some(OLD), ResetCause::Fault, 400));
+    assert_eq!(
+        e.reason.as_deref(),
+        Some(
+            "fault after 400 s: UNDEFINSTR pc 0x08021a2c lr 0x08020f11 cfsr 0x00010000 \
+             hfsr 0x40000000"
+        )
+    );
+    drop(c);
+
+    // Read once: the boot after that (a pin reset) has no fault left to tell.
+    let mut c = open();
+    assert_eq!(c.recorded_fault(), None);
+    c.boot_reset(ResetCause::Pin, None);
+    let resets: Vec<_> = c
+        .queued_events()
+        .iter()
+        .filter(|e| e.kind == EventKind::Reset)
+        .map(reset_of)
+        .collect();
+    assert_eq!(resets.len(), 2);
+    assert_eq!(resets[1].1, ResetCause::Pin);
+    assert_eq!(c.queued_events()[1].reason, None);
+    drop(c);
+
+    // A record left when the register says a watchdog fired (the handler could not reset, the
+    // watchdog did) does not turn the watchdog into a fault, and is taken all the same.
+    FlashPersist::append_fault(SharedFlash(&flash), StoreRegion::STM32F429, &fault).unwrap();
+    let mut c = open();
+    let iwdg_pinrst = (1 << 29) | (1 << 26);
+    let cause =
+        ResetCause::from_rcc_csr(iwdg_pinrst, c.recorded_fault().map(|_| ResetCause::Fault));
+    c.boot_reset(cause, None);
+    let last = c.queued_events().last().unwrap();
+    assert_eq!(last.reset.unwrap().cause, ResetCause::IndependentWatchdog);
+    assert_eq!(last.reason, None);
+    drop(c);
+    assert_eq!(open().recorded_fault(), None);
+}

@@ -21,6 +21,10 @@
 #                the offset recorded in flash, and the update completes.
 #   verify-fail  an image signed with a key the server trusts and the device does not: never
 #                marked pending, reported as verify_failed.
+#   crash        a release that confirms and then crashes (an undefined instruction once it is
+#                idle): the board's HardFault handler records the fault in the OTA client's store
+#                and resets; the next boot reports a reset with cause fault, the faulting
+#                version and PC, once; the server stores it as an unexpected reset.
 #   wrp          write protection (option bytes) covers slot B: the device reports its WRP mask
 #                at check-in, the server records it protection_blocked and offers nothing, and
 #                nothing is written. (The client refuses such an offer too, should a server make
@@ -78,6 +82,8 @@ for slot in a b; do
     cp "$TARGET_DIR/fota-app" "$OUT/app-$slot.elf"
     cargo build --release -q -p fota-app --features "qemu,slot-$slot,fault-no-network" || die "app build failed"
     cp "$TARGET_DIR/fota-app" "$OUT/app-fault-$slot.elf"
+    cargo build --release -q -p fota-app --features "qemu,slot-$slot,fault-crash-after-confirm" || die "app build failed"
+    cp "$TARGET_DIR/fota-app" "$OUT/app-crash-$slot.elf"
 done
 sign() {  # sign KEY ELF SLOT VERSION OUT
     "$FOTA" sign --key "$1" --slot "$3" --version "$4" --security-counter 1 "$2" -o "$5" >/dev/null \
@@ -88,6 +94,7 @@ for slot in a b; do
     sign "$KEYS/test-key.pem" "$OUT/app-$slot.elf" "$slot" 2.0.0 "$OUT/v2-$slot.bin"
     sign "$KEYS/test-key.pem" "$OUT/app-fault-$slot.elf" "$slot" 3.0.0 "$OUT/v3-$slot.bin"
     sign "$OUT/other-key.pem" "$OUT/app-$slot.elf" "$slot" 2.0.0 "$OUT/v2-other-$slot.bin"
+    sign "$KEYS/test-key.pem" "$OUT/app-crash-$slot.elf" "$slot" 4.0.0 "$OUT/v4-$slot.bin"
 done
 "$SEED" "$OUT/journal.bin" counter:1 confirmed:a 2>/dev/null || die "journal-seed failed"
 echo "app size (qemu build): $(stat -c %s "$OUT/v2-a.bin") bytes signed"
@@ -297,6 +304,27 @@ expect verify 2 "offer 2\.0\.0 for slot B.*download ended: verify_failed.*report
 boot verify 3 &&
 expect verify 3 "journal: confirmed A, pending -.*booting slot A \(confirmed\).*app 1\.0\.0" &&
 check "failed devices" "$(status "$ROLLOUT" 'j["counts"]["failed"]' 1)" 1 &&
+pass
+}
+
+# --- crash: confirms, then faults; the fault record makes the next boot report `fault` --------
+CURRENT=crash
+new_device crash
+emulator crash
+boot crash 1
+expect crash 1 "check-in: no offer.*ota: idle" && {
+rollout crash v4
+boot crash 2
+expect crash 2 "offer 4\.0\.0 for slot B.*update installed and pending; resetting" &&
+boot crash 3 &&
+expect crash 3 "booting slot B \(trial, attempt 1\).*app 4\.0\.0 running from slot B.*ota: confirmed slot B.*crashing on purpose.*fault: 4\.0\.0 after [0-9]+ s: UNDEFINSTR pc 0x080[67][0-9a-f]{4} .* recorded, resetting" &&
+boot crash 4 &&
+expect crash 4 "booting slot B \(confirmed\).*ota: the last run faulted: 4\.0\.0 after [0-9]+ s: UNDEFINSTR pc 0x080[67].*reported [0-9]+ events: reset.*crashing on purpose.*recorded, resetting" &&
+# Read once: boot 5 reports boot 4's fault, not boot 3's again.
+boot crash 5 &&
+expect crash 5 "ota: the last run faulted: 4\.0\.0.*reported 1 events: reset" &&
+check "fault resets stored" "$("$FOTA" devices show lamp-crash --json \
+    | json 'sum(1 for e in j["events"] if e["kind"] == "reset" and e["version"] == "4.0.0" and e["reason"].startswith("fault after ") and "UNDEFINSTR pc 0x080" in e["reason"])')" 2 &&
 pass
 }
 

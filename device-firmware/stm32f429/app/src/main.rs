@@ -7,9 +7,10 @@
 //!    and a trial image is still reset at its deadline so the bootloader reverts it.
 //! 3. The boot state from the journal, the image's own version from its header, RDP/WRP from
 //!    the option bytes.
-//! 4. Why it reset (RCC_CSR's flags, read and cleared), reported by the OTA client with the
-//!    version and uptime it recorded before the reset; a panic waits for the watchdog, so it
-//!    counts as the unexpected reset it is, not as a requested one.
+//! 4. Why it reset (RCC_CSR's flags, read and cleared, and the fault record the board's
+//!    HardFault handler left in the OTA client's store), reported by the OTA client with the
+//!    version and uptime before the reset (a fault's own, with its registers); a panic waits for
+//!    the watchdog, so it counts as the unexpected reset it is, not as a requested one.
 //! 5. The OTA runtime: `OtaClient` over the modem on USART1 (`fota-modem`, SIM7600 dialect),
 //!    the boot journal and the client's state store (sectors 10-11) sharing the flash driver;
 //!    then the main loop: poll the runtime, wait as it says (kicking the watchdog), reset when
@@ -176,7 +177,16 @@ fn main() -> ! {
             chunk_len: 1016,
         },
     );
-    client.boot_reset(ResetCause::from_rcc_csr(reset_flags, None), None);
+    // The fault handler's record, if the last run faulted: the software reset it asked for
+    // decodes as a fault (and the client reports the record once).
+    let recorded = client.recorded_fault().map(|fault| {
+        log.line(format_args!(
+            "ota: the last run faulted: {} after {} s: {fault}",
+            fault.version, fault.uptime_s
+        ));
+        ResetCause::Fault
+    });
+    client.boot_reset(ResetCause::from_rcc_csr(reset_flags, recorded), None);
     let config = RuntimeConfig {
         trial_deadline_ms: TRIAL_DEADLINE_MS,
         ..RuntimeConfig::default()
@@ -191,6 +201,13 @@ fn main() -> ! {
             // used up part of them (the trial deadline stays on time).
             Action::Wait(ms) => wait_until(&mut runtime, now + ms.min(1_000)),
             Action::Idle(ms) => {
+                #[cfg(feature = "fault-crash-after-confirm")]
+                if runtime.client().boot().info().mode == fota_boot::BootMode::Confirmed {
+                    log.line(format_args!(
+                        "app: crashing on purpose (undefined instruction)"
+                    ));
+                    cortex_m::asm::udf();
+                }
                 #[cfg(feature = "qemu")]
                 {
                     log.line(format_args!("ota: idle"));

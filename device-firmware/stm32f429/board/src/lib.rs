@@ -7,6 +7,8 @@
 //! - [`usart`]: the modem's serial port (USART1, RTS/CTS), polled, for `fota-modem`.
 //! - [`clock`]: a millisecond clock from SysTick, for timeouts and the trial deadline.
 //! - [`reset`]: the reset flags of RCC_CSR, read and cleared once per boot.
+//! - `fault` (feature `fault-handler`, for applications): the HardFault handler, which records
+//!   the fault in the OTA client's state store and resets.
 //! - [`boot`]: clock/cache setup and the jump into a slot (VTOR, MSP, reset vector), which only a
 //!   [`boot::BootTarget`] built from a verified image can make.
 //!
@@ -21,6 +23,8 @@
 
 pub mod boot;
 pub mod clock;
+#[cfg(feature = "fault-handler")]
+mod fault;
 pub mod flash;
 #[cfg(feature = "qemu")]
 mod mirror;

@@ -12,6 +12,7 @@
 //! Without the file (the bootloader's boot scenarios), nothing changes: the journal sectors
 //! live in the RAM overlay for the session and other writes are dropped, as before.
 
+use core::sync::atomic::{AtomicU16, Ordering};
 use cortex_m_semihosting::syscall;
 use fota_protocol::layout::{sector_at, FLASH_BASE, SECTORS};
 
@@ -20,12 +21,15 @@ const NAME: &[u8] = b"flash.bin\0";
 /// SYS_OPEN mode 3: "r+b", read and write an existing binary file.
 const MODE_READ_WRITE_BINARY: usize = 3;
 
-/// The open file and the sectors written to it this session.
+/// Bit i: sector i was written or erased in this session (read it from the file). One set for
+/// the session, not per `Mirror`: the fault handler's driver must read what the application's
+/// wrote.
+static DIRTY: AtomicU16 = AtomicU16::new(0);
+
+/// The open file.
 #[derive(Debug)]
 pub(crate) struct Mirror {
     fd: usize,
-    /// Bit i: sector i was written or erased in this session (read it from the file).
-    dirty: u16,
 }
 
 fn sector_index(offset: u32) -> Option<usize> {
@@ -39,7 +43,7 @@ impl Mirror {
         // writes nothing of ours; QEMU handles it, and without a debugger on a board this build
         // (the `qemu` feature) is never flashed.
         let fd = unsafe { syscall!(OPEN, NAME.as_ptr(), MODE_READ_WRITE_BINARY, NAME.len() - 1) };
-        (fd as isize >= 0).then_some(Self { fd, dirty: 0 })
+        (fd as isize >= 0).then_some(Self { fd })
     }
 
     fn seek(&self, offset: u32) -> bool {
@@ -55,7 +59,7 @@ impl Mirror {
             return;
         };
         for i in first..=last {
-            self.dirty |= 1 << i;
+            DIRTY.fetch_or(1 << i, Ordering::Relaxed);
         }
     }
 
@@ -85,11 +89,12 @@ impl Mirror {
     /// session with the file's contents. `skip` is a range the caller serves itself (the
     /// journal's RAM overlay).
     pub(crate) fn read(&self, offset: u32, bytes: &mut [u8], skip: core::ops::Range<u32>) {
-        if self.dirty == 0 {
+        let dirty = DIRTY.load(Ordering::Relaxed);
+        if dirty == 0 {
             return;
         }
         let end = offset + bytes.len() as u32;
-        for sector in SECTORS.iter().filter(|s| self.dirty & (1 << s.index) != 0) {
+        for sector in SECTORS.iter().filter(|s| dirty & (1 << s.index) != 0) {
             let s_start = sector.start - FLASH_BASE;
             let s_end = s_start + sector.size;
             if s_start >= skip.start && s_end <= skip.end {

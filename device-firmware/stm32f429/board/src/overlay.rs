@@ -79,16 +79,18 @@ pub(crate) fn coverage(offset: u32, len: usize) -> Coverage {
 impl Overlay {
     /// The session's overlay, filled from flash on first use in this QEMU session.
     ///
-    /// Called once, from `Flash::new`: the `FLASH` peripheral it takes is a singleton, so there
-    /// is only ever one `Flash`, and so one reference to the overlay, per program.
+    /// Called from `Flash::new`: the `FLASH` peripheral it takes is a singleton, so there is
+    /// one `Flash`, and so one reference to the overlay, per program; the hard fault handler
+    /// (`fault.rs`) takes a second one after the first's user stopped for good.
     pub(crate) fn take() -> &'static mut Overlay {
         // SAFETY: ADDRESS..ADDRESS + size_of::<Overlay>() is SRAM3, always mapped, readable and
         // writable, 4-byte aligned, and outside every region a program of this workspace links
         // into (their RAM ends at 0x2002_0000), so no Rust object of this program lives there.
         // `Overlay` is plain bytes, valid for any bit pattern. This is called once per program
         // (from `Flash::new`, whose `FLASH` argument is a singleton), so this `&'static mut` is
-        // the only reference. The bootloader's reference is abandoned with its stack when it
-        // jumps, so the application's does not alias a live one.
+        // the only reference in use. The bootloader's reference is abandoned with its stack
+        // when it jumps, so the application's does not alias a live one; the fault handler's
+        // second `Flash` is made after the application's code stopped, never to run again.
         let overlay = unsafe { &mut *(ADDRESS as *mut Overlay) };
         if overlay.magic != MAGIC {
             // SAFETY: the journal sectors are inside the memory-mapped flash, always readable;
