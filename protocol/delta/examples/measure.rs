@@ -1,0 +1,255 @@
+//! Compare candidate delta-update schemes on real firmware builds (issue 19): for each pair of
+//! signed images (the one a device runs, the one it should run next), the patch size as a share
+//! of the full image for a bsdiff-style diff compressed with heatshrink (several windows), LZ4
+//! and deflate, and the same compressors on the full image without a diff; the RAM each
+//! decompressor needs on the device; and the time to generate the patch. Every patch is applied
+//! back and compared with the target, so no figure comes from a patch that does not rebuild it.
+//!
+//! ```text
+//! cargo run --release -p fota-delta --example measure -- NAME=BASE.bin:TARGET.bin ...
+//! ```
+//!
+//! `scripts/delta-bench` builds the reference application at two versions for both slots,
+//! signs them and runs this over the pairs that matter.
+
+use anyhow::{bail, ensure, Context};
+use heatshrink::decoder::HeatshrinkDecoder;
+use heatshrink::encoder::HeatshrinkEncoder;
+use heatshrink::{Finish, Poll};
+use std::time::Instant;
+
+/// A compressor of the patch (or of the image): name, compress, decompress, device RAM.
+struct Codec {
+    name: &'static str,
+    compress: fn(&[u8]) -> anyhow::Result<Vec<u8>>,
+    decompress: fn(&[u8], usize) -> anyhow::Result<Vec<u8>>,
+    /// What the decompressor holds in RAM while streaming, in bytes (its window and buffers;
+    /// `None`: it cannot stream in bounded RAM).
+    ram: Option<usize>,
+    ram_note: &'static str,
+}
+
+fn hs_compress<const W: usize, const L: usize, const BUF: usize>(
+    src: &[u8],
+) -> anyhow::Result<Vec<u8>> {
+    let mut enc = HeatshrinkEncoder::<W, L, BUF>::new();
+    let mut out = Vec::new();
+    let mut buf = [0u8; 4096];
+    let mut at = 0;
+    loop {
+        if at < src.len() {
+            if let Ok(n) = enc.sink(&src[at..]) {
+                at += n;
+            }
+        } else if enc.finish() == Finish::Done {
+            return Ok(out);
+        }
+        loop {
+            match enc.poll(&mut buf) {
+                Ok(Poll::More(n)) => out.extend_from_slice(&buf[..n]),
+                Ok(Poll::Empty(n)) => {
+                    out.extend_from_slice(&buf[..n]);
+                    break;
+                }
+                Err(e) => bail!("heatshrink encoder: {e:?}"),
+            }
+        }
+    }
+}
+
+fn hs_decompress<const W: usize, const L: usize, const I: usize, const WIN: usize>(
+    src: &[u8],
+    len: usize,
+) -> anyhow::Result<Vec<u8>> {
+    let mut dec = HeatshrinkDecoder::<W, L, I, WIN>::new();
+    let mut out = Vec::with_capacity(len);
+    let mut buf = [0u8; 1024];
+    let mut at = 0;
+    loop {
+        if at < src.len() {
+            if let Ok(n) = dec.sink(&src[at..]) {
+                at += n;
+            }
+        }
+        loop {
+            match dec.poll(&mut buf) {
+                Ok(Poll::More(n)) => out.extend_from_slice(&buf[..n]),
+                Ok(Poll::Empty(n)) => {
+                    out.extend_from_slice(&buf[..n]);
+                    break;
+                }
+                Err(e) => bail!("heatshrink decoder: {e:?}"),
+            }
+        }
+        if at == src.len() && dec.finish() == Finish::Done {
+            return Ok(out);
+        }
+    }
+}
+
+fn lz4_compress(src: &[u8]) -> anyhow::Result<Vec<u8>> {
+    Ok(lz4_flex::block::compress(src))
+}
+
+fn lz4_decompress(src: &[u8], len: usize) -> anyhow::Result<Vec<u8>> {
+    lz4_flex::block::decompress(src, len).context("lz4")
+}
+
+fn deflate_compress(src: &[u8]) -> anyhow::Result<Vec<u8>> {
+    Ok(miniz_oxide::deflate::compress_to_vec(src, 10))
+}
+
+fn deflate_decompress(src: &[u8], _len: usize) -> anyhow::Result<Vec<u8>> {
+    miniz_oxide::inflate::decompress_to_vec(src).map_err(|e| anyhow::anyhow!("inflate: {e:?}"))
+}
+
+fn codecs() -> Vec<Codec> {
+    vec![
+        Codec {
+            name: "heatshrink w8 l4",
+            compress: hs_compress::<8, 4, 512>,
+            decompress: hs_decompress::<8, 4, 64, 256>,
+            ram: Some(256 + 64 + 16),
+            ram_note: "256 B window + 64 B input",
+        },
+        Codec {
+            name: "heatshrink w10 l5",
+            compress: hs_compress::<10, 5, 2048>,
+            decompress: hs_decompress::<10, 5, 64, 1024>,
+            ram: Some(1024 + 64 + 16),
+            ram_note: "1 KB window + 64 B input",
+        },
+        Codec {
+            name: "heatshrink w12 l6",
+            compress: hs_compress::<12, 6, 8192>,
+            decompress: hs_decompress::<12, 6, 64, 4096>,
+            ram: Some(4096 + 64 + 16),
+            ram_note: "4 KB window + 64 B input",
+        },
+        Codec {
+            name: "lz4 block",
+            compress: lz4_compress,
+            decompress: lz4_decompress,
+            ram: None,
+            ram_note: "the whole output (or a 64 KB window)",
+        },
+        Codec {
+            name: "deflate (level 10)",
+            compress: deflate_compress,
+            decompress: deflate_decompress,
+            ram: Some(32 * 1024 + 11 * 1024),
+            ram_note: "32 KB window + ~11 KB inflate state",
+        },
+    ]
+}
+
+/// One measured row.
+struct Row {
+    scheme: String,
+    bytes: usize,
+    ram: String,
+}
+
+fn measure(base: &[u8], target: &[u8]) -> anyhow::Result<(Vec<Row>, f64)> {
+    let started = Instant::now();
+    let mut raw = Vec::new();
+    bsdiff::diff(base, target, &mut raw).context("bsdiff")?;
+    let diff_ms = started.elapsed().as_secs_f64() * 1000.0;
+    let mut rebuilt = Vec::with_capacity(target.len());
+    bsdiff::patch(base, &mut raw.as_slice(), &mut rebuilt).context("bspatch")?;
+    ensure!(
+        rebuilt == target,
+        "the raw patch does not rebuild the target"
+    );
+    let mut rows = vec![Row {
+        scheme: "bsdiff, uncompressed".into(),
+        bytes: raw.len(),
+        ram: "-".into(),
+    }];
+    for codec in codecs() {
+        let packed = (codec.compress)(&raw)?;
+        let unpacked = (codec.decompress)(&packed, raw.len())?;
+        ensure!(
+            unpacked == raw,
+            "{} does not round-trip the patch",
+            codec.name
+        );
+        rows.push(Row {
+            scheme: format!("bsdiff + {}", codec.name),
+            bytes: packed.len(),
+            ram: ram_text(&codec),
+        });
+    }
+    for codec in codecs() {
+        let packed = (codec.compress)(target)?;
+        let unpacked = (codec.decompress)(&packed, target.len())?;
+        ensure!(
+            unpacked == target,
+            "{} does not round-trip the image",
+            codec.name
+        );
+        rows.push(Row {
+            scheme: format!("no diff, {} of the image", codec.name),
+            bytes: packed.len(),
+            ram: ram_text(&codec),
+        });
+    }
+    Ok((rows, diff_ms))
+}
+
+fn ram_text(codec: &Codec) -> String {
+    match codec.ram {
+        Some(b) => format!("{b} ({})", codec.ram_note),
+        None => format!("unbounded ({})", codec.ram_note),
+    }
+}
+
+fn main() -> anyhow::Result<()> {
+    let pairs: Vec<String> = std::env::args().skip(1).collect();
+    if pairs.is_empty() {
+        bail!("usage: measure NAME=BASE.bin:TARGET.bin ...");
+    }
+    for pair in &pairs {
+        let (name, files) = pair
+            .split_once('=')
+            .with_context(|| format!("{pair}: expected NAME=BASE:TARGET"))?;
+        let (base_path, target_path) = files
+            .split_once(':')
+            .with_context(|| format!("{pair}: expected NAME=BASE:TARGET"))?;
+        let base = std::fs::read(base_path).with_context(|| format!("cannot read {base_path}"))?;
+        let target =
+            std::fs::read(target_path).with_context(|| format!("cannot read {target_path}"))?;
+        let (rows, diff_ms) = measure(&base, &target)?;
+        println!(
+            "\n### {name}: base {} bytes, target {} bytes, diff generated in {diff_ms:.0} ms\n",
+            base.len(),
+            target.len()
+        );
+        println!("| scheme | bytes | % of the full image | decoder RAM, bytes |");
+        println!("|---|---|---|---|");
+        println!("| full image | {} | 100.0% | - |", group(target.len()));
+        for row in rows {
+            println!(
+                "| {} | {} | {:.1}% | {} |",
+                row.scheme,
+                group(row.bytes),
+                row.bytes as f64 * 100.0 / target.len() as f64,
+                row.ram
+            );
+        }
+    }
+    Ok(())
+}
+
+/// 12345 -> "12,345".
+fn group(n: usize) -> String {
+    let s = n.to_string();
+    let mut out = String::new();
+    for (i, c) in s.chars().enumerate() {
+        if i > 0 && (s.len() - i) % 3 == 0 {
+            out.push(',');
+        }
+        out.push(c);
+    }
+    out
+}
