@@ -24,7 +24,7 @@
 //! them, exactly like a full download's bytes. Every length and cursor is checked: a patch that
 //! would read outside the base, write past the target's announced length, or end inside an
 //! entry is refused ([`ApplyError`]), never applied in part silently. Its whole state is
-//! [`Applier`] itself, a `Copy` value of 64 bytes, so a caller can keep it with the patch
+//! [`Applier`] itself, a `Copy` value of 72 bytes, so a caller can keep it with the patch
 //! offset as a checkpoint (once the sink's bytes are durable) and resume after a power cut.
 #![no_std]
 #![forbid(unsafe_code)]
