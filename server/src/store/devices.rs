@@ -145,6 +145,8 @@ pub struct DeviceFilter {
     pub version: Option<String>,
     /// Has this tag.
     pub tag: Option<String>,
+    /// Id contains this text, ignoring case (a search; `_` is matched literally).
+    pub id_contains: Option<String>,
     /// Derived status.
     pub status: Option<DeviceStatus>,
     /// Last seen at or after (Unix ms).
@@ -465,6 +467,17 @@ impl Store {
             sql.push(" AND EXISTS (SELECT 1 FROM device_tags t WHERE t.device_id = devices.id AND t.tag = ")
                 .bind(Param::Text(tag.clone()))
                 .push(")");
+        }
+        if let Some(text) = &filter.id_contains {
+            // LIKE's wildcards are literal here; both backends compare lowercased text alike.
+            let escaped = text
+                .to_lowercase()
+                .replace('\\', "\\\\")
+                .replace('%', "\\%")
+                .replace('_', "\\_");
+            sql.push(" AND LOWER(id) LIKE ")
+                .bind(Param::Text(format!("%{escaped}%")))
+                .push(" ESCAPE '\\'");
         }
         match filter.status {
             None => {}

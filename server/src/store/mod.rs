@@ -14,7 +14,8 @@
 //! - `devices`: provisioning, credentials, check-in facts, fleet views; `events`: device
 //!   reports, once per event id; `resets`: unexpected resets and the gate's counts of them; `releases`: releases and their images; `tokens`: admin tokens.
 //! - `rollouts`: rollouts and stages, created in one transaction, changed conditionally;
-//!   `rollout_devices`: targets and each device's state in a rollout; `audit`: the audit log.
+//!   `rollout_devices`: targets and each device's state in a rollout; `audit`: the audit log;
+//!   `timeline`: when a rollout's devices were decided (the dashboard's chart).
 
 mod audit;
 mod checkpoint;
@@ -31,6 +32,7 @@ mod resets;
 mod rollout_devices;
 mod rollouts;
 mod sql;
+mod timeline;
 mod tokens;
 
 pub use audit::AuditEntry;
@@ -47,4 +49,5 @@ pub use rollout_devices::{
     hot_statements, HotIndex, HotStatement, SkippedTarget, Target, TargetFilter,
 };
 pub use rollouts::{NewRollout, RolloutChange, RolloutRow, StageRow};
+pub use timeline::DecidedBucket;
 pub use tokens::AdminTokenRecord;

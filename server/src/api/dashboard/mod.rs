@@ -12,9 +12,12 @@
 //!   The page reads it with `fetch()` so the token travels in a header, never in a URL. It is
 //!   not in `/openapi.json` (a stream that never ends is not something a conformance fuzzer
 //!   can call).
+//! - [`timeline`]: `GET /v1/rollouts/{id}/timeline`, a rollout's confirmations and failures
+//!   over time (the chart), from one grouped read.
 
 pub mod assets;
 pub mod events;
+pub mod timeline;
 pub mod whoami;
 
 use crate::api::state::AppState;
@@ -25,7 +28,9 @@ use utoipa_axum::routes;
 
 /// The dashboard's API routes that belong in the API document.
 pub(super) fn routes() -> OpenApiRouter<Arc<AppState>> {
-    OpenApiRouter::new().routes(routes!(whoami::whoami))
+    OpenApiRouter::new()
+        .routes(routes!(whoami::whoami))
+        .routes(routes!(timeline::rollout_timeline))
 }
 
 /// The page, its assets and the event stream (outside the API document).

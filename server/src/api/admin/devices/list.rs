@@ -10,7 +10,7 @@ use crate::store::DeviceFilter;
 use axum::extract::State;
 use std::sync::Arc;
 
-/// List devices, filtered, paged by id.
+/// List devices, filtered (`q` searches ids), paged by id.
 #[utoipa::path(
     get,
     path = "/v1/devices",
@@ -41,10 +41,23 @@ pub(super) async fn list_devices(
             ApiError::bad_request("invalid_query", format!("invalid version {v:?}"))
         })?;
     }
+    if let Some(text) = &q.q {
+        let ok = (1..=names::MAX_DEVICE_ID).contains(&text.len())
+            && text
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b"._:-".contains(&b));
+        if !ok {
+            return Err(ApiError::bad_request(
+                "invalid_query",
+                format!("search {text:?}: 1-64 characters of A-Z a-z 0-9 . _ : -"),
+            ));
+        }
+    }
     let filter = DeviceFilter {
         model: q.model,
         version: q.version,
         tag: q.tag,
+        id_contains: q.q,
         status: q.status,
         seen_after: q.seen_after,
         seen_before: q.seen_before,

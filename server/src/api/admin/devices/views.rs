@@ -62,6 +62,9 @@ pub struct ListQuery {
     /// Has this tag.
     #[param(value_type = Option<crate::domain::schemas::TagName>, inline)]
     pub tag: Option<String>,
+    /// Search: ids containing this text, ignoring case (1-64 of `A-Za-z0-9._:-`).
+    #[param(pattern = r"^[A-Za-z0-9._:-]{1,64}$", max_length = 64)]
+    pub q: Option<String>,
     /// `never_seen`, `online` or `silent`.
     #[param(inline)]
     pub status: Option<DeviceStatus>,
