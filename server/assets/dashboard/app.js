@@ -30,7 +30,9 @@ class ApiError extends Error {
 async function api(method, path, body) {
   const headers = { Authorization: "Bearer " + token(), Accept: "application/json" };
   const init = { method, headers };
-  if (body !== undefined) {
+  if (body instanceof FormData) {
+    init.body = body; // multipart: the browser writes its Content-Type with the boundary
+  } else if (body !== undefined) {
     headers["Content-Type"] = "application/json";
     init.body = JSON.stringify(body);
   }
@@ -90,8 +92,10 @@ function pct(x) {
 }
 
 function duration(s) {
-  if (s >= 3600) return Math.floor(s / 3600) + " h " + Math.floor((s % 3600) / 60) + " min";
-  if (s >= 60) return Math.floor(s / 60) + " min " + (s % 60) + " s";
+  const h = Math.floor(s / 3600);
+  const m = Math.floor((s % 3600) / 60);
+  if (s >= 3600) return h + " h" + (m ? " " + m + " min" : "");
+  if (s >= 60) return m + " min" + (s % 60 ? " " + (s % 60) + " s" : "");
   return s + " s";
 }
 
@@ -112,8 +116,45 @@ function figure(label, value, id) {
   return h("div", { class: "figure" }, h("div", { class: "label" }, label), h("div", { class: "value", id }, value));
 }
 
-function errorBox(e) {
-  return h("p", { class: "error", role: "alert" }, e.code ? e.message + " (" + e.code + ")" : String(e.message || e));
+// What a refusal means for the person who met it, by the server's stable code; the server's
+// own message follows with the specifics.
+const ERROR_HELP = {
+  unsigned_image: "An image carries no signature: sign it with fota sign (or imgtool) first.",
+  bad_signature: "An image's signature does not verify: it was changed after signing, or signed wrongly.",
+  untrusted_key: "An image is signed with a key this server does not trust.",
+  no_trusted_keys: "This server has no trusted public key configured, so it accepts no release.",
+  hash_mismatch: "An image's SHA-256 does not match its contents: the file is corrupted or truncated.",
+  malformed_image: "A file is not a signed MCUboot image.",
+  wrong_slot: "An image is linked for the other slot: give slot A's build as image A and slot B's as image B.",
+  version_mismatch: "The two images, or the version typed, disagree on the version.",
+  security_counter_mismatch: "The two images carry different security counters.",
+  invalid_version: "That is not a version (e.g. 1.4.2).",
+  duplicate_version: "This model already has a release of this version.",
+  payload_too_large: "The upload is too large for this server.",
+  missing_field: "A field of the upload is missing.",
+  invalid_model: "That is not a model name.",
+  forbidden: "Your role may not do this.",
+  rollout_in_progress: "This model already has an unfinished rollout: let it finish, or abort it, first.",
+  no_targets: "No device matches: nothing would be offered.",
+  plan_does_not_fit: "The plan does not fit the devices it targets.",
+  security_counter_too_low: "The devices hold a higher security counter than this release: their bootloaders would refuse it.",
+  invalid_plan: "The plan is not valid.",
+  invalid_selector: "The device selector is not valid.",
+  invalid_tag: "A tag is not valid.",
+  model_mismatch: "The two releases are for different models.",
+  release_not_found: "There is no such release.",
+  rollout_not_found: "There is no such rollout.",
+  invalid_state: "The rollout is not in a state that allows this any more (someone else may have acted).",
+};
+
+function errorText(e) {
+  if (!e.code) return String(e.message || e);
+  const help = ERROR_HELP[e.code];
+  return (help ? help + " " : "") + "The server says: " + e.message + " (" + e.code + ")";
+}
+
+function errorBox(e, id) {
+  return h("p", { class: "error", role: "alert", id }, errorText(e));
 }
 
 // ---- confirmation dialog -----------------------------------------------------------------
@@ -173,31 +214,40 @@ async function route() {
   stopPage = () => {};
   if (!me) return;
   const hash = location.hash || "#/fleet";
-  const parts = hash.slice(2).split("/").map(decodeURIComponent);
+  const [path, search] = hash.slice(2).split("?");
+  const parts = path.split("/").map(decodeURIComponent);
+  const query = new URLSearchParams(search || "");
+  const pageName = parts[0];
   const page = $("#page");
   for (const a of document.querySelectorAll("#nav a")) {
-    a.toggleAttribute("aria-current", a.dataset.page === parts[0]);
-    if (a.dataset.page === parts[0]) a.setAttribute("aria-current", "page");
+    const current = a.dataset.page === pageName || (a.dataset.page === "rollouts" && pageName === "rollback");
+    a.toggleAttribute("aria-current", current);
+    if (current) a.setAttribute("aria-current", "page");
   }
   fill(page, h("p", { class: "muted" }, "Loading…"));
   try {
-    if (parts[0] === "rollouts" && parts[1]) await rolloutPage(page, Number(parts[1]));
+    if (parts[0] === "rollouts" && parts[1] === "new") await startPage(page, query);
+    else if (parts[0] === "rollback") await rollbackPage(page, query);
+    else if (parts[0] === "releases" && parts[1]) await releasePage(page, Number(parts[1]));
+    else if (parts[0] === "releases") await releasesPage(page);
+    else if (parts[0] === "rollouts" && parts[1]) await rolloutPage(page, Number(parts[1]));
     else if (parts[0] === "rollouts") await rolloutsPage(page);
     else if (parts[0] === "audit") await auditPage(page);
     else if (parts[0] === "devices" && parts[1]) await devicePage(page, parts[1]);
-    else await fleetPage(page, new URLSearchParams(hash.split("?")[1] || ""));
+    else await fleetPage(page, query);
   } catch (e) {
     if (e.status !== 401) fill(page, errorBox(e));
   }
 }
 
+// The search and the filters are the server's (GET /v1/devices?q=...): the page asks for one
+// page of matches, never the whole fleet, so it works the same at 100,000 devices.
 async function fleetPage(page, params) {
   const filters = {};
-  for (const k of ["model", "version", "status", "tag"]) {
+  for (const k of ["q", "model", "version", "status", "tag"]) {
     if (params.get(k)) filters[k] = params.get(k);
   }
-  const search = params.get("q") || "";
-  const query = new URLSearchParams({ ...filters, limit: "200" });
+  const query = new URLSearchParams({ ...filters, limit: "100" });
   if (params.get("after")) query.set("after", params.get("after"));
   const [summary, list] = await Promise.all([
     api("GET", "/v1/fleet/summary"),
@@ -205,8 +255,8 @@ async function fleetPage(page, params) {
   ]);
   const form = h(
     "form",
-    { class: "filters", id: "fleet-filters", role: "search" },
-    h("label", {}, "Search id", h("input", { name: "q", id: "filter-q", value: search, placeholder: "device id" })),
+    { class: "filters", id: "fleet-filters", role: "search", "aria-label": "Search devices" },
+    h("label", {}, "Search id", h("input", { name: "q", id: "filter-q", type: "search", value: filters.q || "", placeholder: "part of a device id", maxlength: "64" })),
     h("label", {}, "Model", h("input", { name: "model", id: "filter-model", value: filters.model || "" })),
     h("label", {}, "Version", h("input", { name: "version", id: "filter-version", value: filters.version || "", placeholder: "1.4.2" })),
     h("label", {}, "Tag", h("input", { name: "tag", id: "filter-tag", value: filters.tag || "" })),
@@ -222,17 +272,15 @@ async function fleetPage(page, params) {
         ),
       ),
     ),
-    h("button", { type: "submit", class: "primary" }, "Apply"),
+    h("button", { type: "submit", class: "primary" }, "Search"),
   );
   form.addEventListener("submit", (ev) => {
     ev.preventDefault();
     const q = new URLSearchParams();
-    for (const [k, v] of new FormData(form)) if (v) q.set(k, v);
+    for (const [k, v] of new FormData(form)) if (v.trim()) q.set(k, v.trim());
     location.hash = "#/fleet?" + q;
   });
-  const needle = search.toLowerCase();
-  const devices = list.devices.filter((d) => d.id.toLowerCase().includes(needle));
-  const rows = devices.map((d) =>
+  const rows = list.devices.map((d) =>
     h(
       "tr",
       { "data-device": d.id },
@@ -245,7 +293,8 @@ async function fleetPage(page, params) {
       h("td", { class: "hide-narrow" }, when(d.last_seen_at)),
     ),
   );
-  fill(page, 
+  const filtered = Object.keys(filters).length > 0;
+  fill(page,
     h("h1", {}, "Fleet"),
     h(
       "div",
@@ -264,9 +313,15 @@ async function fleetPage(page, params) {
     h("h2", {}, "Devices"),
     form,
     table(["Id", "Model", "Version", h("th", { class: "hide-narrow" }, "Slot"), "Boot state", "Status", h("th", { class: "hide-narrow" }, "Last seen")], rows, { id: "devices" }),
-    h("p", { class: "muted" }, devices.length + " shown"),
+    h(
+      "p",
+      { class: "muted", id: "devices-shown" },
+      list.devices.length === 0
+        ? (filtered ? "No device matches." : "No device yet.")
+        : list.devices.length + (list.next_after ? " shown, more on the next page" : " shown"),
+    ),
     list.next_after
-      ? h("p", {}, h("a", { href: "#/fleet?" + new URLSearchParams({ ...filters, after: list.next_after }) }, "Next page"))
+      ? h("p", {}, h("a", { href: "#/fleet?" + new URLSearchParams({ ...filters, after: list.next_after }), id: "next-page" }, "Next page"))
       : null,
   );
 }
@@ -309,10 +364,18 @@ async function devicePage(page, id) {
 
 async function rolloutsPage(page) {
   const list = await api("GET", "/v1/rollouts");
-  fill(page, 
+  fill(page,
     h("h1", {}, "Rollouts"),
+    may("operator")
+      ? h(
+          "div",
+          { class: "actions" },
+          h("a", { class: "button primary", href: "#/rollouts/new", id: "start-rollout" }, "Start a rollout"),
+          h("a", { class: "button", href: "#/rollback", id: "start-rollback" }, "Fleet rollback"),
+        )
+      : null,
     list.rollouts.length === 0
-      ? h("p", { class: "muted" }, "No rollout yet. Start one with fota rollout start --release ID.")
+      ? h("p", { class: "muted" }, "No rollout yet.")
       : table(
           ["Id", "Kind", "Release", "Model", "State", "Stage", h("th", { class: "num" }, "Targets"), h("th", { class: "num" }, "Confirmed"), h("th", { class: "num" }, "Failed"), h("th", { class: "hide-narrow" }, "Updated")],
           list.rollouts.map((r) =>
@@ -362,8 +425,10 @@ function resetsText(resets) {
     .join(", ");
 }
 
-function renderRollout(view, r) {
+function renderRollout(view, r, onStatus) {
   const may_steer = may("operator");
+  // Keep the keyboard where it was: the view is redrawn with every status.
+  const focused = document.activeElement && view.contains(document.activeElement) ? document.activeElement.id : null;
   const actions = [];
   if (may_steer) {
     if (r.state === "active") actions.push("pause");
@@ -401,7 +466,7 @@ function renderRollout(view, r) {
       ? h("div", { class: "card halt", id: "halt", role: "alert" }, h("strong", {}, "Halted: "), h("span", { id: "halt-reason" }, r.halt_message))
       : null,
     r.next ? h("div", { class: "card next", id: "next" }, h("strong", {}, "Next: "), r.next) : null,
-    actions.length
+    actions.length || (may_steer && r.kind === "rollout" && r.state !== "completed")
       ? h(
           "div",
           { class: "actions", id: "actions" },
@@ -413,11 +478,18 @@ function renderRollout(view, r) {
                 id: "action-" + a,
                 class: a === "abort" ? "danger" : "primary",
                 "aria-label": ACTIONS[a][0] + " rollout " + r.id,
-                onclick: () => act(view, r, a),
+                onclick: () => act(r, a, onStatus),
               },
               ACTIONS[a][0],
             ),
           ),
+          r.kind === "rollout" && r.state !== "completed"
+            ? h(
+                "a",
+                { class: "button", id: "action-rollback-link", href: "#/rollback?from=" + r.release_id },
+                "Fleet rollback…",
+              )
+            : null,
         )
       : null,
     h("p", { class: "error", id: "action-error", role: "alert" }),
@@ -458,30 +530,167 @@ function renderRollout(view, r) {
       { id: "stages" },
     ),
   );
+  if (focused && document.getElementById(focused)) document.getElementById(focused).focus();
 }
 
-async function act(view, r, action) {
+async function act(r, action, onStatus) {
   const [label, what] = ACTIONS[action];
   const ok = await confirmAction(label + " rollout #" + r.id + "?", label + " rollout #" + r.id + " (" + r.model + " " + r.version + "). " + what, label);
   if (!ok) return;
   try {
-    const status = await api("POST", "/v1/rollouts/" + r.id + "/" + action);
-    renderRollout(view, status);
+    onStatus(await api("POST", "/v1/rollouts/" + r.id + "/" + action));
   } catch (e) {
     const box = $("#action-error");
-    if (box) box.textContent = e.message + " (" + e.code + ")";
+    if (box) box.textContent = errorText(e);
+  }
+}
+
+// ---- the chart --------------------------------------------------------------------------------
+
+const SVG = "http://www.w3.org/2000/svg";
+
+function svg(tag, attrs) {
+  const el = document.createElementNS(SVG, tag);
+  for (const [k, v] of Object.entries(attrs || {})) el.setAttribute(k, v);
+  return el;
+}
+
+// Cumulative confirmations and failures against time, drawn by hand in SVG (no library, no
+// CDN). It starts from the server's timeline and grows with every status the stream brings; its
+// box has a fixed height and its figures fixed widths, so redrawing never moves the page.
+class Chart {
+  constructor(timeline) {
+    // The server's clock: points the stream adds are placed on it, not on this machine's.
+    this.skew = timeline.to - Date.now();
+    this.from = timeline.from;
+    this.points = timeline.points.map((p) => ({ at: p.at, c: p.confirmed, f: p.failures }));
+    this.width = 600;
+    this.height = 160;
+    this.plot = svg("svg", {
+      viewBox: "0 0 " + this.width + " " + this.height,
+      preserveAspectRatio: "none",
+      role: "img",
+      "aria-labelledby": "chart-caption",
+      id: "chart-plot",
+    });
+    this.grid = svg("g", { class: "grid-lines" });
+    this.confirmed = svg("polyline", { class: "line-confirmed", "vector-effect": "non-scaling-stroke" });
+    this.failures = svg("polyline", { class: "line-failures", "vector-effect": "non-scaling-stroke" });
+    this.plot.append(this.grid, this.confirmed, this.failures);
+    this.top = h("span", { class: "chart-top tabular" });
+    this.start = h("span", { class: "tabular" });
+    this.end = h("span", { class: "tabular" });
+    this.caption = h("span", { id: "chart-caption", class: "tabular" });
+    this.el = h(
+      "figure",
+      { class: "chart card", id: "chart" },
+      h(
+        "figcaption",
+        {},
+        h("span", { class: "key key-confirmed" }, "Confirmed"),
+        " ",
+        h("span", { class: "key key-failures" }, "Failures"),
+        " ",
+        this.caption,
+      ),
+      h("div", { class: "chart-box" }, this.top, this.plot),
+      h("div", { class: "chart-axis" }, this.start, this.end),
+    );
+    this.draw();
+  }
+
+  // A status from the stream: its totals now.
+  add(status) {
+    const at = Math.max(Date.now() + this.skew, this.points[this.points.length - 1].at);
+    const c = status.counts.confirmed;
+    const f = status.counts.failed + status.counts.rolled_back + status.counts.timed_out;
+    const last = this.points[this.points.length - 1];
+    if (last.c === c && last.f === f && this.points.length > 1 && this.points[this.points.length - 2].c === c && this.points[this.points.length - 2].f === f) {
+      last.at = at; // a flat stretch: move its end instead of adding a point
+    } else {
+      this.points.push({ at, c, f });
+    }
+    // Hours of updates: keep the shape, drop every other old point.
+    if (this.points.length > 600) this.points = this.points.filter((p, i, all) => i % 2 === 0 || i === all.length - 1);
+    this.draw();
+  }
+
+  draw() {
+    const pts = this.points;
+    const last = pts[pts.length - 1];
+    const span = Math.max(last.at - this.from, 1000);
+    const most = Math.max(1, ...pts.map((p) => Math.max(p.c, p.f)));
+    // A round top: 1, 2, 5 times a power of ten.
+    const pow = Math.pow(10, Math.floor(Math.log10(most)));
+    const top = [1, 2, 5, 10].map((m) => m * pow).find((v) => v >= most);
+    const x = (at) => (((at - this.from) / span) * this.width).toFixed(1);
+    const y = (v) => (this.height - (v / top) * (this.height - 4)).toFixed(1);
+    const line = (key) => {
+      // Steps: a count holds until the next moment it changed.
+      const out = [];
+      pts.forEach((p, i) => {
+        if (i > 0) out.push(x(p.at) + "," + y(pts[i - 1][key]));
+        out.push(x(p.at) + "," + y(p[key]));
+      });
+      return out.join(" ");
+    };
+    this.confirmed.setAttribute("points", line("c"));
+    this.failures.setAttribute("points", line("f"));
+    this.grid.replaceChildren(
+      ...[0.25, 0.5, 0.75, 1].map((q) => svg("line", { x1: 0, x2: this.width, y1: y(top * q), y2: y(top * q), "vector-effect": "non-scaling-stroke" })),
+    );
+    this.top.textContent = top + " devices";
+    this.start.textContent = when(this.from);
+    this.end.textContent = "+" + duration(Math.round(span / 1000));
+    this.caption.textContent = last.c + " confirmed, " + last.f + " failed, over " + duration(Math.round(span / 1000));
+    this.el.dataset.confirmed = last.c;
+    this.el.dataset.failures = last.f;
+    this.el.dataset.points = pts.length;
   }
 }
 
 async function rolloutPage(page, id) {
-  const first = await api("GET", "/v1/rollouts/" + id);
+  const [first, timeline] = await Promise.all([
+    api("GET", "/v1/rollouts/" + id),
+    api("GET", "/v1/rollouts/" + id + "/timeline"),
+  ]);
   const live = h("span", { class: "live", id: "live", "aria-live": "off" }, "connecting");
   const view = h("div", { id: "rollout", "data-rollout": id });
-  fill(page, h("p", {}, h("a", { href: "#/rollouts" }, "← Rollouts"), " ", live), view);
-  renderRollout(view, first);
+  const chart = new Chart(timeline);
+  const audit = h("div", { id: "rollout-audit" });
+  fill(
+    page,
+    h("p", {}, h("a", { href: "#/rollouts" }, "← Rollouts"), " ", live),
+    view,
+    h("h2", {}, "Confirmations and failures over time"),
+    chart.el,
+    h("h2", {}, "Audit log of this rollout"),
+    audit,
+  );
   const controller = new AbortController();
   stopPage = () => controller.abort();
-  follow(id, controller.signal, live, (status) => renderRollout(view, status));
+  // The audit log changes with the rollout's state and stage (and every action): read it again
+  // only then, not with every count.
+  let seen = null;
+  const loadAudit = async () => {
+    try {
+      const log = await api("GET", "/v1/audit?rollout_id=" + id + "&limit=50");
+      if (!controller.signal.aborted) fill(audit, auditTable(log.entries, "rollout-audit-log"));
+    } catch (e) {
+      if (e.status !== 401) fill(audit, errorBox(e));
+    }
+  };
+  const show = (status) => {
+    renderRollout(view, status, show);
+    chart.add(status);
+    const key = status.state + "/" + status.current_stage + "/" + status.approved;
+    if (key !== seen) {
+      seen = key;
+      loadAudit();
+    }
+  };
+  show(first);
+  follow(id, controller.signal, live, show);
 }
 
 // A rollout's event stream, read with fetch() so the token stays in a header. Reconnects after a
@@ -528,27 +737,479 @@ async function follow(id, signal, live, onStatus) {
   }
 }
 
+function detailText(detail) {
+  if (detail === null || typeof detail !== "object") return detail === null || detail === undefined ? "" : String(detail);
+  return Object.entries(detail)
+    .map(([k, v]) => k.replace(/_/g, " ") + ": " + (typeof v === "object" && v !== null ? JSON.stringify(v) : v))
+    .join("; ");
+}
+
+function auditTable(entries, id) {
+  if (entries.length === 0) return h("p", { class: "muted", id }, "Nothing yet.");
+  return table(
+    ["When", "Actor", "Action", "Rollout", "Release", "Detail"],
+    entries.map((e) =>
+      h(
+        "tr",
+        { "data-action": e.action },
+        h("td", { class: "nowrap" }, when(e.at)),
+        h("td", {}, e.actor),
+        h("td", {}, e.action),
+        h("td", {}, e.rollout_id ? h("a", { href: "#/rollouts/" + e.rollout_id }, "#" + e.rollout_id) : "–"),
+        h("td", {}, e.release_id ? h("a", { href: "#/releases/" + e.release_id }, "#" + e.release_id) : "–"),
+        h("td", { class: "detail" }, detailText(e.detail)),
+      ),
+    ),
+    { id },
+  );
+}
+
 async function auditPage(page) {
   const log = await api("GET", "/v1/audit?limit=200");
-  fill(page, 
-    h("h1", {}, "Audit log"),
+  fill(page, h("h1", {}, "Audit log"), auditTable(log.entries, "audit"));
+}
+
+// ---- releases -----------------------------------------------------------------------------------
+
+async function releasesPage(page) {
+  const list = await api("GET", "/v1/releases");
+  fill(
+    page,
+    h("h1", {}, "Releases"),
+    list.releases.length === 0
+      ? h("p", { class: "muted" }, "No release yet.")
+      : table(
+          ["Id", "Model", "Version", h("th", { class: "num" }, "Security counter"), h("th", { class: "hide-narrow" }, "Uploaded"), h("th", { class: "hide-narrow" }, "By")],
+          list.releases.map((r) =>
+            h(
+              "tr",
+              { "data-release": r.id },
+              h("td", {}, h("a", { href: "#/releases/" + r.id }, "#" + r.id)),
+              h("td", {}, r.model),
+              h("td", {}, r.version),
+              h("td", { class: "num" }, r.security_counter),
+              h("td", { class: "hide-narrow" }, when(r.created_at)),
+              h("td", { class: "hide-narrow" }, r.created_by),
+            ),
+          ),
+          { id: "releases" },
+        ),
+    may("operator") ? uploadForm() : null,
+  );
+}
+
+function uploadForm() {
+  const form = h(
+    "form",
+    { class: "card stack", id: "upload-form", "aria-labelledby": "upload-title", novalidate: true },
+    h("h2", { id: "upload-title" }, "Upload a release"),
+    h(
+      "p",
+      { class: "muted" },
+      "Two signed images of one build, one linked for each slot (fota sign, or imgtool with --header-size 0x200 --pad-header). The server checks both signatures against its trusted keys, each image's slot, and that they agree on version and security counter.",
+    ),
+    field("upload-model", "Model", h("input", { id: "upload-model", name: "model", required: true, maxlength: "32", autocomplete: "off" })),
+    field("upload-version", "Version (optional cross-check)", h("input", { id: "upload-version", name: "version", placeholder: "from the images", autocomplete: "off" })),
+    field("upload-image-a", "Image for slot A", h("input", { id: "upload-image-a", name: "image_a", type: "file", required: true })),
+    field("upload-image-b", "Image for slot B", h("input", { id: "upload-image-b", name: "image_b", type: "file", required: true })),
+    field("upload-notes", "Notes", h("textarea", { id: "upload-notes", name: "notes", rows: "2", maxlength: "16384" })),
+    h("div", { class: "actions" }, h("button", { type: "submit", class: "primary", id: "upload-submit" }, "Upload…")),
+    h("p", { class: "error", id: "upload-error", role: "alert" }),
+  );
+  form.addEventListener("submit", async (ev) => {
+    ev.preventDefault();
+    clearErrors(form);
+    const model = $("#upload-model").value.trim();
+    const a = $("#upload-image-a").files[0];
+    const b = $("#upload-image-b").files[0];
+    let bad = false;
+    if (!NAME.test(model)) bad = fieldError("upload-model", model ? "'" + model + "' is not a model name: 1-32 of A-Z a-z 0-9 . _ : -, not starting with . or -" : "give the model");
+    if (!a) bad = fieldError("upload-image-a", "choose slot A's signed image");
+    if (!b) bad = fieldError("upload-image-b", "choose slot B's signed image");
+    if (bad) return;
+    const version = $("#upload-version").value.trim();
+    const ok = await confirmAction(
+      "Upload a release of " + model + "?",
+      "Upload a release of " + model + (version ? " " + version : "") + " from " + a.name + " (slot A, " + a.size + " bytes) and " + b.name + " (slot B, " + b.size + " bytes). Nothing is offered to any device until a rollout of it starts.",
+      "Upload",
+    );
+    if (!ok) return;
+    const body = new FormData();
+    body.append("model", model);
+    if (version) body.append("version", version);
+    body.append("notes", $("#upload-notes").value);
+    body.append("image_a", a, a.name);
+    body.append("image_b", b, b.name);
+    try {
+      const release = await api("POST", "/v1/releases", body);
+      location.hash = "#/releases/" + release.id;
+    } catch (e) {
+      $("#upload-error").textContent = errorText(e);
+    }
+  });
+  return form;
+}
+
+async function releasePage(page, id) {
+  const r = await api("GET", "/v1/releases/" + id);
+  fill(
+    page,
+    h("p", {}, h("a", { href: "#/releases" }, "← Releases")),
+    h("h1", {}, "Release #" + r.id + ": " + r.model + " " + r.version),
+    h(
+      "div",
+      { class: "grid", id: "release-facts" },
+      figure("Model", r.model, "release-model"),
+      figure("Version", r.version, "release-version"),
+      figure("Security counter", r.security_counter, "release-counter"),
+      figure("Uploaded", when(r.created_at)),
+      figure("By", r.created_by),
+    ),
+    r.notes ? h("div", { class: "card" }, h("strong", {}, "Notes: "), h("span", { class: "notes" }, r.notes)) : null,
+    may("operator")
+      ? h(
+          "div",
+          { class: "actions" },
+          h("a", { class: "button primary", href: "#/rollouts/new?release=" + r.id, id: "release-start" }, "Start a rollout of it…"),
+          h("a", { class: "button", href: "#/rollback?release=" + r.id, id: "release-rollback" }, "Roll the fleet back to it…"),
+        )
+      : null,
+    h("h2", {}, "Images"),
     table(
-      ["When", "Actor", "Action", "Rollout", "Release", "Detail"],
-      log.entries.map((e) =>
+      ["Slot", h("th", { class: "num" }, "Bytes"), "SHA-256", "Signing key hash"],
+      r.images.map((img) =>
         h(
           "tr",
-          { "data-action": e.action },
-          h("td", {}, when(e.at)),
-          h("td", {}, e.actor),
-          h("td", {}, e.action),
-          h("td", {}, e.rollout_id ? h("a", { href: "#/rollouts/" + e.rollout_id }, "#" + e.rollout_id) : "–"),
-          h("td", {}, e.release_id ?? "–"),
-          h("td", {}, h("pre", { class: "detail" }, JSON.stringify(e.detail))),
+          { "data-slot": img.slot },
+          h("td", {}, img.slot.toUpperCase()),
+          h("td", { class: "num" }, img.size),
+          h("td", { class: "digest" }, h("a", { href: "/v1/artifacts/" + img.sha256, "aria-label": "Download slot " + img.slot.toUpperCase() + " image " + img.sha256 }, h("code", { "data-sha256": img.sha256 }, img.sha256))),
+          h("td", { class: "digest" }, h("code", { "data-key-hash": img.key_hash }, img.key_hash)),
         ),
       ),
-      { id: "audit" },
+      { id: "release-images" },
     ),
   );
+}
+
+// ---- forms: the plan, as `fota rollout start` takes it --------------------------------------------
+
+// Names of models and tags, as the server checks them.
+const NAME = /^[A-Za-z0-9_:][A-Za-z0-9._:-]{0,31}$/;
+
+function field(id, label, input, help) {
+  input.setAttribute("aria-describedby", id + "-error" + (help ? " " + id + "-help" : ""));
+  return h(
+    "div",
+    { class: "field" },
+    h("label", { for: id }, label),
+    input,
+    help ? h("span", { class: "help", id: id + "-help" }, help) : null,
+    h("span", { class: "field-error", id: id + "-error" }),
+  );
+}
+
+function fieldError(id, message) {
+  const input = document.getElementById(id);
+  input.setAttribute("aria-invalid", "true");
+  document.getElementById(id + "-error").textContent = message;
+  return true;
+}
+
+function clearErrors(form) {
+  for (const el of form.querySelectorAll("[aria-invalid]")) el.removeAttribute("aria-invalid");
+  for (const el of form.querySelectorAll(".field-error, .error")) el.textContent = "";
+}
+
+// The CLI's parsers (cli/src/ops/mod.rs), with its words, so the form refuses what the CLI
+// refuses before anything is sent. Each returns [value, null] or [null, message].
+function parseSeconds(s) {
+  const t = s.trim();
+  const m = /^(\d+)(ms|s|m|h|d)?$/.exec(t);
+  if (!m) return [null, "'" + s + "' is not a duration (e.g. 90, 90s, 30m, 2h, 1d)"];
+  const ms = Number(m[1]) * { ms: 1, s: 1000, m: 60000, h: 3600000, d: 86400000 }[m[2] || "s"];
+  if (!Number.isSafeInteger(ms)) return [null, "'" + s + "' is too long"];
+  if (ms % 1000 !== 0) return [null, "'" + s + "': give whole seconds"];
+  return [ms / 1000, null];
+}
+
+function parseNumber(s) {
+  const t = s.trim();
+  return /^[+-]?(\d+\.?\d*|\.\d+)(e[+-]?\d+)?$/i.test(t) ? Number(t) : NaN;
+}
+
+function parseRate(s) {
+  const t = s.trim();
+  const percent = t.endsWith("%");
+  const value = parseNumber(percent ? t.slice(0, -1) : t);
+  if (!Number.isFinite(value)) return [null, "'" + s + "' is not a rate (e.g. 5% or 0.05)"];
+  const rate = percent ? value / 100 : value;
+  if (rate < 0 || rate > 1) {
+    return [null, !percent && value > 1 && value <= 100 ? "'" + s + "' is above 1; for a percentage write " + value + "%" : "'" + s + "' is not between 0% and 100%"];
+  }
+  return [rate, null];
+}
+
+function parsePercent(s) {
+  const t = s.trim().replace(/%$/, "").trim();
+  const p = parseNumber(t);
+  if (!Number.isFinite(p)) return [null, "'" + s + "' is not a percentage"];
+  if (p <= 0 || p > 100) return [null, "'" + s + "': a stage is more than 0% and at most 100%"];
+  return [p, null];
+}
+
+function parseCount(s) {
+  const t = s.trim();
+  if (!/^\d+$/.test(t)) return [null, "'" + s + "' is not a device count"];
+  if (Number(t) === 0) return [null, "a stage has at least 1 device"];
+  return [Number(t), null];
+}
+
+function parseWhole(s) {
+  const t = s.trim();
+  return /^\d+$/.test(t) && Number.isSafeInteger(Number(t)) ? [Number(t), null] : [null, "'" + s + "' is not a whole number"];
+}
+
+function parseDecimal(s) {
+  const v = parseNumber(s);
+  return Number.isFinite(v) ? [v, null] : [null, "'" + s + "' is not a number"];
+}
+
+const DEFAULT_STAGES = [1, 10, 50, 100];
+
+// The plan's fields; left empty, a field is the server's default (the CLI's help says which).
+function planFields(prefix) {
+  const f = (name, label, placeholder, help) =>
+    field(prefix + name, label, h("input", { id: prefix + name, name, placeholder, autocomplete: "off", inputmode: "decimal" }), help);
+  return h(
+    "fieldset",
+    { class: "plan", id: prefix + "plan" },
+    h("legend", {}, "Plan"),
+    h(
+      "div",
+      { class: "field" },
+      h("span", { class: "label", id: prefix + "kind-label" }, "Stage sizes in"),
+      h(
+        "div",
+        { role: "radiogroup", "aria-labelledby": prefix + "kind-label", class: "radios" },
+        h("label", {}, h("input", { type: "radio", name: prefix + "kind", value: "percent", id: prefix + "kind-percent", checked: true }), " percent of the targets"),
+        h("label", {}, h("input", { type: "radio", name: prefix + "kind", value: "devices", id: prefix + "kind-devices" }), " devices"),
+      ),
+    ),
+    f("stages", "Cumulative stage sizes", DEFAULT_STAGES.join(","), "comma-separated; default 1,10,50,100 (%)"),
+    f("bake", "Bake time per stage", "30m", "how long each stage runs before it may advance: 90, 90s, 30m, 2h, 1d"),
+    f("min-sample", "Minimum sample", "20", "decided devices a stage needs before it may advance"),
+    f("max-failure-rate", "Maximum failure rate", "5%", "above it the rollout halts: 5% or 0.05"),
+    f("deadline", "Confirmation deadline", "2h", "from the offer to confirming before a device counts as failed"),
+    f("max-reset-ratio", "Maximum reset ratio", "2", "new release's unexpected resets per device-hour against the old's; 0 turns it off"),
+    f("min-device-hours", "Minimum device-hours", "10", "before resets may halt the release"),
+    h("label", { class: "check" }, h("input", { type: "checkbox", id: prefix + "manual", name: "manual" }), " Stages advance only when approved"),
+  );
+}
+
+// Read the plan's fields: [stages or null (the server's default plan), description], or null
+// after marking the fields in error.
+function readPlan(prefix) {
+  const value = (name) => document.getElementById(prefix + name).value.trim();
+  let bad = false;
+  const take = (name, parse) => {
+    const v = value(name);
+    if (v === "") return null;
+    const [x, err] = parse(v);
+    if (err) {
+      bad = fieldError(prefix + name, err);
+      return null;
+    }
+    return x;
+  };
+  const devices = document.getElementById(prefix + "kind-devices").checked;
+  let sizes = null;
+  if (value("stages") !== "") {
+    sizes = [];
+    for (const part of value("stages").split(",")) {
+      const [x, err] = (devices ? parseCount : parsePercent)(part);
+      if (err) {
+        bad = fieldError(prefix + "stages", err);
+        break;
+      }
+      sizes.push(x);
+    }
+  } else if (devices) {
+    bad = fieldError(prefix + "stages", "give the stage sizes in devices, e.g. 10,100,1000");
+  }
+  const gate = {
+    bake_s: take("bake", parseSeconds),
+    min_sample: take("min-sample", parseWhole),
+    max_failure_rate: take("max-failure-rate", parseRate),
+    confirm_deadline_s: take("deadline", parseSeconds),
+    max_reset_ratio: take("max-reset-ratio", parseDecimal),
+    min_device_hours: take("min-device-hours", parseDecimal),
+  };
+  const manual = document.getElementById(prefix + "manual").checked;
+  if (bad) return null;
+  const given = sizes !== null || manual || Object.values(gate).some((v) => v !== null);
+  const kind = devices ? "devices" : "percent";
+  const list = sizes || DEFAULT_STAGES;
+  let stages = null;
+  if (given) {
+    stages = list.map((size) => {
+      const stage = { [kind]: size };
+      for (const [k, v] of Object.entries(gate)) if (v !== null) stage[k] = v;
+      if (manual) stage.auto_advance = false;
+      return stage;
+    });
+  }
+  const or = (v, d) => (v === null ? d : v);
+  const words =
+    list.map((x) => (devices ? x + " devices" : x + "%")).join(" → ") +
+    "; each stage bakes " + duration(or(gate.bake_s, 1800)) +
+    ", needs " + or(gate.min_sample, 20) + " decided devices" +
+    " and halts the rollout above " + pct(or(gate.max_failure_rate, 0.05)) + " failures" +
+    "; a device that has not confirmed " + duration(or(gate.confirm_deadline_s, 7200)) + " after its offer counts as failed" +
+    (or(gate.max_reset_ratio, 2) === 0
+      ? "; resets are not checked"
+      : "; it halts if the new release resets " + or(gate.max_reset_ratio, 2) + " times as often as the old (after " + or(gate.min_device_hours, 10) + " device-hours)") +
+    (manual ? "; each stage waits for an approval" : "; stages advance by themselves");
+  return [stages, words];
+}
+
+function releaseOption(r, selected) {
+  return h("option", { value: r.id, selected: selected === r.id }, "#" + r.id + " " + r.model + " " + r.version + " (security counter " + r.security_counter + ")");
+}
+
+function noRole(page, what) {
+  fill(page, h("h1", {}, what), h("p", { class: "error", role: "alert" }, what + " needs the operator role; this token is a " + me.role + "."));
+}
+
+async function startPage(page, query) {
+  if (!may("operator")) return noRole(page, "Start a rollout");
+  const { releases } = await api("GET", "/v1/releases");
+  const chosen = Number(query.get("release")) || (releases[0] && releases[0].id);
+  const form = h(
+    "form",
+    { class: "card stack", id: "start-form", "aria-labelledby": "start-title", novalidate: true },
+    field("start-release", "Release", h("select", { id: "start-release", name: "release", required: true }, releases.map((r) => releaseOption(r, chosen)))),
+    h(
+      "fieldset",
+      {},
+      h("legend", {}, "Targets: the release's model, and only devices"),
+      field("start-tags", "With every tag", h("input", { id: "start-tags", name: "tags", placeholder: "e.g. eu, pilot", autocomplete: "off" }), "comma-separated; none: any"),
+      field("start-version-min", "Running at least", h("input", { id: "start-version-min", name: "version_min", placeholder: "1.0.0", autocomplete: "off" })),
+      field("start-version-max", "Running at most", h("input", { id: "start-version-max", name: "version_max", placeholder: "1.9.9", autocomplete: "off" })),
+    ),
+    planFields("start-"),
+    h("div", { class: "actions" }, h("button", { type: "submit", class: "primary", id: "start-submit" }, "Start…")),
+    h("p", { class: "error", id: "start-error", role: "alert" }),
+  );
+  form.addEventListener("submit", async (ev) => {
+    ev.preventDefault();
+    clearErrors(form);
+    const release = releases.find((r) => r.id === Number($("#start-release").value));
+    if (!release) return fieldError("start-release", "choose a release (upload one first)");
+    const tags = $("#start-tags").value.split(",").map((t) => t.trim()).filter((t) => t);
+    const badTag = tags.find((t) => !NAME.test(t));
+    if (badTag !== undefined) return fieldError("start-tags", "'" + badTag + "' is not a tag: 1-32 of A-Z a-z 0-9 . _ : -");
+    const plan = readPlan("start-");
+    if (!plan) return;
+    const [stages, words] = plan;
+    const selector = { tags };
+    const vmin = $("#start-version-min").value.trim();
+    const vmax = $("#start-version-max").value.trim();
+    if (vmin) selector.version_min = vmin;
+    if (vmax) selector.version_max = vmax;
+    const body = { release_id: release.id, selector };
+    if (stages) body.stages = stages;
+    const who =
+      "every " + release.model + " device" +
+      (tags.length ? " tagged " + tags.join(" and ") : "") +
+      (vmin || vmax ? " running " + (vmin && vmax ? vmin + " to " + vmax : vmin ? vmin + " or later" : vmax + " or earlier") : "");
+    const ok = await confirmAction(
+      "Start a rollout of " + release.model + " " + release.version + "?",
+      "Offer " + release.model + " " + release.version + " (release #" + release.id + ") to " + who + ", in stages of " + words + ". Devices holding a higher security counter are skipped.",
+      "Start rollout",
+    );
+    if (!ok) return;
+    try {
+      const status = await api("POST", "/v1/rollouts", body);
+      location.hash = "#/rollouts/" + status.id;
+    } catch (e) {
+      $("#start-error").textContent = errorText(e);
+    }
+  });
+  fill(page, h("p", {}, h("a", { href: "#/rollouts" }, "← Rollouts")), h("h1", { id: "start-title" }, "Start a rollout"), form);
+}
+
+async function rollbackPage(page, query) {
+  if (!may("operator")) return noRole(page, "Fleet rollback");
+  const { releases } = await api("GET", "/v1/releases");
+  const fromId = Number(query.get("from")) || null;
+  const from = releases.find((r) => r.id === fromId);
+  // By default the newest release of the bad one's model other than it.
+  const good =
+    Number(query.get("release")) ||
+    ((releases.find((r) => from && r.model === from.model && r.id !== from.id && r.security_counter >= from.security_counter) ||
+      releases.find((r) => from && r.model === from.model && r.id !== from.id) ||
+      releases[0] || {}).id);
+  const fromSelect = h("select", { id: "rollback-from", name: "from" });
+  const releaseSelect = h("select", { id: "rollback-release", name: "release", required: true }, releases.map((r) => releaseOption(r, good)));
+  // Only releases of the chosen one's model may be rolled back from.
+  const fillFrom = () => {
+    const target = releases.find((r) => r.id === Number(releaseSelect.value));
+    const keep = Number(fromSelect.value) || fromId;
+    fill(
+      fromSelect,
+      h("option", { value: "" }, "the whole fleet of the model"),
+      releases.filter((r) => target && r.model === target.model && r.id !== target.id).map((r) => releaseOption(r, keep)),
+    );
+  };
+  releaseSelect.addEventListener("change", fillFrom);
+  fillFrom();
+  const staged = h("input", { type: "checkbox", id: "rollback-staged", name: "staged" });
+  const plan = planFields("rollback-");
+  plan.hidden = true;
+  staged.addEventListener("change", () => (plan.hidden = !staged.checked));
+  const form = h(
+    "form",
+    { class: "card stack", id: "rollback-form", "aria-labelledby": "rollback-title", novalidate: true },
+    h("p", { class: "muted" }, "A fleet rollback is a roll-forward: a new rollout of an earlier, good release. It aborts the model's unfinished rollout, and is refused if the release's security counter is below what the devices hold (their bootloaders would refuse it)."),
+    field("rollback-release", "Release to put back", releaseSelect),
+    field("rollback-from", "Only the devices running", fromSelect),
+    h("label", { class: "check" }, staged, " In stages, by a plan (otherwise everyone at once, with no health gate)"),
+    plan,
+    h("div", { class: "actions" }, h("button", { type: "submit", class: "danger", id: "rollback-submit" }, "Roll back…")),
+    h("p", { class: "error", id: "rollback-error", role: "alert" }),
+  );
+  form.addEventListener("submit", async (ev) => {
+    ev.preventDefault();
+    clearErrors(form);
+    const release = releases.find((r) => r.id === Number(releaseSelect.value));
+    if (!release) return fieldError("rollback-release", "choose the release to put back");
+    const bad = releases.find((r) => r.id === Number(fromSelect.value));
+    const body = { release_id: release.id };
+    if (bad) body.from_release_id = bad.id;
+    let how = "all at once, with no health gate";
+    if (staged.checked) {
+      const p = readPlan("rollback-");
+      if (!p) return;
+      body.stages = p[0] || DEFAULT_STAGES.map((x) => ({ percent: x }));
+      how = "in stages of " + p[1];
+    }
+    const ok = await confirmAction(
+      "Roll " + release.model + " back to " + release.version + "?",
+      "Offer " + release.model + " " + release.version + " (release #" + release.id + ") to " +
+        (bad ? "every device running " + bad.version + " (release #" + bad.id + ")" : "every " + release.model + " device not on it") +
+        ", " + how + ". The model's unfinished rollout, if any, is aborted.",
+      "Roll back",
+    );
+    if (!ok) return;
+    try {
+      const status = await api("POST", "/v1/rollbacks", body);
+      location.hash = "#/rollouts/" + status.id;
+    } catch (e) {
+      $("#rollback-error").textContent = errorText(e);
+    }
+  });
+  fill(page, h("p", {}, h("a", { href: "#/rollouts" }, "← Rollouts")), h("h1", { id: "rollback-title" }, "Fleet rollback"), form);
 }
 
 // ---- start ----------------------------------------------------------------------------------
