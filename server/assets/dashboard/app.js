@@ -113,7 +113,15 @@ function table(headers, rows, attrs) {
 }
 
 function figure(label, value, id) {
-  return h("div", { class: "figure" }, h("div", { class: "label" }, label), h("div", { class: "value", id }, value));
+  return h("div", { class: "figure" }, h("div", { class: "label" }, label), h("div", { class: "value", id, title: String(value) }, value));
+}
+
+// 59m 59s, 1h, 2h 5m: short enough for a figure.
+function short(s) {
+  const h = Math.floor(s / 3600);
+  const m = Math.floor((s % 3600) / 60);
+  const sec = s % 60;
+  return [h ? h + "h" : "", m ? m + "m" : "", sec || s === 0 ? sec + "s" : ""].filter((x) => x).join(" ");
 }
 
 // What a refusal means for the person who met it, by the server's stable code; the server's
@@ -428,7 +436,7 @@ function resetsText(resets) {
 function renderRollout(view, r, onStatus) {
   const may_steer = may("operator");
   // Keep the keyboard where it was: the view is redrawn with every status.
-  const focused = document.activeElement && view.contains(document.activeElement) ? document.activeElement.id : null;
+  const focused = document.activeElement && view.root.contains(document.activeElement) ? document.activeElement.id : null;
   const actions = [];
   if (may_steer) {
     if (r.state === "active") actions.push("pause");
@@ -445,12 +453,13 @@ function renderRollout(view, r, onStatus) {
         figure("Decided in stage", gate.decided + " of " + gate.min_sample, "gate-decided"),
         figure("In flight", gate.in_flight, "gate-in-flight"),
         figure("Not offered yet", gate.not_offered, "gate-not-offered"),
-        figure("Bake left", duration(gate.bake_left_s) + " of " + duration(gate.bake_s), "gate-bake"),
+        figure("Bake left", short(gate.bake_left_s) + " of " + short(gate.bake_s), "gate-bake"),
         figure("Approval", gate.needs_approval ? (gate.approved ? "approved" : "needed") : "not needed", "gate-approval"),
       ]
     : [];
   const hasStageResets = r.stages.some((s) => s.resets !== undefined && s.resets !== null);
-  fill(view, 
+  fill(
+    view.head,
     h(
       "h1",
       {},
@@ -465,7 +474,6 @@ function renderRollout(view, r, onStatus) {
     r.halt_message
       ? h("div", { class: "card halt", id: "halt", role: "alert" }, h("strong", {}, "Halted: "), h("span", { id: "halt-reason" }, r.halt_message))
       : null,
-    r.next ? h("div", { class: "card next", id: "next" }, h("strong", {}, "Next: "), r.next) : null,
     actions.length || (may_steer && r.kind === "rollout" && r.state !== "completed")
       ? h(
           "div",
@@ -507,6 +515,12 @@ function renderRollout(view, r, onStatus) {
       h("div", { class: "fill" + (rate > limit ? " over" : ""), style: "width:" + Math.min(100, (rate / scale) * 100) + "%" }),
       h("div", { class: "limit", style: "left:" + (limit / scale) * 100 + "%" }),
     ),
+  );
+  // Below the chart: what changes in size as devices move (the gate's words, resets, stages),
+  // so the chart and the figures above it stay put.
+  fill(
+    view.body,
+    r.next ? h("div", { class: "card next", id: "next" }, h("strong", {}, "Next: "), r.next) : null,
     gate ? h("h2", {}, "Gate of stage " + r.current_stage) : null,
     gate ? h("div", { class: "grid", id: "gate" }, gateItems) : null,
     r.resets !== undefined && r.resets !== null
@@ -655,15 +669,21 @@ async function rolloutPage(page, id) {
     api("GET", "/v1/rollouts/" + id + "/timeline"),
   ]);
   const live = h("span", { class: "live", id: "live", "aria-live": "off" }, "connecting");
-  const view = h("div", { id: "rollout", "data-rollout": id });
   const chart = new Chart(timeline);
+  const view = { head: h("div", { id: "rollout-head" }), body: h("div", { id: "rollout-body" }) };
+  view.root = h(
+    "div",
+    { id: "rollout", "data-rollout": id },
+    view.head,
+    h("h2", {}, "Confirmations and failures over time"),
+    chart.el,
+    view.body,
+  );
   const audit = h("div", { id: "rollout-audit" });
   fill(
     page,
     h("p", {}, h("a", { href: "#/rollouts" }, "← Rollouts"), " ", live),
-    view,
-    h("h2", {}, "Confirmations and failures over time"),
-    chart.el,
+    view.root,
     h("h2", {}, "Audit log of this rollout"),
     audit,
   );
