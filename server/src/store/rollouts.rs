@@ -310,6 +310,7 @@ impl Store {
         )
         .await?;
         tx.commit().await?;
+        self.analyze_targets(id).await;
         self.rollout(id)
             .await?
             .ok_or_else(|| StoreError::NotFound(format!("rollout {id}")))
