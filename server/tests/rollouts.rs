@@ -24,6 +24,7 @@ backend_tests!(
     selector_targets_tags_versions_and_late_joiners,
     anti_rollback_holds_on_start_late_joiners_and_every_offer,
     anti_rollback_holds_when_a_stage_advances,
+    resets_count_on_the_new_release_only_after_confirmation,
 );
 
 async fn start(app: &impl testkit::Api, body: Value) -> Value {
@@ -1046,4 +1047,80 @@ async fn anti_rollback_holds_when_a_stage_advances(db: Db) {
         "{s:#}"
     );
     assert_eq!(s["counts"]["failed"], 0, "{s:#}");
+}
+
+/// A reset the new release reports before its device confirmed (during the trial, whose time
+/// counts on the old release's side) counts on neither side of the reset gate; one after the
+/// confirmation counts on the new side, one from the old release on the baseline.
+async fn resets_count_on_the_new_release_only_after_confirmation(db: Db) {
+    let app = spawn_app(db).await;
+    let mut devices = fleet(&app, "X", 4, "f429", "1.0.0").await;
+    let rel = release(&app, "f429", "2.0.0", 1).await;
+    // A long bake: the rollout stays in its only stage while the test reports.
+    let mut only = stage(100.0, 4, 0.5, 3600);
+    only["bake_s"] = json!(3600);
+    let id = start(&app, json!({"release_id": rel, "stages": [only]})).await["id"]
+        .as_i64()
+        .unwrap();
+    let reset = |d: &mut testkit::Device, version: &str| {
+        let event = json!({"id": d.next_event, "kind": "reset", "version": version,
+                           "reset": {"cause": "independent_watchdog", "uptime_s": 60}});
+        d.next_event += 1;
+        event
+    };
+    let post = |d: &testkit::Device, event: Value| {
+        let req = app
+            .client
+            .post(app.at(&format!("/v1/devices/{}/reports", d.id)))
+            .bearer_auth(&d.token)
+            .json(&json!({ "events": [event] }));
+        async move {
+            let resp = req.send().await.unwrap();
+            assert_eq!(resp.status(), 200, "{}", resp.text().await.unwrap());
+        }
+    };
+    let d = &mut devices[0];
+    let offer = d.check_in(&app).await.expect("an offer");
+    d.report(&app, "offer_accepted", id, "2.0.0", None).await;
+    d.report(&app, "installed", id, "2.0.0", None).await;
+    // On trial: a watchdog reset of 2.0.0 before the confirmation.
+    let e = reset(d, "2.0.0");
+    post(d, e).await;
+    tokio::time::sleep(Duration::from_millis(5)).await;
+    d.report(&app, "confirmed", id, "2.0.0", None).await;
+    tokio::time::sleep(Duration::from_millis(5)).await;
+    // Confirmed: two resets of 2.0.0 count.
+    for _ in 0..2 {
+        let e = reset(d, "2.0.0");
+        post(d, e).await;
+    }
+    assert_eq!(offer["version"], "2.0.0");
+    // Not updated: a reset of 1.0.0 counts on the baseline.
+    let e = reset(&mut devices[1], "1.0.0");
+    post(&devices[1], e).await;
+
+    let store = &app.server.state.store;
+    let r = store.rollout(id).await.unwrap().unwrap();
+    let f = store
+        .reset_figures(
+            id,
+            "2.0.0",
+            r.created_at,
+            4,
+            fota_server::store::now_ms(),
+            true,
+        )
+        .await
+        .unwrap();
+    assert_eq!(
+        (f.new_resets, f.new_devices, f.base_resets),
+        (2, 1, 1),
+        "{f:?}"
+    );
+    let per_stage = store
+        .stage_resets(id, "2.0.0", r.created_at, fota_server::store::now_ms())
+        .await
+        .unwrap();
+    let total: u64 = per_stage.values().map(|s| s.resets).sum();
+    assert_eq!(total, 2, "{per_stage:?}");
 }

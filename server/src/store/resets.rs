@@ -83,11 +83,13 @@ impl Store {
              FROM device_resets r \
              JOIN rollout_devices rd ON rd.rollout_id = $1 AND rd.device_id = r.device_id \
              WHERE r.received_at >= $3 AND r.version = $2 AND rd.stage IS NOT NULL \
+             AND rd.state = $4 AND r.received_at >= rd.updated_at \
              GROUP BY rd.stage, r.device_id, r.received_at / 3600000",
         )
         .bind(id)
         .bind(version)
         .bind(started_at)
+        .bind(DeviceState::Confirmed.as_str())
         .fetch_all(self.pool()?)
         .await?;
         let mut out: HashMap<i64, StageResets> = HashMap::new();
@@ -128,7 +130,12 @@ impl Store {
     /// Unexpected resets among rollout `id`'s targets since it started (`started_at`), split
     /// by whether they ran `version` (the new release), with each side's device-seconds: a
     /// confirmed target counts on the new release from its confirmation, every target on the
-    /// old one until then. `targets` is the rollout's target count. Unless `always`, the
+    /// old one until then. A reset counts on the new side only where its time does: from a
+    /// device that is confirmed, received at or after its confirmation. A reset of the new
+    /// release before that (during a trial, which the bootloader answers by reverting) is the
+    /// failure gate's, and counts on neither side: counted on the new side, against
+    /// device-hours that begin only at confirmation while the trial's time counts on the old
+    /// side, they would inflate the new release's rate by the length of the trials. `targets` is the rollout's target count. Unless `always`, the
     /// device-seconds (a pass over the confirmed targets) are left at 0 while fewer than two
     /// devices reset on the new release, since the gate cannot judge before that.
     pub async fn reset_figures(
@@ -146,12 +153,14 @@ impl Store {
              FROM device_resets r \
              JOIN rollout_devices rd ON rd.rollout_id = $1 AND rd.device_id = r.device_id \
              WHERE r.received_at >= $3 \
+             AND (COALESCE(r.version, '') <> $2 OR (rd.state = $4 AND r.received_at >= rd.updated_at)) \
              GROUP BY r.device_id, CASE WHEN r.version = $2 THEN 1 ELSE 0 END, \
              r.received_at / 3600000",
         )
         .bind(id)
         .bind(version)
         .bind(started_at)
+        .bind(DeviceState::Confirmed.as_str())
         .fetch_all(self.pool()?)
         .await?;
         let mut f = ResetFigures::default();
