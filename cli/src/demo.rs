@@ -18,9 +18,7 @@
 //! With `--mqtt` the demo also starts its own Mosquitto ([`broker`]) with an account per
 //! device, `fota serve` pushes through it (nudges when a stage opens, stops when a rollout
 //! halts), and every virtual device holds an MQTT session of its own: with a long
-//! `--check-in-interval`, the rollouts move at the pace of pushes, not polls. The devices
-//! publish their reports through their sessions too (acknowledged by the server on their
-//! command topic; over HTTP while a session is down).
+//! `--check-in-interval`, the rollouts move at the pace of pushes, not polls.
 
 mod broker;
 
@@ -507,7 +505,6 @@ pub fn run(args: &Args, out: &mut dyn Write) -> anyhow::Result<()> {
                     power_cut: specs.len() % 100 == 13,
                     slow_link: specs.len() % 20 == 3,
                     background_reset_mean: Some(BACKGROUND_RESET_MEAN),
-                    report_ack_lost: false,
                     seed: 0,
                 },
             });
@@ -1068,17 +1065,6 @@ pub fn run(args: &Args, out: &mut dyn Write) -> anyhow::Result<()> {
                     summary.pushed_stops,
                     summary.commands_lost,
                     sampler.peak_commands
-                ),
-            ),
-            (
-                "MQTT: reports published (retried), acknowledged".into(),
-                format!(
-                    "{} ({}), {} ({} events already stored); over HTTP: {}",
-                    m.reports,
-                    summary.report_retries,
-                    m.report_acks,
-                    summary.duplicates,
-                    summary.reports
                 ),
             ),
             (

@@ -14,25 +14,17 @@
 //!    survives. The next boot tells the client why it reset (power-on, update, fault, watchdog,
 //!    as the board's RCC_CSR and fault record would), and the client reports it; a healthy
 //!    device can be given a background rate of watchdog resets ([`Faults::background_reset_mean`]).
-//!
-//! Reports go over HTTP, or, with [`Device::report_over_mqtt`], over its MQTT session: the
-//! client's [`pending_report`](OtaClient::pending_report) is published on the device's report
-//! topic and its events stay queued until the server's `report_ack` says they are stored; with
-//! no acknowledgement within the timeout the same events (same ids, so the server stores them
-//! once) are published again, and while the session is down they go over HTTP.
 
 use crate::app::{behaviour_of, AppBehaviour};
 use crate::fleet_flash::FleetFlash;
 use crate::link::{Link, LinkStats};
-use crate::mqtt::Outbox;
 use fota_boot::{boot, BootAction, BootControl, BootMode, FlashLayout};
 use fota_ota_client::{
     AfterBoot, CheckInOutcome, Config, DeviceInfo, MemPersist, OtaClient, Pushed, Running, Step,
 };
 use fota_protocol::image::{ImageVersion, TrustedKey};
-use fota_protocol::messages::{Command, CommandKind, Model, RdpLevel, ResetCause};
+use fota_protocol::messages::{Command, Model, RdpLevel, ResetCause};
 use fota_protocol::SlotId;
-use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
 
 /// The flash layout of every virtual device.
@@ -88,9 +80,6 @@ pub struct Faults {
     /// exponentially distributed with this mean (a healthy fleet's background of unexpected
     /// resets, so a release's reset rate has a baseline to be compared with).
     pub background_reset_mean: Option<Duration>,
-    /// The first report acknowledgement that comes over MQTT is lost on the way (the device
-    /// never sees it), so the device publishes the same events again.
-    pub report_ack_lost: bool,
     /// Mixed into the device's random numbers (check-in jitter, where faults strike, when its
     /// background resets come): fleets of the same device ids with different seeds live
     /// different histories; 0 keeps the id's own sequence.
@@ -157,18 +146,6 @@ pub struct DeviceStatus {
     /// Commands that arrived while its application was not running (lost, as on a device
     /// whose network is down).
     pub commands_lost: u32,
-    /// Reports it published over MQTT (retries included).
-    pub mqtt_reports: u32,
-    /// Of which: published again because no acknowledgement came in time.
-    pub report_retries: u32,
-    /// Report acknowledgements over MQTT that acknowledged events.
-    pub mqtt_report_acks: u32,
-    /// Events the server said (over MQTT) it had stored before.
-    pub duplicates: u64,
-    /// Events its client created so far (ids 1..=events).
-    pub events: u64,
-    /// Events still waiting for an acknowledgement.
-    pub events_queued: usize,
     /// Its link's figures.
     pub link: LinkStats,
 }
@@ -185,16 +162,6 @@ struct App {
     next_check_in: Instant,
     /// When the background watchdog reset comes, if one is due this boot.
     background_reset_at: Option<Instant>,
-    /// The report published over MQTT and not acknowledged yet: its last event id, and when
-    /// it was published.
-    report_in_flight: Option<(u64, Instant)>,
-}
-
-/// Reports over the device's MQTT session.
-#[derive(Debug)]
-struct MqttReports {
-    outbox: Arc<Outbox>,
-    ack_timeout: Duration,
 }
 
 #[derive(Debug)]
@@ -227,8 +194,6 @@ pub struct Device {
     status: DeviceStatus,
     power_cut_armed: bool,
     link_drop_armed: bool,
-    report_ack_loss_armed: bool,
-    mqtt: Option<MqttReports>,
     /// Why the next boot happens, and what ran before it (as the board's reset-cause register
     /// and fault record would say): a power-on unless a reset site says otherwise.
     next_reset: (ResetCause, Option<Running>),
@@ -284,29 +249,12 @@ impl Device {
                 withdrawn: 0,
                 stopped_at_ms: None,
                 commands_lost: 0,
-                mqtt_reports: 0,
-                report_retries: 0,
-                mqtt_report_acks: 0,
-                duplicates: 0,
-                events: 0,
-                events_queued: 0,
                 link: LinkStats::default(),
             },
             power_cut_armed: faults.power_cut,
             link_drop_armed: faults.link_drop,
-            report_ack_loss_armed: faults.report_ack_lost,
-            mqtt: None,
             next_reset: (ResetCause::PowerOn, None),
         }
-    }
-
-    /// Publish reports through `outbox` (the device's MQTT session) while it is up, and
-    /// publish them again when no acknowledgement came within `ack_timeout`.
-    pub fn report_over_mqtt(&mut self, outbox: Arc<Outbox>, ack_timeout: Duration) {
-        self.mqtt = Some(MqttReports {
-            outbox,
-            ack_timeout,
-        });
     }
 
     /// Its counters and state.
@@ -383,19 +331,6 @@ impl Device {
             self.status.commands_lost += 1;
             return;
         }
-        if command.kind == CommandKind::ReportAck {
-            if self.report_ack_loss_armed {
-                self.report_ack_loss_armed = false;
-                return;
-            }
-            // This report (or a later one, sent over HTTP meanwhile) is stored.
-            if let (Some((last, _)), Some(through)) = (app.report_in_flight, command.last_event_id)
-            {
-                if through >= last {
-                    app.report_in_flight = None;
-                }
-            }
-        }
         match app.client.command(command, random) {
             Pushed::CheckInAfter(s) => {
                 self.status.nudges += 1;
@@ -411,13 +346,8 @@ impl Device {
                 // the same.
                 app.client.boot_mut().flash_mut().seal();
             }
-            Pushed::Acknowledged(_) => {
-                self.status.mqtt_report_acks += 1;
-                self.status.duplicates += u64::from(command.duplicates.unwrap_or(0));
-            }
-            Pushed::Ignored => {}
+            Pushed::Acknowledged(_) | Pushed::Ignored => {}
         }
-        self.status.events_queued = app.client.queued_events().len();
     }
 
     /// Run the device until it next needs the CPU; returns when that is.
@@ -541,7 +471,6 @@ impl Device {
             after_boot_done: false,
             next_check_in: first_check_in,
             background_reset_at,
-            report_in_flight: None,
         }));
         now + cx.timing.reboot
     }
@@ -651,12 +580,8 @@ impl Device {
                                 self.status.installed.push(v);
                             }
                         }
-                        // Tell the server before the reset (the events are in the client's
-                        // flash store too). Over MQTT the acknowledgement would come while the
-                        // device resets: the next boot publishes them.
-                        if !self.mqtt.as_ref().is_some_and(|m| m.outbox.is_up()) {
-                            let _ = app.client.flush_reports();
-                        }
+                        // Tell the server before the reset; what is not sent is lost with RAM.
+                        let _ = app.client.flush_reports();
                         return self.reset(now, cx, app, ResetCause::Update);
                     }
                     Step::Failed | Step::Idle => {
@@ -700,8 +625,8 @@ impl Device {
             }
         }
 
-        if let Some(again) = self.send_reports(now, t, &mut app) {
-            wake = wake.min(again);
+        if !app.client.queued_events().is_empty() && app.client.flush_reports().is_err() {
+            wake = wake.min(now + t.retry);
         }
 
         if let AppBehaviour::CrashesAfter { after_ms } = app.behaviour {
@@ -712,41 +637,8 @@ impl Device {
         }
         self.status.link = app.client.transport().stats();
         self.status.downloading = app.client.download().map(|d| d.offer().version);
-        self.status.events = app.client.next_event_id() - 1;
-        self.status.events_queued = app.client.queued_events().len();
         self.phase = Phase::Running(app);
         wake
-    }
-
-    /// Send the queued events: over MQTT while the session is up (then wait for the server's
-    /// `report_ack`, and publish the same events again if none came within the timeout),
-    /// otherwise over HTTP. Returns when to look again, if before the next check-in.
-    fn send_reports(&mut self, now: Instant, t: &Timing, app: &mut App) -> Option<Instant> {
-        if app.client.queued_events().is_empty() {
-            app.report_in_flight = None;
-            return None;
-        }
-        if let Some(mqtt) = self.mqtt.as_ref().filter(|m| m.outbox.is_up()) {
-            if let Some((_, sent_at)) = app.report_in_flight {
-                let deadline = sent_at + mqtt.ack_timeout;
-                if now < deadline {
-                    return Some(deadline);
-                }
-                self.status.report_retries += 1;
-            }
-            let report = app.client.pending_report()?;
-            let last = report.events.last().map_or(0, |e| e.id);
-            let payload = serde_json::to_vec(&report).unwrap_or_default();
-            if mqtt.outbox.publish(payload) {
-                self.status.mqtt_reports += 1;
-                app.report_in_flight = Some((last, now));
-                return Some(now + mqtt.ack_timeout);
-            }
-        }
-        // No session: over HTTP (a report published before may still be acknowledged; the
-        // server stores its events once either way).
-        app.report_in_flight = None;
-        app.client.flush_reports().is_err().then(|| now + t.retry)
     }
 
     fn arm_faults(&mut self, app: &mut App, size: u32, cx: &Context<'_>) {

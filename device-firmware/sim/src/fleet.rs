@@ -8,14 +8,12 @@
 //!
 //! With [`FleetConfig::mqtt`], each device also holds an MQTT session of its own
 //! ([`crate::mqtt`]): a command the server pushes lands in the device's inbox and brings its
-//! next turn forward to now, where the OTA client acts on it; and (with
-//! [`MqttConfig::reports`]) the device publishes its reports through the session, falling back
-//! to HTTP while it is down.
+//! next turn forward to now, where the OTA client acts on it.
 
 use crate::device::{Context, Device, DeviceStatus, Faults, Timing, LAYOUT};
 use crate::fleet_flash::FleetFlash;
 use crate::link::{Link, Server};
-use crate::mqtt::{Deliver, MqttConfig, MqttSessions, MqttStats, Outbox, SessionSpec};
+use crate::mqtt::{Deliver, MqttConfig, MqttSessions, MqttStats};
 use fota_boot::journal::RecordKind;
 use fota_boot::{BootJournal, BootMode};
 use fota_ota_client::Config;
@@ -143,18 +141,8 @@ pub struct FleetSummary {
     pub power_cuts: u64,
     /// Check-ins answered.
     pub check_ins: u64,
-    /// Reports acknowledged over HTTP.
+    /// Reports acknowledged.
     pub reports: u64,
-    /// Reports published over MQTT (retries included).
-    pub mqtt_reports: u64,
-    /// Of which: published again because no acknowledgement came in time.
-    pub report_retries: u64,
-    /// Report acknowledgements received over MQTT that acknowledged events.
-    pub mqtt_report_acks: u64,
-    /// Events the server said it had stored before, over both paths (retried reports).
-    pub duplicates: u64,
-    /// Events the devices created (reports' contents, ids 1..).
-    pub events: u64,
     /// Check-in nudges received over MQTT while running.
     pub nudges: u64,
     /// Downloads dropped by a pushed stop.
@@ -195,11 +183,6 @@ impl FleetSummary {
         self.power_cuts += u64::from(s.power_cuts);
         self.check_ins += s.link.check_ins;
         self.reports += s.link.reports;
-        self.mqtt_reports += u64::from(s.mqtt_reports);
-        self.report_retries += u64::from(s.report_retries);
-        self.mqtt_report_acks += u64::from(s.mqtt_report_acks);
-        self.duplicates += s.duplicates + s.link.duplicates;
-        self.events += s.events;
         self.nudges += u64::from(s.nudges);
         self.pushed_stops += u64::from(s.pushed_stops);
         self.withdrawn += u64::from(s.withdrawn);
@@ -243,13 +226,9 @@ impl Fleet {
         for (i, spec) in devices.into_iter().enumerate() {
             let (slots, queue) = &mut shards[i % threads];
             let link = Link::new(server.clone(), &spec.id, &spec.token);
-            let mut device = Device::new(&spec.id, &spec.model, factory.clone(), link, spec.faults);
-            if let Some(mqtt) = &config.mqtt {
-                let outbox = Arc::new(Outbox::default());
-                if mqtt.reports {
-                    device.report_over_mqtt(Arc::clone(&outbox), mqtt.report_ack_timeout);
-                }
-                accounts.push((i % threads, slots.len(), spec.id, spec.token, outbox));
+            let device = Device::new(&spec.id, &spec.model, factory.clone(), link, spec.faults);
+            if config.mqtt.is_some() {
+                accounts.push((i % threads, slots.len(), spec.id, spec.token));
             }
             queue.push(Reverse((now, slots.len())));
             slots.push(Slot {
@@ -289,7 +268,7 @@ impl Fleet {
         let mqtt = config.mqtt.as_ref().map(|mqtt| {
             let sessions = accounts
                 .into_iter()
-                .map(|(shard, index, id, token, outbox)| {
+                .map(|(shard, index, id, token)| {
                     // Weak: a session the runtime has not dropped yet must not keep the
                     // devices from `stop`.
                     let shard = Arc::downgrade(&shards[shard]);
@@ -298,12 +277,7 @@ impl Fleet {
                             deliver(&shard, index, command);
                         }
                     });
-                    SessionSpec {
-                        id,
-                        token,
-                        deliver,
-                        outbox,
-                    }
+                    (id, token, deliver)
                 })
                 .collect();
             MqttSessions::start(mqtt, sessions)

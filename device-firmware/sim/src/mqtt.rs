@@ -1,12 +1,11 @@
 //! The virtual devices' MQTT sessions: one broker connection per device, with the device's own
 //! credentials (its id and device token, the account `fota serve` or the demo provisioned), on
-//! its own command topic `fota/d/{id}/cmd` and report topic `fota/d/{id}/report`.
+//! its own command topic `fota/d/{id}/cmd`.
 //!
 //! A fleet of 100,000 devices means 100,000 connections in one process, so this is not a
-//! general MQTT client: it is the part of MQTT 3.1.1 a device needs (CONNECT/CONNACK,
-//! SUBSCRIBE/SUBACK at QoS 1, incoming PUBLISH at QoS 0 or 1 answered by PUBACK, its report
-//! PUBLISHed at QoS 1, PINGREQ/PINGRESP), one small task per device on a runtime of a few
-//! threads. A
+//! general MQTT client: it is the part of MQTT 3.1.1 a device that only *receives* commands
+//! needs (CONNECT/CONNACK, SUBSCRIBE/SUBACK at QoS 1, incoming PUBLISH at QoS 0 or 1 answered
+//! by PUBACK, PINGREQ/PINGRESP), one small task per device on a runtime of a few threads. A
 //! session costs a task, a socket and a read buffer of a few hundred bytes; `rumqttc` per
 //! device would cost an event loop, request channels and its 10 KiB read buffer each (see
 //! docs/BENCHMARKS.md). Connection setup is paced (a bounded number of CONNECTs in flight), as
@@ -17,21 +16,14 @@
 //! turn, which the delivery brings forward to now. A session that breaks reconnects with a
 //! backoff; commands published while it was away are lost (clean session), as on a device
 //! whose modem lost the network: its poll still comes.
-//!
-//! A device publishes its report batch through its [`Outbox`]: the session writes it on the
-//! report topic at QoS 1. The broker's PUBACK only says the broker has it; the device counts
-//! the report delivered when the server's `report_ack` (on the command topic, sent once the
-//! events are stored) comes back, and publishes the same events again when none came in time
-//! (`crate::device`). With the session down the outbox refuses the report and the device sends
-//! it over HTTP.
 
-use fota_protocol::messages::{topics, Command, CommandKind};
-use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex};
+use fota_protocol::messages::{topics, Command};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::Arc;
 use std::time::Duration;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
-use tokio::sync::{Notify, Semaphore};
+use tokio::sync::Semaphore;
 
 /// How the devices reach the broker.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -45,86 +37,23 @@ pub struct MqttConfig {
     pub connects_in_flight: usize,
     /// Runtime threads for all the sessions.
     pub threads: usize,
-    /// The devices publish their reports over MQTT (else they send them over HTTP only).
-    pub reports: bool,
-    /// How long a device waits for the server's `report_ack` before it publishes the same
-    /// events again.
-    pub report_ack_timeout: Duration,
 }
 
 impl MqttConfig {
     /// Sessions to `broker` with a five-minute keep-alive, 32 CONNECTs in flight and one
-    /// thread; reports over MQTT, published again after 10 s without an acknowledgement.
+    /// thread.
     pub fn new(broker: impl Into<String>) -> Self {
         Self {
             broker: broker.into(),
             keep_alive: Duration::from_secs(300),
             connects_in_flight: 32,
             threads: 1,
-            reports: true,
-            report_ack_timeout: Duration::from_secs(10),
         }
     }
 }
 
 /// Hands a command to its device.
 pub type Deliver = Box<dyn Fn(Command) + Send + Sync>;
-
-/// A device's way out through its session: the report it wants published, and whether the
-/// session is connected. Shared by the device (on a simulator thread) and its session task.
-#[derive(Debug, Default)]
-pub struct Outbox {
-    up: AtomicBool,
-    pending: Mutex<Option<Vec<u8>>>,
-    wake: Notify,
-}
-
-impl Outbox {
-    /// Whether the session is connected and subscribed.
-    pub fn is_up(&self) -> bool {
-        self.up.load(Ordering::Acquire)
-    }
-
-    /// Publish `payload` (a report) on the device's report topic at QoS 1, as soon as the
-    /// session's task runs; a report not written yet is replaced. `false` when the session is
-    /// not connected: the caller sends the report another way.
-    pub fn publish(&self, payload: Vec<u8>) -> bool {
-        if !self.is_up() {
-            return false;
-        }
-        *self.pending.lock().unwrap_or_else(|e| e.into_inner()) = Some(payload);
-        self.wake.notify_one();
-        true
-    }
-
-    fn take(&self) -> Option<Vec<u8>> {
-        self.pending
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .take()
-    }
-}
-
-/// One device's session: its account, where its commands go, and its outbox.
-pub struct SessionSpec {
-    /// Its id (client id and username).
-    pub id: String,
-    /// Its device token (password).
-    pub token: String,
-    /// Where its commands go.
-    pub deliver: Deliver,
-    /// What it publishes.
-    pub outbox: Arc<Outbox>,
-}
-
-impl std::fmt::Debug for SessionSpec {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("SessionSpec")
-            .field("id", &self.id)
-            .field("outbox", &self.outbox)
-            .finish_non_exhaustive()
-    }
-}
 
 /// The sessions' counters.
 #[derive(Debug, Default)]
@@ -134,8 +63,6 @@ struct Counters {
     refused: AtomicU64,
     failures: AtomicU64,
     commands: AtomicU64,
-    report_acks: AtomicU64,
-    reports: AtomicU64,
     malformed: AtomicU64,
 }
 
@@ -150,12 +77,8 @@ pub struct MqttStats {
     pub refused: u64,
     /// Connections that failed or broke (network, timeouts, protocol errors).
     pub failures: u64,
-    /// Nudges and stops received and handed to their device.
+    /// Commands received and handed to their device.
     pub commands: u64,
-    /// Report acknowledgements received and handed to their device.
-    pub report_acks: u64,
-    /// Reports published.
-    pub reports: u64,
     /// Publishes that were not a command (dropped).
     pub malformed: u64,
 }
@@ -168,8 +91,11 @@ pub struct MqttSessions {
 }
 
 impl MqttSessions {
-    /// Start one session per device.
-    pub fn start(config: &MqttConfig, devices: Vec<SessionSpec>) -> std::io::Result<Self> {
+    /// Start one session per device `(id, token, deliver)`.
+    pub fn start(
+        config: &MqttConfig,
+        devices: Vec<(String, String, Deliver)>,
+    ) -> std::io::Result<Self> {
         let runtime = tokio::runtime::Builder::new_multi_thread()
             .worker_threads(config.threads.max(1))
             .thread_name("fleet-mqtt")
@@ -183,19 +109,15 @@ impl MqttSessions {
             gate: Semaphore::new(config.connects_in_flight.max(1)),
             counters: Arc::clone(&counters),
         });
-        for spec in devices {
+        for (id, token, deliver) in devices {
             let shared = Arc::clone(&shared);
             runtime.spawn(async move {
-                let id = spec.id;
                 let device = Session {
                     topic: format!("{}{id}{}", topics::PREFIX, topics::COMMAND_SUFFIX)
                         .into_boxed_str(),
-                    report_topic: format!("{}{id}{}", topics::PREFIX, topics::REPORT_SUFFIX)
-                        .into_boxed_str(),
                     id: id.into_boxed_str(),
-                    token: spec.token.into_boxed_str(),
-                    deliver: spec.deliver,
-                    outbox: spec.outbox,
+                    token: token.into_boxed_str(),
+                    deliver,
                 };
                 device.run(&shared).await;
             });
@@ -215,8 +137,6 @@ impl MqttSessions {
             refused: c.refused.load(Ordering::Relaxed),
             failures: c.failures.load(Ordering::Relaxed),
             commands: c.commands.load(Ordering::Relaxed),
-            report_acks: c.report_acks.load(Ordering::Relaxed),
-            reports: c.reports.load(Ordering::Relaxed),
             malformed: c.malformed.load(Ordering::Relaxed),
         }
     }
@@ -241,9 +161,7 @@ struct Session {
     id: Box<str>,
     token: Box<str>,
     topic: Box<str>,
-    report_topic: Box<str>,
     deliver: Deliver,
-    outbox: Arc<Outbox>,
 }
 
 /// Why a connection ended.
@@ -289,11 +207,7 @@ impl Session {
                     shared.counters.connects.fetch_add(1, Ordering::Relaxed);
                     shared.counters.connected.fetch_add(1, Ordering::Relaxed);
                     backoff = Duration::from_secs(1);
-                    self.outbox.up.store(true, Ordering::Release);
                     let end = self.serve(shared, stream, buf).await;
-                    self.outbox.up.store(false, Ordering::Release);
-                    // A report not written is not sent later: the device sends it another way.
-                    drop(self.outbox.take());
                     shared.counters.connected.fetch_sub(1, Ordering::Relaxed);
                     end
                 }
@@ -349,7 +263,6 @@ impl Session {
     async fn serve(&self, shared: &Shared, mut stream: TcpStream, mut buf: Vec<u8>) -> End {
         let mut ping_at = tokio::time::Instant::now() + shared.keep_alive;
         let mut awaiting_pong = false;
-        let mut packet_id: u16 = 1;
         loop {
             // Whole packets already read.
             while let Some(parsed) = split_packet(&buf) {
@@ -382,18 +295,6 @@ impl Session {
                     awaiting_pong = true;
                     ping_at = tokio::time::Instant::now() + shared.keep_alive;
                 }
-                () = self.outbox.wake.notified() => {
-                    let Some(payload) = self.outbox.take() else {
-                        continue;
-                    };
-                    // Packet ids 2..: 1 is the SUBSCRIBE's.
-                    packet_id = packet_id.checked_add(1).unwrap_or(2);
-                    let publish = publish_packet(&self.report_topic, packet_id, &payload);
-                    if stream.write_all(&publish).await.is_err() {
-                        return End::Broken;
-                    }
-                    shared.counters.reports.fetch_add(1, Ordering::Relaxed);
-                }
             }
         }
     }
@@ -421,12 +322,7 @@ impl Session {
                 };
                 match serde_json::from_slice::<Command>(payload) {
                     Ok(command) if topic == self.topic.as_bytes() => {
-                        let counter = if command.kind == CommandKind::ReportAck {
-                            &shared.counters.report_acks
-                        } else {
-                            &shared.counters.commands
-                        };
-                        counter.fetch_add(1, Ordering::Relaxed);
+                        shared.counters.commands.fetch_add(1, Ordering::Relaxed);
                         (self.deliver)(command);
                     }
                     _ => {
@@ -441,8 +337,6 @@ impl Session {
                 *awaiting_pong = false;
                 None
             }
-            // The PUBACK of a report says the broker has it; the server's `report_ack` is what
-            // counts.
             _ => None,
         }
     }
@@ -530,15 +424,6 @@ fn connect_packet(id: &str, password: &str, keep_alive: u16) -> Vec<u8> {
     packet(0x10, &body)
 }
 
-/// PUBLISH `payload` on `topic` at QoS 1.
-fn publish_packet(topic: &str, packet_id: u16, payload: &[u8]) -> Vec<u8> {
-    let mut body = Vec::with_capacity(topic.len() + 4 + payload.len());
-    put_string(&mut body, topic);
-    body.extend_from_slice(&packet_id.to_be_bytes());
-    body.extend_from_slice(payload);
-    packet(0x32, &body)
-}
-
 /// SUBSCRIBE to one topic at QoS 1.
 fn subscribe_packet(packet_id: u16, topic: &str) -> Vec<u8> {
     let mut body = Vec::with_capacity(topic.len() + 5);
@@ -570,14 +455,6 @@ mod tests {
         assert_eq!(split_packet(&[0x30, 0xFF, 0xFF, 0x7F]), Some(Err(())));
         assert_eq!(split_packet(&[0x30, 0xFF, 0xFF, 0xFF, 0xFF]), Some(Err(())));
         assert_eq!(split_string(b"\0\x02ab!"), Some((&b"ab"[..], &b"!"[..])));
-        let publish = publish_packet("fota/d/SL-1/report", 7, b"{}");
-        assert_eq!(publish[0], 0x32);
-        assert_eq!(usize::from(publish[1]), publish.len() - 2);
-        let (topic, rest) = split_string(&publish[2..]).unwrap();
-        assert_eq!(
-            (topic, rest),
-            (&b"fota/d/SL-1/report"[..], &b"\0\x07{}"[..])
-        );
         assert_eq!(split_string(b"\0\x05ab"), None);
     }
 }
