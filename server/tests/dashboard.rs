@@ -45,7 +45,12 @@ async fn the_page_is_served_whole_from_the_binary() {
         );
         let csp = headers["content-security-policy"].to_str().unwrap();
         assert!(csp.contains("script-src 'self'") && csp.contains("connect-src 'self'"));
-        let body = resp.text().await.unwrap();
+        // The chart's SVG elements name their XML namespace, a URI that is never fetched.
+        let body = resp
+            .text()
+            .await
+            .unwrap()
+            .replace("http://www.w3.org/2000/svg", "");
         for outside in ["http://", "https://", "//cdn", "localStorage"] {
             assert!(!body.contains(outside), "{path} refers to {outside}");
         }
@@ -1147,137 +1152,4 @@ async fn dashboard_in_a_real_browser(db: Db) {
     assert_error(resp, 401, "unauthorized").await;
     browser.quit().await;
     app.server.shutdown().await.unwrap();
-}
-
-/// Not a check but a measurement (docs/BENCHMARKS.md): the page against a running `fota demo`
-/// (`FOTA_DASHBOARD_BENCH="URL TOKEN"`, the operator line the demo prints). Signs in, times the
-/// fleet page, a device search, and the page of each rollout the demo starts (load to live);
-/// on each, how often a status arrives and how long drawing it takes, and for a halt how long
-/// after the server decided it (its audit entry's time) the open page showed it.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-#[ignore = "a measurement against a running fota demo: set FOTA_DASHBOARD_BENCH=\"URL TOKEN\""]
-async fn dashboard_during_a_demo() {
-    let spec = std::env::var("FOTA_DASHBOARD_BENCH").expect("FOTA_DASHBOARD_BENCH=\"URL TOKEN\"");
-    let (url, token) = spec.split_once(' ').expect("URL TOKEN");
-    let (url, token) = (
-        url.trim_end_matches('/').to_string(),
-        token.trim().to_string(),
-    );
-    let http = reqwest::Client::new();
-    let get = |path: String| {
-        let req = http.get(format!("{url}{path}")).bearer_auth(&token);
-        async move { req.send().await.unwrap().json::<Value>().await.unwrap() }
-    };
-    let browser = Browser::start().await;
-    let started = Instant::now();
-    browser.goto(&format!("{url}/")).await;
-    browser.sign_in(&token).await;
-    browser
-        .wait(
-            "the fleet page",
-            "document.querySelector('#fleet-total') && document.querySelectorAll('#devices tbody tr').length > 0",
-        )
-        .await;
-    println!(
-        "fleet page, sign-in to devices listed: {:?} ({} devices)",
-        started.elapsed(),
-        browser.text("#fleet-total").await
-    );
-    let started = Instant::now();
-    browser.type_into("#filter-q", "99").await;
-    browser.click("#fleet-filters button[type=submit]").await;
-    browser
-        .wait(
-            "the search",
-            "location.hash.includes('q=99') && document.querySelector('#devices-shown') && document.querySelector('#filter-q').value === '99'",
-        )
-        .await;
-    println!(
-        "device search 'q=99': {:?} ({})",
-        started.elapsed(),
-        browser.text("#devices-shown").await
-    );
-    // Each rollout the demo starts from now on.
-    let mut seen = std::collections::HashSet::new();
-    let deadline = Instant::now() + Duration::from_secs(3600);
-    while Instant::now() < deadline {
-        let list = get("/v1/rollouts".into()).await;
-        let active = list["rollouts"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .find(|r| r["state"] == "active" && !seen.contains(&r["id"].as_i64().unwrap()))
-            .cloned();
-        let Some(r) = active else {
-            tokio::time::sleep(Duration::from_millis(200)).await;
-            continue;
-        };
-        let id = r["id"].as_i64().unwrap();
-        seen.insert(id);
-        let started = Instant::now();
-        browser.goto(&format!("{url}/#/rollouts/{id}")).await;
-        browser
-            .wait(
-                "the rollout page, live",
-                &format!("document.querySelector('#rollout[data-rollout=\"{id}\"]') && document.querySelector('#chart') && document.querySelector('#live.on')"),
-            )
-            .await;
-        println!(
-            "rollout {id} ({} {}, {} targets): page load to live {:?}",
-            r["kind"],
-            r["version"],
-            r["targets"],
-            started.elapsed()
-        );
-        // Time every status drawn, and when a halt first shows.
-        browser
-            .js("window.fotaBench = {draws: [], halt: null}; const draw = window.renderRollout; window.renderRollout = function (view, r, on) { const t0 = performance.now(); draw(view, r, on); window.fotaBench.draws.push([Date.now(), performance.now() - t0, r.counts.confirmed]); if (r.state === 'halted' && window.fotaBench.halt === null && document.querySelector('#halt-reason')) window.fotaBench.halt = Date.now(); }; return 1")
-            .await;
-        loop {
-            let s = get(format!("/v1/rollouts/{id}")).await;
-            if s["state"] != "active" {
-                tokio::time::sleep(Duration::from_secs(1)).await;
-                break;
-            }
-            tokio::time::sleep(Duration::from_millis(500)).await;
-        }
-        let bench = browser.js("return window.fotaBench").await;
-        let draws = bench["draws"].as_array().unwrap();
-        let mut gaps: Vec<i64> = draws
-            .windows(2)
-            .map(|w| w[1][0].as_i64().unwrap() - w[0][0].as_i64().unwrap())
-            .collect();
-        let mut costs: Vec<f64> = draws.iter().map(|d| d[1].as_f64().unwrap()).collect();
-        gaps.sort_unstable();
-        costs.sort_by(f64::total_cmp);
-        let at = |v: &[i64], q: f64| v.get(((v.len() as f64 - 1.0) * q) as usize).copied();
-        println!(
-            "rollout {id}: {} statuses drawn; between them median {:?} ms, p95 {:?} ms, max {:?} ms; drawing one median {:.1} ms, max {:.1} ms",
-            draws.len(),
-            at(&gaps, 0.5),
-            at(&gaps, 0.95),
-            gaps.last(),
-            costs.get(costs.len() / 2).copied().unwrap_or(0.0),
-            costs.last().copied().unwrap_or(0.0),
-        );
-        let s = get(format!("/v1/rollouts/{id}")).await;
-        if s["state"] == "halted" {
-            let log = get(format!("/v1/audit?rollout_id={id}&limit=100")).await;
-            let decided = log["entries"]
-                .as_array()
-                .unwrap()
-                .iter()
-                .find(|e| e["action"] == "rollout.halt")
-                .map(|e| e["at"].as_i64().unwrap());
-            println!(
-                "rollout {id} halted: decided at {decided:?} (audit), shown on the open page at {} : {:?} ms later",
-                bench["halt"],
-                decided.zip(bench["halt"].as_i64()).map(|(d, shown)| shown - d)
-            );
-        }
-        if seen.len() >= 3 {
-            break;
-        }
-    }
-    browser.quit().await;
 }
