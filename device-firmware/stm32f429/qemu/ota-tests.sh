@@ -21,8 +21,8 @@
 #                the offset recorded in flash, and the update completes.
 #   verify-fail  an image signed with a key the server trusts and the device does not: never
 #                marked pending, reported as verify_failed.
-#   crash        a release that confirms and then crashes (an undefined instruction once it is
-#                idle): the board's HardFault handler records the fault in the OTA client's store
+#   crash        a release that confirms and then crashes (a panic once it is idle, which ends
+#                in an undefined instruction): the board's HardFault handler records the fault in the OTA client's store
 #                and resets; the next boot reports a reset with cause fault, the faulting
 #                version and PC, once; the server stores it as an unexpected reset.
 #   wrp          write protection (option bytes) covers slot B: the device reports its WRP mask
@@ -317,7 +317,7 @@ rollout crash v4
 boot crash 2
 expect crash 2 "offer 4\.0\.0 for slot B.*update installed and pending; resetting" &&
 boot crash 3 &&
-expect crash 3 "booting slot B \(trial, attempt 1\).*app 4\.0\.0 running from slot B.*ota: confirmed slot B.*crashing on purpose.*fault: 4\.0\.0 after [0-9]+ s: UNDEFINSTR pc 0x080[67][0-9a-f]{4} .* recorded, resetting" &&
+expect crash 3 "booting slot B \(trial, attempt 1\).*app 4\.0\.0 running from slot B.*ota: confirmed slot B.*app panic: crashing on purpose.*fault: 4\.0\.0 after [0-9]+ s: UNDEFINSTR pc 0x080[67][0-9a-f]{4} .* recorded, resetting" &&
 boot crash 4 &&
 expect crash 4 "booting slot B \(confirmed\).*ota: the last run faulted: 4\.0\.0 after [0-9]+ s: UNDEFINSTR pc 0x080[67].*reported [0-9]+ events: reset.*crashing on purpose.*recorded, resetting" &&
 # Read once: boot 5 reports boot 4's fault, not boot 3's again.

@@ -9,8 +9,8 @@
 //!    the option bytes.
 //! 4. Why it reset (RCC_CSR's flags, read and cleared, and the fault record the board's
 //!    HardFault handler left in the OTA client's store), reported by the OTA client with the
-//!    version and uptime before the reset (a fault's own, with its registers); a panic waits for
-//!    the watchdog, so it counts as the unexpected reset it is, not as a requested one.
+//!    version and uptime before the reset (a fault's own, with its registers); a panic ends in
+//!    an undefined instruction, so the HardFault handler records it as the fault it is.
 //! 5. The OTA runtime: `OtaClient` over the modem on USART1 (`fota-modem`, SIM7600 dialect),
 //!    the boot journal and the client's state store (sectors 10-11) sharing the flash driver;
 //!    then the main loop: poll the runtime, wait as it says (kicking the watchdog), reset when
@@ -203,10 +203,7 @@ fn main() -> ! {
             Action::Idle(ms) => {
                 #[cfg(feature = "fault-crash-after-confirm")]
                 if runtime.client().boot().info().mode == fota_boot::BootMode::Confirmed {
-                    log.line(format_args!(
-                        "app: crashing on purpose (undefined instruction)"
-                    ));
-                    cortex_m::asm::udf();
+                    panic!("crashing on purpose");
                 }
                 #[cfg(feature = "qemu")]
                 {
@@ -285,16 +282,13 @@ impl ReadHeader for SharedFlash<'_, Flash> {
     }
 }
 
-/// A panic is a fault: stop feeding the watchdog and let it reset the chip, so the next boot
-/// reads IWDGRSTF and reports an unexpected reset against this image (a software reset would
-/// read as a requested one). Under QEMU, which has no watchdog, reset at once.
+/// A panic is a fault: end in a permanently undefined instruction, so the board's HardFault
+/// handler records it (CFSR.UNDEFINSTR, the PC inside this handler, the version and uptime) in
+/// the OTA client's store and resets, and the next boot reports a `fault` reset against this
+/// image, like any other fault. (Where the record cannot be written, that handler waits for the
+/// watchdog, so a panic is never reported as a requested reset.)
 #[panic_handler]
-fn panic(_info: &core::panic::PanicInfo) -> ! {
-    AppLog.line(format_args!("app panic: waiting for the watchdog"));
-    #[cfg(feature = "qemu")]
-    SCB::sys_reset();
-    #[cfg(not(feature = "qemu"))]
-    loop {
-        cortex_m::asm::wfi();
-    }
+fn panic(info: &core::panic::PanicInfo) -> ! {
+    AppLog.line(format_args!("app panic: {}", info.message()));
+    cortex_m::asm::udf()
 }
