@@ -15,8 +15,9 @@ pub const MAX_RESETS_PER_DEVICE_HOUR: u64 = 3;
 /// Unexpected resets and exposure on both sides of a rollout since it started.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct ResetFigures {
-    /// Unexpected resets reported from the new release by the rollout's targets (at most
-    /// [`MAX_RESETS_PER_DEVICE_HOUR`] per device and hour).
+    /// Unexpected resets reported from the new release by the rollout's confirmed targets, of
+    /// runs after their confirmation (at most [`MAX_RESETS_PER_DEVICE_HOUR`] per device and
+    /// hour).
     pub new_resets: u64,
     /// Devices among them.
     pub new_devices: u64,
@@ -25,8 +26,8 @@ pub struct ResetFigures {
     /// Unexpected resets reported from any other version by the rollout's targets (at most
     /// [`MAX_RESETS_PER_DEVICE_HOUR`] per device and hour).
     pub base_resets: u64,
-    /// Device-seconds on the old release: every target from the rollout's start until it
-    /// confirmed the new release (or until now).
+    /// Device-seconds on the old release: every target from the rollout's start until it left
+    /// the old release (installed the new one), or until now.
     pub base_device_s: u64,
 }
 
@@ -92,18 +93,25 @@ impl StageResets {
 }
 
 /// Exposure from per-state sums: `confirmed` targets whose confirmation times (Unix ms) add up
-/// to `confirmed_at_sum`, `targets` in all, a rollout started at `started_at`, at `now`.
-/// Returns (new device-seconds, old device-seconds).
+/// to `confirmed_at_sum`; `left_old` targets that left the old release (installed the new one
+/// and rebooted into it), whose times of leaving add up to `left_old_at_sum`; `targets` in all,
+/// a rollout started at `started_at`, at `now`. Returns (new device-seconds, old
+/// device-seconds): a target counts on the old release until it leaves it and on the new one
+/// from its confirmation; its trial in between counts on neither side (nor do the resets of its
+/// trial: they are the failure gate's, which the bootloader's revert reports).
 pub fn exposure(
     targets: u64,
     confirmed: u64,
     confirmed_at_sum: i128,
+    left_old: (u64, i128),
     started_at: i64,
     now: i64,
 ) -> (u64, u64) {
     let new_ms = (i128::from(confirmed) * i128::from(now) - confirmed_at_sum).max(0);
+    let (left, left_at_sum) = left_old;
+    let gone_ms = (i128::from(left) * i128::from(now) - left_at_sum).max(0);
     let all_ms = i128::from(targets) * i128::from((now - started_at).max(0));
-    let base_ms = (all_ms - new_ms).max(0);
+    let base_ms = (all_ms - gone_ms).max(0);
     let s = |ms: i128| u64::try_from(ms / 1000).unwrap_or(u64::MAX);
     (s(new_ms), s(base_ms))
 }
@@ -113,15 +121,19 @@ mod tests {
     use super::*;
 
     #[test]
-    fn exposure_splits_each_targets_time_at_its_confirmation() {
-        // 3 targets from t=0 to t=10 s; two confirmed at 4 s and 6 s.
-        let (new_s, base_s) = exposure(3, 2, 4_000 + 6_000, 0, 10_000);
+    fn exposure_ends_the_old_side_at_the_install_and_starts_the_new_at_the_confirmation() {
+        // 3 targets from t=0 to t=10 s; two left the old release at 3 s and 5 s, and were
+        // confirmed at 4 s and 6 s (a trial of 1 s each, on neither side).
+        let (new_s, base_s) = exposure(3, 2, 4_000 + 6_000, (2, 3_000 + 5_000), 0, 10_000);
         assert_eq!(new_s, 6 + 4);
-        assert_eq!(base_s, 30 - 10);
-        // Nothing confirmed: all on the old release.
-        assert_eq!(exposure(5, 0, 0, 1_000, 3_000), (0, 10));
+        assert_eq!(base_s, 30 - 7 - 5);
+        // A third is on its trial (left at 8 s, not confirmed): its trial counts nowhere.
+        let (new_s, base_s) = exposure(3, 2, 10_000, (3, 16_000), 0, 10_000);
+        assert_eq!((new_s, base_s), (10, 30 - 7 - 5 - 2));
+        // Nothing installed: all on the old release.
+        assert_eq!(exposure(5, 0, 0, (0, 0), 1_000, 3_000), (0, 10));
         // A clock that went backwards never gives negative time.
-        assert_eq!(exposure(1, 1, 9_000, 0, 5_000), (0, 5));
+        assert_eq!(exposure(1, 1, 9_000, (1, 9_000), 0, 5_000), (0, 5));
     }
 
     #[test]

@@ -83,13 +83,16 @@ impl Store {
              FROM device_resets r \
              JOIN rollout_devices rd ON rd.rollout_id = $1 AND rd.device_id = r.device_id \
              WHERE r.received_at >= $3 AND r.version = $2 AND rd.stage IS NOT NULL \
-             AND rd.state = $4 AND r.received_at >= rd.updated_at \
+             AND rd.state = $4 AND r.event_id > \
+             (SELECT MIN(c.event_id) FROM device_events c \
+              WHERE c.device_id = r.device_id AND c.rollout_id = $1 AND c.kind = $5) \
              GROUP BY rd.stage, r.device_id, r.received_at / 3600000",
         )
         .bind(id)
         .bind(version)
         .bind(started_at)
         .bind(DeviceState::Confirmed.as_str())
+        .bind(json_name(EventKind::Confirmed))
         .fetch_all(self.pool()?)
         .await?;
         let mut out: HashMap<i64, StageResets> = HashMap::new();
@@ -121,7 +124,7 @@ impl Store {
             let stage: i64 = r.try_get("stage")?;
             let n = u64::try_from(r.try_get::<i64, _>("n")?).unwrap_or(0);
             let at_sum: Option<i64> = r.try_get("at_sum")?;
-            let (device_s, _) = exposure(n, n, i128::from(at_sum.unwrap_or(0)), now, now);
+            let (device_s, _) = exposure(n, n, i128::from(at_sum.unwrap_or(0)), (0, 0), now, now);
             out.entry(stage).or_default().device_s = device_s;
         }
         Ok(out)
@@ -129,15 +132,21 @@ impl Store {
 
     /// Unexpected resets among rollout `id`'s targets since it started (`started_at`), split
     /// by whether they ran `version` (the new release), with each side's device-seconds: a
-    /// confirmed target counts on the new release from its confirmation, every target on the
-    /// old one until then. A reset counts on the new side only where its time does: from a
-    /// device that is confirmed, received at or after its confirmation. A reset of the new
-    /// release before that (during a trial, which the bootloader answers by reverting) is the
-    /// failure gate's, and counts on neither side: counted on the new side, against
-    /// device-hours that begin only at confirmation while the trial's time counts on the old
-    /// side, they would inflate the new release's rate by the length of the trials. `targets` is the rollout's target count. Unless `always`, the
-    /// device-seconds (a pass over the confirmed targets) are left at 0 while fewer than two
-    /// devices reset on the new release, since the gate cannot judge before that.
+    /// target counts on the old release until it leaves it (its first `installed` event) and on
+    /// the new one from its confirmation; the trial in between counts on neither side.
+    ///
+    /// A reset of the new release counts only from a confirmed device, and only if the run it
+    /// ended began after the confirmation: its event id is above the device's `confirmed`
+    /// event's (a device numbers its events in order, and reports a reset at the boot after it,
+    /// so a reset during the trial has the lower id even when it arrives after the
+    /// confirmation). A trial's resets are the failure gate's (the bootloader answers them by
+    /// reverting); counted on the new side, against device-hours that begin at confirmation,
+    /// they would inflate the new release's rate by the length of the trials, and a healthy
+    /// release with a background of resets halted (seen in the 100,000-device demo).
+    ///
+    /// `targets` is the rollout's target count. Unless `always`, the device-seconds (passes
+    /// over the confirmed and installed targets) are left at 0 while fewer than two devices
+    /// reset on the new release, since the gate cannot judge before that.
     pub async fn reset_figures(
         &self,
         id: i64,
@@ -153,7 +162,9 @@ impl Store {
              FROM device_resets r \
              JOIN rollout_devices rd ON rd.rollout_id = $1 AND rd.device_id = r.device_id \
              WHERE r.received_at >= $3 \
-             AND (COALESCE(r.version, '') <> $2 OR (rd.state = $4 AND r.received_at >= rd.updated_at)) \
+             AND (COALESCE(r.version, '') <> $2 OR (rd.state = $4 AND r.event_id > \
+             (SELECT MIN(c.event_id) FROM device_events c \
+              WHERE c.device_id = r.device_id AND c.rollout_id = $1 AND c.kind = $5))) \
              GROUP BY r.device_id, CASE WHEN r.version = $2 THEN 1 ELSE 0 END, \
              r.received_at / 3600000",
         )
@@ -161,6 +172,7 @@ impl Store {
         .bind(version)
         .bind(started_at)
         .bind(DeviceState::Confirmed.as_str())
+        .bind(json_name(EventKind::Confirmed))
         .fetch_all(self.pool()?)
         .await?;
         let mut f = ResetFigures::default();
@@ -190,10 +202,24 @@ impl Store {
         .await?;
         let confirmed = u64::try_from(row.try_get::<i64, _>("n")?).unwrap_or(0);
         let at_sum: Option<i64> = row.try_get("at_sum")?;
+        // When each target left the old release: its first `installed` event of this rollout
+        // (the client sends it before it reboots into the new image).
+        let row = sqlx::query(
+            "SELECT COUNT(*) AS n, CAST(SUM(t) AS BIGINT) AS at_sum FROM \
+             (SELECT MIN(received_at) AS t FROM device_events \
+              WHERE rollout_id = $1 AND kind = $2 GROUP BY device_id) AS installed",
+        )
+        .bind(id)
+        .bind(json_name(EventKind::Installed))
+        .fetch_one(self.pool()?)
+        .await?;
+        let left = u64::try_from(row.try_get::<i64, _>("n")?).unwrap_or(0);
+        let left_at_sum: Option<i64> = row.try_get("at_sum")?;
         let (new_s, base_s) = exposure(
             targets,
             confirmed,
             i128::from(at_sum.unwrap_or(0)),
+            (left, i128::from(left_at_sum.unwrap_or(0))),
             started_at,
             now,
         );

@@ -605,11 +605,21 @@ impl Device {
         version: &str,
         reason: Option<&str>,
     ) {
-        let mut event = serde_json::json!({"id": self.next_event, "kind": kind, "rollout_id": rollout, "version": version});
+        let mut event =
+            serde_json::json!({"kind": kind, "rollout_id": rollout, "version": version});
         if let Some(r) = reason {
             event["reason"] = serde_json::json!(r);
         }
-        self.next_event += 1;
+        self.report_event(app, event).await;
+    }
+
+    /// Report one event given whole (its `kind` and fields; the device numbers it unless it
+    /// has an `id`), in a report of its own, and assert that the server stored it (200).
+    pub async fn report_event(&mut self, app: &impl Api, mut event: serde_json::Value) {
+        if event.get("id").is_none() {
+            event["id"] = serde_json::json!(self.next_event);
+            self.next_event += 1;
+        }
         let resp = app
             .client()
             .post(app.url_of(&format!("/v1/devices/{}/reports", self.id)))
