@@ -1,9 +1,15 @@
-//! `fota sign`: turn an application build into a signed MCUboot image for one slot.
+//! `fota sign`: turn an application build into a signed MCUboot image for one slot, or a
+//! stage-1 bootloader build into one for one stage-1 slot.
 //!
 //! ```text
 //! fota sign --key release.pem --slot a --version 1.2.3+4 [--security-counter N]
 //!           [--header-size 0x200] app.elf -o app-a.signed.bin
+//! fota sign --key release.pem --component bootloader --stage1-slot b --version 2.0.0 \
+//!           --security-counter 2 fota-bootloader.elf -o stage1-b.signed.bin
 //! ```
+//!
+//! A stage-1 image carries the protected COMPONENT TLV (0x00a0: bootloader, its stage-1 slot;
+//! imgtool's `--custom-tlv 0xa0 0x01<slot>`), which stage-0 checks before every jump.
 //!
 //! The input is a raw binary (vector table first) or an ELF (flattened like `objcopy -O binary`;
 //! it must be linked at the slot's payload address). The output equals what `imgtool sign
@@ -13,7 +19,7 @@
 use super::parse_int;
 use crate::{atomic, firmware, keys};
 use anyhow::{bail, Context as _};
-use fota_protocol::image::{ImageBuilder, ParsedImage, TrustedKey};
+use fota_protocol::image::{Component, ImageBuilder, ParsedImage, TrustedKey};
 use fota_protocol::layout::{self, SlotError};
 use fota_protocol::{ImageVersion, SlotId};
 use std::fs;
@@ -26,9 +32,16 @@ pub struct Args {
     /// Private key (PKCS#8 PEM) to sign with.
     #[arg(long, value_name = "PEM")]
     pub key: PathBuf,
-    /// Slot the build is linked for: a (0x08020000) or b (0x08060000).
-    #[arg(long, value_name = "a|b")]
-    pub slot: SlotId,
+    /// Application slot the build is linked for: a (0x08020000) or b (0x08060000).
+    #[arg(long, value_name = "a|b", required_unless_present = "stage1_slot")]
+    pub slot: Option<SlotId>,
+    /// What the build is: an application (for --slot) or a stage-1 bootloader (for
+    /// --stage1-slot).
+    #[arg(long, value_enum, default_value = "application")]
+    pub component: ComponentArg,
+    /// Stage-1 slot a bootloader build is linked for: a (0x08010000) or b (0x080A0000).
+    #[arg(long, value_name = "a|b", conflicts_with = "slot")]
+    pub stage1_slot: Option<SlotId>,
     /// Image version, major.minor.revision[+build], e.g. 1.2.3+4.
     #[arg(long, value_name = "VERSION")]
     pub version: ImageVersion,
@@ -46,14 +59,75 @@ pub struct Args {
     pub output: PathBuf,
 }
 
+/// `--component`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum ComponentArg {
+    /// An application for slot A or B.
+    Application,
+    /// A stage-1 bootloader for stage-1 slot A or B.
+    Bootloader,
+}
+
+/// Where a build goes: an application slot or a stage-1 slot.
+#[derive(Debug, Clone, Copy)]
+struct Target {
+    slot: SlotId,
+    component: Component,
+}
+
+impl Target {
+    fn from_args(args: &Args) -> anyhow::Result<Self> {
+        match (args.component, args.slot, args.stage1_slot) {
+            (ComponentArg::Application, Some(slot), None) => Ok(Self {
+                slot,
+                component: Component::Application,
+            }),
+            (ComponentArg::Bootloader, None, Some(slot)) => Ok(Self {
+                slot,
+                component: Component::Stage1 { slot },
+            }),
+            (ComponentArg::Application, _, _) => {
+                bail!("an application is signed for --slot a|b (--stage1-slot is for a bootloader)")
+            }
+            (ComponentArg::Bootloader, _, _) => {
+                bail!("a bootloader is signed for --stage1-slot a|b, not --slot")
+            }
+        }
+    }
+
+    fn partition(self) -> layout::Partition {
+        match self.component {
+            Component::Application => self.slot.partition(),
+            Component::Stage1 { .. } => self.slot.stage1_partition(),
+        }
+    }
+
+    /// The largest image it takes.
+    fn max_len(self) -> u32 {
+        match self.component {
+            Component::Application => self.slot.partition().size,
+            Component::Stage1 { .. } => layout::STAGE1_IMAGE_MAX,
+        }
+    }
+
+    fn name(self) -> String {
+        match self.component {
+            Component::Application => format!("slot {}", self.slot),
+            Component::Stage1 { .. } => format!("stage-1 slot {}", self.slot),
+        }
+    }
+}
+
 /// Sign, check and write the image.
 pub fn run(args: &Args, out: &mut dyn Write) -> anyhow::Result<()> {
+    let target = Target::from_args(args)?;
     let key = keys::load_signing_key(&args.key)?;
-    let payload = read_payload(&args.input, args.slot, args.header_size)?;
+    let payload = read_payload(&args.input, target, args.header_size)?;
     let image = ImageBuilder::new(payload, args.version)
         .header_size(args.header_size)
         .security_counter(args.security_counter)
-        .rom_fixed(args.slot.partition().start)
+        .rom_fixed(target.partition().start)
+        .component(target.component)
         .sign(&key)
         .with_context(|| format!("cannot sign {}", args.input.display()))?;
 
@@ -63,12 +137,19 @@ pub fn run(args: &Args, out: &mut dyn Write) -> anyhow::Result<()> {
     let verified = ParsedImage::parse(&image)
         .and_then(|parsed| parsed.verify(&[trusted]))
         .context("the signed image does not verify (internal error)")?;
-    if let Err(e) = layout::check_verified_for_slot(&verified, args.slot) {
+    let checked = match target.component {
+        Component::Application => layout::check_verified_for_slot(&verified, target.slot),
+        Component::Stage1 { .. } => layout::check_verified_for_stage1(&verified, target.slot),
+    };
+    if let Err(e) = checked {
+        let hint = match target.component {
+            Component::Application => linked_for_hint(&e, target.slot, verified.vector_table),
+            Component::Stage1 { .. } => String::new(),
+        };
         bail!(
-            "refusing to sign {} for slot {}: {e}{}",
+            "refusing to sign {} for {}: {e}{hint}",
             args.input.display(),
-            args.slot,
-            linked_for_hint(&e, args.slot, verified.vector_table)
+            target.name(),
         );
     }
 
@@ -76,11 +157,14 @@ pub fn run(args: &Args, out: &mut dyn Write) -> anyhow::Result<()> {
         .with_context(|| format!("cannot write {}", args.output.display()))?;
     writeln!(
         out,
-        "signed {} -> {}: version {}, slot {}, security counter {}, {} bytes",
+        "signed {} -> {}: version {}, {}, security counter {}, {} bytes",
         args.input.display(),
         args.output.display(),
         args.version,
-        args.slot,
+        match target.component {
+            Component::Application => format!("slot {}", target.slot),
+            Component::Stage1 { .. } => format!("bootloader for stage-1 slot {}", target.slot),
+        },
         args.security_counter,
         image.len(),
     )
@@ -108,7 +192,8 @@ fn linked_for_hint(error: &SlotError, slot: SlotId, vector_table: Option<[u32; 2
 }
 
 /// Read the input and return the payload to sign, checked against the slot.
-fn read_payload(input: &Path, slot: SlotId, header_size: u16) -> anyhow::Result<Vec<u8>> {
+fn read_payload(input: &Path, target: Target, header_size: u16) -> anyhow::Result<Vec<u8>> {
+    let slot = target.name();
     let shown = input.display();
     if u32::from(header_size) % layout::VTOR_ALIGN != 0 {
         bail!(
@@ -116,10 +201,10 @@ fn read_payload(input: &Path, slot: SlotId, header_size: u16) -> anyhow::Result<
             layout::VTOR_ALIGN
         );
     }
-    let part = slot.partition();
+    let part = target.partition();
     let payload_start = part.start + u32::from(header_size);
     // Room for the payload; the TLVs after it are checked on the finished image.
-    let room = u64::from(part.size.saturating_sub(u32::from(header_size)));
+    let room = u64::from(target.max_len().saturating_sub(u32::from(header_size)));
     let bytes = fs::read(input).with_context(|| format!("cannot read {shown}"))?;
     let fw = firmware::load(&bytes, room).map_err(|e| anyhow::anyhow!("{shown} {e}"))?;
     if let Some(addr) = fw.load_address.filter(|addr| *addr != payload_start) {
@@ -130,7 +215,7 @@ fn read_payload(input: &Path, slot: SlotId, header_size: u16) -> anyhow::Result<
             _ => String::new(),
         };
         bail!(
-            "{shown} is linked at {addr:#010x} but slot {slot}'s payload starts at \
+            "{shown} is linked at {addr:#010x} but {slot}'s payload starts at \
              {payload_start:#010x}{hint}"
         );
     }
@@ -140,7 +225,7 @@ fn read_payload(input: &Path, slot: SlotId, header_size: u16) -> anyhow::Result<
     }
     if len > room {
         bail!(
-            "{shown} is {len} bytes; slot {slot} holds at most {room} bytes of payload after a {header_size:#x}-byte header"
+            "{shown} is {len} bytes; {slot} holds at most {room} bytes of payload after a {header_size:#x}-byte header"
         );
     }
     Ok(fw.payload)

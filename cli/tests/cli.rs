@@ -460,6 +460,84 @@ fn signing_a_slot_a_build_for_slot_b_is_refused() {
     env.ok(&["verify", "--key", "k.pem", "--slot", "b", "signed-b.bin"]);
 }
 
+/// `fota sign --component bootloader --stage1-slot a|b`: the image carries the stage-1 mark for
+/// its slot and verifies as stage-0 will check it; a build linked for the other stage-1 slot,
+/// or an application slot, is refused, and so is `--slot` with a bootloader.
+#[test]
+fn a_stage1_bootloader_is_signed_for_its_stage1_slot() {
+    use fota_protocol::image::{Component, ParsedImage};
+    use fota_protocol::layout::{STAGE1_A, STAGE1_B};
+    let env = Env::new();
+    env.keygen("k.pem");
+    let stage1 = |base: u32| {
+        let mut bin = vec![0x5a; 4096];
+        bin[0..4].copy_from_slice(&0x2002_0000u32.to_le_bytes());
+        bin[4..8].copy_from_slice(&((base + 0x301) | 1).to_le_bytes());
+        bin
+    };
+    let sign_stage1 = |slot: &str, input: &str, output: &str| {
+        env.fota(&[
+            "sign",
+            "--key",
+            "k.pem",
+            "--component",
+            "bootloader",
+            "--stage1-slot",
+            slot,
+            "--version",
+            "2.0.0",
+            "--security-counter",
+            "3",
+            input,
+            "-o",
+            output,
+        ])
+    };
+    env.write("s1-b.bin", &stage1(STAGE1_B.start));
+    let out = sign_stage1("b", "s1-b.bin", "signed-s1-b.bin");
+    assert!(out.status.success(), "{out:?}");
+    env.ok(&["verify", "--key", "k.pem", "signed-s1-b.bin"]);
+    let image = fs::read(env.path("signed-s1-b.bin")).unwrap();
+    let parsed = ParsedImage::parse(&image).unwrap();
+    assert_eq!(
+        parsed.fields().component,
+        Some(Component::Stage1 { slot: SlotId::B })
+    );
+    assert_eq!(parsed.fields().security_counter, Some(3));
+    assert_eq!(parsed.header().load_addr, STAGE1_B.start);
+
+    // Linked for stage-1 A, signed for B: refused, nothing written.
+    env.write("s1-a.bin", &stage1(STAGE1_A.start));
+    let out = sign_stage1("b", "s1-a.bin", "wrong.bin");
+    assert_eq!(out.status.code(), Some(1));
+    let line = one_line_error(&out, &["sign stage-1 a for b"]);
+    assert!(line.contains("stage-1 slot B"), "{line}");
+    assert!(!env.path("wrong.bin").exists());
+    // An application build is not a stage-1 build.
+    env.write("app.bin", &app_bin(SLOT_A));
+    assert_eq!(
+        sign_stage1("a", "app.bin", "wrong.bin").status.code(),
+        Some(1)
+    );
+    // A bootloader is signed for a stage-1 slot, not an application slot.
+    let out = env.fota(&[
+        "sign",
+        "--key",
+        "k.pem",
+        "--component",
+        "bootloader",
+        "--slot",
+        "a",
+        "--version",
+        "1.0.0",
+        "s1-a.bin",
+        "-o",
+        "wrong.bin",
+    ]);
+    assert_ne!(out.status.code(), Some(0));
+    assert!(!env.path("wrong.bin").exists());
+}
+
 #[test]
 fn an_elf_signs_like_its_raw_binary() {
     let env = Env::new();

@@ -27,6 +27,12 @@ enum Kind {
     Reverted(bool),
     Rejected(bool),
     SecurityCounter(u32),
+    Stage1Pending(bool),
+    Stage1Attempt(bool),
+    Stage1Confirmed(bool),
+    Stage1Reverted(bool),
+    Stage1Rejected(bool),
+    Stage1Floor(u32),
 }
 
 impl Kind {
@@ -39,6 +45,12 @@ impl Kind {
             Kind::Reverted(b) => RecordKind::Reverted { slot: slot(b) },
             Kind::Rejected(b) => RecordKind::Rejected { slot: slot(b) },
             Kind::SecurityCounter(v) => RecordKind::SecurityCounter { value: v },
+            Kind::Stage1Pending(b) => RecordKind::Stage1Pending { slot: slot(b) },
+            Kind::Stage1Attempt(b) => RecordKind::Stage1Attempt { slot: slot(b) },
+            Kind::Stage1Confirmed(b) => RecordKind::Stage1Confirmed { slot: slot(b) },
+            Kind::Stage1Reverted(b) => RecordKind::Stage1Reverted { slot: slot(b) },
+            Kind::Stage1Rejected(b) => RecordKind::Stage1Rejected { slot: slot(b) },
+            Kind::Stage1Floor(v) => RecordKind::Stage1Floor { value: v },
         }
     }
 }
@@ -99,8 +111,15 @@ fn write_sector(flash: &mut MemFlash, sector: usize, slots: &[Slot]) {
     }
 }
 
-/// The invariants every replayed state keeps (journal/replay.rs).
-fn check_invariants(s: &BootState) {
+/// The invariants every replayed state keeps (journal/replay.rs), for the application slots
+/// and the stage-1 slots alike.
+fn check_invariants(state: &BootState) {
+    for s in [state.app(), state.stage1()] {
+        check_track(s);
+    }
+}
+
+fn check_track(s: &fota_boot::journal::SlotTrack) {
     if s.pending().is_none() {
         assert_eq!(s.attempts(), 0, "{s:?}");
     }

@@ -1,5 +1,6 @@
 //! The device identity record: who a device is and where its server is, written once at
-//! provisioning into the identity sector (sector 4, 0x0801_0000, [`IDENTITY`]) and never touched
+//! provisioning into the identity area (the last 512 bytes of sector 1, 0x0800_7E00,
+//! [`IDENTITY`], written with stage-0 before the factory write-protects sectors 0-1) and never touched
 //! by OTA. The operator's CLI encodes it (`fota devices identity`), the device's OTA runtime
 //! decodes it at every boot; both use this module, so the format has one definition.
 //!

@@ -3,7 +3,7 @@
 //! - [`image`]: MCUboot's signed image format (header, protected and unprotected TLVs, SHA-256,
 //!   key hash, Ed25519), parsed and verified over a whole slice or incrementally over a stream of
 //!   chunks, and (with `std`) built and signed.
-//! - [`identity`]: the device identity record of sector 4 (device id, token, server URL,
+//! - [`identity`]: the device identity record at the end of sector 1 (device id, token, server URL,
 //!   model, CRC), written by the operator's CLI and read by the device.
 //! - [`layout`]: the STM32F429 flash map of DESIGN.md and the check that an image's vector table
 //!   lies inside the slot it was built for.

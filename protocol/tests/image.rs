@@ -468,8 +468,93 @@ fn unprotected_tlv_errors() {
         assert_eq!(verify_stream(&bad, &keys, 5), Err(expected));
     }
     // Unknown unprotected TLVs are ignored, as MCUboot does.
-    let extra = with_tlvs(&image, &[sha.clone(), (0xa0, vec![1, 2, 3]), keyhash, sig]);
+    let extra = with_tlvs(
+        &image,
+        &[
+            sha.clone(),
+            (0xa1, vec![1, 2, 3]),
+            keyhash.clone(),
+            sig.clone(),
+        ],
+    );
     assert!(verify(&extra, &keys).is_ok());
+    // Except the component mark, which anyone could add there: it must be protected.
+    let moved = with_tlvs(
+        &image,
+        &[sha, (tlv_type::COMPONENT, vec![1, 0]), keyhash, sig],
+    );
+    assert_eq!(
+        verify(&moved, &keys),
+        Err(ImageError::MisplacedTlv(tlv_type::COMPONENT))
+    );
+}
+
+/// A stage-1 image: its protected COMPONENT TLV names the stage-1 slot; stage-0's check wants
+/// the mark for the very slot, the stage-1 slot's address and budget; the application check
+/// refuses it, and the stage-1 check refuses an application.
+#[test]
+fn stage1_images_are_marked_and_checked_for_their_slot() {
+    use fota_protocol::image::Component;
+    use fota_protocol::layout::{check_verified_for_stage1, STAGE1_IMAGE_MAX};
+    let key = test_key(1);
+    let keys = [trusted(&key)];
+    let stage1 = |slot: SlotId, marked: SlotId, len: usize| {
+        let base = slot.stage1_partition().start;
+        let mut payload = vec![0x5a; len];
+        payload[0..4].copy_from_slice(&0x2002_0000u32.to_le_bytes());
+        payload[4..8].copy_from_slice(&((base + 0x201) | 1).to_le_bytes());
+        ImageBuilder::new(payload, ImageVersion::new(1, 0, 0, 0))
+            .security_counter(4)
+            .rom_fixed(base)
+            .component(Component::Stage1 { slot: marked })
+            .sign(&key)
+            .unwrap()
+    };
+    for slot in SlotId::ALL {
+        let image = verify(&stage1(slot, slot, 2048), &keys).unwrap();
+        assert_eq!(image.component, Component::Stage1 { slot });
+        assert_eq!(image.security_counter, 4);
+        assert_eq!(check_verified_for_stage1(&image, slot), Ok(()));
+        assert!(matches!(
+            check_verified_for_stage1(&image, slot.other()),
+            Err(SlotError::Stage1ForOtherSlot { .. })
+        ));
+        assert_eq!(
+            check_verified_for_slot(&image, slot),
+            Err(SlotError::NotAnApplication)
+        );
+        // Marked for the other slot, linked for this one.
+        let wrong = verify(&stage1(slot, slot.other(), 2048), &keys).unwrap();
+        assert_eq!(
+            check_verified_for_stage1(&wrong, slot),
+            Err(SlotError::Stage1ForOtherSlot {
+                slot,
+                marked: slot.other()
+            })
+        );
+        // Over the 64 KB budget, even in stage-1 B's 128 KB sector.
+        let big = verify(&stage1(slot, slot, STAGE1_IMAGE_MAX as usize), &keys).unwrap();
+        assert!(matches!(
+            check_verified_for_stage1(&big, slot),
+            Err(SlotError::TooLarge { .. })
+        ));
+        // An application is not a stage-1.
+        let app = verify(&signed(slot, &key), &keys).unwrap();
+        assert_eq!(app.component, Component::Application);
+        assert_eq!(
+            check_verified_for_stage1(&app, slot),
+            Err(SlotError::NotAStage1)
+        );
+    }
+    // The TLV's value: component 1, slot 0 or 1; anything else is refused by the parser.
+    assert_eq!(
+        Component::Stage1 { slot: SlotId::B }.tlv_value(),
+        Some([1, 1])
+    );
+    assert_eq!(Component::Application.tlv_value(), None);
+    for bad in [[0, 0], [1, 2], [2, 0], [0xff, 0xff]] {
+        assert_eq!(Component::from_tlv_value(bad), None, "{bad:?}");
+    }
 }
 
 #[test]

@@ -1,6 +1,6 @@
 //! `fota devices [filters]`, `fota devices show ID`, `fota devices register`: the fleet
-//! (`/v1/devices`); `fota devices identity`: a registered device's identity sector image, to
-//! flash at 0x0801_0000 (no server needed).
+//! (`/v1/devices`); `fota devices identity`: a registered device's identity record, to
+//! flash at 0x0800_7E00 (no server needed).
 
 use super::client::Client;
 use super::format::{ago, now_ms, or_dash, utc, Table};
@@ -77,7 +77,7 @@ pub struct IdentityArgs {
     #[arg(long)]
     pub model: String,
     /// Where to write the image (binary, for `probe-rs download --binary-format bin
-    /// --base-address 0x08010000`).
+    /// --base-address 0x08007E00`, the identity's 512 bytes at the end of sector 1).
     #[arg(long, short = 'o', value_name = "FILE")]
     pub out: PathBuf,
 }
@@ -212,10 +212,11 @@ fn identity(args: &IdentityArgs, out: &mut dyn Write) -> anyhow::Result<()> {
     })?;
     writeln!(
         out,
-        "identity of {} ({} bytes) in {}: flash it at 0x08010000",
+        "identity of {} ({} bytes) in {}: flash it at {:#010x}",
         args.id,
         image.len(),
-        args.out.display()
+        args.out.display(),
+        fota_protocol::layout::IDENTITY.start
     )?;
     Ok(())
 }

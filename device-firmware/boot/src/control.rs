@@ -28,9 +28,9 @@
 //! old floor; the bootloader appends the missing `SecurityCounter` at the next confirmed boot.
 
 use crate::decision::BootMode;
-use crate::journal::{BootJournal, BootState, JournalError, RecordKind};
+use crate::journal::{BootJournal, BootState, JournalError, RecordKind, Stage};
 use crate::layout::FlashLayout;
-use crate::verify::{verify_slot, BootError, VerifiedSlot};
+use crate::verify::{verify_slot, verify_stage1, BootError, VerifiedSlot};
 use embedded_storage::nor_flash::NorFlash;
 use fota_protocol::image::TrustedKey;
 use fota_protocol::SlotId;
@@ -95,6 +95,19 @@ pub enum ControlError<E> {
     /// confirmed image, so that a failed trial always has a confirmed image to revert to.
     #[error("the running image is not confirmed ({0:?}); confirm it before installing an update")]
     NotConfirmed(BootMode),
+    /// The stage-1 in `slot` does not verify as stage-0 would check it.
+    #[error("stage-1 slot {slot}: {error}")]
+    Stage1 {
+        /// The stage-1 slot checked.
+        slot: SlotId,
+        /// Why it was refused.
+        error: BootError,
+    },
+    /// `mark_stage1_pending` of the stage-1 slot that booted this run, or while a stage-1 trial
+    /// is still open (it must prove itself or be reverted first), or with no stage-1 that
+    /// stage-0 would fall back to.
+    #[error("stage-1 slot {0} cannot take an update now (running, on trial, or no fallback)")]
+    Stage1Busy(SlotId),
 }
 
 impl<E> From<JournalError<E>> for ControlError<E> {
@@ -186,6 +199,104 @@ impl<F: NorFlash> BootControl<F> {
                 value: image.security_counter(),
             })?;
         }
+        Ok(())
+    }
+
+    /// Which stage-1 booted this run, as stage-0 decided from the journal and the stage-1 slots
+    /// (verified here again under `keys`, read-only): the stage-1 on trial once stage-0 has
+    /// counted an attempt for it; otherwise the one stage-0 falls back to (the confirmed one, or
+    /// the other if none is). `None` only if no stage-1 verifies (then this run did not come
+    /// from stage-0's logic at all, e.g. a debugger).
+    pub fn running_stage1(&mut self, keys: &[TrustedKey]) -> Option<(SlotId, BootMode)> {
+        let state = *self.journal.state();
+        let track = state.stage1();
+        if let Some(slot) = track.pending().filter(|_| track.attempts() > 0) {
+            return Some((
+                slot,
+                BootMode::Trial {
+                    attempt: track.attempts(),
+                },
+            ));
+        }
+        let layout = self.layout;
+        let decision = crate::decision::fallback(
+            Stage::Stage1,
+            &state,
+            track.pending(),
+            &mut |slot| {
+                verify_stage1(
+                    self.journal.flash_mut(),
+                    layout.stage1_offset(slot),
+                    slot,
+                    keys,
+                )
+            },
+            crate::decision::Refusals::default(),
+        );
+        decision
+            .action
+            .target()
+            .map(|target| (target.slot(), target.mode))
+    }
+
+    /// Verify stage-1 slot `slot` as stage-0 would, version floor included.
+    pub fn verify_stage1(
+        &mut self,
+        slot: SlotId,
+        keys: &[TrustedKey],
+    ) -> Result<VerifiedSlot, ControlError<F::Error>> {
+        let floor = self.journal.state().stage1().floor();
+        let offset = self.layout.stage1_offset(slot);
+        verify_stage1(self.journal.flash_mut(), offset, slot, keys)
+            .and_then(|image| image.check_floor(floor))
+            .map_err(|error| ControlError::Stage1 { slot, error })
+    }
+
+    /// The application booted through the running stage-1 reached the server and passed its
+    /// self-test: that is the stage-1's proof too. If the stage-1 that booted this run is on
+    /// trial or unconfirmed, append `Stage1Confirmed` for it, then `Stage1Floor` if its
+    /// counter is above the stage-1 floor (the same order, for the same reason, as
+    /// [`mark_confirmed`](Self::mark_confirmed)). Returns the stage-1 slot confirmed, `None`
+    /// if there was nothing to do. Idempotent.
+    pub fn confirm_stage1(
+        &mut self,
+        keys: &[TrustedKey],
+    ) -> Result<Option<SlotId>, ControlError<F::Error>> {
+        let Some((slot, mode)) = self.running_stage1(keys) else {
+            return Ok(None);
+        };
+        let image = self.verify_stage1(slot, keys)?;
+        let track = *self.journal.state().stage1();
+        let mut changed = false;
+        if mode != BootMode::Confirmed || track.confirmed() != Some(slot) {
+            self.journal.append(RecordKind::Stage1Confirmed { slot })?;
+            changed = true;
+        }
+        if image.security_counter() > track.floor() {
+            self.journal.append(RecordKind::Stage1Floor {
+                value: image.security_counter(),
+            })?;
+            changed = true;
+        }
+        Ok(changed.then_some(slot))
+    }
+
+    /// A new stage-1 has been written to stage-1 slot `slot` (not the one that booted this run):
+    /// check it from flash as stage-0 will (signature, stage-1 mark for `slot`, vector table,
+    /// version floor) and append `Stage1Pending`, so the next reset tries it. Refused while a
+    /// stage-1 trial is open, for the running stage-1's slot, and unless the running stage-1 is
+    /// confirmed (so a failed trial has a stage-1 to fall back to).
+    pub fn mark_stage1_pending(
+        &mut self,
+        slot: SlotId,
+        keys: &[TrustedKey],
+    ) -> Result<(), ControlError<F::Error>> {
+        match self.running_stage1(keys) {
+            Some((running, BootMode::Confirmed)) if running != slot => {}
+            _ => return Err(ControlError::Stage1Busy(slot)),
+        }
+        self.verify_stage1(slot, keys)?;
+        self.journal.append(RecordKind::Stage1Pending { slot })?;
         Ok(())
     }
 

@@ -20,7 +20,7 @@
 //!    (the application should confirm it; nothing else is journaled).
 //! 5. Nothing verifies: [`BootAction::Recovery`]; never a halt.
 
-use crate::journal::{BootJournal, BootState, JournalError, Record, RecordKind};
+use crate::journal::{BootJournal, BootState, JournalError, Record, RecordKind, Stage};
 use crate::layout::FlashLayout;
 use crate::verify::{verify_slot, BootError, VerifiedSlot};
 use embedded_storage::nor_flash::NorFlash;
@@ -118,22 +118,34 @@ pub struct Decision {
 /// here, against `state`'s floor. Each slot is verified at most once.
 pub fn decide(
     state: &BootState,
+    verify: impl FnMut(SlotId) -> Result<VerifiedSlot, BootError>,
+) -> Decision {
+    decide_for(Stage::Application, state, verify)
+}
+
+/// [`decide`] over the slots of `stage`: the application slots (what the stage-1 bootloader
+/// decides) or the stage-1 slots (what stage-0 decides, [`crate::stage0`]). The rules are the
+/// same; the records are `stage`'s kinds.
+pub fn decide_for(
+    stage: Stage,
+    state: &BootState,
     mut verify: impl FnMut(SlotId) -> Result<VerifiedSlot, BootError>,
 ) -> Decision {
     let mut refused = Refusals::default();
-    let Some(pending) = state.pending() else {
-        return fallback(state, None, &mut verify, refused);
+    let track = state.track(stage);
+    let Some(pending) = track.pending() else {
+        return fallback(stage, state, None, &mut verify, refused);
     };
-    let kind = if state.trial_exhausted() {
-        RecordKind::Reverted { slot: pending }
+    let kind = if track.trial_exhausted() {
+        stage.reverted(pending)
     } else {
-        match verify(pending).and_then(|image| image.check_floor(state.security_counter())) {
+        match verify(pending).and_then(|image| image.check_floor(track.floor())) {
             Ok(image) => {
                 return Decision {
-                    record: Some(RecordKind::Attempt { slot: pending }),
+                    record: Some(stage.attempt(pending)),
                     action: BootAction::Jump(BootTarget {
                         mode: BootMode::Trial {
-                            attempt: state.attempts().saturating_add(1),
+                            attempt: track.attempts().saturating_add(1),
                         },
                         image,
                     }),
@@ -142,34 +154,36 @@ pub fn decide(
             }
             Err(e) => {
                 refused.set(pending, e);
-                RecordKind::Rejected { slot: pending }
+                stage.rejected(pending)
             }
         }
     };
     // Decide the fallback from the state as it will be once the record is in.
     let mut after = *state;
     after.apply(&Record::new(state.next_sequence(), kind));
-    let mut decision = fallback(&after, None, &mut verify, refused);
+    let mut decision = fallback(stage, &after, None, &mut verify, refused);
     decision.record = Some(kind);
     decision
 }
 
 /// Steps 3-5: the confirmed slot, then any other slot that is not rejected (nor `exclude`d).
-fn fallback(
+pub(crate) fn fallback(
+    stage: Stage,
     state: &BootState,
     exclude: Option<SlotId>,
-    verify: &mut impl FnMut(SlotId) -> Result<VerifiedSlot, BootError>,
+    // `dyn`: one copy of this function in a bootloader however many closures call it (each
+    // monomorphized copy cost flash that stage-0's 32 KB - 512 B has little of).
+    verify: &mut dyn FnMut(SlotId) -> Result<VerifiedSlot, BootError>,
     mut refused: Refusals,
 ) -> Decision {
-    let floor = state.security_counter();
+    let state = state.track(stage);
+    let floor = state.floor();
     let confirmed = state.confirmed().filter(|&c| Some(c) != exclude);
     if let Some(slot) = confirmed {
         match verify(slot).and_then(|image| image.check_floor(floor)) {
             Ok(image) => {
-                let record =
-                    (image.security_counter() > floor).then_some(RecordKind::SecurityCounter {
-                        value: image.security_counter(),
-                    });
+                let record = (image.security_counter() > floor)
+                    .then(|| stage.floor(image.security_counter()));
                 return Decision {
                     record,
                     action: BootAction::Jump(BootTarget {
@@ -245,6 +259,7 @@ pub fn boot<F: NorFlash>(
         Err(e) => {
             let state = BootState::new();
             let decision = fallback(
+                Stage::Application,
                 &state,
                 None,
                 &mut |slot| verify_slot(flash, layout.slot_offset(slot), slot, keys),
@@ -260,7 +275,14 @@ pub fn boot<F: NorFlash>(
         }
     };
     let state = *journal.state();
-    let mut verify = |slot| verify_slot(journal.flash_mut(), layout.slot_offset(slot), slot, keys);
+    let mut verify = |slot| {
+        verify_slot(
+            &mut **journal.flash_mut(),
+            layout.slot_offset(slot),
+            slot,
+            keys,
+        )
+    };
     let decision = decide(&state, &mut verify);
     let mut outcome = BootOutcome {
         action: decision.action,
@@ -278,10 +300,16 @@ pub fn boot<F: NorFlash>(
             outcome.journal_error = Some(e);
             if let RecordKind::Attempt { slot } = kind {
                 let decision = fallback(
+                    Stage::Application,
                     &state,
                     Some(slot),
                     &mut |slot| {
-                        verify_slot(journal.flash_mut(), layout.slot_offset(slot), slot, keys)
+                        verify_slot(
+                            &mut **journal.flash_mut(),
+                            layout.slot_offset(slot),
+                            slot,
+                            keys,
+                        )
                     },
                     outcome.refused,
                 );
@@ -311,6 +339,7 @@ mod tests {
     fn image(slot: SlotId, counter: u32) -> VerifiedSlot {
         let start = slot.partition().start;
         VerifiedSlot {
+            stage: Stage::Application,
             slot,
             image: VerifiedImage {
                 header: ImageHeader {
@@ -326,6 +355,7 @@ mod tests {
                 key_index: 0,
                 total_len: 2048,
                 vector_table: Some([0x2002_0000, start + 0x301]),
+                component: fota_protocol::image::Component::Application,
             },
             initial_sp: 0x2002_0000,
             reset_vector: start + 0x301,

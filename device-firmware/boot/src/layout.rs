@@ -1,4 +1,5 @@
-//! Where the boot logic finds the journal and the two slots in the flash its driver exposes.
+//! Where the boot logic finds the journal, the two application slots and the two stage-1 slots
+//! in the flash its driver exposes.
 //!
 //! The driver's offsets are not addresses: the board's STM32F4 driver and the simulator both
 //! count from the start of flash (offset 0 = 0x0800_0000). The slots' *addresses* are fixed by
@@ -17,6 +18,8 @@ pub struct FlashLayout {
     pub journal: JournalRegion,
     /// Offsets of slot A and slot B (each [`SlotId::partition`]'s size long).
     pub slots: [u32; 2],
+    /// Offsets of stage-1 slot A and stage-1 slot B (each [`SlotId::stage1_partition`]).
+    pub stage1_slots: [u32; 2],
 }
 
 impl FlashLayout {
@@ -28,7 +31,19 @@ impl FlashLayout {
             SlotId::A.partition().start - FLASH_BASE,
             SlotId::B.partition().start - FLASH_BASE,
         ],
+        stage1_slots: [
+            SlotId::A.stage1_partition().start - FLASH_BASE,
+            SlotId::B.stage1_partition().start - FLASH_BASE,
+        ],
     };
+
+    /// Offset of stage-1 slot `slot`'s first byte.
+    pub const fn stage1_offset(&self, slot: SlotId) -> u32 {
+        match slot {
+            SlotId::A => self.stage1_slots[0],
+            SlotId::B => self.stage1_slots[1],
+        }
+    }
 
     /// Offset of `slot`'s first byte.
     pub const fn slot_offset(&self, slot: SlotId) -> u32 {

@@ -9,7 +9,10 @@
 //!   [`BootJournal`](journal::BootJournal), the journal in two ping-pong flash sectors.
 //! - [`verify`](mod@verify): verifying a slot's image straight from flash.
 //! - [`decision`]: [`decide`] which slot runs, and [`boot`], everything between reset and jump.
-//! - [`control`]: the application's side: [`BootInfo`], `mark_confirmed`, `mark_pending`.
+//! - [`stage0`]: [`boot_stage1`], what the immutable stage-0 does at every reset: pick, verify
+//!   and trial-boot one of the two stage-1 slots (the bootloader of [`decision`] is stage-1).
+//! - [`control`]: the application's side: [`BootInfo`], `mark_confirmed`, `mark_pending`,
+//!   `mark_stage1_pending`, `confirm_stage1`.
 //! - [`layout`]: where the journal and the slots are in the flash driver's offsets.
 //! - `testing` (feature `testing`): an in-memory NOR flash for tests.
 //!
@@ -22,6 +25,7 @@ pub mod control;
 pub mod decision;
 pub mod journal;
 pub mod layout;
+pub mod stage0;
 pub mod verify;
 
 #[cfg(any(test, feature = "testing"))]
@@ -29,8 +33,9 @@ pub mod testing;
 
 pub use control::{BootControl, BootInfo, ControlError};
 pub use decision::{
-    boot, decide, BootAction, BootMode, BootOutcome, BootTarget, Decision, Refusals,
+    boot, decide, decide_for, BootAction, BootMode, BootOutcome, BootTarget, Decision, Refusals,
 };
 pub use journal::{BootJournal, BootState, JournalError, JournalRegion};
 pub use layout::FlashLayout;
-pub use verify::{verify_slot, BootError, VerifiedSlot};
+pub use stage0::{boot_stage1, Stage0Outcome};
+pub use verify::{verify_slot, verify_stage1, BootError, VerifiedSlot};

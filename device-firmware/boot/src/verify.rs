@@ -7,9 +7,12 @@
 //! the slot is padding). The security counter is checked separately
 //! ([`VerifiedSlot::check_floor`]), against the journal's floor, by the boot decision.
 
+use crate::journal::Stage;
 use embedded_storage::nor_flash::{NorFlashError, NorFlashErrorKind, ReadNorFlash};
 use fota_protocol::image::{ImageError, StreamVerifier, TrustedKey, VerifiedImage};
-use fota_protocol::layout::{check_verified_for_slot, SlotError};
+use fota_protocol::layout::{
+    check_verified_for_slot, check_verified_for_stage1, SlotError, STAGE1_IMAGE_MAX,
+};
 use fota_protocol::SlotId;
 
 /// Bytes read from flash at a time (on the stack).
@@ -41,6 +44,8 @@ pub enum BootError {
 /// An image that verified and can run from its slot.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct VerifiedSlot {
+    /// An application slot or a stage-1 slot.
+    pub stage: Stage,
     /// The slot it is in.
     pub slot: SlotId,
     /// What verification found.
@@ -54,7 +59,11 @@ pub struct VerifiedSlot {
 impl VerifiedSlot {
     /// Where VTOR must point: the vector table at the start of the payload, after the header.
     pub fn vector_table_address(&self) -> u32 {
-        self.slot.partition().start + u32::from(self.image.header.hdr_size)
+        let part = match self.stage {
+            Stage::Application => self.slot.partition(),
+            Stage::Stage1 => self.slot.stage1_partition(),
+        };
+        part.start + u32::from(self.image.header.hdr_size)
     }
 
     /// The image's security counter (0 when it carries none).
@@ -74,15 +83,53 @@ impl VerifiedSlot {
     }
 }
 
-/// Verify the image of `slot`, which the driver exposes at `offset`: signature under one of
-/// `keys`, and runnable from the slot. Does not check the security counter.
+/// Verify the image of application slot `slot`, which the driver exposes at `offset`: signature
+/// under one of `keys`, an application (no stage-1 mark), and runnable from the slot. Does not
+/// check the security counter.
 pub fn verify_slot<F: ReadNorFlash>(
     flash: &mut F,
     offset: u32,
     slot: SlotId,
     keys: &[TrustedKey],
 ) -> Result<VerifiedSlot, BootError> {
-    let size = slot.partition().size;
+    let image = verify_at(flash, offset, slot.partition().size, keys)?;
+    check_verified_for_slot(&image, slot)?;
+    finish(Stage::Application, slot, image)
+}
+
+/// Verify the stage-1 in stage-1 slot `slot`, which the driver exposes at `offset`, as stage-0
+/// does before every jump: signature under one of `keys` (stage-0's), marked as a stage-1 for
+/// this slot, at most [`STAGE1_IMAGE_MAX`] and runnable from the slot
+/// ([`check_verified_for_stage1`]). Does not check the version floor.
+pub fn verify_stage1<F: ReadNorFlash>(
+    flash: &mut F,
+    offset: u32,
+    slot: SlotId,
+    keys: &[TrustedKey],
+) -> Result<VerifiedSlot, BootError> {
+    let image = verify_at(flash, offset, STAGE1_IMAGE_MAX, keys)?;
+    check_verified_for_stage1(&image, slot)?;
+    finish(Stage::Stage1, slot, image)
+}
+
+fn finish(stage: Stage, slot: SlotId, image: VerifiedImage) -> Result<VerifiedSlot, BootError> {
+    let [initial_sp, reset_vector] = image.vector_table.ok_or(SlotError::NoVectorTable)?;
+    Ok(VerifiedSlot {
+        stage,
+        slot,
+        image,
+        initial_sp,
+        reset_vector,
+    })
+}
+
+/// Hash and signature of the image at `offset`, read in [`READ_CHUNK`]s, at most `size` bytes.
+fn verify_at<F: ReadNorFlash>(
+    flash: &mut F,
+    offset: u32,
+    size: u32,
+    keys: &[TrustedKey],
+) -> Result<VerifiedImage, BootError> {
     let mut verifier = StreamVerifier::new(size);
     let mut buf = [0u8; READ_CHUNK];
     let mut pos = 0u32;
@@ -104,13 +151,5 @@ pub fn verify_slot<F: ReadNorFlash>(
         verifier.update(chunk)?;
         pos += n;
     }
-    let image = verifier.finish()?.verify(keys)?;
-    check_verified_for_slot(&image, slot)?;
-    let [initial_sp, reset_vector] = image.vector_table.ok_or(SlotError::NoVectorTable)?;
-    Ok(VerifiedSlot {
-        slot,
-        image,
-        initial_sp,
-        reset_vector,
-    })
+    Ok(verifier.finish()?.verify(keys)?)
 }

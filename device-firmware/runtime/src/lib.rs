@@ -1,7 +1,7 @@
 //! The OTA runtime an STM32F429 application links: everything between the board's drivers and
 //! the [`OtaClient`], free of hardware so it is tested on the host.
 //!
-//! - [`read_identity`]: the device's identity from its sector (0x0801_0000): device id, token,
+//! - [`read_identity`]: the device's identity from its area (0x0800_7E00, the last 512 bytes of sector 1): device id, token,
 //!   server URL, model, CRC ([`fota_protocol::identity`]). A device without a valid identity
 //!   does not run OTA at all, and says why.
 //! - [`Runtime`]: the application's OTA main loop, one bounded [`poll`](Runtime::poll) at a

@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Whole update cycles in QEMU: the real bootloader and the real application images
+# Whole update cycles in QEMU: the real stage-0, bootloader (stage-1 A) and application images
 # (device-firmware/stm32f429/app, the `qemu` feature) on qemu-system-arm -M netduinoplus2, the
 # modem on USART1 through a QEMU chardev socket to the host modem emulator (SIM7600 dialect),
 # which makes real HTTP requests to a real `fota serve` on SQLite. Operators' steps go through
@@ -74,8 +74,14 @@ export FOTA_TRUSTED_KEY="$KEYS/test-key.pub.pem"
 
 # --- firmware ----------------------------------------------------------------------------------
 cd "$BOARD" || die "no $BOARD"
-cargo build --release -q -p fota-bootloader --features qemu || die "bootloader build failed"
-"$OBJCOPY" -O binary "$TARGET_DIR/fota-bootloader" "$OUT/bootloader.bin" || die "objcopy failed"
+# Stage-0 at 0x08000000 and the bootloader as stage-1 A (signed, in sector 4), as a factory
+# programs them.
+cargo build --release -q -p fota-stage0 --features qemu || die "stage-0 build failed"
+"$OBJCOPY" -O binary "$TARGET_DIR/fota-stage0" "$OUT/stage0.bin" || die "objcopy failed"
+cargo build --release -q -p fota-bootloader --features qemu,stage1-a || die "bootloader build failed"
+"$FOTA" sign --key "$KEYS/test-key.pem" --component bootloader --stage1-slot a --version 1.0.0 \
+    --security-counter 1 "$TARGET_DIR/fota-bootloader" -o "$OUT/stage1-a.bin" >/dev/null \
+    || die "fota sign stage-1 A failed"
 export FOTA_TRIAL_DEADLINE_MS="$DEADLINE_MS"
 for slot in a b; do
     cargo build --release -q -p fota-app --features "qemu,slot-$slot" || die "app build failed"
@@ -96,7 +102,8 @@ for slot in a b; do
     sign "$OUT/other-key.pem" "$OUT/app-$slot.elf" "$slot" 2.0.0 "$OUT/v2-other-$slot.bin"
     sign "$KEYS/test-key.pem" "$OUT/app-crash-$slot.elf" "$slot" 4.0.0 "$OUT/v4-$slot.bin"
 done
-"$SEED" "$OUT/journal.bin" counter:1 confirmed:a 2>/dev/null || die "journal-seed failed"
+"$SEED" "$OUT/journal.bin" counter:1 confirmed:a s1floor:1 s1confirmed:a 2>/dev/null \
+    || die "journal-seed failed"
 echo "app size (qemu build): $(stat -c %s "$OUT/v2-a.bin") bytes signed"
 
 # --- the server --------------------------------------------------------------------------------
@@ -123,8 +130,9 @@ CURRENT=""
 fail() { echo "FAIL $CURRENT: $*"; FAILED=$((FAILED + 1)); }
 pass() { echo "PASS $CURRENT"; PASSED=$((PASSED + 1)); }
 
-# new_device NAME [OPTCR]: provision lamp-NAME of model qemu-NAME, compose its flash (bootloader,
-# journal with A confirmed, identity, v1 in A, and the option-bytes stand-in when given).
+# new_device NAME [OPTCR]: provision lamp-NAME of model qemu-NAME, compose its flash (stage-0,
+# identity, journal with A and stage-1 A confirmed, stage-1 A, v1 in A, and the option-bytes
+# stand-in when given).
 new_device() {
     local name="$1" optcr="${2:-}" dir="$OUT/$1"
     mkdir -p "$dir"
@@ -132,21 +140,22 @@ new_device() {
         || die "register lamp-$name failed"
     "$FOTA" devices identity --id "lamp-$name" --tokens "$dir/tokens.json" --server-url "$SERVER" \
         --model "qemu-$name" -o "$dir/identity.bin" >/dev/null || die "identity lamp-$name failed"
-    python3 - "$OUT/bootloader.bin" "$OUT/journal.bin" "$dir/identity.bin" "$OUT/v1-a.bin" \
-        "$dir/flash.bin" "$optcr" <<'PY'
+    python3 - "$OUT/stage0.bin" "$OUT/journal.bin" "$dir/identity.bin" "$OUT/v1-a.bin" \
+        "$dir/flash.bin" "$optcr" "$OUT/stage1-a.bin" <<'PY'
 import struct, sys
-boot, journal, identity, app, out, optcr = sys.argv[1:7]
+boot, journal, identity, app, out, optcr, stage1 = sys.argv[1:8]
 flash = bytearray(b"\xff" * (1024 * 1024))
 def put(path, offset, limit):
     data = open(path, "rb").read()
     assert len(data) <= limit, f"{path}: {len(data)} bytes do not fit {limit}"
     flash[offset:offset + len(data)] = data
-put(boot, 0, 0x8000)
+put(boot, 0, 0x7E00)
 put(journal, 0x8000, 0x8000)
-put(identity, 0x10000, 0x10000 - 8)
+put(identity, 0x7E00, 0x200 - 8)
+put(stage1, 0x10000, 0x10000)
 put(app, 0x20000, 0x40000)
 if optcr:
-    flash[0x1fff8:0x20000] = b"OPTB" + struct.pack("<I", int(optcr, 0))
+    flash[0x7ff8:0x8000] = b"OPTB" + struct.pack("<I", int(optcr, 0))
 open(out, "wb").write(flash)
 PY
 }

@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
-# QEMU boot tests for the fota bootloader and demo app (qemu-system-arm -M netduinoplus2, an
-# STM32F405: the same F4 flash map). Builds everything with the `qemu` feature, signs the demo
-# app for slot A and slot B with a throwaway test key (`fota keygen`, kept under target/, never in
+# QEMU boot tests for fota's two boot stages and the demo app (qemu-system-arm -M netduinoplus2,
+# an STM32F405: the same F4 flash map). Builds stage-0 (fota-stage0), the bootloader as stage-1
+# for stage-1 slot A and B (signed with `fota sign --component bootloader`) and the demo app, all
+# with the `qemu` feature, signs the demo app for slot A and slot B with a throwaway test key (`fota keygen`, kept under target/, never in
 # git), writes boot-journal sectors with qemu/journal-seed (fota-boot's own BootJournal, built for
 # the host), loads one composed flash image per scenario (0xFF wherever nothing is loaded: QEMU
 # leaves unloaded flash at 0x00), and asserts on the semihosting output of the bootloader (journal
@@ -13,7 +14,8 @@
 # the app, so the bootloader's Attempt and the app's Confirmed are read back as on a device.
 #
 # Usage: device-firmware/stm32f429/qemu/run-tests.sh      (exits non-zero if any scenario fails)
-# Also prints the bootloader's flash size against its 32 KB budget (sectors 0-1).
+# Also prints stage-0's flash size against its budget (sectors 0-1 less the 512-byte identity)
+# and each stage-1's against the 64 KB stage-1 image budget; each budget is a scenario.
 set -uo pipefail
 
 BOARD="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
@@ -56,35 +58,55 @@ if [ ! -f "$KEY" ] || [ ! -f "$OUT/test-key.pub.pem" ]; then
 fi
 export FOTA_TRUSTED_KEY="$OUT/test-key.pub.pem"
 
-# --- bootloader size against the 32 KB budget (a device build: no qemu, no semihosting) -----
+# --- sizes against the budgets (device builds: no qemu, no semihosting) ----------------------
+# Stage-0: sectors 0-1 less the identity's 512 bytes (its memory.x); a stage-1: its image (0x200
+# header, code, TLVs) within 64 KB, so the code within 64 KB - 0x200 - 1 KB (memory-stage1-*.x).
+# The linkers enforce both; these figures say by how much each fits.
 cd "$BOARD" || die "no $BOARD"
-BUDGET=$((32 * 1024))
+STAGE0_BUDGET=$((32 * 1024 - 512))
+STAGE1_BUDGET=$((64 * 1024 - 0x200 - 1024))
 flash_bytes() {  # sum of the sections that occupy flash: vector table, text, rodata, data (LMA)
     "$SIZE" -A "$1" | awk '$1==".vector_table"||$1==".text"||$1==".rodata"||$1==".data"{s+=$2} END{print s}'
 }
-BOOT_FEATURES="qemu"
-SIZE_OK=1
-if cargo build --release -q -p fota-bootloader 2>/dev/null; then
-    USED=$(flash_bytes "$TARGET_DIR/fota-bootloader")
-    echo "bootloader size (device build): $USED bytes of $BUDGET (fits, $((BUDGET - USED)) bytes free)"
-else
-    cargo build --release -q -p fota-bootloader --features no-size-budget 2>/dev/null \
-        || die "bootloader does not build"
-    USED=$(flash_bytes "$TARGET_DIR/fota-bootloader")
-    echo "bootloader size (device build): $USED bytes of $BUDGET: OVER BUDGET by $((USED - BUDGET)) bytes" \
-         "(ed25519-dalek verify_strict; the salty backend is planned in fota-protocol)"
-    # Test the same code in QEMU, linked with room to spare (never a device build).
-    BOOT_FEATURES="qemu,no-size-budget"
-    SIZE_OK=0
-fi
+BUDGETS=()   # "name ok|FAIL detail" lines, reported as scenarios below
+budget() {  # budget NAME ELF BUDGET BUILD-OK
+    local name="$1" elf="$2" limit="$3" built="$4" used
+    if [ "$built" -ne 0 ]; then BUDGETS+=("$name FAIL (does not link within $limit bytes)"); return; fi
+    used=$(flash_bytes "$elf")
+    echo "$name: $used bytes of $limit ($((limit - used)) bytes free)"
+    if [ "$used" -le "$limit" ]; then BUDGETS+=("$name ok"); else BUDGETS+=("$name FAIL ($used bytes)"); fi
+}
+cargo build --release -q -p fota-stage0; budget stage0-fits "$TARGET_DIR/fota-stage0" $STAGE0_BUDGET $?
+for s1 in a b; do
+    cargo build --release -q -p fota-bootloader --features "stage1-$s1"
+    budget "stage1-$s1-fits-64k" "$TARGET_DIR/fota-bootloader" $STAGE1_BUDGET $?
+done
 
 # --- builds for QEMU ------------------------------------------------------------------------
-# The QEMU build (semihosting log, RAM journal overlay) links within the same 32 KB: a bigger one
-# would overlap the journal sectors the scenarios load at 0x08008000.
-cargo build --release -q -p fota-bootloader --features "$BOOT_FEATURES" \
-    || die "bootloader (qemu) build failed (over 32 KB? it must fit below the journal)"
-[ -n "$SIZE" ] && echo "bootloader size (qemu build, with semihosting): $(flash_bytes "$TARGET_DIR/fota-bootloader") bytes of $BUDGET"
-"$OBJCOPY" -O binary "$TARGET_DIR/fota-bootloader" "$OUT/bootloader.bin" || die "objcopy failed"
+# The QEMU builds (semihosting log, RAM journal overlay) link within the same budgets.
+cargo build --release -q -p fota-stage0 --features qemu || die "stage-0 (qemu) build failed"
+echo "stage-0 size (qemu build, with semihosting): $(flash_bytes "$TARGET_DIR/fota-stage0") bytes of $STAGE0_BUDGET"
+"$OBJCOPY" -O binary "$TARGET_DIR/fota-stage0" "$OUT/stage0.bin" || die "objcopy failed"
+stage1() {  # stage1 SLOT FEATURES VERSION COUNTER OUT
+    cargo build --release -q -p fota-bootloader --features "qemu,stage1-$1$2" \
+        || die "stage-1 $1 ($2) build failed"
+    cp "$TARGET_DIR/fota-bootloader" "$OUT/$5.elf"
+    fota sign --key "$KEY" --component bootloader --stage1-slot "$1" --version "$3" \
+        --security-counter "$4" "$OUT/$5.elf" -o "$OUT/$5.bin" >/dev/null \
+        || die "fota sign $5 failed"
+}
+stage1 a "" 1.0.0 2 stage1-a            # the factory stage-1 (floor 2)
+stage1 b "" 2.0.0 3 stage1-b            # an update of it
+stage1 b "" 0.9.0 1 stage1-b-old        # an old one, below the floor
+stage1 b ",test-hang" 2.0.1 3 stage1-b-hang   # an update that hangs
+echo "stage-1 size (qemu build, with semihosting): $(flash_bytes "$OUT/stage1-a.elf") bytes of $STAGE1_BUDGET"
+python3 - "$OUT/stage1-b.bin" "$OUT/stage1-b-badsig.bin" <<'PY'
+import sys
+data = bytearray(open(sys.argv[1], "rb").read())
+assert data[-68] == 0x24 and data[-66] == 64, "expected the ED25519 TLV last"
+data[-1] ^= 0x01
+open(sys.argv[2], "wb").write(data)
+PY
 for slot in a b; do
     cargo build --release -q -p fota-demo-app --features "qemu,slot-$slot" || die "demo app (slot $slot) build failed"
     cp "$TARGET_DIR/fota-demo-app" "$OUT/app-$slot.elf"
@@ -136,24 +158,30 @@ seed b-pending     counter:1 confirmed:a pending:b
 seed b-attempt-2   counter:1 confirmed:a pending:b attempt:b attempt:b
 seed b-attempt-3   counter:1 confirmed:a pending:b attempt:b attempt:b attempt:b
 seed floor-2       counter:2 confirmed:a pending:b
+# With stage-0's records: stage-1 A confirmed at floor 2, and a stage-1 B pending.
+seed s1-a          counter:1 confirmed:a s1floor:2 s1confirmed:a
+seed s1-b-pending  counter:1 confirmed:a s1floor:2 s1confirmed:a s1pending:b
 
 # QEMU refuses overlapping -device loader regions, and its unloaded flash reads 0x00, not the
 # erased 0xFF. So each scenario loads one 1 MB flash image: 0xFF everywhere (erased journal,
-# identity, empty slots, slot padding), the bootloader at 0x08000000, the journal sectors at
-# 0x08008000 when seeded, and the signed images at their slots.
-compose() {  # compose OUT JOURNAL|- A-IMAGE|- B-IMAGE|-
-    python3 - "$OUT/bootloader.bin" "$@" <<'PY'
+# identity, empty slots, slot padding), stage-0 at 0x08000000, the journal sectors at
+# 0x08008000 when seeded, the signed stage-1s at 0x08010000 (A) and 0x080A0000 (B), and the
+# signed application images at their slots.
+compose() {  # compose OUT JOURNAL|- A-IMAGE|- B-IMAGE|- STAGE1-A|- STAGE1-B|-
+    python3 - "$OUT/stage0.bin" "$@" <<'PY'
 import sys
-boot, out, journal, a, b = sys.argv[1:6]
+boot, out, journal, a, b, s1a, s1b = sys.argv[1:8]
 flash = bytearray(b"\xff" * (1024 * 1024))
 def put(path, offset, limit):
     data = open(path, "rb").read()
     assert len(data) <= limit, f"{path}: {len(data)} bytes do not fit {limit}"
     flash[offset:offset + len(data)] = data
-put(boot, 0, 0x8000)
+put(boot, 0, 0x7E00)
 if journal != "-": put(journal, 0x8000, 0x8000)
+if s1a != "-": put(s1a, 0x10000, 0x10000)
 if a != "-": put(a, 0x20000, 0x40000)
 if b != "-": put(b, 0x60000, 0x40000)
+if s1b != "-": put(s1b, 0xA0000, 0x10000)
 open(out, "wb").write(flash)
 PY
 }
@@ -161,13 +189,19 @@ PY
 # --- scenarios ------------------------------------------------------------------------------
 PASSED=0; FAILED=0
 RECOVERY='recovery: no slot verifies'   # what the bootloader prints when nothing can run
-# run NAME EXPECT-REGEX REJECT-REGEX JOURNAL|- A-IMAGE|- B-IMAGE|-
+STAGE0_RECOVERY='stage-0 recovery: no stage-1 verifies'   # what stage-0 prints
+ANY_RECOVERY='recovery: no (slot|stage-1) verifies'
+# [S1A=IMAGE|-] [S1B=IMAGE|-] run NAME EXPECT-REGEX REJECT-REGEX JOURNAL|- A-IMAGE|- B-IMAGE|-
+# (stage-1 slot A holds stage1-a.bin and B nothing unless S1A / S1B say otherwise)
 run() {
     local name="$1" expect="$2" reject="$3" journal="$4" a="$5" b="$6" log="$OUT/$1.log"
+    local s1a="${S1A:-stage1-a.bin}" s1b="${S1B:--}"
     [ "$journal" != - ] && journal="$OUT/journal-$journal.bin"
     [ "$a" != - ] && a="$OUT/$a"
     [ "$b" != - ] && b="$OUT/$b"
-    compose "$OUT/$name.flash.bin" "$journal" "$a" "$b" || die "cannot compose $name"
+    [ "$s1a" != - ] && s1a="$OUT/$s1a"
+    [ "$s1b" != - ] && s1b="$OUT/$s1b"
+    compose "$OUT/$name.flash.bin" "$journal" "$a" "$b" "$s1a" "$s1b" || die "cannot compose $name"
     local args=(-M netduinoplus2 -nographic -monitor none -serial null
         -semihosting-config enable=on,target=native
         -device "loader,file=$OUT/$name.flash.bin,addr=0x08000000")
@@ -176,11 +210,11 @@ run() {
     timeout "$TIMEOUT" qemu-system-arm "${args[@]}" >"$log" 2>&1 &
     local pid=$! rc waited=0
     while kill -0 "$pid" 2>/dev/null; do
-        if grep -q "$RECOVERY" "$log" && [ "$waited" -ge 10 ]; then
+        if grep -Eq "$ANY_RECOVERY" "$log" && [ "$waited" -ge 10 ]; then
             kill "$pid" 2>/dev/null
             break
         fi
-        grep -q "$RECOVERY" "$log" && waited=$((waited + 1))
+        grep -Eq "$ANY_RECOVERY" "$log" && waited=$((waited + 1))
         sleep 0.1
     done
     wait "$pid"; rc=$?
@@ -194,12 +228,14 @@ run() {
     fi
 }
 
-# The budget is a test like the others: a bootloader that does not fit sectors 0-1 fails.
-if [ "$SIZE_OK" -eq 1 ]; then
-    echo "PASS bootloader-fits-32k"; PASSED=$((PASSED + 1))
-else
-    echo "FAIL bootloader-fits-32k ($USED bytes)"; FAILED=$((FAILED + 1))
-fi
+# The budgets are tests like the others: a stage that does not fit its flash fails.
+for line in "${BUDGETS[@]}"; do
+    if [ "${line#* }" = ok ]; then
+        echo "PASS ${line%% *}"; PASSED=$((PASSED + 1))
+    else
+        echo "FAIL $line"; FAILED=$((FAILED + 1))
+    fi
+done
 
 # What the app prints: its slot and VTOR, its boot info from the journal, the self-test (SysTick
 # through its own vector table), and, unless it was confirmed already, mark_confirmed and the boot
@@ -244,7 +280,7 @@ run b-pending-wrong-slot \
 # Anti-rollback: the journal's floor is 2, both images carry security counter 1: nothing runs.
 run floor-above-images \
     "slot A refused: SecurityCounter\(below the floor\)${S}slot B refused: SecurityCounter\(below the floor\)${S}${RECOVERY}" \
-    'app running|booting' floor-2 app-a.bin app-b.bin
+    'app running|booting slot' floor-2 app-a.bin app-b.bin
 # Erased journal, no A: B runs unconfirmed and confirms itself.
 run b-only \
     "booting slot B \(unconfirmed\) VTOR 0x08060200${S}${APP_B}${S}boot info: slot B unconfirmed.*${SELFTEST}.*${CONFIRMS}" \
@@ -257,15 +293,83 @@ run a-badsig-b-ok \
     'FAILED|booting slot A' - app-a-badsig.bin app-b.bin
 run wrong-slot \
     "slot A refused: Image\(HashMismatch\)${S}slot B refused: Slot\(WrongLoadAddress\)${S}${RECOVERY}" \
-    'app running|booting' - app-a-bad.bin app-a-at-b.bin
+    'app running|booting slot' - app-a-bad.bin app-a-at-b.bin
 run b-at-a \
     "slot A refused: Slot\(WrongLoadAddress\).*${RECOVERY}" \
-    'app running|booting' - app-b-at-a.bin -
-run nothing-valid "${RECOVERY}" 'app running|booting' - - -
+    'app running|booting slot' - app-b-at-a.bin -
+run nothing-valid "${RECOVERY}" 'app running|booting slot' - - -
 # Nothing valid with a journal that names slots: B is rejected, A is refused, recovery.
 run nothing-valid-journal \
     "journal: appended Rejected\(B\)${S}slot A refused: Image\([A-Za-z]+\)${S}slot B refused: Image\([A-Za-z]+\)${S}${RECOVERY}" \
-    'app running|booting' b-pending - -
+    'app running|booting slot' b-pending - -
+
+# --- two stages (issue 18) ------------------------------------------------------------------
+S1_BANNER="fota stage-1"
+# Stage-0 boots the confirmed stage-1 A, which boots the confirmed application A; nothing is
+# appended, stage-1 B (empty) is never looked at.
+run stage0-boots-stage1-a \
+    "fota stage-0${S}stage-0 journal: stage-1 confirmed A, pending -, attempts 0, floor 2${S}booting stage-1 A \(confirmed\) VTOR 0x08010200${S}${S1_BANNER} A: RDP.*booting slot A \(confirmed\) VTOR 0x08020200${S}${APP_A}.*boot info: stage-1 A confirmed, floor 2" \
+    'FAILED|appended|refused|stage-1 B|confirm_stage1' s1-a app-a.bin -
+# A pending stage-1 B: Stage1Attempt before the jump, B on trial boots the application, whose
+# self-test is B's proof: confirm_stage1, the floor rises to B's counter 3.
+S1B=stage1-b.bin run stage1-b-pending-trial-confirmed \
+    "stage-0 journal: stage-1 confirmed A, pending B, attempts 0, floor 2${S}stage-0: appended Stage1Attempt\(B\)${S}booting stage-1 B \(trial, attempt 1\) VTOR 0x080a0200${S}${S1_BANNER} B: RDP.*booting slot A \(confirmed\).*${APP_A}.*boot info: stage-1 B trial \(attempt 1\), floor 2.*confirm_stage1: ok, stage-1 B confirmed${S}boot info: stage-1 B confirmed, floor 3" \
+    'FAILED|refused|booting stage-1 A' s1-b-pending app-a.bin -
+# A pending stage-1 B whose signature is damaged: rejected before any jump, stage-1 A runs.
+S1B=stage1-b-badsig.bin run stage1-b-badsig-refused \
+    "stage-0: appended Stage1Rejected\(B\)${S}stage-1 B refused: Image\(BadSignature\)${S}booting stage-1 A \(confirmed\) VTOR 0x08010200${S}${S1_BANNER} A.*${APP_A}" \
+    'FAILED|booting stage-1 B|Stage1Attempt' s1-b-pending app-a.bin -
+# A pending stage-1 B below the stage-1 floor (counter 1 < 2): refused, stage-1 A runs.
+S1B=stage1-b-old.bin run stage1-b-below-floor-refused \
+    "stage-0: appended Stage1Rejected\(B\)${S}stage-1 B refused: SecurityCounter\(below the floor\)${S}booting stage-1 A \(confirmed\).*${S1_BANNER} A.*${APP_A}" \
+    'FAILED|booting stage-1 B|Stage1Attempt' s1-b-pending app-a.bin -
+# Nothing valid in either stage-1 slot: stage-0's recovery state, once (no reset loop, no fault),
+# never a jump. Empty slots, then an application image in stage-1 A (signed, not a stage-1) and
+# stage-1 A's build in stage-1 B (marked and linked for A).
+S1A=- run stage1-nothing-valid \
+    "fota stage-0${S}stage-0 journal: stage-1 confirmed A.*stage-1 A refused: Image\([A-Za-z]+\)${S}stage-1 B refused: Image\([A-Za-z]+\)${S}${STAGE0_RECOVERY}" \
+    'booting|app running|fota stage-1|panic|fota stage-0.*fota stage-0' s1-a app-a.bin -
+S1A=app-a.bin S1B=stage1-a.bin run stage1-nothing-valid-wrong-images \
+    "stage-1 A refused: Slot\(NotAStage1\)${S}stage-1 B refused: Slot\(Stage1ForOtherSlot\)${S}${STAGE0_RECOVERY}" \
+    'booting|app running|fota stage-1|panic|fota stage-0.*fota stage-0' s1-a app-a.bin -
+
+# A stage-1 B that hangs: three power-ons on one flash that persists (board/src/mirror.rs, as in
+# ota-tests.sh), each a trial that hangs (QEMU does not model the IWDG: the harness stops it, as
+# the watchdog would reset it); the fourth: stage-0 reverts to stage-1 A, which boots the app.
+hang_dir="$OUT/stage1-b-hangs"
+rm -rf "$hang_dir"; mkdir -p "$hang_dir"
+compose "$hang_dir/flash.bin" "$OUT/journal-s1-b-pending.bin" "$OUT/app-a.bin" - \
+    "$OUT/stage1-a.bin" "$OUT/stage1-b-hang.bin" || die "cannot compose stage1-b-hangs"
+hang_ok=1
+for n in 1 2 3 4; do
+    log="$hang_dir/boot-$n.log"
+    (cd "$hang_dir" && exec timeout "$TIMEOUT" qemu-system-arm -M netduinoplus2 -nographic \
+        -monitor none -serial null -no-reboot -semihosting-config enable=on,target=native \
+        -device "loader,file=flash.bin,addr=0x08000000" >"$log" 2>&1) &
+    pid=$!
+    while kill -0 "$pid" 2>/dev/null; do
+        if grep -q "hanging" "$log"; then sleep 0.5; pkill -P "$pid" 2>/dev/null; break; fi
+        sleep 0.1
+    done
+    wait "$pid" 2>/dev/null
+    flat="$(tr '\n' ' ' <"$log")"
+    if [ "$n" -le 3 ]; then
+        want="stage-0: appended Stage1Attempt\(B\)${S}booting stage-1 B \(trial, attempt $n\) VTOR 0x080a0200${S}${S1_BANNER} B: hanging"
+    else
+        want="stage-0 journal: stage-1 confirmed A, pending B, attempts 3, floor 2${S}stage-0: appended Stage1Reverted\(B\)${S}booting stage-1 A \(confirmed\).*${S1_BANNER} A.*${APP_A}.*boot info: stage-1 A confirmed, floor 2"
+    fi
+    if ! grep -Eq "$want" <<<"$flat"; then
+        echo "FAIL stage1-b-hangs-abandoned (power-on $n; wanted /$want/):"
+        sed 's/^/    /' "$log"
+        hang_ok=0
+        break
+    fi
+done
+if [ "$hang_ok" -eq 1 ]; then
+    echo "PASS stage1-b-hangs-abandoned"; PASSED=$((PASSED + 1))
+else
+    FAILED=$((FAILED + 1))
+fi
 
 echo "$PASSED passed, $FAILED failed"
 [ "$FAILED" -eq 0 ]

@@ -30,6 +30,7 @@ pub struct ImageBuilder {
     header_size: u16,
     security_counter: Option<u32>,
     rom_fixed: Option<u32>,
+    component: super::Component,
 }
 
 fn push_tlv(out: &mut Vec<u8>, kind: u16, value: &[u8]) {
@@ -56,6 +57,7 @@ impl ImageBuilder {
             header_size: super::DEFAULT_HEADER_SIZE,
             security_counter: None,
             rom_fixed: None,
+            component: super::Component::Application,
         }
     }
 
@@ -78,6 +80,13 @@ impl ImageBuilder {
         self
     }
 
+    /// Mark the image as `component` (the protected COMPONENT TLV, after SEC_CNT; an
+    /// application has none): imgtool's `--custom-tlv 0xa0 0x01<slot>`.
+    pub fn component(mut self, component: super::Component) -> Self {
+        self.component = component;
+        self
+    }
+
     /// Header, padding, payload and protected TLVs: the bytes the hash covers.
     fn hashed_part(&self) -> Result<Vec<u8>, BuildError> {
         if usize::from(self.header_size) < HEADER_LEN {
@@ -85,13 +94,17 @@ impl ImageBuilder {
         }
         let img_size = u32::try_from(self.payload.len())
             .map_err(|_| BuildError::PayloadTooLarge(self.payload.len()))?;
-        let protected = match self.security_counter {
-            Some(counter) => {
-                let mut body = Vec::new();
-                push_tlv(&mut body, tlv_type::SEC_CNT, &counter.to_le_bytes());
-                tlv_area(TLV_PROT_INFO_MAGIC, &body)
-            }
-            None => Vec::new(),
+        let mut body = Vec::new();
+        if let Some(counter) = self.security_counter {
+            push_tlv(&mut body, tlv_type::SEC_CNT, &counter.to_le_bytes());
+        }
+        if let Some(value) = self.component.tlv_value() {
+            push_tlv(&mut body, tlv_type::COMPONENT, &value);
+        }
+        let protected = if body.is_empty() {
+            Vec::new()
+        } else {
+            tlv_area(TLV_PROT_INFO_MAGIC, &body)
         };
         let header = ImageHeader {
             load_addr: self.rom_fixed.unwrap_or(0),

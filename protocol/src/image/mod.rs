@@ -73,6 +73,55 @@ pub mod tlv_type {
     pub const SIG_PURE: u16 = 0x25;
     /// Security counter (anti-rollback), u32 little endian, protected.
     pub const SEC_CNT: u16 = 0x50;
+    /// fota's component mark, protected (MCUboot leaves 0x00a0-0x00fe to vendors; imgtool's
+    /// `--custom-tlv 0xa0 0x0100` writes it): two bytes, the component (1 = bootloader stage-1)
+    /// and the stage-1 slot it is linked for (0 = A, 1 = B). An image without it is an
+    /// application. See [`Component`](super::Component).
+    pub const COMPONENT: u16 = 0x00a0;
+}
+
+/// What an image is, from its protected [`COMPONENT`](tlv_type::COMPONENT) TLV: an application
+/// (no TLV) or a stage-1 bootloader linked for one stage-1 slot. Stage-0 boots only the latter,
+/// the stage-1 bootloader only the former, so neither can be installed as the other.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
+pub enum Component {
+    /// An application for slot A or B.
+    #[default]
+    Application,
+    /// A stage-1 bootloader linked for stage-1 slot `slot`.
+    Stage1 {
+        /// The stage-1 slot it is linked for.
+        slot: crate::layout::SlotId,
+    },
+}
+
+impl Component {
+    /// The COMPONENT TLV's value for a stage-1 (`None` for an application, which has none).
+    pub const fn tlv_value(self) -> Option<[u8; 2]> {
+        match self {
+            Component::Application => None,
+            Component::Stage1 { slot } => Some([
+                1,
+                match slot {
+                    crate::layout::SlotId::A => 0,
+                    crate::layout::SlotId::B => 1,
+                },
+            ]),
+        }
+    }
+
+    /// The inverse of [`tlv_value`](Self::tlv_value); `None` for any other value.
+    pub const fn from_tlv_value(value: [u8; 2]) -> Option<Self> {
+        match value {
+            [1, 0] => Some(Component::Stage1 {
+                slot: crate::layout::SlotId::A,
+            }),
+            [1, 1] => Some(Component::Stage1 {
+                slot: crate::layout::SlotId::B,
+            }),
+            _ => None,
+        }
+    }
 }
 
 /// Which part of an image a truncation or length error is about.
@@ -177,6 +226,9 @@ pub enum ImageError {
     /// A required TLV is absent.
     #[error("missing TLV {0:#06x}")]
     MissingTlv(u16),
+    /// The COMPONENT TLV holds a value fota does not know.
+    #[error("unknown component mark {0:02x?}")]
+    BadComponent([u8; 2]),
     /// A TLV that must be covered by the hash sits in the unprotected area, or vice versa.
     #[error("TLV {0:#06x} is in the wrong TLV area")]
     MisplacedTlv(u16),

@@ -173,6 +173,8 @@ pub struct VerifiedImage {
     pub total_len: u32,
     /// The first two vector table words (initial SP, reset handler), when the payload has them.
     pub vector_table: Option<[u32; 2]>,
+    /// What the image is (its protected COMPONENT TLV): an application or a stage-1.
+    pub component: super::Component,
 }
 
 /// Verify a whole image held in memory. Bytes after the image (slot padding) are ignored.
@@ -224,6 +226,8 @@ pub struct TlvFields {
     pub public_key: Option<[u8; 44]>,
     /// ED25519.
     pub signature: Option<[u8; 64]>,
+    /// COMPONENT (protected): what the image is; `None` for an application.
+    pub component: Option<super::Component>,
 }
 
 fn set_once<T>(slot: &mut Option<T>, tlv: u16, value: T) -> Result<(), ImageError> {
@@ -252,6 +256,12 @@ impl TlvFields {
                     e.tlv_type,
                     u32::from_le_bytes(fixed(e.tlv_type, e.value)?),
                 )?,
+                tlv_type::COMPONENT => {
+                    let value = fixed(e.tlv_type, e.value)?;
+                    let component = super::Component::from_tlv_value(value)
+                        .ok_or(ImageError::BadComponent(value))?;
+                    set_once(&mut f.component, e.tlv_type, component)?
+                }
                 // What identifies or authenticates the image cannot be inside what it covers.
                 tlv_type::SHA256
                 | tlv_type::SHA384
@@ -283,8 +293,10 @@ impl TlvFields {
                 tlv_type::ED25519 => {
                     set_once(&mut f.signature, e.tlv_type, fixed(e.tlv_type, e.value)?)?
                 }
-                // An unprotected security counter could be rewritten by anyone.
-                tlv_type::SEC_CNT => return Err(ImageError::MisplacedTlv(e.tlv_type)),
+                // An unprotected security counter or component mark could be rewritten by anyone.
+                tlv_type::SEC_CNT | tlv_type::COMPONENT => {
+                    return Err(ImageError::MisplacedTlv(e.tlv_type))
+                }
                 tlv_type::SHA384 | tlv_type::SHA512 => {
                     return Err(ImageError::Unsupported("SHA-384/512 image hash"))
                 }
@@ -423,6 +435,7 @@ impl ParsedImage {
             key_index,
             total_len: self.total_len,
             vector_table: self.vector_table,
+            component: f.component.unwrap_or_default(),
         })
     }
 }

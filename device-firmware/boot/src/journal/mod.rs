@@ -21,8 +21,10 @@ pub mod record;
 pub mod replay;
 pub mod store;
 
-pub use record::{decode, Corruption, Decoded, Record, RecordKind, MAX_SEQUENCE, RECORD_LEN};
-pub use replay::{replay, BootState, SlotSet, MAX_TRIAL_ATTEMPTS};
+pub use record::{
+    decode, Corruption, Decoded, Record, RecordKind, Stage, MAX_SEQUENCE, RECORD_LEN,
+};
+pub use replay::{replay, BootState, SlotSet, SlotTrack, MAX_TRIAL_ATTEMPTS};
 pub use store::{snapshot, BootJournal, JournalError, JournalRegion};
 
 /// Records that fit one 16 KB journal sector.

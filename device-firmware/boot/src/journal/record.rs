@@ -5,6 +5,7 @@
 //!      0     2  magic 0xB0 0x07                 (never 0xFF: a started record is not "erased")
 //!      2     1  format version, 1
 //!      3     1  kind: 1 Pending, 2 Attempt, 3 Confirmed, 4 Reverted, 5 Rejected, 6 SecurityCounter
+//!                  (application slots); 7-12 the same six for the stage-1 slots (stage-0's)
 //!      4     4  sequence number, u32 little endian, at most MAX_SEQUENCE (2^31 - 1)
 //!      8     4  payload, u32 little endian: slot (0 = A, 1 = B) or the security counter value
 //!     12     4  CRC-32/ISO-HDLC of bytes 0..12, u32 little endian
@@ -87,6 +88,96 @@ pub enum RecordKind {
         /// The counter value.
         value: u32,
     },
+    /// A new stage-1 was written to stage-1 slot `slot` and verified: stage-0 boots it on trial.
+    Stage1Pending {
+        /// The stage-1 slot holding it.
+        slot: SlotId,
+    },
+    /// Stage-0 is about to jump to the pending stage-1 in `slot` (one trial boot).
+    Stage1Attempt {
+        /// The stage-1 slot being tried.
+        slot: SlotId,
+    },
+    /// The stage-1 in `slot` proved itself: an application it booted confirmed during that boot.
+    Stage1Confirmed {
+        /// The stage-1 slot.
+        slot: SlotId,
+    },
+    /// The trial of the stage-1 in `slot` ran out of attempts; stage-0 fell back.
+    Stage1Reverted {
+        /// The stage-1 slot given up on.
+        slot: SlotId,
+    },
+    /// The stage-1 in `slot` failed stage-0's verification.
+    Stage1Rejected {
+        /// The stage-1 slot refused.
+        slot: SlotId,
+    },
+    /// The lowest security counter a stage-1 must carry from now on (stage-0's version floor).
+    Stage1Floor {
+        /// The counter value.
+        value: u32,
+    },
+}
+
+/// Which pair of slots a record is about: the application slots (the stage-1 bootloader's
+/// records) or the stage-1 slots (stage-0's). Both follow the same replay rules.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Stage {
+    /// Application slots A and B; kinds 1-6.
+    Application,
+    /// Stage-1 slots A and B; kinds 7-12.
+    Stage1,
+}
+
+impl Stage {
+    /// `Pending` or `Stage1Pending`.
+    pub const fn pending(self, slot: SlotId) -> RecordKind {
+        match self {
+            Stage::Application => RecordKind::Pending { slot },
+            Stage::Stage1 => RecordKind::Stage1Pending { slot },
+        }
+    }
+
+    /// `Attempt` or `Stage1Attempt`.
+    pub const fn attempt(self, slot: SlotId) -> RecordKind {
+        match self {
+            Stage::Application => RecordKind::Attempt { slot },
+            Stage::Stage1 => RecordKind::Stage1Attempt { slot },
+        }
+    }
+
+    /// `Confirmed` or `Stage1Confirmed`.
+    pub const fn confirmed(self, slot: SlotId) -> RecordKind {
+        match self {
+            Stage::Application => RecordKind::Confirmed { slot },
+            Stage::Stage1 => RecordKind::Stage1Confirmed { slot },
+        }
+    }
+
+    /// `Reverted` or `Stage1Reverted`.
+    pub const fn reverted(self, slot: SlotId) -> RecordKind {
+        match self {
+            Stage::Application => RecordKind::Reverted { slot },
+            Stage::Stage1 => RecordKind::Stage1Reverted { slot },
+        }
+    }
+
+    /// `Rejected` or `Stage1Rejected`.
+    pub const fn rejected(self, slot: SlotId) -> RecordKind {
+        match self {
+            Stage::Application => RecordKind::Rejected { slot },
+            Stage::Stage1 => RecordKind::Stage1Rejected { slot },
+        }
+    }
+
+    /// `SecurityCounter` or `Stage1Floor`.
+    pub const fn floor(self, value: u32) -> RecordKind {
+        match self {
+            Stage::Application => RecordKind::SecurityCounter { value },
+            Stage::Stage1 => RecordKind::Stage1Floor { value },
+        }
+    }
 }
 
 impl RecordKind {
@@ -103,6 +194,12 @@ impl RecordKind {
             RecordKind::Reverted { slot } => (4, slot_word(slot)),
             RecordKind::Rejected { slot } => (5, slot_word(slot)),
             RecordKind::SecurityCounter { value } => (6, value),
+            RecordKind::Stage1Pending { slot } => (7, slot_word(slot)),
+            RecordKind::Stage1Attempt { slot } => (8, slot_word(slot)),
+            RecordKind::Stage1Confirmed { slot } => (9, slot_word(slot)),
+            RecordKind::Stage1Reverted { slot } => (10, slot_word(slot)),
+            RecordKind::Stage1Rejected { slot } => (11, slot_word(slot)),
+            RecordKind::Stage1Floor { value } => (12, value),
         }
     }
 
@@ -121,6 +218,12 @@ impl RecordKind {
             4 => RecordKind::Reverted { slot: slot? },
             5 => RecordKind::Rejected { slot: slot? },
             6 => RecordKind::SecurityCounter { value: payload },
+            7 => RecordKind::Stage1Pending { slot: slot? },
+            8 => RecordKind::Stage1Attempt { slot: slot? },
+            9 => RecordKind::Stage1Confirmed { slot: slot? },
+            10 => RecordKind::Stage1Reverted { slot: slot? },
+            11 => RecordKind::Stage1Rejected { slot: slot? },
+            12 => RecordKind::Stage1Floor { value: payload },
             _ => return None,
         })
     }
@@ -234,10 +337,16 @@ mod tests {
                 RecordKind::Confirmed { slot },
                 RecordKind::Reverted { slot },
                 RecordKind::Rejected { slot },
+                RecordKind::Stage1Pending { slot },
+                RecordKind::Stage1Attempt { slot },
+                RecordKind::Stage1Confirmed { slot },
+                RecordKind::Stage1Reverted { slot },
+                RecordKind::Stage1Rejected { slot },
             ]);
         }
         for value in [0, 1, 7, 0xFFFF_FFFE, u32::MAX] {
             kinds.push(RecordKind::SecurityCounter { value });
+            kinds.push(RecordKind::Stage1Floor { value });
         }
         kinds
     }
@@ -385,14 +494,15 @@ mod tests {
         let unsupported = Decoded::Corrupt(Corruption::Unsupported);
         assert_eq!(forge(2, 1, 0), unsupported);
         assert_eq!(forge(1, 0, 0), unsupported);
-        assert_eq!(forge(1, 7, 0), unsupported);
+        assert_eq!(forge(1, 13, 0), unsupported);
         assert_eq!(forge(1, 0xFF, 0), unsupported);
-        for kind in 1..=5 {
+        for kind in (1..=5).chain(7..=11) {
             assert_eq!(forge(1, kind, 2), unsupported, "kind {kind}");
             assert_eq!(forge(1, kind, 0x100), unsupported, "kind {kind}");
             assert!(matches!(forge(1, kind, 1), Decoded::Valid(_)));
         }
         assert!(matches!(forge(1, 6, 0xDEAD_BEEF), Decoded::Valid(_)));
+        assert!(matches!(forge(1, 12, 0xDEAD_BEEF), Decoded::Valid(_)));
     }
 
     proptest! {

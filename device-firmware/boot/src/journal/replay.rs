@@ -24,6 +24,10 @@
 //!   verification), which the device reports.
 //! - `SecurityCounter{v}`: the counter becomes `max(current, v)`; it never goes down.
 //!
+//! The stage-1 kinds (`Stage1Pending`, `Stage1Attempt`, `Stage1Confirmed`, `Stage1Reverted`,
+//! `Stage1Rejected`, `Stage1Floor`) do the same to the stage-1 slots ([`BootState::stage1`]),
+//! and the two pairs of slots never affect each other.
+//!
 //! Sequence numbers must increase: a record whose sequence is not greater than the last one
 //! applied is ignored. Such a record can only come from a stale journal sector read in the wrong
 //! order, or a bug; applying it would move the state backwards.
@@ -31,7 +35,7 @@
 //! Corrupt and erased records are not records: the caller skips them before replay (see
 //! [`decode`](super::decode)).
 
-use super::record::{Record, RecordKind};
+use super::record::{Record, RecordKind, Stage};
 use fota_protocol::SlotId;
 
 /// Trial boots a pending image gets before the bootloader reverts it: a hang or crash resets
@@ -89,27 +93,122 @@ impl FromIterator<SlotId> for SlotSet {
     }
 }
 
-/// What the journal says about the slots. Built only by replaying records, so its fields are
-/// always a state some sequence of records leads to.
+/// What the journal says about one pair of slots (the application slots, or the stage-1
+/// slots): confirmed, pending, attempts, rejected, floor. Both pairs follow the same rules (see
+/// the [module docs](self)); only the record kinds differ ([`Stage`]).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
-pub struct BootState {
+pub struct SlotTrack {
     confirmed: Option<SlotId>,
     pending: Option<SlotId>,
     attempts: u8,
     rejected: SlotSet,
-    security_counter: u32,
-    last_sequence: Option<u32>,
+    floor: u32,
 }
 
-impl BootState {
-    /// The state of an empty journal: nothing confirmed, pending or rejected, counter 0.
+impl SlotTrack {
+    /// Nothing confirmed, pending or rejected, floor 0.
     pub const fn new() -> Self {
         Self {
             confirmed: None,
             pending: None,
             attempts: 0,
             rejected: SlotSet::EMPTY,
-            security_counter: 0,
+            floor: 0,
+        }
+    }
+
+    fn pending_record(&mut self, slot: SlotId) {
+        self.pending = Some(slot);
+        self.attempts = 0;
+        self.rejected.remove(slot);
+        if self.confirmed == Some(slot) {
+            self.confirmed = None;
+        }
+    }
+
+    fn attempt(&mut self, slot: SlotId) {
+        if self.pending == Some(slot) {
+            self.attempts = self.attempts.saturating_add(1);
+        }
+    }
+
+    fn confirm(&mut self, slot: SlotId) {
+        self.confirmed = Some(slot);
+        self.rejected.remove(slot);
+        self.clear_pending(slot);
+    }
+
+    fn reject(&mut self, slot: SlotId) {
+        self.rejected.insert(slot);
+        self.clear_pending(slot);
+        if self.confirmed == Some(slot) {
+            self.confirmed = None;
+        }
+    }
+
+    fn raise_floor(&mut self, value: u32) {
+        self.floor = self.floor.max(value);
+    }
+
+    fn clear_pending(&mut self, slot: SlotId) {
+        if self.pending == Some(slot) {
+            self.pending = None;
+            self.attempts = 0;
+        }
+    }
+
+    /// The confirmed slot, if it still is.
+    pub const fn confirmed(&self) -> Option<SlotId> {
+        self.confirmed
+    }
+
+    /// The slot on trial, if any.
+    pub const fn pending(&self) -> Option<SlotId> {
+        self.pending
+    }
+
+    /// Trial boots of the pending slot since it became pending (0 when nothing is pending).
+    pub const fn attempts(&self) -> u8 {
+        self.attempts
+    }
+
+    /// Whether the pending slot has used up its [`MAX_TRIAL_ATTEMPTS`].
+    pub const fn trial_exhausted(&self) -> bool {
+        self.pending.is_some() && self.attempts >= MAX_TRIAL_ATTEMPTS
+    }
+
+    /// Slots reverted or rejected and not re-installed or confirmed since.
+    pub const fn rejected(&self) -> SlotSet {
+        self.rejected
+    }
+
+    /// Whether `slot` is rejected.
+    pub const fn is_rejected(&self, slot: SlotId) -> bool {
+        self.rejected.contains(slot)
+    }
+
+    /// The lowest security counter an image in these slots must carry.
+    pub const fn floor(&self) -> u32 {
+        self.floor
+    }
+}
+
+/// What the journal says about the slots. Built only by replaying records, so its fields are
+/// always a state some sequence of records leads to. The getters without a prefix are about the
+/// application slots; [`stage1`](Self::stage1) is stage-0's view of the stage-1 slots.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
+pub struct BootState {
+    app: SlotTrack,
+    stage1: SlotTrack,
+    last_sequence: Option<u32>,
+}
+
+impl BootState {
+    /// The state of an empty journal: nothing confirmed, pending or rejected, counters 0.
+    pub const fn new() -> Self {
+        Self {
+            app: SlotTrack::new(),
+            stage1: SlotTrack::new(),
             last_sequence: None,
         }
     }
@@ -125,91 +224,83 @@ impl BootState {
             return false;
         }
         self.last_sequence = Some(record.sequence);
+        let (app, stage1) = (&mut self.app, &mut self.stage1);
         match record.kind {
-            RecordKind::Pending { slot } => {
-                self.pending = Some(slot);
-                self.attempts = 0;
-                self.rejected.remove(slot);
-                if self.confirmed == Some(slot) {
-                    self.confirmed = None;
-                }
+            RecordKind::Pending { slot } => app.pending_record(slot),
+            RecordKind::Attempt { slot } => app.attempt(slot),
+            RecordKind::Confirmed { slot } => app.confirm(slot),
+            RecordKind::Reverted { slot } | RecordKind::Rejected { slot } => app.reject(slot),
+            RecordKind::SecurityCounter { value } => app.raise_floor(value),
+            RecordKind::Stage1Pending { slot } => stage1.pending_record(slot),
+            RecordKind::Stage1Attempt { slot } => stage1.attempt(slot),
+            RecordKind::Stage1Confirmed { slot } => stage1.confirm(slot),
+            RecordKind::Stage1Reverted { slot } | RecordKind::Stage1Rejected { slot } => {
+                stage1.reject(slot)
             }
-            RecordKind::Attempt { slot } => {
-                if self.pending == Some(slot) {
-                    self.attempts = self.attempts.saturating_add(1);
-                }
-            }
-            RecordKind::Confirmed { slot } => {
-                self.confirmed = Some(slot);
-                self.rejected.remove(slot);
-                self.clear_pending(slot);
-            }
-            RecordKind::Reverted { slot } | RecordKind::Rejected { slot } => {
-                self.rejected.insert(slot);
-                self.clear_pending(slot);
-                if self.confirmed == Some(slot) {
-                    self.confirmed = None;
-                }
-            }
-            RecordKind::SecurityCounter { value } => {
-                self.security_counter = self.security_counter.max(value);
-            }
+            RecordKind::Stage1Floor { value } => stage1.raise_floor(value),
         }
         true
     }
 
-    fn clear_pending(&mut self, slot: SlotId) {
-        if self.pending == Some(slot) {
-            self.pending = None;
-            self.attempts = 0;
+    /// The application slots.
+    pub const fn app(&self) -> &SlotTrack {
+        &self.app
+    }
+
+    /// The stage-1 slots (stage-0's records).
+    pub const fn stage1(&self) -> &SlotTrack {
+        &self.stage1
+    }
+
+    /// The slots of `stage`.
+    pub const fn track(&self, stage: Stage) -> &SlotTrack {
+        match stage {
+            Stage::Application => &self.app,
+            Stage::Stage1 => &self.stage1,
         }
     }
 
     /// The slot whose image the application confirmed, if it still is.
     pub const fn confirmed(&self) -> Option<SlotId> {
-        self.confirmed
+        self.app.confirmed
     }
 
     /// The slot on trial, if any.
     pub const fn pending(&self) -> Option<SlotId> {
-        self.pending
+        self.app.pending
     }
 
     /// Trial boots of the pending slot since it became pending (0 when nothing is pending).
     pub const fn attempts(&self) -> u8 {
-        self.attempts
+        self.app.attempts
     }
 
     /// Whether the pending slot has used up its [`MAX_TRIAL_ATTEMPTS`]: the bootloader must
     /// append `Reverted` rather than try it again.
     pub const fn trial_exhausted(&self) -> bool {
-        self.pending.is_some() && self.attempts >= MAX_TRIAL_ATTEMPTS
+        self.app.trial_exhausted()
     }
 
     /// Slots reverted or rejected and not re-installed or confirmed since.
     pub const fn rejected(&self) -> SlotSet {
-        self.rejected
+        self.app.rejected
     }
 
     /// Whether `slot` is rejected.
     pub const fn is_rejected(&self, slot: SlotId) -> bool {
-        self.rejected.contains(slot)
+        self.app.rejected.contains(slot)
     }
 
     /// The highest security counter recorded: images below it must not run.
     pub const fn security_counter(&self) -> u32 {
-        self.security_counter
+        self.app.floor
     }
 
     /// Whether `other` describes the same slots: equal in everything but sequence numbering.
     /// A compaction rewrites the state as fresh records with new sequence numbers, so the state
     /// it replays to is equivalent to, not equal to, the one it was written from.
     pub fn equivalent(&self, other: &BootState) -> bool {
-        self.confirmed == other.confirmed
-            && self.pending == other.pending
-            && self.attempts == other.attempts
-            && self.rejected == other.rejected
-            && self.security_counter == other.security_counter
+        self.app == other.app && self.stage1 == other.stage1
     }
 
     /// Sequence number of the last record applied, `None` for an empty journal.

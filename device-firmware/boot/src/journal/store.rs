@@ -44,8 +44,9 @@
 //! without an erase); replay skips it. Each append programs one whole 16-byte record (four
 //! 32-bit words), then reads it back.
 
+use super::record::Stage;
 use super::record::{decode, Decoded, Record, RecordKind, MAX_SEQUENCE, RECORD_LEN};
-use super::replay::BootState;
+use super::replay::{BootState, SlotTrack};
 use embedded_storage::nor_flash::NorFlash;
 use fota_protocol::layout::{FLASH_BASE, JOURNAL};
 
@@ -144,18 +145,31 @@ pub fn snapshot(state: &BootState) -> impl Iterator<Item = RecordKind> {
     let floor = core::iter::once(RecordKind::SecurityCounter {
         value: state.security_counter(),
     });
-    let confirmed = state.confirmed().map(|slot| RecordKind::Confirmed { slot });
-    let rejected = state
+    // The stage-1 floor only when it is above the empty state's 0, so a journal that never saw
+    // a stage-1 record compacts exactly as before.
+    let stage1_floor = Some(state.stage1().floor())
+        .filter(|&value| value > 0)
+        .map(|value| RecordKind::Stage1Floor { value });
+    floor
+        .chain(track(*state.app(), Stage::Application))
+        .chain(stage1_floor)
+        .chain(track(*state.stage1(), Stage::Stage1))
+}
+
+/// `Confirmed`, `Rejected` (each), `Pending`, `Attempt` x attempts, of one pair of slots.
+fn track(track: SlotTrack, stage: Stage) -> impl Iterator<Item = RecordKind> {
+    let confirmed = track.confirmed().map(|slot| stage.confirmed(slot));
+    let rejected = track
         .rejected()
         .iter()
-        .map(|slot| RecordKind::Rejected { slot });
-    let pending = state.pending().map(|slot| RecordKind::Pending { slot });
-    let attempts = state.pending().into_iter().flat_map({
-        let n = usize::from(state.attempts());
-        move |slot| core::iter::repeat_n(RecordKind::Attempt { slot }, n)
+        .map(move |slot| stage.rejected(slot));
+    let pending = track.pending().map(|slot| stage.pending(slot));
+    let attempts = track.pending().into_iter().flat_map({
+        let n = usize::from(track.attempts());
+        move |slot| core::iter::repeat_n(stage.attempt(slot), n)
     });
-    floor
-        .chain(confirmed)
+    confirmed
+        .into_iter()
         .chain(rejected)
         .chain(pending)
         .chain(attempts)

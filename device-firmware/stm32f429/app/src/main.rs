@@ -3,7 +3,7 @@
 //!
 //! 1. SysTick at 1 ms (the clock for timeouts, backoff and the trial deadline; its firing
 //!    through this image's own vector table is also the self-test), the watchdog kicked.
-//! 2. The identity from its sector (0x0801_0000): without a valid one, no OTA (it says why),
+//! 2. The identity from its area (0x0800_7E00): without a valid one, no OTA (it says why),
 //!    and a trial image is still reset at its deadline so the bootloader reverts it.
 //! 3. The boot state from the journal, the image's own version from its header, RDP/WRP from
 //!    the option bytes.

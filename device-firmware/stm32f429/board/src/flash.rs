@@ -16,7 +16,7 @@ use crate::pac;
 use embedded_storage::nor_flash::{
     ErrorType, NorFlash, NorFlashError, NorFlashErrorKind, ReadNorFlash,
 };
-use fota_protocol::layout::{BOOTLOADER, FLASH_BASE, FLASH_SIZE, SECTORS};
+use fota_protocol::layout::{FACTORY, FLASH_BASE, FLASH_SIZE, SECTORS};
 
 const KEY1: u32 = 0x4567_0123;
 const KEY2: u32 = 0xCDEF_89AB;
@@ -117,7 +117,7 @@ fn in_bounds(offset: u32, len: usize) -> Result<(), FlashError> {
 
 fn touches_bootloader(offset: u32, len: u32) -> bool {
     let start = FLASH_BASE + offset;
-    len > 0 && start < BOOTLOADER.end() && start + len > BOOTLOADER.start
+    len > 0 && start < FACTORY.end() && start + len > FACTORY.start
 }
 
 impl Flash {

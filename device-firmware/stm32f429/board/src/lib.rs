@@ -7,9 +7,11 @@
 //! - [`usart`]: the modem's serial port (USART1, RTS/CTS), polled, for `fota-modem`.
 //! - [`clock`]: a millisecond clock from SysTick, for timeouts and the trial deadline.
 //! - [`reset`]: the reset flags of RCC_CSR, read and cleared once per boot.
+//! - [`signal`]: the recovery pin (PB14) stage-0 blinks when no stage-1 verifies.
 //! - `fault` (feature `fault-handler`, for applications): the HardFault handler, which records
 //!   the fault in the OTA client's state store and resets.
-//! - [`boot`]: clock/cache setup and the jump into a slot (VTOR, MSP, reset vector), which only a
+//! - [`boot`]: clock/cache setup and the jump into a slot or a stage-1 slot (VTOR, MSP, reset
+//!   vector), which only a
 //!   [`boot::BootTarget`] built from a verified image can make.
 //!
 //! Every `unsafe` block carries a `// SAFETY:` comment. The `qemu` feature skips what
@@ -31,6 +33,8 @@ mod mirror;
 #[cfg(feature = "qemu")]
 mod overlay;
 pub mod reset;
+#[cfg_attr(feature = "qemu", allow(dead_code))]
+pub mod signal;
 pub mod usart;
 #[cfg_attr(feature = "qemu", allow(dead_code))]
 pub mod watchdog;

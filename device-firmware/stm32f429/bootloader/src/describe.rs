@@ -35,6 +35,7 @@ fn image_error(e: &ImageError) -> &'static str {
         ImageError::DuplicateTlv(_) => "DuplicateTlv",
         ImageError::MissingTlv(_) => "MissingTlv",
         ImageError::MisplacedTlv(_) => "MisplacedTlv",
+        ImageError::BadComponent(_) => "BadComponent",
         ImageError::Unsupported(_) => "Unsupported",
         ImageError::HashMismatch => "HashMismatch",
         ImageError::UntrustedKey => "UntrustedKey",
@@ -54,6 +55,9 @@ pub fn slot_error(e: &SlotError) -> &'static str {
         SlotError::ResetOutsideSlot { .. } => "ResetOutsideSlot",
         SlotError::ResetNotThumb(_) => "ResetNotThumb",
         SlotError::Unsupported(_) => "Unsupported",
+        SlotError::NotAnApplication => "NotAnApplication",
+        SlotError::NotAStage1 => "NotAStage1",
+        SlotError::Stage1ForOtherSlot { .. } => "Stage1ForOtherSlot",
     }
 }
 
@@ -87,6 +91,12 @@ pub fn record(kind: &RecordKind) -> (&'static str, Result<&'static str, u32>) {
         RecordKind::Reverted { slot: s } => ("Reverted", Ok(slot(Some(s)))),
         RecordKind::Rejected { slot: s } => ("Rejected", Ok(slot(Some(s)))),
         RecordKind::SecurityCounter { value } => ("SecurityCounter", Err(value)),
+        RecordKind::Stage1Pending { slot: s } => ("Stage1Pending", Ok(slot(Some(s)))),
+        RecordKind::Stage1Attempt { slot: s } => ("Stage1Attempt", Ok(slot(Some(s)))),
+        RecordKind::Stage1Confirmed { slot: s } => ("Stage1Confirmed", Ok(slot(Some(s)))),
+        RecordKind::Stage1Reverted { slot: s } => ("Stage1Reverted", Ok(slot(Some(s)))),
+        RecordKind::Stage1Rejected { slot: s } => ("Stage1Rejected", Ok(slot(Some(s)))),
+        RecordKind::Stage1Floor { value } => ("Stage1Floor", Err(value)),
     }
 }
 

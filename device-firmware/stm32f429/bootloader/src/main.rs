@@ -1,4 +1,6 @@
-//! The fota bootloader. At every reset, with nothing kept from before, [`fota_boot::boot`] over
+//! The fota bootloader, stage-1: linked for stage-1 slot A or B (features `stage1-a` /
+//! `stage1-b`), started by stage-0 (`fota-stage0`) once it verified it. Then, with nothing kept
+//! from before, [`fota_boot::boot`] over
 //! the board's flash driver: replay the boot-state journal (sectors 2-3), decide which slot runs
 //! and how (a pending slot on trial, with its `Attempt` recorded *before* the jump; a revert after
 //! 3 attempts; the confirmed slot; the other slot; see DESIGN.md "Boot state machine"), verifying
@@ -28,6 +30,13 @@ use log::Hex;
 
 include!(concat!(env!("OUT_DIR"), "/trusted_key.rs"));
 
+/// The stage-1 slot this build is linked for.
+#[cfg(feature = "stage1-b")]
+const STAGE1_SLOT: SlotId = SlotId::B;
+/// The stage-1 slot this build is linked for.
+#[cfg(not(feature = "stage1-b"))]
+const STAGE1_SLOT: SlotId = SlotId::A;
+
 /// One line of boot log over semihosting when the feature is on (see [`log`]); nothing
 /// otherwise. Arguments are `&str`s, `u32`/`u8`s (decimal), [`log::Hex`] and `SlotId`s.
 macro_rules! log {
@@ -49,8 +58,16 @@ fn main() -> ! {
     flash.enable_accelerator();
     let mut watchdog = Watchdog::new(dp.IWDG);
     let protection = flash.protection();
+    if cfg!(feature = "test-hang") {
+        log!("fota stage-1 ", STAGE1_SLOT, ": hanging (test-hang build)");
+        loop {
+            cortex_m::asm::nop();
+        }
+    }
     log!(
-        "fota bootloader: RDP level ",
+        "fota stage-1 ",
+        STAGE1_SLOT,
+        ": RDP level ",
         protection.rdp_level,
         " WRP mask ",
         Hex(u32::from(protection.wrp_mask), 3)

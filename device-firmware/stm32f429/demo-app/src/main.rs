@@ -7,7 +7,9 @@
 //!    attempt), confirmed, or unconfirmed.
 //! 3. Self-test: SysTick must fire a few times through this image's own vector table (the field
 //!    failure was an interrupt going through the bootloader's table).
-//! 4. On trial (or unconfirmed) and with the self-test passed: `mark_confirmed`, then reads the
+//! 4. With the self-test passed: which stage-1 booted it (stage-0's choice, from the journal),
+//!    and `confirm_stage1` if that one is on trial or unconfirmed (the stage-1's proof).
+//! 5. On trial (or unconfirmed) and with the self-test passed: `mark_confirmed`, then reads the
 //!    journal again to show the result. A real application also waits until it has reached the
 //!    server before confirming.
 //!
@@ -79,11 +81,35 @@ fn main() -> ! {
         TICKS.load(Ordering::Relaxed)
     );
 
+    let Some(key) = TRUSTED_KEY.and_then(|k| TrustedKey::from_bytes(&k).ok()) else {
+        fail("no trusted key compiled in: cannot confirm")
+    };
+    let keys = [key];
+    // Which stage-1 booted this run (stage-0's choice, read back from the journal), and its
+    // proof: an application it booted passed its self-test.
+    match control.running_stage1(&keys) {
+        Some((stage1, mode)) => {
+            report_stage1(stage1, mode, control.journal().state().stage1().floor());
+            if mode != BootMode::Confirmed {
+                match control.confirm_stage1(&keys) {
+                    Ok(Some(slot)) => hprintln!("confirm_stage1: ok, stage-1 {} confirmed", slot),
+                    Ok(None) => hprintln!("confirm_stage1: nothing to confirm"),
+                    Err(e) => {
+                        hprintln!("confirm_stage1 failed: {:?}", e);
+                        fail("confirm_stage1 failed")
+                    }
+                }
+                let floor = control.journal().state().stage1().floor();
+                if let Some((stage1, mode)) = control.running_stage1(&keys) {
+                    report_stage1(stage1, mode, floor);
+                }
+            }
+        }
+        None => hprintln!("boot info: no stage-1 verifies (started without stage-0?)"),
+    }
+
     if info.mode != BootMode::Confirmed {
-        let Some(key) = TRUSTED_KEY.and_then(|k| TrustedKey::from_bytes(&k).ok()) else {
-            fail("no trusted key compiled in: cannot confirm")
-        };
-        match control.mark_confirmed(&[key]) {
+        match control.mark_confirmed(&keys) {
             Ok(()) => hprintln!("mark_confirmed: ok"),
             Err(e) => {
                 hprintln!("mark_confirmed failed: {:?}", e);
@@ -125,6 +151,22 @@ fn report(info: &BootInfo) {
             info.slot,
             info.security_counter
         ),
+    }
+}
+
+/// Print the stage-1 that booted this run.
+fn report_stage1(slot: SlotId, mode: BootMode, floor: u32) {
+    match mode {
+        BootMode::Trial { attempt } => hprintln!(
+            "boot info: stage-1 {} trial (attempt {}), floor {}",
+            slot,
+            attempt,
+            floor
+        ),
+        BootMode::Confirmed => hprintln!("boot info: stage-1 {} confirmed, floor {}", slot, floor),
+        BootMode::Unconfirmed => {
+            hprintln!("boot info: stage-1 {} unconfirmed, floor {}", slot, floor)
+        }
     }
 }
 

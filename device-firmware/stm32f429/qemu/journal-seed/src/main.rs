@@ -29,6 +29,14 @@ fn parse(arg: &str) -> Option<RecordKind> {
         "counter" => RecordKind::SecurityCounter {
             value: value.parse().ok()?,
         },
+        "s1pending" => RecordKind::Stage1Pending { slot: slot? },
+        "s1attempt" => RecordKind::Stage1Attempt { slot: slot? },
+        "s1confirmed" => RecordKind::Stage1Confirmed { slot: slot? },
+        "s1reverted" => RecordKind::Stage1Reverted { slot: slot? },
+        "s1rejected" => RecordKind::Stage1Rejected { slot: slot? },
+        "s1floor" => RecordKind::Stage1Floor {
+            value: value.parse().ok()?,
+        },
         _ => return None,
     })
 }
@@ -36,7 +44,7 @@ fn parse(arg: &str) -> Option<RecordKind> {
 fn main() -> ExitCode {
     let args: Vec<String> = std::env::args().skip(1).collect();
     let Some((out, records)) = args.split_first() else {
-        eprintln!("usage: fota-journal-seed OUT [pending|attempt|confirmed|reverted|rejected:a|b | counter:N] ...");
+        eprintln!("usage: fota-journal-seed OUT [[s1]pending|attempt|confirmed|reverted|rejected:a|b | counter:N | s1floor:N] ...");
         return ExitCode::from(2);
     };
     // The F429's journal: sectors 2 and 3, here at offsets 0 and 16 KB of a 32 KB image.
