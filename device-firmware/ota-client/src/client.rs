@@ -181,6 +181,12 @@ pub enum CheckInOutcome {
     /// The offer was refused (too large, security counter below the floor): `VerifyFailed`
     /// queued.
     Refused,
+    /// The offer is the image the bootloader just reverted, and the server has not heard of
+    /// the revert yet (its `RolledBack` event is still queued): it would only be reverted
+    /// again, so it is not downloaded. (A server that offers while a device's report is on its
+    /// way, e.g. when the check-in goes out before the report after a reboot, sees the revert
+    /// with that report.)
+    Reverted,
 }
 
 /// What a pushed [`Command`] (MQTT) asked, and what [`command`](OtaClient::command) did.
@@ -457,6 +463,14 @@ where
     fn consider(&mut self, offer: &Offer) -> CheckInOutcome {
         if self.active.is_some() {
             return CheckInOutcome::Busy;
+        }
+        if let Some((slot, rollout, version)) = self.installed() {
+            if offer.rollout_id == rollout
+                && offer.version == version
+                && self.boot.journal().state().is_rejected(slot)
+            {
+                return CheckInOutcome::Reverted;
+            }
         }
         let info = self.boot.info();
         if info.mode != BootMode::Confirmed {

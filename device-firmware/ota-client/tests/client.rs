@@ -579,6 +579,40 @@ fn a_confirmed_boot_after_a_revert_reports_the_rollback() {
     assert!(c.queued_events().is_empty());
 }
 
+/// Until the server has the revert, an offer of the very image the bootloader reverted is not
+/// downloaded again; once the `RolledBack` report is acknowledged, offers are considered again.
+#[test]
+fn the_image_just_reverted_is_not_downloaded_again_before_the_server_knows() {
+    let keys = keys();
+    let mut flash = flash_with(&[
+        RecordKind::Pending { slot: SlotId::B },
+        RecordKind::Attempt { slot: SlotId::B },
+        RecordKind::Attempt { slot: SlotId::B },
+        RecordKind::Attempt { slot: SlotId::B },
+        RecordKind::Reverted { slot: SlotId::B },
+    ]);
+    put(&mut flash, SlotId::B, &new_image());
+    let mut c = client(
+        Server::offering(new_image()),
+        flash,
+        SlotId::A,
+        persisted(Some(installed_new()), None),
+        0,
+        &keys,
+        Config::default(),
+    );
+    assert_eq!(c.after_boot(|| true).unwrap(), AfterBoot::RolledBack);
+    // The check-in goes out before the report (the server still thinks it is downloading).
+    assert_eq!(c.check_in().unwrap(), CheckInOutcome::Reverted);
+    assert!(c.download().is_none());
+    assert_eq!(kinds(&c), vec![EventKind::RolledBack]);
+    // Another version of the same rollout is considered as usual.
+    let mut other = offer_for(&new_image());
+    other.version = ImageVersion::new(2, 0, 1, 0);
+    c.transport_mut().offer = Some(other);
+    assert_eq!(c.check_in().unwrap(), CheckInOutcome::Started);
+}
+
 #[test]
 fn reports_are_retried_until_acknowledged_with_the_same_ids() {
     let keys = keys();
