@@ -10,18 +10,20 @@
 //! computes it.
 //!
 //! Without Chromium or ChromeDriver this test fails, saying what is missing: it is never skipped.
-//! `FOTA_CHROMIUM` and `FOTA_CHROMEDRIVER` name other binaries; `FOTA_DASHBOARD_SCREENSHOTS=DIR`
-//! saves the pages it visits as PNG files there (docs/dashboard-*.png were made so).
+//! The WebDriver client is the testkit's (`fota_testkit::browser`, shared with the dashboard's
+//! benchmark, server/examples/dashboard_bench.rs). `FOTA_CHROMIUM` and `FOTA_CHROMEDRIVER` name
+//! other binaries; `FOTA_DASHBOARD_SCREENSHOTS=DIR` saves the pages it visits as PNG files there
+//! (docs/dashboard-*.png were made so).
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use fota_protocol::SlotId;
 use fota_server::domain::auth::Role;
+use fota_testkit::browser::{Browser, PATIENCE};
 use fota_testkit::{
     self as testkit, assert_error, backend_tests, fleet, release, rollout_status, spawn_app,
     Behaviour, Db,
 };
 use serde_json::{json, Value};
-use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 backend_tests!(dashboard_in_a_real_browser, search_and_timeline);
@@ -159,11 +161,17 @@ async fn search_and_timeline(db: Db) {
         .iter()
         .all(|p| p["confirmed"] == 0 && p["failures"] == 0));
     let mut outcomes = vec![Behaviour::Good, Behaviour::Good, Behaviour::RollsBack].into_iter();
+    let mut reverted = None;
     for d in &mut lamps {
         if let Some(offer) = d.check_in(&app).await {
-            d.take(&app, &offer, outcomes.next().unwrap()).await;
+            let behaviour = outcomes.next().unwrap();
+            d.take(&app, &offer, behaviour).await;
+            if behaviour == Behaviour::RollsBack {
+                reverted = Some(d.id.clone());
+            }
         }
     }
+    let reverted = reverted.unwrap();
     assert!(outcomes.next().is_none(), "three canaries took the offer");
     let status = testkit::wait_for(&app, id, PATIENCE, |s| {
         s["counts"]["confirmed"] == 2 && s["counts"]["rolled_back"] == 1
@@ -184,6 +192,87 @@ async fn search_and_timeline(db: Db) {
     }
     let resp = app.get("/v1/rollouts/999/timeline").send().await.unwrap();
     assert_error(resp, 404, "rollout_not_found").await;
+
+    // The boot-state and status filters, from what the devices last said and reported: one
+    // device on trial, one whose write protection covers the slot an update would write (B,
+    // it runs from A), one reverted by its bootloader.
+    for d in &mut lamps {
+        d.check_in(&app).await; // the confirmed canaries last checked in on trial
+    }
+    let on_trial = lamps
+        .iter()
+        .position(|d| d.id != reverted && d.version == "1.0.0")
+        .unwrap();
+    lamps[on_trial].trial = true;
+    lamps[on_trial].check_in(&app).await;
+    let blocked = lamps
+        .iter()
+        .rposition(|d| d.id != reverted && d.version == "1.0.0")
+        .unwrap();
+    lamps[blocked].wrp_mask = fota_protocol::layout::SLOT_B.sector_mask();
+    lamps[blocked].check_in(&app).await;
+    app.flush().await;
+    let a = &app;
+    let matching = |q: String| async move {
+        let v: Value = a
+            .get(&format!("/v1/devices?{q}"))
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        ids(&v)
+    };
+    assert_eq!(
+        matching("boot_state=reverted".into()).await,
+        std::slice::from_ref(&reverted)
+    );
+    assert_eq!(
+        matching("boot_state=trial".into()).await,
+        [lamps[on_trial].id.clone()]
+    );
+    assert_eq!(
+        matching("status=protection_blocked&model=streetlight".into()).await,
+        [lamps[blocked].id.clone()]
+    );
+    assert_eq!(
+        matching("q=lamp&boot_state=confirmed&status=online".into())
+            .await
+            .len(),
+        11
+    );
+    assert!(
+        matching("boot_state=reverted&status=protection_blocked".into())
+            .await
+            .is_empty()
+    );
+    for bad in [
+        "boot_state=pending",
+        "status=confirmed",
+        "boot_state=",
+        "status=PROTECTION_BLOCKED",
+    ] {
+        let resp = search(bad).send().await.unwrap();
+        assert_error(resp, 400, "invalid_query").await;
+    }
+    let summary: Value = app
+        .get("/v1/fleet/summary")
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(summary["total"], 16, "{summary}");
+    assert_eq!(
+        summary["by_model"],
+        json!([{"model": "streetlight", "devices": 16}])
+    );
+    assert_eq!(summary["trial"], 1, "{summary}");
+    assert_eq!(summary["confirmed"], 15, "{summary}");
+    assert_eq!(summary["reverted"], 1, "{summary}");
+    assert_eq!(summary["protection_blocked"], 1, "{summary}");
     let resp = app
         .client
         .get(app.at(&format!("/v1/rollouts/{id}/timeline")))
@@ -192,383 +281,6 @@ async fn search_and_timeline(db: Db) {
         .unwrap();
     assert_error(resp, 401, "unauthorized").await;
     app.server.shutdown().await.unwrap();
-}
-
-/// How long the page may take to show something before the test gives up (a liveness bound,
-/// not a speed claim: speed is measured in docs/BENCHMARKS.md).
-const PATIENCE: Duration = Duration::from_secs(20);
-
-const ELEMENT: &str = "element-6066-11e4-a52e-4f735466cecf";
-
-fn find_binary(env: &str, names: &[&str]) -> std::path::PathBuf {
-    if let Ok(p) = std::env::var(env) {
-        return p.into();
-    }
-    for name in names {
-        for dir in std::env::var("PATH").unwrap_or_default().split(':') {
-            let p = std::path::Path::new(dir).join(name);
-            if p.is_file() {
-                return p;
-            }
-        }
-    }
-    panic!(
-        "{} not found (looked for {names:?} on PATH, or set {env}): run scripts/setup, which \
-         installs Debian's chromium and chromium-driver",
-        names.join(" or ")
-    );
-}
-
-/// A headless Chromium behind its ChromeDriver, spoken to over WebDriver.
-struct Browser {
-    driver: Child,
-    http: reqwest::Client,
-    session: String,
-    _profile: tempfile::TempDir,
-}
-
-impl Drop for Browser {
-    fn drop(&mut self) {
-        // Ends the browser too (ChromeDriver's child).
-        let _ = std::process::Command::new("kill")
-            .arg(self.driver.id().to_string())
-            .status();
-        let _ = self.driver.wait();
-    }
-}
-
-impl Browser {
-    async fn start() -> Self {
-        let chromium = find_binary("FOTA_CHROMIUM", &["chromium", "chromium-browser"]);
-        let chromedriver = find_binary("FOTA_CHROMEDRIVER", &["chromedriver"]);
-        let port = std::net::TcpListener::bind("127.0.0.1:0")
-            .unwrap()
-            .local_addr()
-            .unwrap()
-            .port();
-        let driver = Command::new(&chromedriver)
-            .arg(format!("--port={port}"))
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .unwrap_or_else(|e| panic!("cannot start {}: {e}", chromedriver.display()));
-        let http = reqwest::Client::new();
-        let base = format!("http://127.0.0.1:{port}");
-        let started = Instant::now();
-        loop {
-            if let Ok(r) = http.get(format!("{base}/status")).send().await {
-                if r.status().is_success() {
-                    break;
-                }
-            }
-            assert!(
-                started.elapsed() < PATIENCE,
-                "{} did not come up",
-                chromedriver.display()
-            );
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
-        let profile = tempfile::tempdir().unwrap();
-        let caps = json!({"capabilities": {"alwaysMatch": {
-            "browserName": "chrome",
-            "goog:chromeOptions": {
-                "binary": chromium,
-                "args": ["--headless=new", "--no-sandbox", "--disable-gpu",
-                         "--disable-dev-shm-usage", "--window-size=1280,900",
-                         format!("--user-data-dir={}", profile.path().display())],
-            }
-        }}});
-        let resp: Value = http
-            .post(format!("{base}/session"))
-            .json(&caps)
-            .send()
-            .await
-            .unwrap()
-            .json()
-            .await
-            .unwrap();
-        let session = resp["value"]["sessionId"]
-            .as_str()
-            .unwrap_or_else(|| panic!("ChromeDriver refused a session: {resp}"))
-            .to_string();
-        Self {
-            driver,
-            http,
-            session: format!("{base}/session/{session}"),
-            _profile: profile,
-        }
-    }
-
-    /// End the session (and the browser).
-    async fn quit(&self) {
-        self.call(reqwest::Method::DELETE, "", Value::Null).await;
-    }
-
-    async fn call(&self, method: reqwest::Method, path: &str, body: Value) -> Value {
-        let mut req = self.http.request(method, format!("{}{path}", self.session));
-        if !body.is_null() {
-            req = req.json(&body);
-        }
-        let resp: Value = req.send().await.unwrap().json().await.unwrap();
-        resp["value"].clone()
-    }
-
-    async fn post(&self, path: &str, body: Value) -> Value {
-        self.call(reqwest::Method::POST, path, body).await
-    }
-
-    async fn goto(&self, url: &str) {
-        self.post("/url", json!({ "url": url })).await;
-    }
-
-    async fn url(&self) -> String {
-        self.call(reqwest::Method::GET, "/url", Value::Null)
-            .await
-            .as_str()
-            .unwrap_or_default()
-            .to_string()
-    }
-
-    /// Run `script` (a function body) in the page; its return value.
-    async fn js(&self, script: &str) -> Value {
-        let v = self
-            .post("/execute/sync", json!({ "script": script, "args": [] }))
-            .await;
-        assert!(
-            !v.get("error").is_some_and(Value::is_string),
-            "script failed: {v}\n{script}"
-        );
-        v
-    }
-
-    /// Wait until `expr` is truthy in the page; its value.
-    async fn wait(&self, what: &str, expr: &str) -> Value {
-        let started = Instant::now();
-        loop {
-            let v = self
-                .post(
-                    "/execute/sync",
-                    json!({ "script": format!("try {{ return ({expr}); }} catch (e) {{ return null; }}"), "args": [] }),
-                )
-                .await;
-            let truthy = match &v {
-                Value::Null => false,
-                Value::Bool(b) => *b,
-                Value::String(s) => !s.is_empty(),
-                Value::Number(n) => n.as_f64() != Some(0.0),
-                _ => true,
-            };
-            if truthy {
-                return v;
-            }
-            if started.elapsed() > PATIENCE {
-                let page = self.js("return document.body.innerText").await;
-                panic!("waited {PATIENCE:?} for {what} ({expr}); the page shows:\n{page}");
-            }
-            tokio::time::sleep(Duration::from_millis(25)).await;
-        }
-    }
-
-    async fn text(&self, css: &str) -> String {
-        self.js(&format!(
-            "const e = document.querySelector({css:?}); return e ? e.textContent.trim() : null"
-        ))
-        .await
-        .as_str()
-        .unwrap_or_default()
-        .to_string()
-    }
-
-    async fn element(&self, css: &str) -> Option<String> {
-        let v = self
-            .post("/element", json!({ "using": "css selector", "value": css }))
-            .await;
-        v[ELEMENT].as_str().map(str::to_string)
-    }
-
-    /// Click `css` as a person would (the element is re-found if the page redrew it).
-    async fn click(&self, css: &str) {
-        let started = Instant::now();
-        loop {
-            if let Some(id) = self.element(css).await {
-                let v = self.post(&format!("/element/{id}/click"), json!({})).await;
-                if v.is_null() {
-                    return;
-                }
-            }
-            assert!(started.elapsed() < PATIENCE, "cannot click {css}");
-            tokio::time::sleep(Duration::from_millis(25)).await;
-        }
-    }
-
-    async fn type_into(&self, css: &str, text: &str) {
-        let id = self
-            .element(css)
-            .await
-            .unwrap_or_else(|| panic!("no {css}"));
-        self.post(&format!("/element/{id}/value"), json!({ "text": text }))
-            .await;
-    }
-
-    /// Empty an input.
-    async fn clear(&self, css: &str) {
-        let id = self
-            .element(css)
-            .await
-            .unwrap_or_else(|| panic!("no {css}"));
-        self.post(&format!("/element/{id}/clear"), json!({})).await;
-    }
-
-    /// Replace an input's text.
-    async fn retype(&self, css: &str, text: &str) {
-        self.clear(css).await;
-        self.type_into(css, text).await;
-    }
-
-    /// Choose `value` in a select, as a person's choice does (its change event fires).
-    async fn choose(&self, css: &str, value: &str) {
-        self.js(&format!(
-            "const s = document.querySelector({css:?}); s.value = {value:?}; s.dispatchEvent(new Event('change')); return s.value"
-        ))
-        .await;
-        assert_eq!(
-            self.js(&format!("return document.querySelector({css:?}).value"))
-                .await,
-            json!(value),
-            "{css} has no option {value}"
-        );
-    }
-
-    /// Resize the window (a phone is 390 px wide).
-    async fn resize(&self, width: u32, height: u32) {
-        self.post("/window/rect", json!({ "width": width, "height": height }))
-            .await;
-    }
-
-    /// Every visible control of the page has an accessible name, as Chromium's accessibility
-    /// tree computes it (WebDriver's computed label), not as this test guesses it.
-    async fn assert_named_controls(&self, page: &str) {
-        let n = self
-            .js("let i = 0; for (const el of document.querySelectorAll('button, a[href], input, select, textarea, [role=meter], svg[role=img]')) { el.removeAttribute('data-a11y'); if (el.getClientRects().length > 0) el.setAttribute('data-a11y', i++); } return i;")
-            .await
-            .as_u64()
-            .unwrap();
-        assert!(n > 0, "{page}: no control found");
-        for i in 0..n {
-            let css = format!("[data-a11y=\"{i}\"]");
-            let id = self.element(&css).await.unwrap();
-            let label = self
-                .call(
-                    reqwest::Method::GET,
-                    &format!("/element/{id}/computedlabel"),
-                    Value::Null,
-                )
-                .await;
-            let html = self
-                .js(&format!(
-                    "return document.querySelector({css:?}).outerHTML.slice(0, 200)"
-                ))
-                .await;
-            assert!(
-                label.as_str().is_some_and(|l| !l.trim().is_empty()),
-                "{page}: a control has no accessible name ({label}): {html}"
-            );
-        }
-    }
-
-    /// The page is no wider than the window: nothing to scroll sideways but the tables' own
-    /// boxes.
-    async fn assert_fits(&self, page: &str) {
-        let sizes = self
-            .js("return [document.documentElement.scrollWidth, window.innerWidth]")
-            .await;
-        assert!(
-            sizes[0].as_u64() <= sizes[1].as_u64(),
-            "{page} is wider than the window (scroll width, window width): {sizes}"
-        );
-    }
-
-    /// A screenshot of the page's first 1,400 px (the window made taller for it).
-    async fn screenshot_tall(&self, name: &str) {
-        if std::env::var("FOTA_DASHBOARD_SCREENSHOTS").is_err() {
-            return;
-        }
-        self.resize(1280, 1400).await;
-        self.js("window.scrollTo(0, 0); return 1").await;
-        tokio::time::sleep(Duration::from_millis(200)).await;
-        self.screenshot(name).await;
-        self.resize(1280, 900).await;
-    }
-
-    async fn screenshot(&self, name: &str) {
-        let Ok(dir) = std::env::var("FOTA_DASHBOARD_SCREENSHOTS") else {
-            return;
-        };
-        let png = self
-            .call(reqwest::Method::GET, "/screenshot", Value::Null)
-            .await;
-        let bytes = base64_decode(png.as_str().unwrap());
-        std::fs::write(
-            std::path::Path::new(&dir).join(format!("dashboard-{name}.png")),
-            bytes,
-        )
-        .unwrap();
-    }
-
-    /// Sign in through the form.
-    async fn sign_in(&self, token: &str) {
-        self.wait(
-            "the sign-in form",
-            "!document.querySelector('#sign-in').hidden",
-        )
-        .await;
-        self.type_into("#token", token).await;
-        self.click("#sign-in-button").await;
-        self.wait("signed in", "!document.querySelector('#who').hidden")
-            .await;
-    }
-
-    /// Click an action button, check its confirmation says what it does, confirm.
-    async fn act(&self, action: &str, says: &str) {
-        self.act_on(&format!("#action-{action}"), says).await;
-    }
-
-    /// Click `css`, check the confirmation it opens says `says`, confirm.
-    async fn act_on(&self, css: &str, says: &str) {
-        self.click(css).await;
-        self.wait(
-            "the confirmation",
-            "document.querySelector('#confirm').open",
-        )
-        .await;
-        let text = self.text("#confirm-text").await;
-        assert!(text.contains(says), "{css}'s confirmation says: {text}");
-        self.click("#confirm-ok").await;
-    }
-}
-
-/// Standard base64 (WebDriver's screenshots).
-fn base64_decode(s: &str) -> Vec<u8> {
-    let mut out = Vec::with_capacity(s.len() * 3 / 4);
-    let mut acc = 0u32;
-    let mut bits = 0;
-    for c in s.bytes() {
-        let v = match c {
-            b'A'..=b'Z' => c - b'A',
-            b'a'..=b'z' => c - b'a' + 26,
-            b'0'..=b'9' => c - b'0' + 52,
-            b'+' => 62,
-            b'/' => 63,
-            _ => continue,
-        };
-        acc = (acc << 6) | u32::from(v);
-        bits += 6;
-        if bits >= 8 {
-            bits -= 8;
-            out.push((acc >> bits) as u8);
-        }
-    }
-    out
 }
 
 /// Wait for the page at `hash` (after a form sent the browser there): its rollout id.
@@ -622,13 +334,77 @@ async fn dashboard_in_a_real_browser(db: Db) {
             "document.querySelectorAll('#devices tbody tr').length === 10",
         )
         .await;
+    browser
+        .wait("the summary", "document.querySelector('#fleet-total')")
+        .await;
     assert_eq!(browser.text("#fleet-total").await, "10");
-    assert!(browser.text("#fleet-versions").await.contains("1.0.0: 10"));
+    assert_eq!(browser.text("#fleet-confirmed").await, "10");
+    assert_eq!(browser.text("#fleet-protection-blocked").await, "0");
+    assert_eq!(browser.text("#fleet-versions").await, "1.0.0: 10 devices");
+    assert_eq!(
+        browser.text("#fleet-models").await,
+        "streetlight: 10 devices"
+    );
+    assert_eq!(browser.text("#devices-shown").await, "10 devices shown");
     browser.assert_named_controls("the fleet").await;
     browser.screenshot("fleet").await;
-    // The search is the server's: the page asks for the matches (q=...), not the whole fleet.
+    // What the page asked the server for so far: the summary once, then only searches.
+    let b = &browser;
+    let asked = |path: &'static str| async move {
+        b.js(&format!(
+                "return performance.getEntriesByType('resource').filter(e => e.name.includes({path:?})).length"
+            ))
+            .await
+            .as_u64()
+            .unwrap()
+    };
+    assert_eq!(asked("/v1/fleet/summary").await, 1);
+    let searches = asked("/v1/devices?").await;
+    // The filters are the server's: boot state and status, each a query of its own.
+    browser.choose("#filter-status", "protection_blocked").await;
+    browser
+        .wait(
+            "no protection-blocked device",
+            "document.querySelector('#devices-shown').textContent === 'No device matches.'",
+        )
+        .await;
+    browser.choose("#filter-status", "").await;
+    browser.choose("#filter-boot-state", "trial").await;
+    browser
+        .wait(
+            "no device on trial",
+            "performance.getEntriesByType('resource').some(e => e.name.includes('/v1/devices?boot_state=trial&')) && document.querySelector('#devices-shown').textContent === 'No device matches.'",
+        )
+        .await;
+    browser.choose("#filter-boot-state", "confirmed").await;
+    browser
+        .wait(
+            "the confirmed devices",
+            "document.querySelectorAll('#devices tbody tr').length === 10",
+        )
+        .await;
+    assert!(browser
+        .js("return location.hash")
+        .await
+        .as_str()
+        .unwrap()
+        .contains("boot_state=confirmed"));
+    browser.choose("#filter-boot-state", "").await;
+    // The search is the server's: the page asks for the matches (q=...), not the whole fleet,
+    // once the typing pauses (not once a key), and never the summary again.
+    browser
+        .wait(
+            "the whole fleet again",
+            "!location.hash.includes('boot_state') && !document.querySelector('#fleet-results[aria-busy]') && document.querySelectorAll('#devices tbody tr').length === 10",
+        )
+        .await;
+    let before = asked("/v1/devices?").await;
+    assert!(
+        before - searches <= 5,
+        "{} searches for 4 choices",
+        before - searches
+    );
     browser.type_into("#filter-q", "LAMP-0003").await;
-    browser.click("#fleet-filters button[type=submit]").await;
     browser
         .wait(
             "the search to narrow the list",
@@ -637,10 +413,18 @@ async fn dashboard_in_a_real_browser(db: Db) {
         .await;
     assert_eq!(
         browser
-            .js("return performance.getEntriesByType('resource').some(e => e.name.includes('/v1/devices?q=LAMP-0003&'))")
+            .js("return performance.getEntriesByType('resource').some(e => e.name.includes('/v1/devices?q=LAMP-0003&limit=100'))")
             .await,
         json!(true),
-        "the search went to the server"
+        "the search went to the server, for at most a page"
+    );
+    let typed = asked("/v1/devices?").await - before;
+    assert!(typed <= 3, "{typed} searches for the 9 keys of one word");
+    assert_eq!(browser.text("#devices-shown").await, "1 device shown");
+    assert_eq!(
+        asked("/v1/fleet/summary").await,
+        1,
+        "the summary is read once a visit"
     );
     browser.click("#devices a").await;
     browser
@@ -789,6 +573,12 @@ async fn dashboard_in_a_real_browser(db: Db) {
     assert_eq!(api["stages"][0]["auto_advance"], false);
     assert_eq!(api["stages"][0]["min_sample"], 20, "the server's default");
     assert_eq!(browser.text("#total-confirmed").await, "0");
+    // Counts with their nouns: one device, three devices.
+    assert_eq!(browser.text("#chart .chart-top").await, "1 device");
+    assert_eq!(
+        browser.text("#stages tr[data-stage=\"1\"] td").await,
+        "1 (3 devices)"
+    );
     browser.js("window.fotaNoReload = 1; return 1").await;
     // Chromium's own measure of layout shift (the Layout Instability API), while numbers move.
     assert_eq!(
@@ -953,6 +743,11 @@ async fn dashboard_in_a_real_browser(db: Db) {
     assert_eq!(browser.text("#rollout-state").await, "active");
     assert!(browser.element("#halt").await.is_none());
     browser.js("window.fotaNoReload = 2; return 1").await;
+    // The halt card is an alert: announced when it appears, so it is inserted once, not again
+    // with each status that follows.
+    browser
+        .js("window.fotaAlerts = []; new MutationObserver(ms => { for (const m of ms) for (const n of m.addedNodes) if (n.nodeType === 1) for (const a of [n, ...n.querySelectorAll('[role=alert]')]) if (a.getAttribute('role') === 'alert' && a.textContent.trim()) window.fotaAlerts.push(a.id); }).observe(document.body, { childList: true, subtree: true }); return 1")
+        .await;
     let mut halted_at = None;
     for d in &mut devices {
         if let Some(offer) = d.check_in(&app).await {
@@ -979,6 +774,9 @@ async fn dashboard_in_a_real_browser(db: Db) {
         api["halt_message"].as_str().unwrap()
     );
     assert_eq!(browser.js("return window.fotaNoReload").await, json!(2));
+    browser
+        .js("window.fotaHalt = document.querySelector('#halt'); return 1")
+        .await;
     assert!(!browser
         .text("#rollout")
         .await
@@ -997,6 +795,17 @@ async fn dashboard_in_a_real_browser(db: Db) {
         )
         .await;
     browser.screenshot_tall("rollout-halted").await;
+    assert_eq!(
+        browser.js("return window.fotaAlerts").await,
+        json!(["halt"]),
+        "alerts inserted while the halt came in and the page kept updating"
+    );
+    assert_eq!(
+        browser
+            .js("return window.fotaHalt === document.querySelector('#halt')")
+            .await,
+        json!(true)
+    );
 
     // On a phone: the same page, nothing wider than the screen.
     browser.resize(390, 844).await;
@@ -1019,7 +828,11 @@ async fn dashboard_in_a_real_browser(db: Db) {
         .wait("the live stream", "document.querySelector('#live.on')")
         .await;
 
-    // Abort it from the page, through its confirmation.
+    // Abort it from the page, through its confirmation. The halt card stays, the same node: the
+    // statuses that follow do not announce it again.
+    browser
+        .js("window.fotaAlerts = []; window.fotaHalt = document.querySelector('#halt'); return 1")
+        .await;
     browser
         .act("abort", &format!("Abort rollout #{r_bad}"))
         .await;
@@ -1029,6 +842,13 @@ async fn dashboard_in_a_real_browser(db: Db) {
             "document.querySelector('#rollout-state').textContent === 'aborted'",
         )
         .await;
+    assert_eq!(browser.js("return window.fotaAlerts").await, json!([]));
+    assert_eq!(
+        browser
+            .js("return window.fotaHalt === document.querySelector('#halt')")
+            .await,
+        json!(true)
+    );
     assert_eq!(rollout_status(&app, r_bad).await["state"], "aborted");
     // Nothing is left to steer; a fleet rollback is still offered.
     assert!(browser

@@ -94,9 +94,14 @@ pub struct ListArgs {
     /// Only devices with this tag.
     #[arg(long, value_name = "TAG")]
     pub tag: Option<String>,
-    /// Only devices never seen, online (checked in within two poll intervals), or silent.
-    #[arg(long, value_name = "STATUS", value_parser = ["never_seen", "online", "silent"])]
+    /// Only devices never seen, online (checked in within two poll intervals), silent, or
+    /// protection-blocked (write protection covers the slot an update would write).
+    #[arg(long, value_name = "STATUS", value_parser = ["never_seen", "online", "silent", "protection_blocked"])]
     pub status: Option<String>,
+    /// Only devices running a confirmed image, one on trial, or reverted by their bootloader
+    /// (and no update confirmed since).
+    #[arg(long, value_name = "STATE", value_parser = ["confirmed", "trial", "reverted"])]
+    pub boot_state: Option<String>,
     /// Page size, 1-1000 [server default 100].
     #[arg(long, value_name = "N", value_parser = clap::value_parser!(u32).range(1..=1000))]
     pub limit: Option<u32>,
@@ -242,6 +247,7 @@ fn list(args: &ListArgs, out: &mut dyn Write) -> anyhow::Result<()> {
         ("version", &args.version),
         ("tag", &args.tag),
         ("status", &args.status),
+        ("boot_state", &args.boot_state),
         ("after", &args.after),
     ] {
         if let Some(v) = value {

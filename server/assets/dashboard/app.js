@@ -27,9 +27,9 @@ class ApiError extends Error {
   }
 }
 
-async function api(method, path, body) {
+async function api(method, path, body, signal) {
   const headers = { Authorization: "Bearer " + token(), Accept: "application/json" };
-  const init = { method, headers };
+  const init = { method, headers, signal };
   if (body instanceof FormData) {
     init.body = body; // multipart: the browser writes its Content-Type with the boundary
   } else if (body !== undefined) {
@@ -85,6 +85,11 @@ function badge(state) {
 function when(ms) {
   if (ms === null || ms === undefined) return "never";
   return new Date(ms).toLocaleString();
+}
+
+// "1 device", "2 devices": a count with its noun.
+function plural(n, one, many) {
+  return n + " " + (n === 1 ? one : many || one + "s");
 }
 
 function pct(x) {
@@ -249,45 +254,138 @@ async function route() {
 }
 
 // The search and the filters are the server's (GET /v1/devices?q=...): the page asks for one
-// page of matches, never the whole fleet, so it works the same at 100,000 devices.
+// page of matches (at most 100), never the whole fleet, so it works the same at 100,000
+// devices. The summary is read once per visit of the page; typing in the search asks only for
+// the matches, once the typing pauses (DEBOUNCE_MS), and an answer overtaken by a newer
+// question is dropped.
+const FLEET_FILTERS = ["q", "model", "version", "tag", "boot_state", "status"];
+const PAGE_SIZE = "100";
+const DEBOUNCE_MS = 250;
+const BOOT_STATES = [["", "any"], ["confirmed", "confirmed"], ["trial", "on trial"], ["reverted", "reverted"]];
+const STATUSES = [["", "any"], ["online", "online"], ["silent", "silent"], ["never_seen", "never seen"], ["protection_blocked", "protection-blocked"]];
+
+function choice(name, label, options, value) {
+  return h(
+    "label",
+    {},
+    label,
+    h(
+      "select",
+      { name, id: "filter-" + name.replace("_", "-") },
+      options.map(([v, text]) => h("option", { value: v, selected: (value || "") === v }, text)),
+    ),
+  );
+}
+
 async function fleetPage(page, params) {
   const filters = {};
-  for (const k of ["q", "model", "version", "status", "tag"]) {
+  for (const k of FLEET_FILTERS) {
     if (params.get(k)) filters[k] = params.get(k);
   }
-  const query = new URLSearchParams({ ...filters, limit: "100" });
-  if (params.get("after")) query.set("after", params.get("after"));
-  const [summary, list] = await Promise.all([
-    api("GET", "/v1/fleet/summary"),
-    api("GET", "/v1/devices?" + query),
-  ]);
   const form = h(
     "form",
     { class: "filters", id: "fleet-filters", role: "search", "aria-label": "Search devices" },
-    h("label", {}, "Search id", h("input", { name: "q", id: "filter-q", type: "search", value: filters.q || "", placeholder: "part of a device id", maxlength: "64" })),
+    h("label", {}, "Search id", h("input", { name: "q", id: "filter-q", type: "search", value: filters.q || "", placeholder: "part of a device id", maxlength: "64", autocomplete: "off" })),
     h("label", {}, "Model", h("input", { name: "model", id: "filter-model", value: filters.model || "" })),
     h("label", {}, "Version", h("input", { name: "version", id: "filter-version", value: filters.version || "", placeholder: "1.4.2" })),
     h("label", {}, "Tag", h("input", { name: "tag", id: "filter-tag", value: filters.tag || "" })),
-    h(
-      "label",
-      {},
-      "Status",
-      h(
-        "select",
-        { name: "status", id: "filter-status" },
-        ["", "online", "silent", "never_seen"].map((s) =>
-          h("option", { value: s, selected: (filters.status || "") === s }, s === "" ? "any" : s.replace("_", " ")),
-        ),
-      ),
-    ),
+    choice("boot_state", "Boot state", BOOT_STATES, filters.boot_state),
+    choice("status", "Status", STATUSES, filters.status),
     h("button", { type: "submit", class: "primary" }, "Search"),
   );
+  const results = h("div", { id: "fleet-results" });
+  const summaryBox = h("div", { id: "fleet-summary" });
+  fill(page, h("h1", {}, "Fleet"), summaryBox, h("h2", {}, "Devices"), form, results);
+
+  let asked = 0; // the latest question; older answers are dropped
+  let inFlight = null;
+  const search = async (f, after) => {
+    const n = ++asked;
+    if (inFlight) inFlight.abort();
+    const controller = new AbortController();
+    inFlight = controller;
+    const query = new URLSearchParams({ ...f, limit: PAGE_SIZE });
+    if (after) query.set("after", after);
+    results.setAttribute("aria-busy", "true");
+    let list;
+    try {
+      list = await api("GET", "/v1/devices?" + query, undefined, controller.signal);
+    } catch (e) {
+      if (n !== asked || e.name === "AbortError") return;
+      results.removeAttribute("aria-busy");
+      if (e.status !== 401) fill(results, errorBox(e, "devices-error"));
+      return;
+    }
+    if (n !== asked) return;
+    inFlight = null;
+    results.removeAttribute("aria-busy");
+    fill(results, deviceTable(list, Object.keys(f).length > 0, (next) => search(f, next)));
+  };
+  const current = () => {
+    const f = {};
+    for (const [k, v] of new FormData(form)) if (v.trim()) f[k] = v.trim();
+    return f;
+  };
+  // The address follows the filters (a link to share, the back button), without reloading the
+  // page: replaceState fires no hashchange.
+  const remember = (f) => history.replaceState(null, "", "#/fleet" + (Object.keys(f).length ? "?" + new URLSearchParams(f) : ""));
+  let timer = null;
+  const soon = () => {
+    clearTimeout(timer);
+    timer = setTimeout(() => {
+      const f = current();
+      // A search of part of an id needs a valid piece of one; the server says so anyway.
+      if (f.q && !/^[A-Za-z0-9._:-]{1,64}$/.test(f.q)) return;
+      remember(f);
+      search(f);
+    }, DEBOUNCE_MS);
+  };
+  form.addEventListener("input", soon);
+  form.addEventListener("change", soon);
   form.addEventListener("submit", (ev) => {
     ev.preventDefault();
-    const q = new URLSearchParams();
-    for (const [k, v] of new FormData(form)) if (v.trim()) q.set(k, v.trim());
-    location.hash = "#/fleet?" + q;
+    clearTimeout(timer);
+    const f = current();
+    remember(f);
+    search(f);
   });
+  stopPage = () => {
+    clearTimeout(timer);
+    asked++;
+    if (inFlight) inFlight.abort();
+  };
+  const [summary] = await Promise.all([api("GET", "/v1/fleet/summary"), search(filters, params.get("after"))]);
+  fill(summaryBox, fleetSummary(summary));
+}
+
+function fleetSummary(s) {
+  const counts = (id, items) =>
+    h(
+      "p",
+      { id },
+      items.length === 0 ? h("span", { class: "muted" }, "none") : items.flatMap(([label, n]) => [h("span", { class: "badge" }, label + ": " + plural(n, "device")), " "]),
+    );
+  return [
+    h(
+      "div",
+      { class: "grid" },
+      figure("Devices", s.total, "fleet-total"),
+      figure("Online", s.online, "fleet-online"),
+      figure("Silent", s.silent, "fleet-silent"),
+      figure("Never seen", s.never_seen, "fleet-never-seen"),
+      figure("Confirmed", s.confirmed, "fleet-confirmed"),
+      figure("On trial", s.trial, "fleet-trial"),
+      figure("Reverted", s.reverted, "fleet-reverted"),
+      figure("Protection-blocked", s.protection_blocked, "fleet-protection-blocked"),
+    ),
+    h("h2", {}, "By model"),
+    counts("fleet-models", s.by_model.map((m) => [m.model, m.devices])),
+    h("h2", {}, "By version"),
+    counts("fleet-versions", s.by_version.map((v) => [v.version || "unknown", v.devices])),
+  ];
+}
+
+function deviceTable(list, filtered, next) {
   const rows = list.devices.map((d) =>
     h(
       "tr",
@@ -301,37 +399,19 @@ async function fleetPage(page, params) {
       h("td", { class: "hide-narrow" }, when(d.last_seen_at)),
     ),
   );
-  const filtered = Object.keys(filters).length > 0;
-  fill(page,
-    h("h1", {}, "Fleet"),
-    h(
-      "div",
-      { class: "grid" },
-      figure("Devices", summary.total, "fleet-total"),
-      figure("Online", summary.online, "fleet-online"),
-      figure("Silent", summary.silent, "fleet-silent"),
-      figure("Never seen", summary.never_seen, "fleet-never-seen"),
-    ),
-    h("h2", {}, "By version"),
-    h(
-      "p",
-      { id: "fleet-versions" },
-      summary.by_version.map((v) => h("span", { class: "badge" }, (v.version || "unknown") + ": " + v.devices, " ")),
-    ),
-    h("h2", {}, "Devices"),
-    form,
+  return [
     table(["Id", "Model", "Version", h("th", { class: "hide-narrow" }, "Slot"), "Boot state", "Status", h("th", { class: "hide-narrow" }, "Last seen")], rows, { id: "devices" }),
     h(
       "p",
       { class: "muted", id: "devices-shown" },
       list.devices.length === 0
         ? (filtered ? "No device matches." : "No device yet.")
-        : list.devices.length + (list.next_after ? " shown, more on the next page" : " shown"),
+        : plural(list.devices.length, "device") + (list.next_after ? " shown, more on the next page" : " shown"),
     ),
     list.next_after
-      ? h("p", {}, h("a", { href: "#/fleet?" + new URLSearchParams({ ...filters, after: list.next_after }), id: "next-page" }, "Next page"))
+      ? h("p", {}, h("button", { type: "button", id: "next-page", onclick: () => next(list.next_after) }, "Next page"))
       : null,
-  );
+  ];
 }
 
 async function devicePage(page, id) {
@@ -469,11 +549,12 @@ function renderRollout(view, r, onStatus) {
     h(
       "p",
       { class: "muted" },
-      "Stage " + r.current_stage + " of " + r.stages.length + " · " + r.targets + " targets · started by " + r.created_by + " " + when(r.created_at),
+      "Stage " + r.current_stage + " of " + r.stages.length + " · " + plural(r.targets, "target") + " · started by " + r.created_by + " " + when(r.created_at),
     ),
-    r.halt_message
-      ? h("div", { class: "card halt", id: "halt", role: "alert" }, h("strong", {}, "Halted: "), h("span", { id: "halt-reason" }, r.halt_message))
-      : null,
+  );
+  showHalt(view.halt, r.halt_message);
+  fill(
+    view.controls,
     actions.length || (may_steer && r.kind === "rollout" && r.state !== "completed")
       ? h(
           "div",
@@ -500,7 +581,9 @@ function renderRollout(view, r, onStatus) {
             : null,
         )
       : null,
-    h("p", { class: "error", id: "action-error", role: "alert" }),
+  );
+  fill(
+    view.figures,
     h(
       "div",
       { class: "grid" },
@@ -533,7 +616,7 @@ function renderRollout(view, r, onStatus) {
         h(
           "tr",
           { "data-stage": s.number },
-          h("td", {}, s.number + " (" + (s.percent !== null ? s.percent + "%" : s.devices + " devices") + ")"),
+          h("td", {}, s.number + " (" + (s.percent !== null ? s.percent + "%" : plural(s.devices, "device")) + ")"),
           h("td", { class: "num" }, s.reach),
           h("td", {}, s.status),
           COUNT_COLUMNS.map(([k]) => h("td", { class: "num", "data-count": k }, s.counts[k])),
@@ -547,10 +630,28 @@ function renderRollout(view, r, onStatus) {
   if (focused && document.getElementById(focused)) document.getElementById(focused).focus();
 }
 
+// The halt card is an alert: a screen reader announces it when it appears. It is made once and
+// kept while the rollout stays halted (its reason's text changed only if the reason does), so
+// the live updates that follow do not announce it again.
+function showHalt(slot, message) {
+  if (!message) {
+    slot.replaceChildren();
+    return;
+  }
+  const reason = slot.querySelector("#halt-reason");
+  if (reason) {
+    if (reason.textContent !== message) reason.textContent = message;
+    return;
+  }
+  slot.append(h("div", { class: "card halt", id: "halt", role: "alert" }, h("strong", {}, "Halted: "), h("span", { id: "halt-reason" }, message)));
+}
+
 async function act(r, action, onStatus) {
   const [label, what] = ACTIONS[action];
   const ok = await confirmAction(label + " rollout #" + r.id + "?", label + " rollout #" + r.id + " (" + r.model + " " + r.version + "). " + what, label);
   if (!ok) return;
+  const box = $("#action-error");
+  if (box) box.textContent = "";
   try {
     onStatus(await api("POST", "/v1/rollouts/" + r.id + "/" + action));
   } catch (e) {
@@ -653,7 +754,7 @@ class Chart {
     this.grid.replaceChildren(
       ...[0.25, 0.5, 0.75, 1].map((q) => svg("line", { x1: 0, x2: this.width, y1: y(top * q), y2: y(top * q), "vector-effect": "non-scaling-stroke" })),
     );
-    this.top.textContent = top + " devices";
+    this.top.textContent = plural(top, "device");
     this.start.textContent = when(this.from);
     this.end.textContent = "+" + duration(Math.round(span / 1000));
     this.caption.textContent = last.c + " confirmed, " + last.f + " failed, over " + duration(Math.round(span / 1000));
@@ -670,11 +771,24 @@ async function rolloutPage(page, id) {
   ]);
   const live = h("span", { class: "live", id: "live", "aria-live": "off" }, "connecting");
   const chart = new Chart(timeline);
-  const view = { head: h("div", { id: "rollout-head" }), body: h("div", { id: "rollout-body" }) };
+  // The parts a status redraws, and between them the ones it must not re-create: the halt card
+  // and the action's error (alerts, announced when they appear).
+  const view = {
+    head: h("div", { id: "rollout-head" }),
+    halt: h("div", { id: "halt-slot" }),
+    controls: h("div", { id: "rollout-controls" }),
+    error: h("p", { class: "error", id: "action-error", role: "alert" }),
+    figures: h("div", { id: "rollout-figures" }),
+    body: h("div", { id: "rollout-body" }),
+  };
   view.root = h(
     "div",
     { id: "rollout", "data-rollout": id },
     view.head,
+    view.halt,
+    view.controls,
+    view.error,
+    view.figures,
     h("h2", {}, "Confirmations and failures over time"),
     chart.el,
     view.body,
@@ -850,7 +964,7 @@ function uploadForm() {
     const version = $("#upload-version").value.trim();
     const ok = await confirmAction(
       "Upload a release of " + model + "?",
-      "Upload a release of " + model + (version ? " " + version : "") + " from " + a.name + " (slot A, " + a.size + " bytes) and " + b.name + " (slot B, " + b.size + " bytes). Nothing is offered to any device until a rollout of it starts.",
+      "Upload a release of " + model + (version ? " " + version : "") + " from " + a.name + " (slot A, " + plural(a.size, "byte") + ") and " + b.name + " (slot B, " + plural(b.size, "byte") + "). Nothing is offered to any device until a rollout of it starts.",
       "Upload",
     );
     if (!ok) return;
@@ -1081,14 +1195,14 @@ function readPlan(prefix) {
   }
   const or = (v, d) => (v === null ? d : v);
   const words =
-    list.map((x) => (devices ? x + " devices" : x + "%")).join(" → ") +
+    list.map((x) => (devices ? plural(x, "device") : x + "%")).join(" → ") +
     "; each stage bakes " + duration(or(gate.bake_s, 1800)) +
-    ", needs " + or(gate.min_sample, 20) + " decided devices" +
+    ", needs " + plural(or(gate.min_sample, 20), "decided device") +
     " and halts the rollout above " + pct(or(gate.max_failure_rate, 0.05)) + " failures" +
     "; a device that has not confirmed " + duration(or(gate.confirm_deadline_s, 7200)) + " after its offer counts as failed" +
     (or(gate.max_reset_ratio, 2) === 0
       ? "; resets are not checked"
-      : "; it halts if the new release resets " + or(gate.max_reset_ratio, 2) + " times as often as the old (after " + or(gate.min_device_hours, 10) + " device-hours)") +
+      : "; it halts if the new release resets " + plural(or(gate.max_reset_ratio, 2), "time") + " as often as the old (after " + plural(or(gate.min_device_hours, 10), "device-hour") + ")") +
     (manual ? "; each stage waits for an approval" : "; stages advance by themselves");
   return [stages, words];
 }

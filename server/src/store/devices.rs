@@ -105,6 +105,35 @@ pub enum DeviceStatus {
     Silent,
 }
 
+/// What the fleet's status filter selects: whether a device is heard from, or whether its flash
+/// protection would refuse an update.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, serde::Deserialize, utoipa::ToSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum StatusFilter {
+    /// Provisioned, never checked in.
+    NeverSeen,
+    /// Checked in within two poll intervals.
+    Online,
+    /// Silent for longer than two poll intervals.
+    Silent,
+    /// Its write protection (the WRP mask of its last check-in) covers the slot an update would
+    /// write (the one it does not run from): every rollout skips it, as the engine does.
+    ProtectionBlocked,
+}
+
+/// What the fleet's boot-state filter selects.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, serde::Deserialize, utoipa::ToSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum BootStateFilter {
+    /// Its last check-in ran a confirmed image.
+    Confirmed,
+    /// Its last check-in ran an image on trial (booted, not confirmed yet: pending).
+    Trial,
+    /// Its bootloader reverted an update (a `rolled_back` report) and it has confirmed no
+    /// update since.
+    Reverted,
+}
+
 /// A device as the admin API shows it.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, serde::Deserialize, utoipa::ToSchema)]
 pub struct DeviceRecord {
@@ -147,8 +176,10 @@ pub struct DeviceFilter {
     pub tag: Option<String>,
     /// Id contains this text, ignoring case (a search; `_` is matched literally).
     pub id_contains: Option<String>,
-    /// Derived status.
-    pub status: Option<DeviceStatus>,
+    /// Derived status, or protection-blocked.
+    pub status: Option<StatusFilter>,
+    /// Boot state.
+    pub boot_state: Option<BootStateFilter>,
     /// Last seen at or after (Unix ms).
     pub seen_after: Option<i64>,
     /// Last seen before (Unix ms), or never.
@@ -168,13 +199,32 @@ pub struct VersionCount {
     pub devices: i64,
 }
 
-/// Fleet counts by version and by status.
+/// Devices per model.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, serde::Deserialize, utoipa::ToSchema)]
+pub struct ModelCount {
+    /// Hardware model.
+    pub model: String,
+    /// How many devices are of it.
+    pub devices: i64,
+}
+
+/// Fleet counts by model, version, boot state and status.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, serde::Deserialize, utoipa::ToSchema)]
 pub struct FleetSummary {
     /// All devices.
     pub total: i64,
+    /// By model, most common first.
+    pub by_model: Vec<ModelCount>,
     /// By firmware version, most common first.
     pub by_version: Vec<VersionCount>,
+    /// Last checked in running a confirmed image.
+    pub confirmed: i64,
+    /// Last checked in running an image on trial.
+    pub trial: i64,
+    /// Reverted by their bootloader, no update confirmed since (`boot_state=reverted`).
+    pub reverted: i64,
+    /// Write protection covers the slot an update would write (`status=protection_blocked`).
+    pub protection_blocked: i64,
     /// Never checked in.
     pub never_seen: i64,
     /// Heard from within two poll intervals.
@@ -190,6 +240,22 @@ fn status_of(last_seen_at: Option<i64>, stale_before: i64) -> DeviceStatus {
         Some(_) => DeviceStatus::Silent,
     }
 }
+
+/// SQL: the device's write protection covers the slot an update would write (the other one).
+fn protection_blocked_sql() -> String {
+    use fota_protocol::layout::{SLOT_A, SLOT_B};
+    format!(
+        "((running_slot = 'a' AND (wrp_mask & {b}) <> 0) OR (running_slot = 'b' AND (wrp_mask & {a}) <> 0))",
+        a = SLOT_A.sector_mask(),
+        b = SLOT_B.sector_mask(),
+    )
+}
+
+/// SQL: the bootloader reverted the device's last update; no confirmation reported since. Read
+/// through `device_events`' primary key (device_id, event_id).
+const REVERTED_SQL: &str = "EXISTS (SELECT 1 FROM device_events r WHERE r.device_id = devices.id \
+     AND r.kind = 'rolled_back' AND NOT EXISTS (SELECT 1 FROM device_events c \
+     WHERE c.device_id = r.device_id AND c.kind = 'confirmed' AND c.event_id > r.event_id))";
 
 const DEVICE_COLUMNS: &str = "id, model, created_at, last_seen_at, firmware_version, \
      running_slot, boot_state, bootloader_version, rdp_level, wrp_mask, security_counter";
@@ -481,16 +547,31 @@ impl Store {
         }
         match filter.status {
             None => {}
-            Some(DeviceStatus::NeverSeen) => {
+            Some(StatusFilter::NeverSeen) => {
                 sql.push(" AND last_seen_at IS NULL");
             }
-            Some(DeviceStatus::Online) => {
+            Some(StatusFilter::Online) => {
                 sql.push(" AND last_seen_at >= ")
                     .bind(Param::Int(stale_before));
             }
-            Some(DeviceStatus::Silent) => {
+            Some(StatusFilter::Silent) => {
                 sql.push(" AND last_seen_at < ")
                     .bind(Param::Int(stale_before));
+            }
+            Some(StatusFilter::ProtectionBlocked) => {
+                sql.push(&format!(" AND {}", protection_blocked_sql()));
+            }
+        }
+        match filter.boot_state {
+            None => {}
+            Some(BootStateFilter::Confirmed) => {
+                sql.push(" AND boot_state = 'confirmed'");
+            }
+            Some(BootStateFilter::Trial) => {
+                sql.push(" AND boot_state = 'trial'");
+            }
+            Some(BootStateFilter::Reverted) => {
+                sql.push(&format!(" AND {REVERTED_SQL}"));
             }
         }
         if let Some(t) = filter.seen_after {
@@ -536,20 +617,47 @@ impl Store {
         Ok(devices)
     }
 
-    /// Counts by version and by status.
+    /// Counts by model, version, boot state and status: four grouped reads of the whole fleet,
+    /// for a page's visit (not for every search).
     pub async fn fleet_summary(&self, stale_before: i64) -> Result<FleetSummary, StoreError> {
-        let row = sqlx::query(
+        let row = sqlx::query(&format!(
             "SELECT COUNT(*) AS total, \
              COALESCE(SUM(CASE WHEN last_seen_at IS NULL THEN 1 ELSE 0 END), 0) AS never_seen, \
-             COALESCE(SUM(CASE WHEN last_seen_at >= $1 THEN 1 ELSE 0 END), 0) AS online \
+             COALESCE(SUM(CASE WHEN last_seen_at >= $1 THEN 1 ELSE 0 END), 0) AS online, \
+             COALESCE(SUM(CASE WHEN boot_state = 'confirmed' THEN 1 ELSE 0 END), 0) AS confirmed, \
+             COALESCE(SUM(CASE WHEN boot_state = 'trial' THEN 1 ELSE 0 END), 0) AS trial, \
+             COALESCE(SUM(CASE WHEN {} THEN 1 ELSE 0 END), 0) AS protection_blocked \
              FROM devices",
-        )
+            protection_blocked_sql()
+        ))
         .bind(stale_before)
         .fetch_one(self.reader()?)
         .await?;
         let total: i64 = row.try_get("total")?;
         let never_seen: i64 = row.try_get("never_seen")?;
         let online: i64 = row.try_get("online")?;
+        // Only the devices that ever reported a revert are looked at.
+        let reverted: i64 = sqlx::query(&format!(
+            "SELECT COUNT(*) AS n FROM devices WHERE id IN \
+             (SELECT device_id FROM device_events WHERE kind = 'rolled_back') AND {REVERTED_SQL}"
+        ))
+        .fetch_one(self.reader()?)
+        .await?
+        .try_get("n")?;
+        let by_model = sqlx::query(
+            "SELECT model, COUNT(*) AS devices FROM devices \
+             GROUP BY model ORDER BY devices DESC, model",
+        )
+        .fetch_all(self.reader()?)
+        .await?
+        .iter()
+        .map(|r| {
+            Ok(ModelCount {
+                model: r.try_get("model")?,
+                devices: r.try_get("devices")?,
+            })
+        })
+        .collect::<Result<Vec<_>, sqlx::Error>>()?;
         let by_version = sqlx::query(
             "SELECT firmware_version, COUNT(*) AS devices FROM devices \
              GROUP BY firmware_version ORDER BY devices DESC, firmware_version",
@@ -566,7 +674,12 @@ impl Store {
         .collect::<Result<Vec<_>, sqlx::Error>>()?;
         Ok(FleetSummary {
             total,
+            by_model,
             by_version,
+            confirmed: row.try_get("confirmed")?,
+            trial: row.try_get("trial")?,
+            reverted,
+            protection_blocked: row.try_get("protection_blocked")?,
             never_seen,
             online,
             silent: total - never_seen - online,

@@ -38,8 +38,8 @@ mod tokens;
 pub use audit::AuditEntry;
 pub use db::{now_ms, Backend, PoolSettings, Store, StoreError, DEFAULT_ACQUIRE_TIMEOUT};
 pub use devices::{
-    DeviceCheckInFacts, DeviceFacts, DeviceFilter, DeviceRecord, DeviceStatus, FleetSummary,
-    NewDevice, VersionCount,
+    BootStateFilter, DeviceCheckInFacts, DeviceFacts, DeviceFilter, DeviceRecord, DeviceStatus,
+    FleetSummary, ModelCount, NewDevice, StatusFilter, VersionCount,
 };
 pub use events::{event_kind_name, StoreOutcome, StoredEvent};
 pub use group_queue::ReportOutcome;

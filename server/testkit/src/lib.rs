@@ -2,7 +2,8 @@
 //! fresh database, SQLite by default and PostgreSQL too when `FOTA_TEST_POSTGRES_URL` is set;
 //! [`backend_tests!`] turns one async test body into a test per backend. Test devices
 //! ([`Device`]) talk to it over HTTP; [`spawn_process`] runs `fota serve` as a process instead;
-//! [`PrivatePostgres`] is a PostgreSQL server of the test's own, to stop and start.
+//! [`PrivatePostgres`] is a PostgreSQL server of the test's own, to stop and start;
+//! [`browser::Browser`] a headless Chromium over WebDriver (the dashboard's test and benchmark).
 //!
 //! A crate rather than a `tests/common` module so that both crates' tests share one copy.
 //! Test code: a failed step panics, which is the test's failure report.
@@ -12,6 +13,7 @@
     missing_debug_implementations
 )]
 
+pub mod browser;
 mod mosquitto;
 mod private_postgres;
 pub use mosquitto::Mosquitto;

@@ -59,6 +59,7 @@ pub(super) async fn list_devices(
         tag: q.tag,
         id_contains: q.q,
         status: q.status,
+        boot_state: q.boot_state,
         seen_after: q.seen_after,
         seen_before: q.seen_before,
         after: q.after,

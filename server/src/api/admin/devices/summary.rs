@@ -1,4 +1,4 @@
-//! `GET /v1/fleet/summary`: the fleet by model, version and status.
+//! `GET /v1/fleet/summary`: the fleet by model, version, boot state and status.
 
 use crate::api::auth::Admin;
 use crate::api::error::{ApiError, ErrorBody};
@@ -8,7 +8,8 @@ use crate::store::FleetSummary;
 use axum::extract::State;
 use std::sync::Arc;
 
-/// Device counts by firmware version and by status.
+/// Device counts by model, firmware version, boot state and status (the whole fleet: read it
+/// once per view, not with every search).
 #[utoipa::path(
     get,
     path = "/v1/fleet/summary",

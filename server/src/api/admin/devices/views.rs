@@ -1,7 +1,7 @@
 //! The JSON bodies the device routes take and answer (the CLI reads them too), and the
 //! provisioning limits.
 
-use crate::store::{DeviceRecord, DeviceStatus, StoredEvent};
+use crate::store::{BootStateFilter, DeviceRecord, StatusFilter, StoredEvent};
 use serde::{Deserialize, Serialize};
 use utoipa::{IntoParams, ToSchema};
 
@@ -65,9 +65,14 @@ pub struct ListQuery {
     /// Search: ids containing this text, ignoring case (1-64 of `A-Za-z0-9._:-`).
     #[param(pattern = r"^[A-Za-z0-9._:-]{1,64}$", max_length = 64)]
     pub q: Option<String>,
-    /// `never_seen`, `online` or `silent`.
+    /// `never_seen`, `online`, `silent` (heard from, or not, within two poll intervals), or
+    /// `protection_blocked` (its write protection covers the slot an update would write).
     #[param(inline)]
-    pub status: Option<DeviceStatus>,
+    pub status: Option<StatusFilter>,
+    /// `confirmed`, `trial` (as of its last check-in) or `reverted` (its bootloader reverted
+    /// an update and it confirmed none since).
+    #[param(inline)]
+    pub boot_state: Option<BootStateFilter>,
     /// Last seen at or after (Unix ms).
     pub seen_after: Option<i64>,
     /// Last seen before (Unix ms), or never.
