@@ -9,8 +9,8 @@
 
 use super::{read_image, ImageFile};
 use anyhow::Context as _;
+use fota_protocol::image::check_image_for_slot;
 use fota_protocol::image::{key_hash, tlv_type, Digest, ImageFlags, TlvEntry, IMAGE_MAGIC};
-use fota_protocol::layout::check_image_for_slot;
 use fota_protocol::SlotId;
 use serde_json::{json, Value};
 use std::io::Write;

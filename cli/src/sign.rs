@@ -19,8 +19,8 @@
 use super::parse_int;
 use crate::{atomic, firmware, keys};
 use anyhow::{bail, Context as _};
-use fota_protocol::image::{Component, ImageBuilder, ParsedImage, TrustedKey};
-use fota_protocol::layout::{self, SlotError};
+use fota_protocol::image::{self, Component, ImageBuilder, ParsedImage, SlotError, TrustedKey};
+use fota_protocol::layout;
 use fota_protocol::{ImageVersion, SlotId};
 use std::fs;
 use std::io::Write;
@@ -138,8 +138,8 @@ pub fn run(args: &Args, out: &mut dyn Write) -> anyhow::Result<()> {
         .and_then(|parsed| parsed.verify(&[trusted]))
         .context("the signed image does not verify (internal error)")?;
     let checked = match target.component {
-        Component::Application => layout::check_verified_for_slot(&verified, target.slot),
-        Component::Stage1 { .. } => layout::check_verified_for_stage1(&verified, target.slot),
+        Component::Application => image::check_verified_for_slot(&verified, target.slot),
+        Component::Stage1 { .. } => image::check_verified_for_stage1(&verified, target.slot),
     };
     if let Err(e) = checked {
         let hint = match target.component {
@@ -195,10 +195,10 @@ fn linked_for_hint(error: &SlotError, slot: SlotId, vector_table: Option<[u32; 2
 fn read_payload(input: &Path, target: Target, header_size: u16) -> anyhow::Result<Vec<u8>> {
     let slot = target.name();
     let shown = input.display();
-    if u32::from(header_size) % layout::VTOR_ALIGN != 0 {
+    if u32::from(header_size) % image::VTOR_ALIGN != 0 {
         bail!(
             "header size {header_size:#x} would put the vector table off VTOR's {}-byte alignment",
-            layout::VTOR_ALIGN
+            image::VTOR_ALIGN
         );
     }
     let part = target.partition();

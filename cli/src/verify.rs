@@ -8,8 +8,8 @@
 use super::{image_error_name, read_image};
 use crate::keys;
 use anyhow::bail;
+use fota_protocol::image::check_verified_for_slot;
 use fota_protocol::image::ImageError;
-use fota_protocol::layout::check_verified_for_slot;
 use fota_protocol::SlotId;
 use std::io::Write;
 use std::path::PathBuf;

@@ -54,8 +54,8 @@ pub fn signed_for(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::image::check_verified_for_slot;
     use crate::image::{verify, TrustedKey};
-    use crate::layout::check_verified_for_slot;
 
     #[test]
     #[allow(clippy::unwrap_used)]

@@ -4,11 +4,11 @@
 
 use ed25519_dalek::pkcs8::DecodePrivateKey;
 use ed25519_dalek::SigningKey;
+use fota_protocol::image::{check_verified_for_slot, SlotError};
 use fota_protocol::image::{
     tlv_type, verify, Digest, ImageBuilder, ImageError, ImageFlags, ImageHeader, ImageVersion,
     KeyError, ParsedImage, Region, StreamVerifier, TrustedKey,
 };
-use fota_protocol::layout::{check_verified_for_slot, SlotError};
 use fota_protocol::testing::{app_for, image_for, signed_for, test_key};
 use fota_protocol::SlotId;
 use proptest::prelude::*;
@@ -494,8 +494,9 @@ fn unprotected_tlv_errors() {
 /// refuses it, and the stage-1 check refuses an application.
 #[test]
 fn stage1_images_are_marked_and_checked_for_their_slot() {
+    use fota_protocol::image::check_verified_for_stage1;
     use fota_protocol::image::Component;
-    use fota_protocol::layout::{check_verified_for_stage1, STAGE1_IMAGE_MAX};
+    use fota_protocol::layout::STAGE1_IMAGE_MAX;
     let key = test_key(1);
     let keys = [trusted(&key)];
     let stage1 = |slot: SlotId, marked: SlotId, len: usize| {

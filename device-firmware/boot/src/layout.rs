@@ -4,7 +4,7 @@
 //! The driver's offsets are not addresses: the board's STM32F4 driver and the simulator both
 //! count from the start of flash (offset 0 = 0x0800_0000). The slots' *addresses* are fixed by
 //! [`SlotId::partition`], because images are linked to execute in place there and
-//! [`check_verified_for_slot`](fota_protocol::layout::check_verified_for_slot) checks them; the
+//! [`check_verified_for_slot`](fota_protocol::image::check_verified_for_slot) checks them; the
 //! offsets here only say where the driver reads those bytes.
 
 use crate::journal::JournalRegion;

@@ -9,10 +9,9 @@
 
 use crate::journal::Stage;
 use embedded_storage::nor_flash::{NorFlashError, NorFlashErrorKind, ReadNorFlash};
+use fota_protocol::image::{check_verified_for_slot, check_verified_for_stage1, SlotError};
 use fota_protocol::image::{ImageError, StreamVerifier, TrustedKey, VerifiedImage};
-use fota_protocol::layout::{
-    check_verified_for_slot, check_verified_for_stage1, SlotError, STAGE1_IMAGE_MAX,
-};
+use fota_protocol::layout::STAGE1_IMAGE_MAX;
 use fota_protocol::SlotId;
 
 /// Bytes read from flash at a time (on the stack).

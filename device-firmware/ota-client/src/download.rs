@@ -28,8 +28,8 @@
 //! - the image's SHA256 TLV covers header, payload and protected TLVs only, and with the Ed25519
 //!   signature says the image is genuine. A mismatch there means the artifact itself is bad.
 
+use fota_protocol::image::{check_verified_for_slot, SlotError};
 use fota_protocol::image::{Digest, ImageError, ImageVersion, StreamVerifier, TrustedKey};
-use fota_protocol::layout::{check_verified_for_slot, SlotError};
 use fota_protocol::messages::{EventKind, Offer};
 use fota_protocol::{SlotId, VerifiedImage};
 use sha2::{Digest as _, Sha256};

@@ -5,8 +5,8 @@
 use ed25519_dalek::SigningKey;
 use fota_ota_client::download::{Download, DownloadError};
 use fota_ota_client::transport::Transport;
+use fota_protocol::image::SlotError;
 use fota_protocol::image::{verify, Digest, ImageBuilder, ImageError, ImageVersion, TrustedKey};
-use fota_protocol::layout::SlotError;
 use fota_protocol::messages::{
     BootState, CheckIn, CheckInResponse, EventKind, Model, Offer, RdpLevel, Report, ReportAck,
 };

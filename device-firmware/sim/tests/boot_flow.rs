@@ -10,8 +10,8 @@ use fota_boot::journal::RecordKind::{self, *};
 use fota_boot::{
     boot, BootAction, BootControl, BootError, BootJournal, BootMode, ControlError, JournalError,
 };
+use fota_protocol::image::SlotError;
 use fota_protocol::image::{ImageBuilder, ImageError, ImageVersion};
-use fota_protocol::layout::SlotError;
 use fota_protocol::SlotId::{self, A, B};
 use fota_sim::flash::{SimFlash, SimFlashError};
 

@@ -19,8 +19,8 @@ use fota_boot::{
     boot_stage1, BootAction, BootControl, BootError, BootJournal, BootMode, ControlError,
     Stage0Outcome,
 };
+use fota_protocol::image::{check_verified_for_stage1, SlotError};
 use fota_protocol::image::{verify, Component, ImageBuilder, ImageVersion};
-use fota_protocol::layout::{check_verified_for_stage1, SlotError};
 use fota_protocol::ImageError;
 use fota_protocol::SlotId::{self, A, B};
 use fota_sim::flash::{SimFlash, SimFlashError};

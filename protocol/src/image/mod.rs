@@ -22,6 +22,7 @@
 
 pub mod ed25519;
 mod header;
+mod placement;
 mod stream;
 mod tlv;
 mod verify;
@@ -32,6 +33,9 @@ mod build;
 #[cfg(feature = "std")]
 pub use build::{BuildError, ImageBuilder};
 pub use header::{ImageFlags, ImageHeader, ImageVersion, VersionParseError};
+pub use placement::{
+    check_image_for_slot, check_verified_for_slot, check_verified_for_stage1, SlotError, VTOR_ALIGN,
+};
 pub use stream::StreamVerifier;
 pub use tlv::{TlvEntry, TlvIter};
 pub use verify::{
@@ -43,7 +47,7 @@ pub const IMAGE_MAGIC: u32 = 0x96f3_b83d;
 /// Size of the fixed part of the header.
 pub const HEADER_LEN: usize = 32;
 /// Header size fota signs with (imgtool `--header-size 0x200 --pad-header`).
-pub const DEFAULT_HEADER_SIZE: u16 = 0x200;
+pub const DEFAULT_HEADER_SIZE: u16 = crate::layout::IMAGE_HEADER_SIZE;
 /// Magic of the unprotected TLV info header.
 pub const TLV_INFO_MAGIC: u16 = 0x6907;
 /// Magic of the protected TLV info header.

@@ -4,7 +4,7 @@
 //! with its own stable code.
 
 use fota_protocol::image::{self, ImageError, TrustedKey, VerifiedImage};
-use fota_protocol::layout::{check_verified_for_slot, SlotError};
+use fota_protocol::image::{check_verified_for_slot, SlotError};
 use fota_protocol::{ImageVersion, SlotId};
 
 /// One checked image of an upload.

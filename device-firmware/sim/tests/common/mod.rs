@@ -11,8 +11,8 @@ use fota_boot::journal::{decode, Decoded, RecordKind, RECORD_LEN};
 use fota_boot::{
     boot, BootAction, BootControl, BootJournal, BootMode, BootOutcome, BootState, FlashLayout,
 };
+use fota_protocol::image::check_verified_for_slot;
 use fota_protocol::image::{verify, Digest, ImageBuilder, ImageVersion, TrustedKey};
-use fota_protocol::layout::check_verified_for_slot;
 use fota_protocol::SlotId;
 use fota_sim::flash::{PowerCut, SimFlash, SimFlashError};
 use std::time::{Duration, Instant};

@@ -6,7 +6,7 @@
 
 use crate::flash::Flash;
 use cortex_m::peripheral::SCB;
-use fota_protocol::layout::{check_verified_for_slot, check_verified_for_stage1, SlotError};
+use fota_protocol::image::{check_verified_for_slot, check_verified_for_stage1, SlotError};
 use fota_protocol::{SlotId, VerifiedImage};
 
 impl Flash {

@@ -6,7 +6,7 @@
 use fota_board::flash::FlashError;
 use fota_boot::journal::RecordKind;
 use fota_boot::{BootError, JournalError};
-use fota_protocol::layout::SlotError;
+use fota_protocol::image::SlotError;
 use fota_protocol::ImageError;
 
 /// `BootError` as `(outer, inner)`, printed as "outer(inner)".
