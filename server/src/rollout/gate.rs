@@ -74,9 +74,9 @@ impl fmt::Display for ResetCrossing {
         let x = &self.figures;
         write!(
             f,
-            "{} unexpected resets on {} devices in {:.1} device-hours on the new release = {:.3}/device-hour, {:.1} x the baseline's {:.4}/device-hour ({} in {:.1} device-hours on the old release), above the {:.1} x limit (chance at the limit {:.1e})",
-            x.new_resets,
-            x.new_devices,
+            "{} on {} in {:.1} device-hours on the new release = {:.3}/device-hour, {:.1} x the baseline's {:.4}/device-hour ({} in {:.1} device-hours on the old release), above the {:.1} x limit (chance at the limit {:.1e})",
+            Count(x.new_resets, "unexpected reset", "unexpected resets"),
+            Count(x.new_devices, "device", "devices"),
             x.new_hours(),
             self.new_rate,
             self.new_rate / self.base_rate,
@@ -183,6 +183,16 @@ pub struct HaltReason {
     pub resets: Option<ResetCrossing>,
 }
 
+/// A count with its noun: "1 failure", "3 failures".
+struct Count<N>(N, &'static str, &'static str);
+
+impl<N: fmt::Display + PartialEq + From<u8>> fmt::Display for Count<N> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let noun = if self.0 == N::from(1) { self.1 } else { self.2 };
+        write!(f, "{} {noun}", self.0)
+    }
+}
+
 fn percent(ppm: u64) -> f64 {
     ppm as f64 / 10_000.0
 }
@@ -194,13 +204,13 @@ impl fmt::Display for HaltReason {
         }
         write!(
             f,
-            "stage {}: {} failures ({} failed, {} rolled back, {} silent) among {} decided devices = {:.1}% (of at least the minimum sample {}), above the {:.1}% limit",
+            "stage {}: {} ({} failed, {} rolled back, {} silent) among {} = {:.1}% (of at least the minimum sample {}), above the {:.1}% limit",
             self.stage,
-            self.failures,
+            Count(self.failures, "failure", "failures"),
             self.failed,
             self.rolled_back,
             self.timed_out,
-            self.decided,
+            Count(self.decided, "decided device", "decided devices"),
             percent(self.rate_ppm),
             self.min_sample,
             percent(u64::from(self.max_failure_ppm)),
@@ -293,7 +303,8 @@ impl fmt::Display for Wait {
             } => {
                 write!(
                     f,
-                    "minimum sample: {decided} of {needed} devices decided in this stage"
+                    "minimum sample: {decided} of {} decided in this stage",
+                    Count(*needed, "device", "devices")
                 )?;
                 if needed < asked {
                     write!(
@@ -464,6 +475,13 @@ pub fn evaluate(input: &GateInput<'_>) -> Verdict {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn counts_in_the_reasons_agree_with_their_nouns() {
+        assert_eq!(Count(1u64, "failure", "failures").to_string(), "1 failure");
+        assert_eq!(Count(0u64, "failure", "failures").to_string(), "0 failures");
+        assert_eq!(Count(2u32, "device", "devices").to_string(), "2 devices");
+    }
 
     const GATE: HealthGate = HealthGate {
         min_sample: 10,
