@@ -179,6 +179,12 @@ impl Demo {
         }
     }
 
+    /// The demo ended without finishing its story (what was measured until then still counts).
+    fn failed(&self) -> bool {
+        let out = self.output.lock().unwrap();
+        out.ended && !out.done
+    }
+
     fn check_alive(&self, log: &std::path::Path) {
         let out = self.output.lock().unwrap();
         assert!(
@@ -394,7 +400,10 @@ async fn watch_live(
     let mut updates = Vec::new();
     let mut halts = Vec::new();
     loop {
-        demo.check_alive(log);
+        if demo.failed() {
+            eprintln!("fota demo failed: see {}", log.display());
+            break;
+        }
         let list = rollouts(&http, url, token).await;
         let Some((id, _)) = list
             .iter()
@@ -551,6 +560,9 @@ async fn main() {
         // A different device each time, the same for the same fleet size (a plain LCG).
         let mut seed: u64 = 0x2545_f491_4f6c_dd1d;
         for n in 0..args.samples {
+            if demo.failed() {
+                break;
+            }
             sign_in.push(sign_in_sample(&loads, &url, &token, n).await);
             seed = seed
                 .wrapping_mul(6_364_136_223_846_793_005)
@@ -613,5 +625,13 @@ async fn main() {
             None => println!("| {name} | 0 | – | – | {ceiling:.0} ms | – |"),
         }
     }
+    let failed = demo.failed();
     drop(demo);
+    if failed {
+        eprintln!(
+            "fota demo failed before its story ended (see {}): the figures above are what was measured until then",
+            log.display()
+        );
+        std::process::exit(1);
+    }
 }
