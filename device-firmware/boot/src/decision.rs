@@ -43,6 +43,21 @@ pub enum BootMode {
     Unconfirmed,
 }
 
+impl BootMode {
+    /// How the boot logs name it: "trial, attempt 2", "confirmed", "unconfirmed".
+    pub fn label(self) -> &'static str {
+        match self {
+            BootMode::Trial { attempt: 1 } => "trial, attempt 1",
+            BootMode::Trial { attempt: 2 } => "trial, attempt 2",
+            BootMode::Trial { attempt: 3 } => "trial, attempt 3",
+            // MAX_TRIAL_ATTEMPTS is 3; a larger number would be a bug worth seeing.
+            BootMode::Trial { .. } => "trial, attempt > 3",
+            BootMode::Confirmed => "confirmed",
+            BootMode::Unconfirmed => "unconfirmed",
+        }
+    }
+}
+
 /// The image the bootloader jumps to.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct BootTarget {

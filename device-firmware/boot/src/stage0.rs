@@ -28,27 +28,17 @@
 //! one that never confirms is reset (watchdog, trial deadline) and counted by stage-0 at the next
 //! reset; after three attempts stage-0 reverts to the confirmed stage-1.
 
-use crate::decision::{decide_for, fallback, BootAction, Refusals};
-use crate::journal::{BootJournal, BootState, JournalError, Record, RecordKind, Stage};
+use crate::decision::{decide_for, fallback, BootOutcome, Refusals};
+use crate::journal::{BootJournal, BootState, RecordKind, Stage};
 use crate::layout::FlashLayout;
 use crate::verify::verify_stage1;
 use embedded_storage::nor_flash::NorFlash;
 use fota_protocol::image::TrustedKey;
 
-/// What [`boot_stage1`] did, for stage-0's log.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Stage0Outcome<E> {
-    /// Jump to a stage-1 (its [`BootTarget`](crate::BootTarget) has a stage-1 image), or recovery.
-    pub action: BootAction,
-    /// The journal's state before this boot (empty if it could not be read).
-    pub state: BootState,
-    /// The record appended this boot, if any.
-    pub appended: Option<Record>,
-    /// Stage-1 slots refused, and why.
-    pub refused: Refusals,
-    /// The journal could not be read or the record not appended.
-    pub journal_error: Option<JournalError<E>>,
-}
+/// What [`boot_stage1`] did, for stage-0's log: the same account as the bootloader's
+/// [`BootOutcome`], whose `action` here jumps to a stage-1 (its [`BootTarget`](crate::BootTarget)
+/// has a stage-1 image) or recovers, and whose `refused` lists stage-1 slots.
+pub type Stage0Outcome<E> = BootOutcome<E>;
 
 /// Everything stage-0 does between reset and jump: open the journal, decide which stage-1 runs,
 /// append the record, and return the action. Never fails, never panics.

@@ -544,9 +544,8 @@ fn after_boot_confirms_reports_and_forgets_the_rollout_once_acknowledged() {
     assert!(c.persist().events.is_empty());
 }
 
-#[test]
-fn a_confirmed_boot_after_a_revert_reports_the_rollback() {
-    let keys = keys();
+/// Flash where the new image in slot B was installed, failed its three trials and was reverted.
+fn reverted_b() -> MemFlash {
     let mut flash = flash_with(&[
         RecordKind::Pending { slot: SlotId::B },
         RecordKind::Attempt { slot: SlotId::B },
@@ -555,6 +554,13 @@ fn a_confirmed_boot_after_a_revert_reports_the_rollback() {
         RecordKind::Reverted { slot: SlotId::B },
     ]);
     put(&mut flash, SlotId::B, &new_image());
+    flash
+}
+
+#[test]
+fn a_confirmed_boot_after_a_revert_reports_the_rollback() {
+    let keys = keys();
+    let flash = reverted_b();
     let persist = persisted(Some(installed_new()), None);
     let mut c = client(
         Server::default(),
@@ -584,14 +590,7 @@ fn a_confirmed_boot_after_a_revert_reports_the_rollback() {
 #[test]
 fn the_image_just_reverted_is_not_downloaded_again_before_the_server_knows() {
     let keys = keys();
-    let mut flash = flash_with(&[
-        RecordKind::Pending { slot: SlotId::B },
-        RecordKind::Attempt { slot: SlotId::B },
-        RecordKind::Attempt { slot: SlotId::B },
-        RecordKind::Attempt { slot: SlotId::B },
-        RecordKind::Reverted { slot: SlotId::B },
-    ]);
-    put(&mut flash, SlotId::B, &new_image());
+    let flash = reverted_b();
     let mut c = client(
         Server::offering(new_image()),
         flash,

@@ -20,7 +20,7 @@ use fota_board::boot::BootTarget;
 use fota_board::flash::Flash;
 use fota_board::pac;
 use fota_board::watchdog::Watchdog;
-use fota_boot::{BootAction, BootMode, FlashLayout};
+use fota_boot::{BootAction, FlashLayout};
 use fota_protocol::{SlotId, TrustedKey};
 
 mod describe;
@@ -114,15 +114,7 @@ fn main() -> ! {
             // verified image, since it is what makes the jump.
             match BootTarget::new(target.slot(), &target.image.image) {
                 Ok(jump) => {
-                    let mode = match target.mode {
-                        BootMode::Trial { attempt: 1 } => "trial, attempt 1",
-                        BootMode::Trial { attempt: 2 } => "trial, attempt 2",
-                        BootMode::Trial { attempt: 3 } => "trial, attempt 3",
-                        // MAX_TRIAL_ATTEMPTS is 3; a larger number would be a bug worth seeing.
-                        BootMode::Trial { .. } => "trial, attempt > 3",
-                        BootMode::Confirmed => "confirmed",
-                        BootMode::Unconfirmed => "unconfirmed",
-                    };
+                    let mode = target.mode.label();
                     log!(
                         "booting slot ",
                         jump.slot(),

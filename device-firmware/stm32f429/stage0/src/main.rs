@@ -19,7 +19,7 @@ use fota_board::flash::Flash;
 use fota_board::pac;
 use fota_board::signal::RecoveryPin;
 use fota_board::watchdog::Watchdog;
-use fota_boot::{BootAction, BootMode, FlashLayout};
+use fota_boot::{BootAction, FlashLayout};
 use fota_protocol::{SlotId, TrustedKey};
 
 // Shared with the bootloader; `journal_error` is not used here.
@@ -95,14 +95,7 @@ fn main() -> ! {
         // from the same verified image, since it is what makes the jump.
         match BootTarget::stage1(target.slot(), &target.image.image) {
             Ok(jump) => {
-                let mode = match target.mode {
-                    BootMode::Trial { attempt: 1 } => "trial, attempt 1",
-                    BootMode::Trial { attempt: 2 } => "trial, attempt 2",
-                    BootMode::Trial { attempt: 3 } => "trial, attempt 3",
-                    BootMode::Trial { .. } => "trial, attempt > 3",
-                    BootMode::Confirmed => "confirmed",
-                    BootMode::Unconfirmed => "unconfirmed",
-                };
+                let mode = target.mode.label();
                 log!(
                     "booting stage-1 ",
                     jump.slot(),
