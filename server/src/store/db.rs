@@ -37,11 +37,11 @@ impl Backend {
 /// The database behind the server.
 #[derive(Debug, Clone)]
 pub struct Store {
-    /// Writes (and, on PostgreSQL, everything).
+    /// Writes (and, on PostgreSQL, everything): on SQLite one connection, so writes queue in
+    /// order for it instead of for SQLite's write lock.
     pool: AnyPool,
-    /// The group commit's connection: on SQLite one connection of its own, so a batch runs on
-    /// it without waiting for SQLite's write lock behind other pooled connections; on
-    /// PostgreSQL the pool.
+    /// The group commit's connection: the same pool as `pool` (on SQLite, its one
+    /// connection: a batch takes its turn with the other writes).
     writer: AnyPool,
     /// Reads outside a transaction: on SQLite a pool of its own whose connections refuse to
     /// write (`query_only`), so reads never queue behind writes for a connection; on
@@ -98,12 +98,15 @@ impl Store {
             Backend::Sqlite => {
                 create_sqlite_parent_dir(url);
                 let url = sqlite_url_with_create(url);
-                let pool = sqlite_pool(&url, 4, settings, &[]).await?;
-                // The migrations make the file (and WAL mode) before the other pools open it.
+                // Every write goes through one connection: SQLite has one write lock, and
+                // writers that wait for it in sqlx's queue are woken the moment it is free,
+                // in order, where writers on several connections sleep in SQLite's busy handler
+                // (up to 100 ms a nap) while the group commit keeps taking the lock.
+                let pool = sqlite_pool(&url, 1, settings, &[]).await?;
+                // The migrations make the file (and WAL mode) before the read pool opens it.
                 sqlx::migrate!("../migrations/sqlite").run(&pool).await?;
-                let writer = sqlite_pool(&url, 1, settings, &[]).await?;
                 let reader = sqlite_pool(&url, 8, settings, &["PRAGMA query_only = ON"]).await?;
-                (pool, writer, reader)
+                (pool.clone(), pool, reader)
             }
             Backend::Postgres => {
                 let pool = AnyPoolOptions::new()

@@ -93,7 +93,7 @@ impl Store {
         .bind(started_at)
         .bind(DeviceState::Confirmed.as_str())
         .bind(json_name(EventKind::Confirmed))
-        .fetch_all(self.pool()?)
+        .fetch_all(self.reader()?)
         .await?;
         let mut out: HashMap<i64, StageResets> = HashMap::new();
         let mut devices: HashMap<i64, HashMap<String, ()>> = HashMap::new();
@@ -118,7 +118,7 @@ impl Store {
         )
         .bind(id)
         .bind(DeviceState::Confirmed.as_str())
-        .fetch_all(self.pool()?)
+        .fetch_all(self.reader()?)
         .await?;
         for r in rows {
             let stage: i64 = r.try_get("stage")?;
@@ -173,7 +173,7 @@ impl Store {
         .bind(started_at)
         .bind(DeviceState::Confirmed.as_str())
         .bind(json_name(EventKind::Confirmed))
-        .fetch_all(self.pool()?)
+        .fetch_all(self.reader()?)
         .await?;
         let mut f = ResetFigures::default();
         let mut new_devices: HashMap<String, ()> = HashMap::new();
@@ -198,7 +198,7 @@ impl Store {
         )
         .bind(id)
         .bind(DeviceState::Confirmed.as_str())
-        .fetch_one(self.pool()?)
+        .fetch_one(self.reader()?)
         .await?;
         let confirmed = u64::try_from(row.try_get::<i64, _>("n")?).unwrap_or(0);
         let at_sum: Option<i64> = row.try_get("at_sum")?;
@@ -211,7 +211,7 @@ impl Store {
         )
         .bind(id)
         .bind(json_name(EventKind::Installed))
-        .fetch_one(self.pool()?)
+        .fetch_one(self.reader()?)
         .await?;
         let left = u64::try_from(row.try_get::<i64, _>("n")?).unwrap_or(0);
         let left_at_sum: Option<i64> = row.try_get("at_sum")?;
