@@ -71,6 +71,8 @@ struct Run {
     errors: u64,
     events: u64,
     elapsed: Duration,
+    /// Group commits during the run (0 for the ceiling).
+    batches: u64,
 }
 
 impl Run {
@@ -84,8 +86,13 @@ impl Run {
             f64::from(self.latencies_us[((n as f64 * p) as usize).min(n - 1)]) / 1000.0
         };
         let secs = self.elapsed.as_secs_f64();
+        let per_batch = if self.batches == 0 {
+            "-".to_string()
+        } else {
+            format!("{:.1}", n as f64 / self.batches as f64)
+        };
         format!(
-            "| {name} | {:.0} | {:.0} | {:.2} | {:.2} | {} |",
+            "| {name} | {:.0} | {:.0} | {:.2} | {:.2} | {} | {per_batch} |",
             n as f64 / secs,
             self.events as f64 / secs,
             pct(0.50),
@@ -328,7 +335,10 @@ async fn fota(
         devices,
         rollout: rollout["id"].as_i64().unwrap(),
     };
-    let run = drive(server.addr, Arc::new(fleet), args).await;
+    let before = server.state.store.group_commit_stats();
+    let mut run = drive(server.addr, Arc::new(fleet), args).await;
+    let after = server.state.store.group_commit_stats();
+    run.batches = after.0 - before.0;
     server.shutdown().await.unwrap();
     run
 }
@@ -387,7 +397,7 @@ fn main() {
     }
     drop(private);
     println!(
-        "\n| run | reports/s | events/s | p50 ms | p99 ms | errors |\n|---|---|---|---|---|---|"
+        "\n| run | reports/s | events/s | p50 ms | p99 ms | errors | reports a group commit |\n|---|---|---|---|---|---|---|"
     );
     for r in &rows {
         println!("{r}");
