@@ -273,6 +273,21 @@ async fn search_and_timeline(db: Db) {
     assert_eq!(summary["confirmed"], 15, "{summary}");
     assert_eq!(summary["reverted"], 1, "{summary}");
     assert_eq!(summary["protection_blocked"], 1, "{summary}");
+    // A later update that the reverted device confirms (a `confirmed` event after its
+    // `rolled_back`, outside any rollout) ends "reverted": the filter and the summary drop it.
+    let d = lamps.iter_mut().find(|d| d.id == reverted).unwrap();
+    d.report_event(&app, json!({"kind": "confirmed", "version": "1.2.0"}))
+        .await;
+    assert!(matching("boot_state=reverted".into()).await.is_empty());
+    let summary: Value = app
+        .get("/v1/fleet/summary")
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(summary["reverted"], 0, "{summary}");
     let resp = app
         .client
         .get(app.at(&format!("/v1/rollouts/{id}/timeline")))
