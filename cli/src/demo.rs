@@ -170,7 +170,12 @@ fn start_server(
             "200",
         ])
         .args(extra)
-        .env("FOTA_LOG", "warn")
+        // Warnings only, unless the demo's caller asked for more (FOTA_LOG, e.g.
+        // `warn,sqlx::query=debug` for every statement the server runs).
+        .env(
+            "FOTA_LOG",
+            std::env::var("FOTA_LOG").unwrap_or_else(|_| "warn".into()),
+        )
         .stdin(Stdio::null())
         .stdout(Stdio::null())
         .stderr(log)
