@@ -9,7 +9,7 @@ use fota_boot::testing::MemFlash;
 use fota_ota_client::flash_store::{FlashPersist, StoreRegion};
 use fota_ota_client::persist::{Change, Installed, Persist, PersistedState, Running};
 use fota_protocol::image::{Digest, ImageVersion};
-use fota_protocol::messages::{Event, EventKind, Offer, Reason, ResetCause, ResetInfo};
+use fota_protocol::messages::{Component, Event, EventKind, Offer, Reason, ResetCause, ResetInfo};
 use fota_protocol::SlotId;
 use libfuzzer_sys::arbitrary::{self, Arbitrary};
 use libfuzzer_sys::fuzz_target;
@@ -121,6 +121,7 @@ fn record(store: &mut FlashPersist<MemFlash>, model: &mut PersistedState, op: &O
             offer = Offer {
                 rollout_id: *rollout_id,
                 version: ImageVersion::new(1, 2, 3, 4),
+                component: Component::Application,
                 slot: slot(*b),
                 sha256: Digest(*sha),
                 size: *size,

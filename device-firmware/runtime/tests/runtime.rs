@@ -13,7 +13,7 @@ use fota_protocol::identity::{Identity, IdentityError, MAX_RECORD_LEN};
 use fota_protocol::image::{Digest, ImageVersion, TrustedKey};
 use fota_protocol::layout::{FLASH_BASE, IDENTITY};
 use fota_protocol::messages::{
-    CheckIn, CheckInResponse, EventKind, Model, Offer, RdpLevel, Report, ReportAck,
+    CheckIn, CheckInResponse, Component, EventKind, Model, Offer, RdpLevel, Report, ReportAck,
 };
 use fota_protocol::SlotId;
 use fota_runtime::{read_identity, Action, Log, ResetReason, Runtime, RuntimeConfig};
@@ -107,6 +107,7 @@ fn offering(artifact: Vec<u8>) -> Server {
         offer: Some(Offer {
             rollout_id: 3,
             version: V2,
+            component: Component::Application,
             slot: SlotId::B,
             sha256: Digest::of(&artifact),
             size: artifact.len() as u32,
