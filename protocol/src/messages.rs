@@ -649,7 +649,10 @@ mod tests {
         let (device, _) = serde_json_core::from_slice::<Offer>(json.as_bytes()).unwrap();
         assert_eq!(device, bootloader);
         let explicit = json.replace("bootloader", "application");
-        assert_eq!(serde_json::from_str::<Offer>(&explicit).unwrap().component, Component::Application);
+        assert_eq!(
+            serde_json::from_str::<Offer>(&explicit).unwrap().component,
+            Component::Application
+        );
         assert!(serde_json::from_str::<Offer>(&json.replace("bootloader", "stage0")).is_err());
     }
 
