@@ -9,7 +9,7 @@ use fota_boot::testing::MemFlash;
 use fota_ota_client::flash_store::{FlashPersist, StoreRegion};
 use fota_ota_client::persist::{Change, Installed, Persist, PersistedState, Running};
 use fota_protocol::image::{Digest, ImageVersion};
-use fota_protocol::messages::{Event, EventKind, Offer, Reason, ResetCause, ResetInfo};
+use fota_protocol::messages::{Component, Event, EventKind, Offer, Reason, ResetCause, ResetInfo};
 use fota_protocol::SlotId;
 use libfuzzer_sys::arbitrary::{self, Arbitrary};
 use libfuzzer_sys::fuzz_target;
@@ -35,10 +35,10 @@ const KINDS: [EventKind; 10] = [
 
 /// A version's four parts.
 type Version = (u8, u8, u16, u32);
-/// An installed image: slot B?, rollout, version.
-type InstalledImage = (bool, u64, Version);
-/// An offer: rollout, slot B?, digest, size, security counter.
-type OfferParts = (u64, bool, [u8; 32], u32, u32);
+/// An installed image: bootloader?, slot B?, rollout, version.
+type InstalledImage = (bool, bool, u64, Version);
+/// An offer: bootloader?, rollout, slot B?, digest, size, security counter.
+type OfferParts = (bool, u64, bool, [u8; 32], u32, u32);
 
 #[derive(Debug, Arbitrary)]
 enum Op {
@@ -73,6 +73,14 @@ struct Input {
 
 fn version(v: Version) -> ImageVersion {
     ImageVersion::new(v.0, v.1, v.2, v.3)
+}
+
+fn component(bootloader: bool) -> Component {
+    if bootloader {
+        Component::Bootloader
+    } else {
+        Component::Application
+    }
 }
 
 fn slot(b: bool) -> SlotId {
@@ -111,16 +119,18 @@ fn record(store: &mut FlashPersist<MemFlash>, model: &mut PersistedState, op: &O
             Change::Event(&event)
         }
         Op::Acked(through) => Change::Acked { through: *through },
-        Op::Installed(i) => Change::Installed(i.map(|(b, rollout_id, v)| Installed {
+        Op::Installed(i) => Change::Installed(i.map(|(c, b, rollout_id, v)| Installed {
+            component: component(c),
             slot: slot(b),
             rollout_id,
             version: version(v),
         })),
         Op::Download(None) => Change::Download(None),
-        Op::Download(Some((rollout_id, b, sha, size, counter))) => {
+        Op::Download(Some((c, rollout_id, b, sha, size, counter))) => {
             offer = Offer {
                 rollout_id: *rollout_id,
                 version: ImageVersion::new(1, 2, 3, 4),
+                component: component(*c),
                 slot: slot(*b),
                 sha256: Digest(*sha),
                 size: *size,

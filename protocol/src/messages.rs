@@ -90,7 +90,64 @@ pub struct CheckIn {
     pub security_counter: Option<u32>,
 }
 
-/// An update the server offers: the image built for the device's inactive slot.
+/// What an offer (and a release) is about: the application, or the stage-1 bootloader.
+///
+/// An [`Offer`] without the field is an application's (what every offer was before bootloader
+/// releases), and an application's offer leaves it out, so a device built before the field
+/// existed (its `Offer` denies unknown fields) still reads every application offer. Such a
+/// device cannot install a bootloader, and refuses the check-in answer that offers one.
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Component {
+    /// The application, for application slot A or B (`0x0802_0000`, `0x0806_0000`).
+    #[default]
+    Application,
+    /// The stage-1 bootloader, for stage-1 slot A or B (`0x0801_0000`, `0x080A_0000`): a signed
+    /// image whose protected COMPONENT TLV (0x00a0) marks it as a stage-1 for that slot.
+    Bootloader,
+}
+
+impl Component {
+    /// Whether this is the application (the default, left out of an offer's JSON).
+    pub fn is_application(&self) -> bool {
+        *self == Component::Application
+    }
+
+    /// Whether an image marked `mark` (its COMPONENT TLV, or none) is this component linked for
+    /// `slot`: an application for an application offer, a stage-1 marked for `slot` for a
+    /// bootloader offer.
+    pub fn matches(self, mark: crate::image::Component, slot: SlotId) -> bool {
+        match (self, mark) {
+            (Component::Application, crate::image::Component::Application) => true,
+            (Component::Bootloader, crate::image::Component::Stage1 { slot: marked }) => {
+                marked == slot
+            }
+            _ => false,
+        }
+    }
+}
+
+impl From<crate::image::Component> for Component {
+    fn from(mark: crate::image::Component) -> Self {
+        match mark {
+            crate::image::Component::Application => Component::Application,
+            crate::image::Component::Stage1 { .. } => Component::Bootloader,
+        }
+    }
+}
+
+impl fmt::Display for Component {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Component::Application => "application",
+            Component::Bootloader => "bootloader",
+        })
+    }
+}
+
+/// An update the server offers: the image built for the device's inactive slot (of the
+/// application slots, or of the stage-1 slots for a bootloader).
 #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -99,7 +156,11 @@ pub struct Offer {
     pub rollout_id: u64,
     /// Version of the offered release.
     pub version: ImageVersion,
-    /// The slot the image is linked for (always the device's inactive slot).
+    /// What the image is: `application` (the default, left out) or `bootloader`.
+    #[serde(default, skip_serializing_if = "Component::is_application")]
+    pub component: Component,
+    /// The slot the image is linked for (always the device's inactive slot): an application
+    /// slot, or for a bootloader the stage-1 slot stage-0 is not running.
     pub slot: SlotId,
     /// Content address of the signed image: `GET /v1/artifacts/{sha256}`.
     pub sha256: Digest,
@@ -511,6 +572,7 @@ mod tests {
             offer: Some(Offer {
                 rollout_id: 9,
                 version: ImageVersion::new(1, 5, 0, 0),
+                component: Component::Application,
                 slot: SlotId::B,
                 sha256: Digest([0xab; 32]),
                 size: 123_456,
@@ -554,6 +616,57 @@ mod tests {
         assert_eq!(back, report);
         let json = serde_json::to_string(&report).unwrap();
         assert_eq!(serde_json::from_str::<Report>(&json).unwrap(), report);
+    }
+
+    #[test]
+    fn an_offer_names_its_component_and_an_application_offer_reads_as_before() {
+        let app = Offer {
+            rollout_id: 9,
+            version: ImageVersion::new(1, 5, 0, 0),
+            component: Component::Application,
+            slot: SlotId::B,
+            sha256: Digest([0xab; 32]),
+            size: 123_456,
+            security_counter: 3,
+        };
+        // An application offer is byte for byte what it was before the field existed, so a
+        // device whose `Offer` denies unknown fields still reads it...
+        let json = serde_json::to_string(&app).unwrap();
+        assert!(!json.contains("component"), "{json}");
+        // ...and an offer without the field is an application's, on both sides.
+        assert_eq!(serde_json::from_str::<Offer>(&json).unwrap(), app);
+        let (device, _) = serde_json_core::from_slice::<Offer>(json.as_bytes()).unwrap();
+        assert_eq!(device, app);
+
+        let bootloader = Offer {
+            component: Component::Bootloader,
+            slot: SlotId::A,
+            ..app.clone()
+        };
+        let json = serde_json::to_string(&bootloader).unwrap();
+        assert!(json.contains(r#""component":"bootloader""#), "{json}");
+        assert_eq!(serde_json::from_str::<Offer>(&json).unwrap(), bootloader);
+        let (device, _) = serde_json_core::from_slice::<Offer>(json.as_bytes()).unwrap();
+        assert_eq!(device, bootloader);
+        let explicit = json.replace("bootloader", "application");
+        assert_eq!(
+            serde_json::from_str::<Offer>(&explicit).unwrap().component,
+            Component::Application
+        );
+        assert!(serde_json::from_str::<Offer>(&json.replace("bootloader", "stage0")).is_err());
+    }
+
+    #[test]
+    fn a_component_matches_only_its_own_image_mark() {
+        use crate::image::Component as Mark;
+        let stage1_a = Mark::Stage1 { slot: SlotId::A };
+        assert!(Component::Application.matches(Mark::Application, SlotId::A));
+        assert!(!Component::Application.matches(stage1_a, SlotId::A));
+        assert!(Component::Bootloader.matches(stage1_a, SlotId::A));
+        assert!(!Component::Bootloader.matches(stage1_a, SlotId::B));
+        assert!(!Component::Bootloader.matches(Mark::Application, SlotId::A));
+        assert_eq!(Component::from(stage1_a), Component::Bootloader);
+        assert_eq!(Component::from(Mark::Application), Component::Application);
     }
 
     #[test]

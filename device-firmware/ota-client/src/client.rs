@@ -41,6 +41,27 @@
 //! `Pending`: only then does [`download_step`](OtaClient::download_step) return
 //! [`Step::Reboot`].
 //!
+//! # Installing a stage-1 bootloader
+//!
+//! An offer whose component is [`Component::Bootloader`] is a stage-1 for the stage-1 slot
+//! stage-0 is not running, with the same guarantees as an application: taken only when the
+//! application and the running stage-1 are both confirmed (so a failed trial has a stage-1 to
+//! fall back to), the stage-1 slot's sector not write-protected, its security counter not below
+//! the stage-1 floor; downloaded (resumable, verified while it streams) into that stage-1 slot;
+//! then [`Download::finish`] checks that the image is marked as a stage-1 for exactly that slot
+//! and passes stage-0's own placement check, and [`BootControl::mark_stage1_pending`] checks it
+//! again from flash, as stage-0 will, before it appends `Stage1Pending`. An application offered
+//! as a bootloader, a stage-1 offered as an application, or a stage-1 marked for the other
+//! stage-1 slot is refused (`VerifyFailed`, the reason says what the image is).
+//!
+//! After the reset stage-0 boots the new stage-1 on trial, and it boots the (confirmed)
+//! application; [`after_boot`](OtaClient::after_boot) then confirms the stage-1
+//! ([`BootControl::confirm_stage1`]) only after a check-in and the self-test passed, as for an
+//! application on trial; meanwhile [`on_trial`](OtaClient::on_trial) is true, so the runtime's
+//! trial deadline resets a stage-1 whose application cannot reach the server. If stage-0 reverts
+//! to the old stage-1 (three attempts, or a refusal), the boot through the old one reports
+//! `RolledBack`. Events name the stage-1's version.
+//!
 //! # Stopping
 //!
 //! A device keeps checking in while it downloads. The server offers an in-flight device its
@@ -61,7 +82,7 @@
 //!
 //! `OfferAccepted`, `DownloadStarted` (once the slot is erased), then `Installed`, or the
 //! failure that ended the download; after the reboot `TrialBoot` (once the trial reached the
-//! server) and `Confirmed`, or, from the old image, `RolledBack`.
+//! server) and `Confirmed`, or, from the old image (or through the old stage-1), `RolledBack`.
 //!
 //! # Resets
 //!
@@ -82,7 +103,7 @@
 //! confirmed, so the bootloader reverts it after three attempts, and the old image, booting
 //! confirmed, reports the rollback.
 
-use crate::download::Download;
+use crate::download::{target_partition, Download};
 pub use crate::persist::EVENT_QUEUE_LEN;
 use crate::persist::{Change, FaultRecord, Installed, Persist, PersistedState, Running};
 use crate::transport::Transport;
@@ -92,8 +113,8 @@ use fota_boot::{BootControl, BootMode, ControlError};
 use fota_protocol::image::{ImageVersion, TrustedKey};
 use fota_protocol::layout::SECTORS;
 use fota_protocol::messages::{
-    BootState, CheckIn, CheckInResponse, Command, CommandKind, Event, EventKind, Model, Offer,
-    RdpLevel, Reason, Report, ResetCause, ResetInfo, MAX_EVENTS_PER_REPORT,
+    BootState, CheckIn, CheckInResponse, Command, CommandKind, Component, Event, EventKind, Model,
+    Offer, RdpLevel, Reason, Report, ResetCause, ResetInfo, MAX_EVENTS_PER_REPORT,
 };
 use fota_protocol::SlotId;
 
@@ -119,7 +140,9 @@ pub struct DeviceInfo {
     pub model: Model,
     /// Version of the running application image.
     pub firmware_version: ImageVersion,
-    /// Version of the bootloader.
+    /// Version of the bootloader, reported at check-in when the client cannot read the running
+    /// stage-1's own header (no stage-1 verifies: a single-stage device, or the simulator);
+    /// otherwise the check-in says the running stage-1's version.
     pub bootloader_version: ImageVersion,
     /// Read-out protection level, from the option bytes.
     pub rdp_level: RdpLevel,
@@ -172,14 +195,16 @@ pub enum CheckInOutcome {
     /// paused or aborted): the download is dropped, without a failure event, so a halt stops
     /// devices that were still downloading from installing.
     Withdrawn,
-    /// The running image is not confirmed yet: it must confirm itself before it installs.
+    /// The running image (or the running stage-1) is not confirmed yet: it must confirm itself
+    /// before the device installs anything.
     NotConfirmed,
-    /// The offer was for the running slot: ignored.
+    /// The offer was for the running slot (or, for a bootloader, the running stage-1's slot):
+    /// ignored.
     WrongSlot,
     /// The target slot is write-protected: `ProtectionBlocked` queued.
     ProtectionBlocked,
-    /// The offer was refused (too large, security counter below the floor): `VerifyFailed`
-    /// queued.
+    /// The offer was refused (too large, security counter below the floor, a bootloader on a
+    /// device with no stage-1 it could fall back to): `VerifyFailed` queued.
     Refused,
     /// The offer is the image the bootloader just reverted, and the server has not heard of
     /// the revert yet (its `RolledBack` event is still queued): it would only be reverted
@@ -210,14 +235,20 @@ pub enum AfterBoot {
     /// A confirmed boot with nothing to report.
     Confirmed,
     /// The trial (or unconfirmed) image reached the server, passed its self-test and confirmed
-    /// itself: `Confirmed` queued.
+    /// itself (and the stage-1 that booted it, if that one was on trial or unconfirmed):
+    /// `Confirmed` queued.
     NewlyConfirmed,
+    /// The application was confirmed already; the stage-1 that booted it was on trial (or
+    /// unconfirmed, a factory journal), and the application reached the server and passed its
+    /// self-test, which proves the stage-1: confirmed (`Confirmed` queued for its rollout).
+    Stage1Confirmed(SlotId),
     /// A trial image could not reach the server: not confirmed (the bootloader will revert it
     /// if this keeps happening).
     CheckInFailed,
     /// A trial image failed its self-test: not confirmed.
     SelfTestFailed,
-    /// The bootloader reverted (or refused) the image installed earlier: `RolledBack` queued.
+    /// The bootloader reverted (or refused) the image installed earlier, or stage-0 the stage-1
+    /// installed earlier: `RolledBack` queued.
     RolledBack,
 }
 
@@ -228,6 +259,18 @@ pub enum ClientError<TE, FE> {
     Transport(TE),
     /// The boot journal could not be read or written, or an image did not verify.
     Boot(ControlError<FE>),
+}
+
+/// The stage-1 that booted this run, as the journal and the stage-1 slots say (stage-0's own
+/// decision, [`BootControl::running_stage1`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RunningStage1 {
+    /// Its stage-1 slot.
+    pub slot: SlotId,
+    /// On trial, confirmed, or unconfirmed (a factory journal without stage-1 records).
+    pub mode: BootMode,
+    /// Its version, from its own (verified) header.
+    pub version: ImageVersion,
 }
 
 /// An offer being downloaded, with the flash bookkeeping around [`Download`].
@@ -258,6 +301,9 @@ pub struct OtaClient<'k, T, F, P> {
     device: DeviceInfo,
     keys: &'k [TrustedKey],
     config: Config,
+    /// The stage-1 that booted this run (`None` if none verifies), read at start and after the
+    /// client confirms one.
+    stage1: Option<RunningStage1>,
     active: Option<Active>,
     buf: [u8; CHUNK_BUF_LEN],
     queue: heapless::Vec<Event, EVENT_QUEUE_LEN>,
@@ -298,6 +344,7 @@ where
             device,
             keys,
             config,
+            stage1: None,
             active: None,
             buf: [0; CHUNK_BUF_LEN],
             queue: heapless::Vec::new(),
@@ -309,8 +356,74 @@ where
             dropped_events: 0,
             persist_errors: 0,
         };
+        client.stage1 = client.read_running_stage1();
         client.restore(saved);
         client
+    }
+
+    /// Which stage-1 booted this run, and its version (both stage-1 slots read and verified
+    /// where stage-0's decision needs it, nothing written).
+    fn read_running_stage1(&mut self) -> Option<RunningStage1> {
+        let (slot, mode) = self.boot.running_stage1(self.keys)?;
+        let verified = self.boot.verify_stage1(slot, self.keys).ok()?;
+        Some(RunningStage1 {
+            slot,
+            mode,
+            version: verified.image.header.version,
+        })
+    }
+
+    /// The stage-1 that booted this run, as the client read it (`None`: no stage-1 verifies,
+    /// e.g. a single-stage device, and bootloader offers are refused).
+    pub fn running_stage1(&self) -> Option<RunningStage1> {
+        self.stage1
+    }
+
+    /// Whether something this run booted through is on trial and must prove itself by this
+    /// boot reaching the server: the application, or the stage-1 that booted it. The runtime
+    /// resets a trial that has not confirmed by its deadline, so stage-0 or the bootloader
+    /// counts the attempt.
+    pub fn on_trial(&self) -> bool {
+        self.boot.info().is_trial()
+            || self
+                .stage1
+                .is_some_and(|s| matches!(s.mode, BootMode::Trial { .. }))
+    }
+
+    /// Whether every stage of this run is confirmed: the application, and the stage-1 if one is
+    /// known. Only then does the device install anything, so that a failed trial always has
+    /// confirmed images to fall back to.
+    fn all_confirmed(&self) -> bool {
+        self.boot.info().mode == BootMode::Confirmed
+            && self.stage1.is_none_or(|s| s.mode == BootMode::Confirmed)
+    }
+
+    /// The slot a new image of `component` goes to: the inactive application slot, or the
+    /// stage-1 slot stage-0 is not running (`None` if no stage-1 is known).
+    fn inactive_slot(&self, component: Component) -> Option<SlotId> {
+        match component {
+            Component::Application => Some(self.boot.inactive_slot()),
+            Component::Bootloader => self.stage1.map(|s| s.slot.other()),
+        }
+    }
+
+    /// The offset of `offer`'s slot in the flash driver.
+    fn slot_offset(&self, offer: &Offer) -> u32 {
+        let layout = self.boot.layout();
+        match offer.component {
+            Component::Application => layout.slot_offset(offer.slot),
+            Component::Bootloader => layout.stage1_offset(offer.slot),
+        }
+    }
+
+    /// Whether the image installed for `installed` was reverted or refused since (by the
+    /// bootloader, or by stage-0 for a stage-1).
+    fn is_rejected(&self, installed: &Installed) -> bool {
+        let state = self.boot.journal().state();
+        match installed.component {
+            Component::Application => state.is_rejected(installed.slot),
+            Component::Bootloader => state.stage1().is_rejected(installed.slot),
+        }
     }
 
     /// Take up what the persistent store says: the counter, the unacknowledged events, the
@@ -324,15 +437,17 @@ where
         let Some(download) = saved.download else {
             return;
         };
-        // Only a confirmed image writes the inactive slot; a trial (after the install that the
-        // download became) or a download for the running slot is over.
-        let resumable = self.boot.info().mode == BootMode::Confirmed
-            && download.offer.slot == self.boot.inactive_slot();
+        // Only a confirmed image (booted through a confirmed stage-1) writes the inactive slot; a
+        // trial (after the install that the download became) or a download for the running
+        // slot (or stage-1 slot) is over.
+        let resumable = self.all_confirmed()
+            && self.inactive_slot(download.offer.component) == Some(download.offer.slot);
         match Download::new(&download.offer) {
             Ok(fresh) if resumable => {
+                let partition = target_partition(&download.offer);
                 let sectors = SECTORS
                     .iter()
-                    .filter(|s| download.offer.slot.partition().contains(s.start))
+                    .filter(|s| partition.contains(s.start))
                     .count();
                 self.active = Some(Active {
                     download: fresh,
@@ -425,7 +540,9 @@ where
             } else {
                 BootState::Trial
             },
-            bootloader_version: self.device.bootloader_version,
+            bootloader_version: self
+                .stage1
+                .map_or(self.device.bootloader_version, |s| s.version),
             rdp_level: self.device.rdp_level,
             wrp_mask: self.device.wrp_mask,
             security_counter: Some(info.security_counter),
@@ -464,26 +581,43 @@ where
         if self.active.is_some() {
             return CheckInOutcome::Busy;
         }
-        if let Some((slot, rollout, version)) = self.installed() {
-            if offer.rollout_id == rollout
-                && offer.version == version
-                && self.boot.journal().state().is_rejected(slot)
+        if let Some(installed) = self.installed {
+            if offer.rollout_id == installed.rollout_id
+                && offer.version == installed.version
+                && offer.component == installed.component
+                && self.is_rejected(&installed)
             {
                 return CheckInOutcome::Reverted;
             }
         }
-        let info = self.boot.info();
-        if info.mode != BootMode::Confirmed {
+        if !self.all_confirmed() {
             return CheckInOutcome::NotConfirmed;
         }
-        if offer.slot != self.boot.inactive_slot() {
+        let Some(inactive) = self.inactive_slot(offer.component) else {
+            // A bootloader offer, and no stage-1 verifies here: this run came from no stage-1
+            // stage-0 could fall back to, so none may be replaced.
+            self.queue_event(
+                EventKind::VerifyFailed,
+                Some(offer.rollout_id),
+                Some(offer.version),
+                Some(reason(format_args!(
+                    "no running stage-1 verifies: cannot install a bootloader"
+                ))),
+            );
+            return CheckInOutcome::Refused;
+        };
+        if offer.slot != inactive {
             return CheckInOutcome::WrongSlot;
         }
-        let slot_mask = offer.slot.partition().sector_mask();
+        let slot_mask = target_partition(offer).sector_mask();
         let blocked = self.device.wrp_mask & slot_mask;
         if blocked != 0 {
+            let what = match offer.component {
+                Component::Application => "slot",
+                Component::Bootloader => "stage-1 slot",
+            };
             let reason = reason(format_args!(
-                "slot {} sectors are write-protected (wrp_mask {:#x}, slot needs {:#x})",
+                "{what} {} sectors are write-protected (wrp_mask {:#x}, slot needs {:#x})",
                 offer.slot, self.device.wrp_mask, slot_mask
             ));
             self.queue_event(
@@ -494,10 +628,18 @@ where
             );
             return CheckInOutcome::ProtectionBlocked;
         }
-        if offer.security_counter < info.security_counter {
+        let floor = match offer.component {
+            Component::Application => self.boot.info().security_counter,
+            Component::Bootloader => self.boot.journal().state().stage1().floor(),
+        };
+        if offer.security_counter < floor {
+            let which = match offer.component {
+                Component::Application => "device's",
+                Component::Bootloader => "stage-1",
+            };
             let reason = reason(format_args!(
-                "security counter {} is below the device's floor {}",
-                offer.security_counter, info.security_counter
+                "security counter {} is below the {which} floor {floor}",
+                offer.security_counter
             ));
             self.queue_event(
                 EventKind::VerifyFailed,
@@ -545,10 +687,10 @@ where
             return Step::Idle;
         };
         let slot = active.download.slot();
-        let slot_offset = self.boot.layout().slot_offset(slot);
+        let slot_offset = self.slot_offset(active.download.offer());
 
         // 1. Erase the slot, one sector per step (a 128 KB sector takes a second or two).
-        let partition = slot.partition();
+        let partition = target_partition(active.download.offer());
         let mut sectors = SECTORS.iter().filter(|s| partition.contains(s.start));
         if let Some(sector) = sectors.nth(active.erased) {
             let from = slot_offset + (sector.start - partition.start);
@@ -688,14 +830,20 @@ where
         };
         // Remember the rollout before the journal says Pending: the trial boot needs it.
         self.set_installed(Some(Installed {
+            component: offer.component,
             slot: offer.slot,
             rollout_id: offer.rollout_id,
             version: image.header.version,
         }));
-        if let Err(e) = self.boot.mark_pending(offer.slot, self.keys) {
+        // Checked again from flash, as the bootloader (or stage-0) will, before Pending.
+        let marked = match offer.component {
+            Component::Application => self.boot.mark_pending(offer.slot, self.keys),
+            Component::Bootloader => self.boot.mark_stage1_pending(offer.slot, self.keys),
+        };
+        if let Err(e) = marked {
             self.set_installed(None);
             let kind = match e {
-                ControlError::Image { .. } => EventKind::VerifyFailed,
+                ControlError::Image { .. } | ControlError::Stage1 { .. } => EventKind::VerifyFailed,
                 _ => EventKind::DownloadFailed,
             };
             return self.give_up_offer(&offer, kind, reason(format_args!("mark_pending: {e:?}")));
@@ -723,70 +871,133 @@ where
     }
 
     /// Once per boot, before anything else: on a trial (or unconfirmed) boot, check in and run
-    /// `self_test`, and confirm the image only if both succeed; on a confirmed boot, report a
-    /// rollback of an image installed earlier.
+    /// `self_test`, and confirm the image only if both succeed; the same for the stage-1 that
+    /// booted this run, if it is on trial (or unconfirmed): the application reaching the server
+    /// and passing its self-test is its proof. On a confirmed boot, report a rollback of an
+    /// image (or a stage-1) installed earlier.
     pub fn after_boot(
         &mut self,
         self_test: impl FnOnce() -> bool,
     ) -> Result<AfterBoot, ClientError<T::Error, F::Error>> {
         let info = self.boot.info();
-        let installed = self.installed();
-        if info.mode != BootMode::Confirmed {
+        let installed = self.installed;
+        let app_unproven = info.mode != BootMode::Confirmed;
+        let stage1_unproven = self
+            .stage1
+            .filter(|s| s.mode != BootMode::Confirmed)
+            .map(|s| s.slot);
+        if app_unproven || stage1_unproven.is_some() {
             // Check in first: an image that cannot reach the server must not confirm itself.
             if self.send_check_in().is_err() {
                 return Ok(AfterBoot::CheckInFailed);
             }
-            let rollout = installed
-                .filter(|(slot, _, _)| *slot == info.slot)
-                .map(|(_, rollout, _)| rollout);
-            self.queue_event_once(
-                EventKind::TrialBoot,
-                rollout,
-                Some(self.device.firmware_version),
-                None,
-            );
+            // The rollouts this boot tries: the application's, the stage-1's (none for a
+            // factory image, which confirms all the same).
+            let app_rollout = installed
+                .filter(|i| {
+                    app_unproven && i.component == Component::Application && i.slot == info.slot
+                })
+                .map(|i| i.rollout_id);
+            let stage1 = installed.filter(|i| {
+                i.component == Component::Bootloader && stage1_unproven == Some(i.slot)
+            });
+            if app_unproven {
+                self.queue_event_once(
+                    EventKind::TrialBoot,
+                    app_rollout,
+                    Some(self.device.firmware_version),
+                    None,
+                );
+            }
+            if let Some(i) = stage1 {
+                self.queue_event_once(
+                    EventKind::TrialBoot,
+                    Some(i.rollout_id),
+                    Some(i.version),
+                    None,
+                );
+            }
             if !self_test() {
                 return Ok(AfterBoot::SelfTestFailed);
             }
-            self.boot
-                .mark_confirmed(self.keys)
-                .map_err(ClientError::Boot)?;
-            self.queue_event_once(
-                EventKind::Confirmed,
-                rollout,
-                Some(self.device.firmware_version),
-                None,
-            );
+            if app_unproven {
+                self.boot
+                    .mark_confirmed(self.keys)
+                    .map_err(ClientError::Boot)?;
+                self.queue_event_once(
+                    EventKind::Confirmed,
+                    app_rollout,
+                    Some(self.device.firmware_version),
+                    None,
+                );
+            }
+            if let Some(slot) = stage1_unproven {
+                self.boot
+                    .confirm_stage1(self.keys)
+                    .map_err(ClientError::Boot)?;
+                self.stage1 = self.read_running_stage1();
+                if let Some(i) = stage1 {
+                    self.queue_event_once(
+                        EventKind::Confirmed,
+                        Some(i.rollout_id),
+                        Some(i.version),
+                        None,
+                    );
+                }
+                if !app_unproven {
+                    return Ok(AfterBoot::Stage1Confirmed(slot));
+                }
+            }
             return Ok(AfterBoot::NewlyConfirmed);
         }
-        let Some((slot, rollout, version)) = installed else {
+        let Some(installed) = installed else {
             return Ok(AfterBoot::Confirmed);
         };
-        if slot == info.slot {
+        // What runs now from the kind of slot the image was installed into.
+        let (running, pending) = match installed.component {
+            Component::Application => (Some(info.slot), self.boot.journal().state().pending()),
+            Component::Bootloader => (
+                self.stage1.map(|s| s.slot),
+                self.boot.journal().state().stage1().pending(),
+            ),
+        };
+        if running == Some(installed.slot) {
             // Confirmed earlier, but the server never acknowledged the event: say it again.
+            let version = match installed.component {
+                Component::Application => self.device.firmware_version,
+                Component::Bootloader => installed.version,
+            };
             self.queue_event_once(
                 EventKind::Confirmed,
-                Some(rollout),
-                Some(self.device.firmware_version),
+                Some(installed.rollout_id),
+                Some(version),
                 None,
             );
             return Ok(AfterBoot::Confirmed);
         }
-        let state = self.boot.journal().state();
-        if state.is_rejected(slot) {
-            let why = reason(format_args!(
-                "bootloader reverted slot {slot} to slot {}",
-                info.slot
-            ));
+        if self.is_rejected(&installed) {
+            let slot = installed.slot;
+            let why = match (installed.component, running) {
+                (Component::Bootloader, Some(to)) => reason(format_args!(
+                    "stage-0 reverted stage-1 slot {slot} to stage-1 slot {to}"
+                )),
+                (Component::Bootloader, None) => {
+                    reason(format_args!("stage-0 reverted stage-1 slot {slot}"))
+                }
+                (Component::Application, _) => reason(format_args!(
+                    "bootloader reverted slot {slot} to slot {}",
+                    info.slot
+                )),
+            };
             self.queue_event_once(
                 EventKind::RolledBack,
-                Some(rollout),
-                Some(version),
+                Some(installed.rollout_id),
+                Some(installed.version),
                 Some(why),
             );
             return Ok(AfterBoot::RolledBack);
         }
-        if state.pending() != Some(slot) {
+        if pending != Some(installed.slot) {
             // Installed but never marked pending (a reset in between): nothing to report.
             self.set_installed(None);
         }
@@ -813,12 +1024,16 @@ where
             uptime_s: f.uptime_s,
         });
         let before = ran.or(faulted).or(self.running);
-        // A software reset into the image this client installed is the update's own.
+        // A software reset into the image (or through the stage-1) this client installed is
+        // the update's own.
         let booted = self.boot.info().slot;
+        let stage1 = self.stage1.map(|s| s.slot);
+        let into_installed = self.installed.is_some_and(|i| match i.component {
+            Component::Application => i.slot == booted,
+            Component::Bootloader => Some(i.slot) == stage1,
+        });
         let cause = match cause {
-            ResetCause::Software if self.installed.is_some_and(|i| i.slot == booted) => {
-                ResetCause::Update
-            }
+            ResetCause::Software if into_installed => ResetCause::Update,
             other => other,
         };
         let queued = self

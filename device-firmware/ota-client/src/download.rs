@@ -1,5 +1,9 @@
 //! Downloading an offered image into the inactive slot: resumable after a dropped link, verified
 //! while it streams, and checked against the offer and the slot before it may be marked pending.
+//! An offer's component says which slots: an application's is an application slot (A or B), a
+//! bootloader's a stage-1 slot, and the image must be that component (its protected COMPONENT
+//! TLV: none for an application, a stage-1 mark naming exactly the offered stage-1 slot for a
+//! bootloader).
 //!
 //! A [`Download`] holds no image bytes, only what it needs to decide about them (about 1.2 KB):
 //! the offer, how many bytes are in the slot, a [`StreamVerifier`] and a SHA-256 of the whole
@@ -28,18 +32,22 @@
 //! - the image's SHA256 TLV covers header, payload and protected TLVs only, and with the Ed25519
 //!   signature says the image is genuine. A mismatch there means the artifact itself is bad.
 
-use fota_protocol::image::{check_verified_for_slot, SlotError};
+use fota_protocol::image::{check_verified_for_slot, check_verified_for_stage1, SlotError};
 use fota_protocol::image::{Digest, ImageError, ImageVersion, StreamVerifier, TrustedKey};
-use fota_protocol::messages::{EventKind, Offer};
+use fota_protocol::layout::{Partition, STAGE1_IMAGE_MAX};
+use fota_protocol::messages::{Component, EventKind, Offer};
 use fota_protocol::{SlotId, VerifiedImage};
 use sha2::{Digest as _, Sha256};
 
 /// Why a download was refused.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
 pub enum DownloadError {
-    /// The offer is larger than the slot it is for: refused before a byte is fetched.
-    #[error("offer of {size} bytes does not fit slot {slot} ({slot_size} bytes)")]
+    /// The offer is larger than the slot it is for (for a bootloader: than a stage-1's
+    /// budget): refused before a byte is fetched.
+    #[error("offer of {size} bytes does not fit {component} slot {slot} ({slot_size} bytes)")]
     OfferTooLarge {
+        /// The offered component.
+        component: Component,
         /// The offered slot.
         slot: SlotId,
         /// The offered size.
@@ -71,6 +79,17 @@ pub enum DownloadError {
     /// The image is malformed, its hash is wrong, or its signature does not verify.
     #[error("image refused: {0}")]
     Image(#[from] ImageError),
+    /// The image is not the component offered: an application offered as a bootloader, a
+    /// stage-1 offered as an application, or a stage-1 marked for the other stage-1 slot.
+    #[error("offered as {offered} for slot {slot}, the image is {}", Mark(*.image))]
+    WrongComponent {
+        /// What the offer said.
+        offered: Component,
+        /// The slot offered.
+        slot: SlotId,
+        /// What the image's COMPONENT TLV says.
+        image: fota_protocol::image::Component,
+    },
     /// The image cannot execute in place from the offered slot (linked for the other one, ...).
     #[error("image cannot run from its slot: {0}")]
     Slot(#[from] SlotError),
@@ -102,10 +121,42 @@ impl DownloadError {
             | DownloadError::ContentMismatch => EventKind::DownloadFailed,
             DownloadError::OfferTooLarge { .. }
             | DownloadError::Image(_)
+            | DownloadError::WrongComponent { .. }
             | DownloadError::Slot(_)
             | DownloadError::SecurityCounterMismatch { .. }
             | DownloadError::VersionMismatch { .. } => EventKind::VerifyFailed,
         }
+    }
+}
+
+/// An image's COMPONENT mark, as a failure reason says it.
+struct Mark(fota_protocol::image::Component);
+
+impl core::fmt::Display for Mark {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        match self.0 {
+            fota_protocol::image::Component::Application => f.write_str("an application"),
+            fota_protocol::image::Component::Stage1 { slot } => {
+                write!(f, "a stage-1 for stage-1 slot {slot}")
+            }
+        }
+    }
+}
+
+/// Where an offer's image goes: the application slot, or the stage-1 slot for a bootloader.
+pub fn target_partition(offer: &Offer) -> Partition {
+    match offer.component {
+        Component::Application => offer.slot.partition(),
+        Component::Bootloader => offer.slot.stage1_partition(),
+    }
+}
+
+/// The largest image an offer may carry: its application slot's size, or a stage-1's budget
+/// ([`STAGE1_IMAGE_MAX`], less than stage-1 slot B's 128 KB sector).
+pub fn max_image_len(offer: &Offer) -> u32 {
+    match offer.component {
+        Component::Application => offer.slot.partition().size,
+        Component::Bootloader => STAGE1_IMAGE_MAX.min(offer.slot.stage1_partition().size),
     }
 }
 
@@ -131,11 +182,13 @@ impl core::fmt::Debug for Download {
 }
 
 impl Download {
-    /// Start downloading `offer` into `offer.slot`. Refuses an offer larger than the slot.
+    /// Start downloading `offer` into `offer.slot` (of the application slots, or of the stage-1
+    /// slots for a bootloader). Refuses an offer larger than the slot (than a stage-1's budget).
     pub fn new(offer: &Offer) -> Result<Self, DownloadError> {
-        let slot_size = offer.slot.partition().size;
+        let slot_size = max_image_len(offer);
         if offer.size > slot_size {
             return Err(DownloadError::OfferTooLarge {
+                component: offer.component,
                 slot: offer.slot,
                 size: offer.size,
                 slot_size,
@@ -198,9 +251,12 @@ impl Download {
     }
 
     /// All bytes are in: check that they are the offered artifact, that the image verifies under
-    /// `keys`, that it can execute in place from the offered slot, and that its security counter
-    /// and version are the ones offered (events about the offer name them, and the device
-    /// refused downgrades on the offer's word). Only then may the slot be marked pending.
+    /// `keys`, that it is the component offered (a bootloader's COMPONENT TLV naming exactly the
+    /// offered stage-1 slot, an application's none), that it can execute in place from the
+    /// offered slot (for a stage-1: what stage-0 checks, `check_verified_for_stage1`), and that
+    /// its security counter and version are the ones offered (events about the offer name them,
+    /// and the device refused downgrades on the offer's word). Only then may the slot be marked
+    /// pending.
     ///
     /// Checked in this order, so a transfer problem ([`DownloadError::ContentMismatch`]) is not
     /// reported as a bad image.
@@ -215,7 +271,18 @@ impl Download {
             return Err(DownloadError::ContentMismatch);
         }
         let image = self.verifier.finish()?.verify(keys)?;
-        check_verified_for_slot(&image, self.offer.slot)?;
+        let (component, slot) = (self.offer.component, self.offer.slot);
+        if !component.matches(image.component, slot) {
+            return Err(DownloadError::WrongComponent {
+                offered: component,
+                slot,
+                image: image.component,
+            });
+        }
+        match component {
+            Component::Application => check_verified_for_slot(&image, slot)?,
+            Component::Bootloader => check_verified_for_stage1(&image, slot)?,
+        }
         if image.security_counter != self.offer.security_counter {
             return Err(DownloadError::SecurityCounterMismatch {
                 offered: self.offer.security_counter,

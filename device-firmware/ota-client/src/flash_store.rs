@@ -11,6 +11,10 @@
 //! | 4 | n, padded to 4 | payload (little-endian integers) |
 //! | 4 + pad(n) | 4 | CRC-32 (ISO-HDLC) of everything before it |
 //!
+//! `Installed` and `Download` name their component by one trailing payload byte, 1 =
+//! bootloader, written only for a bootloader: a record without it (every record written before
+//! stage-1 installs existed) is an application's, so older logs replay unchanged.
+//!
 //! Records are whole 32-bit words, programmed in order, so a power cut leaves at most the last
 //! record torn; a torn record fails its CRC and ends the replay, and the next write compacts
 //! (nothing is ever appended after a record that did not verify).
@@ -42,7 +46,7 @@ use crate::persist::{Change, FaultRecord, Installed, Persist, PersistedState, Ru
 use embedded_storage::nor_flash::NorFlash;
 use fota_protocol::image::{Digest, ImageVersion};
 use fota_protocol::layout::{FLASH_BASE, OTA_STATE};
-use fota_protocol::messages::{Event, EventKind, Offer, Reason, ResetCause, ResetInfo};
+use fota_protocol::messages::{Component, Event, EventKind, Offer, Reason, ResetCause, ResetInfo};
 use fota_protocol::SlotId;
 
 const MAGIC: [u8; 2] = [0x0F, 0x7A];
@@ -237,6 +241,28 @@ fn slot_from(code: u8) -> Option<SlotId> {
     }
 }
 
+/// The trailing component byte of `Installed` and `Download`: none for an application (so an
+/// application's record is what it was before bootloaders), 1 for a bootloader.
+fn put_component(p: &mut Payload, component: Component) -> &mut Payload {
+    match component {
+        Component::Application => p,
+        Component::Bootloader => p.u8(1),
+    }
+}
+
+/// The inverse of [`put_component`], at the end of a payload: nothing left is an application,
+/// one byte 1 a bootloader, anything else does not decode.
+fn component_from(r: &mut Reader<'_>) -> Option<Component> {
+    match r.0 {
+        [] => Some(Component::Application),
+        [1] => {
+            r.0 = &[];
+            Some(Component::Bootloader)
+        }
+        _ => None,
+    }
+}
+
 /// A reset cause's code in a record is its index here.
 const RESET_CAUSES: [ResetCause; 10] = ResetCause::ALL;
 
@@ -283,20 +309,22 @@ fn encode(change: &Change<'_>) -> Record {
             p.record(kind::EVENT)
         }
         Change::Acked { through } => p.u64(through).record(kind::ACKED),
-        Change::Installed(Some(i)) => p
-            .u8(slot_code(i.slot))
-            .u64(i.rollout_id)
-            .u64(pack_version(i.version))
-            .record(kind::INSTALLED),
+        Change::Installed(Some(i)) => {
+            p.u8(slot_code(i.slot))
+                .u64(i.rollout_id)
+                .u64(pack_version(i.version));
+            put_component(&mut p, i.component).record(kind::INSTALLED)
+        }
         Change::Installed(None) => p.record(kind::NOT_INSTALLED),
-        Change::Download(Some(o)) => p
-            .u64(o.rollout_id)
-            .u64(pack_version(o.version))
-            .u8(slot_code(o.slot))
-            .put(&o.sha256.0)
-            .u32(o.size)
-            .u32(o.security_counter)
-            .record(kind::DOWNLOAD),
+        Change::Download(Some(o)) => {
+            p.u64(o.rollout_id)
+                .u64(pack_version(o.version))
+                .u8(slot_code(o.slot))
+                .put(&o.sha256.0)
+                .u32(o.size)
+                .u32(o.security_counter);
+            put_component(&mut p, o.component).record(kind::DOWNLOAD)
+        }
         Change::Download(None) => p.record(kind::NO_DOWNLOAD),
         Change::Progress(offset) => p.u32(offset).record(kind::PROGRESS),
         Change::Running(r) => p
@@ -366,10 +394,14 @@ fn apply_record(mut state: Option<&mut PersistedState>, kind: u8, payload: &[u8]
             }
             kind::ACKED => apply(&mut state, &Change::Acked { through: r.u64()? }),
             kind::INSTALLED => {
+                let slot = slot_from(r.u8()?)?;
+                let rollout_id = r.u64()?;
+                let version = unpack_version(r.u64()?);
                 let installed = Installed {
-                    slot: slot_from(r.u8()?)?,
-                    rollout_id: r.u64()?,
-                    version: unpack_version(r.u64()?),
+                    component: component_from(&mut r)?,
+                    slot,
+                    rollout_id,
+                    version,
                 };
                 apply(&mut state, &Change::Installed(Some(installed)));
             }
@@ -379,13 +411,16 @@ fn apply_record(mut state: Option<&mut PersistedState>, kind: u8, payload: &[u8]
                 let version = unpack_version(r.u64()?);
                 let slot = slot_from(r.u8()?)?;
                 let sha256 = Digest(r.take(32)?.try_into().ok()?);
+                let size = r.u32()?;
+                let security_counter = r.u32()?;
                 let offer = Offer {
                     rollout_id,
                     version,
+                    component: component_from(&mut r)?,
                     slot,
                     sha256,
-                    size: r.u32()?,
-                    security_counter: r.u32()?,
+                    size,
+                    security_counter,
                 };
                 apply(&mut state, &Change::Download(Some(&offer)));
             }
@@ -705,6 +740,7 @@ mod tests {
         Offer {
             rollout_id: 9,
             version: ImageVersion::new(2, 0, 0, 0),
+            component: Component::Application,
             slot: SlotId::B,
             sha256: Digest([0xab; 32]),
             size: 100_000,
@@ -747,6 +783,7 @@ mod tests {
         };
         let offer = offer();
         let installed = Installed {
+            component: Component::Application,
             slot: SlotId::B,
             rollout_id: 9,
             version: ImageVersion::new(2, 0, 0, 0),
@@ -774,6 +811,58 @@ mod tests {
         assert_eq!(state.installed, Some(installed));
         assert_eq!(state.download, None);
         assert_eq!(state.running, Some(running(600)));
+    }
+
+    #[test]
+    fn a_bootloader_download_and_install_replay_as_a_bootloader_and_an_application_record_is_unchanged(
+    ) {
+        let stage1 = Offer {
+            component: Component::Bootloader,
+            slot: SlotId::A,
+            ..offer()
+        };
+        let installed = Installed {
+            component: Component::Bootloader,
+            slot: SlotId::A,
+            rollout_id: 9,
+            version: ImageVersion::new(2, 0, 0, 0),
+        };
+        let flash = agree(
+            MemFlash::new(),
+            &[
+                Change::Download(Some(&stage1)),
+                Change::Progress(4096),
+                Change::Installed(Some(installed)),
+            ],
+        );
+        let state = FlashPersist::open(flash, REGION).load();
+        assert_eq!(state.download.unwrap().offer, stage1);
+        assert_eq!(state.installed, Some(installed));
+
+        // An application's records are byte for byte the format before components: one byte
+        // shorter than a bootloader's, and a log written then replays as applications.
+        let app = offer();
+        let app_installed = Installed {
+            component: Component::Application,
+            ..installed
+        };
+        // The payload's length, in the record's header.
+        let len = |change: &Change<'_>| encode(change).bytes[3];
+        assert_eq!(
+            len(&Change::Download(Some(&app))) + 1,
+            len(&Change::Download(Some(&stage1)))
+        );
+        assert_eq!(
+            len(&Change::Installed(Some(app_installed))) + 1,
+            len(&Change::Installed(Some(installed)))
+        );
+        // Any other trailing byte does not decode.
+        let mut payload = [0u8; 18];
+        payload[17] = 2;
+        assert!(!apply_record(None, kind::INSTALLED, &payload));
+        payload[17] = 1;
+        assert!(apply_record(None, kind::INSTALLED, &payload));
+        assert!(apply_record(None, kind::INSTALLED, &payload[..17]));
     }
 
     #[test]

@@ -25,8 +25,8 @@ pub mod shared;
 pub mod transport;
 
 pub use client::{
-    AfterBoot, CheckInOutcome, ClientError, Config, DeviceInfo, OtaClient, Pushed, Step,
-    MAX_QUEUED_RESETS, UPTIME_RECORD_EVERY_S,
+    AfterBoot, CheckInOutcome, ClientError, Config, DeviceInfo, OtaClient, Pushed, RunningStage1,
+    Step, MAX_QUEUED_RESETS, UPTIME_RECORD_EVERY_S,
 };
 pub use flash_store::{FaultAppendError, FlashPersist, StoreRegion};
 #[cfg(feature = "std")]

@@ -6,8 +6,9 @@
 //! - the event-id counter (ids are unique per device, forever: the server stores each once);
 //! - the events the server has not acknowledged yet (a reset between an event and its report
 //!   loses nothing);
-//! - the image installed and not yet reported on (slot, rollout, version), so the trial boot
-//!   and a bootloader's revert are reported against the right rollout;
+//! - the image installed and not yet reported on (component, slot, rollout, version), so the
+//!   trial boot and a revert (by the bootloader, or by stage-0 for a stage-1) are reported
+//!   against the right rollout;
 //! - the download in progress: its offer, once the slot is erased, and how many of its bytes
 //!   are durably in the slot, so a power cut mid-download resumes from there;
 //! - what is running and for how long (recorded at boot and every few minutes), so that the next
@@ -23,7 +24,7 @@
 //! record to two flash sectors used ping-pong (sectors 10-11 on the board).
 
 use fota_protocol::image::ImageVersion;
-use fota_protocol::messages::{Event, Offer, MAX_EVENTS_PER_REPORT};
+use fota_protocol::messages::{Component, Event, Offer, MAX_EVENTS_PER_REPORT};
 use fota_protocol::SlotId;
 
 /// Events kept until the server acknowledges them (one report's worth).
@@ -33,7 +34,9 @@ pub const EVENT_QUEUE_LEN: usize = MAX_EVENTS_PER_REPORT;
 /// rolled back.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Installed {
-    /// The slot it was written to.
+    /// What it is: an application, or a stage-1 bootloader.
+    pub component: Component,
+    /// The slot it was written to: an application slot, or a stage-1 slot for a bootloader.
     pub slot: SlotId,
     /// The rollout it belongs to.
     pub rollout_id: u64,

@@ -13,7 +13,8 @@ use fota_ota_client::{
 };
 use fota_protocol::image::{Digest, ImageBuilder, ImageVersion, TrustedKey};
 use fota_protocol::messages::{
-    CheckIn, CheckInResponse, EventKind, Model, Offer, RdpLevel, Report, ReportAck, ResetCause,
+    CheckIn, CheckInResponse, Component, EventKind, Model, Offer, RdpLevel, Report, ReportAck,
+    ResetCause,
 };
 use fota_protocol::SlotId;
 
@@ -51,6 +52,7 @@ fn offer_for(artifact: &[u8]) -> Offer {
     Offer {
         rollout_id: ROLLOUT,
         version: NEW,
+        component: Component::Application,
         slot: SlotId::B,
         sha256: Digest::of(artifact),
         size: artifact.len() as u32,
@@ -84,6 +86,7 @@ fn persisted(installed: Option<Installed>, next_event_id: Option<u64>) -> MemPer
 
 fn installed_new() -> Installed {
     Installed {
+        component: Component::Application,
         slot: SlotId::B,
         rollout_id: ROLLOUT,
         version: NEW,

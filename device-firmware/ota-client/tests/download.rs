@@ -7,8 +7,10 @@ use fota_ota_client::download::{Download, DownloadError};
 use fota_ota_client::transport::Transport;
 use fota_protocol::image::SlotError;
 use fota_protocol::image::{verify, Digest, ImageBuilder, ImageError, ImageVersion, TrustedKey};
+use fota_protocol::layout::STAGE1_IMAGE_MAX;
 use fota_protocol::messages::{
-    BootState, CheckIn, CheckInResponse, EventKind, Model, Offer, RdpLevel, Report, ReportAck,
+    BootState, CheckIn, CheckInResponse, Component, EventKind, Model, Offer, RdpLevel, Report,
+    ReportAck,
 };
 use fota_protocol::SlotId;
 
@@ -47,6 +49,7 @@ fn offer_for(artifact: &[u8], slot: SlotId) -> Offer {
     Offer {
         rollout_id: 9,
         version: VERSION,
+        component: Component::Application,
         slot,
         sha256: Digest::of(artifact),
         size: artifact.len() as u32,
@@ -296,6 +299,7 @@ fn an_offer_larger_than_its_slot_is_refused_up_front() {
     assert_eq!(
         Download::new(&offer).unwrap_err(),
         DownloadError::OfferTooLarge {
+            component: Component::Application,
             slot: SlotId::B,
             size: 256 * 1024 + 1,
             slot_size: 256 * 1024,
@@ -344,6 +348,120 @@ fn a_wrong_content_hash_is_refused() {
         dl.finish(&[trusted(&signing_key())]),
         Err(DownloadError::ContentMismatch)
     );
+}
+
+/// A stage-1 build linked for stage-1 slot `linked`, marked (COMPONENT TLV) for `marked`.
+fn stage1_for(linked: SlotId, marked: SlotId) -> Vec<u8> {
+    let base = linked.stage1_partition().start;
+    let mut p = app_for(linked, 6_000);
+    p[4..8].copy_from_slice(&((base + 0x200 + 0x101) | 1).to_le_bytes());
+    ImageBuilder::new(p, VERSION)
+        .security_counter(COUNTER)
+        .rom_fixed(base)
+        .component(fota_protocol::image::Component::Stage1 { slot: marked })
+        .sign(&signing_key())
+        .unwrap()
+}
+
+fn bootloader_offer_for(artifact: &[u8], slot: SlotId) -> Offer {
+    Offer {
+        component: Component::Bootloader,
+        ..offer_for(artifact, slot)
+    }
+}
+
+#[test]
+fn a_stage1_offered_as_a_bootloader_for_its_slot_verifies_as_stage0_will() {
+    for slot in SlotId::ALL {
+        let artifact = stage1_for(slot, slot);
+        let offer = bootloader_offer_for(&artifact, slot);
+        let mut server = MemoryServer::new(artifact.clone());
+        let mut dl = Download::new(&offer).unwrap();
+        let mut bytes = Slot::new();
+        pump(&mut server, &mut dl, &mut bytes, 700)
+            .unwrap()
+            .unwrap();
+        let image = dl.finish(&[trusted(&signing_key())]).unwrap();
+        assert_eq!(
+            image.component,
+            fota_protocol::image::Component::Stage1 { slot }
+        );
+        assert_eq!(bytes, artifact);
+    }
+}
+
+#[test]
+fn an_image_that_is_not_the_component_offered_is_refused_with_what_it_is() {
+    use fota_protocol::image::Component as Mark;
+    let cases = [
+        // An application offered as the bootloader.
+        (
+            image_for(SlotId::B),
+            Component::Bootloader,
+            Mark::Application,
+            "offered as bootloader for slot B, the image is an application",
+        ),
+        // A stage-1 offered as an application.
+        (
+            stage1_for(SlotId::B, SlotId::B),
+            Component::Application,
+            Mark::Stage1 { slot: SlotId::B },
+            "offered as application for slot B, the image is a stage-1 for stage-1 slot B",
+        ),
+        // A stage-1 linked for B but marked for A: stage-0 would refuse it in B.
+        (
+            stage1_for(SlotId::B, SlotId::A),
+            Component::Bootloader,
+            Mark::Stage1 { slot: SlotId::A },
+            "offered as bootloader for slot B, the image is a stage-1 for stage-1 slot A",
+        ),
+    ];
+    for (artifact, offered, mark, message) in cases {
+        let offer = Offer {
+            component: offered,
+            ..offer_for(&artifact, SlotId::B)
+        };
+        let err = download_all(&artifact, &offer, 1024).unwrap_err();
+        assert_eq!(
+            err,
+            DownloadError::WrongComponent {
+                offered,
+                slot: SlotId::B,
+                image: mark
+            }
+        );
+        assert_eq!(err.to_string(), message);
+        assert!(message.len() <= 96, "a report's reason holds it whole");
+        assert_eq!(err.event_kind(), EventKind::VerifyFailed);
+    }
+    // A stage-1 linked for A (its header's address) but marked for B, offered for B: the mark
+    // matches, the link address does not, and stage-0's own check says so.
+    let artifact = stage1_for(SlotId::A, SlotId::B);
+    let err =
+        download_all(&artifact, &bootloader_offer_for(&artifact, SlotId::B), 1024).unwrap_err();
+    assert!(
+        matches!(err, DownloadError::Slot(SlotError::WrongLoadAddress { .. })),
+        "{err:?}"
+    );
+}
+
+#[test]
+fn a_bootloader_offer_past_the_stage1_budget_is_refused_up_front() {
+    let artifact = stage1_for(SlotId::B, SlotId::B);
+    let mut offer = bootloader_offer_for(&artifact, SlotId::B);
+    // Stage-1 slot B is a 128 KB sector, but a stage-1 image has 64 KB.
+    offer.size = STAGE1_IMAGE_MAX + 1;
+    assert_eq!(
+        Download::new(&offer).unwrap_err(),
+        DownloadError::OfferTooLarge {
+            component: Component::Bootloader,
+            slot: SlotId::B,
+            size: STAGE1_IMAGE_MAX + 1,
+            slot_size: STAGE1_IMAGE_MAX,
+        }
+    );
+    offer.size = STAGE1_IMAGE_MAX;
+    assert!(Download::new(&offer).is_ok());
 }
 
 #[test]

@@ -19,7 +19,9 @@
 //! [`RuntimeConfig::trial_deadline_ms`] of booting, [`poll`](Runtime::poll) returns
 //! [`Action::Reset`] with [`ResetReason::TrialDeadline`]; the board resets, the bootloader
 //! counts the attempt, and after the third it reverts to the confirmed image, which reports the
-//! rollback. It relies on the runtime being polled (the application's main loop must keep
+//! rollback. A stage-1 on trial (a new bootloader, installed by the client) is held to the same
+//! deadline: the application it booted must reach the server, or the reset lets stage-0 count
+//! the attempt and, after the third, fall back to the old stage-1. It relies on the runtime being polled (the application's main loop must keep
 //! calling it) and on the clock advancing; docs/FIRMWARE.md lists what it cannot cover.
 //!
 //! The crate is `no_std`, has no `unsafe` and allocates nothing.
@@ -169,10 +171,22 @@ where
             BootMode::Confirmed => log.line(format_args!("ota: slot {} confirmed", info.slot)),
             BootMode::Unconfirmed => log.line(format_args!("ota: slot {} unconfirmed", info.slot)),
         }
+        if let Some(stage1) = client.running_stage1() {
+            log.line(format_args!(
+                "ota: booted through stage-1 slot {} {} ({})",
+                stage1.slot,
+                stage1.version,
+                stage1.mode.label()
+            ));
+        }
         if let Some(d) = client.download() {
             log.line(format_args!(
-                "ota: resuming download of {} for slot {} ({} bytes)",
+                "ota: resuming download of {} for {}slot {} ({} bytes)",
                 d.offer().version,
+                match d.offer().component {
+                    fota_protocol::messages::Component::Application => "",
+                    fota_protocol::messages::Component::Bootloader => "stage-1 ",
+                },
                 d.offer().slot,
                 d.offer().size
             ));
@@ -229,7 +243,7 @@ where
     /// boot no wait it asks for reaches past the trial deadline.
     pub fn poll(&mut self, now_ms: u64, log: &mut impl Log) -> Action {
         let action = self.step(now_ms, log);
-        if !self.client.boot().info().is_trial() {
+        if !self.client.on_trial() {
             return action;
         }
         let deadline = self.booted_ms + self.config.trial_deadline_ms;
@@ -248,8 +262,9 @@ where
         let uptime_s = now.saturating_sub(self.booted_ms) / 1000;
         self.client
             .record_uptime(u32::try_from(uptime_s).unwrap_or(u32::MAX));
-        // 1. The trial deadline, before anything that could take time.
-        if self.client.boot().info().is_trial()
+        // 1. The trial deadline (of the application, or of the stage-1 that booted it), before
+        // anything that could take time.
+        if self.client.on_trial()
             && now.saturating_sub(self.booted_ms) >= self.config.trial_deadline_ms
         {
             log.line(format_args!(
@@ -292,6 +307,10 @@ where
                         AfterBoot::NewlyConfirmed => {
                             log.line(format_args!("ota: confirmed slot {slot}"));
                             // The trial's check-in counts as this boot's first.
+                            self.next_check_in = now + self.poll_ms();
+                        }
+                        AfterBoot::Stage1Confirmed(stage1) => {
+                            log.line(format_args!("ota: confirmed stage-1 slot {stage1}"));
                             self.next_check_in = now + self.poll_ms();
                         }
                         AfterBoot::RolledBack => log.line(format_args!(

@@ -13,7 +13,7 @@ use fota_protocol::identity::{Identity, IdentityError, MAX_RECORD_LEN};
 use fota_protocol::image::{Digest, ImageVersion, TrustedKey};
 use fota_protocol::layout::{FLASH_BASE, IDENTITY};
 use fota_protocol::messages::{
-    CheckIn, CheckInResponse, EventKind, Model, Offer, RdpLevel, Report, ReportAck,
+    CheckIn, CheckInResponse, Component, EventKind, Model, Offer, RdpLevel, Report, ReportAck,
 };
 use fota_protocol::SlotId;
 use fota_runtime::{read_identity, Action, Log, ResetReason, Runtime, RuntimeConfig};
@@ -107,6 +107,7 @@ fn offering(artifact: Vec<u8>) -> Server {
         offer: Some(Offer {
             rollout_id: 3,
             version: V2,
+            component: Component::Application,
             slot: SlotId::B,
             sha256: Digest::of(&artifact),
             size: artifact.len() as u32,
@@ -388,4 +389,82 @@ fn a_server_that_fails_mid_download_is_retried_with_backoff() {
     rt.client_mut().transport_mut().down = false;
     let (action, _) = drive(&mut rt, &mut log, now, 1_000_000, |_| false);
     assert_eq!(action, Action::Reset(ResetReason::Installed));
+}
+
+/// A stage-1 for stage-1 slot `slot` (vector table inside it, the COMPONENT mark for it).
+fn stage1_image(slot: SlotId, version: ImageVersion, counter: u32) -> Vec<u8> {
+    let base = slot.stage1_partition().start;
+    let mut payload = fota_protocol::testing::app_for(slot, 3000);
+    payload[4..8].copy_from_slice(&((base + 0x200 + 0x101) | 1).to_le_bytes());
+    fota_protocol::image::ImageBuilder::new(payload, version)
+        .security_counter(counter)
+        .rom_fixed(base)
+        .component(fota_protocol::image::Component::Stage1 { slot })
+        .sign(&key())
+        .unwrap()
+}
+
+/// v1 in A confirmed, stage-1 A (v1) confirmed, stage-1 B (v2) pending and booted once by
+/// stage-0: the application runs through a stage-1 on trial.
+fn flash_through_stage1_trial() -> MemFlash {
+    let mut flash = flash(&[
+        RecordKind::Stage1Floor { value: 1 },
+        RecordKind::Stage1Confirmed { slot: SlotId::A },
+        RecordKind::Stage1Pending { slot: SlotId::B },
+        RecordKind::Stage1Attempt { slot: SlotId::B },
+    ]);
+    for (slot, version, counter) in [(SlotId::A, V1, 1), (SlotId::B, V2, 2)] {
+        let at = FlashLayout::STM32F429.stage1_offset(slot) as usize;
+        let image = stage1_image(slot, version, counter);
+        flash.bytes[at..at + image.len()].copy_from_slice(&image);
+    }
+    flash
+}
+
+#[test]
+fn a_stage1_on_trial_is_held_to_the_deadline_and_confirmed_once_the_server_is_reached() {
+    // The application is confirmed, the stage-1 that booted it is not: it cannot reach the
+    // server, so the deadline resets it (stage-0 counts the attempt).
+    let mut log = Lines::default();
+    let server = Server {
+        down: true,
+        ..Server::default()
+    };
+    let flash = flash_through_stage1_trial();
+    let mut rt = runtime(
+        server,
+        flash.clone(),
+        SlotId::A,
+        MemPersist::default(),
+        &mut log,
+    );
+    assert!(rt.client().on_trial());
+    assert!(log.any("booted through stage-1 slot B 2.0.0 (trial, attempt 1)"));
+    let (action, at) = drive(&mut rt, &mut log, 0, 60_000, |_| false);
+    assert_eq!(action, Action::Reset(ResetReason::TrialDeadline));
+    assert_eq!(at, 10_000, "reset at {at} ms");
+    let track = *rt.client().boot().journal().state().stage1();
+    assert_eq!(
+        (track.confirmed(), track.pending()),
+        (Some(SlotId::A), Some(SlotId::B))
+    );
+
+    // The same boot with the server up: the stage-1 is confirmed, and nothing resets it.
+    let mut log = Lines::default();
+    let mut rt = runtime(
+        Server::default(),
+        flash,
+        SlotId::A,
+        MemPersist::default(),
+        &mut log,
+    );
+    let (action, _) = drive(&mut rt, &mut log, 0, 60_000, |_| false);
+    assert!(!matches!(action, Action::Reset(_)), "{action:?}");
+    assert!(log.any("confirmed stage-1 slot B"), "{:?}", log.0);
+    assert!(!rt.client().on_trial());
+    let track = *rt.client().boot().journal().state().stage1();
+    assert_eq!(
+        (track.confirmed(), track.pending(), track.floor()),
+        (Some(SlotId::B), None, 2)
+    );
 }

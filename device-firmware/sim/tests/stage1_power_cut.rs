@@ -1,8 +1,9 @@
 //! Two-stage boot (issue 18): stage-0 picks, verifies and trial-boots a stage-1, the stage-1
 //! picks the application. Power cuts at every write and erase (a cut before each step and torn
 //! cuts inside it) of a stage-1 update: written and marked pending, booted on trial and
-//! confirmed by the application it booted; and written, pending, failing its trial (a stage-1
-//! that hangs, and one that boots an application that never confirms) and reverted. After each
+//! confirmed by the application it booted (written by hand, and written by the real OTA client
+//! from a bootloader offer); and written, pending, failing its trial (a stage-1 that hangs, and
+//! one that boots an application that never confirms) and reverted. After each
 //! cut the next boot reaches a verified stage-1 (checked here independently of `fota-boot`) and
 //! a verified application, and the device then settles where it should.
 //!
@@ -117,6 +118,92 @@ fn update_stage1(
     };
     let result = control.mark_stage1_pending(slot, &keys());
     alive(flash, result)
+}
+
+/// The application (running from slot A) is offered `image` as a bootloader for stage-1 slot
+/// `slot` and installs it with the real OTA client: check-in, erase, download in chunks
+/// verified while they stream, the stage-1 checks, `mark_stage1_pending`. The flash is the only
+/// thing that survives a cut (the client's state store is left out: a cut download starts over).
+fn client_update_stage1(flash: &mut SimFlash, slot: SlotId, image: &[u8]) -> Result<(), PowerLost> {
+    use fota_ota_client::transport::Transport;
+    use fota_ota_client::{CheckInOutcome, Config, DeviceInfo, MemPersist, OtaClient, Step};
+    use fota_protocol::image::Digest;
+    use fota_protocol::messages::{
+        CheckIn, CheckInResponse, Component, Model, Offer, RdpLevel, Report, ReportAck,
+    };
+
+    /// Offers `image` and serves it.
+    struct Server<'a>(&'a [u8], SlotId);
+    impl Transport for Server<'_> {
+        type Error = ();
+        fn check_in(&mut self, _: &CheckIn) -> Result<CheckInResponse, ()> {
+            let offer = Offer {
+                rollout_id: 1,
+                version: ImageVersion::new(2, 0, 0, 0),
+                component: Component::Bootloader,
+                slot: self.1,
+                sha256: Digest::of(self.0),
+                size: self.0.len() as u32,
+                security_counter: 2,
+            };
+            Ok(CheckInResponse {
+                poll_interval_s: 60,
+                offer: Some(offer),
+            })
+        }
+        fn report(&mut self, r: &Report) -> Result<ReportAck, ()> {
+            Ok(ReportAck {
+                stored: r.events.len() as u32,
+                duplicates: 0,
+            })
+        }
+        fn fetch_range(&mut self, _: &Digest, offset: u32, buf: &mut [u8]) -> Result<usize, ()> {
+            let start = (offset as usize).min(self.0.len());
+            let n = buf.len().min(self.0.len() - start);
+            buf[..n].copy_from_slice(&self.0[start..start + n]);
+            Ok(n)
+        }
+    }
+
+    let keys = keys();
+    let control = match BootControl::open(&mut *flash, LAYOUT, A) {
+        Ok(control) => control,
+        Err(e) => return alive(flash, Err::<(), _>(e)),
+    };
+    let device = DeviceInfo {
+        model: Model::try_from("streetlight-f429").unwrap(),
+        firmware_version: ImageVersion::new(1, 0, 0, 0),
+        bootloader_version: ImageVersion::new(1, 0, 0, 0),
+        rdp_level: RdpLevel::Level1,
+        wrp_mask: 0,
+    };
+    let mut client = OtaClient::new(
+        Server(image, slot),
+        control,
+        MemPersist::default(),
+        device,
+        &keys,
+        Config::default(),
+    );
+    let outcome = client.check_in();
+    let step = if outcome == Ok(CheckInOutcome::Started) {
+        loop {
+            match client.download_step() {
+                Step::Continue => {}
+                other => break other,
+            }
+        }
+    } else {
+        Step::Failed
+    };
+    let (_, control, _) = client.into_parts();
+    let flash = control.into_flash();
+    if !flash.is_powered() {
+        return Err(PowerLost);
+    }
+    assert_eq!(outcome, Ok(CheckInOutcome::Started));
+    assert_eq!(step, Step::Reboot, "the client did not install the stage-1");
+    Ok(())
 }
 
 /// What one reset led to.
@@ -249,6 +336,24 @@ fn stage1_state(flash: &mut SimFlash) -> (Option<SlotId>, Option<SlotId>, u32) {
 /// it boots application A, which confirms it (Stage1Confirmed, Stage1Floor 2).
 #[test]
 fn every_cut_during_stage1_install_trial_and_confirm() {
+    install_trial_confirm("stage-1 install -> trial -> confirm", |flash, new| {
+        update_stage1(flash, A, B, new)
+    });
+}
+
+/// (i) again, the stage-1 written and marked pending by the OTA client from a bootloader offer.
+#[test]
+fn every_cut_during_a_client_stage1_install_trial_and_confirm() {
+    install_trial_confirm(
+        "OTA client stage-1 install -> trial -> confirm",
+        |flash, new| client_update_stage1(flash, B, new),
+    );
+}
+
+fn install_trial_confirm(
+    name: &str,
+    install: impl Fn(&mut SimFlash, &[u8]) -> Result<(), PowerLost>,
+) {
     let start = factory2();
     let new = stage1_image(B, 2, 2, Behaviour::Good);
     let known = vec![stage1_v1_a(), new.clone()];
@@ -262,31 +367,25 @@ fn every_cut_during_stage1_install_trial_and_confirm() {
         ],
     );
     let scenario = |flash: &mut SimFlash| {
-        update_stage1(flash, A, B, &new)?;
+        install(flash, &new)?;
         let run = power_on(flash, &known)?;
         assert_eq!(run.stage1(), (B, BootMode::Trial { attempt: 1 }));
         run_app(flash, &run)
     };
-    let report = sweep(
-        "stage-1 install -> trial -> confirm",
-        &start,
-        &milestones,
-        scenario,
-        |flash, cut| {
-            settle(flash, &known);
-            match stage1_state(flash) {
-                // Never became pending (cut while writing stage-1 B or appending Pending).
-                (Some(A), None, 1) => {}
-                // Confirmed, and the floor raised (by stage-0 if the cut fell between the
-                // application's two records).
-                (Some(B), None, 2) => {}
-                other => panic!("{cut:?}: stage-1 state {other:?}"),
-            }
-            // The application side is untouched by a stage-1 update.
-            let s = journal_state(flash);
-            assert_eq!((s.confirmed(), s.pending()), (Some(A), None), "{cut:?}");
-        },
-    );
+    let report = sweep(name, &start, &milestones, scenario, |flash, cut| {
+        settle(flash, &known);
+        match stage1_state(flash) {
+            // Never became pending (cut while writing stage-1 B or appending Pending).
+            (Some(A), None, 1) => {}
+            // Confirmed, and the floor raised (by stage-0 if the cut fell between the
+            // application's two records).
+            (Some(B), None, 2) => {}
+            other => panic!("{cut:?}: stage-1 state {other:?}"),
+        }
+        // The application side is untouched by a stage-1 update.
+        let s = journal_state(flash);
+        assert_eq!((s.confirmed(), s.pending()), (Some(A), None), "{cut:?}");
+    });
     assert!(report.steps >= 10, "{report:?}");
 }
 

@@ -18,7 +18,7 @@ use crate::store::{
 };
 use dashmap::DashMap;
 use fota_protocol::image::Digest;
-use fota_protocol::messages::{CheckIn, Event, Offer};
+use fota_protocol::messages::{CheckIn, Component, Event, Offer};
 use fota_protocol::{ImageVersion, SlotId};
 use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, Mutex, RwLock};
@@ -383,6 +383,8 @@ impl Engine {
         Offer {
             rollout_id: u64::try_from(r.id).unwrap_or(0),
             version: r.version,
+            // Bootloader releases and their rollouts are issue 18, item 5.
+            component: Component::Application,
             slot,
             sha256,
             size,
