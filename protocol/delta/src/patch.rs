@@ -601,6 +601,11 @@ mod tests {
         assert!(state <= 1_400, "{state} bytes of state");
         assert!(state + 2 * 64 + CHECKPOINT_LEN <= 8 * 1024);
         assert_eq!(CHECKPOINT_LEN, 1_317);
+        // The record's layout as docs/PROTOCOL.md gives it.
+        assert_eq!(
+            (AT_HEADER, AT_DECODER, AT_APPLIER, AT_HASH, AT_CRC),
+            (20, 112, 1_144, 1_209, 1_313)
+        );
 
         let (base, target) = release(5_000);
         let container = generate(&base, &target).unwrap();
