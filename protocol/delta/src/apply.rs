@@ -242,6 +242,27 @@ impl Applier {
         (applier.written <= applier.target_len).then_some(applier)
     }
 
+    /// Whether a restored state can go on against a base of `base_len` bytes: the entry in
+    /// progress stays inside the base and the target, and the counters are ones a patch can
+    /// reach (every target byte costs at least one patch byte). A record that passed its
+    /// checksum but not this is refused rather than read outside the base.
+    pub fn is_consistent(&self, base_len: u64) -> bool {
+        let (base_left, target_left) = match self.stage {
+            Stage::Control(_) => (0, 0),
+            Stage::Mix(left) => (left, left.saturating_add(u64_at(&self.control, 8))),
+            Stage::Copy(left) => (0, left),
+        };
+        self.base_pos
+            .checked_add(base_left)
+            .is_some_and(|end| end <= base_len)
+            && self
+                .written
+                .checked_add(target_left)
+                .is_some_and(|end| end <= self.target_len)
+            && self.consumed >= self.written
+            && self.consumed < 1 << 62
+    }
+
     fn take(&mut self, patch: &mut &[u8], n: usize) {
         *patch = &patch[n..];
         self.consumed += n as u64;

@@ -26,14 +26,14 @@
 
 pub mod apply;
 pub mod digest;
-#[cfg(any(test, feature = "generate"))]
+#[cfg(feature = "generate")]
 pub mod generate;
 pub mod header;
 pub mod heatshrink;
 pub mod patch;
 
 pub use apply::{Applier, ApplyError, Base, CHUNK};
-#[cfg(any(test, feature = "generate"))]
+#[cfg(feature = "generate")]
 pub use generate::{generate, GenerateError};
 pub use header::{PatchHeader, HEADER_LEN};
 pub use patch::{CheckpointError, PatchApplier, PatchError, CHECKPOINT_LEN};

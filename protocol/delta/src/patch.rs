@@ -258,6 +258,7 @@ impl PatchApplier {
             .map_err(|_| CheckpointError::Inconsistent)?;
         let consistent = offset <= HEADER_LEN as u64 + u64::from(header.body_len)
             && applier.target_len() == u64::from(header.target_len)
+            && applier.is_consistent(header.base_len.into())
             && target_hash.len() == applier.written();
         if !consistent {
             return Err(CheckpointError::Inconsistent);
@@ -635,8 +636,8 @@ mod tests {
                 "byte {at}"
             );
         }
-        // Sealed but self-contradictory: the hash's length is not the bytes written; an
-        // offset past the container's end; a decoder mid-header.
+        // Sealed but self-contradictory: the hash's length is not the bytes written; a base
+        // cursor past the base; an offset past the container's end; a decoder mid-header.
         let seal = |mut r: [u8; CHECKPOINT_LEN]| {
             let crc = crc32(&r[..AT_CRC]);
             r[AT_CRC..].copy_from_slice(&crc.to_le_bytes());
@@ -650,6 +651,13 @@ mod tests {
         );
         let mut bad = record;
         bad[AT_OFFSET..AT_OFFSET + 8].copy_from_slice(&(container.len() as u64 + 1).to_le_bytes());
+        assert_eq!(
+            PatchApplier::resume(&seal(bad)),
+            Err(CheckpointError::Inconsistent)
+        );
+        let mut bad = record;
+        bad[AT_APPLIER + 24..AT_APPLIER + 32]
+            .copy_from_slice(&(base.len() as u64 + 1).to_le_bytes());
         assert_eq!(
             PatchApplier::resume(&seal(bad)),
             Err(CheckpointError::Inconsistent)
