@@ -159,6 +159,50 @@ struct Container {
     bytes: usize,
     generate_ms: f64,
     apply_ms: f64,
+    /// Power cuts swept, each resumed to the exact target.
+    cuts: usize,
+}
+
+/// Feed `patch` in 1 KB segments to `applier`, appending the target to `out`.
+fn feed_all(
+    applier: &mut fota_delta::PatchApplier,
+    base: &[u8],
+    patch: &[u8],
+    out: &mut Vec<u8>,
+) -> anyhow::Result<()> {
+    let mut b = base;
+    for segment in patch.chunks(1024) {
+        applier
+            .feed(segment, &mut b, &mut |x: &[u8]| -> Result<(), ()> {
+                out.extend_from_slice(x);
+                Ok(())
+            })
+            .map_err(|e| anyhow::anyhow!("apply: {e}"))?;
+    }
+    Ok(())
+}
+
+/// A power cut after `cut` bytes of the patch, with a checkpoint there: resume from the record
+/// alone and finish; the target must come out exact.
+fn power_cut(base: &[u8], target: &[u8], patch: &[u8], cut: usize) -> anyhow::Result<()> {
+    let mut slot = Vec::with_capacity(target.len());
+    let mut applier = fota_delta::PatchApplier::new(u32::MAX);
+    feed_all(&mut applier, base, &patch[..cut], &mut slot)?;
+    let mut record = [0u8; fota_delta::CHECKPOINT_LEN];
+    applier.checkpoint(&mut record);
+    let mut resumed = fota_delta::PatchApplier::resume(&record)
+        .map_err(|e| anyhow::anyhow!("resume at {cut}: {e}"))?;
+    slot.truncate(resumed.written() as usize);
+    let from = resumed.offset() as usize;
+    feed_all(&mut resumed, base, &patch[from..], &mut slot)?;
+    resumed
+        .finish::<std::convert::Infallible, ()>()
+        .map_err(|e| anyhow::anyhow!("finish after a cut at {cut}: {e}"))?;
+    ensure!(
+        slot == target,
+        "a power cut at {cut} does not rebuild the target"
+    );
+    Ok(())
 }
 
 fn container(base: &[u8], target: &[u8]) -> anyhow::Result<Container> {
@@ -185,10 +229,16 @@ fn container(base: &[u8], target: &[u8]) -> anyhow::Result<Container> {
         rebuilt == target,
         "the container does not rebuild the target"
     );
+    let mut cuts = 0;
+    for cut in (0..=patch.len()).step_by(257) {
+        power_cut(base, target, &patch, cut)?;
+        cuts += 1;
+    }
     Ok(Container {
         bytes: patch.len(),
         generate_ms,
         apply_ms,
+        cuts,
     })
 }
 
@@ -270,11 +320,13 @@ fn main() -> anyhow::Result<()> {
         );
         println!(
             "fota-delta container: {} bytes ({:.1}%), generated in {:.0} ms (with its check), \
-             applied in {:.0} ms (host, release)\n",
+             applied in {:.0} ms (host, release); a power cut at {} offsets (every 257th \
+             byte), each resumed from its checkpoint record to the exact target\n",
             group(packed.bytes),
             packed.bytes as f64 * 100.0 / target.len() as f64,
             packed.generate_ms,
-            packed.apply_ms
+            packed.apply_ms,
+            packed.cuts
         );
         println!("| scheme | bytes | % of the full image | decoder RAM, bytes |");
         println!("|---|---|---|---|");
