@@ -481,12 +481,20 @@ async fn releases_upload_and_list() {
     let header: Vec<&str> = lines[0].split_whitespace().collect();
     assert_eq!(
         header,
-        ["ID", "MODEL", "VERSION", "COUNTER", "CREATED", "BY"]
+        [
+            "ID",
+            "MODEL",
+            "COMPONENT",
+            "VERSION",
+            "COUNTER",
+            "CREATED",
+            "BY"
+        ]
     );
     let row: Vec<&str> = lines[1].split_whitespace().collect();
-    assert_eq!(row[..4], ["1", "f429", "1.4.2", "3"]);
-    assert!(row[4].ends_with('Z') && row[4].len() == 20, "{table}");
-    assert_eq!(row[5], "test-admin");
+    assert_eq!(row[..5], ["1", "f429", "application", "1.4.2", "3"]);
+    assert!(row[5].ends_with('Z') && row[5].len() == 20, "{table}");
+    assert_eq!(row[6], "test-admin");
 
     let list = fota.json(&["release", "list", "--json"]).await;
     assert_eq!(list["releases"][0]["version"], "1.4.2");
@@ -695,17 +703,27 @@ async fn rollouts_start_with_a_plan_and_are_steered() {
     assert_eq!(
         rows[0],
         [
-            "ID", "KIND", "STATE", "MODEL", "VERSION", "TARGETS", "STAGE", "FAILURES", "CREATED",
+            "ID",
+            "KIND",
+            "STATE",
+            "MODEL",
+            "COMPONENT",
+            "VERSION",
+            "TARGETS",
+            "STAGE",
+            "FAILURES",
+            "CREATED",
             "BY"
         ]
     );
     assert_eq!(
-        rows[1][..7],
+        rows[1][..8],
         [
             second_id.as_str(),
             "rollout",
             "active",
             "f429",
+            "application",
             "2.0.0",
             "40",
             "1/3"

@@ -88,6 +88,25 @@ pub struct CheckIn {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[cfg_attr(feature = "openapi", schema(maximum = 4294967295_u64))]
     pub security_counter: Option<u32>,
+    /// The stage-1 bootloader that booted this run, on a two-stage device: its stage-1 slot and
+    /// whether it is on trial. The server offers a bootloader only to a device that says this
+    /// (into the other stage-1 slot), and only once the application and the stage-1 are both
+    /// confirmed. Left out by a single-stage device and by devices built before the field:
+    /// neither is ever offered a bootloader.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub stage1: Option<Stage1Status>,
+}
+
+/// The stage-1 bootloader a two-stage device runs (see [`CheckIn::stage1`]).
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Stage1Status {
+    /// The stage-1 slot stage-0 booted it from.
+    pub slot: SlotId,
+    /// On trial (a new stage-1 that has not proved itself yet, or one never confirmed), or
+    /// confirmed.
+    pub boot_state: BootState,
 }
 
 /// What an offer (and a release) is about: the application, or the stage-1 bootloader.
@@ -536,6 +555,7 @@ mod tests {
             rdp_level: RdpLevel::Level1,
             wrp_mask: 0b11,
             security_counter: Some(3),
+            stage1: None,
         }
     }
 
@@ -550,6 +570,7 @@ mod tests {
         // A device that does not report its floor leaves the field out, both ways.
         let older = CheckIn {
             security_counter: None,
+            stage1: None,
             ..check_in()
         };
         let json = serde_json::to_string(&older).unwrap();
@@ -557,6 +578,32 @@ mod tests {
         assert_eq!(serde_json::from_str::<CheckIn>(&json).unwrap(), older);
         let (back, _) = serde_json_core::from_slice::<CheckIn>(json.as_bytes()).unwrap();
         assert_eq!(back, older);
+    }
+
+    #[test]
+    fn a_two_stage_device_says_which_stage1_booted_it() {
+        let two_stage = CheckIn {
+            stage1: Some(Stage1Status {
+                slot: SlotId::B,
+                boot_state: BootState::Trial,
+            }),
+            ..check_in()
+        };
+        let json = serde_json::to_string(&two_stage).unwrap();
+        assert!(
+            json.ends_with(r#","stage1":{"slot":"b","boot_state":"trial"}}"#),
+            "{json}"
+        );
+        assert_eq!(serde_json::from_str::<CheckIn>(&json).unwrap(), two_stage);
+        // What a device writes without an allocator, the server reads, and back.
+        let mut buf = [0u8; 512];
+        let n = serde_json_core::to_slice(&two_stage, &mut buf).unwrap();
+        assert_eq!(&buf[..n], json.as_bytes());
+        let (back, _) = serde_json_core::from_slice::<CheckIn>(&buf[..n]).unwrap();
+        assert_eq!(back, two_stage);
+        // A stage-1 status missing its state is refused, not half-read.
+        let half = json.replace(r#","boot_state":"trial""#, "");
+        assert!(serde_json::from_str::<CheckIn>(&half).is_err());
     }
 
     #[test]

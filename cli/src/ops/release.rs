@@ -7,6 +7,7 @@ use super::client::Client;
 use super::format::{utc, Table};
 use super::ServerArgs;
 use anyhow::Context as _;
+use fota_protocol::messages::Component;
 use fota_server::api::admin::releases::ReleaseList;
 use fota_server::store::ReleaseRecord;
 use std::io::Write;
@@ -78,11 +79,49 @@ pub struct UploadArgs {
     /// Cross-check: refuse unless the images carry this version.
     #[arg(long, value_name = "VERSION")]
     pub version: Option<String>,
+    /// Cross-check: refuse unless the images are this component (their COMPONENT TLV decides:
+    /// two stage-1 images, marked for stage-1 slots A and B, make a bootloader release).
+    #[arg(long, value_enum, value_name = "COMPONENT")]
+    pub component: Option<ComponentArg>,
     /// Print the server's JSON.
     #[arg(long)]
     pub json: bool,
     #[command(flatten)]
     pub server: ServerArgs,
+}
+
+/// What a release is about.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum ComponentArg {
+    /// The application (application slots A and B).
+    Application,
+    /// The stage-1 bootloader (stage-1 slots A and B).
+    Bootloader,
+}
+
+impl ComponentArg {
+    fn name(self) -> &'static str {
+        match self {
+            Self::Application => "application",
+            Self::Bootloader => "bootloader",
+        }
+    }
+}
+
+/// `application` or `bootloader`, as tables show it.
+pub(super) fn component_name(c: Component) -> &'static str {
+    match c {
+        Component::Application => "application",
+        Component::Bootloader => "bootloader",
+    }
+}
+
+/// `""` for an application, `"bootloader "` before a bootloader release's version.
+pub(super) fn component_prefix(c: Component) -> &'static str {
+    match c {
+        Component::Application => "",
+        Component::Bootloader => "bootloader ",
+    }
 }
 
 /// `fota release list`.
@@ -115,14 +154,23 @@ fn delete(args: &DeleteArgs, out: &mut dyn Write) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// `release 7: f429 1.4.2, security counter 3`, then one line per slot with its artifact sha256
-/// and size (and, with `keys`, the hash of the key that signed it).
+/// `release 7: f429 1.4.2, security counter 3` (`f429 bootloader 1.1.0` for a stage-1
+/// release), then one line per slot with its artifact sha256 and size (and, with `keys`, the
+/// hash of the key that signed it).
 fn write_release(out: &mut dyn Write, release: &ReleaseRecord, keys: bool) -> anyhow::Result<()> {
     writeln!(
         out,
-        "release {}: {} {}, security counter {}",
-        release.id, release.model, release.version, release.security_counter,
+        "release {}: {} {}{}, security counter {}",
+        release.id,
+        release.model,
+        component_prefix(release.component),
+        release.version,
+        release.security_counter,
     )?;
+    let slot = match release.component {
+        Component::Application => "slot",
+        Component::Bootloader => "stage-1 slot",
+    };
     for image in &release.images {
         let key = if keys {
             format!(", signed by key {}", image.key_hash)
@@ -131,7 +179,7 @@ fn write_release(out: &mut dyn Write, release: &ReleaseRecord, keys: bool) -> an
         };
         writeln!(
             out,
-            "  slot {}: {} {}, {} bytes{key}",
+            "  {slot} {}: {} {}, {} bytes{key}",
             image.slot,
             crate::ARTIFACT_SHA256_LABEL,
             image.sha256,
@@ -180,6 +228,9 @@ fn upload(args: &UploadArgs, out: &mut dyn Write) -> anyhow::Result<()> {
     if let Some(version) = &args.version {
         form = form.text("version", version.clone());
     }
+    if let Some(component) = args.component {
+        form = form.text("component", component.name());
+    }
     let form = form
         .part("image_a", image_part(&args.image_a)?)
         .part("image_b", image_part(&args.image_b)?);
@@ -206,11 +257,20 @@ fn list(args: &ListArgs, out: &mut dyn Write) -> anyhow::Result<()> {
         writeln!(out, "no releases")?;
         return Ok(());
     }
-    let mut table = Table::new(&["ID", "MODEL", "VERSION", "COUNTER", "CREATED", "BY"]);
+    let mut table = Table::new(&[
+        "ID",
+        "MODEL",
+        "COMPONENT",
+        "VERSION",
+        "COUNTER",
+        "CREATED",
+        "BY",
+    ]);
     for r in &list.releases {
         table.row(vec![
             r.id.to_string(),
             r.model.clone(),
+            component_name(r.component).to_string(),
             r.version.clone(),
             r.security_counter.to_string(),
             utc(r.created_at),

@@ -339,7 +339,17 @@ fn list(args: &ListArgs, out: &mut dyn Write) -> anyhow::Result<()> {
         return Ok(());
     }
     let mut table = Table::new(&[
-        "ID", "KIND", "STATE", "MODEL", "VERSION", "TARGETS", "STAGE", "FAILURES", "CREATED", "BY",
+        "ID",
+        "KIND",
+        "STATE",
+        "MODEL",
+        "COMPONENT",
+        "VERSION",
+        "TARGETS",
+        "STAGE",
+        "FAILURES",
+        "CREATED",
+        "BY",
     ]);
     for r in &list.rollouts {
         table.row(vec![
@@ -347,6 +357,7 @@ fn list(args: &ListArgs, out: &mut dyn Write) -> anyhow::Result<()> {
             r.kind.clone(),
             r.state.clone(),
             r.model.clone(),
+            super::release::component_name(r.component).to_string(),
             r.version.clone(),
             r.targets.to_string(),
             format!("{}/{}", r.current_stage, r.stages.len()),
@@ -443,10 +454,11 @@ fn headline(s: &RolloutStatus) -> String {
         None => String::new(),
     };
     format!(
-        "rollout {}: {} of {} {} (release {}) to {} targets{from}, {}, stage {}/{}",
+        "rollout {}: {} of {} {}{} (release {}) to {} targets{from}, {}, stage {}/{}",
         s.id,
         s.kind,
         s.model,
+        super::release::component_prefix(s.component),
         s.version,
         s.release_id,
         s.targets,
@@ -816,6 +828,7 @@ mod tests {
             state: "active".into(),
             release_id: 3,
             version: "1.1.0".into(),
+            component: Default::default(),
             model: "f429".into(),
             tags: Vec::new(),
             version_min: None,

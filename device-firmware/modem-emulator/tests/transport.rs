@@ -52,6 +52,7 @@ fn check_in_message(version: ImageVersion) -> CheckIn {
         rdp_level: RdpLevel::Level1,
         wrp_mask: 0b11,
         security_counter: Some(1),
+        stage1: None,
     }
 }
 

@@ -114,7 +114,7 @@ use fota_protocol::image::{ImageVersion, TrustedKey};
 use fota_protocol::layout::SECTORS;
 use fota_protocol::messages::{
     BootState, CheckIn, CheckInResponse, Command, CommandKind, Component, Event, EventKind, Model,
-    Offer, RdpLevel, Reason, Report, ResetCause, ResetInfo, MAX_EVENTS_PER_REPORT,
+    Offer, RdpLevel, Reason, Report, ResetCause, ResetInfo, Stage1Status, MAX_EVENTS_PER_REPORT,
 };
 use fota_protocol::SlotId;
 
@@ -546,6 +546,16 @@ where
             rdp_level: self.device.rdp_level,
             wrp_mask: self.device.wrp_mask,
             security_counter: Some(info.security_counter),
+            stage1: self.stage1.map(|s| Stage1Status {
+                slot: s.slot,
+                // Unconfirmed (a factory journal without stage-1 records) confirms itself
+                // after this check-in, as a trial does: not proved yet.
+                boot_state: if s.mode == BootMode::Confirmed {
+                    BootState::Confirmed
+                } else {
+                    BootState::Trial
+                },
+            }),
         }
     }
 

@@ -558,6 +558,7 @@ fn the_transport_double_answers_check_ins_and_reports() {
         rdp_level: RdpLevel::Level1,
         wrp_mask: 0b11,
         security_counter: Some(0),
+        stage1: None,
     };
     assert_eq!(Transport::check_in(&mut t, &check_in).unwrap().offer, None);
     assert_eq!(

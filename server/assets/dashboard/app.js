@@ -141,6 +141,8 @@ const ERROR_HELP = {
   wrong_slot: "An image is linked for the other slot: give slot A's build as image A and slot B's as image B.",
   version_mismatch: "The two images, or the version typed, disagree on the version.",
   security_counter_mismatch: "The two images carry different security counters.",
+  component_mismatch: "The images are not one component: both applications (for application slots A and B) or both stage-1 bootloaders (for stage-1 slots A and B).",
+  invalid_component: "The component is application or bootloader.",
   invalid_version: "That is not a version (e.g. 1.4.2).",
   duplicate_version: "This model already has a release of this version.",
   payload_too_large: "The upload is too large for this server.",
@@ -472,7 +474,7 @@ async function rolloutsPage(page) {
               { "data-rollout": r.id },
               h("td", {}, h("a", { href: "#/rollouts/" + r.id }, "#" + r.id)),
               h("td", {}, r.kind),
-              h("td", {}, r.version),
+              h("td", {}, versionOf(r)),
               h("td", {}, r.model),
               h("td", {}, badge(r.state)),
               h("td", {}, r.current_stage + " of " + r.stages.length),
@@ -543,7 +545,7 @@ function renderRollout(view, r, onStatus) {
     h(
       "h1",
       {},
-      (r.kind === "rollback" ? "Rollback #" : "Rollout #") + r.id + ": " + r.model + " " + r.version + " ",
+      (r.kind === "rollback" ? "Rollback #" : "Rollout #") + r.id + ": " + r.model + " " + versionOf(r) + " ",
       h("span", { id: "rollout-state" }, badge(r.state)),
     ),
     h(
@@ -905,6 +907,11 @@ async function auditPage(page) {
 
 // ---- releases -----------------------------------------------------------------------------------
 
+// A release's (or a rollout's) version, named "bootloader 1.1.0" when it is a stage-1's.
+function versionOf(r) {
+  return (r.component === "bootloader" ? "bootloader " : "") + r.version;
+}
+
 async function releasesPage(page) {
   const list = await api("GET", "/v1/releases");
   fill(
@@ -920,7 +927,7 @@ async function releasesPage(page) {
               { "data-release": r.id },
               h("td", {}, h("a", { href: "#/releases/" + r.id }, "#" + r.id)),
               h("td", {}, r.model),
-              h("td", {}, r.version),
+              h("td", {}, versionOf(r)),
               h("td", { class: "num" }, r.security_counter),
               h("td", { class: "hide-narrow" }, when(r.created_at)),
               h("td", { class: "hide-narrow" }, r.created_by),
@@ -989,11 +996,12 @@ async function releasePage(page, id) {
   fill(
     page,
     h("p", {}, h("a", { href: "#/releases" }, "← Releases")),
-    h("h1", {}, "Release #" + r.id + ": " + r.model + " " + r.version),
+    h("h1", {}, "Release #" + r.id + ": " + r.model + " " + versionOf(r)),
     h(
       "div",
       { class: "grid", id: "release-facts" },
       figure("Model", r.model, "release-model"),
+      figure("Component", r.component === "bootloader" ? "stage-1 bootloader" : "application", "release-component"),
       figure("Version", r.version, "release-version"),
       figure("Security counter", r.security_counter, "release-counter"),
       figure("Uploaded", when(r.created_at)),
@@ -1208,7 +1216,7 @@ function readPlan(prefix) {
 }
 
 function releaseOption(r, selected) {
-  return h("option", { value: r.id, selected: selected === r.id }, "#" + r.id + " " + r.model + " " + r.version + " (security counter " + r.security_counter + ")");
+  return h("option", { value: r.id, selected: selected === r.id }, "#" + r.id + " " + r.model + " " + versionOf(r) + " (security counter " + r.security_counter + ")");
 }
 
 function noRole(page, what) {

@@ -180,7 +180,9 @@ impl From<ReleaseError> for ApiError {
     fn from(e: ReleaseError) -> Self {
         match e {
             ReleaseError::TooLarge { .. } => ApiError::too_large(e.to_string()),
-            ReleaseError::InvalidVersion(_) => ApiError::bad_request(e.code(), e.to_string()),
+            ReleaseError::InvalidVersion(_) | ReleaseError::InvalidComponent(_) => {
+                ApiError::bad_request(e.code(), e.to_string())
+            }
             _ => ApiError::unprocessable(e.code(), e.to_string()),
         }
     }
@@ -212,7 +214,10 @@ impl From<LaunchError> for ApiError {
             }
             LaunchError::NoTargets(_)
             | LaunchError::PlanDoesNotFit(_)
-            | LaunchError::ModelMismatch { .. } => ApiError::unprocessable(e.code(), e.to_string()),
+            | LaunchError::ModelMismatch { .. }
+            | LaunchError::ComponentMismatch { .. } => {
+                ApiError::unprocessable(e.code(), e.to_string())
+            }
         }
     }
 }

@@ -1,10 +1,14 @@
 //! What makes an upload a release: two signed images, one per slot, that verify under a trusted
-//! key, are linked for the slot they are uploaded for, and agree on version and security counter.
+//! key, are linked for the slot they are uploaded for, and agree on version, security counter
+//! and component. An application release is two applications (for application slots A and B); a
+//! bootloader release is two stage-1 images, each marked (COMPONENT TLV) and linked for its
+//! stage-1 slot, A and B.
 //! Plain functions, so the rules are tested without HTTP; each refusal is a [`ReleaseError`]
 //! with its own stable code.
 
 use fota_protocol::image::{self, ImageError, TrustedKey, VerifiedImage};
-use fota_protocol::image::{check_verified_for_slot, SlotError};
+use fota_protocol::image::{check_verified_for_slot, check_verified_for_stage1, SlotError};
+use fota_protocol::messages::Component;
 use fota_protocol::{ImageVersion, SlotId};
 
 /// One checked image of an upload.
@@ -74,6 +78,25 @@ pub enum ReleaseError {
         /// Slot B's.
         b: u32,
     },
+    /// One image is an application and the other a stage-1 bootloader.
+    #[error("slot A image is {a}, slot B image is {b}: a release is one component")]
+    ComponentMismatch {
+        /// Slot A's.
+        a: ComponentName,
+        /// Slot B's.
+        b: ComponentName,
+    },
+    /// The images are not the component the upload declared.
+    #[error("declared component {declared} but the images are {images}")]
+    DeclaredComponentMismatch {
+        /// What the upload declared.
+        declared: ComponentName,
+        /// What the images are.
+        images: ComponentName,
+    },
+    /// The declared component is neither `application` nor `bootloader`.
+    #[error("invalid component {0:?}: application or bootloader")]
+    InvalidComponent(String),
     /// The declared version does not parse.
     #[error("invalid version {0:?}")]
     InvalidVersion(String),
@@ -106,12 +129,38 @@ impl ReleaseError {
                 "version_mismatch"
             }
             Self::CounterMismatch { .. } => "security_counter_mismatch",
+            Self::ComponentMismatch { .. } | Self::DeclaredComponentMismatch { .. } => {
+                "component_mismatch"
+            }
+            Self::InvalidComponent(_) => "invalid_component",
             Self::InvalidVersion(_) => "invalid_version",
         }
     }
 }
 
-/// Verify one uploaded image for `slot`. Each refusal has its own stable code.
+/// A component as the refusals name it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ComponentName(pub Component);
+
+impl std::fmt::Display for ComponentName {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self.0 {
+            Component::Application => "an application",
+            Component::Bootloader => "a stage-1 bootloader",
+        })
+    }
+}
+
+impl CheckedImage {
+    /// What it is, from its COMPONENT TLV.
+    pub fn component(&self) -> Component {
+        self.verified.component.into()
+    }
+}
+
+/// Verify one uploaded image for `slot`: an application linked for application slot `slot`, or
+/// a stage-1 bootloader marked and linked for stage-1 slot `slot`. Each refusal has its own
+/// stable code.
 pub fn check_image(
     bytes: Vec<u8>,
     slot: SlotId,
@@ -136,8 +185,11 @@ pub fn check_image(
             extra: bytes.len() - verified.total_len as usize,
         });
     }
-    check_verified_for_slot(&verified, slot)
-        .map_err(|error| ReleaseError::WrongSlot { slot, error })?;
+    match Component::from(verified.component) {
+        Component::Application => check_verified_for_slot(&verified, slot),
+        Component::Bootloader => check_verified_for_stage1(&verified, slot),
+    }
+    .map_err(|error| ReleaseError::WrongSlot { slot, error })?;
     Ok(CheckedImage {
         slot,
         verified,
@@ -145,12 +197,45 @@ pub fn check_image(
     })
 }
 
-/// Check that both images describe one release; returns its version and security counter.
+/// What two checked images make: one release of this component, version and counter.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct CheckedPair {
+    /// The application or the stage-1 bootloader.
+    pub component: Component,
+    /// Both images' version.
+    pub version: ImageVersion,
+    /// Both images' security counter.
+    pub security_counter: u32,
+}
+
+/// Check that both images describe one release (and, when the upload declares them, its
+/// version and component).
 pub fn check_pair(
     a: &CheckedImage,
     b: &CheckedImage,
     declared_version: Option<&str>,
-) -> Result<(ImageVersion, u32), ReleaseError> {
+    declared_component: Option<&str>,
+) -> Result<CheckedPair, ReleaseError> {
+    let (ca, cb) = (a.component(), b.component());
+    if ca != cb {
+        return Err(ReleaseError::ComponentMismatch {
+            a: ComponentName(ca),
+            b: ComponentName(cb),
+        });
+    }
+    if let Some(declared) = declared_component {
+        let declared = match declared {
+            "application" => Component::Application,
+            "bootloader" => Component::Bootloader,
+            other => return Err(ReleaseError::InvalidComponent(other.to_string())),
+        };
+        if declared != ca {
+            return Err(ReleaseError::DeclaredComponentMismatch {
+                declared: ComponentName(declared),
+                images: ComponentName(ca),
+            });
+        }
+    }
     let (va, vb) = (a.verified.header.version, b.verified.header.version);
     if va != vb {
         return Err(ReleaseError::VersionMismatch { a: va, b: vb });
@@ -170,5 +255,9 @@ pub fn check_pair(
             });
         }
     }
-    Ok((va, sa))
+    Ok(CheckedPair {
+        component: ca,
+        version: va,
+        security_counter: sa,
+    })
 }

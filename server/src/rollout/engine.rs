@@ -18,7 +18,7 @@ use crate::store::{
 };
 use dashmap::DashMap;
 use fota_protocol::image::Digest;
-use fota_protocol::messages::{CheckIn, Component, Event, Offer};
+use fota_protocol::messages::{BootState, CheckIn, Component, Event, Offer};
 use fota_protocol::{ImageVersion, SlotId};
 use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, Mutex, RwLock};
@@ -41,6 +41,9 @@ pub struct ActiveRollout {
     pub model: String,
     /// Release version.
     pub version: ImageVersion,
+    /// What the release is: the application, or the stage-1 bootloader (offered into the
+    /// device's other stage-1 slot).
+    pub component: Component,
     /// Release security counter.
     pub security_counter: u32,
     /// Image per slot: (sha256, size).
@@ -59,20 +62,35 @@ pub struct ActiveRollout {
     pub version_max_key: Option<i64>,
     /// Only devices running this version (rollbacks).
     pub from_version: Option<String>,
-    /// The security counter of every release of the model, by version: what a device running
-    /// one holds at least (see [`anti_rollback`]).
+    /// The security counter of every release of the model's component, by version: what a
+    /// device running one holds at least (see [`anti_rollback`]).
     pub release_counters: HashMap<ImageVersion, u32>,
 }
 
 impl ActiveRollout {
+    /// The version of this rollout's component the device runs: its application's, or its
+    /// stage-1 bootloader's.
+    fn running_version(&self, device: &DeviceView<'_>) -> ImageVersion {
+        match self.component {
+            Component::Application => device.check_in.firmware_version,
+            Component::Bootloader => device.check_in.bootloader_version,
+        }
+    }
+
     /// Why this rollout must not offer its image to a device, if the device holds a higher
-    /// security counter than the release (its bootloader would refuse the image).
+    /// security counter than the release (its bootloader, or for a stage-1 stage-0, would
+    /// refuse the image). The floor a device reports is its application bootloader's; a
+    /// stage-1's is inferred from the bootloader release it runs.
     fn counter_block(&self, device: &DeviceView<'_>) -> Option<String> {
         let running = self
             .release_counters
-            .get(&device.check_in.firmware_version)
+            .get(&self.running_version(device))
             .copied();
-        let held = anti_rollback::held(device.check_in.security_counter, running);
+        let reported = match self.component {
+            Component::Application => device.check_in.security_counter,
+            Component::Bootloader => None,
+        };
+        let held = anti_rollback::held(reported, running);
         anti_rollback::blocks(held, self.security_counter)
             .then(|| anti_rollback::reason(held, self.security_counter))
     }
@@ -167,13 +185,16 @@ pub struct DeviceView<'a> {
     pub check_in: &'a CheckIn,
 }
 
+/// Whether a device that was not a target when the rollout started is one now. `key` is the
+/// version key of the application it runs: the version range always selects by that.
 fn selector_matches(r: &ActiveRollout, device: &DeviceView<'_>, key: i64) -> bool {
-    let version = device.check_in.firmware_version.to_string();
+    let running = r.running_version(device);
+    let version = running.to_string();
     r.tags.iter().all(|t| device.tags.contains(t))
         && r.version_min_key.is_none_or(|min| key >= min)
         && r.version_max_key.is_none_or(|max| key <= max)
         && r.from_version.as_ref().is_none_or(|v| *v == version)
-        && device.check_in.firmware_version != r.version
+        && running != r.version
 }
 
 impl Engine {
@@ -271,11 +292,20 @@ impl Engine {
                 k
             }
         };
-        let running_release = device.check_in.firmware_version == r.version;
+        let running_release = r.running_version(device) == r.version;
+        // Whether what runs is on trial or confirmed: the application, or the stage-1 (whose
+        // version a device without a stage-1 report only claims: nothing to judge it by).
+        let boot_state = match r.component {
+            Component::Application => Some(device.check_in.boot_state),
+            Component::Bootloader => device.check_in.stage1.map(|s| s.boot_state),
+        };
         match known {
             Known::NotTarget | Known::Done => Ok(None),
             Known::InFlight(_) if running_release => {
-                let to = DeviceState::for_check_in(device.check_in.boot_state);
+                let Some(boot_state) = boot_state else {
+                    return Ok(None);
+                };
+                let to = DeviceState::for_check_in(boot_state);
                 // Progress: the sweep's next evaluation of this rollout sees it.
                 if store
                     .set_device_state(r.id, device.id, to, None, now_ms())
@@ -305,13 +335,47 @@ impl Engine {
                 if let Some(reason) = r.counter_block(device) {
                     return self.skip_for_counter(store, r, device, key, &reason).await;
                 }
-                let target = device.check_in.running_slot.other();
-                let blocked = device.check_in.wrp_mask & target.partition().sector_mask();
-                if blocked != 0 {
-                    let reason = format!(
-                        "write protection (WRP mask {:#x}) covers slot {target}",
-                        device.check_in.wrp_mask
-                    );
+                let blocked = match r.component {
+                    Component::Application => {
+                        let target = device.check_in.running_slot.other();
+                        let mask = device.check_in.wrp_mask & target.partition().sector_mask();
+                        (mask != 0).then(|| {
+                            format!(
+                                "write protection (WRP mask {:#x}) covers slot {target}",
+                                device.check_in.wrp_mask
+                            )
+                        })
+                    }
+                    Component::Bootloader => match device.check_in.stage1 {
+                        None => Some(
+                            "no stage-1 reported at check-in: a single-stage bootloader cannot \
+                             be replaced over the air"
+                                .to_string(),
+                        ),
+                        Some(stage1) => {
+                            let target = stage1.slot.other();
+                            let part = target.stage1_partition();
+                            let mask = device.check_in.wrp_mask & part.sector_mask();
+                            (mask != 0).then(|| {
+                                format!(
+                                    "write protection (WRP mask {:#x}) covers stage-1 slot {target}",
+                                    device.check_in.wrp_mask
+                                )
+                            })
+                        }
+                    },
+                };
+                // A bootloader only over a confirmed application and a confirmed stage-1 (so a
+                // failed trial has both to fall back to), and never while an application is
+                // on trial: ask again at a later check-in.
+                if r.component == Component::Bootloader
+                    && blocked.is_none()
+                    && (device.check_in.boot_state != BootState::Confirmed
+                        || boot_state != Some(BootState::Confirmed))
+                {
+                    return Ok(None);
+                }
+                if let Some(reason) = blocked {
                     store
                         .set_device_state(
                             r.id,
@@ -374,8 +438,14 @@ impl Engine {
         Ok(None)
     }
 
+    /// The offer of `r`'s image for the slot the device does not run from: the other
+    /// application slot, or for a bootloader the other stage-1 slot.
     fn offer(&self, r: &ActiveRollout, device: &DeviceView<'_>) -> Offer {
-        let slot = device.check_in.running_slot.other();
+        let running = match (r.component, device.check_in.stage1) {
+            (Component::Bootloader, Some(stage1)) => stage1.slot,
+            _ => device.check_in.running_slot,
+        };
+        let slot = running.other();
         let (sha256, size) = r.images[match slot {
             SlotId::A => 0,
             SlotId::B => 1,
@@ -383,8 +453,7 @@ impl Engine {
         Offer {
             rollout_id: u64::try_from(r.id).unwrap_or(0),
             version: r.version,
-            // Bootloader releases and their rollouts are issue 18, item 5.
-            component: Component::Application,
+            component: r.component,
             slot,
             sha256,
             size,
@@ -811,7 +880,7 @@ async fn load_active(store: &Store, r: &RolloutRow) -> Result<Option<ActiveRollo
         None => None,
     };
     let release_counters = store
-        .release_counters(&r.model)
+        .release_counters(&r.model, release.component)
         .await?
         .into_iter()
         .filter_map(|(version, counter)| {
@@ -828,6 +897,7 @@ async fn load_active(store: &Store, r: &RolloutRow) -> Result<Option<ActiveRollo
             .version
             .parse()
             .map_err(|_| StoreError::Corrupt(format!("release version {:?}", release.version)))?,
+        component: release.component,
         security_counter: u32::try_from(release.security_counter).unwrap_or(0),
         images: [a, b],
         threshold: r.current_threshold,

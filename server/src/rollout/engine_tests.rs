@@ -58,6 +58,7 @@ async fn release(store: &Store, version: &str, counter: u32) -> i64 {
             &NewRelease {
                 model: MODEL.to_string(),
                 version: version.parse().unwrap(),
+                component: fota_protocol::messages::Component::Application,
                 security_counter: counter,
                 notes: String::new(),
                 created_by: "test".to_string(),
@@ -109,6 +110,7 @@ fn check_in(version: &str, wrp_mask: u32) -> CheckIn {
         rdp_level: RdpLevel::Level1,
         wrp_mask,
         security_counter: None,
+        stage1: None,
     }
 }
 
@@ -471,4 +473,101 @@ async fn concurrent_reports_share_commits_and_a_crossing_failure_halts_before_th
         store.rollout(r.id).await.unwrap().unwrap().state,
         RolloutState::Halted
     );
+}
+
+/// A bootloader rollout (issue 18): a late joiner already running the stage-1 version is not a
+/// target (its application version does not matter); a single-stage device and one whose write
+/// protection covers the other stage-1 slot are skipped with the reason in words; a two-stage
+/// device is offered the stage-1 image for the slot it does not run.
+#[tokio::test]
+async fn a_bootloader_rollout_targets_by_stage1_version_and_skips_with_reasons() {
+    use fota_protocol::messages::{Component, Stage1Status};
+    let store = store().await;
+    let engine = Engine::default();
+    provision(&store, &["B-1"], &[]).await;
+    let image = |slot: &str, fill: char| ReleaseImage {
+        slot: slot.to_string(),
+        sha256: fill.to_string().repeat(64),
+        size: 4096,
+        key_hash: "00".repeat(32),
+    };
+    let rel = store
+        .create_release(
+            &NewRelease {
+                model: MODEL.to_string(),
+                version: "1.1.0".parse().unwrap(),
+                component: Component::Bootloader,
+                security_counter: 1,
+                notes: String::new(),
+                created_by: "test".to_string(),
+                images: vec![image("a", 'c'), image("b", 'd')],
+                image_bytes: vec![Vec::new(), Vec::new()],
+            },
+            now_ms(),
+        )
+        .await
+        .unwrap();
+    assert_eq!(rel.component, Component::Bootloader);
+    let r = start(&store, &engine, rel.id, &[stage(Some(100.0), None, 1)]).await;
+    provision(&store, &["LATE-ON-IT", "SINGLE", "WRP", "TWO"], &[]).await;
+
+    let two_stage = |slot| {
+        let mut c = check_in("2.0.0", 0);
+        c.stage1 = Some(Stage1Status {
+            slot,
+            boot_state: BootState::Confirmed,
+        });
+        c
+    };
+    let mut on_it = two_stage(SlotId::B);
+    on_it.bootloader_version = "1.1.0".parse().unwrap();
+    assert!(engine
+        .check_in(&store, &view("LATE-ON-IT", &[], &on_it))
+        .await
+        .unwrap()
+        .is_none());
+    assert_eq!(
+        store
+            .rollout_device_state(r.id, "LATE-ON-IT")
+            .await
+            .unwrap(),
+        None,
+        "already on the stage-1 version: not a target"
+    );
+
+    let single = check_in("2.0.0", 0);
+    let mut wrp = two_stage(SlotId::A);
+    wrp.wrp_mask = SlotId::B.stage1_partition().sector_mask();
+    for (id, c) in [("SINGLE", &single), ("WRP", &wrp)] {
+        assert!(engine
+            .check_in(&store, &view(id, &[], c))
+            .await
+            .unwrap()
+            .is_none());
+        assert_eq!(
+            store.rollout_device_state(r.id, id).await.unwrap(),
+            Some(DeviceState::ProtectionBlocked),
+            "{id}"
+        );
+    }
+    let reasons: Vec<(String, String)> = sqlx::query_as(
+        "SELECT device_id, reason FROM rollout_devices WHERE rollout_id = $1 AND reason IS NOT NULL ORDER BY device_id",
+    )
+    .bind(r.id)
+    .fetch_all(store.reader_ref())
+    .await
+    .unwrap();
+    assert_eq!(reasons.len(), 2, "{reasons:?}");
+    assert!(reasons[0].1.contains("single-stage"), "{reasons:?}");
+    assert!(reasons[1].1.contains("stage-1 slot B"), "{reasons:?}");
+
+    let offer = engine
+        .check_in(&store, &view("TWO", &[], &two_stage(SlotId::B)))
+        .await
+        .unwrap()
+        .expect("a confirmed two-stage device is offered");
+    assert_eq!(offer.component, Component::Bootloader);
+    assert_eq!(offer.slot, SlotId::A, "the stage-1 slot it does not run");
+    assert_eq!(offer.sha256.to_string(), "c".repeat(64));
+    assert_eq!(offer.size, 4096);
 }

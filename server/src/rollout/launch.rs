@@ -6,8 +6,12 @@
 //!   takes at least one device ([`cohort::plan_reach`]), or the start is refused with what
 //!   would fit.
 //! - One unfinished (active, paused or halted) rollout per model: a new rollout is refused while
-//!   one is; a rollback aborts it first, in the transaction that creates the rollback.
-//! - Targets are the model's devices the selector picks, minus those already on the release.
+//!   one is; a rollback aborts it first, in the transaction that creates the rollback. So a
+//!   device is never offered a bootloader and an application at the same time: a model rolls
+//!   out one release, of one component, at a time.
+//! - Targets are the model's devices the selector picks, minus those already on the release
+//!   (for a bootloader release: already running that stage-1 version). The selector's version
+//!   range always selects by the application a device runs.
 //! - Anti-rollback: a rollout skips devices whose bootloaders hold a higher security counter
 //!   (stored as `security_counter_blocked`) and is refused if that is all of them; a rollback,
 //!   which must bring back every device on the bad release, is refused if any would refuse it.
@@ -20,6 +24,7 @@ use crate::store::{
     now_ms, AuditEntry, NewRollout, ReleaseRecord, RolloutRow, SkippedTarget, StageRow, Store,
     StoreError, Target, TargetFilter,
 };
+use fota_protocol::messages::Component;
 
 /// Why a rollout or rollback was not started.
 #[derive(Debug, thiserror::Error)]
@@ -68,6 +73,18 @@ pub enum LaunchError {
         /// Its model.
         good_model: String,
     },
+    /// A fleet rollback between an application release and a bootloader release.
+    #[error("release {bad} is {bad_component} release and release {good} {good_component} one: a rollback puts back an earlier release of the same component")]
+    ComponentMismatch {
+        /// The release rolled back from.
+        bad: i64,
+        /// What it is ("an application", "a bootloader").
+        bad_component: &'static str,
+        /// The release put back.
+        good: i64,
+        /// What it is.
+        good_component: &'static str,
+    },
     /// Storage failed.
     #[error(transparent)]
     Store(#[from] StoreError),
@@ -84,6 +101,7 @@ impl LaunchError {
             Self::PlanDoesNotFit(_) => "plan_does_not_fit",
             Self::CounterTooLow { .. } => "security_counter_too_low",
             Self::ModelMismatch { .. } => "model_mismatch",
+            Self::ComponentMismatch { .. } => "component_mismatch",
             Self::Store(_) => "internal",
         }
     }
@@ -142,7 +160,7 @@ pub async fn start_rollout(
         min.as_ref().map(version_key),
         max.as_ref().map(version_key),
         None,
-        &release.version,
+        &release,
     );
     let targets = store.targets(&filter).await?;
     tracing::debug!(
@@ -152,8 +170,10 @@ pub async fn start_rollout(
     );
     if targets.is_empty() {
         return Err(LaunchError::NoTargets(format!(
-            "no {} device matches the selector (or all run {} already)",
-            release.model, release.version
+            "no {} device matches the selector (or all run {}{} already)",
+            release.model,
+            component_prefix(release.component),
+            release.version
         )));
     }
     let split = split_by_counter(targets, &release);
@@ -226,6 +246,14 @@ pub async fn start_rollback(
     let bad = match req.from_release_id {
         Some(id) => {
             let bad = self::release(store, id).await?;
+            if bad.component != release.component {
+                return Err(LaunchError::ComponentMismatch {
+                    bad: bad.id,
+                    bad_component: a_component(bad.component),
+                    good: release.id,
+                    good_component: a_component(release.component),
+                });
+            }
             if bad.model != release.model {
                 return Err(LaunchError::ModelMismatch {
                     bad: bad.id,
@@ -244,7 +272,7 @@ pub async fn start_rollback(
         None,
         None,
         bad.as_ref().map(|b| b.version.clone()),
-        &release.version,
+        &release,
     );
     // A rollback must bring back every device on the bad release: one that would refuse the
     // image refuses the whole rollback, rather than being left behind.
@@ -317,6 +345,22 @@ async fn release(store: &Store, id: i64) -> Result<ReleaseRecord, LaunchError> {
         .release(id)
         .await?
         .ok_or(LaunchError::ReleaseNotFound(id))
+}
+
+/// "an application" or "a bootloader", for messages.
+fn a_component(c: Component) -> &'static str {
+    match c {
+        Component::Application => "an application",
+        Component::Bootloader => "a bootloader",
+    }
+}
+
+/// "" or "bootloader ", before a version in messages.
+fn component_prefix(c: Component) -> &'static str {
+    match c {
+        Component::Application => "",
+        Component::Bootloader => "bootloader ",
+    }
 }
 
 /// Refuse a plan some stage of which would take no device over `targets` (the targets run out
@@ -393,14 +437,16 @@ fn stage_rows(specs: &[StageSpec]) -> Result<Vec<StageRow>, PlanError> {
 }
 
 /// The target filter of a rollout about to be created: the model's devices, with every tag, in
-/// the version range, running `running_version` if given, and not on the release already.
+/// the application version range, running `running_version` if given, and not on the release
+/// already (versions of the release's component: the application's, or the stage-1
+/// bootloader's).
 pub fn target_filter(
     model: &str,
     tags: &[String],
     min: Option<i64>,
     max: Option<i64>,
     running_version: Option<String>,
-    release_version: &str,
+    release: &ReleaseRecord,
 ) -> TargetFilter {
     TargetFilter {
         model: model.to_string(),
@@ -408,7 +454,8 @@ pub fn target_filter(
         version_min_key: min,
         version_max_key: max,
         running_version,
-        exclude_version: Some(release_version.to_string()),
+        exclude_version: Some(release.version.clone()),
+        component: release.component,
     }
 }
 

@@ -328,6 +328,112 @@ impl DbHealth {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use sqlx::Row as _;
+
+    /// Migration 9 rebuilds SQLite's `releases` (a new UNIQUE key): on a database made by the
+    /// migrations before it, with releases, their images and a rollout in it, every release
+    /// keeps its id and is an application, nothing that references one is lost (no cascade),
+    /// the id counter goes on after a deleted release's, foreign keys are on again and hold,
+    /// and a bootloader release of an application's version can then be stored.
+    #[tokio::test]
+    async fn migration_9_keeps_every_release_and_reference_on_sqlite() {
+        sqlx::any::install_default_drivers();
+        let dir = tempfile::tempdir().unwrap();
+        let url = format!("sqlite://{}/fota.db?mode=rwc", dir.path().display());
+        let old = AnyPoolOptions::new()
+            .max_connections(1)
+            .connect(&url)
+            .await
+            .unwrap();
+        let mut before = sqlx::migrate!("../migrations/sqlite");
+        before.migrations = std::borrow::Cow::Owned(
+            before
+                .migrations
+                .iter()
+                .filter(|m| m.version < 9)
+                .cloned()
+                .collect(),
+        );
+        before.run(&old).await.unwrap();
+        for sql in [
+            "INSERT INTO artifacts (sha256, size, created_at) VALUES ('aa', 1, 0), ('bb', 1, 0)",
+            "INSERT INTO releases (id, model, version, version_key, security_counter, notes, created_at, created_by) \
+             VALUES (1, 'f429', '1.0.0', 1, 0, '', 0, 't'), (2, 'f429', '1.1.0', 2, 1, '', 0, 't'), \
+                    (3, 'f429', '1.2.0', 3, 1, '', 0, 't')",
+            "DELETE FROM releases WHERE id = 3",
+            "INSERT INTO release_images (release_id, slot, sha256, size, key_hash) \
+             VALUES (1, 'a', 'aa', 1, 'k'), (1, 'b', 'bb', 1, 'k'), (2, 'a', 'aa', 1, 'k'), (2, 'b', 'bb', 1, 'k')",
+            "INSERT INTO rollouts (release_id, kind, state, model, selector_tags, targets, current_stage, \
+             current_threshold, stage_started_at, created_at, created_by, updated_at) \
+             VALUES (2, 'rollout', 'completed', 'f429', '[]', 0, 0, 0, 0, 0, 't', 0)",
+        ] {
+            sqlx::query(sql).execute(&old).await.unwrap();
+        }
+        old.close().await;
+
+        let store = Store::connect(&url).await.unwrap();
+        let pool = store.pool_ref();
+        let rows = sqlx::query("SELECT id, version, component FROM releases ORDER BY id")
+            .fetch_all(pool)
+            .await
+            .unwrap();
+        let got: Vec<(i64, String, String)> = rows
+            .iter()
+            .map(|r| (r.get(0), r.get(1), r.get(2)))
+            .collect();
+        assert_eq!(
+            got,
+            [
+                (1, "1.0.0".into(), "application".into()),
+                (2, "1.1.0".into(), "application".into())
+            ]
+        );
+        let count = |sql: &'static str| async move {
+            sqlx::query(sql)
+                .fetch_one(pool)
+                .await
+                .unwrap()
+                .get::<i64, _>(0)
+        };
+        assert_eq!(count("SELECT COUNT(*) FROM release_images").await, 4);
+        assert_eq!(
+            count("SELECT COUNT(*) FROM rollouts WHERE release_id = 2").await,
+            1
+        );
+        assert_eq!(
+            count("PRAGMA foreign_keys").await,
+            1,
+            "foreign keys on again"
+        );
+        assert!(sqlx::query("PRAGMA foreign_key_check")
+            .fetch_all(pool)
+            .await
+            .unwrap()
+            .is_empty());
+        // The deleted release's id is not reused.
+        sqlx::query(
+            "INSERT INTO releases (model, version, version_key, security_counter, notes, created_at, created_by, component) \
+             VALUES ('f429', '1.1.0', 2, 1, '', 0, 't', 'bootloader')",
+        )
+        .execute(pool)
+        .await
+        .unwrap();
+        assert_eq!(count("SELECT MAX(id) FROM releases").await, 4);
+        // The same component and version twice is still refused.
+        assert!(sqlx::query(
+            "INSERT INTO releases (model, version, version_key, security_counter, notes, created_at, created_by, component) \
+             VALUES ('f429', '1.1.0', 2, 1, '', 0, 't', 'bootloader')",
+        )
+        .execute(pool)
+        .await
+        .is_err());
+        // Deleting a release still cascades to its images (the rebuilt table is referenced).
+        sqlx::query("DELETE FROM releases WHERE id = 1")
+            .execute(pool)
+            .await
+            .unwrap();
+        assert_eq!(count("SELECT COUNT(*) FROM release_images").await, 2);
+    }
 
     #[test]
     fn backend_from_url() {

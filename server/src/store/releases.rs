@@ -3,6 +3,7 @@
 use super::audit::{insert_audit, AuditEntry};
 use super::db::{is_unique_violation, Store, StoreError};
 use crate::domain::version::version_key;
+use fota_protocol::messages::Component;
 use fota_protocol::ImageVersion;
 use serde::Serialize;
 use sqlx::any::AnyRow;
@@ -28,6 +29,9 @@ pub struct NewRelease {
     pub model: String,
     /// Version (from the images' headers).
     pub version: ImageVersion,
+    /// What its images are: the application, or a stage-1 bootloader (from their COMPONENT
+    /// TLV). A component's versions are a series of their own.
+    pub component: Component,
     /// Security counter (from the images' SEC_CNT).
     pub security_counter: u32,
     /// Operator's notes.
@@ -50,6 +54,10 @@ pub struct ReleaseRecord {
     pub model: String,
     /// Version.
     pub version: String,
+    /// The application, or the stage-1 bootloader (absent in answers of servers before
+    /// bootloader releases: an application).
+    #[serde(default)]
+    pub component: Component,
     /// Security counter.
     pub security_counter: i64,
     /// Notes.
@@ -67,6 +75,7 @@ fn release_from_row(r: &AnyRow) -> Result<ReleaseRecord, sqlx::Error> {
         id: r.try_get("id")?,
         model: r.try_get("model")?,
         version: r.try_get("version")?,
+        component: component_from_name(&r.try_get::<String, _>("component")?)?,
         security_counter: r.try_get("security_counter")?,
         notes: r.try_get("notes")?,
         created_at: r.try_get("created_at")?,
@@ -75,15 +84,43 @@ fn release_from_row(r: &AnyRow) -> Result<ReleaseRecord, sqlx::Error> {
     })
 }
 
-const RELEASE_COLUMNS: &str = "id, model, version, security_counter, notes, created_at, created_by";
+const RELEASE_COLUMNS: &str =
+    "id, model, version, component, security_counter, notes, created_at, created_by";
+
+/// A component's name in the `releases.component` column (its JSON name).
+pub(crate) fn component_name(c: Component) -> &'static str {
+    match c {
+        Component::Application => "application",
+        Component::Bootloader => "bootloader",
+    }
+}
+
+fn component_from_name(name: &str) -> Result<Component, sqlx::Error> {
+    match name {
+        "application" => Ok(Component::Application),
+        "bootloader" => Ok(Component::Bootloader),
+        other => Err(sqlx::Error::Decode(
+            format!("unknown release component {other:?}").into(),
+        )),
+    }
+}
 
 impl Store {
-    /// The security counter of every release of a model, by version.
-    pub async fn release_counters(&self, model: &str) -> Result<Vec<(String, i64)>, StoreError> {
-        let rows = sqlx::query("SELECT version, security_counter FROM releases WHERE model = $1")
-            .bind(model)
-            .fetch_all(self.reader()?)
-            .await?;
+    /// The security counter of every release of a model's component, by version: what a device
+    /// running one holds at least (an application's floor is the application bootloader's; a
+    /// stage-1's is stage-0's).
+    pub async fn release_counters(
+        &self,
+        model: &str,
+        component: Component,
+    ) -> Result<Vec<(String, i64)>, StoreError> {
+        let rows = sqlx::query(
+            "SELECT version, security_counter FROM releases WHERE model = $1 AND component = $2",
+        )
+        .bind(model)
+        .bind(component_name(component))
+        .fetch_all(self.reader()?)
+        .await?;
         rows.iter()
             .map(|r| Ok((r.try_get("version")?, r.try_get("security_counter")?)))
             .collect()
@@ -117,8 +154,8 @@ impl Store {
             .await?;
         }
         let row = sqlx::query(
-            "INSERT INTO releases (model, version, version_key, security_counter, notes, created_at, created_by) \
-             VALUES ($1, $2, $3, $4, $5, $6, $7) RETURNING id",
+            "INSERT INTO releases (model, version, version_key, security_counter, notes, created_at, created_by, component) \
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8) RETURNING id",
         )
         .bind(new.model.as_str())
         .bind(new.version.to_string())
@@ -127,11 +164,17 @@ impl Store {
         .bind(new.notes.as_str())
         .bind(now)
         .bind(new.created_by.as_str())
+        .bind(component_name(new.component))
         .fetch_one(&mut *tx)
         .await
         .map_err(|e| {
             if is_unique_violation(&e) {
-                StoreError::AlreadyExists(format!("release {} {}", new.model, new.version))
+                StoreError::AlreadyExists(match new.component {
+                    Component::Application => format!("release {} {}", new.model, new.version),
+                    Component::Bootloader => {
+                        format!("bootloader release {} {}", new.model, new.version)
+                    }
+                })
             } else {
                 e.into()
             }

@@ -8,6 +8,7 @@
 use super::db::{Store, StoreError};
 use super::sql::{quoted, Param, Sql};
 use crate::domain::{cohort, DeviceState, RolloutState, StateCounts};
+use fota_protocol::messages::Component;
 use sqlx::Row as _;
 use std::collections::HashMap;
 
@@ -26,6 +27,10 @@ pub struct TargetFilter {
     pub running_version: Option<String>,
     /// Not running this version (already there: nothing to do).
     pub exclude_version: Option<String>,
+    /// Whose version `running_version` and `exclude_version` name: the application's (the
+    /// version range always selects by the application a device runs) or the stage-1
+    /// bootloader's.
+    pub component: Component,
 }
 
 impl TargetFilter {
@@ -57,12 +62,22 @@ impl TargetFilter {
             sql.push(" AND devices.firmware_version_key <= ")
                 .bind(Param::Int(k));
         }
+        let column = match self.component {
+            Component::Application => "devices.firmware_version",
+            Component::Bootloader => "devices.bootloader_version",
+        };
         if let Some(v) = &self.running_version {
-            sql.push(" AND devices.firmware_version = ")
+            sql.push(" AND ")
+                .push(column)
+                .push(" = ")
                 .bind(Param::Text(v.clone()));
         }
         if let Some(v) = &self.exclude_version {
-            sql.push(" AND (devices.firmware_version IS NULL OR devices.firmware_version <> ")
+            sql.push(" AND (")
+                .push(column)
+                .push(" IS NULL OR ")
+                .push(column)
+                .push(" <> ")
                 .bind(Param::Text(v.clone()))
                 .push(")");
         }
@@ -133,22 +148,31 @@ impl Store {
     /// of releases, and a join per target cost SQLite a third more time at 100,000 targets.
     pub async fn targets(&self, filter: &TargetFilter) -> Result<Vec<Target>, StoreError> {
         let counters: HashMap<String, i64> = self
-            .release_counters(&filter.model)
+            .release_counters(&filter.model, filter.component)
             .await?
             .into_iter()
             .collect();
         let mut sql = Sql::default();
         sql.push(
-            "SELECT devices.id, devices.firmware_version, devices.security_counter FROM devices",
+            "SELECT devices.id, devices.firmware_version, devices.bootloader_version, \
+             devices.security_counter FROM devices",
         );
         filter.push(&mut sql);
         let rows = sql.query().fetch_all(self.reader()?).await?;
         rows.iter()
             .map(|r| {
-                let version: Option<String> = r.try_get("firmware_version")?;
+                let (version, reported): (Option<String>, Option<i64>) = match filter.component {
+                    Component::Application => (
+                        r.try_get("firmware_version")?,
+                        r.try_get("security_counter")?,
+                    ),
+                    // The floor a device reports is its application bootloader's; stage-0's
+                    // floor for stage-1s is not reported, only inferred from what it runs.
+                    Component::Bootloader => (r.try_get("bootloader_version")?, None),
+                };
                 Ok(Target {
                     id: r.try_get("id")?,
-                    reported_counter: r.try_get("security_counter")?,
+                    reported_counter: reported,
                     running_release_counter: version.and_then(|v| counters.get(&v).copied()),
                 })
             })

@@ -178,6 +178,17 @@ pub fn image(slot: SlotId, version: &str, counter: u32, key: &SigningKey) -> Vec
     )
 }
 
+/// A signed 8 KB stage-1 bootloader image for stage-1 slot `slot` (marked for it).
+pub fn stage1_image(slot: SlotId, version: &str, counter: u32, key: &SigningKey) -> Vec<u8> {
+    testing::stage1_for(
+        slot,
+        8192,
+        version.parse::<ImageVersion>().unwrap(),
+        counter,
+        key,
+    )
+}
+
 /// A running server, its admin token and an HTTP client.
 pub struct TestApp {
     pub server: RunningServer,
@@ -529,6 +540,10 @@ pub struct Device {
     pub wrp_mask: u32,
     /// The anti-rollback floor it reports at check-in (`None`: it reports none).
     pub floor: Option<u32>,
+    /// The stage-1 bootloader's version it reports.
+    pub bootloader: String,
+    /// A two-stage device's running stage-1: (slot, on trial); `None`: single-stage.
+    pub stage1: Option<(&'static str, bool)>,
     pub next_event: u64,
     /// Offers this device ever received: (rollout id, version).
     pub offers: Vec<(i64, String)>,
@@ -556,6 +571,8 @@ impl Device {
             trial: false,
             wrp_mask: 0,
             floor: None,
+            bootloader: "1.0.0".into(),
+            stage1: None,
             next_event: 1,
             offers: Vec::new(),
         }
@@ -567,12 +584,18 @@ impl Device {
             "firmware_version": self.version,
             "running_slot": self.slot,
             "boot_state": if self.trial { "trial" } else { "confirmed" },
-            "bootloader_version": "1.0.0",
+            "bootloader_version": self.bootloader,
             "rdp_level": "level1",
             "wrp_mask": self.wrp_mask,
         });
         if let Some(floor) = self.floor {
             body["security_counter"] = serde_json::json!(floor);
+        }
+        if let Some((slot, trial)) = self.stage1 {
+            body["stage1"] = serde_json::json!({
+                "slot": slot,
+                "boot_state": if trial { "trial" } else { "confirmed" },
+            });
         }
         body
     }
@@ -764,6 +787,22 @@ pub async fn release(app: &impl Api, model: &str, version: &str, counter: u32) -
     resp.json::<serde_json::Value>().await.unwrap()["id"]
         .as_i64()
         .unwrap()
+}
+
+/// Upload a stage-1 bootloader release of `model` signed with the trusted key; returns its id.
+pub async fn bootloader_release(app: &impl Api, model: &str, version: &str, counter: u32) -> i64 {
+    let key = signing_key();
+    let resp = app
+        .upload_release(
+            model,
+            stage1_image(SlotId::A, version, counter, &key),
+            stage1_image(SlotId::B, version, counter, &key),
+        )
+        .await;
+    assert_eq!(resp.status(), 201, "{}", resp.text().await.unwrap());
+    let v = resp.json::<serde_json::Value>().await.unwrap();
+    assert_eq!(v["component"], "bootloader", "{v}");
+    v["id"].as_i64().unwrap()
 }
 
 /// GET a rollout's status.

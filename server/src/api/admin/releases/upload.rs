@@ -30,10 +30,14 @@ struct UploadForm {
     /// Optional cross-check of the images' version.
     #[schema(value_type = Option<fota_protocol::ImageVersion>)]
     version: Option<String>,
-    /// Signed image linked for slot A.
+    /// Optional cross-check of what the images are (their COMPONENT TLV decides).
+    #[schema(value_type = Option<fota_protocol::messages::Component>)]
+    component: Option<String>,
+    /// Signed image linked for slot A (application slot A, or, for a bootloader release, a
+    /// stage-1 marked for stage-1 slot A).
     #[schema(value_type = String, format = Binary)]
     image_a: Vec<u8>,
-    /// Signed image linked for slot B.
+    /// Signed image linked for slot B (application slot B, or stage-1 slot B).
     #[schema(value_type = String, format = Binary)]
     image_b: Vec<u8>,
 }
@@ -62,8 +66,9 @@ async fn text_field(
         .map_err(|_| ApiError::bad_request("invalid_field", format!("field {name} is not UTF-8")))
 }
 
-/// Upload a release. Both images must verify under a trusted key, be linked for their slot, and
-/// agree on version and security counter.
+/// Upload a release: an application's, or a stage-1 bootloader's (what the images' COMPONENT
+/// TLV says). Both images must verify under a trusted key, be linked for their slot, and agree
+/// on component, version and security counter.
 #[utoipa::path(
     post,
     path = "/v1/releases",
@@ -71,11 +76,11 @@ async fn text_field(
     request_body(content = UploadForm, content_type = "multipart/form-data"),
     responses(
         (status = 201, description = "Created", body = ReleaseRecord),
-        (status = 400, description = "Missing or invalid field", body = ErrorBody),
+        (status = 400, description = "Missing or invalid field (invalid_component, invalid_version, ...)", body = ErrorBody),
         (status = 401, body = ErrorBody), (status = 403, body = ErrorBody),
         (status = 409, description = "This model already has this version", body = ErrorBody),
         (status = 413, description = "Image or upload too large", body = ErrorBody),
-        (status = 422, description = "unsigned_image, bad_signature, untrusted_key, hash_mismatch, wrong_slot, malformed_image, version_mismatch", body = ErrorBody),
+        (status = 422, description = "unsigned_image, bad_signature, untrusted_key, hash_mismatch, wrong_slot, malformed_image, version_mismatch, security_counter_mismatch, component_mismatch", body = ErrorBody),
     ),
     security(("admin_token" = []))
 )]
@@ -86,13 +91,14 @@ pub(super) async fn upload_release(
 ) -> Result<(StatusCode, axum::Json<ReleaseRecord>), ApiError> {
     admin.require(Role::Operator)?;
     let mut form = form.map_err(|e| ApiError::bad_request("invalid_multipart", e.body_text()))?;
-    let (mut model, mut notes, mut version) = (None, String::new(), None);
+    let (mut model, mut notes, mut version, mut component) = (None, String::new(), None, None);
     let (mut image_a, mut image_b) = (None, None);
     while let Some(field) = form.next_field().await.map_err(multipart_error)? {
         match field.name().unwrap_or("") {
             "model" => model = Some(text_field(field, 64).await?),
             "notes" => notes = text_field(field, MAX_NOTES).await?,
             "version" => version = Some(text_field(field, 32).await?),
+            "component" => component = Some(text_field(field, 32).await?),
             "image_a" => image_a = Some(field.bytes().await.map_err(multipart_error)?.to_vec()),
             "image_b" => image_b = Some(field.bytes().await.map_err(multipart_error)?.to_vec()),
             other => {
@@ -120,7 +126,7 @@ pub(super) async fn upload_release(
         keys,
         max,
     )?;
-    let (version, security_counter) = check_pair(&a, &b, version.as_deref())?;
+    let pair = check_pair(&a, &b, version.as_deref(), component.as_deref())?;
     let mut images = Vec::with_capacity(2);
     for img in [&a, &b] {
         let sha256 = state
@@ -137,8 +143,9 @@ pub(super) async fn upload_release(
     }
     let new = NewRelease {
         model,
-        version,
-        security_counter,
+        version: pair.version,
+        component: pair.component,
+        security_counter: pair.security_counter,
         notes,
         created_by: admin.name.clone(),
         images,
@@ -154,6 +161,6 @@ pub(super) async fn upload_release(
             }
             other => other.into(),
         })?;
-    tracing::info!(actor = %admin.name, release = release.id, model = %release.model, version = %release.version, "release uploaded");
+    tracing::info!(actor = %admin.name, release = release.id, model = %release.model, version = %release.version, component = ?release.component, "release uploaded");
     Ok((StatusCode::CREATED, axum::Json(release)))
 }

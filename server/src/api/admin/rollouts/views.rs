@@ -12,6 +12,7 @@ use crate::rollout::engine::gate_of;
 use crate::rollout::gate::{HaltReason, HealthGate, Verdict};
 use crate::rollout::plan::{Selector, StageSpec};
 use crate::store::RolloutRow;
+use fota_protocol::messages::Component;
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 
@@ -110,6 +111,10 @@ pub struct RolloutStatus {
     pub release_id: i64,
     /// Its version.
     pub version: String,
+    /// What it rolls out: the application, or the stage-1 bootloader (absent in answers of
+    /// servers before bootloader releases: an application).
+    #[serde(default)]
+    pub component: Component,
     /// Model.
     pub model: String,
     /// Required tags.
@@ -247,11 +252,11 @@ pub struct RolloutList {
 pub(crate) async fn status_of(state: &AppState, r: &RolloutRow) -> Result<RolloutStatus, ApiError> {
     let stages = state.store.rollout_stages(r.id).await?;
     let (whole, per_stage) = state.store.rollout_counts(r.id).await?;
-    let version = state
+    let (version, component) = state
         .store
         .release(r.release_id)
         .await?
-        .map(|rel| rel.version)
+        .map(|rel| (rel.version, rel.component))
         .unwrap_or_default();
     let stage_resets = state
         .store
@@ -328,6 +333,7 @@ pub(crate) async fn status_of(state: &AppState, r: &RolloutRow) -> Result<Rollou
         state: r.state.as_str().to_string(),
         release_id: r.release_id,
         version,
+        component,
         model: r.model.clone(),
         tags: r.selector_tags.clone(),
         version_min: r.version_min_key.map(|k| version_from_key(k).to_string()),
