@@ -10,7 +10,10 @@ use fota_protocol::image::{ImageVersion, TrustedKey};
 use fota_protocol::SlotId;
 use fota_server::domain::cohort;
 use fota_sim::device::Timing;
-use fota_sim::{app, factory_flash, AppBehaviour, DeviceSpec, Faults, Fleet, FleetConfig};
+use fota_sim::{
+    app, factory_flash, factory_flash_two_stage, AppBehaviour, DeviceSpec, Faults, Fleet,
+    FleetConfig, Stage1Behaviour,
+};
 use fota_testkit::{
     self as testkit, backend_tests, rollout_status, signing_key, wait_for, Api, Db, TestApp,
 };
@@ -47,6 +50,17 @@ async fn upload(app: &TestApp, v: ImageVersion, behaviour: AppBehaviour) -> i64 
 
 /// Provision `n` devices and start them, each on `faults(i)`, from the factory image v1.
 async fn start_fleet(app: &TestApp, n: usize, faults: impl Fn(usize) -> Faults) -> Fleet {
+    let factory = factory_flash(&build(SlotId::A, version(1), AppBehaviour::Good), 1);
+    start_fleet_from(app, n, faults, factory).await
+}
+
+/// [`start_fleet`] from the flash `factory`.
+async fn start_fleet_from(
+    app: &TestApp,
+    n: usize,
+    faults: impl Fn(usize) -> Faults,
+    factory: fota_sim::fleet_flash::FleetFlash,
+) -> Fleet {
     let specs = testkit::provision_devices(app, "sim", n, MODEL)
         .await
         .into_iter()
@@ -58,7 +72,6 @@ async fn start_fleet(app: &TestApp, n: usize, faults: impl Fn(usize) -> Faults) 
             faults: faults(i),
         })
         .collect();
-    let factory = factory_flash(&build(SlotId::A, version(1), AppBehaviour::Good), 1);
     let config = FleetConfig {
         server: app.url.clone(),
         keys: keys(),
@@ -518,7 +531,140 @@ async fn a_healthy_release_with_background_resets_walks_to_100_percent(db: Db) {
     assert!(halts.is_empty(), "false halts:\n{}", halts.join("\n"));
 }
 
+/// A simulated stage-1 build for stage-1 slot `slot`.
+fn stage1_build(slot: SlotId, v: ImageVersion, behaviour: Stage1Behaviour) -> Vec<u8> {
+    app::stage1_image(&signing_key(), slot, v, 1, behaviour, 4 * 1024)
+}
+
+/// Upload a bootloader release of simulated stage-1 builds; returns its id.
+async fn upload_bootloader(app: &TestApp, v: ImageVersion, behaviour: Stage1Behaviour) -> i64 {
+    let resp = app
+        .upload_release(
+            MODEL,
+            stage1_build(SlotId::A, v, behaviour),
+            stage1_build(SlotId::B, v, behaviour),
+        )
+        .await;
+    assert_eq!(resp.status(), 201, "{}", resp.text().await.unwrap());
+    let release = resp.json::<Value>().await.unwrap();
+    assert_eq!(release["component"], "bootloader", "{release}");
+    release["id"].as_i64().unwrap()
+}
+
+/// Issue 18 on the virtual fleet: two-stage devices (stage-0, two stage-1 slots, the real
+/// `fota-boot` stage-0 and bootloader, the real OTA client) take a good bootloader release
+/// through a staged rollout into stage-1 slot B, boot it on trial and confirm it; then a bad
+/// bootloader release (its stage-1 never boots an application) halts in its canary, stage-0
+/// falls back on every exposed device, which reports the rollback from its previous stage-1,
+/// and no device outside the canary is offered it. Every device ends booting its confirmed
+/// stage-1 2 and its confirmed application 1.
+async fn a_bootloader_rolls_out_and_a_bad_one_halts_in_its_canary(db: Db) {
+    let app = testkit::spawn_app(db).await;
+    let n = 20;
+    let factory = factory_flash_two_stage(
+        &build(SlotId::A, version(1), AppBehaviour::Good),
+        1,
+        &stage1_build(SlotId::A, version(1), Stage1Behaviour::Good),
+        1,
+    );
+    let fleet = start_fleet_from(&app, n, |_| Faults::default(), factory).await;
+
+    let good = upload_bootloader(&app, version(2), Stage1Behaviour::Good).await;
+    let id = start_rollout(
+        &app,
+        json!({"release_id": good, "stages": [stage(20.0, 2, 10), stage(100.0, 2, 10)]}),
+    )
+    .await;
+    let status = wait_for(&app, id, Duration::from_secs(60), |s| {
+        s["state"] != "active"
+    })
+    .await;
+    assert_eq!(status["state"], "completed", "{status:#}");
+    assert_eq!(status["component"], "bootloader", "{status:#}");
+    assert_eq!(
+        status["counts"]["confirmed"].as_u64(),
+        Some(n as u64),
+        "{status:#}"
+    );
+    let (summary, ok) = wait_fleet(&fleet, Duration::from_secs(20), |s| {
+        s.stage1_confirmed_on(version(2)) == n && s.confirmed_on(version(1)) == n
+    })
+    .await;
+    assert!(ok, "not every device confirmed stage-1 2: {summary:?}");
+    assert_eq!(summary.stage1_confirmations, n as u64, "{summary:?}");
+    assert!(summary.stage1_trial_boots >= n as u64, "{summary:?}");
+    assert_eq!(summary.rollbacks, 0, "{summary:?}");
+
+    let bad = upload_bootloader(&app, version(3), Stage1Behaviour::Hangs).await;
+    let id = start_rollout(
+        &app,
+        json!({"release_id": bad, "stages": [stage(10.0, 2, 10), stage(100.0, 2, 10)]}),
+    )
+    .await;
+    let status = wait_for(&app, id, Duration::from_secs(60), |s| {
+        s["state"] != "active"
+    })
+    .await;
+    assert_eq!(status["state"], "halted", "{status:#}");
+    assert_eq!(status["current_stage"], 1, "{status:#}");
+
+    let statuses = fleet.statuses();
+    let mut ranks: Vec<u32> = statuses.iter().map(|s| cohort::rank(id, &s.id)).collect();
+    let first_stage = cohort::threshold_for_count(&mut ranks, (n as u64).div_ceil(10));
+    let exposed: Vec<String> = statuses
+        .iter()
+        .filter(|s| s.accepted.contains(&version(3)))
+        .map(|s| s.id.clone())
+        .collect();
+    assert!(!exposed.is_empty(), "nobody took the canary");
+    for device in &exposed {
+        assert!(
+            cohort::is_in(cohort::rank(id, device), first_stage),
+            "{device} was offered the bad bootloader outside the first stage"
+        );
+    }
+    // Stage-0 gives the hanging stage-1 three attempts, then boots stage-1 2 again, whose
+    // application reports the rollback.
+    let exposed_n = exposed.len();
+    let (summary, ok) = wait_fleet(&fleet, Duration::from_secs(30), |s| {
+        s.stage1_confirmed_on(version(2)) == n
+            && s.confirmed_on(version(1)) == n
+            && s.rollbacks as usize >= exposed_n
+    })
+    .await;
+    assert!(ok, "exposed devices were not all reverted: {summary:?}");
+    assert!(
+        summary.stage1_hangs as usize >= 3 * exposed_n,
+        "three hung attempts each before stage-0 reverts: {summary:?}"
+    );
+    app.settle().await;
+    let status = rollout_status(&app, id).await;
+    assert_eq!(
+        status["counts"]["rolled_back"].as_u64(),
+        Some(exposed_n as u64),
+        "{status:#}"
+    );
+
+    let (mut devices, keys) = tokio::task::spawn_blocking(move || fleet.stop())
+        .await
+        .unwrap();
+    for d in &mut devices {
+        let id = d.status().id.clone();
+        assert_eq!(
+            d.next_stage1(keys),
+            Some((SlotId::B, version(2), fota_boot::BootMode::Confirmed)),
+            "{id}: the stage-1 stage-0 boots next"
+        );
+        assert_eq!(
+            d.next_boot(keys),
+            Some((SlotId::A, version(1), fota_boot::BootMode::Confirmed)),
+            "{id}: the application"
+        );
+    }
+}
+
 backend_tests!(
+    a_bootloader_rolls_out_and_a_bad_one_halts_in_its_canary,
     a_release_that_crashes_after_confirming_halts_on_its_resets,
     a_healthy_release_with_background_resets_walks_to_100_percent,
     good_release_reaches_every_device,

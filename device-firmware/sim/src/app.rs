@@ -126,3 +126,85 @@ pub fn behaviour_of<F: ReadNorFlash>(
     ]);
     AppBehaviour::decode(descriptor[8], param)
 }
+
+/// Where a simulated stage-1 build keeps its descriptor, and its magic (the application's
+/// layout, another magic: a stage-1 build is never mistaken for an application build).
+const STAGE1_MAGIC: &[u8; 8] = b"FOTASIS1";
+
+/// What a stage-1 bootloader build does once stage-0 jumps to it (issue 18).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Stage1Behaviour {
+    /// Runs the bootloader (the real `fota-boot` decision) and boots the application.
+    Good,
+    /// Never boots an application (a bad stage-1: wrong clock tree, a journal it cannot read)
+    /// and hangs until the watchdog resets the device; stage-0 counts each attempt and falls
+    /// back to the previous stage-1 after three.
+    Hangs,
+}
+
+impl Stage1Behaviour {
+    fn code(self) -> u8 {
+        match self {
+            Stage1Behaviour::Good => 0,
+            Stage1Behaviour::Hangs => 1,
+        }
+    }
+
+    fn decode(code: u8) -> Option<Self> {
+        match code {
+            0 => Some(Stage1Behaviour::Good),
+            1 => Some(Stage1Behaviour::Hangs),
+            _ => None,
+        }
+    }
+}
+
+/// A signed simulated stage-1 build linked for stage-1 slot `slot` and marked (protected
+/// COMPONENT TLV) as a stage-1 for it, `size` bytes of payload (at least 128): vector table,
+/// descriptor, filler that differs per version.
+pub fn stage1_image(
+    key: &ed25519_dalek::SigningKey,
+    slot: SlotId,
+    version: ImageVersion,
+    security_counter: u32,
+    behaviour: Stage1Behaviour,
+    size: usize,
+) -> Vec<u8> {
+    let size = size.max(128);
+    let base = slot.stage1_partition().start;
+    let seed = u32::from(version.major) << 24 ^ u32::from(version.minor) << 16 ^ 0x5151;
+    let mut payload: Vec<u8> = (0..size as u32)
+        .map(|i| (i.wrapping_mul(2_246_822_519) ^ seed).to_le_bytes()[2])
+        .collect();
+    payload[0..4].copy_from_slice(&0x2002_0000u32.to_le_bytes());
+    payload[4..8].copy_from_slice(&((base + 0x200 + 0x101) | 1).to_le_bytes());
+    payload[DESCRIPTOR_AT..DESCRIPTOR_AT + 8].copy_from_slice(STAGE1_MAGIC);
+    payload[DESCRIPTOR_AT + 8] = behaviour.code();
+    payload[DESCRIPTOR_AT + 9..DESCRIPTOR_AT + 16].fill(0);
+    ImageBuilder::new(payload, version)
+        .security_counter(security_counter)
+        .rom_fixed(base)
+        .component(fota_protocol::image::Component::Stage1 { slot })
+        .sign(key)
+        // As for an application build: nothing for the builder to refuse.
+        .unwrap_or_else(|e| panic!("building a simulated stage-1: {e:?}"))
+}
+
+/// The behaviour of the stage-1 stage-0 chose, read from its stage-1 slot in flash. `None` for
+/// a stage-1 without a descriptor (not a simulated build), which the device treats as one that
+/// hangs.
+pub fn stage1_behaviour_of<F: ReadNorFlash>(
+    flash: &mut F,
+    layout: &FlashLayout,
+    target: &BootTarget,
+) -> Option<Stage1Behaviour> {
+    let at = layout.stage1_offset(target.slot())
+        + u32::from(target.image.image.header.hdr_size)
+        + DESCRIPTOR_AT as u32;
+    let mut descriptor = [0u8; 16];
+    flash.read(at, &mut descriptor).ok()?;
+    if &descriptor[..8] != STAGE1_MAGIC {
+        return None;
+    }
+    Stage1Behaviour::decode(descriptor[8])
+}

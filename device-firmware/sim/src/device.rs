@@ -15,9 +15,10 @@
 //!    as the board's RCC_CSR and fault record would), and the client reports it; a healthy
 //!    device can be given a background rate of watchdog resets ([`Faults::background_reset_mean`]).
 
-use crate::app::{behaviour_of, AppBehaviour};
+use crate::app::{behaviour_of, stage1_behaviour_of, AppBehaviour, Stage1Behaviour};
 use crate::fleet_flash::FleetFlash;
 use crate::link::{Link, LinkStats};
+use fota_boot::stage0::boot_stage1;
 use fota_boot::{boot, BootAction, BootControl, BootMode, FlashLayout};
 use fota_ota_client::{
     AfterBoot, CheckInOutcome, Config, DeviceInfo, MemPersist, OtaClient, Pushed, Running, Step,
@@ -148,6 +149,14 @@ pub struct DeviceStatus {
     pub commands_lost: u32,
     /// Its link's figures.
     pub link: LinkStats,
+    /// A two-stage device: the stage-1 stage-0 booted last (stage-1 slot, version, how).
+    pub stage1: Option<(SlotId, ImageVersion, BootMode)>,
+    /// Boots of a stage-1 on trial.
+    pub stage1_trial_boots: u32,
+    /// New stage-1s it confirmed (an application booted through one and confirmed it).
+    pub stage1_confirmations: u32,
+    /// Boots in which the stage-1 hung before an application ran (the watchdog reset it).
+    pub stage1_hangs: u32,
 }
 
 type Client = OtaClient<'static, Link, FleetFlash, MemPersist>;
@@ -188,6 +197,8 @@ enum Phase {
 #[derive(Debug)]
 pub struct Device {
     model: Model,
+    /// Its factory flash holds a stage-1: stage-0 runs first at every reset.
+    two_stage: bool,
     phase: Phase,
     faults: Faults,
     rng: u64,
@@ -201,7 +212,10 @@ pub struct Device {
 
 impl Device {
     /// A device `id` of hardware `model`, with `flash` as the factory left it.
-    pub fn new(id: &str, model: &str, flash: FleetFlash, link: Link, faults: Faults) -> Self {
+    pub fn new(id: &str, model: &str, mut flash: FleetFlash, link: Link, faults: Faults) -> Self {
+        let two_stage = [SlotId::A, SlotId::B]
+            .iter()
+            .any(|&slot| holds_image(&mut flash, LAYOUT.stage1_offset(slot)));
         let mut rng = 0x9E37_79B9_7F4A_7C15u64;
         for b in id.bytes() {
             rng = (rng ^ u64::from(b)).wrapping_mul(0x100_0000_01b3);
@@ -219,6 +233,7 @@ impl Device {
         }
         Self {
             model: m,
+            two_stage,
             phase: Phase::Off {
                 flash,
                 persist: MemPersist::default(),
@@ -250,6 +265,10 @@ impl Device {
                 stopped_at_ms: None,
                 commands_lost: 0,
                 link: LinkStats::default(),
+                stage1: None,
+                stage1_trial_boots: 0,
+                stage1_confirmations: 0,
+                stage1_hangs: 0,
             },
             power_cut_armed: faults.power_cut,
             link_drop_armed: faults.link_drop,
@@ -271,7 +290,30 @@ impl Device {
         };
         let mut flash = flash.clone();
         flash.power_on();
+        if self.two_stage {
+            // Stage-0 in recovery: no stage-1 runs, so no application either.
+            boot_stage1(&mut flash, &LAYOUT, keys).action.target()?;
+        }
         match boot(&mut flash, &LAYOUT, keys).action {
+            BootAction::Jump(t) => Some((t.slot(), t.image.image.header.version, t.mode)),
+            BootAction::Recovery => None,
+        }
+    }
+
+    /// A two-stage device: power it off and run stage-0 on (a copy of) its flash: the stage-1 it
+    /// would boot next (stage-1 slot, version, how), or `None` for stage-0's recovery (or a
+    /// single-stage device).
+    pub fn next_stage1(&mut self, keys: &[TrustedKey]) -> Option<(SlotId, ImageVersion, BootMode)> {
+        if !self.two_stage {
+            return None;
+        }
+        self.power_cycle();
+        let Phase::Off { flash, .. } = &self.phase else {
+            return None;
+        };
+        let mut flash = flash.clone();
+        flash.power_on();
+        match boot_stage1(&mut flash, &LAYOUT, keys).action {
             BootAction::Jump(t) => Some((t.slot(), t.image.image.header.version, t.mode)),
             BootAction::Recovery => None,
         }
@@ -380,22 +422,44 @@ impl Device {
         flash.power_on();
         self.status.boots += 1;
         self.status.link = link.stats();
-        let outcome = boot(&mut flash, &LAYOUT, cx.keys);
-        let target = match outcome.action {
-            BootAction::Jump(target) => target,
-            BootAction::Recovery => {
-                self.status.recoveries += 1;
-                self.status.in_recovery = true;
+        if self.two_stage {
+            // Stage-0: pick and verify a stage-1 (its trial attempt journaled before the jump).
+            let outcome = boot_stage1(&mut flash, &LAYOUT, cx.keys);
+            let Some(stage1) = outcome.action.target() else {
+                self.status.stage1 = None;
+                return self.recover(now, cx, flash, persist, link);
+            };
+            self.status.stage1 = Some((
+                stage1.slot(),
+                stage1.image.image.header.version,
+                stage1.mode,
+            ));
+            if matches!(stage1.mode, BootMode::Trial { .. }) {
+                self.status.stage1_trial_boots += 1;
+            }
+            // A stage-1 without a descriptor is not ours: it never boots an application.
+            let behaviour =
+                stage1_behaviour_of(&mut flash, &LAYOUT, stage1).unwrap_or(Stage1Behaviour::Hangs);
+            if behaviour == Stage1Behaviour::Hangs {
+                self.status.stage1_hangs += 1;
+                self.status.crashes += 1;
                 self.status.slot = None;
                 self.status.version = None;
                 self.status.mode = None;
-                self.phase = Phase::Recovery {
+                // The watchdog resets it; nothing of an application ran.
+                self.next_reset = (ResetCause::IndependentWatchdog, None);
+                self.phase = Phase::Off {
                     flash,
                     persist,
                     link,
                 };
-                return now + cx.timing.recovery_retry;
+                return now + cx.timing.watchdog;
             }
+        }
+        let outcome = boot(&mut flash, &LAYOUT, cx.keys);
+        let target = match outcome.action {
+            BootAction::Jump(target) => target,
+            BootAction::Recovery => return self.recover(now, cx, flash, persist, link),
         };
         self.status.in_recovery = false;
         self.status.slot = Some(target.slot());
@@ -475,6 +539,28 @@ impl Device {
         now + cx.timing.reboot
     }
 
+    /// Recovery mode: stage-0 or the bootloader found nothing valid to run.
+    fn recover(
+        &mut self,
+        now: Instant,
+        cx: &Context<'_>,
+        flash: FleetFlash,
+        persist: MemPersist,
+        link: Link,
+    ) -> Instant {
+        self.status.recoveries += 1;
+        self.status.in_recovery = true;
+        self.status.slot = None;
+        self.status.version = None;
+        self.status.mode = None;
+        self.phase = Phase::Recovery {
+            flash,
+            persist,
+            link,
+        };
+        now + cx.timing.recovery_retry
+    }
+
     /// Reset from the running application, for `cause`.
     fn reset(
         &mut self,
@@ -541,6 +627,12 @@ impl Device {
                     match outcome {
                         AfterBoot::NewlyConfirmed => self.status.confirmations += 1,
                         AfterBoot::RolledBack => self.status.rollbacks += 1,
+                        AfterBoot::Stage1Confirmed(_) => {
+                            self.status.stage1_confirmations += 1;
+                            if let Some((_, _, mode)) = &mut self.status.stage1 {
+                                *mode = BootMode::Confirmed;
+                            }
+                        }
                         _ => {}
                     }
                     if outcome == AfterBoot::NewlyConfirmed {
@@ -658,6 +750,13 @@ impl Device {
             app.client.boot_mut().flash_mut().cut_power_after(after);
         }
     }
+}
+
+/// Whether an image header (MCUboot's magic) starts at `offset`.
+fn holds_image(flash: &mut FleetFlash, offset: u32) -> bool {
+    use embedded_storage::nor_flash::ReadNorFlash;
+    let mut magic = [0u8; 4];
+    flash.read(offset, &mut magic).is_ok() && u32::from_le_bytes(magic) == 0x96f3_b83d
 }
 
 /// Milliseconds since the Unix epoch.

@@ -73,6 +73,34 @@ pub fn factory_flash(image_a: &[u8], security_counter: u32) -> FleetFlash {
     flash
 }
 
+/// The flash of a two-stage device as it leaves the factory (issue 18): [`factory_flash`]'s,
+/// plus `stage1_a` (a stage-1 build for stage-1 slot A) in stage-1 slot A and journal records
+/// saying it is the confirmed stage-1 at stage-1 floor `stage1_counter`. A fleet started from
+/// it runs stage-0 before the bootloader at every reset ([`Device`](crate::Device)).
+pub fn factory_flash_two_stage(
+    image_a: &[u8],
+    security_counter: u32,
+    stage1_a: &[u8],
+    stage1_counter: u32,
+) -> FleetFlash {
+    let mut flash = factory_flash(image_a, security_counter);
+    // Programmed in whole words, the last one padded with the erased value; the stage-1 slot is
+    // erased and in range: loading cannot fail.
+    let mut words = stage1_a.to_vec();
+    words.resize(
+        stage1_a.len().div_ceil(crate::flash::WORD) * crate::flash::WORD,
+        0xFF,
+    );
+    let _ = flash.load(LAYOUT.stage1_offset(SlotId::A), &words);
+    if let Ok(mut journal) = BootJournal::open(&mut flash, LAYOUT.journal) {
+        let _ = journal.append(RecordKind::Stage1Floor {
+            value: stage1_counter,
+        });
+        let _ = journal.append(RecordKind::Stage1Confirmed { slot: SlotId::A });
+    }
+    flash
+}
+
 /// Device indexes by wake-up time, soonest first.
 type WakeQueue = BinaryHeap<Reverse<(Instant, usize)>>;
 
@@ -157,12 +185,25 @@ pub struct FleetSummary {
     pub request_failures: u64,
     /// Devices that ever installed each version.
     pub ever_installed: BTreeMap<ImageVersion, usize>,
+    /// Two-stage devices by the stage-1 version stage-0 booted last, confirmed.
+    pub stage1_confirmed: BTreeMap<ImageVersion, usize>,
+    /// Stage-1 trial boots (stage-0 booted a pending stage-1).
+    pub stage1_trial_boots: u64,
+    /// Stage-1s confirmed (an application booted through a new stage-1 confirmed it).
+    pub stage1_confirmations: u64,
+    /// Boots in which the stage-1 hung before any application ran.
+    pub stage1_hangs: u64,
 }
 
 impl FleetSummary {
     /// Devices running `version`, confirmed.
     pub fn confirmed_on(&self, version: ImageVersion) -> usize {
         self.confirmed.get(&version).copied().unwrap_or(0)
+    }
+
+    /// Two-stage devices whose last boot went through stage-1 `version`, confirmed.
+    pub fn stage1_confirmed_on(&self, version: ImageVersion) -> usize {
+        self.stage1_confirmed.get(&version).copied().unwrap_or(0)
     }
 
     fn add(&mut self, s: &DeviceStatus) {
@@ -189,6 +230,12 @@ impl FleetSummary {
         self.commands_lost += u64::from(s.commands_lost);
         self.bytes_fetched += s.link.bytes_fetched;
         self.request_failures += s.link.failures;
+        if let Some((_, v, BootMode::Confirmed)) = s.stage1 {
+            *self.stage1_confirmed.entry(v).or_default() += 1;
+        }
+        self.stage1_trial_boots += u64::from(s.stage1_trial_boots);
+        self.stage1_confirmations += u64::from(s.stage1_confirmations);
+        self.stage1_hangs += u64::from(s.stage1_hangs);
         for (i, v) in s.installed.iter().enumerate() {
             if !s.installed[..i].contains(v) {
                 *self.ever_installed.entry(*v).or_default() += 1;

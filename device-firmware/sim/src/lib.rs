@@ -8,6 +8,10 @@
 //! of them in one process exercise the server's rollouts: canary stages, health gates, halts and
 //! fleet rollback ([`fleet`]).
 //!
+//! - Two-stage devices ([`factory_flash_two_stage`]): at every reset the real stage-0
+//!   ([`fota_boot::stage0::boot_stage1`]) picks and verifies a stage-1 first; a simulated stage-1
+//!   build boots the application or hangs ([`Stage1Behaviour`]), so a bootloader release rolls
+//!   out to the virtual fleet and a bad one is reverted by stage-0.
 //! - [`flash::SimFlash`]: the F429's flash with NOR's rules enforced, every operation counted, and
 //!   power cuts between or inside any write or erase. The sweeps that use it
 //!   (`tests/power_cut.rs`) run the real `fota-boot` through install, trial, confirm, revert and
@@ -29,7 +33,9 @@ pub mod fleet_flash;
 pub mod link;
 pub mod mqtt;
 
-pub use app::AppBehaviour;
+pub use app::{AppBehaviour, Stage1Behaviour};
 pub use device::{Device, DeviceStatus, Faults, Timing};
-pub use fleet::{factory_flash, DeviceSpec, Fleet, FleetConfig, FleetSummary};
+pub use fleet::{
+    factory_flash, factory_flash_two_stage, DeviceSpec, Fleet, FleetConfig, FleetSummary,
+};
 pub use mqtt::{MqttConfig, MqttStats};
