@@ -408,8 +408,14 @@ where
                         CheckInOutcome::Started => {
                             if let Some(d) = self.client.download() {
                                 log.line(format_args!(
-                                    "ota: offer {} for slot {} ({} bytes, rollout {}): downloading",
+                                    "ota: offer {} for {}slot {} ({} bytes, rollout {}): downloading",
                                     d.offer().version,
+                                    match d.offer().component {
+                                        fota_protocol::messages::Component::Application => "",
+                                        fota_protocol::messages::Component::Bootloader => {
+                                            "stage-1 "
+                                        }
+                                    },
                                     d.offer().slot,
                                     d.offer().size,
                                     d.offer().rollout_id

@@ -25,6 +25,11 @@
 #                in an undefined instruction): the board's HardFault handler records the fault in the OTA client's store
 #                and resets; the next boot reports a reset with cause fault, the faulting
 #                version and PC, once; the server stores it as an unexpected reset.
+#   stage1       a bootloader release (issue 18): v1's application, booted through stage-1 A,
+#                reports its stage-1 at check-in, is offered stage-1 1.1.0 for stage-1 slot B,
+#                downloads and checks it, marks it pending, resets; stage-0 boots stage-1 B on
+#                trial, which boots the application, which reaches the server and confirms
+#                stage-1 B; the server shows the bootloader rollout completed.
 #   wrp          write protection (option bytes) covers slot B: the device reports its WRP mask
 #                at check-in, the server records it protection_blocked and offers nothing, and
 #                nothing is written. (The client refuses such an offer too, should a server make
@@ -101,6 +106,13 @@ for slot in a b; do
     sign "$KEYS/test-key.pem" "$OUT/app-fault-$slot.elf" "$slot" 3.0.0 "$OUT/v3-$slot.bin"
     sign "$OUT/other-key.pem" "$OUT/app-$slot.elf" "$slot" 2.0.0 "$OUT/v2-other-$slot.bin"
     sign "$KEYS/test-key.pem" "$OUT/app-crash-$slot.elf" "$slot" 4.0.0 "$OUT/v4-$slot.bin"
+done
+# A bootloader release: the same bootloader, 1.1.0, one build per stage-1 slot.
+for s1 in a b; do
+    cargo build --release -q -p fota-bootloader --features "qemu,stage1-$s1" || die "bootloader build failed"
+    "$FOTA" sign --key "$KEYS/test-key.pem" --component bootloader --stage1-slot "$s1" --version 1.1.0 \
+        --security-counter 1 "$TARGET_DIR/fota-bootloader" -o "$OUT/s1v11-$s1.bin" >/dev/null \
+        || die "fota sign stage-1 1.1.0 $s1 failed"
 done
 "$SEED" "$OUT/journal.bin" counter:1 confirmed:a s1floor:1 s1confirmed:a 2>/dev/null \
     || die "journal-seed failed"
@@ -334,6 +346,26 @@ boot crash 5 &&
 expect crash 5 "ota: the last run faulted: 4\.0\.0.*reported 1 events: reset" &&
 check "fault resets stored" "$("$FOTA" devices show lamp-crash --json \
     | json 'sum(1 for e in j["events"] if e["kind"] == "reset" and e["version"] == "4.0.0" and e["reason"].startswith("fault after ") and "UNDEFINSTR pc 0x080" in e["reason"])')" 2 &&
+pass
+}
+
+# --- stage1: a bootloader release, installed into stage-1 slot B and confirmed ----------------------
+CURRENT=stage1
+new_device stage1
+emulator stage1
+boot stage1 1
+expect stage1 1 "booting stage-1 A \(confirmed\).*booted through stage-1 slot A 1\.0\.0 \(confirmed\).*check-in: no offer.*ota: idle" && {
+rollout stage1 s1v11
+boot stage1 2
+expect stage1 2 "offer 1\.1\.0 for stage-1 slot B.*update installed and pending; resetting" &&
+boot stage1 3 &&
+expect stage1 3 "stage-0: appended Stage1Attempt\(B\).*booting stage-1 B \(trial, attempt 1\).*app 1\.0\.0 running from slot A.*booted through stage-1 slot B 1\.1\.0 \(trial.*ota: confirmed stage-1 slot B.*reported [0-9]+ events: .*confirmed.*ota: idle" &&
+boot stage1 4 &&
+expect stage1 4 "booting stage-1 B \(confirmed\).*booted through stage-1 slot B 1\.1\.0 \(confirmed\).*check-in: no offer.*ota: idle" &&
+check "rollout state" "$(status "$ROLLOUT" 'j["state"]' completed)" completed &&
+check "rollout component" "$(status "$ROLLOUT" 'j["component"]')" bootloader &&
+check "confirmed devices" "$(status "$ROLLOUT" 'j["counts"]["confirmed"]')" 1 &&
+check "bootloader version" "$("$FOTA" devices show lamp-stage1 --json | json 'j["bootloader_version"]')" 1.1.0 &&
 pass
 }
 
