@@ -20,6 +20,7 @@
 pub mod client;
 pub mod download;
 pub mod flash_store;
+pub mod patch;
 pub mod persist;
 pub mod shared;
 pub mod transport;
