@@ -135,6 +135,7 @@ fn record(store: &mut FlashPersist<MemFlash>, model: &mut PersistedState, op: &O
                 sha256: Digest(*sha),
                 size: *size,
                 security_counter: *counter,
+                patch: None,
             };
             Change::Download(Some(&offer))
         }

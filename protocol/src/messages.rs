@@ -187,6 +187,31 @@ pub struct Offer {
     pub size: u32,
     /// The image's security counter, so a device can refuse a downgrade before downloading.
     pub security_counter: u32,
+    /// A delta patch that rebuilds this same image from the one the device runs (issue 19),
+    /// which the device may fetch instead of the full image; left out when there is none, so an
+    /// offer without a patch is byte for byte what offers were before the field existed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub patch: Option<PatchOffer>,
+}
+
+/// A delta patch offered alongside the full image (docs/PROTOCOL.md, "Offers carry a patch"):
+/// a `fota-delta` container that rebuilds the offer's image (`Offer::sha256`, `Offer::size`)
+/// from the base image named here. The full image stays the fallback.
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PatchOffer {
+    /// Content address of the patch container, fetched as the full image is:
+    /// `GET /v1/artifacts/{sha256}` (ranged).
+    pub sha256: Digest,
+    /// Container length in bytes.
+    pub size: u32,
+    /// The image the patch applies to: the SHA-256 of the signed image in the device's running
+    /// slot, its bytes from the slot's start through the end of its TLV area (header size +
+    /// image size + TLV areas, `ImageView::total_len`), which is the artifact digest the device
+    /// was offered for it. The device applies the patch only when its running image hashes to
+    /// this, and the container's own header names the same base.
+    pub base_sha256: Digest,
 }
 
 /// The server's answer to a check-in.
@@ -624,6 +649,7 @@ mod tests {
                 sha256: Digest([0xab; 32]),
                 size: 123_456,
                 security_counter: 3,
+                patch: None,
             }),
         };
         let n = serde_json_core::to_slice(&offer, &mut buf).unwrap();
@@ -675,6 +701,7 @@ mod tests {
             sha256: Digest([0xab; 32]),
             size: 123_456,
             security_counter: 3,
+            patch: None,
         };
         // An application offer is byte for byte what it was before the field existed, so a
         // device whose `Offer` denies unknown fields still reads it...
@@ -701,6 +728,57 @@ mod tests {
             Component::Application
         );
         assert!(serde_json::from_str::<Offer>(&json.replace("bootloader", "stage0")).is_err());
+    }
+
+    #[test]
+    fn an_offer_carries_a_patch_and_an_offer_without_one_reads_as_before() {
+        let full = Offer {
+            rollout_id: 9,
+            version: ImageVersion::new(1, 5, 0, 0),
+            component: Component::Application,
+            slot: SlotId::B,
+            sha256: Digest([0xab; 32]),
+            size: 123_456,
+            security_counter: 3,
+            patch: None,
+        };
+        // Without a patch the field is left out: what a device built before it reads.
+        let json = serde_json::to_string(&full).unwrap();
+        assert!(!json.contains("patch"), "{json}");
+        assert_eq!(serde_json::from_str::<Offer>(&json).unwrap(), full);
+        let (device, _) = serde_json_core::from_slice::<Offer>(json.as_bytes()).unwrap();
+        assert_eq!(device, full);
+
+        let with_patch = Offer {
+            patch: Some(PatchOffer {
+                sha256: Digest([0x5a; 32]),
+                size: 31_337,
+                base_sha256: Digest([0xc3; 32]),
+            }),
+            ..full.clone()
+        };
+        let json = serde_json::to_string(&with_patch).unwrap();
+        let expected = format!(
+            r#""patch":{{"sha256":"{}","size":31337,"base_sha256":"{}"}}"#,
+            "5a".repeat(32),
+            "c3".repeat(32)
+        );
+        assert!(json.contains(&expected), "{json}");
+        assert_eq!(serde_json::from_str::<Offer>(&json).unwrap(), with_patch);
+        // The device reads it without an allocator, inside a check-in answer, and writes it back.
+        let answer = CheckInResponse {
+            poll_interval_s: 60,
+            offer: Some(with_patch.clone()),
+        };
+        let mut buf = [0u8; 1024];
+        let n = serde_json_core::to_slice(&answer, &mut buf).unwrap();
+        let (device, _) = serde_json_core::from_slice::<CheckInResponse>(&buf[..n]).unwrap();
+        assert_eq!(device, answer);
+        // A patch missing a field, or with one it does not know, is refused, not half-read.
+        let missing = json.replace(r#","size":31337"#, "");
+        assert!(serde_json::from_str::<Offer>(&missing).is_err());
+        let unknown = json.replace(r#""size":31337"#, r#""size":31337,"url":"/x""#);
+        assert!(serde_json::from_str::<Offer>(&unknown).is_err());
     }
 
     #[test]

@@ -41,6 +41,18 @@
 //! `Pending`: only then does [`download_step`](OtaClient::download_step) return
 //! [`Step::Reboot`].
 //!
+//! # Applying a delta patch
+//!
+//! An application offer may carry a patch (issue 19) that rebuilds the offered image from the
+//! running one: if the running slot verifies and hashes to the patch's base, the container is
+//! fetched instead of the image and applied ([`crate::patch`]), the running slot only read, the
+//! rebuilt bytes programmed and fed to the same [`Download`] a full image goes through, so it
+//! is checked exactly as one. A patch that cannot be used (another base, a refused container, a
+//! rebuilt image that is refused or does not verify) is reported as `VerifyFailed` and the full
+//! image of the same offer downloaded instead, from an erased slot. A patch is not resumed
+//! after a reset: the bytes it rebuilt are the image's first bytes, recorded like a download's,
+//! and the full image's download goes on after them.
+//!
 //! # Installing a stage-1 bootloader
 //!
 //! An offer whose component is [`Component::Bootloader`] is a stage-1 for the stage-1 slot
@@ -103,20 +115,23 @@
 //! confirmed, so the bootloader reverts it after three attempts, and the old image, booting
 //! confirmed, reports the rollback.
 
-use crate::download::{target_partition, Download};
+use crate::download::{max_image_len, target_partition, Download};
+use crate::patch::{PatchRun, SlotBase, StageFull, PIECE, STAGE_LEN};
 pub use crate::persist::EVENT_QUEUE_LEN;
 use crate::persist::{Change, FaultRecord, Installed, Persist, PersistedState, Running};
 use crate::transport::Transport;
 use core::fmt::Write as _;
 use embedded_storage::nor_flash::{NorFlash, ReadNorFlash};
 use fota_boot::{BootControl, BootMode, ControlError};
-use fota_protocol::image::{ImageVersion, TrustedKey};
+use fota_delta::PatchError;
+use fota_protocol::image::{Digest, ImageVersion, TrustedKey};
 use fota_protocol::layout::SECTORS;
 use fota_protocol::messages::{
     BootState, CheckIn, CheckInResponse, Command, CommandKind, Component, Event, EventKind, Model,
     Offer, RdpLevel, Reason, Report, ResetCause, ResetInfo, Stage1Status, MAX_EVENTS_PER_REPORT,
 };
 use fota_protocol::SlotId;
+use sha2::{Digest as _, Sha256};
 
 /// Size of the client's chunk buffer: the most bytes one [`OtaClient::download_step`] fetches.
 pub const CHUNK_BUF_LEN: usize = 1024;
@@ -290,6 +305,37 @@ struct Active {
     rehash_to: u32,
     /// The offset last recorded in the persistent store.
     saved_offset: u32,
+    /// A delta patch being applied instead of fetching the image (issue 19): the bytes that go
+    /// through `download` are then the rebuilt ones.
+    patch: Option<PatchRun>,
+    /// The image in the slot was rebuilt from a patch: if it does not verify, the client falls
+    /// back to the full image of the same offer.
+    from_patch: bool,
+}
+
+impl Active {
+    /// A download of `download`'s offer from its first byte, with the slot still to erase.
+    fn fresh(download: Download, patch: Option<PatchRun>) -> Self {
+        Self {
+            download,
+            erased: 0,
+            held: 0,
+            failures: 0,
+            started: false,
+            rehash_to: 0,
+            saved_offset: 0,
+            patch,
+            from_patch: false,
+        }
+    }
+}
+
+/// Why a step of a patch application stopped.
+enum PatchStop {
+    /// The patch (or the image it rebuilds) is unusable: fall back to the full image.
+    Refused(Reason),
+    /// The flash failed: give the download up, as a full download would.
+    Flash(Reason),
 }
 
 /// The OTA client. See the [module docs](self).
@@ -457,6 +503,10 @@ where
                     started: true,
                     rehash_to: download.offset,
                     saved_offset: download.offset,
+                    // A patch is not resumed after a reset: the bytes it rebuilt are the image's
+                    // first bytes, and the full image's download goes on after them.
+                    patch: None,
+                    from_patch: false,
                 });
             }
             _ => self.record(&Change::Download(None)),
@@ -667,15 +717,8 @@ where
                     Some(offer.version),
                     None,
                 );
-                self.active = Some(Active {
-                    download,
-                    erased: 0,
-                    held: 0,
-                    failures: 0,
-                    started: false,
-                    rehash_to: 0,
-                    saved_offset: 0,
-                });
+                let patch = self.usable_patch(offer);
+                self.active = Some(Active::fresh(download, patch));
                 CheckInOutcome::Started
             }
             Err(e) => {
@@ -720,7 +763,12 @@ where
 
         if !active.started {
             active.started = true;
-            let offer = active.download.offer().clone();
+            // Recorded without its patch: after a reset the download goes on with the full
+            // image after the bytes in the slot (a patch is not resumed), in either store.
+            let offer = Offer {
+                patch: None,
+                ..active.download.offer().clone()
+            };
             // From here on a reset resumes instead of starting over: the slot is erased.
             self.record(&Change::Download(Some(&offer)));
             let (rollout, version) = (offer.rollout_id, offer.version);
@@ -730,6 +778,11 @@ where
                 Some(version),
                 None,
             );
+        }
+
+        // A patch: fetch the container and apply it instead of fetching the image.
+        if active.patch.is_some() {
+            return self.patch_step(active, slot_offset);
         }
 
         // 2. Every byte in: verify, hand to the bootloader, reboot.
@@ -834,6 +887,12 @@ where
         let offer = active.download.offer().clone();
         let image = match active.download.finish(self.keys) {
             Ok(image) => image,
+            Err(e) if active.from_patch => {
+                return self.patch_fallback(
+                    &offer,
+                    reason(format_args!("the rebuilt image does not verify: {e}")),
+                );
+            }
             Err(e) => {
                 return self.give_up_offer(&offer, e.event_kind(), reason(format_args!("{e}")));
             }
@@ -866,6 +925,254 @@ where
             None,
         );
         Step::Reboot
+    }
+
+    /// The offer's patch, if it is an application's and applies to the running image (its
+    /// `base_sha256` is the SHA-256 of the running slot's signed image, header through TLVs).
+    /// A patch for another base is reported (`VerifyFailed`, naming the patch) and the full
+    /// image is downloaded instead.
+    fn usable_patch(&mut self, offer: &Offer) -> Option<PatchRun> {
+        let patch = offer.patch?;
+        if offer.component != Component::Application {
+            return None;
+        }
+        match self.running_image_len(&patch.base_sha256) {
+            Ok(base_len) => Some(PatchRun::new(patch, base_len, max_image_len(offer))),
+            Err(why) => {
+                let why = reason(format_args!(
+                    "delta patch {:08x} (full image instead): {why}",
+                    short(&patch.sha256)
+                ));
+                self.queue_event(
+                    EventKind::VerifyFailed,
+                    Some(offer.rollout_id),
+                    Some(offer.version),
+                    Some(why),
+                );
+                None
+            }
+        }
+    }
+
+    /// The running image's length if it hashes to `base` (read from the running slot, which
+    /// is only read); otherwise why not.
+    fn running_image_len(&mut self, base: &Digest) -> Result<u32, Reason> {
+        let running = self.boot.inactive_slot().other();
+        let verified = self.boot.verify(running, self.keys).map_err(|e| {
+            reason(format_args!(
+                "the running slot {running} does not verify: {e:?}"
+            ))
+        })?;
+        let len = verified.image.total_len;
+        let offset = self.boot.layout().slot_offset(running);
+        let mut hash = Sha256::new();
+        let mut at = 0;
+        while at < len {
+            let n = ((len - at) as usize).min(CHUNK_BUF_LEN);
+            self.boot
+                .flash_mut()
+                .read(offset + at, &mut self.buf[..n])
+                .map_err(|e| reason(format_args!("reading slot {running}: {e:?}")))?;
+            hash.update(&self.buf[..n]);
+            at += n as u32;
+        }
+        let have = Digest::from(hash.finalize());
+        if have != *base {
+            return Err(reason(format_args!(
+                "its base {:08x}.. is not the running image {:08x}..",
+                short(base),
+                short(&have)
+            )));
+        }
+        Ok(len)
+    }
+
+    /// One step of a patch: fetch the next piece of the container and apply it, the rebuilt
+    /// bytes programmed into the inactive slot in whole write units and fed to the download's
+    /// verifier; or, once the container is in, check it, program the last bytes and install.
+    fn patch_step(&mut self, mut active: Active, slot_offset: u32) -> Step {
+        let Some(mut run) = active.patch.take() else {
+            self.active = Some(active);
+            return Step::Continue;
+        };
+        let write = F::WRITE_SIZE.max(1);
+        let offer = active.download.offer().clone();
+        let id = short(&run.offer.sha256);
+
+        if run.fetched() >= run.offer.size {
+            if let Err(e) = run.applier.finish::<F::Error, StageFull>() {
+                return self.patch_fallback(&offer, reason(format_args!("{e}")));
+            }
+            // The last bytes, padded with the erased value to a whole write unit.
+            if run.staged_len > 0 {
+                let padded = run.staged_len.div_ceil(write) * write;
+                if padded > STAGE_LEN {
+                    return self.patch_fallback(&offer, reason(format_args!("{StageFull:?}")));
+                }
+                run.staged[run.staged_len..padded].fill(0xFF);
+                let at = slot_offset + active.download.resume_offset();
+                if let Err(e) = self.boot.flash_mut().write(at, &run.staged[..padded]) {
+                    return self.give_up(
+                        &active,
+                        EventKind::DownloadFailed,
+                        reason(format_args!(
+                            "programming slot {} at {at:#x}: {e:?}",
+                            offer.slot
+                        )),
+                    );
+                }
+                if let Err(e) = active.download.accept(&run.staged[..run.staged_len]) {
+                    return self.patch_fallback(
+                        &offer,
+                        reason(format_args!("the rebuilt image is refused: {e}")),
+                    );
+                }
+            }
+            if !active.download.is_complete() {
+                let why = reason(format_args!(
+                    "it rebuilt {} of the offered {} bytes",
+                    active.download.resume_offset(),
+                    offer.size
+                ));
+                return self.patch_fallback(&offer, why);
+            }
+            active.from_patch = true;
+            return self.install(active);
+        }
+
+        // Fetch the next piece of the container.
+        let fetched = run.fetched();
+        let want = ((run.offer.size - fetched) as usize).min(self.config.chunk_len);
+        let n = match self
+            .transport
+            .fetch_range(&run.offer.sha256, fetched, &mut self.buf[..want])
+        {
+            Ok(n) if n > 0 => n.min(want),
+            failure => {
+                active.failures += 1;
+                if active.failures >= self.config.max_fetch_failures {
+                    let why = match failure {
+                        Err(e) => reason(format_args!(
+                            "delta patch {id:08x}: {} fetches failed at offset {fetched}: {e:?}",
+                            active.failures
+                        )),
+                        Ok(_) => reason(format_args!(
+                            "delta patch {id:08x}: server has no bytes at offset {fetched} of {}",
+                            run.offer.size
+                        )),
+                    };
+                    return self.give_up(&active, EventKind::DownloadFailed, why);
+                }
+                active.patch = Some(run);
+                self.active = Some(active);
+                return Step::Continue;
+            }
+        };
+        active.failures = 0;
+
+        // Apply it, a piece at a time: a piece rebuilds at most what the staging buffer holds.
+        let running = self.boot.inactive_slot().other();
+        let base_offset = self.boot.layout().slot_offset(running);
+        let mut stop = None;
+        for piece in self.buf[..n].chunks(PIECE) {
+            let mut base = SlotBase {
+                flash: self.boot.flash_mut(),
+                offset: base_offset,
+                len: run.base_len,
+            };
+            let (staged, staged_len) = (&mut run.staged, &mut run.staged_len);
+            let fed = run.applier.feed(
+                piece,
+                &mut base,
+                &mut |out: &[u8]| -> Result<(), StageFull> {
+                    let end = *staged_len + out.len();
+                    let room = staged.get_mut(*staged_len..end).ok_or(StageFull)?;
+                    room.copy_from_slice(out);
+                    *staged_len = end;
+                    Ok(())
+                },
+            );
+            match fed {
+                Ok(()) => {}
+                // Reading the running slot failed: a flash failure, as in a full download.
+                Err(PatchError::Base(e)) => {
+                    stop = Some(PatchStop::Flash(reason(format_args!(
+                        "reading slot {running}: {e:?}"
+                    ))));
+                    break;
+                }
+                Err(e) => {
+                    stop = Some(PatchStop::Refused(reason(format_args!("{e}"))));
+                    break;
+                }
+            }
+            let aligned = run.staged_len - run.staged_len % write;
+            if aligned == 0 {
+                continue;
+            }
+            let at = slot_offset + active.download.resume_offset();
+            if let Err(e) = self.boot.flash_mut().write(at, &run.staged[..aligned]) {
+                stop = Some(PatchStop::Flash(reason(format_args!(
+                    "programming slot {} at {at:#x}: {e:?}",
+                    offer.slot
+                ))));
+                break;
+            }
+            if let Err(e) = active.download.accept(&run.staged[..aligned]) {
+                stop = Some(PatchStop::Refused(reason(format_args!(
+                    "the rebuilt image is refused: {e}"
+                ))));
+                break;
+            }
+            run.staged.copy_within(aligned..run.staged_len, 0);
+            run.staged_len -= aligned;
+        }
+        match stop {
+            Some(PatchStop::Refused(why)) => return self.patch_fallback(&offer, why),
+            Some(PatchStop::Flash(why)) => {
+                return self.give_up(&active, EventKind::DownloadFailed, why)
+            }
+            None => {}
+        }
+        // The rebuilt bytes in the slot: after a reset the full image's download goes on
+        // after them.
+        let offset = active.download.resume_offset();
+        if offset - active.saved_offset >= PROGRESS_EVERY {
+            self.record(&Change::Progress(offset));
+            active.saved_offset = offset;
+        }
+        active.patch = Some(run);
+        self.active = Some(active);
+        Step::Continue
+    }
+
+    /// The patch of `offer` cannot be used (`why`): report it (`VerifyFailed`, naming the
+    /// patch) and download the full image of the same offer instead, from an erased slot. The
+    /// half-written slot is never marked pending: the download restarts with its erase, and
+    /// until its first byte is recorded a reset leaves no download to resume.
+    fn patch_fallback(&mut self, offer: &Offer, why: Reason) -> Step {
+        let id = offer.patch.map(|p| short(&p.sha256)).unwrap_or(0);
+        let why = reason(format_args!(
+            "delta patch {id:08x} (full image instead): {why}"
+        ));
+        self.record(&Change::Download(None));
+        self.queue_event(
+            EventKind::VerifyFailed,
+            Some(offer.rollout_id),
+            Some(offer.version),
+            Some(why),
+        );
+        let full = Offer {
+            patch: None,
+            ..offer.clone()
+        };
+        match Download::new(&full) {
+            Ok(download) => {
+                self.active = Some(Active::fresh(download, None));
+                Step::Continue
+            }
+            Err(e) => self.give_up_offer(&full, e.event_kind(), reason(format_args!("{e}"))),
+        }
     }
 
     fn give_up(&mut self, active: &Active, kind: EventKind, why: Reason) -> Step {
@@ -1265,6 +1572,11 @@ where
         // Cannot fail: room was made above.
         let _ = self.queue.push(event);
     }
+}
+
+/// The first four bytes of a digest, to name an artifact in a reason.
+fn short(digest: &Digest) -> u32 {
+    u32::from_be_bytes([digest.0[0], digest.0[1], digest.0[2], digest.0[3]])
 }
 
 /// A reason string, cut at its capacity rather than dropped.

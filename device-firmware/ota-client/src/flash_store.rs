@@ -421,6 +421,7 @@ fn apply_record(mut state: Option<&mut PersistedState>, kind: u8, payload: &[u8]
                     sha256,
                     size,
                     security_counter,
+                    patch: None,
                 };
                 apply(&mut state, &Change::Download(Some(&offer)));
             }
@@ -745,6 +746,7 @@ mod tests {
             sha256: Digest([0xab; 32]),
             size: 100_000,
             security_counter: 3,
+            patch: None,
         }
     }
 

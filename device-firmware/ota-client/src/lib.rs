@@ -5,7 +5,8 @@
 //!   server through (HTTP over a 4G modem on the board, a real `fota serve` in the simulator).
 //! - [`download`]: a resumable, verify-while-streaming download of an offered image into the
 //!   inactive slot.
-//!
+//! - [`patch`]: applying an offer's delta patch (issue 19) from the running slot instead,
+//!   its rebuilt bytes going through the same download.
 //! - [`client`]: [`OtaClient`](client::OtaClient), the state machine that drives them: check in,
 //!   download into the inactive slot through the boot journal's flash, mark pending, confirm
 //!   after a trial boot, report.
@@ -20,6 +21,7 @@
 pub mod client;
 pub mod download;
 pub mod flash_store;
+pub mod patch;
 pub mod persist;
 pub mod shared;
 pub mod transport;

@@ -57,6 +57,7 @@ fn offer_for(artifact: &[u8]) -> Offer {
         sha256: Digest::of(artifact),
         size: artifact.len() as u32,
         security_counter: 4,
+        patch: None,
     }
 }
 

@@ -54,6 +54,7 @@ fn offer_for(artifact: &[u8], slot: SlotId) -> Offer {
         sha256: Digest::of(artifact),
         size: artifact.len() as u32,
         security_counter: COUNTER,
+        patch: None,
     }
 }
 

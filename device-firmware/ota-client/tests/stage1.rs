@@ -91,6 +91,7 @@ fn bootloader_offer(artifact: &[u8], slot: SlotId, counter: u32) -> Offer {
         sha256: Digest::of(artifact),
         size: artifact.len() as u32,
         security_counter: counter,
+        patch: None,
     }
 }
 

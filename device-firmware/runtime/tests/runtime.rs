@@ -112,6 +112,7 @@ fn offering(artifact: Vec<u8>) -> Server {
             sha256: Digest::of(&artifact),
             size: artifact.len() as u32,
             security_counter: 1,
+            patch: None,
         }),
         artifact,
         ..Server::default()

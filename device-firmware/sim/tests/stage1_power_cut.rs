@@ -145,6 +145,7 @@ fn client_update_stage1(flash: &mut SimFlash, slot: SlotId, image: &[u8]) -> Res
                 sha256: Digest::of(self.0),
                 size: self.0.len() as u32,
                 security_counter: 2,
+                patch: None,
             };
             Ok(CheckInResponse {
                 poll_interval_s: 60,

@@ -458,6 +458,7 @@ impl Engine {
             sha256,
             size,
             security_counter: r.security_counter,
+            patch: None,
         }
     }
 
