@@ -132,6 +132,9 @@ pub struct Metrics {
     pub mqtt_dropped: Family<DropLabels, Counter>,
     /// Commands (nudges, stops) published to devices.
     pub mqtt_commands: Counter,
+    /// Rollout statuses computed for the dashboard's event streams (one per rollout per change
+    /// or tick, whatever the number of streams watching it).
+    pub live_statuses: Counter,
     /// Unexpected resets per device-hour of each active rollout, on its new release and on the
     /// baseline (refreshed at every scrape).
     pub rollout_reset_rate: Family<RolloutSideLabels, Gauge<f64, AtomicU64>>,
@@ -189,6 +192,7 @@ impl Metrics {
             mqtt_reports: Counter::default(),
             mqtt_dropped: Family::default(),
             mqtt_commands: Counter::default(),
+            live_statuses: Counter::default(),
             rollout_reset_rate: Family::default(),
             rollout_reset_limit: Family::default(),
             rollout_failure_rate: Family::default(),
@@ -265,6 +269,11 @@ impl Metrics {
             "mqtt_commands",
             "Commands (check-in nudges, stops) published to devices",
             m.mqtt_commands.clone(),
+        );
+        registry.register(
+            "dashboard_live_statuses",
+            "Rollout statuses computed for the dashboard's event streams, shared by every stream of a rollout",
+            m.live_statuses.clone(),
         );
         Self { registry, ..m }
     }

@@ -28,6 +28,84 @@ use std::time::{Duration, Instant};
 
 backend_tests!(dashboard_in_a_real_browser, search_and_timeline);
 
+/// The next `status` event's JSON on an event stream (within 10 s).
+async fn next_status(stream: &mut reqwest::Response, buf: &mut String) -> Value {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        if let Some(end) = buf.find("\n\n") {
+            let block: String = buf.drain(..end + 2).collect();
+            if block.contains("event: status") {
+                let data: String = block
+                    .lines()
+                    .filter_map(|l| l.strip_prefix("data: "))
+                    .collect();
+                return serde_json::from_str(&data).unwrap();
+            }
+            continue;
+        }
+        let left = deadline.saturating_duration_since(Instant::now());
+        let chunk = tokio::time::timeout(left, stream.chunk())
+            .await
+            .expect("no status event within 10 s")
+            .unwrap()
+            .expect("the stream ended");
+        buf.push_str(std::str::from_utf8(&chunk).unwrap());
+    }
+}
+
+/// Two streams watching one rollout share its status: one computation per change, not one per
+/// stream (a status reads the whole rollout, hundreds of milliseconds at 100,000 devices), both
+/// see every change, and once both are gone nobody follows the rollout any more.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn streams_of_one_rollout_share_one_status() {
+    let app = spawn_app(Db::Sqlite).await;
+    fleet(&app, "LS", 4, "f429", "1.0.0").await;
+    let rel = release(&app, "f429", "2.0.0", 1).await;
+    let r = testkit::start_rollout(&app, json!({"release_id": rel})).await;
+    let id = r["id"].as_i64().unwrap();
+    let state = &app.server.state;
+    let open = || async {
+        app.get(&format!("/v1/rollouts/{id}/events"))
+            .send()
+            .await
+            .unwrap()
+    };
+    let (mut one, mut two) = (open().await, open().await);
+    let (mut buf_one, mut buf_two) = (String::new(), String::new());
+    for (stream, buf) in [(&mut one, &mut buf_one), (&mut two, &mut buf_two)] {
+        assert_eq!(next_status(stream, buf).await["state"], "active");
+    }
+    assert_eq!(state.live.followed(), 1);
+    assert_eq!(
+        state.metrics.live_statuses.get(),
+        1,
+        "one status for two streams"
+    );
+
+    let resp = app
+        .post(&format!("/v1/rollouts/{id}/pause"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 200, "{}", resp.text().await.unwrap());
+    for (stream, buf) in [(&mut one, &mut buf_one), (&mut two, &mut buf_two)] {
+        assert_eq!(next_status(stream, buf).await["state"], "paused");
+    }
+    assert_eq!(
+        state.metrics.live_statuses.get(),
+        2,
+        "one status per change"
+    );
+
+    drop((one, two));
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while state.live.followed() > 0 && Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert_eq!(state.live.followed(), 0, "nobody watches: nobody follows");
+    app.server.shutdown().await.unwrap();
+}
+
 /// The page and its files come from the server itself, need nothing from elsewhere (an
 /// air-gapped network has no CDN), and may run no one else's script.
 #[tokio::test]

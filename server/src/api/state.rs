@@ -30,6 +30,8 @@ pub struct AppState {
     /// Flips to true when the server starts shutting down: long-lived answers (the dashboard's
     /// event streams) end then, so the graceful shutdown does not wait for their clients.
     pub stopping: tokio::sync::watch::Sender<bool>,
+    /// The statuses of the rollouts the dashboard watches live, one follower per rollout.
+    pub live: crate::api::dashboard::LiveStatuses,
 }
 
 impl AppState {
@@ -46,6 +48,7 @@ impl AppState {
             engine: crate::rollout::Engine::default(),
             mqtt: std::sync::OnceLock::new(),
             stopping: tokio::sync::watch::Sender::new(false),
+            live: Default::default(),
         })
     }
 

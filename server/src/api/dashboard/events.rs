@@ -8,6 +8,9 @@
 //! server's idle limit from closing a quiet stream; the stream ends when the client goes, the
 //! rollout is gone, or the server shuts down.
 //!
+//! However many streams watch a rollout, its status is computed once per change or tick and
+//! shared ([`LiveStatuses`]).
+//!
 //! Changes are this replica's own: with several replicas, a halt another one decided reaches
 //! this stream with the next progress here, not at once.
 
@@ -21,14 +24,65 @@ use crate::rollout::engine::Change;
 use axum::extract::State;
 use axum::response::sse::{Event, KeepAlive, Sse};
 use axum::response::IntoResponse;
+use std::collections::HashMap;
 use std::convert::Infallible;
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::sync::broadcast::error::RecvError;
+use tokio::sync::watch;
 use tokio_stream::StreamExt;
 
-/// Progress (counts) is sent at most this often; state changes go at once.
+/// Progress (counts) is sent at most this often (and no more often than twice the time the
+/// last status took to compute); state changes go at once.
 pub const PROGRESS_EVERY: Duration = Duration::from_millis(500);
+
+/// The status of each rollout watched live, shared by every stream watching it: one follower
+/// task per rollout computes it at each change (at most once per [`PROGRESS_EVERY`] for
+/// progress) and every stream sends that same text. A status reads the whole rollout (its
+/// counts, resets and gate: hundreds of milliseconds at 100,000 devices, measured in
+/// docs/BENCHMARKS.md), so a computation per stream made each open page and each reader cost
+/// the server as much again.
+#[derive(Debug, Default)]
+pub struct LiveStatuses(std::sync::Mutex<HashMap<i64, Arc<Shared>>>);
+
+/// One rollout's latest status (JSON), `None` until the follower computed the first.
+type Shared = watch::Sender<Option<Arc<str>>>;
+
+impl LiveStatuses {
+    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<i64, Arc<Shared>>> {
+        self.0.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// A receiver of rollout `id`'s statuses, and the sender to follow it with if nobody
+    /// follows it yet (the caller starts the follower).
+    fn watch(&self, id: i64) -> (watch::Receiver<Option<Arc<str>>>, Option<Arc<Shared>>) {
+        let mut map = self.lock();
+        if let Some(shared) = map.get(&id) {
+            return (shared.subscribe(), None);
+        }
+        let shared = Arc::new(watch::Sender::new(None));
+        map.insert(id, shared.clone());
+        (shared.subscribe(), Some(shared))
+    }
+
+    /// The follower of `id` stops: forget it, unless a stream has just subscribed (`force`:
+    /// stop whatever, e.g. the rollout is gone). Returns whether it is forgotten.
+    fn leave(&self, id: i64, shared: &Arc<Shared>, force: bool) -> bool {
+        let mut map = self.lock();
+        if !force && shared.receiver_count() > 0 {
+            return false;
+        }
+        if map.get(&id).is_some_and(|s| Arc::ptr_eq(s, shared)) {
+            map.remove(&id);
+        }
+        true
+    }
+
+    /// Rollouts followed now (for tests and metrics).
+    pub fn followed(&self) -> usize {
+        self.lock().len()
+    }
+}
 
 /// Stream a rollout's status as it changes.
 pub(super) async fn rollout_events(
@@ -37,12 +91,31 @@ pub(super) async fn rollout_events(
     ApiPath(id): ApiPath<i64>,
 ) -> Result<impl IntoResponse, ApiError> {
     admin.require(Role::Viewer)?;
-    // Subscribe before the first status, so no change falls between the two.
-    let changes = state.engine.subscribe();
-    let first = status(&state, id).await?;
+    // A rollout that does not exist is refused here, as a status would be.
+    control::rollout(&state.store, id).await?;
+    let (mut statuses, start) = state.live.watch(id);
+    if let Some(shared) = start {
+        // Subscribe before the first status, so no change falls between the two.
+        let changes = state.engine.subscribe();
+        tokio::spawn(follow(state.clone(), id, changes, shared));
+    }
     let (tx, rx) = tokio::sync::mpsc::channel::<Event>(4);
-    tx.send(event(&first)).await.ok();
-    tokio::spawn(follow(state, id, changes, tx));
+    let mut stopping = state.stopping.subscribe();
+    tokio::spawn(async move {
+        loop {
+            let latest = statuses.borrow_and_update().clone();
+            if let Some(json) = latest {
+                if tx.send(event(&json)).await.is_err() {
+                    return;
+                }
+            }
+            tokio::select! {
+                changed = statuses.changed() => if changed.is_err() { return },
+                _ = tx.closed() => return,
+                _ = stopping.wait_for(|s| *s) => return,
+            }
+        }
+    });
     let stream = tokio_stream::wrappers::ReceiverStream::new(rx).map(Ok::<_, Infallible>);
     Ok((
         [(axum::http::header::CACHE_CONTROL, "no-cache")],
@@ -55,52 +128,70 @@ async fn status(state: &AppState, id: i64) -> Result<RolloutStatus, ApiError> {
     crate::api::admin::rollouts::status_of(state, &r).await
 }
 
-fn event(status: &RolloutStatus) -> Event {
-    Event::default()
-        .event("status")
-        .data(serde_json::to_string(status).unwrap_or_default())
+fn event(json: &str) -> Event {
+    Event::default().event("status").data(json)
 }
 
-/// Send a status for every change of rollout `id` until the client goes or the server stops.
+/// Compute rollout `id`'s status at once and again at every change of it, for every stream
+/// watching it, until none does, the rollout is gone, or the server shuts down.
 async fn follow(
     state: Arc<AppState>,
     id: i64,
     mut changes: tokio::sync::broadcast::Receiver<Change>,
-    tx: tokio::sync::mpsc::Sender<Event>,
+    shared: Arc<Shared>,
 ) {
     let mut stopping = state.stopping.subscribe();
-    let mut tick = tokio::time::interval(PROGRESS_EVERY);
-    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    let mut dirty = false;
+    // The first status is due at once.
+    let mut dirty = true;
+    let mut send_now = true;
+    // When progress may be sent next: PROGRESS_EVERY after the last status, or twice as long
+    // as that status took to compute, whichever is later, so that watching a rollout takes at
+    // most a third of a core of status work however large it is (a state change goes at once).
+    let mut next_progress = tokio::time::Instant::now();
     loop {
         if *stopping.borrow_and_update() {
+            state.live.leave(id, &shared, true);
             return;
         }
-        let send_now = tokio::select! {
-            _ = stopping.changed() => continue,
-            _ = tx.closed() => return,
+        if shared.receiver_count() == 0 && state.live.leave(id, &shared, false) {
+            return;
+        }
+        if send_now {
+            dirty = false;
+            let started = tokio::time::Instant::now();
+            let computed = status(&state, id).await;
+            next_progress = tokio::time::Instant::now() + PROGRESS_EVERY.max(started.elapsed() * 2);
+            match computed {
+                Ok(s) => {
+                    state.metrics.live_statuses.inc();
+                    let json: Arc<str> = serde_json::to_string(&s).unwrap_or_default().into();
+                    shared.send_replace(Some(json));
+                }
+                Err(e) if e.status == 404 => {
+                    // Dropping the last sender ends every stream of the rollout.
+                    state.live.leave(id, &shared, true);
+                    return;
+                }
+                // The database is away for now: try again with the next tick.
+                Err(_) => dirty = true,
+            }
+        }
+        send_now = tokio::select! {
+            _ = stopping.changed() => false,
             change = changes.recv() => match change {
                 Ok(Change::State(r)) if r == id => true,
                 Ok(Change::Progress(r)) if r == id => { dirty = true; false }
                 Ok(_) => false,
                 // Fell behind: whatever was missed, the next status shows it.
                 Err(RecvError::Lagged(_)) => { dirty = true; false }
-                Err(RecvError::Closed) => return,
-            },
-            _ = tick.tick() => std::mem::take(&mut dirty),
-        };
-        if !send_now {
-            continue;
-        }
-        match status(&state, id).await {
-            Ok(s) => {
-                if tx.send(event(&s)).await.is_err() {
+                Err(RecvError::Closed) => {
+                    state.live.leave(id, &shared, true);
                     return;
                 }
-            }
-            Err(e) if e.status == 404 => return,
-            // The database is away for now: try again with the next tick.
-            Err(_) => dirty = true,
-        }
+            },
+            _ = tokio::time::sleep_until(next_progress), if dirty => true,
+            // Now and then with nothing to send: is anybody still watching?
+            _ = tokio::time::sleep(PROGRESS_EVERY), if !dirty => false,
+        };
     }
 }

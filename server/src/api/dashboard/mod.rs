@@ -17,6 +17,7 @@
 
 pub mod assets;
 pub mod events;
+pub use events::LiveStatuses;
 pub mod timeline;
 pub mod whoami;
 
