@@ -24,6 +24,7 @@ pub mod auth;
 pub mod dashboard;
 pub mod device;
 pub mod error;
+pub mod live;
 pub mod mqtt;
 pub mod open;
 pub mod openapi;

@@ -31,7 +31,7 @@ pub struct AppState {
     /// event streams) end then, so the graceful shutdown does not wait for their clients.
     pub stopping: tokio::sync::watch::Sender<bool>,
     /// The statuses of the rollouts the dashboard watches live, one follower per rollout.
-    pub live: crate::api::dashboard::LiveStatuses,
+    pub live: crate::api::live::LiveStatuses,
 }
 
 impl AppState {

@@ -9,7 +9,7 @@
 //! rollout is gone, or the server shuts down.
 //!
 //! However many streams watch a rollout, its status is computed once per change or tick and
-//! shared ([`LiveStatuses`]).
+//! shared ([`LiveStatuses`](crate::api::live::LiveStatuses)).
 //!
 //! Changes are this replica's own: with several replicas, a halt another one decided reaches
 //! this stream with the next progress here, not at once.
@@ -17,6 +17,7 @@
 use crate::api::admin::rollouts::RolloutStatus;
 use crate::api::auth::Admin;
 use crate::api::error::{ApiError, ApiPath};
+use crate::api::live::Shared;
 use crate::api::state::AppState;
 use crate::domain::auth::Role;
 use crate::rollout::control;
@@ -24,65 +25,15 @@ use crate::rollout::engine::Change;
 use axum::extract::State;
 use axum::response::sse::{Event, KeepAlive, Sse};
 use axum::response::IntoResponse;
-use std::collections::HashMap;
 use std::convert::Infallible;
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::sync::broadcast::error::RecvError;
-use tokio::sync::watch;
 use tokio_stream::StreamExt;
 
 /// Progress (counts) is sent at most this often (and no more often than twice the time the
 /// last status took to compute); state changes go at once.
 pub const PROGRESS_EVERY: Duration = Duration::from_millis(500);
-
-/// The status of each rollout watched live, shared by every stream watching it: one follower
-/// task per rollout computes it at each change (at most once per [`PROGRESS_EVERY`] for
-/// progress) and every stream sends that same text. A status reads the whole rollout (its
-/// counts, resets and gate: hundreds of milliseconds at 100,000 devices, measured in
-/// docs/BENCHMARKS.md), so a computation per stream made each open page and each reader cost
-/// the server as much again.
-#[derive(Debug, Default)]
-pub struct LiveStatuses(std::sync::Mutex<HashMap<i64, Arc<Shared>>>);
-
-/// One rollout's latest status (JSON), `None` until the follower computed the first.
-type Shared = watch::Sender<Option<Arc<str>>>;
-
-impl LiveStatuses {
-    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<i64, Arc<Shared>>> {
-        self.0.lock().unwrap_or_else(|e| e.into_inner())
-    }
-
-    /// A receiver of rollout `id`'s statuses, and the sender to follow it with if nobody
-    /// follows it yet (the caller starts the follower).
-    fn watch(&self, id: i64) -> (watch::Receiver<Option<Arc<str>>>, Option<Arc<Shared>>) {
-        let mut map = self.lock();
-        if let Some(shared) = map.get(&id) {
-            return (shared.subscribe(), None);
-        }
-        let shared = Arc::new(watch::Sender::new(None));
-        map.insert(id, shared.clone());
-        (shared.subscribe(), Some(shared))
-    }
-
-    /// The follower of `id` stops: forget it, unless a stream has just subscribed (`force`:
-    /// stop whatever, e.g. the rollout is gone). Returns whether it is forgotten.
-    fn leave(&self, id: i64, shared: &Arc<Shared>, force: bool) -> bool {
-        let mut map = self.lock();
-        if !force && shared.receiver_count() > 0 {
-            return false;
-        }
-        if map.get(&id).is_some_and(|s| Arc::ptr_eq(s, shared)) {
-            map.remove(&id);
-        }
-        true
-    }
-
-    /// Rollouts followed now (for tests and metrics).
-    pub fn followed(&self) -> usize {
-        self.lock().len()
-    }
-}
 
 /// Stream a rollout's status as it changes.
 pub(super) async fn rollout_events(

@@ -17,7 +17,6 @@
 
 pub mod assets;
 pub mod events;
-pub use events::LiveStatuses;
 pub mod timeline;
 pub mod whoami;
 
