@@ -128,6 +128,21 @@ pub enum Component {
 }
 
 impl Component {
+    /// Its name, as in JSON (and in the server's `releases.component`).
+    pub const fn name(self) -> &'static str {
+        match self {
+            Component::Application => "application",
+            Component::Bootloader => "bootloader",
+        }
+    }
+
+    /// The component named `name` ([`Component::name`]), if any.
+    pub fn from_name(name: &str) -> Option<Self> {
+        [Component::Application, Component::Bootloader]
+            .into_iter()
+            .find(|c| c.name() == name)
+    }
+
     /// Whether this is the application (the default, left out of an offer's JSON).
     pub fn is_application(&self) -> bool {
         *self == Component::Application
@@ -779,6 +794,17 @@ mod tests {
         assert!(serde_json::from_str::<Offer>(&missing).is_err());
         let unknown = json.replace(r#""size":31337"#, r#""size":31337,"url":"/x""#);
         assert!(serde_json::from_str::<Offer>(&unknown).is_err());
+    }
+
+    #[test]
+    fn a_components_name_is_its_json_name() {
+        for c in [Component::Application, Component::Bootloader] {
+            let json = serde_json::to_string(&c).unwrap();
+            assert_eq!(json, format!("\"{}\"", c.name()));
+            assert_eq!(Component::from_name(c.name()), Some(c));
+        }
+        assert_eq!(Component::from_name("stage0"), None);
+        assert_eq!(Component::from_name("Bootloader"), None);
     }
 
     #[test]

@@ -99,20 +99,12 @@ pub enum ComponentArg {
     Bootloader,
 }
 
-impl ComponentArg {
-    fn name(self) -> &'static str {
-        match self {
-            Self::Application => "application",
-            Self::Bootloader => "bootloader",
+impl From<ComponentArg> for Component {
+    fn from(c: ComponentArg) -> Self {
+        match c {
+            ComponentArg::Application => Component::Application,
+            ComponentArg::Bootloader => Component::Bootloader,
         }
-    }
-}
-
-/// `application` or `bootloader`, as tables show it.
-pub(super) fn component_name(c: Component) -> &'static str {
-    match c {
-        Component::Application => "application",
-        Component::Bootloader => "bootloader",
     }
 }
 
@@ -229,7 +221,7 @@ fn upload(args: &UploadArgs, out: &mut dyn Write) -> anyhow::Result<()> {
         form = form.text("version", version.clone());
     }
     if let Some(component) = args.component {
-        form = form.text("component", component.name());
+        form = form.text("component", Component::from(component).name());
     }
     let form = form
         .part("image_a", image_part(&args.image_a)?)
@@ -270,7 +262,7 @@ fn list(args: &ListArgs, out: &mut dyn Write) -> anyhow::Result<()> {
         table.row(vec![
             r.id.to_string(),
             r.model.clone(),
-            component_name(r.component).to_string(),
+            r.component.name().to_string(),
             r.version.clone(),
             r.security_counter.to_string(),
             utc(r.created_at),

@@ -357,7 +357,7 @@ fn list(args: &ListArgs, out: &mut dyn Write) -> anyhow::Result<()> {
             r.kind.clone(),
             r.state.clone(),
             r.model.clone(),
-            super::release::component_name(r.component).to_string(),
+            r.component.name().to_string(),
             r.version.clone(),
             r.targets.to_string(),
             format!("{}/{}", r.current_stage, r.stages.len()),

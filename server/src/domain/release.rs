@@ -224,11 +224,8 @@ pub fn check_pair(
         });
     }
     if let Some(declared) = declared_component {
-        let declared = match declared {
-            "application" => Component::Application,
-            "bootloader" => Component::Bootloader,
-            other => return Err(ReleaseError::InvalidComponent(other.to_string())),
-        };
+        let declared = Component::from_name(declared)
+            .ok_or_else(|| ReleaseError::InvalidComponent(declared.to_string()))?;
         if declared != ca {
             return Err(ReleaseError::DeclaredComponentMismatch {
                 declared: ComponentName(declared),

@@ -87,22 +87,10 @@ fn release_from_row(r: &AnyRow) -> Result<ReleaseRecord, sqlx::Error> {
 const RELEASE_COLUMNS: &str =
     "id, model, version, component, security_counter, notes, created_at, created_by";
 
-/// A component's name in the `releases.component` column (its JSON name).
-pub(crate) fn component_name(c: Component) -> &'static str {
-    match c {
-        Component::Application => "application",
-        Component::Bootloader => "bootloader",
-    }
-}
-
+/// The component a `releases.component` value names.
 fn component_from_name(name: &str) -> Result<Component, sqlx::Error> {
-    match name {
-        "application" => Ok(Component::Application),
-        "bootloader" => Ok(Component::Bootloader),
-        other => Err(sqlx::Error::Decode(
-            format!("unknown release component {other:?}").into(),
-        )),
-    }
+    Component::from_name(name)
+        .ok_or_else(|| sqlx::Error::Decode(format!("unknown release component {name:?}").into()))
 }
 
 impl Store {
@@ -118,7 +106,7 @@ impl Store {
             "SELECT version, security_counter FROM releases WHERE model = $1 AND component = $2",
         )
         .bind(model)
-        .bind(component_name(component))
+        .bind(component.name())
         .fetch_all(self.reader()?)
         .await?;
         rows.iter()
@@ -164,7 +152,7 @@ impl Store {
         .bind(new.notes.as_str())
         .bind(now)
         .bind(new.created_by.as_str())
-        .bind(component_name(new.component))
+        .bind(new.component.name())
         .fetch_one(&mut *tx)
         .await
         .map_err(|e| {
