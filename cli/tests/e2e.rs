@@ -204,6 +204,30 @@ async fn a_release_that_faults_at_boot_is_halted_and_reverted(db: Db) {
     bad_release_scenario(db, AppBehaviour::FailsBoot).await;
 }
 
+/// The devices that took `bad` (rollout `id`), none of them outside its first stage of 10%
+/// (the lowest ranks of a tenth of the fleet), and at least one.
+fn exposed_in_the_canary(
+    statuses: &[fota_sim::DeviceStatus],
+    id: i64,
+    bad: ImageVersion,
+) -> Vec<String> {
+    let mut ranks: Vec<u32> = statuses.iter().map(|s| cohort::rank(id, &s.id)).collect();
+    let first_stage = cohort::threshold_for_count(&mut ranks, (statuses.len() as u64).div_ceil(10));
+    let exposed: Vec<String> = statuses
+        .iter()
+        .filter(|s| s.accepted.contains(&bad))
+        .map(|s| s.id.clone())
+        .collect();
+    assert!(!exposed.is_empty(), "nobody took the canary");
+    for device in &exposed {
+        assert!(
+            cohort::is_in(cohort::rank(id, device), first_stage),
+            "{device} was offered {bad} outside the first stage"
+        );
+    }
+    exposed
+}
+
 async fn bad_release_scenario(db: Db, behaviour: AppBehaviour) {
     let app = testkit::spawn_app(db).await;
     let n = 100;
@@ -222,21 +246,7 @@ async fn bad_release_scenario(db: Db, behaviour: AppBehaviour) {
     assert_eq!(status["current_stage"], 1, "{status:#}");
 
     let statuses = fleet.statuses();
-    // 10% of the targets: the lowest ranks of a tenth of the fleet.
-    let mut ranks: Vec<u32> = statuses.iter().map(|s| cohort::rank(id, &s.id)).collect();
-    let first_stage = cohort::threshold_for_count(&mut ranks, (n as u64).div_ceil(10));
-    let exposed: Vec<&str> = statuses
-        .iter()
-        .filter(|s| s.accepted.contains(&version(2)))
-        .map(|s| s.id.as_str())
-        .collect();
-    assert!(!exposed.is_empty(), "nobody took the canary");
-    for device in &exposed {
-        assert!(
-            cohort::is_in(cohort::rank(id, device), first_stage),
-            "{device} was offered the bad release outside the first stage"
-        );
-    }
+    let exposed = exposed_in_the_canary(&statuses, id, version(2));
     // Every exposed device is reverted by its bootloader (three watchdog resets) and, back on
     // v1, reports the rollback.
     let exposed_n = exposed.len();
@@ -250,7 +260,7 @@ async fn bad_release_scenario(db: Db, behaviour: AppBehaviour) {
         "three trial boots each before the revert: {summary:?}"
     );
     for s in fleet.statuses() {
-        if exposed.contains(&s.id.as_str()) {
+        if exposed.contains(&s.id) {
             assert_eq!(s.rollbacks, 1, "{} did not report its rollback once", s.id);
         } else {
             assert!(s.accepted.is_empty(), "{} took an offer", s.id);
@@ -608,21 +618,7 @@ async fn a_bootloader_rolls_out_and_a_bad_one_halts_in_its_canary(db: Db) {
     assert_eq!(status["state"], "halted", "{status:#}");
     assert_eq!(status["current_stage"], 1, "{status:#}");
 
-    let statuses = fleet.statuses();
-    let mut ranks: Vec<u32> = statuses.iter().map(|s| cohort::rank(id, &s.id)).collect();
-    let first_stage = cohort::threshold_for_count(&mut ranks, (n as u64).div_ceil(10));
-    let exposed: Vec<String> = statuses
-        .iter()
-        .filter(|s| s.accepted.contains(&version(3)))
-        .map(|s| s.id.clone())
-        .collect();
-    assert!(!exposed.is_empty(), "nobody took the canary");
-    for device in &exposed {
-        assert!(
-            cohort::is_in(cohort::rank(id, device), first_stage),
-            "{device} was offered the bad bootloader outside the first stage"
-        );
-    }
+    let exposed = exposed_in_the_canary(&fleet.statuses(), id, version(3));
     // Stage-0 gives the hanging stage-1 three attempts, then boots stage-1 2 again, whose
     // application reports the rollback.
     let exposed_n = exposed.len();
