@@ -95,6 +95,13 @@ pub struct CheckIn {
     /// neither is ever offered a bootloader.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub stage1: Option<Stage1Status>,
+    /// The delta patch container format this device applies (`fota_delta::FORMAT_VERSION`,
+    /// docs/PROTOCOL.md "Delta patches"). The server puts a [`PatchOffer`] in an offer only to
+    /// a device that names the format the server generates: left out by a device that applies
+    /// no patches and by devices built before the field (whose `Offer` denies the unknown
+    /// `patch` field), which are offered the full image alone.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub delta_format: Option<u8>,
 }
 
 /// The stage-1 bootloader a two-stage device runs (see [`CheckIn::stage1`]).
@@ -308,6 +315,13 @@ pub struct Event {
     pub reset: Option<ResetInfo>,
 }
 
+/// How the reason of a [`EventKind::VerifyFailed`] event about a delta patch starts: this, then
+/// the first 4 bytes of the patch's address in hex, then [`PATCH_FALLBACK_MARK`] and why, when
+/// the device went on with the offer's full image (docs/PROTOCOL.md, "Offers carry a patch").
+pub const PATCH_REASON_PREFIX: &str = "delta patch ";
+/// What follows the patch's id in the reason of a patch the device gave up for the full image.
+pub const PATCH_FALLBACK_MARK: &str = " (full image instead): ";
+
 impl Event {
     /// An event with no optional field set.
     pub fn new(id: u64, kind: EventKind) -> Self {
@@ -319,6 +333,19 @@ impl Event {
             reason: None,
             reset: None,
         }
+    }
+
+    /// Whether this reports a delta patch the device could not use and replaced by the offer's
+    /// full image (`verify_failed`, reason `delta patch 51d0a2c4 (full image instead): ...`):
+    /// the update goes on, so it is not the device's failure; the server offers that device no
+    /// patch again in the rollout.
+    pub fn is_patch_fallback(&self) -> bool {
+        self.kind == EventKind::VerifyFailed
+            && self.reason.as_ref().is_some_and(|r| {
+                r.strip_prefix(PATCH_REASON_PREFIX)
+                    .and_then(|rest| rest.get(8..))
+                    .is_some_and(|rest| rest.starts_with(PATCH_FALLBACK_MARK))
+            })
     }
 }
 
@@ -596,6 +623,7 @@ mod tests {
             wrp_mask: 0b11,
             security_counter: Some(3),
             stage1: None,
+            delta_format: None,
         }
     }
 
@@ -743,6 +771,30 @@ mod tests {
             Component::Application
         );
         assert!(serde_json::from_str::<Offer>(&json.replace("bootloader", "stage0")).is_err());
+    }
+
+    #[test]
+    fn a_patch_fallback_is_told_apart_from_a_failed_update() {
+        let event = |kind, reason: &str| Event {
+            reason: Some(Reason::try_from(reason).unwrap()),
+            ..Event::new(1, kind)
+        };
+        let fallback = "delta patch 51d0a2c4 (full image instead): its base e3b70c44.. is not";
+        assert!(event(EventKind::VerifyFailed, fallback).is_patch_fallback());
+        // A patch that failed to download ends the update: a failure like any other.
+        for reason in [
+            "delta patch 51d0a2c4: 8 fetches failed at offset 4096: Timeout",
+            "signature does not verify",
+            "delta patch 51d0 (full image instead): short id",
+            "delta patch (full image instead): no id",
+        ] {
+            assert!(
+                !event(EventKind::VerifyFailed, reason).is_patch_fallback(),
+                "{reason}"
+            );
+        }
+        assert!(!event(EventKind::DownloadFailed, fallback).is_patch_fallback());
+        assert!(!Event::new(2, EventKind::VerifyFailed).is_patch_fallback());
     }
 
     #[test]

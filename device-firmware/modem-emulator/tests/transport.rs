@@ -53,6 +53,7 @@ fn check_in_message(version: ImageVersion) -> CheckIn {
         wrp_mask: 0b11,
         security_counter: Some(1),
         stage1: None,
+        delta_format: None,
     }
 }
 

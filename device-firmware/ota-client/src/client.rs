@@ -128,7 +128,8 @@ use fota_protocol::image::{Digest, ImageVersion, TrustedKey};
 use fota_protocol::layout::SECTORS;
 use fota_protocol::messages::{
     BootState, CheckIn, CheckInResponse, Command, CommandKind, Component, Event, EventKind, Model,
-    Offer, RdpLevel, Reason, Report, ResetCause, ResetInfo, Stage1Status, MAX_EVENTS_PER_REPORT,
+    Offer, PatchOffer, RdpLevel, Reason, Report, ResetCause, ResetInfo, Stage1Status,
+    MAX_EVENTS_PER_REPORT, PATCH_FALLBACK_MARK, PATCH_REASON_PREFIX,
 };
 use fota_protocol::SlotId;
 use sha2::{Digest as _, Sha256};
@@ -563,6 +564,15 @@ where
         self.active.as_ref().map(|a| &a.download)
     }
 
+    /// The delta patch the download in progress is rebuilt from, if it is (`None` for a full
+    /// image, and once a patch was given up for the full image).
+    pub fn applying_patch(&self) -> Option<&PatchOffer> {
+        self.active
+            .as_ref()
+            .and_then(|a| a.patch.as_ref())
+            .map(|p| &p.offer)
+    }
+
     /// Consecutive failed fetches of the download in progress (0 after a successful one).
     pub fn fetch_failures(&self) -> u32 {
         self.active.as_ref().map_or(0, |a| a.failures)
@@ -606,6 +616,8 @@ where
                     BootState::Trial
                 },
             }),
+            // Every build of the client applies patches (docs/FIRMWARE.md).
+            delta_format: Some(fota_delta::header::FORMAT_VERSION),
         }
     }
 
@@ -940,7 +952,7 @@ where
             Ok(base_len) => Some(PatchRun::new(patch, base_len, max_image_len(offer))),
             Err(why) => {
                 let why = reason(format_args!(
-                    "delta patch {:08x} (full image instead): {why}",
+                    "{PATCH_REASON_PREFIX}{:08x}{PATCH_FALLBACK_MARK}{why}",
                     short(&patch.sha256)
                 ));
                 self.queue_event(
@@ -1153,7 +1165,7 @@ where
     fn patch_fallback(&mut self, offer: &Offer, why: Reason) -> Step {
         let id = offer.patch.map(|p| short(&p.sha256)).unwrap_or(0);
         let why = reason(format_args!(
-            "delta patch {id:08x} (full image instead): {why}"
+            "{PATCH_REASON_PREFIX}{id:08x}{PATCH_FALLBACK_MARK}{why}"
         ));
         self.record(&Change::Download(None));
         self.queue_event(

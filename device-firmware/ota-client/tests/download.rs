@@ -560,6 +560,7 @@ fn the_transport_double_answers_check_ins_and_reports() {
         wrp_mask: 0b11,
         security_counter: Some(0),
         stage1: None,
+        delta_format: None,
     };
     assert_eq!(Transport::check_in(&mut t, &check_in).unwrap().offer, None);
     assert_eq!(

@@ -351,8 +351,17 @@ where
 
         // 4. The download, one step at a time.
         if self.client.download().is_some() {
+            let patching = self.client.applying_patch().is_some();
             let step = self.client.download_step();
             let failures = self.client.fetch_failures();
+            if patching && step == Step::Continue && self.client.applying_patch().is_none() {
+                if let Some(e) = self.client.queued_events().last() {
+                    log.line(format_args!(
+                        "ota: {}; downloading the full image",
+                        e.reason.as_deref().unwrap_or("delta patch given up")
+                    ));
+                }
+            }
             match step {
                 Step::Reboot => {
                     if let Ok(n) = self.client.flush_reports() {
@@ -419,6 +428,12 @@ where
                                     d.offer().slot,
                                     d.offer().size,
                                     d.offer().rollout_id
+                                ));
+                            }
+                            if let Some(p) = self.client.applying_patch() {
+                                log.line(format_args!(
+                                    "ota: rebuilding it from a {}-byte delta patch of the running image",
+                                    p.size
                                 ));
                             }
                             self.logged_offset = 0;

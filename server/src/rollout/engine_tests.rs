@@ -111,6 +111,7 @@ fn check_in(version: &str, wrp_mask: u32) -> CheckIn {
         wrp_mask,
         security_counter: None,
         stage1: None,
+        delta_format: None,
     }
 }
 
