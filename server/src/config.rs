@@ -92,6 +92,10 @@ pub struct ServeArgs {
     /// false (default true).
     #[arg(long, env = "FOTA_MQTT_PROVISION")]
     pub mqtt_provision: Option<bool>,
+    /// Offer a device a delta patch from the image it runs only when the patch is smaller than
+    /// this share of the full image, in percent (default 50); 0 offers no patches.
+    #[arg(long, env = "FOTA_DELTA_MAX_PERCENT")]
+    pub delta_max_percent: Option<u8>,
 }
 
 /// The same settings in the TOML file.
@@ -121,6 +125,7 @@ struct FileConfig {
     mqtt_nudge_rate: Option<u32>,
     mqtt_jitter_s: Option<u32>,
     mqtt_provision: Option<bool>,
+    delta_max_percent: Option<u8>,
 }
 
 /// Resolved configuration.
@@ -154,6 +159,9 @@ pub struct ServeConfig {
     pub tls: Option<TlsFiles>,
     /// The MQTT broker (none: devices poll over HTTP only).
     pub mqtt: Option<MqttSettings>,
+    /// Delta patches are offered when smaller than this share of the full image, in percent
+    /// (0: none).
+    pub delta_max_percent: u8,
 }
 
 /// The PEM files `fota serve` terminates TLS with.
@@ -184,6 +192,7 @@ impl ServeConfig {
             connections: ConnectionLimits::default(),
             tls: None,
             mqtt: None,
+            delta_max_percent: crate::rollout::DeltaPolicy::DEFAULT_MAX_PERCENT,
         }
     }
 
@@ -325,6 +334,12 @@ impl ServeConfig {
                 mqtt.provision = provision;
             }
             config.mqtt = Some(mqtt);
+        }
+        if let Some(percent) = args.delta_max_percent.or(file.delta_max_percent) {
+            if percent > 100 {
+                bail!("delta max percent must be 0-100");
+            }
+            config.delta_max_percent = percent;
         }
         Ok(config)
     }
@@ -468,5 +483,27 @@ mod tests {
         let text = include_str!("../../deploy/fota.toml");
         let file: FileConfig = toml::from_str(text).unwrap();
         assert_eq!(file.poll_interval_s, Some(3600));
+        assert_eq!(file.delta_max_percent, Some(50));
+    }
+
+    #[test]
+    fn the_delta_share_is_a_percentage() {
+        let with = |p| ServeArgs {
+            delta_max_percent: Some(p),
+            ..ServeArgs::default()
+        };
+        assert_eq!(ServeConfig::resolve(&with(0)).unwrap().delta_max_percent, 0);
+        assert_eq!(
+            ServeConfig::resolve(&with(100)).unwrap().delta_max_percent,
+            100
+        );
+        let err = ServeConfig::resolve(&with(101)).unwrap_err();
+        assert_eq!(err.to_string(), "delta max percent must be 0-100");
+        assert_eq!(
+            ServeConfig::resolve(&ServeArgs::default())
+                .unwrap()
+                .delta_max_percent,
+            crate::rollout::DeltaPolicy::DEFAULT_MAX_PERCENT
+        );
     }
 }

@@ -83,21 +83,28 @@ fn compress(src: &[u8]) -> Result<Vec<u8>, GenerateError> {
     }
 }
 
+/// Apply a whole container to `base` with the device's own applier (fed at once rather than in
+/// pieces): the bytes it rebuilds, checked against the target length and digest its header
+/// names.
+pub fn apply(
+    base: &[u8],
+    container: &[u8],
+) -> Result<Vec<u8>, PatchError<core::convert::Infallible, ()>> {
+    let mut applier = PatchApplier::new(u32::MAX);
+    let mut rebuilt = Vec::new();
+    let mut b = base;
+    applier.feed(container, &mut b, &mut |out: &[u8]| -> Result<(), ()> {
+        rebuilt.extend_from_slice(out);
+        Ok(())
+    })?;
+    applier.finish()?;
+    Ok(rebuilt)
+}
+
 /// Apply the container with the device's applier and compare.
 fn self_check(base: &[u8], target: &[u8], container: &[u8]) -> Result<(), GenerateError> {
-    let fail = |e: PatchError<core::convert::Infallible, ()>| {
-        GenerateError::SelfCheck(std::format!("{e}"))
-    };
-    let mut applier = PatchApplier::new(u32::MAX);
-    let mut rebuilt = Vec::with_capacity(target.len());
-    let mut b = base;
-    applier
-        .feed(container, &mut b, &mut |out: &[u8]| -> Result<(), ()> {
-            rebuilt.extend_from_slice(out);
-            Ok(())
-        })
-        .map_err(fail)?;
-    applier.finish().map_err(fail)?;
+    let rebuilt =
+        apply(base, container).map_err(|e| GenerateError::SelfCheck(std::format!("{e}")))?;
     if rebuilt != target {
         return Err(GenerateError::SelfCheck("rebuilt bytes differ".into()));
     }

@@ -34,6 +34,6 @@ pub mod patch;
 
 pub use apply::{Applier, ApplyError, Base, CHUNK};
 #[cfg(feature = "generate")]
-pub use generate::{generate, GenerateError};
+pub use generate::{apply, generate, GenerateError};
 pub use header::{PatchHeader, HEADER_LEN};
 pub use patch::{CheckpointError, PatchApplier, PatchError, CHECKPOINT_LEN};

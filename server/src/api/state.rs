@@ -38,6 +38,9 @@ impl AppState {
     /// State over an open store.
     pub fn new(store: Store, config: ServeConfig) -> std::io::Result<Self> {
         let artifacts = ArtifactStore::open(config.data_dir.join("artifacts"))?;
+        let engine = crate::rollout::Engine::new(crate::rollout::DeltaPolicy {
+            max_percent: config.delta_max_percent,
+        });
         Ok(Self {
             store,
             config,
@@ -45,7 +48,7 @@ impl AppState {
             facts: FactsBuffer::default(),
             metrics: Metrics::new(),
             device_cache: DashMap::new(),
-            engine: crate::rollout::Engine::default(),
+            engine,
             mqtt: std::sync::OnceLock::new(),
             stopping: tokio::sync::watch::Sender::new(false),
             live: Default::default(),

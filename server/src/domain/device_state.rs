@@ -15,7 +15,7 @@
 //! no other. Reports move devices through [`DeviceState::for_event`], check-ins of a device
 //! already running the release through [`DeviceState::for_check_in`].
 
-use fota_protocol::messages::{BootState, EventKind};
+use fota_protocol::messages::{BootState, Event, EventKind};
 use std::fmt;
 use std::str::FromStr;
 
@@ -94,8 +94,20 @@ impl DeviceState {
         self.allowed_from().contains(&from)
     }
 
-    /// The state a reported event moves a device to; `None` for events that move nothing (a
-    /// reset is health telemetry, judged by the gate from its own counts).
+    /// The state a reported event moves a device to: that of its kind ([`Self::for_event`]),
+    /// except for a delta patch the device replaced by the offer's full image
+    /// ([`Event::is_patch_fallback`]), which moves nothing: the update goes on, and the event
+    /// only keeps the device from being offered a patch again ([`Self::for_event`] alone would
+    /// count it as a failed update against the gate).
+    pub fn moved_by(event: &Event) -> Option<DeviceState> {
+        if event.is_patch_fallback() {
+            return None;
+        }
+        Self::for_event(event.kind)
+    }
+
+    /// The state an event of this kind moves a device to; `None` for events that move nothing
+    /// (a reset is health telemetry, judged by the gate from its own counts).
     pub fn for_event(kind: EventKind) -> Option<DeviceState> {
         Some(match kind {
             EventKind::OfferAccepted => Offered,
@@ -180,6 +192,22 @@ impl FromStr for DeviceState {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_patch_given_up_for_the_full_image_moves_nothing() {
+        let verify_failed = |reason: &str| Event {
+            reason: Some(reason.try_into().unwrap()),
+            ..Event::new(7, EventKind::VerifyFailed)
+        };
+        let fallback = verify_failed("delta patch 51d0a2c4 (full image instead): base differs");
+        assert_eq!(DeviceState::moved_by(&fallback), None);
+        let refused = verify_failed("rebuilt image: signature does not verify");
+        assert_eq!(DeviceState::moved_by(&refused), Some(Failed));
+        assert_eq!(
+            DeviceState::moved_by(&Event::new(8, EventKind::Confirmed)),
+            Some(Confirmed)
+        );
+    }
 
     #[test]
     fn names_round_trip() {

@@ -8,6 +8,7 @@
 //! matters is made by a conditional statement in the database, so any replica may make it and
 //! none makes it twice.
 
+use super::delta::{DeltaPolicy, Patches};
 use super::gate::{self, GateInput, HealthGate, Verdict};
 use crate::domain::version::version_key;
 use crate::domain::{
@@ -65,6 +66,9 @@ pub struct ActiveRollout {
     /// The security counter of every release of the model's component, by version: what a
     /// device running one holds at least (see [`anti_rollback`]).
     pub release_counters: HashMap<ImageVersion, u32>,
+    /// The image each release of the model's application has for each slot: the base of a
+    /// delta patch for a device that runs it there (empty for a bootloader rollout).
+    pub bases: HashMap<(ImageVersion, SlotId), Digest>,
 }
 
 impl ActiveRollout {
@@ -134,6 +138,8 @@ pub struct Engine {
     moves: Mutex<Option<tokio::sync::mpsc::UnboundedSender<i64>>>,
     /// Everyone watching rollouts live (the dashboard's event streams).
     live: Live,
+    /// The delta patches offers carry.
+    patches: Patches,
 }
 
 /// What moved in a rollout, for those who watch it live ([`Engine::subscribe`]).
@@ -198,6 +204,15 @@ fn selector_matches(r: &ActiveRollout, device: &DeviceView<'_>, key: i64) -> boo
 }
 
 impl Engine {
+    /// An engine whose offers carry delta patches under `delta` ([`Engine::default`]: the
+    /// default policy).
+    pub fn new(delta: DeltaPolicy) -> Self {
+        Self {
+            patches: Patches::new(delta),
+            ..Self::default()
+        }
+    }
+
     /// Hear of every rollout this replica starts or changes (a stage opened, a halt, a pause,
     /// an abort...): its id, after the change committed. One listener; a new one replaces it.
     pub fn watch_changes(&self) -> tokio::sync::mpsc::UnboundedReceiver<i64> {
@@ -254,6 +269,7 @@ impl Engine {
             }
             cache.loaded = Some(Instant::now());
             cache.rollouts = rollouts.clone();
+            self.patches.forget();
         }
         Ok(rollouts)
     }
@@ -321,7 +337,7 @@ impl Engine {
                 if let Some(reason) = r.counter_block(device) {
                     return self.skip_for_counter(store, r, device, key, &reason).await;
                 }
-                Ok(Some(self.offer(r, device)))
+                Ok(Some(self.offer(store, r, device).await?))
             }
             Known::InFlight(_) => Ok(None),
             Known::Eligible => {
@@ -395,14 +411,16 @@ impl Engine {
                     self.known
                         .insert(key, Known::InFlight(DeviceState::Offered));
                     self.live.send(Change::Progress(r.id));
-                    return Ok(Some(self.offer(r, device)));
+                    return Ok(Some(self.offer(store, r, device).await?));
                 }
                 // Another replica offered it, or the rollout stopped: ask the database.
                 let state = store.rollout_device_state(r.id, device.id).await?;
                 let k = state.map_or(Known::NotTarget, known_from_state);
                 self.known.insert(key, k.clone());
                 Ok(match k {
-                    Known::InFlight(s) if s.may_resend_offer() => Some(self.offer(r, device)),
+                    Known::InFlight(s) if s.may_resend_offer() => {
+                        Some(self.offer(store, r, device).await?)
+                    }
                     _ => None,
                 })
             }
@@ -439,8 +457,14 @@ impl Engine {
     }
 
     /// The offer of `r`'s image for the slot the device does not run from: the other
-    /// application slot, or for a bootloader the other stage-1 slot.
-    fn offer(&self, r: &ActiveRollout, device: &DeviceView<'_>) -> Offer {
+    /// application slot, or for a bootloader the other stage-1 slot; with a delta patch from
+    /// the image the device runs when one is worth it ([`Patches::for_offer`]).
+    async fn offer(
+        &self,
+        store: &Store,
+        r: &ActiveRollout,
+        device: &DeviceView<'_>,
+    ) -> Result<Offer, StoreError> {
         let running = match (r.component, device.check_in.stage1) {
             (Component::Bootloader, Some(stage1)) => stage1.slot,
             _ => device.check_in.running_slot,
@@ -450,7 +474,7 @@ impl Engine {
             SlotId::A => 0,
             SlotId::B => 1,
         }];
-        Offer {
+        let mut offer = Offer {
             rollout_id: u64::try_from(r.id).unwrap_or(0),
             version: r.version,
             component: r.component,
@@ -459,7 +483,9 @@ impl Engine {
             size,
             security_counter: r.security_counter,
             patch: None,
-        }
+        };
+        offer.patch = self.patches.for_offer(store, r, device, &offer).await?;
+        Ok(offer)
     }
 
     /// Apply a device's reported events to its rollout state. A failure is evaluated against the
@@ -476,7 +502,7 @@ impl Engine {
             let Some(rollout) = e.rollout_id else {
                 continue;
             };
-            let Some(to) = DeviceState::for_event(e.kind) else {
+            let Some(to) = DeviceState::moved_by(e) else {
                 continue;
             };
             let Ok(rollout) = i64::try_from(rollout) else {
@@ -891,6 +917,20 @@ async fn load_active(store: &Store, r: &RolloutRow) -> Result<Option<ActiveRollo
             ))
         })
         .collect();
+    let bases = match release.component {
+        Component::Application => store
+            .release_images_of(&r.model, release.component)
+            .await?
+            .into_iter()
+            .filter_map(|(version, slot, sha256)| {
+                Some((
+                    (version.parse().ok()?, slot.parse().ok()?),
+                    Digest::from_hex(&sha256)?,
+                ))
+            })
+            .collect(),
+        Component::Bootloader => HashMap::new(),
+    };
     Ok(Some(ActiveRollout {
         id: r.id,
         model: r.model.clone(),
@@ -909,5 +949,6 @@ async fn load_active(store: &Store, r: &RolloutRow) -> Result<Option<ActiveRollo
         version_max_key: r.version_max_key,
         from_version,
         release_counters,
+        bases,
     }))
 }

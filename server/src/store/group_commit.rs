@@ -224,6 +224,8 @@ impl Store {
         let mut device_slot: HashMap<&str, usize> = HashMap::new();
         // Unexpected resets stored now, for the health gate's counts.
         let mut resets = Vec::new();
+        // Delta patches given up for the full image: no patch for them again in the rollout.
+        let mut patch_fallbacks = Vec::new();
         for (ri, (device, events, now)) in reports.iter().enumerate() {
             for e in events.iter() {
                 if !inserted.remove(&(device.to_string(), e.id as i64)) {
@@ -237,10 +239,13 @@ impl Store {
                     }
                     resets.push((*device, reset, *now));
                 }
-                let Some(to) = DeviceState::for_event(e.kind) else {
+                let Some(rollout) = e.rollout_id.and_then(|r| i64::try_from(r).ok()) else {
                     continue;
                 };
-                let Some(rollout) = e.rollout_id.and_then(|r| i64::try_from(r).ok()) else {
+                if e.is_patch_fallback() {
+                    patch_fallbacks.push((rollout, *device, *now));
+                }
+                let Some(to) = DeviceState::moved_by(e) else {
                     continue;
                 };
                 let slot = *device_slot.entry(device).or_insert_with(|| {
@@ -299,6 +304,7 @@ impl Store {
             }
         }
         super::resets::insert(&mut tx, &resets).await?;
+        super::patches::record_fallbacks(&mut tx, &patch_fallbacks).await?;
         tx.commit().await?;
         Ok(outcomes)
     }

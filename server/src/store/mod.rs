@@ -12,7 +12,8 @@
 //! domain's transition tables ([`crate::domain::DeviceState`], [`crate::domain::RolloutState`]).
 //!
 //! - `devices`: provisioning, credentials, check-in facts, fleet views; `events`: device
-//!   reports, once per event id; `resets`: unexpected resets and the gate's counts of them; `releases`: releases and their images; `tokens`: admin tokens.
+//!   reports, once per event id; `resets`: unexpected resets and the gate's counts of them; `releases`: releases and their images; `patches`: delta patches between
+//!   release images and the devices that gave one up; `tokens`: admin tokens.
 //! - `rollouts`: rollouts and stages, created in one transaction, changed conditionally;
 //!   `rollout_devices`: targets and each device's state in a rollout; `audit`: the audit log;
 //!   `timeline`: when a rollout's devices were decided (the dashboard's chart).
@@ -26,6 +27,7 @@ mod events;
 mod group_commit;
 mod group_queue;
 mod health;
+mod patches;
 mod push;
 mod releases;
 mod resets;
@@ -44,6 +46,7 @@ pub use devices::{
 pub use events::{event_kind_name, StoreOutcome, StoredEvent};
 pub use group_queue::ReportOutcome;
 pub use health::PING_TIMEOUT;
+pub use patches::StoredPatch;
 pub use releases::{NewRelease, ReleaseImage, ReleaseRecord};
 pub use rollout_devices::{
     hot_statements, HotIndex, HotStatement, SkippedTarget, Target, TargetFilter,

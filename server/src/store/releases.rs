@@ -313,6 +313,10 @@ impl Store {
         )
         .await?;
         let mut orphans = Vec::new();
+        for (_, sha) in &images {
+            // Patches from or to the image go with it (their bytes too, unless shared).
+            orphans.extend(super::patches::delete_for_image(&mut tx, sha).await?);
+        }
         for (_, sha) in images {
             let removed = sqlx::query(
                 "DELETE FROM artifacts WHERE sha256 = $1 \

@@ -544,6 +544,8 @@ pub struct Device {
     pub bootloader: String,
     /// A two-stage device's running stage-1: (slot, on trial); `None`: single-stage.
     pub stage1: Option<(&'static str, bool)>,
+    /// The delta patch format it says it applies (`None`: it applies none, as before).
+    pub delta_format: Option<u8>,
     pub next_event: u64,
     /// Offers this device ever received: (rollout id, version).
     pub offers: Vec<(i64, String)>,
@@ -573,6 +575,7 @@ impl Device {
             floor: None,
             bootloader: "1.0.0".into(),
             stage1: None,
+            delta_format: None,
             next_event: 1,
             offers: Vec::new(),
         }
@@ -590,6 +593,9 @@ impl Device {
         });
         if let Some(floor) = self.floor {
             body["security_counter"] = serde_json::json!(floor);
+        }
+        if let Some(format) = self.delta_format {
+            body["delta_format"] = serde_json::json!(format);
         }
         if let Some((slot, trial)) = self.stage1 {
             body["stage1"] = serde_json::json!({
