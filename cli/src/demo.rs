@@ -85,6 +85,11 @@ pub struct Args {
     /// (`fota serve --mqtt-jitter-s`).
     #[arg(long, default_value_t = 10, requires = "mqtt")]
     pub nudge_jitter: u32,
+    /// Offer delta patches only when smaller than this share of the full image, in percent
+    /// (`fota serve --delta-max-percent`); 0 sends full images only, to compare the bytes on
+    /// the link.
+    #[arg(long, default_value_t = 50, value_parser = clap::value_parser!(u8).range(0..=100))]
+    pub delta_max_percent: u8,
 }
 
 /// The child `fota serve`, killed when dropped.
@@ -432,7 +437,7 @@ pub fn run(args: &Args, out: &mut dyn Write) -> anyhow::Result<()> {
     } else {
         None
     };
-    let server_args: Vec<String> = match &mqtt_broker {
+    let mut server_args: Vec<String> = match &mqtt_broker {
         Some(b) => vec![
             "--mqtt-url".into(),
             b.url(),
@@ -446,6 +451,10 @@ pub fn run(args: &Args, out: &mut dyn Write) -> anyhow::Result<()> {
         ],
         None => Vec::new(),
     };
+    server_args.extend([
+        "--delta-max-percent".into(),
+        args.delta_max_percent.to_string(),
+    ]);
     let server = start_server(
         &exe,
         database_url,
@@ -1009,10 +1018,11 @@ pub fn run(args: &Args, out: &mut dyn Write) -> anyhow::Result<()> {
         ),
         ("bricked devices".into(), bricked.to_string()),
         (
-            "downloads: bytes, power cuts, link drops".into(),
+            "downloads: bytes on the link (of it delta patches), power cuts, link drops".into(),
             format!(
-                "{:.1} MB, {}, {}",
+                "{:.1} MB ({:.1} MB), {}, {}",
                 mb(summary.bytes_fetched),
+                mb(summary.patch_bytes_fetched),
                 summary.power_cuts,
                 devices
                     .iter()

@@ -181,6 +181,10 @@ pub struct FleetSummary {
     pub commands_lost: u64,
     /// Artifact bytes downloaded.
     pub bytes_fetched: u64,
+    /// Of which delta patch bytes.
+    pub patch_bytes_fetched: u64,
+    /// Check-in answers whose offer carried a delta patch.
+    pub patch_offers: u64,
     /// Failed requests.
     pub request_failures: u64,
     /// Devices that ever installed each version.
@@ -229,6 +233,8 @@ impl FleetSummary {
         self.withdrawn += u64::from(s.withdrawn);
         self.commands_lost += u64::from(s.commands_lost);
         self.bytes_fetched += s.link.bytes_fetched;
+        self.patch_bytes_fetched += s.link.patch_bytes_fetched;
+        self.patch_offers += s.link.patch_offers;
         self.request_failures += s.link.failures;
         if let Some((_, v, BootMode::Confirmed)) = s.stage1 {
             *self.stage1_confirmed.entry(v).or_default() += 1;

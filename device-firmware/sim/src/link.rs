@@ -66,6 +66,10 @@ pub struct LinkStats {
     pub reports: u64,
     /// Artifact bytes received.
     pub bytes_fetched: u64,
+    /// Of which delta patch bytes (fetches of a patch an offer named).
+    pub patch_bytes_fetched: u64,
+    /// Check-in answers whose offer carried a delta patch.
+    pub patch_offers: u64,
     /// Requests that failed (link down, server error).
     pub failures: u64,
     /// Times the link dropped mid-download.
@@ -91,6 +95,8 @@ pub struct Link {
     after_drop: bool,
     /// The last request failed.
     last_failed: bool,
+    /// The delta patch of the last offer received, if it carried one.
+    patch: Option<Digest>,
     stats: LinkStats,
 }
 
@@ -106,6 +112,7 @@ impl Link {
             down_requests: 0,
             after_drop: false,
             last_failed: false,
+            patch: None,
             stats: LinkStats::default(),
         }
     }
@@ -193,10 +200,14 @@ impl Transport for Link {
     type Error = LinkError;
 
     fn check_in(&mut self, check_in: &CheckIn) -> Result<CheckInResponse, Self::Error> {
-        let result = self.post("check-in", check_in);
+        let result: Result<CheckInResponse, _> = self.post("check-in", check_in);
         let result = self.record(result);
-        if result.is_ok() {
+        if let Ok(response) = &result {
             self.stats.check_ins += 1;
+            if let Some(patch) = response.offer.as_ref().and_then(|o| o.patch) {
+                self.stats.patch_offers += 1;
+                self.patch = Some(patch.sha256);
+            }
         }
         result
     }
@@ -226,6 +237,9 @@ impl Transport for Link {
         let result = self.record(result);
         if let Ok(n) = result {
             self.stats.bytes_fetched += n as u64;
+            if self.patch == Some(*sha256) {
+                self.stats.patch_bytes_fetched += n as u64;
+            }
             if self.after_drop {
                 self.after_drop = false;
                 self.stats.resumed_at = Some(offset);
