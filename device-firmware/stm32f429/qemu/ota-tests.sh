@@ -25,6 +25,12 @@
 #                in an undefined instruction): the board's HardFault handler records the fault in the OTA client's store
 #                and resets; the next boot reports a reset with cause fault, the faulting
 #                version and PC, once; the server stores it as an unexpected reset.
+#   delta        (issue 19) the server has v1's release, so the offer of v2 carries a delta patch
+#                from the running image; at 5 kB/s through the modem emulator the device fetches
+#                the patch, rebuilds v2 into slot B from slot A as the base, verifies it as a
+#                full download, marks it pending, resets, and B boots on trial and confirms; the
+#                emulator served the patch's bytes, not the image's. (`incident` goes through a
+#                patch too: v2 is known there, and v3 is a different build.)
 #   stage1       a bootloader release (issue 18): v1's application, booted through stage-1 A,
 #                reports its stage-1 at check-in, is offered stage-1 1.1.0 for stage-1 slot B,
 #                downloads and checks it, marks it pending, resets; stage-0 boots stage-1 B on
@@ -346,6 +352,40 @@ boot crash 5 &&
 expect crash 5 "ota: the last run faulted: 4\.0\.0.*reported 1 events: reset" &&
 check "fault resets stored" "$("$FOTA" devices show lamp-crash --json \
     | json 'sum(1 for e in j["events"] if e["kind"] == "reset" and e["version"] == "4.0.0" and e["reason"].startswith("fault after ") and "UNDEFINSTR pc 0x080" in e["reason"])')" 2 &&
+pass
+}
+
+# --- delta: v1 -> v2 rebuilt from a delta patch, at 5 kB/s --------------------------------------
+CURRENT=delta
+new_device delta
+RATE_DELTA=5000
+RATE_SAVED=$RATE; RATE=$RATE_DELTA
+emulator delta
+RATE=$RATE_SAVED
+boot delta 1
+expect delta 1 "check-in: no offer.*ota: idle" && {
+# The release the device runs, so the server knows its base.
+"$FOTA" release upload --model qemu-delta --image-a "$OUT/v1-a.bin" --image-b "$OUT/v1-b.bin" \
+    --notes v1 --json >/dev/null || die "upload v1 for delta failed"
+rollout delta v2
+started=$(date +%s.%N)
+boot delta 2
+elapsed=$(python3 -c "import sys; print(f'{float(sys.argv[2]) - float(sys.argv[1]):.1f}')" "$started" "$(date +%s.%N)")
+expect delta 2 "offer 2\.0\.0 for slot B \(([0-9]+) bytes.*rebuilding it from a [0-9]+-byte delta patch of the running image.*update installed and pending; resetting" &&
+! grep -q "full image" "$OUT/delta/boot-2.log" &&
+boot delta 3 &&
+expect delta 3 "booting slot B \(trial, attempt 1\).*app 2\.0\.0 running from slot B.*ota: confirmed slot B.*ota: idle" &&
+check "rollout state" "$(status "$ROLLOUT" 'j["state"]' completed)" completed &&
+check "confirmed devices" "$(status "$ROLLOUT" 'j["counts"]["confirmed"]')" 1 &&
+{
+    full=$(stat -c %s "$OUT/v2-b.bin")
+    patch=$(grep -o 'rebuilding it from a [0-9]*-byte' "$OUT/delta/boot-2.log" | grep -o '[0-9]*')
+    # Boot 2's session: what the emulator carried of artifacts.
+    carried=$(grep -o '^session 2: .* artifact [0-9]*' "$OUT/delta/emulator.log" | grep -o '[0-9]*$')
+    echo "    delta: the patch is $patch bytes for a $full-byte image; boot 2 carried $carried artifact bytes at $RATE_DELTA B/s in ${elapsed} s (the full image alone: $((full / RATE_DELTA)) s)"
+    [ -n "$carried" ] && [ "$carried" -ge "$patch" ] && [ "$carried" -lt "$full" ] \
+        || fail "boot 2 carried ${carried:-?} artifact bytes: not the ${patch:-?}-byte patch"
+} &&
 pass
 }
 
