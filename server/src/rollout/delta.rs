@@ -16,7 +16,6 @@
 //! [`super::engine::ACTIVE_CACHE_TTL`]). Concurrent offers for one pair on one replica wait for
 //! the one that makes it.
 
-use super::engine::{ActiveRollout, DeviceView};
 use crate::store::{now_ms, Store, StoreError};
 use dashmap::DashMap;
 use fota_protocol::image::Digest;
@@ -76,26 +75,24 @@ impl Patches {
         self.made.clear();
     }
 
-    /// The patch `offer` (of rollout `r`, for `device`) carries, if any (see the module doc).
+    /// The patch `offer` carries, if any (see the module doc), to `device`, which applies
+    /// patches of `delta_format` and runs the image `base` (`None`: not an image the server
+    /// has a release of).
     pub async fn for_offer(
         &self,
         store: &Store,
-        r: &ActiveRollout,
-        device: &DeviceView<'_>,
+        device: &str,
+        delta_format: Option<u8>,
+        base: Option<Digest>,
         offer: &Offer,
     ) -> Result<Option<PatchOffer>, StoreError> {
         if self.policy.max_percent == 0
-            || r.component != Component::Application
-            || device.check_in.delta_format != Some(fota_delta::header::FORMAT_VERSION)
+            || offer.component != Component::Application
+            || delta_format != Some(fota_delta::header::FORMAT_VERSION)
         {
             return Ok(None);
         }
-        let check_in = device.check_in;
-        let Some(base) = r
-            .bases
-            .get(&(check_in.firmware_version, check_in.running_slot))
-            .copied()
-        else {
+        let Some(base) = base else {
             return Ok(None);
         };
         if base == offer.sha256 {
@@ -104,8 +101,9 @@ impl Patches {
         let Some((sha256, size)) = self.made(store, base, offer.sha256).await? else {
             return Ok(None);
         };
+        let rollout = i64::try_from(offer.rollout_id).unwrap_or(i64::MAX);
         if !self.policy.worth_it(u64::from(size), u64::from(offer.size))
-            || store.patch_fell_back(r.id, device.id).await?
+            || store.patch_fell_back(rollout, device).await?
         {
             return Ok(None);
         }

@@ -484,7 +484,15 @@ impl Engine {
             security_counter: r.security_counter,
             patch: None,
         };
-        offer.patch = self.patches.for_offer(store, r, device, &offer).await?;
+        let check_in = device.check_in;
+        let base = r
+            .bases
+            .get(&(check_in.firmware_version, check_in.running_slot))
+            .copied();
+        offer.patch = self
+            .patches
+            .for_offer(store, device.id, check_in.delta_format, base, &offer)
+            .await?;
         Ok(offer)
     }
 

@@ -141,17 +141,6 @@ impl Store {
         .is_some())
     }
 
-    /// How many devices gave up rollout `rollout`'s patch for the full image.
-    pub async fn patch_fallback_count(&self, rollout: i64) -> Result<i64, StoreError> {
-        Ok(
-            sqlx::query("SELECT COUNT(*) AS n FROM patch_fallbacks WHERE rollout_id = $1")
-                .bind(rollout)
-                .fetch_one(self.reader()?)
-                .await?
-                .try_get("n")?,
-        )
-    }
-
     /// The image of every release of a model's component, as (version, slot, sha256): the base
     /// a device running one of them has in its running slot.
     pub async fn release_images_of(
