@@ -3,7 +3,14 @@
 //!
 //! ```text
 //! cargo run --release -p fota-modem-emulator --example update_bench -- [BYTES_PER_SEC] [IMAGE_BYTES]
+//! cargo run --release -p fota-modem-emulator --example update_bench -- BYTES_PER_SEC DIR
 //! ```
+//!
+//! With a directory instead of a size (what `scripts/delta-bench` leaves in
+//! `target/delta-bench`: `old-{a,b}.bin` signed as 1.0.0, `new-{a,b}.bin` as 1.1.0, both
+//! real builds of the reference application, and `key.pub.pem`), the device runs `old-a.bin`
+//! and is offered `new-b.bin` twice: once as the full image (`--delta-max-percent 0`), once
+//! with the delta patch the server makes from the release it runs (issue 19).
 //!
 //! A real `fota serve` (SQLite, in process), one device running the real `OtaClient` over the
 //! real `ModemTransport` (SIM7600 dialect, 16 KB segments, 1016-byte reads), the emulator on an
@@ -25,11 +32,34 @@ use fota_ota_client::{CheckInOutcome, DeviceInfo, MemPersist, OtaClient, Step};
 use fota_protocol::image::{ImageVersion, TrustedKey};
 use fota_protocol::messages::{Model, RdpLevel};
 use fota_protocol::SlotId;
-use fota_testkit::{signing_key, start_rollout, Db};
+use fota_testkit::{signing_key, start_rollout, test_config, Db};
 use serde_json::json;
-use std::time::Instant;
+use std::path::Path;
+use std::time::{Duration, Instant};
 
 const MODEL: &str = "bench-f429";
+
+/// The images of one run: what the device runs in slot A, the release it runs (if the server
+/// is to know it), the release offered, and the key they are signed with.
+struct Images {
+    running: Vec<u8>,
+    running_release: Option<(Vec<u8>, Vec<u8>)>,
+    offered: (Vec<u8>, Vec<u8>),
+    key: TrustedKey,
+    versions: (ImageVersion, ImageVersion),
+}
+
+/// What one update took.
+struct Figures {
+    elapsed: Duration,
+    tx: u64,
+    rx: u64,
+    commands: u32,
+    http_requests: u64,
+    artifact_bytes: u64,
+    failures: u32,
+    bring_ups: u32,
+}
 
 #[tokio::main(flavor = "multi_thread", worker_threads = 2)]
 async fn main() {
@@ -37,13 +67,40 @@ async fn main() {
     let rate: u32 = args
         .next()
         .map_or(11_520, |a| a.parse().expect("BYTES_PER_SEC"));
+    let second = args.next();
+    if let Some(dir) = second.as_deref().map(Path::new).filter(|p| p.is_dir()) {
+        let read =
+            |name: &str| std::fs::read(dir.join(name)).unwrap_or_else(|e| panic!("{}: {e}", name));
+        let key =
+            fota_server::config::load_trusted_key(&dir.join("key.pub.pem")).expect("key.pub.pem");
+        let images = || Images {
+            running: read("old-a.bin"),
+            running_release: Some((read("old-a.bin"), read("old-b.bin"))),
+            offered: (read("new-a.bin"), read("new-b.bin")),
+            key: key.clone(),
+            versions: (ImageVersion::new(1, 0, 0, 0), ImageVersion::new(1, 1, 0, 0)),
+        };
+        let image_len = images().offered.1.len();
+        println!(
+            "{}: old-a.bin -> new-b.bin ({image_len} bytes); line rate {rate} bytes/s",
+            dir.display()
+        );
+        for (what, percent) in [("full image", 0), ("delta patch", 50)] {
+            let f = run(rate, images(), percent).await;
+            println!(
+                "{what}: update time {:.1} s; {} artifact bytes ({:.1}% of the image); {} bytes on the serial link, {} AT commands, {} HTTP requests",
+                f.elapsed.as_secs_f64(),
+                f.artifact_bytes,
+                f.artifact_bytes as f64 * 100.0 / image_len as f64,
+                f.tx + f.rx,
+                f.commands,
+                f.http_requests,
+            );
+        }
+        return;
+    }
     // The largest image a 256 KB slot takes: the slot minus nothing (header and TLVs included).
-    let size: usize = args
-        .next()
-        .map_or(256 * 1024, |a| a.parse().expect("IMAGE_BYTES"));
-
-    let app = fota_testkit::spawn_app(Db::Sqlite).await;
-    let token = app.provision(&[("bench-1", MODEL, &[])]).await.remove(0);
+    let size: usize = second.map_or(256 * 1024, |a| a.parse().expect("IMAGE_BYTES"));
     let key = signing_key();
     let v1 = ImageVersion::new(1, 0, 0, 0);
     let v2 = ImageVersion::new(2, 0, 0, 0);
@@ -56,11 +113,49 @@ async fn main() {
         image_len <= 256 * 1024,
         "{image_len} bytes do not fit a slot"
     );
+    let images = Images {
+        running: fota_protocol::testing::signed_for(SlotId::A, 4096, v1, 1, &key),
+        running_release: None,
+        offered: (a, b),
+        key: TrustedKey::from_bytes(&key.verifying_key().to_bytes()).unwrap(),
+        versions: (v1, v2),
+    };
+    let f = run(rate, images, 0).await;
+    let link = f.tx + f.rx;
+    println!("image: {image_len} bytes; line rate {rate} bytes/s");
+    println!(
+        "update time (check-in with the offer -> image verified and pending, reports sent): {:.1} s",
+        f.elapsed.as_secs_f64()
+    );
+    println!(
+        "bytes on the serial link: {link} ({} to the module, {} from it), {} AT commands, {} HTTP requests",
+        f.tx, f.rx, f.commands, f.http_requests
+    );
+    println!(
+        "overhead over the image: {:.1}% ({} bytes)",
+        (link as f64 - image_len as f64) * 100.0 / image_len as f64,
+        link - image_len as u64
+    );
+    println!(
+        "floor at this rate (image bytes only): {:.1} s; failed requests: {}; link bring-ups: {}",
+        image_len as f64 / f64::from(rate),
+        f.failures,
+        f.bring_ups
+    );
+}
 
-    let keys: &'static [TrustedKey] = Box::leak(Box::new([TrustedKey::from_bytes(
-        &key.verifying_key().to_bytes(),
-    )
-    .unwrap()]));
+/// One device updated through the modem from `images.running` to `images.offered`, the server
+/// offering patches below `delta_max_percent` of the image.
+async fn run(rate: u32, images: Images, delta_max_percent: u8) -> Figures {
+    let data_dir = tempfile::tempdir().unwrap();
+    let mut config = test_config(Db::Sqlite, data_dir.path()).await;
+    config.trusted_keys.push(images.key.clone());
+    config.delta_max_percent = delta_max_percent;
+    let app = fota_testkit::spawn_with(Db::Sqlite, data_dir, config).await;
+    let token = app.provision(&[("bench-1", MODEL, &[])]).await.remove(0);
+    let (v1, _) = images.versions;
+
+    let keys: &'static [TrustedKey] = Box::leak(Box::new([images.key.clone()]));
     let info = DeviceInfo {
         model: Model::try_from(MODEL).unwrap(),
         firmware_version: v1,
@@ -69,9 +164,9 @@ async fn main() {
         wrp_mask: 0b11,
     };
     let mut flash = MemFlash::f429();
-    let old = fota_protocol::testing::signed_for(SlotId::A, 4096, v1, 1, &key);
+    let old = &images.running;
     let at = FlashLayout::STM32F429.slot_offset(SlotId::A) as usize;
-    flash.bytes[at..at + old.len()].copy_from_slice(&old);
+    flash.bytes[at..at + old.len()].copy_from_slice(old);
     let mut journal = BootJournal::open(flash, JournalRegion::STM32F429).unwrap();
     journal
         .append(RecordKind::Confirmed { slot: SlotId::A })
@@ -104,13 +199,14 @@ async fn main() {
     };
 
     // First contact, then the release and its rollout.
+    let first_info = info.clone();
     let (transport, flash) = tokio::task::spawn_blocking(move || {
         let boot = BootControl::open(flash, FlashLayout::STM32F429, SlotId::A).unwrap();
         let mut c = OtaClient::new(
             transport,
             boot,
             MemPersist::default(),
-            info,
+            first_info,
             keys,
             client_config,
         );
@@ -121,6 +217,11 @@ async fn main() {
     .await
     .unwrap();
     app.flush().await;
+    if let Some((a, b)) = images.running_release {
+        let resp = app.upload(MODEL, a, b).await;
+        assert_eq!(resp.status(), 201, "{}", resp.text().await.unwrap());
+    }
+    let (a, b) = images.offered;
     let resp = app.upload(MODEL, a, b).await;
     assert_eq!(resp.status(), 201, "{}", resp.text().await.unwrap());
     let release = resp.json::<serde_json::Value>().await.unwrap()["id"]
@@ -135,13 +236,6 @@ async fn main() {
 
     let before = faults.stats();
     let (elapsed, counters, stats, failures) = tokio::task::spawn_blocking(move || {
-        let info = DeviceInfo {
-            model: Model::try_from(MODEL).unwrap(),
-            firmware_version: v1,
-            bootloader_version: v1,
-            rdp_level: RdpLevel::Level1,
-            wrp_mask: 0b11,
-        };
         let boot = BootControl::open(flash, FlashLayout::STM32F429, SlotId::A).unwrap();
         let mut c = OtaClient::new(
             transport,
@@ -184,24 +278,14 @@ async fn main() {
     .unwrap();
     let s = faults.stats();
     let (tx, rx, commands) = counters;
-    let link = tx + rx;
-    println!("image: {image_len} bytes; line rate {rate} bytes/s");
-    println!(
-        "update time (check-in with the offer -> image verified and pending, reports sent): {:.1} s",
-        elapsed.as_secs_f64()
-    );
-    println!(
-        "bytes on the serial link: {link} ({tx} to the module, {rx} from it), {commands} AT commands, {} HTTP requests",
-        s.http_requests - before.http_requests
-    );
-    println!(
-        "overhead over the image: {:.1}% ({} bytes)",
-        (link as f64 - image_len as f64) * 100.0 / image_len as f64,
-        link - image_len as u64
-    );
-    println!(
-        "floor at this rate (image bytes only): {:.1} s; failed requests: {failures}; link bring-ups: {}",
-        image_len as f64 / f64::from(rate),
-        stats.bring_ups
-    );
+    Figures {
+        elapsed,
+        tx,
+        rx,
+        commands,
+        http_requests: s.http_requests - before.http_requests,
+        artifact_bytes: s.artifact_bytes - before.artifact_bytes,
+        failures,
+        bring_ups: stats.bring_ups,
+    }
 }
