@@ -381,6 +381,60 @@ async fn interrupted_download_resumes(db: Db) {
     drop(fleet);
 }
 
+/// With the factory release on the server, the fleet takes the next one as delta patches
+/// (issue 19): each device fetches a patch from the image it runs, well under the image, a
+/// dropped link resumes inside the patch, and every device installs and confirms the image the
+/// patch rebuilds (the bootloader verified it: the devices run it).
+async fn a_fleet_takes_a_release_as_delta_patches(db: Db) {
+    let app = testkit::spawn_app(db).await;
+    let n = 6;
+    let fleet = start_fleet(&app, n, |i| Faults {
+        link_drop: i % 2 == 0,
+        ..Faults::default()
+    })
+    .await;
+    upload(&app, version(1), AppBehaviour::Good).await;
+    let v2 = upload(&app, version(2), AppBehaviour::Good).await;
+    let id = start_rollout(
+        &app,
+        json!({"release_id": v2, "stages": [stage(100.0, 1, 10)]}),
+    )
+    .await;
+    let status = wait_for(&app, id, Duration::from_secs(60), |s| {
+        s["state"] != "active"
+    })
+    .await;
+    assert_eq!(status["state"], "completed", "{status:#}");
+    assert_eq!(status["counts"]["confirmed"], n, "{status:#}");
+    let image_len = build(SlotId::B, version(2), AppBehaviour::Good).len() as u64;
+    for (i, s) in fleet.statuses().iter().enumerate() {
+        assert!(s.link.patch_offers >= 1, "{}: {:?}", s.id, s.link);
+        assert_eq!(
+            s.link.patch_bytes_fetched, s.link.bytes_fetched,
+            "{}: fetched the image, not the patch: {:?}",
+            s.id, s.link
+        );
+        assert!(
+            s.link.bytes_fetched * 2 < image_len,
+            "{}: {} bytes for a {image_len}-byte image",
+            s.id,
+            s.link.bytes_fetched
+        );
+        if i % 2 == 0 {
+            assert_eq!(s.link.drops, 1, "{}: {:?}", s.id, s.link);
+            assert!(s.link.resumed_at.is_some_and(|at| at > 0), "{}", s.id);
+        }
+        assert_eq!(s.installs, 1, "{}", s.id);
+    }
+    for (id, slot, v, mode) in final_boots(fleet).await {
+        assert_eq!(
+            (slot, v, mode),
+            (SlotId::B, version(2), fota_boot::BootMode::Confirmed),
+            "{id}"
+        );
+    }
+}
+
 /// A healthy fleet's background: each device's watchdog fires at random now and then (every
 /// `mean` on average), whatever it runs; `seed` picks which random history.
 fn background(mean: Duration, seed: u64) -> Faults {
@@ -668,4 +722,5 @@ backend_tests!(
     a_release_that_faults_at_boot_is_halted_and_reverted,
     fota_rollback_restores_the_previous_release,
     interrupted_download_resumes,
+    a_fleet_takes_a_release_as_delta_patches,
 );

@@ -708,7 +708,9 @@ impl Device {
             if let Ok(CheckInOutcome::Started) = outcome {
                 if let Some(offer) = app.client.download().map(|d| d.offer().clone()) {
                     self.status.accepted.push(offer.version);
-                    self.arm_faults(&mut app, offer.size, cx);
+                    // A patch is what crosses the link: the drop lands inside it.
+                    let fetched = app.client.applying_patch().map_or(offer.size, |p| p.size);
+                    self.arm_faults(&mut app, offer.size, fetched, cx);
                 }
                 wake = now;
             } else if outcome.is_err() {
@@ -733,13 +735,15 @@ impl Device {
         wake
     }
 
-    fn arm_faults(&mut self, app: &mut App, size: u32, cx: &Context<'_>) {
+    /// Arm the device's faults for a download of an image of `size` bytes, of which `fetched`
+    /// cross the link (the image, or the patch it is rebuilt from).
+    fn arm_faults(&mut self, app: &mut App, size: u32, fetched: u32, cx: &Context<'_>) {
         let chunk = cx.client.chunk_len.max(1) as u32;
         let chunks = size.div_ceil(chunk).max(2);
         if self.link_drop_armed {
             self.link_drop_armed = false;
-            // Somewhere in the middle half of the image.
-            let at = size / 4 + (self.random() % u64::from(size / 2 + 1)) as u32;
+            // Somewhere in the middle half of what is fetched.
+            let at = fetched / 4 + (self.random() % u64::from(fetched / 2 + 1)) as u32;
             app.client.transport_mut().drop_at(at, 2);
         }
         if self.power_cut_armed {
