@@ -101,6 +101,7 @@ async fn main() {
     let client_config = fota_ota_client::Config {
         max_fetch_failures: 5,
         chunk_len: 1016,
+        ..fota_ota_client::Config::default()
     };
 
     // First contact, then the release and its rollout.
