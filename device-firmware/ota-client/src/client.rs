@@ -49,9 +49,12 @@
 //! rebuilt bytes programmed and fed to the same [`Download`] a full image goes through, so it
 //! is checked exactly as one. A patch that cannot be used (another base, a refused container, a
 //! rebuilt image that is refused or does not verify) is reported as `VerifyFailed` and the full
-//! image of the same offer downloaded instead, from an erased slot. A patch is not resumed
-//! after a reset: the bytes it rebuilt are the image's first bytes, recorded like a download's,
-//! and the full image's download goes on after them.
+//! image of the same offer downloaded instead, from an erased slot. After a reset a patch
+//! resumes from its last checkpoint ([`Config::checkpoint_every`]; [`Change::Checkpoint`],
+//! recorded once the bytes it rebuilt are programmed but for a tail it keeps): the slot's
+//! bytes are read back through the verifier, then the patch is fetched from the checkpoint's
+//! offset. Without a usable checkpoint the bytes it rebuilt, the image's first bytes recorded
+//! like a download's, stay and the full image's download goes on after them.
 //!
 //! # Installing a stage-1 bootloader
 //!

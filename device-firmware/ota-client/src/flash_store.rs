@@ -43,8 +43,9 @@
 //! replays to the same state plus the change being recorded.
 //!
 //! On the board the two sectors are 10 and 11 (2 x 128 KB, [`OTA_STATE`]): a full state is
-//! about 2.5 KB, a download writes one `Progress` record (12 bytes) per few KB, so a sector
-//! takes many updates between erases.
+//! about 2.5 KB (4 KB with a patch's checkpoint), a download writes one `Progress` record (12
+//! bytes) per few KB and a patch a checkpoint entry (1,544 bytes) per 4 KB of patch, so a
+//! sector takes several updates between erases.
 //!
 //! **Faults.** The board's hard fault handler appends a `Fault` record (32 bytes of payload:
 //! the faulting image's version and uptime, PC, LR, CFSR, HFSR and the faulting address) with
