@@ -577,7 +577,9 @@ pub fn run(args: &Args, out: &mut dyn Write) -> anyhow::Result<()> {
         },
         client: fota_ota_client::Config {
             max_fetch_failures: 5,
-            chunk_len: fota_ota_client::client::CHUNK_BUF_LEN - 4,
+            // The most a 1 KB buffer took before it grew to hold a patch checkpoint.
+            chunk_len: 1020,
+            ..fota_ota_client::Config::default()
         },
         threads,
         mqtt: mqtt_broker.as_ref().map(|b| MqttConfig {

@@ -196,6 +196,7 @@ async fn run(rate: u32, images: Images, delta_max_percent: u8) -> Figures {
     let client_config = fota_ota_client::Config {
         max_fetch_failures: 5,
         chunk_len: 1016,
+        ..fota_ota_client::Config::default()
     };
 
     // First contact, then the release and its rollout.

@@ -49,9 +49,12 @@
 //! rebuilt bytes programmed and fed to the same [`Download`] a full image goes through, so it
 //! is checked exactly as one. A patch that cannot be used (another base, a refused container, a
 //! rebuilt image that is refused or does not verify) is reported as `VerifyFailed` and the full
-//! image of the same offer downloaded instead, from an erased slot. A patch is not resumed
-//! after a reset: the bytes it rebuilt are the image's first bytes, recorded like a download's,
-//! and the full image's download goes on after them.
+//! image of the same offer downloaded instead, from an erased slot. After a reset a patch
+//! resumes from its last checkpoint ([`Config::checkpoint_every`]; [`Change::Checkpoint`],
+//! recorded once the bytes it rebuilt are programmed but for a tail it keeps): the slot's
+//! bytes are read back through the verifier, then the patch is fetched from the checkpoint's
+//! offset. Without a usable checkpoint the bytes it rebuilt, the image's first bytes recorded
+//! like a download's, stay and the full image's download goes on after them.
 //!
 //! # Installing a stage-1 bootloader
 //!
@@ -118,12 +121,15 @@
 use crate::download::{max_image_len, target_partition, Download};
 use crate::patch::{PatchRun, SlotBase, StageFull, PIECE, STAGE_LEN};
 pub use crate::persist::EVENT_QUEUE_LEN;
-use crate::persist::{Change, FaultRecord, Installed, Persist, PersistedState, Running};
+use crate::persist::{
+    Change, FaultRecord, Installed, Persist, PersistedState, Running, SavedCheckpoint,
+    SavedDownload, CHECKPOINT_LEN, CHECKPOINT_TAIL,
+};
 use crate::transport::Transport;
 use core::fmt::Write as _;
 use embedded_storage::nor_flash::{NorFlash, ReadNorFlash};
 use fota_boot::{BootControl, BootMode, ControlError};
-use fota_delta::PatchError;
+use fota_delta::{PatchApplier, PatchError};
 use fota_protocol::image::{Digest, ImageVersion, TrustedKey};
 use fota_protocol::layout::SECTORS;
 use fota_protocol::messages::{
@@ -135,7 +141,10 @@ use fota_protocol::SlotId;
 use sha2::{Digest as _, Sha256};
 
 /// Size of the client's chunk buffer: the most bytes one [`OtaClient::download_step`] fetches.
-pub const CHUNK_BUF_LEN: usize = 1024;
+/// It also holds a delta patch's checkpoint record ([`CHECKPOINT_LEN`] bytes) while it is
+/// written to the store or read back from it, so no other buffer is needed for one.
+pub const CHUNK_BUF_LEN: usize = 1344;
+const _: () = assert!(CHUNK_BUF_LEN >= CHECKPOINT_LEN);
 
 /// How often [`OtaClient::record_uptime`] writes the uptime to the persistent store (a 16-byte
 /// record: about 4.6 KB a day, so a 128 KB sector compacts about monthly).
@@ -148,6 +157,10 @@ pub const MAX_QUEUED_RESETS: usize = 3;
 /// How often a download's offset is recorded: after every this many bytes programmed. A power
 /// cut costs at most this many bytes fetched again.
 pub const PROGRESS_EVERY: u32 = 4096;
+
+/// How often a delta patch's checkpoint is recorded by default ([`Config::checkpoint_every`]):
+/// after every this many bytes of the patch applied.
+pub const CHECKPOINT_EVERY: u32 = 4096;
 
 /// What the device says about itself at check-in, besides its boot state.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -174,6 +187,11 @@ pub struct Config {
     pub max_fetch_failures: u32,
     /// Bytes asked for per fetch, at most [`CHUNK_BUF_LEN`] minus one write unit.
     pub chunk_len: usize,
+    /// While a delta patch is applied, its checkpoint is recorded once at least this many bytes
+    /// of the patch were applied since the last one (at the end of the first download step
+    /// after that which leaves every rebuilt byte programmed); a power cut then costs at most
+    /// about this many bytes of the patch fetched again, plus a chunk or two. At least 1.
+    pub checkpoint_every: u32,
 }
 
 impl Default for Config {
@@ -181,6 +199,7 @@ impl Default for Config {
         Self {
             max_fetch_failures: 5,
             chunk_len: 512,
+            checkpoint_every: CHECKPOINT_EVERY,
         }
     }
 }
@@ -306,6 +325,8 @@ struct Active {
     rehash_to: u32,
     /// The offset last recorded in the persistent store.
     saved_offset: u32,
+    /// The patch bytes applied when its checkpoint was last recorded.
+    saved_fetched: u32,
     /// A delta patch being applied instead of fetching the image (issue 19): the bytes that go
     /// through `download` are then the rebuilt ones.
     patch: Option<PatchRun>,
@@ -325,6 +346,7 @@ impl Active {
             started: false,
             rehash_to: 0,
             saved_offset: 0,
+            saved_fetched: 0,
             patch,
             from_patch: false,
         }
@@ -383,6 +405,7 @@ where
         let config = Config {
             max_fetch_failures: config.max_fetch_failures.max(1),
             chunk_len: config.chunk_len.min(max_chunk).max(1),
+            checkpoint_every: config.checkpoint_every.max(1),
         };
         let mut client = Self {
             transport,
@@ -496,22 +519,72 @@ where
                     .iter()
                     .filter(|s| partition.contains(s.start))
                     .count();
+                // A patch with a checkpoint goes on from it; otherwise (none recorded, or one
+                // that cannot be used) the full image's download goes on after the bytes in
+                // the slot, which are the image's first bytes either way.
+                let patch = self.resume_patch(&download);
+                // A resumed patch's rebuilt bytes are in the slot but for its staged tail.
+                let (rehash_to, saved_fetched) = match &patch {
+                    Some(run) => (
+                        u32::try_from(run.applier.written() - run.staged_len as u64)
+                            .unwrap_or(u32::MAX),
+                        run.fetched(),
+                    ),
+                    None => (download.offset, 0),
+                };
                 self.active = Some(Active {
                     download: fresh,
                     erased: sectors,
                     held: 0,
                     failures: 0,
                     started: true,
-                    rehash_to: download.offset,
-                    saved_offset: download.offset,
-                    // A patch is not resumed after a reset: the bytes it rebuilt are the image's
-                    // first bytes, and the full image's download goes on after them.
-                    patch: None,
+                    rehash_to,
+                    saved_offset: rehash_to,
+                    saved_fetched,
+                    patch,
                     from_patch: false,
                 });
             }
             _ => self.record(&Change::Download(None)),
         }
+    }
+
+    /// The patch of a download recorded before a reset, resumed from its last checkpoint: the
+    /// running image must still hash to the patch's base (as at the offer), the record must
+    /// read back whole from the store and be accepted by [`PatchApplier::resume`], and say what
+    /// the store said of it (bytes written and applied), or there is no patch to go on with.
+    /// The applier hashes the base against the patch's header again at its first piece.
+    fn resume_patch(&mut self, download: &SavedDownload) -> Option<PatchRun> {
+        let SavedCheckpoint {
+            patch,
+            written,
+            fetched,
+            tail,
+            tail_len,
+        } = download.checkpoint?;
+        let tail = tail.get(..usize::from(tail_len))?;
+        if download.offer.component != Component::Application
+            || written > download.offer.size
+            || fetched > patch.size
+            || tail.len() >= F::WRITE_SIZE.max(1)
+            || tail.len() as u32 > written
+        {
+            return None;
+        }
+        // Hashing the running slot uses the chunk buffer: before the record goes there.
+        let base_len = self.running_image_len(&patch.base_sha256).ok()?;
+        let record: &mut [u8; CHECKPOINT_LEN] =
+            (&mut self.buf[..CHECKPOINT_LEN]).try_into().ok()?;
+        if !self.persist.load_checkpoint(record) {
+            return None;
+        }
+        let applier = PatchApplier::resume(record).ok()?;
+        let consistent = applier.written() == u64::from(written)
+            && applier.offset() == u64::from(fetched)
+            && applier
+                .header()
+                .is_none_or(|h| h.base_digest == patch.base_sha256.0);
+        consistent.then(|| PatchRun::resumed(patch, base_len, applier, tail))
     }
 
     /// The transport.
@@ -537,6 +610,11 @@ where
     /// The persistent store.
     pub fn persist(&self) -> &P {
         &self.persist
+    }
+
+    /// The persistent store, mutably (to read it back, as a reset would).
+    pub fn persist_mut(&mut self) -> &mut P {
+        &mut self.persist
     }
 
     /// Events waiting for the server's acknowledgement, oldest first.
@@ -775,8 +853,8 @@ where
 
         if !active.started {
             active.started = true;
-            // Recorded without its patch: after a reset the download goes on with the full
-            // image after the bytes in the slot (a patch is not resumed), in either store.
+            // Recorded without its patch: the patch is recorded with its checkpoints, and
+            // without one a reset goes on with the full image after the bytes in the slot.
             let offer = Offer {
                 patch: None,
                 ..active.download.offer().clone()
@@ -792,17 +870,8 @@ where
             );
         }
 
-        // A patch: fetch the container and apply it instead of fetching the image.
-        if active.patch.is_some() {
-            return self.patch_step(active, slot_offset);
-        }
-
-        // 2. Every byte in: verify, hand to the bootloader, reboot.
-        if active.download.is_complete() {
-            return self.install(active);
-        }
-
-        // 3. After a reset: read the bytes already in the slot back through the verifier.
+        // 2. After a reset: read the bytes already in the slot back through the verifier (for
+        // a patch resumed from its checkpoint, the bytes it had rebuilt by then).
         let have = active.download.resume_offset();
         if have < active.rehash_to {
             let n = ((active.rehash_to - have) as usize).min(CHUNK_BUF_LEN);
@@ -823,6 +892,16 @@ where
             }
             self.active = Some(active);
             return Step::Continue;
+        }
+
+        // A patch: fetch the container and apply it instead of fetching the image.
+        if active.patch.is_some() {
+            return self.patch_step(active, slot_offset);
+        }
+
+        // 3. Every byte in: verify, hand to the bootloader, reboot.
+        if active.download.is_complete() {
+            return self.install(active);
         }
 
         // 4. Fetch the next chunk after the bytes held back, program whole write units.
@@ -1146,12 +1225,47 @@ where
             }
             None => {}
         }
-        // The rebuilt bytes in the slot: after a reset the full image's download goes on
-        // after them.
+        // The rebuilt bytes in the slot: after a reset without a usable checkpoint the full
+        // image's download goes on after them.
         let offset = active.download.resume_offset();
         if offset - active.saved_offset >= PROGRESS_EVERY {
             self.record(&Change::Progress(offset));
             active.saved_offset = offset;
+        }
+        // The checkpoint, once enough of the patch was applied since the last one: every byte
+        // rebuilt is programmed but the staged tail (less than a write unit), which goes in
+        // the checkpoint, so that the applier resumed from it goes on exactly where the slot
+        // does. Its record is written through the chunk buffer, whose bytes were all applied
+        // above.
+        let fetched = run.fetched();
+        let tail_len = run.staged_len;
+        if tail_len <= CHECKPOINT_TAIL
+            && fetched - active.saved_fetched >= self.config.checkpoint_every
+            && u64::from(offset) + tail_len as u64 == run.applier.written()
+        {
+            let mut tail = [0; CHECKPOINT_TAIL];
+            tail[..tail_len].copy_from_slice(&run.staged[..tail_len]);
+            if let Ok(record) =
+                <&mut [u8; CHECKPOINT_LEN]>::try_from(&mut self.buf[..CHECKPOINT_LEN])
+            {
+                run.applier.checkpoint(record);
+                let checkpoint = SavedCheckpoint {
+                    patch: run.offer,
+                    written: offset + tail_len as u32,
+                    fetched,
+                    tail,
+                    tail_len: tail_len as u8,
+                };
+                let record: &[u8; CHECKPOINT_LEN] = record;
+                if self
+                    .persist
+                    .record(&Change::Checkpoint { checkpoint, record })
+                    .is_err()
+                {
+                    self.persist_errors = self.persist_errors.saturating_add(1);
+                }
+                active.saved_fetched = fetched;
+            }
         }
         active.patch = Some(run);
         self.active = Some(active);

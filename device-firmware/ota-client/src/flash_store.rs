@@ -6,7 +6,7 @@
 //! | offset | size | field |
 //! |---|---|---|
 //! | 0 | 2 | magic `0F 7A` |
-//! | 2 | 1 | kind: 1 Commit, 2 Event, 3 Acked, 4 Installed, 5 NotInstalled, 6 Download, 7 NoDownload, 8 Progress, 9 NextEventId, 10 Running, 11 Fault, 12 FaultTaken |
+//! | 2 | 1 | kind: 1 Commit, 2 Event, 3 Acked, 4 Installed, 5 NotInstalled, 6 Download, 7 NoDownload, 8 Progress, 9 NextEventId, 10 Running, 11 Fault, 12 FaultTaken, 13 CheckpointPart, 14 Checkpoint |
 //! | 3 | 1 | payload length n |
 //! | 4 | n, padded to 4 | payload (little-endian integers) |
 //! | 4 + pad(n) | 4 | CRC-32 (ISO-HDLC) of everything before it |
@@ -14,6 +14,21 @@
 //! `Installed` and `Download` name their component by one trailing payload byte, 1 =
 //! bootloader, written only for a bootloader: a record without it (every record written before
 //! stage-1 installs existed) is an application's, so older logs replay unchanged.
+//!
+//! **A delta patch's checkpoint** (`fota_delta`'s 1,317-byte record, [`Change::Checkpoint`]) is
+//! longer than a record's payload, so it is an entry of [`CHECKPOINT_PARTS`] `CheckpointPart`
+//! records (payload: the part's index, then the next [`CHECKPOINT_PART`] bytes of the record,
+//! the last part shorter), written in order, then one `Checkpoint` record that commits them
+//! (payload: the patch's address, size and base digest, the target bytes written, the
+//! container bytes applied, and the rebuilt bytes not yet programmed, less than a write unit:
+//! a length and 8 bytes; 85 bytes). Replay takes a checkpoint only at its `Checkpoint`
+//! record, and only if the parts right before it are all there, in order; until then the
+//! checkpoint before stands (a cut in the middle of an entry leaves a torn part, which ends the
+//! replay like any torn record, and the next write compacts). The checkpoint belongs to the
+//! download: a `Download` or `NoDownload` record drops it. The bytes stay in flash (the client
+//! reads them with [`Persist::load_checkpoint`] when it resumes); a compaction copies the last
+//! entry's records into the new sector. Logs written before checkpoints existed have neither
+//! kind and replay as before.
 //!
 //! Records are whole 32-bit words, programmed in order, so a power cut leaves at most the last
 //! record torn; a torn record fails its CRC and ends the replay, and the next write compacts
@@ -28,8 +43,9 @@
 //! replays to the same state plus the change being recorded.
 //!
 //! On the board the two sectors are 10 and 11 (2 x 128 KB, [`OTA_STATE`]): a full state is
-//! about 2.5 KB, a download writes one `Progress` record (12 bytes) per few KB, so a sector
-//! takes many updates between erases.
+//! about 2.5 KB (4 KB with a patch's checkpoint), a download writes one `Progress` record (12
+//! bytes) per few KB and a patch a checkpoint entry (1,544 bytes) per 4 KB of patch, so a
+//! sector takes several updates between erases.
 //!
 //! **Faults.** The board's hard fault handler appends a `Fault` record (32 bytes of payload:
 //! the faulting image's version and uptime, PC, LR, CFSR, HFSR and the faulting address) with
@@ -42,11 +58,16 @@
 //!
 //! [`OTA_STATE`]: fota_protocol::layout::OTA_STATE
 
-use crate::persist::{Change, FaultRecord, Installed, Persist, PersistedState, Running};
+use crate::persist::{
+    Change, FaultRecord, Installed, Persist, PersistedState, Running, SavedCheckpoint,
+    CHECKPOINT_LEN, CHECKPOINT_TAIL,
+};
 use embedded_storage::nor_flash::NorFlash;
 use fota_protocol::image::{Digest, ImageVersion};
 use fota_protocol::layout::{FLASH_BASE, OTA_STATE};
-use fota_protocol::messages::{Component, Event, EventKind, Offer, Reason, ResetCause, ResetInfo};
+use fota_protocol::messages::{
+    Component, Event, EventKind, Offer, PatchOffer, Reason, ResetCause, ResetInfo,
+};
 use fota_protocol::SlotId;
 
 const MAGIC: [u8; 2] = [0x0F, 0x7A];
@@ -57,6 +78,15 @@ const MAX_PAYLOAD: usize = 8 + 1 + 1 + 8 + 8 + 1 + 96 + 5;
 const MAX_RECORD: usize = HEADER + MAX_PAYLOAD.next_multiple_of(4) + CRC_LEN;
 /// The commit record: header, generation, CRC.
 const COMMIT_LEN: u32 = (HEADER + 4 + CRC_LEN) as u32;
+/// Bytes of a patch checkpoint's record in each `CheckpointPart` record (after its index byte).
+pub const CHECKPOINT_PART: usize = 120;
+/// `CheckpointPart` records in a checkpoint entry.
+pub const CHECKPOINT_PARTS: usize = CHECKPOINT_LEN.div_ceil(CHECKPOINT_PART);
+/// A `Checkpoint` record's payload: patch address, size, base digest, written, fetched, the
+/// tail's length and the tail (8 bytes, zero past its length).
+const CHECKPOINT_SUMMARY: usize = 32 + 4 + 32 + 4 + 4 + 1 + CHECKPOINT_TAIL;
+// A part's index byte and its bytes, and a commit, each fit one record.
+const _: () = assert!(CHECKPOINT_PART < MAX_PAYLOAD && CHECKPOINT_SUMMARY <= MAX_PAYLOAD);
 
 const CRC32: crc::Crc<u32, crc::NoTable> =
     crc::Crc::<u32, crc::NoTable>::new(&crc::CRC_32_ISO_HDLC);
@@ -74,6 +104,8 @@ mod kind {
     pub const RUNNING: u8 = 10;
     pub const FAULT: u8 = 11;
     pub const FAULT_TAKEN: u8 = 12;
+    pub const CHECKPOINT_PART: u8 = 13;
+    pub const CHECKPOINT: u8 = 14;
 }
 
 /// Where the store's two sectors are, in the flash driver's offsets.
@@ -131,6 +163,9 @@ pub struct FlashPersist<F> {
     end: u32,
     /// The bytes at `end` read as erased (not a torn record): appending there is safe.
     clean: bool,
+    /// Where the active sector's last committed checkpoint entry starts (its first part), while
+    /// the download it belongs to goes on.
+    checkpoint_at: Option<u32>,
 }
 
 /// A record's bytes, ready to program.
@@ -341,7 +376,57 @@ fn encode(change: &Change<'_>) -> Record {
             .u32(f.address)
             .record(kind::FAULT),
         Change::Fault(None) => p.record(kind::FAULT_TAKEN),
+        Change::Checkpoint { checkpoint, .. } => checkpoint_commit(&checkpoint),
     }
+}
+
+/// The `Checkpoint` record that commits an entry's parts.
+fn checkpoint_commit(checkpoint: &SavedCheckpoint) -> Record {
+    let mut p = Payload::new();
+    p.put(&checkpoint.patch.sha256.0)
+        .u32(checkpoint.patch.size)
+        .put(&checkpoint.patch.base_sha256.0)
+        .u32(checkpoint.written)
+        .u32(checkpoint.fetched)
+        .u8(checkpoint.tail_len)
+        .put(&checkpoint.tail);
+    p.record(kind::CHECKPOINT)
+}
+
+/// Part `index` of a checkpoint entry: its index, then its share of `record`.
+fn checkpoint_part(record: &[u8; CHECKPOINT_LEN], index: usize) -> Record {
+    let from = index * CHECKPOINT_PART;
+    let to = (from + CHECKPOINT_PART).min(CHECKPOINT_LEN);
+    let mut p = Payload::new();
+    p.u8(index as u8).put(&record[from..to]);
+    p.record(kind::CHECKPOINT_PART)
+}
+
+/// The length of part `index`'s share of the record.
+fn part_len(index: usize) -> usize {
+    CHECKPOINT_PART.min(CHECKPOINT_LEN - index * CHECKPOINT_PART)
+}
+
+/// A `Checkpoint` record's payload.
+fn decode_checkpoint(payload: &[u8]) -> Option<SavedCheckpoint> {
+    let mut r = Reader(payload);
+    let sha256 = Digest(r.take(32)?.try_into().ok()?);
+    let size = r.u32()?;
+    let base_sha256 = Digest(r.take(32)?.try_into().ok()?);
+    let checkpoint = SavedCheckpoint {
+        patch: PatchOffer {
+            sha256,
+            size,
+            base_sha256,
+        },
+        written: r.u32()?,
+        fetched: r.u32()?,
+        tail_len: r.u8()?,
+        tail: r.take(CHECKPOINT_TAIL)?.try_into().ok()?,
+    };
+    let fits = usize::from(checkpoint.tail_len) <= CHECKPOINT_TAIL
+        && u32::from(checkpoint.tail_len) <= checkpoint.written;
+    (r.0.is_empty() && fits).then_some(checkpoint)
 }
 
 /// Apply `change` to `state` when there is one (a scan for the log's end has none).
@@ -453,6 +538,20 @@ fn apply_record(mut state: Option<&mut PersistedState>, kind: u8, payload: &[u8]
                 apply(&mut state, &Change::Fault(Some(fault)));
             }
             kind::FAULT_TAKEN => apply(&mut state, &Change::Fault(None)),
+            kind::CHECKPOINT_PART => {
+                let index = usize::from(r.u8()?);
+                if index >= CHECKPOINT_PARTS || r.0.len() != part_len(index) {
+                    return None;
+                }
+            }
+            // Taken by the replay, which knows whether its parts are all there (the same rule
+            // as `PersistedState::apply`, without the record's bytes, which stay in flash).
+            kind::CHECKPOINT => {
+                let checkpoint = decode_checkpoint(r.0)?;
+                if let Some(download) = state.as_deref_mut().and_then(|s| s.download.as_mut()) {
+                    download.checkpoint = Some(checkpoint);
+                }
+            }
             _ => return None,
         }
         Some(())
@@ -481,6 +580,7 @@ impl<F: NorFlash> FlashPersist<F> {
             active: None,
             end: 0,
             clean: false,
+            checkpoint_at: None,
         };
         for index in 0..2 {
             if let Some(generation) = store.commit_of(index) {
@@ -522,6 +622,11 @@ impl<F: NorFlash> FlashPersist<F> {
         store
             .program(at, record.as_bytes())
             .map_err(FaultAppendError::Store)
+    }
+
+    /// Where the next record goes, in the flash driver's offsets (for tests and diagnostics).
+    pub fn log_end(&self) -> u32 {
+        self.end
     }
 
     /// The flash, back.
@@ -592,12 +697,39 @@ impl<F: NorFlash> FlashPersist<F> {
         let mut buf = [0u8; MAX_RECORD];
         let sector = self.region.sector(index);
         let mut at = sector + COMMIT_LEN;
+        // The checkpoint entry being read (where its first part is, the next part's index) and
+        // the last one committed.
+        let mut parts: Option<(u32, usize)> = None;
+        self.checkpoint_at = None;
         loop {
             match self.read_record(sector, at, &mut buf) {
                 Read::Valid { kind, len, total } => {
-                    if !apply_record(state.as_deref_mut(), kind, &buf[HEADER..HEADER + len]) {
+                    let payload = &buf[HEADER..HEADER + len];
+                    let complete = parts.filter(|&(_, next)| next == CHECKPOINT_PARTS);
+                    // A commit without all its parts right before it is skipped: the checkpoint
+                    // before it stands.
+                    let skip = kind == kind::CHECKPOINT && complete.is_none();
+                    if !skip && !apply_record(state.as_deref_mut(), kind, payload) {
                         self.clean = false;
                         break;
+                    }
+                    parts = match (kind, parts) {
+                        (kind::CHECKPOINT_PART, _) if payload[0] == 0 => Some((at, 1)),
+                        (kind::CHECKPOINT_PART, Some((first, next)))
+                            if usize::from(payload[0]) == next =>
+                        {
+                            Some((first, next + 1))
+                        }
+                        _ => None,
+                    };
+                    match kind {
+                        kind::CHECKPOINT => {
+                            if let Some((first, _)) = complete {
+                                self.checkpoint_at = Some(first);
+                            }
+                        }
+                        kind::DOWNLOAD | kind::NO_DOWNLOAD => self.checkpoint_at = None,
+                        _ => {}
                     }
                     at += total;
                 }
@@ -636,8 +768,14 @@ impl<F: NorFlash> FlashPersist<F> {
         self.flash.read(at, &mut buf[..len]).is_ok() && buf[..len].iter().all(|&b| b == 0xFF)
     }
 
-    /// Write `state` into the other sector and commit it.
-    fn compact(&mut self, state: &PersistedState) -> Result<(), StoreError<F::Error>> {
+    /// Write `state` into the other sector and commit it. The download's checkpoint entry is
+    /// `record` when one is given (a checkpoint being recorded), otherwise copied record by
+    /// record from the active sector's last entry.
+    fn compact(
+        &mut self,
+        state: &PersistedState,
+        record: Option<&[u8; CHECKPOINT_LEN]>,
+    ) -> Result<(), StoreError<F::Error>> {
         let (target, generation) = match self.active {
             Some((index, generation)) => (1 - index, generation.wrapping_add(1)),
             None => (0, 1),
@@ -647,31 +785,45 @@ impl<F: NorFlash> FlashPersist<F> {
             .erase(start, start + self.region.sector_size)
             .map_err(StoreError::Flash)?;
         let mut at = start + COMMIT_LEN;
-        let mut put = |store: &mut Self, record: Record| -> Result<(), StoreError<F::Error>> {
-            store.program(at, record.as_bytes())?;
-            at += record.len as u32;
-            Ok(())
-        };
+        let mut checkpoint_at = None;
         let mut next = Payload::new();
         next.u64(state.next_event_id);
-        put(self, next.record(kind::NEXT_EVENT_ID))?;
+        self.put(&mut at, next.record(kind::NEXT_EVENT_ID))?;
         for event in &state.events {
-            put(self, encode(&Change::Event(event)))?;
+            self.put(&mut at, encode(&Change::Event(event)))?;
         }
         if state.installed.is_some() {
-            put(self, encode(&Change::Installed(state.installed)))?;
+            self.put(&mut at, encode(&Change::Installed(state.installed)))?;
         }
         if let Some(download) = &state.download {
-            put(self, encode(&Change::Download(Some(&download.offer))))?;
+            self.put(&mut at, encode(&Change::Download(Some(&download.offer))))?;
             if download.offset > 0 {
-                put(self, encode(&Change::Progress(download.offset)))?;
+                self.put(&mut at, encode(&Change::Progress(download.offset)))?;
+            }
+            if let Some(checkpoint) = &download.checkpoint {
+                let first = at;
+                let copied = match record {
+                    Some(record) => {
+                        for index in 0..CHECKPOINT_PARTS {
+                            self.put(&mut at, checkpoint_part(record, index))?;
+                        }
+                        true
+                    }
+                    None => self.copy_checkpoint(&mut at)?,
+                };
+                // An entry that cannot be read back from the old sector is left out: the
+                // download then resumes as if it had no checkpoint.
+                if copied {
+                    self.put(&mut at, checkpoint_commit(checkpoint))?;
+                    checkpoint_at = Some(first);
+                }
             }
         }
         if let Some(running) = state.running {
-            put(self, encode(&Change::Running(running)))?;
+            self.put(&mut at, encode(&Change::Running(running)))?;
         }
         if state.fault.is_some() {
-            put(self, encode(&Change::Fault(state.fault)))?;
+            self.put(&mut at, encode(&Change::Fault(state.fault)))?;
         }
         let mut commit = Payload::new();
         commit.u32(generation);
@@ -679,8 +831,117 @@ impl<F: NorFlash> FlashPersist<F> {
         self.active = Some((target, generation));
         self.end = at;
         self.clean = true;
+        self.checkpoint_at = checkpoint_at;
         Ok(())
     }
+
+    /// Program `record` at `*at` (read back) and move `*at` past it.
+    fn put(&mut self, at: &mut u32, record: Record) -> Result<(), StoreError<F::Error>> {
+        self.program(*at, record.as_bytes())?;
+        *at += record.len as u32;
+        Ok(())
+    }
+
+    /// Copy the active sector's last checkpoint entry's parts to `*at`, record by record (no
+    /// buffer of the whole checkpoint); `false` (nothing written) if there is none or its
+    /// parts no longer read back.
+    fn copy_checkpoint(&mut self, at: &mut u32) -> Result<bool, StoreError<F::Error>> {
+        let (Some(from), Some((index, _))) = (self.checkpoint_at, self.active) else {
+            return Ok(false);
+        };
+        if !self.read_parts(index, from, None) {
+            return Ok(false);
+        }
+        let sector = self.region.sector(index);
+        let mut buf = [0u8; MAX_RECORD];
+        let mut from = from;
+        for _ in 0..CHECKPOINT_PARTS {
+            let Read::Valid { total, .. } = self.read_record(sector, from, &mut buf) else {
+                return Ok(false);
+            };
+            self.program(*at, &buf[..total as usize])?;
+            *at += total;
+            from += total;
+        }
+        Ok(true)
+    }
+
+    /// Read the checkpoint entry at `from` in sector `index`: every part valid and in order,
+    /// their bytes copied into `record` when given.
+    fn read_parts(
+        &mut self,
+        index: usize,
+        mut from: u32,
+        mut record: Option<&mut [u8; CHECKPOINT_LEN]>,
+    ) -> bool {
+        let sector = self.region.sector(index);
+        let mut buf = [0u8; MAX_RECORD];
+        for part in 0..CHECKPOINT_PARTS {
+            let Read::Valid { kind, len, total } = self.read_record(sector, from, &mut buf) else {
+                return false;
+            };
+            let share = part_len(part);
+            if kind != kind::CHECKPOINT_PART || usize::from(buf[HEADER]) != part || len != 1 + share
+            {
+                return false;
+            }
+            if let Some(record) = record.as_deref_mut() {
+                let to = part * CHECKPOINT_PART;
+                record[to..to + share].copy_from_slice(&buf[HEADER + 1..HEADER + 1 + share]);
+            }
+            from += total;
+        }
+        true
+    }
+
+    /// Append a checkpoint entry (its parts, then its commit) after the log, or compact with it
+    /// when it does not fit or a write fails.
+    fn record_checkpoint(
+        &mut self,
+        change: &Change<'_>,
+        checkpoint: &SavedCheckpoint,
+        record: &[u8; CHECKPOINT_LEN],
+    ) -> Result<(), StoreError<F::Error>> {
+        if let Some((index, _)) = self.active {
+            let sector_end = self.region.sector(index) + self.region.sector_size;
+            let last = part_len(CHECKPOINT_PARTS - 1);
+            let len = (CHECKPOINT_PARTS - 1) as u32 * record_len(1 + CHECKPOINT_PART)
+                + record_len(1 + last)
+                + record_len(CHECKPOINT_SUMMARY);
+            if self.clean && self.end + len <= sector_end {
+                let first = self.end;
+                let mut ok = true;
+                for part in 0..=CHECKPOINT_PARTS {
+                    let r = if part < CHECKPOINT_PARTS {
+                        checkpoint_part(record, part)
+                    } else {
+                        checkpoint_commit(checkpoint)
+                    };
+                    let at = self.end;
+                    if !self.erased(at, r.len) || self.program(at, r.as_bytes()).is_err() {
+                        // Whatever landed there is now a torn record: compact below.
+                        ok = false;
+                        self.clean = false;
+                        break;
+                    }
+                    self.end += r.len as u32;
+                }
+                if ok {
+                    self.checkpoint_at = Some(first);
+                    return Ok(());
+                }
+            }
+        }
+        let mut state = PersistedState::default();
+        self.replay(Some(&mut state));
+        state.apply(change);
+        self.compact(&state, Some(record))
+    }
+}
+
+/// A record's length in flash for a payload of `payload` bytes.
+const fn record_len(payload: usize) -> u32 {
+    (HEADER + payload.next_multiple_of(4) + CRC_LEN) as u32
 }
 
 impl<F: NorFlash> Persist for FlashPersist<F> {
@@ -693,6 +954,13 @@ impl<F: NorFlash> Persist for FlashPersist<F> {
     }
 
     fn record(&mut self, change: &Change<'_>) -> Result<(), Self::Error> {
+        if let Change::Checkpoint { checkpoint, record } = change {
+            return self.record_checkpoint(change, checkpoint, record);
+        }
+        if let Change::Download(_) = change {
+            // A new download, or none: the checkpoint before is not its.
+            self.checkpoint_at = None;
+        }
         let record = encode(change);
         if let Some((index, _)) = self.active {
             let sector_end = self.region.sector(index) + self.region.sector_size;
@@ -712,7 +980,14 @@ impl<F: NorFlash> Persist for FlashPersist<F> {
         let mut state = PersistedState::default();
         self.replay(Some(&mut state));
         state.apply(change);
-        self.compact(&state)
+        self.compact(&state, None)
+    }
+
+    fn load_checkpoint(&mut self, record: &mut [u8; CHECKPOINT_LEN]) -> bool {
+        match (self.checkpoint_at, self.active) {
+            (Some(from), Some((index, _))) => self.read_parts(index, from, Some(record)),
+            _ => false,
+        }
     }
 }
 
@@ -1046,7 +1321,7 @@ mod tests {
         // Compaction keeps a fault not yet taken.
         let mut store = FlashPersist::open(&mut flash, REGION);
         let state = store.load();
-        store.compact(&state).unwrap();
+        store.compact(&state, None).unwrap();
         assert_eq!(FlashPersist::open(&mut flash, REGION).load().fault, Some(f));
 
         // A torn last record: nothing may follow it.
@@ -1083,6 +1358,166 @@ mod tests {
             Err(FaultAppendError::Full)
         );
         assert_eq!(full.erases.len(), erases);
+    }
+
+    /// A checkpoint and a record standing for the applier's (the store does not read it).
+    fn checkpoint(seed: u8) -> (SavedCheckpoint, [u8; CHECKPOINT_LEN]) {
+        let mut record = [0u8; CHECKPOINT_LEN];
+        for (i, b) in record.iter_mut().enumerate() {
+            *b = (i as u8).wrapping_mul(7).wrapping_add(seed);
+        }
+        let checkpoint = SavedCheckpoint {
+            patch: PatchOffer {
+                sha256: Digest([0x5a; 32]),
+                size: 20_000,
+                base_sha256: Digest([0xa5; 32]),
+            },
+            written: 4096 * u32::from(seed) + 3,
+            fetched: 1000 * u32::from(seed),
+            tail: [seed, 1, 2, 0, 0, 0, 0, 0],
+            tail_len: 3,
+        };
+        (checkpoint, record)
+    }
+
+    /// The store's checkpoint as it loads, with its record.
+    fn loaded(flash: &mut MemFlash) -> Option<(SavedCheckpoint, [u8; CHECKPOINT_LEN])> {
+        let mut store = FlashPersist::open(flash, REGION);
+        let checkpoint = store.load().download?.checkpoint;
+        let mut record = [0u8; CHECKPOINT_LEN];
+        let read = store.load_checkpoint(&mut record);
+        assert_eq!(
+            read,
+            checkpoint.is_some(),
+            "the record and its commit go together"
+        );
+        checkpoint.map(|c| (c, record))
+    }
+
+    #[test]
+    fn a_checkpoint_round_trips_survives_compaction_and_goes_with_its_download() {
+        let offer = offer();
+        let (c1, r1) = checkpoint(1);
+        let (c2, r2) = checkpoint(2);
+        let mut flash = agree(
+            MemFlash::new(),
+            &[
+                Change::Download(Some(&offer)),
+                Change::Progress(4096),
+                Change::Checkpoint {
+                    checkpoint: c1,
+                    record: &r1,
+                },
+            ],
+        );
+        assert_eq!(loaded(&mut flash), Some((c1, r1)));
+        // The next one replaces it; progress after it leaves it.
+        let mut flash = agree(
+            flash,
+            &[
+                Change::Checkpoint {
+                    checkpoint: c2,
+                    record: &r2,
+                },
+                Change::Progress(8192),
+            ],
+        );
+        assert_eq!(loaded(&mut flash), Some((c2, r2)));
+        // Compactions copy it, record by record, however often.
+        let erases = flash.erases.len();
+        let mut changes = vec![];
+        for i in 0..3000u32 {
+            changes.push(Change::Progress(i * 4));
+        }
+        let mut flash = agree(flash, &changes);
+        assert!(flash.erases.len() >= erases + 2, "{:?}", flash.erases);
+        assert_eq!(loaded(&mut flash), Some((c2, r2)));
+        // Another one after them.
+        let mut flash = agree(
+            flash,
+            &[Change::Checkpoint {
+                checkpoint: c1,
+                record: &r1,
+            }],
+        );
+        assert_eq!(loaded(&mut flash), Some((c1, r1)));
+        // The download's end drops it, and so does a new download.
+        let mut ended = agree(flash.clone(), &[Change::Download(None)]);
+        assert_eq!(loaded(&mut ended), None);
+        assert!(!FlashPersist::open(&mut ended, REGION).load_checkpoint(&mut [0; CHECKPOINT_LEN]));
+        let mut again = agree(flash, &[Change::Download(Some(&offer))]);
+        assert_eq!(loaded(&mut again), None);
+        let mut store = FlashPersist::open(&mut again, REGION);
+        let state = store.load();
+        store.compact(&state, None).unwrap();
+        assert_eq!(loaded(&mut again), None);
+    }
+
+    #[test]
+    fn a_checkpoint_torn_at_any_word_leaves_the_one_before() {
+        let offer = offer();
+        let (c1, r1) = checkpoint(1);
+        let (c2, r2) = checkpoint(2);
+        let mut flash = agree(
+            MemFlash::new(),
+            &[
+                Change::Download(Some(&offer)),
+                Change::Checkpoint {
+                    checkpoint: c1,
+                    record: &r1,
+                },
+                Change::Progress(4096),
+            ],
+        );
+        let start = FlashPersist::open(&mut flash, REGION).log_end() as usize;
+        let full = agree(
+            flash.clone(),
+            &[Change::Checkpoint {
+                checkpoint: c2,
+                record: &r2,
+            }],
+        );
+        let end = FlashPersist::open(full.clone(), REGION).log_end() as usize;
+        // Ten parts of 132 bytes, the last of 128, the commit of 96.
+        assert_eq!(end - start, (CHECKPOINT_PARTS - 1) * 132 + 128 + 96);
+        // A cut at every word of the entry: the words before it programmed, the rest erased.
+        for at in (start..end).step_by(4) {
+            let mut torn = full.clone();
+            torn.bytes[at..end].fill(0xFF);
+            assert_eq!(loaded(&mut torn), Some((c1, r1)), "cut at {at}");
+            // The next change compacts, and keeps the checkpoint before.
+            let mut store = FlashPersist::open(&mut torn, REGION);
+            store.load();
+            store.record(&Change::Progress(8192)).unwrap();
+            assert_eq!(loaded(&mut torn), Some((c1, r1)), "cut at {at}, compacted");
+        }
+        // And a half-programmed word (some of its bits cleared) anywhere in the entry.
+        for at in (start..end).step_by(52) {
+            let mut torn = full.clone();
+            torn.bytes[at + 4..end].fill(0xFF);
+            if let Some(b) = torn.bytes[at..at + 4].iter_mut().find(|b| **b != 0) {
+                *b &= *b - 1;
+            }
+            assert_eq!(loaded(&mut torn), Some((c1, r1)), "torn at {at}");
+        }
+        // A write failing at every step of recording it: the one before, or the new one.
+        for n in 0..16 {
+            let mut flash = flash.clone();
+            flash.fail_writes_after = Some(n);
+            let result = FlashPersist::open(&mut flash, REGION).record(&Change::Checkpoint {
+                checkpoint: c2,
+                record: &r2,
+            });
+            flash.fail_writes_after = None;
+            let got = loaded(&mut flash);
+            match result {
+                Ok(()) => assert_eq!(got, Some((c2, r2)), "fail after {n}"),
+                Err(_) => assert!(
+                    got == Some((c1, r1)) || got == Some((c2, r2)),
+                    "fail after {n}: {got:?}"
+                ),
+            }
+        }
     }
 
     #[test]

@@ -28,12 +28,13 @@ pub mod transport;
 
 pub use client::{
     AfterBoot, CheckInOutcome, ClientError, Config, DeviceInfo, OtaClient, Pushed, RunningStage1,
-    Step, MAX_QUEUED_RESETS, UPTIME_RECORD_EVERY_S,
+    Step, CHECKPOINT_EVERY, MAX_QUEUED_RESETS, UPTIME_RECORD_EVERY_S,
 };
 pub use flash_store::{FaultAppendError, FlashPersist, StoreRegion};
 #[cfg(feature = "std")]
 pub use persist::MemPersist;
 pub use persist::{
-    Change, FaultRecord, Installed, Persist, PersistedState, Running, SavedDownload,
+    Change, FaultRecord, Installed, Persist, PersistedState, Running, SavedCheckpoint,
+    SavedDownload, CHECKPOINT_TAIL,
 };
 pub use shared::SharedFlash;

@@ -49,6 +49,22 @@ impl PatchRun {
         }
     }
 
+    /// A patch resumed after a reset from its checkpoint (`applier`, from
+    /// [`PatchApplier::resume`]): the bytes it had rebuilt are in the slot but for `tail`
+    /// (less than a write unit, kept with the checkpoint), staged again.
+    pub fn resumed(offer: PatchOffer, base_len: u32, applier: PatchApplier, tail: &[u8]) -> Self {
+        let mut staged = [0; STAGE_LEN];
+        let staged_len = tail.len().min(STAGE_LEN);
+        staged[..staged_len].copy_from_slice(&tail[..staged_len]);
+        Self {
+            offer,
+            base_len,
+            applier,
+            staged,
+            staged_len,
+        }
+    }
+
     /// Container bytes applied so far: where the fetch goes on from.
     pub fn fetched(&self) -> u32 {
         // The applier never takes more than the container's announced length, a u32.

@@ -10,7 +10,10 @@
 //!   trial boot and a revert (by the bootloader, or by stage-0 for a stage-1) are reported
 //!   against the right rollout;
 //! - the download in progress: its offer, once the slot is erased, and how many of its bytes
-//!   are durably in the slot, so a power cut mid-download resumes from there;
+//!   are durably in the slot, so a power cut mid-download resumes from there; when it is
+//!   rebuilt from a delta patch, the patch and the applier's last checkpoint
+//!   ([`SavedCheckpoint`], its [`CHECKPOINT_LEN`]-byte record kept by the store), so a power cut
+//!   mid-patch resumes the patch;
 //! - what is running and for how long (recorded at boot and every few minutes), so that the next
 //!   boot can report a reset with the version and the uptime it cut short;
 //! - a fault: what the board's hard fault handler appended before it reset (the faulting
@@ -23,8 +26,9 @@
 //! [`FlashPersist`](crate::flash_store::FlashPersist) appends each change as a CRC-protected
 //! record to two flash sectors used ping-pong (sectors 10-11 on the board).
 
+pub use fota_delta::CHECKPOINT_LEN;
 use fota_protocol::image::ImageVersion;
-use fota_protocol::messages::{Component, Event, Offer, MAX_EVENTS_PER_REPORT};
+use fota_protocol::messages::{Component, Event, Offer, PatchOffer, MAX_EVENTS_PER_REPORT};
 use fota_protocol::SlotId;
 
 /// Events kept until the server acknowledges them (one report's worth).
@@ -53,7 +57,32 @@ pub struct SavedDownload {
     /// Bytes at the start of the slot that are programmed and were accepted (a multiple of the
     /// flash's write unit, except at the very end).
     pub offset: u32,
+    /// When the image is rebuilt from a delta patch: the patch and where its last checkpoint
+    /// stands (the record itself is in the store: [`Persist::load_checkpoint`]).
+    pub checkpoint: Option<SavedCheckpoint>,
 }
+
+/// A delta patch's checkpoint, as the store keeps it beside the download: the patch it belongs
+/// to and where the applier stood. Recorded only once the rebuilt bytes up to `written` are
+/// durably programmed in the slot but for a tail shorter than a write unit, kept here, so an
+/// applier resumed from it goes on exactly where the slot does.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct SavedCheckpoint {
+    /// The patch being applied (its address, size and base).
+    pub patch: PatchOffer,
+    /// Target bytes rebuilt (`PatchApplier::written`): all programmed but the tail.
+    pub written: u32,
+    /// Container bytes applied: where the patch's fetch goes on (`PatchApplier::offset`).
+    pub fetched: u32,
+    /// The last `tail_len` rebuilt bytes, not programmed yet (less than a write unit).
+    pub tail: [u8; CHECKPOINT_TAIL],
+    /// How many of `tail` are used.
+    pub tail_len: u8,
+}
+
+/// The most rebuilt bytes a checkpoint keeps that are not programmed yet (the staged tail of
+/// a write unit of up to 9 bytes; the F4's is 4).
+pub const CHECKPOINT_TAIL: usize = 8;
 
 /// What ran, and for how long, as last recorded: the next boot reports its reset with it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -193,6 +222,16 @@ pub enum Change<'a> {
     Download(Option<&'a Offer>),
     /// The download's bytes up to this offset are in the slot.
     Progress(u32),
+    /// A delta patch's checkpoint for the download in progress: `checkpoint` says where it
+    /// stands, `record` is `PatchApplier::checkpoint`'s record (the store keeps it until the
+    /// next checkpoint or the download's end). It replaces the one before; a store that cannot
+    /// keep it whole keeps the one before.
+    Checkpoint {
+        /// Where the applier stands.
+        checkpoint: SavedCheckpoint,
+        /// The applier's record.
+        record: &'a [u8; CHECKPOINT_LEN],
+    },
     /// This version runs, and has run this long.
     Running(Running),
     /// The fault handler recorded a fault (`Some`; on the board it appends this record itself,
@@ -219,11 +258,17 @@ impl PersistedState {
                 self.download = offer.map(|offer| SavedDownload {
                     offer: offer.clone(),
                     offset: 0,
+                    checkpoint: None,
                 })
             }
             Change::Progress(offset) => {
                 if let Some(download) = &mut self.download {
                     download.offset = offset.min(download.offer.size);
+                }
+            }
+            Change::Checkpoint { checkpoint, .. } => {
+                if let Some(download) = &mut self.download {
+                    download.checkpoint = Some(checkpoint);
                 }
             }
             Change::Running(running) => self.running = Some(running),
@@ -243,6 +288,10 @@ pub trait Persist {
 
     /// Persist `change`. When this returns `Ok`, the change survives a reset.
     fn record(&mut self, change: &Change<'_>) -> Result<(), Self::Error>;
+
+    /// The record of the download's last checkpoint ([`Change::Checkpoint`]), copied into
+    /// `record`; `false` (and `record` unspecified) if the store has none or cannot read it.
+    fn load_checkpoint(&mut self, record: &mut [u8; CHECKPOINT_LEN]) -> bool;
 }
 
 impl<P: Persist + ?Sized> Persist for &mut P {
@@ -255,6 +304,10 @@ impl<P: Persist + ?Sized> Persist for &mut P {
     fn record(&mut self, change: &Change<'_>) -> Result<(), Self::Error> {
         P::record(self, change)
     }
+
+    fn load_checkpoint(&mut self, record: &mut [u8; CHECKPOINT_LEN]) -> bool {
+        P::load_checkpoint(self, record)
+    }
 }
 
 #[cfg(feature = "std")]
@@ -264,7 +317,10 @@ pub use mem::MemPersist;
 mod mem {
     extern crate std;
 
-    use super::{Change, FaultRecord, Installed, Persist, PersistedState, Running, SavedDownload};
+    use super::{
+        Change, FaultRecord, Installed, Persist, PersistedState, Running, SavedDownload,
+        CHECKPOINT_LEN,
+    };
     use fota_protocol::messages::Event;
     use std::vec::Vec;
 
@@ -285,6 +341,9 @@ mod mem {
         pub running: Option<Running>,
         /// A fault not yet reported.
         pub fault: Option<FaultRecord>,
+        /// The record of the download's last patch checkpoint (on the heap: a download that is
+        /// not a patch costs nothing).
+        pub checkpoint: Option<Vec<u8>>,
         /// Changes recorded so far.
         pub changes: u64,
     }
@@ -298,6 +357,7 @@ mod mem {
                 download: None,
                 running: None,
                 fault: None,
+                checkpoint: None,
                 changes: 0,
             }
         }
@@ -313,6 +373,7 @@ mod mem {
                 download: state.download,
                 running: state.running,
                 fault: state.fault,
+                checkpoint: None,
                 changes: 0,
             }
         }
@@ -343,9 +404,32 @@ mod mem {
             let mut state = self.load();
             state.apply(change);
             let changes = self.changes + 1;
+            // The record goes with its checkpoint: replaced by the next, gone with the download.
+            let checkpoint = match *change {
+                Change::Checkpoint { record, .. } if state.download.is_some() => {
+                    Some(record.to_vec())
+                }
+                Change::Download(_) => None,
+                _ => self.checkpoint.take(),
+            };
             *self = Self::from_state(state);
+            self.checkpoint = checkpoint;
             self.changes = changes;
             Ok(())
+        }
+
+        fn load_checkpoint(&mut self, record: &mut [u8; CHECKPOINT_LEN]) -> bool {
+            let kept = self
+                .download
+                .as_ref()
+                .is_some_and(|d| d.checkpoint.is_some());
+            match &self.checkpoint {
+                Some(bytes) if kept && bytes.len() == CHECKPOINT_LEN => {
+                    record.copy_from_slice(bytes);
+                    true
+                }
+                _ => false,
+            }
         }
     }
 }

@@ -312,6 +312,7 @@ fn a_link_that_keeps_dropping_resumes_from_the_flash_offset_and_completes() {
         Config {
             max_fetch_failures: 2,
             chunk_len: 512,
+            ..Config::default()
         },
     );
     assert_eq!(c.check_in().unwrap(), CheckInOutcome::Started);
@@ -364,6 +365,7 @@ fn a_dead_link_gives_up_after_n_consecutive_failures() {
         Config {
             max_fetch_failures: 4,
             chunk_len: 512,
+            ..Config::default()
         },
     );
     c.check_in().unwrap();
@@ -910,6 +912,7 @@ fn a_resumed_download_of_a_trial_or_a_slot_now_running_is_dropped() {
         download: Some(fota_ota_client::SavedDownload {
             offer: offer_for(&artifact),
             offset: 4096,
+            checkpoint: None,
         }),
         ..MemPersist::default()
     };

@@ -9,7 +9,10 @@ use ed25519_dalek::SigningKey;
 use fota_boot::journal::RecordKind;
 use fota_boot::{BootControl, BootJournal, FlashLayout, JournalRegion};
 use fota_ota_client::transport::Transport;
-use fota_ota_client::{CheckInOutcome, Config, DeviceInfo, MemPersist, OtaClient, Step};
+use fota_ota_client::{
+    CheckInOutcome, Config, DeviceInfo, FlashPersist, MemPersist, OtaClient, Persist,
+    SavedCheckpoint, Step, StoreRegion,
+};
 use fota_protocol::image::{Digest, ImageBuilder, ImageVersion, TrustedKey};
 use fota_protocol::messages::{
     CheckIn, CheckInResponse, Component, EventKind, Model, Offer, PatchOffer, RdpLevel, Report,
@@ -187,24 +190,37 @@ impl Transport for Server {
 
 type Client<'k> = OtaClient<'k, Server, MemFlash, MemPersist>;
 
+fn device() -> DeviceInfo {
+    DeviceInfo {
+        model: Model::try_from("streetlight-f429").unwrap(),
+        firmware_version: OLD,
+        bootloader_version: ImageVersion::new(1, 0, 0, 0),
+        rdp_level: RdpLevel::Level1,
+        wrp_mask: 0,
+    }
+}
+
 fn client<'k>(
     server: Server,
     flash: MemFlash,
     persist: MemPersist,
     keys: &'k [TrustedKey],
 ) -> Client<'k> {
-    let boot = BootControl::open(flash, FlashLayout::STM32F429, SlotId::A).unwrap();
-    let device = DeviceInfo {
-        model: Model::try_from("streetlight-f429").unwrap(),
-        firmware_version: OLD,
-        bootloader_version: ImageVersion::new(1, 0, 0, 0),
-        rdp_level: RdpLevel::Level1,
-        wrp_mask: 0,
-    };
-    OtaClient::new(server, boot, persist, device, keys, Config::default())
+    client_with(server, flash, persist, keys, Config::default())
 }
 
-fn run_download(c: &mut Client<'_>) -> Step {
+fn client_with<'k>(
+    server: Server,
+    flash: MemFlash,
+    persist: MemPersist,
+    keys: &'k [TrustedKey],
+    config: Config,
+) -> Client<'k> {
+    let boot = BootControl::open(flash, FlashLayout::STM32F429, SlotId::A).unwrap();
+    OtaClient::new(server, boot, persist, device(), keys, config)
+}
+
+fn run_download<P: Persist>(c: &mut OtaClient<'_, Server, MemFlash, P>) -> Step {
     for _ in 0..100_000 {
         match c.download_step() {
             Step::Continue => {}
@@ -214,12 +230,12 @@ fn run_download(c: &mut Client<'_>) -> Step {
     panic!("download never ended");
 }
 
-fn kinds(c: &Client<'_>) -> Vec<EventKind> {
+fn kinds<P: Persist>(c: &OtaClient<'_, Server, MemFlash, P>) -> Vec<EventKind> {
     c.queued_events().iter().map(|e| e.kind).collect()
 }
 
 /// The reasons of the queued `VerifyFailed` events.
-fn verify_failures(c: &Client<'_>) -> Vec<String> {
+fn verify_failures<P: Persist>(c: &OtaClient<'_, Server, MemFlash, P>) -> Vec<String> {
     c.queued_events()
         .iter()
         .filter(|e| e.kind == EventKind::VerifyFailed)
@@ -459,11 +475,22 @@ fn a_power_cut_mid_patch_resumes_to_the_exact_image() {
     let (base, target) = (base_image(), target_image());
     let patch = fota_delta::generate(&base, &target).unwrap();
     let offered = offer(&target, Some(&patch), &base);
+    // Checkpoints every 1 KB of patch, so several land in this patch.
+    let config = Config {
+        checkpoint_every: 1024,
+        ..Config::default()
+    };
     // Cut after every number of steps through the patch's application.
-    let mut cuts = 0;
+    let (mut cuts, mut from_checkpoint) = (0, 0);
     for steps in 1.. {
         let server = Server::new(offered.clone(), &[&target, &patch]);
-        let mut c = client(server, flash_running(&base), MemPersist::default(), &keys);
+        let mut c = client_with(
+            server,
+            flash_running(&base),
+            MemPersist::default(),
+            &keys,
+            config,
+        );
         assert_eq!(c.check_in().unwrap(), CheckInOutcome::Started);
         let mut done = false;
         for _ in 0..steps {
@@ -482,9 +509,9 @@ fn a_power_cut_mid_patch_resumes_to_the_exact_image() {
         cuts += 1;
         // Power off: RAM is gone, the flash and the persisted state stay.
         let (_, boot, persist) = c.into_parts();
-        let saved = persist.download.as_ref().map(|d| d.offset);
+        let saved = persist.download.clone();
         let server = Server::new(offered.clone(), &[&target, &patch]);
-        let mut c = client(server, boot.into_flash(), persist, &keys);
+        let mut c = client_with(server, boot.into_flash(), persist, &keys, config);
         // The server still offers it: the resumed download goes on (or a new one starts).
         let outcome = c.check_in().unwrap();
         assert!(
@@ -494,13 +521,309 @@ fn a_power_cut_mid_patch_resumes_to_the_exact_image() {
         assert_eq!(run_download(&mut c), Step::Reboot, "cut after {steps}");
         assert!(verify_failures(&c).is_empty(), "cut after {steps}");
         let server = assert_installed(c, &base, &target);
-        // The bytes rebuilt before the cut and recorded stay: the full image's download goes
-        // on after them (with nothing recorded, the patch starts over).
+        // A checkpoint recorded before the cut: the patch goes on from it, and only the rest
+        // of the patch is fetched. None: the full image's download goes on after the bytes
+        // recorded, or, with nothing recorded, the patch starts over.
         let full = server.served(&offered.sha256);
+        let applied = server.served(&Digest::of(&patch));
         match saved {
-            Some(offset) => assert_eq!(full, target.len() - offset as usize, "cut after {steps}"),
+            Some(d) if d.checkpoint.is_some() => {
+                let cp = d.checkpoint.unwrap();
+                from_checkpoint += 1;
+                assert_eq!(full, 0, "cut after {steps}");
+                assert_eq!(server.fetches[0].1, cp.fetched, "cut after {steps}");
+                assert_eq!(
+                    applied,
+                    patch.len() - cp.fetched as usize,
+                    "cut after {steps}"
+                );
+            }
+            Some(d) => {
+                assert_eq!(full, target.len() - d.offset as usize, "cut after {steps}");
+            }
             None => assert_eq!(full, 0, "cut after {steps}"),
         }
     }
     assert!(cuts > 10, "{cuts} cuts");
+    assert!(
+        from_checkpoint >= cuts / 3,
+        "{from_checkpoint} of {cuts} cuts"
+    );
+}
+
+/// A client whose state store is the real one (`FlashPersist`, on a flash of its own standing
+/// for sectors 10-11).
+type FlashClient<'k> = OtaClient<'k, Server, MemFlash, FlashPersist<MemFlash>>;
+
+/// Patch bytes between checkpoints in the flash store's tests: several in this patch.
+const EVERY: u32 = 1024;
+
+const STORE: StoreRegion = StoreRegion {
+    start: 0,
+    sector_size: 16 * 1024,
+};
+
+fn flash_client<'k>(
+    server: Server,
+    flash: MemFlash,
+    store: MemFlash,
+    keys: &'k [TrustedKey],
+) -> FlashClient<'k> {
+    let boot = BootControl::open(flash, FlashLayout::STM32F429, SlotId::A).unwrap();
+    OtaClient::new(
+        server,
+        boot,
+        FlashPersist::open(store, STORE),
+        device(),
+        keys,
+        Config {
+            checkpoint_every: EVERY,
+            ..Config::default()
+        },
+    )
+}
+
+/// Steps until the store holds its `n`-th checkpoint (counting those it recorded), then `more`
+/// steps (the client then loses its power). Returns the checkpoints recorded, in order.
+fn cut_after_checkpoint(c: &mut FlashClient<'_>, n: usize, more: usize) -> Vec<SavedCheckpoint> {
+    let mut seen = Vec::new();
+    let mut left = None;
+    loop {
+        assert_eq!(c.download_step(), Step::Continue, "the patch ended first");
+        let now = c.persist_mut().load().download.and_then(|d| d.checkpoint);
+        if let Some(cp) = now {
+            if seen.last() != Some(&cp) {
+                seen.push(cp);
+            }
+        }
+        if left.is_none() && seen.len() == n {
+            left = Some(more);
+        }
+        match left.as_mut() {
+            Some(0) => return seen,
+            Some(k) => *k -= 1,
+            None => {}
+        }
+    }
+}
+
+#[test]
+fn a_power_cut_mid_patch_resumes_the_patch_from_its_checkpoint_in_flash() {
+    let keys = keys();
+    let (base, target) = (base_image(), target_image());
+    let patch = fota_delta::generate(&base, &target).unwrap();
+    assert!(
+        patch.len() > 4 * EVERY as usize,
+        "{} bytes: too few checkpoints",
+        patch.len()
+    );
+    let offered = offer(&target, Some(&patch), &base);
+    let server = Server::new(offered.clone(), &[&target, &patch]);
+    let mut c = flash_client(server, flash_running(&base), MemFlash::new(), &keys);
+    assert_eq!(c.check_in().unwrap(), CheckInOutcome::Started);
+    // Past the first checkpoint, and a few steps more (rebuilt bytes programmed since).
+    let seen = cut_after_checkpoint(&mut c, 1, 3);
+    let cp = *seen.last().unwrap();
+    assert!(cp.fetched >= EVERY && cp.written > 0, "{cp:?}");
+    assert_eq!(cp.patch, offered.patch.unwrap());
+    let (before, boot, store) = c.into_parts();
+    let fetched_before: usize = before.fetches.iter().filter_map(|f| f.2).sum();
+    assert!(fetched_before > cp.fetched as usize);
+
+    // Power back: the download resumes, from the patch's checkpoint.
+    let server = Server::new(offered.clone(), &[&target, &patch]);
+    let mut c = flash_client(server, boot.into_flash(), store.into_flash(), &keys);
+    assert_eq!(
+        c.applying_patch(),
+        offered.patch.as_ref(),
+        "the patch is resumed"
+    );
+    assert_eq!(c.check_in().unwrap(), CheckInOutcome::Busy);
+    assert_eq!(run_download(&mut c), Step::Reboot);
+    assert!(verify_failures(&c).is_empty(), "{:?}", verify_failures(&c));
+    let after = assert_installed_flash(c, &base, &target);
+    // Every byte fetched after the cut is the patch's, from the checkpoint's offset on, in
+    // order; none of the full image.
+    assert_eq!(after.served(&offered.sha256), 0);
+    assert_eq!(
+        after.fetches[0],
+        (Digest::of(&patch), cp.fetched, after.fetches[0].2)
+    );
+    let mut next = cp.fetched;
+    for &(sha, offset, n) in &after.fetches {
+        assert_eq!((sha, offset), (Digest::of(&patch), next));
+        next += n.unwrap() as u32;
+    }
+    assert_eq!(next as usize, patch.len());
+    // Before and after the cut together: far less than the image.
+    let total = fetched_before + after.served(&Digest::of(&patch));
+    assert!(
+        total < target.len() / 2,
+        "{total} bytes for a {}-byte image",
+        target.len()
+    );
+    assert!(
+        total <= patch.len() + EVERY as usize + 1024,
+        "{total} of a {}-byte patch",
+        patch.len()
+    );
+}
+
+#[test]
+fn a_torn_checkpoint_falls_back_to_the_one_before() {
+    let keys = keys();
+    let (base, target) = (base_image(), target_image());
+    let patch = fota_delta::generate(&base, &target).unwrap();
+    let offered = offer(&target, Some(&patch), &base);
+    let server = Server::new(offered.clone(), &[&target, &patch]);
+    let mut c = flash_client(server, flash_running(&base), MemFlash::new(), &keys);
+    assert_eq!(c.check_in().unwrap(), CheckInOutcome::Started);
+    // Cut in the step that records the second checkpoint: it is the log's last entry.
+    let seen = cut_after_checkpoint(&mut c, 2, 0);
+    let (first, second) = (seen[0], seen[1]);
+    assert!(first.fetched < second.fetched);
+    let (_, boot, store) = c.into_parts();
+    let mut store = store.into_flash();
+    let end = {
+        let mut s = FlashPersist::open(&mut store, STORE);
+        s.load();
+        s.log_end()
+    };
+    // Tear the entry's last record (its commit) as a cut while programming it leaves it: its
+    // last word (the CRC) not programmed yet.
+    let commit = end as usize - (4 + 88 + 4);
+    store.bytes[commit + 92..commit + 96].fill(0xFF);
+    let loaded = FlashPersist::open(&mut store, STORE).load();
+    assert_eq!(loaded.download.unwrap().checkpoint, Some(first));
+
+    let server = Server::new(offered.clone(), &[&target, &patch]);
+    let mut c = flash_client(server, boot.into_flash(), store, &keys);
+    assert_eq!(c.check_in().unwrap(), CheckInOutcome::Busy);
+    assert_eq!(run_download(&mut c), Step::Reboot);
+    assert!(verify_failures(&c).is_empty(), "{:?}", verify_failures(&c));
+    let after = assert_installed_flash(c, &base, &target);
+    assert_eq!(after.served(&offered.sha256), 0);
+    assert_eq!(
+        after.fetches[0].1, first.fetched,
+        "resumed from the checkpoint before"
+    );
+    assert_eq!(
+        after.served(&Digest::of(&patch)),
+        patch.len() - first.fetched as usize
+    );
+
+    // A torn part of the first (only) checkpoint: none left, and the download goes on as
+    // before checkpoints: the full image after the bytes recorded.
+    let server = Server::new(offered.clone(), &[&target, &patch]);
+    let mut c = flash_client(server, flash_running(&base), MemFlash::new(), &keys);
+    assert_eq!(c.check_in().unwrap(), CheckInOutcome::Started);
+    let seen = cut_after_checkpoint(&mut c, 1, 0);
+    assert_eq!(seen.len(), 1);
+    let (_, boot, store) = c.into_parts();
+    let mut store = store.into_flash();
+    let end = {
+        let mut s = FlashPersist::open(&mut store, STORE);
+        s.load();
+        s.log_end()
+    };
+    // The last part (4-byte header, index and 117 bytes padded to 120, CRC) before the commit
+    // (4-byte header, 85 bytes padded to 88, CRC).
+    let last_part = end as usize - (4 + 88 + 4) - (4 + 120 + 4);
+    store.bytes[last_part + 60..end as usize].fill(0xFF);
+    let loaded = FlashPersist::open(&mut store, STORE)
+        .load()
+        .download
+        .unwrap();
+    assert_eq!(loaded.checkpoint, None);
+    let server = Server::new(offered.clone(), &[&target, &patch]);
+    let mut c = flash_client(server, boot.into_flash(), store, &keys);
+    assert_eq!(c.applying_patch(), None);
+    assert_eq!(c.check_in().unwrap(), CheckInOutcome::Busy);
+    assert_eq!(run_download(&mut c), Step::Reboot);
+    assert!(verify_failures(&c).is_empty(), "{:?}", verify_failures(&c));
+    let after = assert_installed_flash(c, &base, &target);
+    assert_eq!(after.served(&Digest::of(&patch)), 0);
+    assert_eq!(
+        after.served(&offered.sha256),
+        target.len() - loaded.offset as usize
+    );
+}
+
+#[test]
+fn a_store_written_before_checkpoints_still_loads_and_resumes_the_full_image() {
+    // The records the firmware before checkpoints wrote for a patch in progress: the offer
+    // (without its patch) once the slot was erased, then progress every 4 KB; byte for byte,
+    // with their CRCs computed here.
+    let keys = keys();
+    let (base, target) = (base_image(), target_image());
+    let patch = fota_delta::generate(&base, &target).unwrap();
+    let offered = offer(&target, Some(&patch), &base);
+    let crc = crc::Crc::<u32>::new(&crc::CRC_32_ISO_HDLC);
+    let record = |kind: u8, payload: &[u8]| {
+        let mut r = vec![0x0F, 0x7A, kind, payload.len() as u8];
+        r.extend_from_slice(payload);
+        while r.len() % 4 != 0 {
+            r.push(0);
+        }
+        let c = crc.checksum(&r);
+        r.extend_from_slice(&c.to_le_bytes());
+        r
+    };
+    let version = |v: ImageVersion| {
+        (u64::from(v.major) << 56
+            | u64::from(v.minor) << 48
+            | u64::from(v.revision) << 32
+            | u64::from(v.build))
+        .to_le_bytes()
+    };
+    let mut download = Vec::new();
+    download.extend_from_slice(&ROLLOUT.to_le_bytes());
+    download.extend_from_slice(&version(NEW));
+    download.push(1); // slot B
+    download.extend_from_slice(&offered.sha256.0);
+    download.extend_from_slice(&offered.size.to_le_bytes());
+    download.extend_from_slice(&offered.security_counter.to_le_bytes());
+    let offset = 8192u32;
+    let mut log = record(1, &1u32.to_le_bytes()); // the commit record, generation 1
+    log.extend(record(9, &1u64.to_le_bytes())); // the next event id
+    log.extend(record(6, &download));
+    log.extend(record(8, &4096u32.to_le_bytes()));
+    log.extend(record(8, &offset.to_le_bytes()));
+    let mut store = MemFlash::new();
+    store.bytes[..log.len()].copy_from_slice(&log);
+
+    // The slot holds the first bytes the patch rebuilt (and erased bytes after them).
+    let mut flash = flash_running(&base);
+    let b = FlashLayout::STM32F429.slot_offset(SlotId::B) as usize;
+    flash.bytes[b..b + offset as usize].copy_from_slice(&target[..offset as usize]);
+
+    let mut persist = FlashPersist::open(store, STORE);
+    let loaded = persist.load().download.unwrap();
+    assert_eq!(
+        (loaded.offer.sha256, loaded.offset, loaded.checkpoint),
+        (offered.sha256, offset, None)
+    );
+    let server = Server::new(offered.clone(), &[&target, &patch]);
+    let mut c = flash_client(server, flash, persist.into_flash(), &keys);
+    assert_eq!(c.applying_patch(), None);
+    assert_eq!(c.check_in().unwrap(), CheckInOutcome::Busy);
+    assert_eq!(run_download(&mut c), Step::Reboot);
+    let after = assert_installed_flash(c, &base, &target);
+    assert_eq!(after.served(&Digest::of(&patch)), 0);
+    assert_eq!(
+        after.served(&offered.sha256),
+        target.len() - offset as usize
+    );
+}
+
+/// [`assert_installed`] for a client on the flash store.
+fn assert_installed_flash(c: FlashClient<'_>, base: &[u8], target: &[u8]) -> Server {
+    assert_eq!(c.boot().journal().state().pending(), Some(SlotId::B));
+    let (server, boot, mut store) = c.into_parts();
+    assert_eq!(store.load().download, None);
+    let persist = MemPersist::default();
+    let boot_flash = boot.into_flash();
+    let boot = BootControl::open(boot_flash, FlashLayout::STM32F429, SlotId::A).unwrap();
+    let c = OtaClient::new(server, boot, persist, device(), &[], Config::default());
+    assert_installed(c, base, target)
 }

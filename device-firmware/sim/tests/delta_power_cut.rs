@@ -8,9 +8,12 @@
 //! After each cut the next boot reaches a verified image (checked independently of
 //! `fota-boot`), and the device, its client going on from whatever the flash holds, ends with
 //! slot B holding exactly the release, confirmed. How it gets there is the documented design
-//! (docs/FIRMWARE.md, "Applying a delta patch"): a patch is not resumed; once a download was
-//! recorded, the client goes on with the full image after the bytes the patch rebuilt (the
-//! offset last recorded), and with nothing recorded it starts over with the patch.
+//! (docs/FIRMWARE.md, "Applying a delta patch"): with a checkpoint of the patch recorded (here
+//! every 1 KB of patch, so several land in this small one), the patch resumes from the last
+//! whole one and only the rest of the patch is fetched; a download recorded without one (the
+//! cut came before the first, or tore it) goes on with the full image after the bytes the
+//! patch rebuilt (the offset last recorded); with nothing recorded it starts over with the
+//! patch.
 //!
 //! Run with `--nocapture` to see how many cut points the sweep covered.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
@@ -35,6 +38,8 @@ use fota_sim::flash::SimFlash;
 use std::cell::RefCell;
 
 const OLD: ImageVersion = ImageVersion::new(1, 0, 0, 0);
+/// Patch bytes between checkpoints: small, so that the sweep's small patch has several.
+const CHECKPOINT_EVERY: u32 = 1024;
 const NEW: ImageVersion = ImageVersion::new(2, 0, 0, 0);
 
 /// A firmware-like application image linked for `slot`, about 10 KB (so the client records its
@@ -112,6 +117,8 @@ struct Server<'r> {
     /// Bytes served of the full image, and of the patch.
     full_served: usize,
     patch_served: usize,
+    /// The offset of the first patch bytes asked for.
+    first_patch_fetch: Option<u32>,
     /// The kinds of the events stored, once each.
     events: Vec<EventKind>,
     ids: Vec<u64>,
@@ -123,6 +130,7 @@ impl<'r> Server<'r> {
             release,
             full_served: 0,
             patch_served: 0,
+            first_patch_fetch: None,
             events: Vec::new(),
             ids: Vec::new(),
         }
@@ -159,6 +167,7 @@ impl Transport for Server<'_> {
         let (artifact, served) = if *sha == Digest::of(&release.target) {
             (&release.target, &mut self.full_served)
         } else if *sha == Digest::of(&release.patch) {
+            self.first_patch_fetch.get_or_insert(offset);
             (&release.patch, &mut self.patch_served)
         } else {
             panic!("the device asked for an artifact it was not offered");
@@ -212,7 +221,11 @@ fn client_run(
         rdp_level: RdpLevel::Level1,
         wrp_mask: 0,
     };
-    let mut client = OtaClient::new(server, boot, persist, device, &keys, Config::default());
+    let config = Config {
+        checkpoint_every: CHECKPOINT_EVERY,
+        ..Config::default()
+    };
+    let mut client = OtaClient::new(server, boot, persist, device, &keys, config);
     let after = client.after_boot(|| true).map_err(|e| format!("{e:?}"))?;
     if after == AfterBoot::NewlyConfirmed {
         client.flush_reports().map_err(|e| format!("{e:?}"))?;
@@ -294,6 +307,7 @@ fn every_cut_during_a_patch_application_trial_and_confirm() {
         Ok(())
     };
     let (mut resumed, mut after_rebuilt, mut restarted, mut after_install) = (0, 0, 0, 0);
+    let mut from_checkpoint = 0;
     let report = sweep(
         "delta patch -> verify -> pending -> trial -> confirm",
         &start,
@@ -304,7 +318,7 @@ fn every_cut_during_a_patch_application_trial_and_confirm() {
             let saved = FlashPersist::open(&mut *flash, StoreRegion::STM32F429)
                 .load()
                 .download
-                .map(|d| d.offset);
+                .map(|d| (d.offset, d.checkpoint));
             let mut server = Server::new(&release);
             let mut first = None;
             let mut settled = false;
@@ -346,11 +360,26 @@ fn every_cut_during_a_patch_application_trial_and_confirm() {
                 "{cut:?}: {:?}",
                 server.events
             );
-            // The design: a download recorded before the cut goes on with the full image after
-            // the bytes the patch rebuilt; with none recorded the patch starts over; once the
-            // image was pending nothing more is fetched.
+            // The design: a patch with a checkpoint recorded before the cut resumes from it;
+            // a download recorded without one goes on with the full image after the bytes the
+            // patch rebuilt; with none recorded the patch starts over; once the image was
+            // pending nothing more is fetched.
             match (first.unwrap(), saved) {
-                ((A, BootMode::Confirmed), Some(offset)) => {
+                ((A, BootMode::Confirmed), Some((_, Some(checkpoint)))) => {
+                    from_checkpoint += 1;
+                    assert_eq!(server.full_served, 0, "{cut:?}");
+                    assert_eq!(
+                        server.patch_served,
+                        release.patch.len() - checkpoint.fetched as usize,
+                        "{cut:?}"
+                    );
+                    assert_eq!(
+                        server.first_patch_fetch,
+                        Some(checkpoint.fetched),
+                        "{cut:?}"
+                    );
+                }
+                ((A, BootMode::Confirmed), Some((offset, None))) => {
                     resumed += 1;
                     if offset > 0 {
                         after_rebuilt += 1;
@@ -371,11 +400,13 @@ fn every_cut_during_a_patch_application_trial_and_confirm() {
         },
     );
     println!(
-        "after the cuts: {resumed} resumed with the full image ({after_rebuilt} of them after \
-         bytes the patch had rebuilt), {restarted} started over with the patch, \
-         {after_install} past the install"
+        "after the cuts: {from_checkpoint} resumed the patch from a checkpoint, {resumed} \
+         resumed with the full image ({after_rebuilt} of them after bytes the patch had \
+         rebuilt), {restarted} started over with the patch, {after_install} past the install"
     );
     assert!(report.steps >= 40, "{report:?}");
-    // Each way on is covered, and some resumes went on after bytes the patch had rebuilt.
-    assert!(after_rebuilt > 0 && restarted > 0 && after_install > 0);
+    // Each way on is covered: resumes of the patch from a checkpoint, of the full image after
+    // the bytes rebuilt (a cut before the first checkpoint was whole: most of these cut
+    // points are in the checkpoint's own writes), starting over, and past the install.
+    assert!(from_checkpoint > 0 && after_rebuilt > 0 && restarted > 0 && after_install > 0);
 }

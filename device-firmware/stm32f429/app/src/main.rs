@@ -175,6 +175,7 @@ fn main() -> ! {
         Config {
             max_fetch_failures: 5,
             chunk_len: 1016,
+            ..Config::default()
         },
     );
     // The fault handler's record, if the last run faulted: the software reset it asked for
