@@ -166,6 +166,11 @@ pub struct FlashPersist<F> {
     /// Where the active sector's last committed checkpoint entry starts (its first part), while
     /// the download it belongs to goes on.
     checkpoint_at: Option<u32>,
+    /// The active sector holds checkpoint records (committed or not). When the download ends the
+    /// log is compacted without them, so that an image built before they existed, whose replay
+    /// stops at a record kind it does not know, reads the whole log after it boots (a fleet
+    /// rollback to such a release follows a patch download).
+    holds_checkpoints: bool,
 }
 
 /// A record's bytes, ready to program.
@@ -581,6 +586,7 @@ impl<F: NorFlash> FlashPersist<F> {
             end: 0,
             clean: false,
             checkpoint_at: None,
+            holds_checkpoints: false,
         };
         for index in 0..2 {
             if let Some(generation) = store.commit_of(index) {
@@ -701,10 +707,13 @@ impl<F: NorFlash> FlashPersist<F> {
         // the last one committed.
         let mut parts: Option<(u32, usize)> = None;
         self.checkpoint_at = None;
+        self.holds_checkpoints = false;
         loop {
             match self.read_record(sector, at, &mut buf) {
                 Read::Valid { kind, len, total } => {
                     let payload = &buf[HEADER..HEADER + len];
+                    self.holds_checkpoints |=
+                        matches!(kind, kind::CHECKPOINT | kind::CHECKPOINT_PART);
                     let complete = parts.filter(|&(_, next)| next == CHECKPOINT_PARTS);
                     // A commit without all its parts right before it is skipped: the checkpoint
                     // before it stands.
@@ -832,6 +841,7 @@ impl<F: NorFlash> FlashPersist<F> {
         self.end = at;
         self.clean = true;
         self.checkpoint_at = checkpoint_at;
+        self.holds_checkpoints = checkpoint_at.is_some();
         Ok(())
     }
 
@@ -911,6 +921,7 @@ impl<F: NorFlash> FlashPersist<F> {
             if self.clean && self.end + len <= sector_end {
                 let first = self.end;
                 let mut ok = true;
+                self.holds_checkpoints = true;
                 for part in 0..=CHECKPOINT_PARTS {
                     let r = if part < CHECKPOINT_PARTS {
                         checkpoint_part(record, part)
@@ -961,8 +972,11 @@ impl<F: NorFlash> Persist for FlashPersist<F> {
             // A new download, or none: the checkpoint before is not its.
             self.checkpoint_at = None;
         }
+        // The download is over: rewrite the log without its checkpoint records (see
+        // `holds_checkpoints`) rather than append.
+        let drop_checkpoints = matches!(change, Change::Download(None)) && self.holds_checkpoints;
         let record = encode(change);
-        if let Some((index, _)) = self.active {
+        if let Some((index, _)) = self.active.filter(|_| !drop_checkpoints) {
             let sector_end = self.region.sector(index) + self.region.sector_size;
             let fits = self.end + record.len as u32 <= sector_end;
             if self.clean && fits && self.erased(self.end, record.len) {
@@ -1451,6 +1465,67 @@ mod tests {
         let state = store.load();
         store.compact(&state, None).unwrap();
         assert_eq!(loaded(&mut again), None);
+    }
+
+    /// The kinds of the records in the active sector's log, in order.
+    fn kinds_in_log(flash: &mut MemFlash) -> Vec<u8> {
+        let mut store = FlashPersist::open(flash, REGION);
+        let Some((index, _)) = store.active else {
+            return Vec::new();
+        };
+        let sector = store.region.sector(index);
+        let mut at = sector + COMMIT_LEN;
+        let mut buf = [0u8; MAX_RECORD];
+        let mut kinds = Vec::new();
+        while let Read::Valid { kind, total, .. } = store.read_record(sector, at, &mut buf) {
+            kinds.push(kind);
+            at += total;
+        }
+        kinds
+    }
+
+    /// Firmware built before checkpoints stops its replay at their records: once the download
+    /// is over none is left for it, whatever comes next (here, the image being installed).
+    #[test]
+    fn the_end_of_a_download_leaves_no_checkpoint_record_for_older_firmware() {
+        let offer = offer();
+        let (c1, r1) = checkpoint(1);
+        let is_checkpoint = |k: &u8| *k == kind::CHECKPOINT || *k == kind::CHECKPOINT_PART;
+        let mut flash = agree(
+            MemFlash::new(),
+            &[
+                Change::Download(Some(&offer)),
+                Change::Progress(4096),
+                Change::Checkpoint {
+                    checkpoint: c1,
+                    record: &r1,
+                },
+                Change::Progress(8192),
+            ],
+        );
+        assert!(kinds_in_log(&mut flash).iter().any(is_checkpoint));
+        let mut flash = agree(
+            flash,
+            &[
+                Change::Download(None),
+                Change::Installed(Some(Installed {
+                    component: Component::Application,
+                    slot: SlotId::B,
+                    rollout_id: 9,
+                    version: ImageVersion::new(2, 0, 0, 0),
+                })),
+            ],
+        );
+        let kinds = kinds_in_log(&mut flash);
+        assert!(!kinds.iter().any(is_checkpoint), "{kinds:?}");
+        assert!(kinds.contains(&kind::INSTALLED), "{kinds:?}");
+        // A download without checkpoints ends with an append, as before (no sector erased).
+        let erases = flash.erases.len();
+        let flash = agree(
+            flash,
+            &[Change::Download(Some(&offer)), Change::Download(None)],
+        );
+        assert_eq!(flash.erases.len(), erases);
     }
 
     #[test]
