@@ -3,6 +3,7 @@
 //! rollout's patch up for the full image.
 
 use super::db::{Store, StoreError};
+use super::releases::{delete_unreferenced_artifact, put_artifact};
 use fota_protocol::messages::Component;
 use sqlx::Row;
 
@@ -53,16 +54,7 @@ pub(super) async fn delete_for_image(
     .collect::<Result<_, _>>()?;
     let mut orphans = Vec::new();
     for patch in patches {
-        let removed = sqlx::query(
-            "DELETE FROM artifacts WHERE sha256 = $1 \
-             AND NOT EXISTS (SELECT 1 FROM release_images WHERE sha256 = $1) \
-             AND NOT EXISTS (SELECT 1 FROM patches WHERE patch_sha256 = $1)",
-        )
-        .bind(patch.as_str())
-        .execute(&mut **tx)
-        .await?
-        .rows_affected();
-        if removed > 0 {
+        if delete_unreferenced_artifact(tx, &patch).await? {
             orphans.push(patch);
         }
     }
@@ -102,16 +94,7 @@ impl Store {
         let size = i64::try_from(bytes.len())
             .map_err(|_| StoreError::Corrupt("a patch longer than i64".into()))?;
         let mut tx = self.pool()?.begin().await?;
-        sqlx::query(
-            "INSERT INTO artifacts (sha256, size, created_at, bytes) VALUES ($1, $2, $3, $4) \
-             ON CONFLICT (sha256) DO UPDATE SET bytes = COALESCE(artifacts.bytes, excluded.bytes)",
-        )
-        .bind(sha256)
-        .bind(size)
-        .bind(now)
-        .bind(bytes)
-        .execute(&mut *tx)
-        .await?;
+        put_artifact(&mut tx, sha256, size, bytes, now).await?;
         sqlx::query(
             "INSERT INTO patches (base_sha256, target_sha256, patch_sha256, size, created_at) \
              VALUES ($1, $2, $3, $4, $5) ON CONFLICT (base_sha256, target_sha256) DO NOTHING",

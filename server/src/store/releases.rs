@@ -87,6 +87,46 @@ fn release_from_row(r: &AnyRow) -> Result<ReleaseRecord, sqlx::Error> {
 const RELEASE_COLUMNS: &str =
     "id, model, version, component, security_counter, notes, created_at, created_by";
 
+/// Store an artifact's bytes under their address `sha256`. Same address, same bytes: an existing
+/// row only gains its bytes if it had none.
+pub(super) async fn put_artifact(
+    tx: &mut sqlx::Transaction<'_, sqlx::Any>,
+    sha256: &str,
+    size: i64,
+    bytes: &[u8],
+    now: i64,
+) -> Result<(), StoreError> {
+    sqlx::query(
+        "INSERT INTO artifacts (sha256, size, created_at, bytes) VALUES ($1, $2, $3, $4) \
+         ON CONFLICT (sha256) DO UPDATE SET bytes = COALESCE(artifacts.bytes, excluded.bytes)",
+    )
+    .bind(sha256)
+    .bind(size)
+    .bind(now)
+    .bind(bytes)
+    .execute(&mut **tx)
+    .await?;
+    Ok(())
+}
+
+/// Delete the artifact `sha256` unless a release image or a delta patch still is it; whether
+/// it went (its file is then the caller's to remove).
+pub(super) async fn delete_unreferenced_artifact(
+    tx: &mut sqlx::Transaction<'_, sqlx::Any>,
+    sha256: &str,
+) -> Result<bool, StoreError> {
+    let removed = sqlx::query(
+        "DELETE FROM artifacts WHERE sha256 = $1 \
+         AND NOT EXISTS (SELECT 1 FROM release_images WHERE sha256 = $1) \
+         AND NOT EXISTS (SELECT 1 FROM patches WHERE patch_sha256 = $1)",
+    )
+    .bind(sha256)
+    .execute(&mut **tx)
+    .await?
+    .rows_affected();
+    Ok(removed > 0)
+}
+
 /// The component a `releases.component` value names.
 fn component_from_name(name: &str) -> Result<Component, sqlx::Error> {
     Component::from_name(name)
@@ -129,17 +169,7 @@ impl Store {
             ));
         }
         for (image, bytes) in new.images.iter().zip(&new.image_bytes) {
-            // Same address, same bytes: an existing row only gains its bytes if it had none.
-            sqlx::query(
-                "INSERT INTO artifacts (sha256, size, created_at, bytes) VALUES ($1, $2, $3, $4) \
-                 ON CONFLICT (sha256) DO UPDATE SET bytes = COALESCE(artifacts.bytes, excluded.bytes)",
-            )
-            .bind(image.sha256.as_str())
-            .bind(image.size)
-            .bind(now)
-            .bind(bytes.as_slice())
-            .execute(&mut *tx)
-            .await?;
+            put_artifact(&mut tx, &image.sha256, image.size, bytes, now).await?;
         }
         let row = sqlx::query(
             "INSERT INTO releases (model, version, version_key, security_counter, notes, created_at, created_by, component) \
@@ -318,15 +348,7 @@ impl Store {
             orphans.extend(super::patches::delete_for_image(&mut tx, sha).await?);
         }
         for (_, sha) in images {
-            let removed = sqlx::query(
-                "DELETE FROM artifacts WHERE sha256 = $1 \
-                 AND NOT EXISTS (SELECT 1 FROM release_images WHERE sha256 = $1)",
-            )
-            .bind(sha.as_str())
-            .execute(&mut *tx)
-            .await?
-            .rows_affected();
-            if removed > 0 {
+            if delete_unreferenced_artifact(&mut tx, &sha).await? {
                 orphans.push(sha);
             }
         }
