@@ -77,10 +77,14 @@ pub fn device_acls(id: &str) -> Value {
 }
 
 /// The rules of the server's role ([`SERVER_ROLE`]): publish to every device's command topic,
-/// take every device's reports.
+/// take every device's reports. Mosquitto 2.0 checks a subscription's ACL against the whole
+/// filter, `$share/...` prefix included, so the shared subscription the server takes
+/// ([`super::REPORT_SUBSCRIPTION`]) needs a rule of its own: with only the plain pattern the
+/// broker refuses it and reports over MQTT never reach the server.
 pub fn server_acls() -> Value {
     json!([
         {"acltype": "publishClientSend", "topic": "fota/d/+/cmd", "allow": true},
+        {"acltype": "subscribeLiteral", "topic": super::REPORT_SUBSCRIPTION, "allow": true},
         {"acltype": "subscribePattern", "topic": "fota/d/+/report", "allow": true},
         {"acltype": "publishClientReceive", "topic": "fota/d/+/report", "allow": true},
     ])
@@ -210,6 +214,15 @@ pub async fn prepare_server_role(mqtt: &Mqtt) -> Result<(), String> {
             "command": "createRole",
             "rolename": SERVER_ROLE,
             "acls": server_acls(),
+        },
+        // A role created by an earlier version lacks the shared subscription's rule (an
+        // "already exists" answer is fine).
+        {
+            "command": "addRoleACL",
+            "rolename": SERVER_ROLE,
+            "acltype": "subscribeLiteral",
+            "topic": super::REPORT_SUBSCRIPTION,
+            "allow": true,
         },
         {"command": "addClientRole", "username": user, "rolename": SERVER_ROLE, "correlationData": PREPARE},
     ]});

@@ -214,6 +214,19 @@ async fn run_link(
                     tokio::spawn(async move { handle_report(&mqtt, &state, publish).await });
                 }
             }
+            Ok(Event::Incoming(Packet::SubAck(ack)))
+                if ack
+                    .return_codes
+                    .iter()
+                    .any(|c| matches!(c, rumqttc::SubscribeReasonCode::Failure)) =>
+            {
+                // The broker's rules refuse the server's subscription (reports, or the
+                // dynamic-security answers): say so, loudly; nudges and stops still go out.
+                tracing::error!(
+                    topic = REPORT_SUBSCRIPTION,
+                    "MQTT: the broker refused a subscription of the server's account; reports over MQTT will not arrive (its role needs subscribeLiteral {REPORT_SUBSCRIPTION}, see dynsec::server_acls)"
+                );
+            }
             Ok(_) => {}
             Err(e) => {
                 mqtt.connections.fetch_add(1, Ordering::AcqRel);
