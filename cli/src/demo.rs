@@ -17,8 +17,9 @@
 //!
 //! With `--mqtt` the demo also starts its own Mosquitto ([`broker`]) with an account per
 //! device, `fota serve` pushes through it (nudges when a stage opens, stops when a rollout
-//! halts), and every virtual device holds an MQTT session of its own: with a long
-//! `--check-in-interval`, the rollouts move at the pace of pushes, not polls.
+//! halts), and every virtual device holds an MQTT session of its own, through which it also
+//! publishes its reports: with a long `--check-in-interval`, the rollouts move at the pace of
+//! pushes, not polls.
 
 mod broker;
 
@@ -574,6 +575,9 @@ pub fn run(args: &Args, out: &mut dyn Write) -> anyhow::Result<()> {
             steps_per_turn: 16,
             slow_link_pause: Duration::from_millis(200),
             recovery_retry: Duration::from_secs(5),
+            // A report over MQTT waits for the server's acknowledgement this long (under a
+            // rollout's peak load it can take seconds) before it is published again.
+            report_ack_timeout: Duration::from_secs(10),
         },
         client: fota_ota_client::Config {
             max_fetch_failures: 5,
@@ -1074,7 +1078,14 @@ pub fn run(args: &Args, out: &mut dyn Write) -> anyhow::Result<()> {
                 ),
             ),
             (
-                "MQTT: commands received (nudges, stops)".into(),
+                "MQTT: reports published, acknowledged by the server".into(),
+                format!(
+                    "{}, {} (of {} reports in all)",
+                    m.reports_published, summary.mqtt_reports, summary.reports
+                ),
+            ),
+            (
+                "MQTT: commands received (nudges, stops, report acks)".into(),
                 format!(
                     "{} ({} nudges applied, {} downloads stopped, {} while off), peak {:.0}/s",
                     m.commands,

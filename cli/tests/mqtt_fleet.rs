@@ -2,7 +2,10 @@
 //! on a real Mosquitto (the test's own, with dynamic security), every virtual device holds an
 //! MQTT session with its own credentials, and the devices poll only once an hour. A rollout
 //! still completes, stage after stage, because the server nudges each stage's devices; and a
-//! halt stops the downloads in flight at once, because the server tells them to.
+//! halt stops the downloads in flight at once, because the server tells them to. The devices
+//! publish their reports through their sessions too (all but the one each sends over HTTP right
+//! before it resets into a new image), so every confirmation and every rollback the gate counts
+//! here came through the broker.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use fota_protocol::image::{ImageVersion, TrustedKey};
@@ -196,7 +199,37 @@ async fn a_rollout_completes_by_push_long_before_any_poll(db: Db) {
         "{summary:?}"
     );
     let mqtt = fleet.mqtt_stats().unwrap();
-    assert_eq!((mqtt.commands, mqtt.malformed), (n as u64, 0), "{mqtt:?}");
+    // The nudges, and at most one report_ack for each report published (some acknowledge
+    // events an HTTP report before a reset settled already, some reach a device resetting).
+    assert!(
+        (n as u64 + summary.mqtt_reports..=n as u64 + mqtt.reports_published)
+            .contains(&mqtt.commands),
+        "{mqtt:?}, {summary:?}"
+    );
+    assert_eq!(mqtt.malformed, 0, "{mqtt:?}");
+    // Reports went through the broker: at least each device's confirmation; over HTTP only the
+    // one before each reset into the new image.
+    assert!(summary.mqtt_reports >= n as u64, "{summary:?}");
+    assert!(
+        summary.reports - summary.mqtt_reports <= summary.installs,
+        "{summary:?}"
+    );
+    assert!(mqtt.reports_published >= summary.mqtt_reports, "{mqtt:?}");
+    // ... and the server has each device's confirmation of v2, stored once.
+    for device in fleet.statuses() {
+        let events = app
+            .server
+            .state
+            .store
+            .device_events(&device.id, 100)
+            .await
+            .unwrap();
+        let confirmed = events
+            .iter()
+            .filter(|e| e.kind == "confirmed" && e.rollout_id == Some(id))
+            .count();
+        assert_eq!(confirmed, 1, "{}: {events:?}", device.id);
+    }
 }
 
 /// A bad release halts in its first stage while most of that stage's downloads are still on
@@ -251,6 +284,22 @@ async fn a_halt_stops_in_flight_downloads_by_push(db: Db) {
     assert_eq!(summary.withdrawn, 0, "{summary:?}");
     let stopped_at: Vec<u64> = statuses.iter().filter_map(|d| d.stopped_at_ms).collect();
     assert_eq!(stopped_at.len(), stopped);
+    // The rollbacks that halted it were published through the broker: the devices that
+    // installed v3 reported over HTTP only before their reset into it.
+    assert!(statuses.iter().any(|d| d.rollbacks > 0), "{summary:?}");
+    let (summary, ok) = wait_fleet(&fleet, Duration::from_secs(30), |_| {
+        fleet
+            .statuses()
+            .iter()
+            .filter(|d| d.rollbacks > 0)
+            .all(|d| d.mqtt_reports > 0)
+    })
+    .await;
+    assert!(ok, "a rollback not acknowledged over MQTT: {summary:?}");
+    assert!(
+        summary.reports - summary.mqtt_reports <= summary.installs,
+        "{summary:?}"
+    );
 }
 
 backend_tests!(

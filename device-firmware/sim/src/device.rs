@@ -18,6 +18,7 @@
 use crate::app::{behaviour_of, stage1_behaviour_of, AppBehaviour, Stage1Behaviour};
 use crate::fleet_flash::FleetFlash;
 use crate::link::{Link, LinkStats};
+use crate::mqtt::Outbox;
 use fota_boot::stage0::boot_stage1;
 use fota_boot::{boot, BootAction, BootControl, BootMode, FlashLayout};
 use fota_ota_client::{
@@ -26,6 +27,7 @@ use fota_ota_client::{
 use fota_protocol::image::{ImageVersion, TrustedKey};
 use fota_protocol::messages::{Command, Model, RdpLevel, ResetCause};
 use fota_protocol::SlotId;
+use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
 
 /// The flash layout of every virtual device.
@@ -51,6 +53,9 @@ pub struct Timing {
     pub slow_link_pause: Duration,
     /// How often a device in recovery mode tries the bootloader again.
     pub recovery_retry: Duration,
+    /// A device reporting over MQTT publishes its report again when the server's `report_ack`
+    /// has not come after this long (the server stores each event once, so a resend is safe).
+    pub report_ack_timeout: Duration,
 }
 
 impl Default for Timing {
@@ -64,6 +69,7 @@ impl Default for Timing {
             steps_per_turn: 8,
             slow_link_pause: Duration::from_millis(40),
             recovery_retry: Duration::from_secs(1),
+            report_ack_timeout: Duration::from_secs(2),
         }
     }
 }
@@ -147,6 +153,10 @@ pub struct DeviceStatus {
     /// Commands that arrived while its application was not running (lost, as on a device
     /// whose network is down).
     pub commands_lost: u32,
+    /// Reports the server acknowledged over MQTT (`report_ack`).
+    pub mqtt_reports: u32,
+    /// Reports it published over MQTT (resends included).
+    pub mqtt_reports_posted: u32,
     /// Its link's figures.
     pub link: LinkStats,
     /// A two-stage device: the stage-1 stage-0 booted last (stage-1 slot, version, how).
@@ -171,6 +181,8 @@ struct App {
     next_check_in: Instant,
     /// When the background watchdog reset comes, if one is due this boot.
     background_reset_at: Option<Instant>,
+    /// When it last published a report over MQTT still waiting for its `report_ack`.
+    report_posted_at: Option<Instant>,
 }
 
 #[derive(Debug)]
@@ -208,6 +220,8 @@ pub struct Device {
     /// Why the next boot happens, and what ran before it (as the board's reset-cause register
     /// and fault record would say): a power-on unless a reset site says otherwise.
     next_reset: (ResetCause, Option<Running>),
+    /// Its reports go through its MQTT session ([`Device::report_over_mqtt`]).
+    mqtt_reports: Option<Arc<Outbox>>,
 }
 
 impl Device {
@@ -264,6 +278,8 @@ impl Device {
                 withdrawn: 0,
                 stopped_at_ms: None,
                 commands_lost: 0,
+                mqtt_reports: 0,
+                mqtt_reports_posted: 0,
                 link: LinkStats::default(),
                 stage1: None,
                 stage1_trial_boots: 0,
@@ -273,7 +289,17 @@ impl Device {
             power_cut_armed: faults.power_cut,
             link_drop_armed: faults.link_drop,
             next_reset: (ResetCause::PowerOn, None),
+            mqtt_reports: None,
         }
+    }
+
+    /// Publish reports through `outbox` (the device's MQTT session) instead of posting them over
+    /// HTTP: each is settled by the server's `report_ack`, and published again after
+    /// [`Timing::report_ack_timeout`] without one. A report due right before a reset (the
+    /// installed image) still goes over HTTP, where the answer is the acknowledgement: the
+    /// device does not wait for a push it would lose with its RAM.
+    pub fn report_over_mqtt(&mut self, outbox: Arc<Outbox>) {
+        self.mqtt_reports = Some(outbox);
     }
 
     /// Its counters and state.
@@ -388,7 +414,12 @@ impl Device {
                 // the same.
                 app.client.boot_mut().flash_mut().seal();
             }
-            Pushed::Acknowledged(_) | Pushed::Ignored => {}
+            Pushed::Acknowledged(_) => {
+                self.status.mqtt_reports += 1;
+                // The rest of the queue, if any, goes at this turn.
+                app.report_posted_at = None;
+            }
+            Pushed::Ignored => {}
         }
     }
 
@@ -535,6 +566,7 @@ impl Device {
             after_boot_done: false,
             next_check_in: first_check_in,
             background_reset_at,
+            report_posted_at: None,
         }));
         now + cx.timing.reboot
     }
@@ -719,8 +751,27 @@ impl Device {
             }
         }
 
-        if !app.client.queued_events().is_empty() && app.client.flush_reports().is_err() {
-            wake = wake.min(now + t.retry);
+        if !app.client.queued_events().is_empty() {
+            if let Some(outbox) = &self.mqtt_reports {
+                let due = app
+                    .report_posted_at
+                    .is_none_or(|at| now >= at + t.report_ack_timeout);
+                if due {
+                    if let Some(report) = app.client.pending_report() {
+                        // Cannot fail: a report is plain data.
+                        if let Ok(payload) = serde_json::to_vec(&report) {
+                            outbox.post(payload);
+                            app.report_posted_at = Some(now);
+                            self.status.mqtt_reports_posted += 1;
+                        }
+                    }
+                }
+                if let Some(at) = app.report_posted_at {
+                    wake = wake.min(at + t.report_ack_timeout);
+                }
+            } else if app.client.flush_reports().is_err() {
+                wake = wake.min(now + t.retry);
+            }
         }
 
         if let AppBehaviour::CrashesAfter { after_ms } = app.behaviour {

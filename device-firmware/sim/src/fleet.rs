@@ -8,12 +8,13 @@
 //!
 //! With [`FleetConfig::mqtt`], each device also holds an MQTT session of its own
 //! ([`crate::mqtt`]): a command the server pushes lands in the device's inbox and brings its
-//! next turn forward to now, where the OTA client acts on it.
+//! next turn forward to now, where the OTA client acts on it; and (with
+//! [`MqttConfig::reports`]) the device publishes its reports through it.
 
 use crate::device::{Context, Device, DeviceStatus, Faults, Timing, LAYOUT};
 use crate::fleet_flash::FleetFlash;
 use crate::link::{Link, Server};
-use crate::mqtt::{Deliver, MqttConfig, MqttSessions, MqttStats};
+use crate::mqtt::{Deliver, DeviceSession, MqttConfig, MqttSessions, MqttStats, Outbox};
 use fota_boot::journal::RecordKind;
 use fota_boot::{BootJournal, BootMode};
 use fota_ota_client::Config;
@@ -169,8 +170,10 @@ pub struct FleetSummary {
     pub power_cuts: u64,
     /// Check-ins answered.
     pub check_ins: u64,
-    /// Reports acknowledged.
+    /// Reports acknowledged (over HTTP or MQTT).
     pub reports: u64,
+    /// Of which: acknowledged over MQTT (`report_ack`).
+    pub mqtt_reports: u64,
     /// Check-in nudges received over MQTT while running.
     pub nudges: u64,
     /// Downloads dropped by a pushed stop.
@@ -227,7 +230,8 @@ impl FleetSummary {
         self.background_resets += u64::from(s.background_resets);
         self.power_cuts += u64::from(s.power_cuts);
         self.check_ins += s.link.check_ins;
-        self.reports += s.link.reports;
+        self.reports += s.link.reports + u64::from(s.mqtt_reports);
+        self.mqtt_reports += u64::from(s.mqtt_reports);
         self.nudges += u64::from(s.nudges);
         self.pushed_stops += u64::from(s.pushed_stops);
         self.withdrawn += u64::from(s.withdrawn);
@@ -279,9 +283,13 @@ impl Fleet {
         for (i, spec) in devices.into_iter().enumerate() {
             let (slots, queue) = &mut shards[i % threads];
             let link = Link::new(server.clone(), &spec.id, &spec.token);
-            let device = Device::new(&spec.id, &spec.model, factory.clone(), link, spec.faults);
-            if config.mqtt.is_some() {
-                accounts.push((i % threads, slots.len(), spec.id, spec.token));
+            let mut device = Device::new(&spec.id, &spec.model, factory.clone(), link, spec.faults);
+            if let Some(mqtt) = &config.mqtt {
+                let outbox = mqtt.reports.then(|| Arc::new(Outbox::default()));
+                if let Some(outbox) = &outbox {
+                    device.report_over_mqtt(Arc::clone(outbox));
+                }
+                accounts.push((i % threads, slots.len(), spec.id, spec.token, outbox));
             }
             queue.push(Reverse((now, slots.len())));
             slots.push(Slot {
@@ -321,7 +329,7 @@ impl Fleet {
         let mqtt = config.mqtt.as_ref().map(|mqtt| {
             let sessions = accounts
                 .into_iter()
-                .map(|(shard, index, id, token)| {
+                .map(|(shard, index, id, token, outbox)| {
                     // Weak: a session the runtime has not dropped yet must not keep the
                     // devices from `stop`.
                     let shard = Arc::downgrade(&shards[shard]);
@@ -330,7 +338,12 @@ impl Fleet {
                             deliver(&shard, index, command);
                         }
                     });
-                    (id, token, deliver)
+                    DeviceSession {
+                        id,
+                        token,
+                        deliver,
+                        outbox,
+                    }
                 })
                 .collect();
             MqttSessions::start(mqtt, sessions)

@@ -3,9 +3,9 @@
 //! its own command topic `fota/d/{id}/cmd`.
 //!
 //! A fleet of 100,000 devices means 100,000 connections in one process, so this is not a
-//! general MQTT client: it is the part of MQTT 3.1.1 a device that only *receives* commands
-//! needs (CONNECT/CONNACK, SUBSCRIBE/SUBACK at QoS 1, incoming PUBLISH at QoS 0 or 1 answered
-//! by PUBACK, PINGREQ/PINGRESP), one small task per device on a runtime of a few threads. A
+//! general MQTT client: it is the part of MQTT 3.1.1 a device needs (CONNECT/CONNACK,
+//! SUBSCRIBE/SUBACK at QoS 1, incoming PUBLISH at QoS 0 or 1 answered by PUBACK, its own report
+//! published at QoS 1, PINGREQ/PINGRESP), one small task per device on a runtime of a few threads. A
 //! session costs a task, a socket and a read buffer of a few hundred bytes; `rumqttc` per
 //! device would cost an event loop, request channels and its 10 KiB read buffer each (see
 //! docs/BENCHMARKS.md). Connection setup is paced (a bounded number of CONNECTs in flight), as
@@ -16,14 +16,21 @@
 //! turn, which the delivery brings forward to now. A session that breaks reconnects with a
 //! backoff; commands published while it was away are lost (clean session), as on a device
 //! whose modem lost the network: its poll still comes.
+//!
+//! A device that reports over MQTT posts its report to its [`Outbox`]; the session publishes it
+//! on `fota/d/{id}/report` at QoS 1 (at once, or as soon as it is connected again). The report
+//! is settled only by the server's `report_ack` on the command topic, which says it is stored;
+//! the broker's PUBACK only says the broker has it. Until then the device's events stay queued
+//! (and in its flash), and the device posts them again after a while: a publish lost with a
+//! broken connection costs a resend, never an event (the server stores each event id once).
 
 use fota_protocol::messages::{topics, Command};
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
-use tokio::sync::Semaphore;
+use tokio::sync::{Notify, Semaphore};
 
 /// How the devices reach the broker.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -37,23 +44,71 @@ pub struct MqttConfig {
     pub connects_in_flight: usize,
     /// Runtime threads for all the sessions.
     pub threads: usize,
+    /// The devices publish their reports through their sessions (and wait for the server's
+    /// `report_ack`) instead of posting them over HTTP; a report due right before a reset still
+    /// goes over HTTP (see [`crate::device`]).
+    pub reports: bool,
 }
 
 impl MqttConfig {
     /// Sessions to `broker` with a five-minute keep-alive, 32 CONNECTs in flight and one
-    /// thread.
+    /// thread, the devices reporting through them.
     pub fn new(broker: impl Into<String>) -> Self {
         Self {
             broker: broker.into(),
             keep_alive: Duration::from_secs(300),
             connects_in_flight: 32,
             threads: 1,
+            reports: true,
         }
     }
 }
 
 /// Hands a command to its device.
 pub type Deliver = Box<dyn Fn(Command) + Send + Sync>;
+
+/// A device's report waiting for its session to publish it: the latest one posted replaces one
+/// not yet published (it holds the same oldest events and perhaps more).
+#[derive(Debug, Default)]
+pub struct Outbox {
+    report: Mutex<Option<Vec<u8>>>,
+    ready: Notify,
+}
+
+impl Outbox {
+    /// Publish `payload` (a JSON `Report`) on the device's report topic as soon as the session
+    /// can.
+    pub fn post(&self, payload: Vec<u8>) {
+        *self.report.lock().unwrap_or_else(|e| e.into_inner()) = Some(payload);
+        self.ready.notify_one();
+    }
+
+    fn take(&self) -> Option<Vec<u8>> {
+        self.report.lock().unwrap_or_else(|e| e.into_inner()).take()
+    }
+}
+
+/// One device's session: its id, token, where its commands go, and (if it reports over MQTT)
+/// its outbox.
+pub struct DeviceSession {
+    /// The device id (client id and username).
+    pub id: String,
+    /// Its device token (password).
+    pub token: String,
+    /// Where its commands go.
+    pub deliver: Deliver,
+    /// Its reports, when it publishes them.
+    pub outbox: Option<Arc<Outbox>>,
+}
+
+impl std::fmt::Debug for DeviceSession {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("DeviceSession")
+            .field("id", &self.id)
+            .field("reports", &self.outbox.is_some())
+            .finish_non_exhaustive()
+    }
+}
 
 /// The sessions' counters.
 #[derive(Debug, Default)]
@@ -64,6 +119,7 @@ struct Counters {
     failures: AtomicU64,
     commands: AtomicU64,
     malformed: AtomicU64,
+    reports_published: AtomicU64,
 }
 
 /// What the sessions did so far.
@@ -81,6 +137,8 @@ pub struct MqttStats {
     pub commands: u64,
     /// Publishes that were not a command (dropped).
     pub malformed: u64,
+    /// Reports published (resends included).
+    pub reports_published: u64,
 }
 
 /// Every device's session, on a runtime of their own; dropping it closes them all.
@@ -91,11 +149,8 @@ pub struct MqttSessions {
 }
 
 impl MqttSessions {
-    /// Start one session per device `(id, token, deliver)`.
-    pub fn start(
-        config: &MqttConfig,
-        devices: Vec<(String, String, Deliver)>,
-    ) -> std::io::Result<Self> {
+    /// Start one session per device.
+    pub fn start(config: &MqttConfig, devices: Vec<DeviceSession>) -> std::io::Result<Self> {
         let runtime = tokio::runtime::Builder::new_multi_thread()
             .worker_threads(config.threads.max(1))
             .thread_name("fleet-mqtt")
@@ -109,7 +164,13 @@ impl MqttSessions {
             gate: Semaphore::new(config.connects_in_flight.max(1)),
             counters: Arc::clone(&counters),
         });
-        for (id, token, deliver) in devices {
+        for DeviceSession {
+            id,
+            token,
+            deliver,
+            outbox,
+        } in devices
+        {
             let shared = Arc::clone(&shared);
             runtime.spawn(async move {
                 let device = Session {
@@ -118,6 +179,7 @@ impl MqttSessions {
                     id: id.into_boxed_str(),
                     token: token.into_boxed_str(),
                     deliver,
+                    outbox,
                 };
                 device.run(&shared).await;
             });
@@ -138,6 +200,7 @@ impl MqttSessions {
             failures: c.failures.load(Ordering::Relaxed),
             commands: c.commands.load(Ordering::Relaxed),
             malformed: c.malformed.load(Ordering::Relaxed),
+            reports_published: c.reports_published.load(Ordering::Relaxed),
         }
     }
 }
@@ -162,6 +225,7 @@ struct Session {
     token: Box<str>,
     topic: Box<str>,
     deliver: Deliver,
+    outbox: Option<Arc<Outbox>>,
 }
 
 /// Why a connection ended.
@@ -259,11 +323,34 @@ impl Session {
         Ok((stream, buf))
     }
 
-    /// Read commands until the connection breaks.
+    /// Read commands, and publish the device's reports, until the connection breaks.
     async fn serve(&self, shared: &Shared, mut stream: TcpStream, mut buf: Vec<u8>) -> End {
         let mut ping_at = tokio::time::Instant::now() + shared.keep_alive;
         let mut awaiting_pong = false;
+        let report_topic = self
+            .outbox
+            .is_some()
+            .then(|| format!("{}{}{}", topics::PREFIX, self.id, topics::REPORT_SUFFIX));
+        let mut packet_id: u16 = 1;
         loop {
+            // A report posted while the session was away, or since the last one.
+            if let (Some(outbox), Some(topic)) = (&self.outbox, &report_topic) {
+                if let Some(report) = outbox.take() {
+                    packet_id = packet_id.checked_add(1).unwrap_or(2);
+                    if stream
+                        .write_all(&publish_packet(topic, packet_id, &report))
+                        .await
+                        .is_err()
+                    {
+                        // Posted again by the device when no acknowledgement comes.
+                        return End::Broken;
+                    }
+                    shared
+                        .counters
+                        .reports_published
+                        .fetch_add(1, Ordering::Relaxed);
+                }
+            }
             // Whole packets already read.
             while let Some(parsed) = split_packet(&buf) {
                 let Ok((header, start, end)) = parsed else {
@@ -280,7 +367,14 @@ impl Session {
             if buf.capacity() - buf.len() < 128 {
                 buf.reserve(256);
             }
+            let posted = async {
+                match &self.outbox {
+                    Some(outbox) => outbox.ready.notified().await,
+                    None => std::future::pending().await,
+                }
+            };
             tokio::select! {
+                () = posted => {}
                 read = stream.read_buf(&mut buf) => match read {
                     Ok(0) | Err(_) => return End::Broken,
                     Ok(_) => ping_at = tokio::time::Instant::now() + shared.keep_alive,
@@ -424,6 +518,15 @@ fn connect_packet(id: &str, password: &str, keep_alive: u16) -> Vec<u8> {
     packet(0x10, &body)
 }
 
+/// PUBLISH `payload` on `topic` at QoS 1 with `packet_id`.
+fn publish_packet(topic: &str, packet_id: u16, payload: &[u8]) -> Vec<u8> {
+    let mut body = Vec::with_capacity(topic.len() + 4 + payload.len());
+    put_string(&mut body, topic);
+    body.extend_from_slice(&packet_id.to_be_bytes());
+    body.extend_from_slice(payload);
+    packet(0x32, &body)
+}
+
 /// SUBSCRIBE to one topic at QoS 1.
 fn subscribe_packet(packet_id: u16, topic: &str) -> Vec<u8> {
     let mut body = Vec::with_capacity(topic.len() + 5);
@@ -455,6 +558,15 @@ mod tests {
         assert_eq!(split_packet(&[0x30, 0xFF, 0xFF, 0x7F]), Some(Err(())));
         assert_eq!(split_packet(&[0x30, 0xFF, 0xFF, 0xFF, 0xFF]), Some(Err(())));
         assert_eq!(split_string(b"\0\x02ab!"), Some((&b"ab"[..], &b"!"[..])));
+        // A report: QoS 1, the topic, the packet id, the payload as it is.
+        let publish = publish_packet("fota/d/SL-1/report", 7, b"{}");
+        assert_eq!(publish[0], 0x32);
+        assert_eq!(usize::from(publish[1]), publish.len() - 2);
+        let (topic, rest) = split_string(&publish[2..]).unwrap();
+        assert_eq!(
+            (topic, rest),
+            (&b"fota/d/SL-1/report"[..], &b"\0\x07{}"[..])
+        );
         assert_eq!(split_string(b"\0\x05ab"), None);
     }
 }
