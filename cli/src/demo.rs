@@ -86,11 +86,25 @@ pub struct Args {
     /// (`fota serve --mqtt-jitter-s`).
     #[arg(long, default_value_t = 10, requires = "mqtt")]
     pub nudge_jitter: u32,
+    /// With `--mqtt`: how the devices send their reports: `mqtt` (published through their
+    /// sessions, settled by the server's `report_ack`) or `http` (posted, as without `--mqtt`),
+    /// to compare the two.
+    #[arg(long, value_enum, default_value_t = ReportsOver::Mqtt, requires = "mqtt")]
+    pub reports_over: ReportsOver,
     /// Offer delta patches only when smaller than this share of the full image, in percent
     /// (`fota serve --delta-max-percent`); 0 sends full images only, to compare the bytes on
     /// the link.
     #[arg(long, default_value_t = 50, value_parser = clap::value_parser!(u8).range(0..=100))]
     pub delta_max_percent: u8,
+}
+
+/// How the virtual devices send their reports under `--mqtt`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum ReportsOver {
+    /// Published through each device's MQTT session.
+    Mqtt,
+    /// Posted over HTTP.
+    Http,
 }
 
 /// The child `fota serve`, killed when dropped.
@@ -588,6 +602,7 @@ pub fn run(args: &Args, out: &mut dyn Write) -> anyhow::Result<()> {
         threads,
         mqtt: mqtt_broker.as_ref().map(|b| MqttConfig {
             threads: if n > 20_000 { 2 } else { 1 },
+            reports: args.reports_over == ReportsOver::Mqtt,
             ..MqttConfig::new(b.address())
         }),
     };
