@@ -20,6 +20,8 @@ pub const MAX_LINE: usize = 128;
 /// The longest command line (`AT+HTTPPARA="URL","..."` with a 200-character base URL).
 pub const MAX_COMMAND: usize = 400;
 const RX_BUF: usize = 256;
+/// How long [`AtPort::take_urcs`] waits for the rest of what has started to arrive.
+pub const URC_QUIET_MS: u64 = 50;
 
 /// Why a modem request failed. The client treats each as "try again later".
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -219,14 +221,22 @@ impl<S: Serial, C: Clock> AtPort<S, C> {
     }
 
     /// Take in what the module sent while nobody was asking (a pushed command, a lost
-    /// connection) without waiting: URCs are recorded, anything else is dropped as out of step.
-    /// Returns how many lines that were not URCs were dropped.
+    /// connection): URCs are recorded, anything else is dropped as out of step. Costs nothing
+    /// when nothing has arrived; once something has, it reads on until the line has been quiet
+    /// for [`URC_QUIET_MS`] (a UART hands over a byte at a time, the next one only after the
+    /// last was read). Returns how many lines that were not URCs were dropped.
     pub fn take_urcs(&mut self) -> u32 {
+        if self.start == self.end && self.urcs.push.raw_expected() == 0 {
+            match self.fill() {
+                Ok(true) => {}
+                _ => return 0,
+            }
+        }
         let mut stray = 0;
-        // Bounded: each round consumes a line or bytes, or ends.
+        // Bounded: each round consumes a line or a piece of raw bytes, or ends.
         for _ in 0..64 {
-            let now = self.clock.now_ms();
-            match self.poll_line(now, "URCs") {
+            let deadline = self.clock.now_ms() + URC_QUIET_MS;
+            match self.poll_line(deadline, "URCs") {
                 Ok(true) => stray += 1,
                 Ok(false) => {}
                 Err(ModemError::Timeout(_)) => break,

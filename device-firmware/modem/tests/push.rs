@@ -31,6 +31,9 @@ struct Inner {
     commands: Vec<String>,
     raws: Vec<Vec<u8>>,
     raw_buf: Vec<u8>,
+    /// Hand over one byte per two reads, as a UART the MCU polls faster than bytes arrive.
+    trickle: bool,
+    reads: u64,
 }
 
 /// The scripted module: a serial port whose answers come from the script.
@@ -142,8 +145,15 @@ impl Serial for Module {
 
     fn read(&mut self, buf: &mut [u8]) -> Result<usize, ()> {
         let mut m = self.0.borrow_mut();
+        m.reads += 1;
+        if m.trickle && m.reads % 2 == 0 {
+            return Ok(0);
+        }
         // A few bytes at a time, so URCs and answers arrive in pieces.
-        let n = buf.len().min(m.out.len()).min(7);
+        let n = buf
+            .len()
+            .min(m.out.len())
+            .min(if m.trickle { 1 } else { 7 });
         for slot in &mut buf[..n] {
             *slot = m.out.pop_front().unwrap();
         }
@@ -227,6 +237,20 @@ fn connects_as_the_device_and_takes_a_publish_received_while_idle() {
     assert_eq!(m.take_command(), None);
     assert!(module.commands().is_empty());
     assert_eq!(m.push_stats().received, 1);
+}
+
+#[test]
+fn a_publish_trickling_in_a_byte_at_a_time_is_taken_in_one_call() {
+    let (mut m, module, clock) = modem();
+    module.bring_up().connect(true);
+    m.take_command();
+    module.0.borrow_mut().trickle = true;
+    module.send(&publish(TOPIC, &[STOP]));
+    assert_eq!(m.take_command(), Some(Command::stop(7)));
+    // Nothing there: nothing waited for.
+    let before = clock.0.get();
+    assert_eq!(m.take_command(), None);
+    assert_eq!(clock.0.get(), before);
 }
 
 #[test]
