@@ -138,10 +138,8 @@ impl PushInbox {
                 self.receiving = false;
                 self.finish();
             }
-        } else if rest.starts_with("CONNLOST:") {
-            self.lost = true;
-            self.stats.connections_lost += 1;
-        } else if rest.starts_with("NONET") {
+        } else if rest.starts_with("CONNLOST:") || rest.starts_with("NONET") {
+            // The connection dropped, or the network under it.
             self.lost = true;
             self.stats.connections_lost += 1;
         } else if let Some(rest) = rest.strip_prefix("START:") {
