@@ -11,6 +11,8 @@
 //! answers, a module that goes silent, unsolicited result codes sprinkled between answers.
 //!
 //! - [`session`]: one connection's AT state machine ([`session::serve`]).
+//! - [`mqtt`]: the module's MQTT client (`AT+CMQTT...`) over a real broker connection: the
+//!   publishes it receives go to the device as URCs, between any two frames of any answer.
 //! - [`pipe`]: the in-process byte pipe and the host [`fota_modem::Serial`] /
 //!   [`fota_modem::Clock`] that the transport's tests run on.
 //!
@@ -18,6 +20,7 @@
 //! connection (a QEMU restart is a module power cycle).
 #![warn(missing_docs)]
 
+pub mod mqtt;
 pub mod pipe;
 pub mod session;
 
@@ -89,6 +92,12 @@ pub struct Stats {
     pub silences: u32,
     /// Sessions (connections) served.
     pub sessions: u32,
+    /// Broker connections accepted (`AT+CMQTTCONNECT`).
+    pub mqtt_connects: u32,
+    /// Publishes received from the broker and passed to the device.
+    pub mqtt_publishes: u32,
+    /// Broker connections lost (`+CMQTTCONNLOST` sent).
+    pub mqtt_lost: u32,
 }
 
 /// The plan and the figures, shared between the sessions and whoever steers them.

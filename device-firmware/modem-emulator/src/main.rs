@@ -1,7 +1,8 @@
 //! `fota-modem-emulator --listen 127.0.0.1:PORT`: a SIM7600-class module on a TCP port, for
 //! QEMU (`-chardev socket,id=modem,host=127.0.0.1,port=PORT -serial chardev:modem`). One
 //! session per connection; after each it prints one line of figures to stderr:
-//! `session N: rx R tx T commands C requests Q artifact A drops D pdp P errors E silences S`.
+//! `session N: rx R tx T commands C requests Q artifact A drops D pdp P errors E silences S
+//! mqtt connects M publishes U lost L`.
 
 use anyhow::Context as _;
 use clap::Parser;
@@ -93,7 +94,7 @@ fn main() -> anyhow::Result<()> {
         }
         let s = faults.stats();
         eprintln!(
-            "session {}: rx {} tx {} commands {} requests {} artifact {} drops {} pdp {} errors {} silences {}",
+            "session {}: rx {} tx {} commands {} requests {} artifact {} drops {} pdp {} errors {} silences {} mqtt connects {} publishes {} lost {}",
             s.sessions,
             s.rx_bytes - before.rx_bytes,
             s.tx_bytes - before.tx_bytes,
@@ -104,6 +105,9 @@ fn main() -> anyhow::Result<()> {
             s.pdp_drops - before.pdp_drops,
             s.errors - before.errors,
             s.silences - before.silences,
+            s.mqtt_connects - before.mqtt_connects,
+            s.mqtt_publishes - before.mqtt_publishes,
+            s.mqtt_lost - before.mqtt_lost,
         );
         if args.sessions.is_some_and(|n| served + 1 >= n as usize) {
             break;

@@ -5,9 +5,18 @@
 //! (`AT+CGACT=1,1`) before a request; `AT+HTTPACTION` answers `OK` at once and the
 //! `+HTTPACTION: <method>,<status>,<length>` URC once the real request to the server is done;
 //! the body stays in the module buffer for `AT+HTTPREAD=<offset>,<len>` until the next request.
+//!
+//! The MQTT client (`AT+CMQTTSTART`, `AT+CMQTTACCQ`, `AT+CMQTTCONNECT`, `AT+CMQTTSUB`,
+//! `AT+CMQTTDISC`, `AT+CMQTTREL`, `AT+CMQTTSTOP`; see `fota_modem::push`) is answered with a
+//! real broker connection ([`crate::mqtt`]): publishes on the subscribed topic come back as
+//! `+CMQTTRXSTART` ... `+CMQTTRXEND` URCs whenever they arrive, between any two frames of any
+//! answer (an `AT+HTTPREAD`'s included), and a broker connection that drops as
+//! `+CMQTTCONNLOST: 0,<cause>`.
 
+use crate::mqtt::{MqttClient, Sink};
 use crate::{Config, Faults, Pacing};
 use std::io::{self, Read, Write};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 /// The paced output to the device.
@@ -52,6 +61,38 @@ impl<W: Write> Out<W> {
     }
 }
 
+/// The line to the device, shared by the session and its broker connection: each frame (an
+/// answer line, a data frame, a whole received publish) goes out whole, frames from both
+/// interleave.
+pub(crate) struct Line<W>(Arc<Mutex<Out<W>>>);
+
+impl<W> Clone for Line<W> {
+    fn clone(&self) -> Self {
+        Self(self.0.clone())
+    }
+}
+
+impl<W: Write> Line<W> {
+    fn lock(&self) -> std::sync::MutexGuard<'_, Out<W>> {
+        self.0.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    pub(crate) fn send(&self, bytes: &[u8]) -> io::Result<()> {
+        self.lock().send(bytes)
+    }
+
+    pub(crate) fn line(&self, text: &str) -> io::Result<()> {
+        self.lock().line(text)
+    }
+}
+
+impl<W: Write + Send> Sink for Line<W> {
+    fn urc(&self, bytes: &[u8]) {
+        // The device gone (the session ending) is not the broker's problem.
+        let _ = self.send(bytes);
+    }
+}
+
 /// The last HTTP response, held in the module buffer.
 struct Response {
     body: Vec<u8>,
@@ -71,6 +112,19 @@ struct Module {
     silent_until: Option<Instant>,
     drop_left: u32,
     noise: u32,
+    /// The MQTT service started, the client acquired (its client id), its broker connection.
+    mqtt_started: bool,
+    mqtt_client_id: Option<String>,
+    mqtt: Option<MqttClient>,
+    /// Raw bytes announced after a prompt: a request body, or a topic to subscribe to.
+    raw_for: Raw,
+}
+
+/// What the raw bytes after a prompt are for.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Raw {
+    HttpBody,
+    Subscribe { qos: u8 },
 }
 
 const NOISE: [&str; 3] = ["+CSQ: 21,99", "RING", "+CREG: 1"];
@@ -111,7 +165,7 @@ fn range_start(headers: &[(String, String)]) -> Option<u32> {
 }
 
 /// Serve one connection until the device's side closes it.
-pub fn serve<R: Read, W: Write>(
+pub fn serve<R: Read, W: Write + Send + 'static>(
     mut reader: R,
     writer: W,
     config: &Config,
@@ -122,12 +176,12 @@ pub fn serve<R: Read, W: Write>(
         .timeout_connect(Duration::from_secs(5))
         .timeout(Duration::from_secs(30))
         .build();
-    let mut out = Out {
+    let out = Line(Arc::new(Mutex::new(Out {
         writer,
         pacing: config.pacing,
         free_at: Instant::now(),
         faults: faults.clone(),
-    };
+    })));
     let mut m = Module {
         echo: true,
         pdp_active: false,
@@ -140,7 +194,27 @@ pub fn serve<R: Read, W: Write>(
         silent_until: None,
         drop_left: 0,
         noise: 0,
+        mqtt_started: false,
+        mqtt_client_id: None,
+        mqtt: None,
+        raw_for: Raw::HttpBody,
     };
+    let result = serve_lines(&mut reader, &mut m, &out, config, faults, &agent);
+    // The module powers off with its broker connection.
+    if let Some(client) = m.mqtt.take() {
+        client.close();
+    }
+    result
+}
+
+fn serve_lines<R: Read, W: Write + Send + 'static>(
+    reader: &mut R,
+    m: &mut Module,
+    out: &Line<W>,
+    config: &Config,
+    faults: &Faults,
+    agent: &ureq::Agent,
+) -> io::Result<()> {
     let mut line: Vec<u8> = Vec::new();
     // A body announced by AT+HTTPDATA, and how many bytes of it are still to come.
     let mut body_left: usize = 0;
@@ -161,7 +235,11 @@ pub fn serve<R: Read, W: Write>(
                 body_left -= take;
                 i += take;
                 if body_left == 0 {
-                    out.line("OK")?;
+                    match m.raw_for {
+                        Raw::HttpBody => out.line("OK")?,
+                        Raw::Subscribe { qos } => subscribe(m, out, config, qos)?,
+                    }
+                    m.raw_for = Raw::HttpBody;
                 }
                 continue;
             }
@@ -183,7 +261,7 @@ pub fn serve<R: Read, W: Write>(
                     out.send(format!("{command}\r").as_bytes())?;
                 }
                 faults.with_both(|_, s| s.commands += 1);
-                body_left = handle(&command, &mut m, &mut out, config, faults, &agent)?;
+                body_left = handle(&command, m, out, config, faults, agent)?;
             } else {
                 line.push(b);
                 if line.len() > 4096 {
@@ -194,11 +272,183 @@ pub fn serve<R: Read, W: Write>(
     }
 }
 
+/// Subscribe to the topic just received (`m.body`) and answer `OK`; the broker's answer comes
+/// as `+CMQTTSUB: 0,<err>` from the connection.
+fn subscribe<W: Write + Send + 'static>(
+    m: &mut Module,
+    out: &Line<W>,
+    config: &Config,
+    qos: u8,
+) -> io::Result<()> {
+    let topic = String::from_utf8_lossy(&m.body).to_string();
+    m.body.clear();
+    match &m.mqtt {
+        Some(client) if client.is_connected() => {
+            out.line("OK")?;
+            if config.verbose {
+                eprintln!("modem: mqtt subscribe {topic} qos {qos}");
+            }
+            if !client.subscribe(&topic, qos) {
+                out.line("+CMQTTSUB: 0,11")?;
+            }
+        }
+        _ => out.line("ERROR")?,
+    }
+    Ok(())
+}
+
+/// The arguments of an MQTT command: numbers and quoted strings, in order.
+fn mqtt_args(s: &str) -> Vec<String> {
+    let mut out = Vec::new();
+    let mut rest = s.trim();
+    while !rest.is_empty() {
+        if let Some(after) = rest.strip_prefix('"') {
+            let end = after.find('"').unwrap_or(after.len());
+            out.push(after[..end].to_string());
+            rest = after.get(end + 1..).unwrap_or("");
+        } else {
+            let end = rest.find(',').unwrap_or(rest.len());
+            out.push(rest[..end].trim().to_string());
+            rest = &rest[end..];
+        }
+        rest = rest
+            .trim_start()
+            .strip_prefix(',')
+            .unwrap_or(rest)
+            .trim_start();
+    }
+    out
+}
+
+/// Answer one MQTT command (`AT+CMQTT...`); the number of raw bytes to read next.
+fn handle_mqtt<W: Write + Send + 'static>(
+    command: &str,
+    upper: &str,
+    m: &mut Module,
+    out: &Line<W>,
+    config: &Config,
+    faults: &Faults,
+) -> io::Result<usize> {
+    let error = |out: &Line<W>| out.line("ERROR").map(|()| 0);
+    if upper == "AT+CMQTTSTART" {
+        if m.mqtt_started {
+            // Already running: the manual's "network is opened".
+            out.line("ERROR")?;
+            out.line("+CMQTTSTART: 23")?;
+        } else if !m.pdp_active {
+            out.line("OK")?;
+            out.line("+CMQTTSTART: 7")?;
+        } else {
+            m.mqtt_started = true;
+            out.line("OK")?;
+            out.line("+CMQTTSTART: 0")?;
+        }
+        return Ok(0);
+    }
+    if upper == "AT+CMQTTSTOP" {
+        if let Some(client) = m.mqtt.take() {
+            client.close();
+        }
+        m.mqtt_client_id = None;
+        let was = std::mem::replace(&mut m.mqtt_started, false);
+        out.line(if was { "OK" } else { "ERROR" })?;
+        out.line(if was {
+            "+CMQTTSTOP: 0"
+        } else {
+            "+CMQTTSTOP: 21"
+        })?;
+        return Ok(0);
+    }
+    let Some((name, rest)) = command.split_once('=') else {
+        return error(out);
+    };
+    let args = mqtt_args(rest);
+    match name.to_ascii_uppercase().as_str() {
+        "AT+CMQTTACCQ" => {
+            if !m.mqtt_started || m.mqtt_client_id.is_some() || args.len() < 2 || args[0] != "0" {
+                return error(out);
+            }
+            m.mqtt_client_id = Some(args[1].clone());
+            out.line("OK")?;
+        }
+        "AT+CMQTTREL" => {
+            if m.mqtt.as_ref().is_some_and(|c| c.is_connected()) || m.mqtt_client_id.is_none() {
+                return error(out);
+            }
+            m.mqtt_client_id = None;
+            out.line("OK")?;
+        }
+        "AT+CMQTTCONNECT" => {
+            let Some(client_id) = m.mqtt_client_id.clone() else {
+                return error(out);
+            };
+            if m.mqtt.as_ref().is_some_and(|c| c.is_connected()) || args.len() < 4 {
+                return error(out);
+            }
+            let Some((host, port)) = args[1]
+                .strip_prefix("tcp://")
+                .and_then(|hp| hp.rsplit_once(':'))
+                .and_then(|(h, p)| Some((h.to_string(), p.parse::<u16>().ok()?)))
+            else {
+                return error(out);
+            };
+            let keepalive: u64 = args[2].parse().unwrap_or(60);
+            let clean = args[3] == "1";
+            let user = args.get(4).cloned();
+            let password = args.get(5).cloned();
+            out.line("OK")?;
+            if let Some(old) = m.mqtt.take() {
+                old.close();
+            }
+            if config.verbose {
+                eprintln!("modem: mqtt connect {host}:{port} as {client_id}");
+            }
+            m.mqtt = Some(MqttClient::connect(
+                crate::mqtt::Options {
+                    client_id,
+                    host,
+                    port,
+                    keepalive: Duration::from_secs(keepalive.max(5)),
+                    clean,
+                    credentials: user.zip(password),
+                    verbose: config.verbose,
+                },
+                Box::new(out.clone()),
+                faults.clone(),
+            ));
+        }
+        "AT+CMQTTSUB" => {
+            // AT+CMQTTSUB=0,<topic len>,<qos>: the topic follows the prompt.
+            let len = args.get(1).and_then(|v| v.parse::<usize>().ok());
+            let qos = args.get(2).and_then(|v| v.parse::<u8>().ok());
+            match (len, qos) {
+                (Some(len), Some(qos)) if (1..=1024).contains(&len) && qos <= 2 => {
+                    m.body.clear();
+                    m.raw_for = Raw::Subscribe { qos };
+                    out.send(b"\r\n>")?;
+                    return Ok(len);
+                }
+                _ => return error(out),
+            }
+        }
+        "AT+CMQTTDISC" => match m.mqtt.take() {
+            Some(client) if client.is_connected() => {
+                client.close();
+                out.line("OK")?;
+                out.line("+CMQTTDISC: 0,0")?;
+            }
+            _ => return error(out),
+        },
+        _ => return error(out),
+    }
+    Ok(0)
+}
+
 /// Answer one command; returns the number of raw body bytes to read next (`AT+HTTPDATA`).
-fn handle<W: Write>(
+fn handle<W: Write + Send + 'static>(
     command: &str,
     m: &mut Module,
-    out: &mut Out<W>,
+    out: &Line<W>,
     config: &Config,
     faults: &Faults,
     agent: &ureq::Agent,
@@ -226,8 +476,11 @@ fn handle<W: Write>(
         return Ok(0);
     }
     let upper = command.to_ascii_uppercase();
-    let ok = |out: &mut Out<W>| out.line("OK");
-    let error = |out: &mut Out<W>| out.line("ERROR");
+    if upper.starts_with("AT+CMQTT") {
+        return handle_mqtt(command, &upper, m, out, config, faults);
+    }
+    let ok = |out: &Line<W>| out.line("OK");
+    let error = |out: &Line<W>| out.line("ERROR");
     match upper.as_str() {
         "AT" => ok(out)?,
         "ATE0" => {
@@ -289,6 +542,7 @@ fn handle<W: Write>(
             match len {
                 Some(len) if m.http_init && len <= config.module_buffer => {
                     m.body.clear();
+                    m.raw_for = Raw::HttpBody;
                     out.line("DOWNLOAD")?;
                     if len == 0 {
                         out.line("OK")?;
@@ -353,7 +607,7 @@ fn handle<W: Write>(
 fn action<W: Write>(
     method: u8,
     m: &mut Module,
-    out: &mut Out<W>,
+    out: &Line<W>,
     config: &Config,
     faults: &Faults,
     agent: &ureq::Agent,

@@ -4,9 +4,14 @@
 //! Lines end in `\r\n`; empty lines are skipped, and so is the module's echo of a command (a
 //! line starting with `AT`), so the engine works before `ATE0` too. A URC may arrive between
 //! any two lines of an answer; [`AtPort::next_line`] hands every line to [`Urcs::note`] first,
-//! which records the ones that matter (a lost PDP context, an `+HTTPACTION` result) and says
-//! whether the line was a URC, in which case it is not an answer.
+//! which records the ones that matter (a lost PDP context, an `+HTTPACTION` result, the MQTT
+//! results and received publishes of [`crate::push`]) and says whether the line was a URC, in
+//! which case it is not an answer. A received publish announces its topic and payload as raw
+//! bytes after their URC line; the engine reads those before any further line, so a publish
+//! arriving inside another command's answer (between the lines of an `AT+HTTPREAD`) is kept
+//! and the answer read as if it had not been there.
 
+use crate::push::PushInbox;
 use crate::{Clock, Serial};
 use core::fmt::Write as _;
 
@@ -15,6 +20,8 @@ pub const MAX_LINE: usize = 128;
 /// The longest command line (`AT+HTTPPARA="URL","..."` with a 200-character base URL).
 pub const MAX_COMMAND: usize = 400;
 const RX_BUF: usize = 256;
+/// How long [`AtPort::take_urcs`] waits for the rest of what has started to arrive.
+pub const URC_QUIET_MS: u64 = 50;
 
 /// Why a modem request failed. The client treats each as "try again later".
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -74,7 +81,7 @@ impl core::fmt::Display for ModemError {
 }
 
 /// What the URCs seen so far said.
-#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Default)]
 pub struct Urcs {
     /// `+HTTPACTION: method,status,len` of the last request, not taken yet.
     pub http_action: Option<(u8, u16, u32)>,
@@ -82,6 +89,8 @@ pub struct Urcs {
     pub pdp_lost: bool,
     /// URCs seen (all kinds), for the figures.
     pub seen: u32,
+    /// The MQTT results, and the commands pushed to the device.
+    pub push: PushInbox,
 }
 
 fn parse_u32(s: &str) -> Option<u32> {
@@ -91,7 +100,9 @@ fn parse_u32(s: &str) -> Option<u32> {
 impl Urcs {
     /// Record `line` if it is a URC; `true` if it was one (and so is not part of an answer).
     pub fn note(&mut self, line: &str) -> bool {
-        if let Some(rest) = line.strip_prefix("+HTTPACTION:") {
+        if self.push.note(line) {
+            // Counted below.
+        } else if let Some(rest) = line.strip_prefix("+HTTPACTION:") {
             let mut parts = rest.split(',');
             let method = parts.next().and_then(parse_u32);
             let status = parts.next().and_then(parse_u32);
@@ -192,7 +203,12 @@ impl<S: Serial, C: Clock> AtPort<S, C> {
     }
 
     /// Drop whatever has arrived and not been read (before a fresh start).
+    ///
+    /// Complete lines are still looked at first: a command pushed to the device and waiting
+    /// there is kept ([`take_urcs`](Self::take_urcs)); the rest is dropped.
     pub fn discard_input(&mut self) {
+        self.take_urcs();
+        self.urcs.push.reset_partial();
         self.start = 0;
         self.end = 0;
         let mut scratch = [0u8; 64];
@@ -202,6 +218,44 @@ impl<S: Serial, C: Clock> AtPort<S, C> {
                 Ok(n) => self.counters.rx += n as u64,
             }
         }
+    }
+
+    /// Take in what the module sent while nobody was asking (a pushed command, a lost
+    /// connection): URCs are recorded, anything else is dropped as out of step. Costs nothing
+    /// when nothing has arrived; once something has, it reads on until the line has been quiet
+    /// for [`URC_QUIET_MS`] (a UART hands over a byte at a time, the next one only after the
+    /// last was read). Returns how many lines that were not URCs were dropped.
+    pub fn take_urcs(&mut self) -> u32 {
+        if self.start == self.end && self.urcs.push.raw_expected() == 0 {
+            match self.fill() {
+                Ok(true) => {}
+                _ => return 0,
+            }
+        }
+        let mut stray = 0;
+        // Bounded: each round consumes a line or a piece of raw bytes, or ends.
+        for _ in 0..64 {
+            let deadline = self.clock.now_ms() + URC_QUIET_MS;
+            match self.poll_line(deadline, "URCs") {
+                Ok(true) => stray += 1,
+                Ok(false) => {}
+                Err(ModemError::Timeout(_)) => break,
+                Err(_) => {
+                    // Garbage (a line too long, not text): drop what is buffered.
+                    self.start = 0;
+                    self.end = 0;
+                    stray += 1;
+                    break;
+                }
+            }
+        }
+        stray
+    }
+
+    /// Read up to one line by `deadline`: `false` if it was a URC (recorded), `true` if it was
+    /// an answer (out of step for whoever waits only for URCs).
+    pub fn poll_urc(&mut self, deadline: u64, what: &'static str) -> Result<bool, ModemError> {
+        self.poll_line(deadline, what)
     }
 
     /// Write raw bytes (a request body after `DOWNLOAD`).
@@ -256,6 +310,24 @@ impl<S: Serial, C: Clock> AtPort<S, C> {
     /// answer, `false` if it was a URC (recorded in [`Urcs`]).
     fn poll_line(&mut self, deadline: u64, what: &'static str) -> Result<bool, ModemError> {
         loop {
+            // The raw topic or payload bytes a publish URC announced come before any line.
+            // Each piece taken counts as a URC (`false`): the caller asks again.
+            let raw = self.urcs.push.raw_expected();
+            if raw > 0 {
+                let have = (self.end - self.start).min(raw);
+                if have > 0 {
+                    self.urcs.push.raw(&self.rx[self.start..self.start + have]);
+                    self.start += have;
+                    return Ok(false);
+                }
+                if !self.fill()? {
+                    if self.clock.now_ms() >= deadline {
+                        return Err(ModemError::Timeout(what));
+                    }
+                    self.clock.idle();
+                }
+                continue;
+            }
             // Take a complete line from the buffer if there is one.
             if let Some(pos) = self.rx[self.start..self.end]
                 .windows(2)
@@ -315,32 +387,34 @@ impl<S: Serial, C: Clock> AtPort<S, C> {
         self.expect_ok(timeout_ms, what)
     }
 
-    /// Wait for the `DOWNLOAD` (or `>`) prompt that asks for a request body.
+    /// Wait for the `DOWNLOAD` (or `>`) prompt that asks for a request body. URCs before it
+    /// (a publish received just then) are taken in on the way.
     pub fn expect_prompt(&mut self, timeout_ms: u32, what: &'static str) -> Result<(), ModemError> {
         let deadline = self.now() + u64::from(timeout_ms);
         loop {
-            // A `>` prompt has no line end: look for it in the buffer first.
-            if let Some(pos) = self.rx[self.start..self.end]
-                .iter()
-                .position(|&b| b == b'>')
-            {
-                if self.rx[self.start..self.start + pos]
-                    .iter()
-                    .all(|b| b.is_ascii_whitespace())
-                {
-                    self.start += pos + 1;
+            let raw = self.urcs.push.raw_expected() > 0;
+            if !raw {
+                // A `>` prompt has no line end: it is the first thing after the line ends.
+                while self.start < self.end && self.rx[self.start].is_ascii_whitespace() {
+                    self.start += 1;
+                }
+                if self.start < self.end && self.rx[self.start] == b'>' {
+                    self.start += 1;
                     return Ok(());
                 }
             }
-            if self.rx[self.start..self.end]
-                .windows(2)
-                .any(|w| w == b"\r\n")
+            if raw
+                || self.rx[self.start..self.end]
+                    .windows(2)
+                    .any(|w| w == b"\r\n")
             {
-                let line = self.next_line(deadline, what)?;
-                if line == "DOWNLOAD" {
+                if !self.poll_line(deadline, what)? {
+                    continue;
+                }
+                if self.line == "DOWNLOAD" {
                     return Ok(());
                 }
-                if let Some(result) = final_result(line, what) {
+                if let Some(result) = final_result(&self.line, what) {
                     result?;
                     return Err(ModemError::Protocol("OK instead of a prompt"));
                 }

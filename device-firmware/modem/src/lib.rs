@@ -17,6 +17,9 @@
 //!   and artifact downloads in ranged segments no larger than the module buffers, read out in
 //!   pieces no larger than the client's buffer.
 //!
+//! - [`push`]: commands the server pushes over MQTT, through the module's own MQTT client
+//!   (`AT+CMQTT...`): the session, and the received publishes kept wherever they arrive.
+//!
 //! Every failure is a [`ModemError`] the client treats as "try again later" (with its
 //! backoff): a timeout (a silent module), `ERROR` / `+CME ERROR`, a network error code from the
 //! module, a dropped PDP context (the `+CGEV: ... DEACT` or `+HTTP_NONET_EVENT` URC), an HTTP
@@ -39,10 +42,12 @@
 
 pub mod at;
 pub mod dialect;
+pub mod push;
 pub mod transport;
 
 pub use at::{AtPort, ModemError};
 pub use dialect::{HttpDialect, Sim7600};
+pub use push::{MqttDialect, PushConfig, PushStats};
 pub use transport::{ModemConfig, ModemTransport};
 
 /// The serial port the module is on (a USART on the board, a byte pipe or socket on the host).

@@ -9,15 +9,21 @@
 //!
 //! After a failure that leaves the module in an unknown state (a timeout, a lost PDP context, a
 //! network error, an answer out of step) the next request first brings the link up again.
+//!
+//! With a broker ([`ModemTransport::enable_push`]) the transport also holds an MQTT session
+//! through the module ([`crate::push`]) and hands the commands the server pushes to
+//! [`Transport::take_command`]: it connects (and after a lost connection reconnects, with
+//! backoff) only from there, between the client's requests, so HTTP never waits on the broker.
 
 use crate::at::{AtPort, LinkCounters, ModemError};
 use crate::dialect::{HttpDialect, Method, Request, Sim7600, Timeouts};
+use crate::push::{MqttDialect, PushConfig, PushStats, Session, MAX_TOPIC};
 use crate::{Clock, Serial};
 use core::fmt::Write as _;
 use core::marker::PhantomData;
 use fota_ota_client::transport::Transport;
 use fota_protocol::image::Digest;
-use fota_protocol::messages::{CheckIn, CheckInResponse, Report, ReportAck};
+use fota_protocol::messages::{CheckIn, CheckInResponse, Command, Report, ReportAck};
 
 /// The JSON buffer: a full report (16 events with reasons) is about 3.5 KB.
 pub const BODY_LEN: usize = 4096;
@@ -80,11 +86,25 @@ struct Segment {
     len: u32,
 }
 
+/// The MQTT session's state.
+#[derive(Debug)]
+struct Push<'a> {
+    config: PushConfig<'a>,
+    topic: heapless::String<MAX_TOPIC>,
+    /// Connected and subscribed, as far as we know.
+    connected: bool,
+    /// The module's MQTT service and client must be (re)started first.
+    fresh: bool,
+    retry_at: u64,
+    backoff: u64,
+}
+
 /// The client's transport over a modem. See the [module docs](self).
 #[derive(Debug)]
 pub struct ModemTransport<'a, S, C, D = Sim7600> {
     at: AtPort<S, C>,
     config: ModemConfig<'a>,
+    push: Option<Push<'a>>,
     up: bool,
     segment: Option<Segment>,
     body: [u8; BODY_LEN],
@@ -100,6 +120,7 @@ impl<'a, S: Serial, C: Clock, D: HttpDialect> ModemTransport<'a, S, C, D> {
         Self {
             at: AtPort::new(serial, clock),
             config,
+            push: None,
             up: false,
             segment: None,
             body: [0; BODY_LEN],
@@ -107,6 +128,34 @@ impl<'a, S: Serial, C: Clock, D: HttpDialect> ModemTransport<'a, S, C, D> {
             last_error: None,
             dialect: PhantomData,
         }
+    }
+
+    /// Also hold an MQTT session with the broker `push` names (the device id as client id and
+    /// user name, its token as password) and take the commands pushed on `fota/d/{id}/cmd`.
+    /// Refused (`TooLarge`, nothing changed) if the topic does not fit.
+    pub fn enable_push(&mut self, push: PushConfig<'a>) -> Result<(), ModemError> {
+        let mut topic = heapless::String::new();
+        write!(topic, "fota/d/{}/cmd", self.config.device_id)
+            .map_err(|_| ModemError::TooLarge("MQTT topic"))?;
+        self.push = Some(Push {
+            config: push,
+            topic,
+            connected: false,
+            fresh: true,
+            retry_at: 0,
+            backoff: 0,
+        });
+        Ok(())
+    }
+
+    /// Whether the MQTT session is up (connected and subscribed); `None` without a broker.
+    pub fn push_connected(&self) -> Option<bool> {
+        self.push.as_ref().map(|p| p.connected)
+    }
+
+    /// What the push path saw so far.
+    pub fn push_stats(&self) -> PushStats {
+        self.at.urcs.push.stats
     }
 
     /// The AT engine (its clock, its counters).
@@ -139,9 +188,7 @@ impl<'a, S: Serial, C: Clock, D: HttpDialect> ModemTransport<'a, S, C, D> {
             if !self.up || self.at.urcs.pdp_lost {
                 self.up = false;
                 self.segment = None;
-                self.stats.bring_ups += 1;
-                D::bring_up(&mut self.at, self.config.apn, &self.config.timeouts)?;
-                self.up = true;
+                self.bring_up()?;
             }
             f(self)
         })();
@@ -157,6 +204,21 @@ impl<'a, S: Serial, C: Clock, D: HttpDialect> ModemTransport<'a, S, C, D> {
             }
         }
         result
+    }
+
+    /// Bring the link up. The module may have restarted (it was silent, or out of step): the
+    /// MQTT session, if any, is started again from scratch afterwards.
+    fn bring_up(&mut self) -> Result<(), ModemError> {
+        self.up = false;
+        self.segment = None;
+        self.stats.bring_ups += 1;
+        if let Some(push) = &mut self.push {
+            push.connected = false;
+            push.fresh = true;
+        }
+        D::bring_up(&mut self.at, self.config.apn, &self.config.timeouts)?;
+        self.up = true;
+        Ok(())
     }
 
     fn url(&self, args: core::fmt::Arguments<'_>) -> Result<heapless::String<URL_LEN>, ModemError> {
@@ -206,8 +268,91 @@ impl<'a, S: Serial, C: Clock, D: HttpDialect> ModemTransport<'a, S, C, D> {
     }
 }
 
-impl<S: Serial, C: Clock, D: HttpDialect> Transport for ModemTransport<'_, S, C, D> {
+impl<S: Serial, C: Clock, D: HttpDialect + MqttDialect> ModemTransport<'_, S, C, D> {
+    /// Keep the MQTT session: note a lost connection, and connect when the backoff allows.
+    fn keep_push_session(&mut self) {
+        let now = self.at.now();
+        let Some(push) = &mut self.push else {
+            return;
+        };
+        if self.at.urcs.push.lost || self.at.urcs.pdp_lost {
+            self.at.urcs.push.lost = false;
+            if push.connected {
+                push.connected = false;
+                push.backoff = 0;
+                push.retry_at = now;
+            }
+        }
+        if push.connected || now < push.retry_at {
+            return;
+        }
+        let fresh = push.fresh;
+        let config = push.config;
+        let result = (|| {
+            if !self.up || self.at.urcs.pdp_lost {
+                self.bring_up()?;
+            }
+            let Some(push) = &self.push else {
+                return Ok(());
+            };
+            let session = Session {
+                broker: config.broker,
+                device_id: self.config.device_id,
+                token: self.config.token,
+                topic: &push.topic,
+                keepalive_s: config.keepalive_s,
+                connect_timeout_ms: config.connect_timeout_ms,
+            };
+            // `fresh` may have been set by the bring-up just now.
+            let fresh = fresh || push.fresh;
+            D::connect(&mut self.at, &session, fresh, &self.config.timeouts)
+        })();
+        let now = self.at.now();
+        let stats = &mut self.at.urcs.push.stats;
+        let Some(push) = &mut self.push else {
+            return;
+        };
+        match result {
+            Ok(()) => {
+                push.connected = true;
+                push.fresh = false;
+                push.backoff = 0;
+                stats.connects += 1;
+            }
+            Err(e) => {
+                stats.connect_failures += 1;
+                // A refusal by the broker (a result code) leaves the module's client as it
+                // was; anything else starts it over next time. A module out of step or silent
+                // needs the link brought up again too, but a broker that does not answer in
+                // time is no reason to tear HTTP down.
+                push.fresh |= !matches!(e, ModemError::Cme(_));
+                let broker_slow = matches!(e, ModemError::Timeout("+CMQTTCONNECT" | "+CMQTTSUB"));
+                if e.needs_restart() && !broker_slow {
+                    self.up = false;
+                }
+                push.backoff = if push.backoff == 0 {
+                    config.retry_min_ms
+                } else {
+                    (push.backoff * 2).min(config.retry_max_ms)
+                };
+                push.retry_at = now + push.backoff;
+            }
+        }
+    }
+}
+
+impl<S: Serial, C: Clock, D: HttpDialect + MqttDialect> Transport for ModemTransport<'_, S, C, D> {
     type Error = ModemError;
+
+    fn take_command(&mut self) -> Option<Command> {
+        if let Some(command) = self.at.urcs.push.take() {
+            return Some(command);
+        }
+        self.push.as_ref()?;
+        self.at.take_urcs();
+        self.keep_push_session();
+        self.at.urcs.push.take()
+    }
 
     fn check_in(&mut self, check_in: &CheckIn) -> Result<CheckInResponse, ModemError> {
         let n =

@@ -7,7 +7,7 @@
 //! depends on how they travel (JSON over HTTP, MQTT, or a test double).
 
 use fota_protocol::image::Digest;
-use fota_protocol::messages::{CheckIn, CheckInResponse, Report, ReportAck};
+use fota_protocol::messages::{CheckIn, CheckInResponse, Command, Report, ReportAck};
 
 /// The client's link to the fota server.
 ///
@@ -34,6 +34,14 @@ pub trait Transport {
         offset: u32,
         buf: &mut [u8],
     ) -> Result<usize, Self::Error>;
+
+    /// The next command pushed to the device (MQTT, `fota/d/{id}/cmd`) not taken yet, if any.
+    /// The runtime calls it between its steps, idle or not; a transport with a push path may
+    /// do a bounded amount of link work here (read what arrived, reconnect to the broker when
+    /// its backoff allows). The default has no push path: the device only polls.
+    fn take_command(&mut self) -> Option<Command> {
+        None
+    }
 }
 
 impl<T: Transport + ?Sized> Transport for &mut T {
@@ -54,5 +62,9 @@ impl<T: Transport + ?Sized> Transport for &mut T {
         buf: &mut [u8],
     ) -> Result<usize, Self::Error> {
         T::fetch_range(self, sha256, offset, buf)
+    }
+
+    fn take_command(&mut self) -> Option<Command> {
+        T::take_command(self)
     }
 }

@@ -9,6 +9,11 @@
 //!   self-test, check in at the interval the server asks for, download and install an offer,
 //!   report events, back off after failures (2 s doubling up to 5 min by default), and ask for
 //!   a reset when an image is installed or when the trial deadline passes.
+//! - Commands the server pushes (MQTT, through a transport with a push path:
+//!   [`Transport::take_command`]), taken at every poll, idle or not: a nudge (`check_in`)
+//!   brings the next check-in forward to a random moment within its jitter; a `stop` drops the
+//!   download of that rollout at once, between two of its chunks, so a halted rollout stops a
+//!   download already running.
 //!
 //! # The trial deadline
 //!
@@ -32,10 +37,10 @@ use core::fmt;
 use embedded_storage::nor_flash::{NorFlash, ReadNorFlash};
 use fota_boot::BootMode;
 use fota_ota_client::transport::Transport;
-use fota_ota_client::{AfterBoot, CheckInOutcome, OtaClient, Persist, Step};
+use fota_ota_client::{AfterBoot, CheckInOutcome, OtaClient, Persist, Pushed, Step};
 use fota_protocol::identity::{Identity, IdentityError, MAX_RECORD_LEN, PARTITION};
 use fota_protocol::layout::FLASH_BASE;
-use fota_protocol::messages::EventKind;
+use fota_protocol::messages::{CommandKind, EventKind};
 
 /// Where the runtime's lines go (semihosting under QEMU, a UART or nowhere on a device).
 pub trait Log {
@@ -74,6 +79,8 @@ pub struct RuntimeConfig {
     pub retry_max_ms: u64,
     /// Check-in interval until the server has said one.
     pub default_poll_ms: u64,
+    /// Seed of the random share of a nudge's jitter (different per device: its id, the time).
+    pub jitter_seed: u32,
 }
 
 impl Default for RuntimeConfig {
@@ -83,6 +90,7 @@ impl Default for RuntimeConfig {
             retry_min_ms: 2_000,
             retry_max_ms: 5 * 60 * 1000,
             default_poll_ms: 60 * 60 * 1000,
+            jitter_seed: 1,
         }
     }
 }
@@ -145,6 +153,8 @@ pub struct Runtime<'k, T, F, P> {
     fetch_failures: u32,
     /// The last download offset logged.
     logged_offset: u32,
+    /// xorshift32 state for the nudges' jitter.
+    random: u32,
 }
 
 impl<'k, T, F, P> Runtime<'k, T, F, P>
@@ -202,6 +212,7 @@ where
             backoff: 0,
             fetch_failures: 0,
             logged_offset: 0,
+            random: config.jitter_seed.max(1),
         }
     }
 
@@ -218,6 +229,54 @@ where
     /// Give the client back.
     pub fn into_client(self) -> OtaClient<'k, T, F, P> {
         self.client
+    }
+
+    fn next_random(&mut self) -> u32 {
+        let mut x = self.random;
+        x ^= x << 13;
+        x ^= x >> 17;
+        x ^= x << 5;
+        self.random = x;
+        x
+    }
+
+    /// Act on the commands the server pushed (bounded: at most a queue's worth per poll).
+    fn take_pushed(&mut self, now: u64, log: &mut impl Log) {
+        for _ in 0..8 {
+            let Some(command) = self.client.transport_mut().take_command() else {
+                return;
+            };
+            let random = self.next_random();
+            match self.client.command(&command, random) {
+                Pushed::CheckInAfter(s) => {
+                    let at = now + u64::from(s) * 1000;
+                    self.next_check_in = self.next_check_in.min(at);
+                    log.line(format_args!(
+                        "ota: pushed check_in (jitter {} s): checking in within {s} s",
+                        command.jitter_s.unwrap_or(0)
+                    ));
+                }
+                Pushed::Stopped => {
+                    self.fetch_failures = 0;
+                    self.logged_offset = 0;
+                    log.line(format_args!(
+                        "ota: pushed stop of rollout {}: download dropped",
+                        command.rollout_id.unwrap_or(0)
+                    ));
+                }
+                Pushed::Acknowledged(n) => {
+                    log.line(format_args!("ota: pushed report_ack: {n} events forgotten"))
+                }
+                Pushed::Ignored => log.line(format_args!(
+                    "ota: pushed {}: nothing to do",
+                    match command.kind {
+                        CommandKind::CheckIn => "check_in",
+                        CommandKind::Stop => "stop",
+                        CommandKind::ReportAck => "report_ack",
+                    }
+                )),
+            }
+        }
     }
 
     fn failed(&mut self, now: u64) {
@@ -273,6 +332,8 @@ where
             ));
             return Action::Reset(ResetReason::TrialDeadline);
         }
+        // Pushed commands, even during a backoff: a stop must not wait for the link to recover.
+        self.take_pushed(now, log);
         if now < self.retry_at {
             return Action::Wait(self.retry_at - now);
         }

@@ -1,5 +1,7 @@
 //! The OTA runtime on the host: identity sector checks, the trial deadline, backoff, an install
 //! ending in a reset, and a power cut mid-download resumed by the next boot's runtime. The
+//! The commands a server pushes (MQTT) go through the transport's `take_command`: a nudge
+//! brings the next check-in forward within its jitter, a stop drops a running download. The
 //! transport here is a scripted server (the modem transport has its own tests against the
 //! emulator and a real server); time is whatever the test says.
 #![allow(clippy::unwrap_used)]
@@ -13,10 +15,12 @@ use fota_protocol::identity::{Identity, IdentityError, MAX_RECORD_LEN};
 use fota_protocol::image::{Digest, ImageVersion, TrustedKey};
 use fota_protocol::layout::{FLASH_BASE, IDENTITY};
 use fota_protocol::messages::{
-    CheckIn, CheckInResponse, Component, EventKind, Model, Offer, RdpLevel, Report, ReportAck,
+    CheckIn, CheckInResponse, Command, Component, EventKind, Model, Offer, RdpLevel, Report,
+    ReportAck,
 };
 use fota_protocol::SlotId;
 use fota_runtime::{read_identity, Action, Log, ResetReason, Runtime, RuntimeConfig};
+use std::collections::VecDeque;
 
 const V1: ImageVersion = ImageVersion::new(1, 0, 0, 0);
 const V2: ImageVersion = ImageVersion::new(2, 0, 0, 0);
@@ -56,6 +60,11 @@ struct Server {
     check_ins: usize,
     fetch_offsets: Vec<u32>,
     reported: Vec<EventKind>,
+    /// Commands pushed to the device, not taken yet.
+    pushed: VecDeque<Command>,
+    /// When the device checked in (by the times the test drives).
+    now: u64,
+    check_in_times: Vec<u64>,
 }
 
 #[derive(Debug)]
@@ -66,6 +75,7 @@ impl Transport for Server {
 
     fn check_in(&mut self, _: &CheckIn) -> Result<CheckInResponse, Down> {
         self.check_ins += 1;
+        self.check_in_times.push(self.now);
         if self.down {
             return Err(Down);
         }
@@ -95,6 +105,10 @@ impl Transport for Server {
         let n = buf.len().min(self.artifact.len() - start);
         buf[..n].copy_from_slice(&self.artifact[start..start + n]);
         Ok(n)
+    }
+
+    fn take_command(&mut self) -> Option<Command> {
+        self.pushed.pop_front()
     }
 }
 
@@ -172,6 +186,7 @@ fn runtime(
         retry_min_ms: 100,
         retry_max_ms: 1_000,
         default_poll_ms: 60_000,
+        jitter_seed: 12345,
     };
     Runtime::new(client, config, || true, 0, log)
 }
@@ -187,6 +202,7 @@ fn drive(
 ) -> (Action, u64) {
     let mut now = from;
     for _ in 0..200_000 {
+        rt.client_mut().transport_mut().now = now;
         let action = rt.poll(now, log);
         match action {
             Action::Reset(_) => return (action, now),
@@ -468,4 +484,100 @@ fn a_stage1_on_trial_is_held_to_the_deadline_and_confirmed_once_the_server_is_re
         (track.confirmed(), track.pending(), track.floor()),
         (Some(SlotId::B), None, 2)
     );
+}
+
+#[test]
+fn a_pushed_nudge_brings_the_next_check_in_forward_within_its_jitter() {
+    let mut log = Lines::default();
+    let mut rt = runtime(
+        Server::default(),
+        flash(&[]),
+        SlotId::A,
+        MemPersist::default(),
+        &mut log,
+    );
+    // The first check-in, then idle for the server's hour.
+    drive(&mut rt, &mut log, 0, 1_000, |rt| {
+        rt.client().transport().check_ins == 1
+    });
+    let action = rt.poll(50_000, &mut log);
+    assert!(
+        matches!(action, Action::Idle(ms) if ms > 3_000_000),
+        "{action:?}"
+    );
+    // A stage opened: the server nudges with a 30 s jitter at t = 100 s.
+    rt.client_mut()
+        .transport_mut()
+        .pushed
+        .push_back(Command::check_in(30));
+    drive(&mut rt, &mut log, 100_000, 4_000_000, |rt| {
+        rt.client().transport().check_ins == 2
+    });
+    let second = rt.client().transport().check_in_times[1];
+    assert!(
+        (100_000..=130_000).contains(&second),
+        "checked in at {second} ms"
+    );
+    assert!(log.any("ota: pushed check_in (jitter 30 s)"), "{:?}", log.0);
+}
+
+#[test]
+fn without_a_nudge_the_device_waits_for_its_poll() {
+    let mut log = Lines::default();
+    let mut rt = runtime(
+        Server::default(),
+        flash(&[]),
+        SlotId::A,
+        MemPersist::default(),
+        &mut log,
+    );
+    drive(&mut rt, &mut log, 0, 4_000_000, |rt| {
+        rt.client().transport().check_ins == 2
+    });
+    // The next check-in is the server's hour later.
+    assert_eq!(rt.client().transport().check_in_times, [0, 3_600_000]);
+}
+
+#[test]
+fn a_pushed_stop_drops_a_running_download_at_once() {
+    let mut log = Lines::default();
+    let mut rt = runtime(
+        offering(image(SlotId::B, V2, 60_000)),
+        flash(&[]),
+        SlotId::A,
+        MemPersist::default(),
+        &mut log,
+    );
+    drive(&mut rt, &mut log, 0, 100_000, |rt| {
+        rt.client()
+            .download()
+            .is_some_and(|d| d.resume_offset() >= 8_000)
+    });
+    // A stop for another rollout changes nothing.
+    rt.client_mut()
+        .transport_mut()
+        .pushed
+        .push_back(Command::stop(9));
+    rt.poll(1_000, &mut log);
+    assert!(rt.client().download().is_some());
+    assert!(log.any("ota: pushed stop: nothing to do"));
+    // The rollout being downloaded halts: the next poll drops it, before fetching more.
+    let fetched = rt.client().transport().fetch_offsets.len();
+    rt.client_mut()
+        .transport_mut()
+        .pushed
+        .push_back(Command::stop(3));
+    let action = rt.poll(1_001, &mut log);
+    assert!(rt.client().download().is_none(), "{action:?}");
+    assert_eq!(rt.client().transport().fetch_offsets.len(), fetched);
+    assert!(log.any("ota: pushed stop of rollout 3: download dropped"));
+    // Nothing is installed; the device idles until its next poll.
+    let (action, _) = drive(&mut rt, &mut log, 1_001, 1_000_000, |_| false);
+    assert!(!matches!(action, Action::Reset(_)), "{action:?}");
+    assert_eq!(rt.client().boot().journal().state().pending(), None);
+    assert!(!rt
+        .client()
+        .transport()
+        .reported
+        .contains(&EventKind::Installed));
 }

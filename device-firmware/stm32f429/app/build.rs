@@ -3,7 +3,10 @@
 //! and its own image with it), and the build-time settings:
 //! - `FOTA_TRIAL_DEADLINE_MS`: how long a trial image may run without confirming (default
 //!   600000, 10 minutes; the QEMU tests use a few seconds);
-//! - `FOTA_APN`: the cellular access point name (default `internet`).
+//! - `FOTA_APN`: the cellular access point name (default `internet`);
+//! - `FOTA_MQTT_URL`: the broker the device holds an MQTT session with for pushed commands,
+//!   `mqtt://host:port` (default: none, the device only polls). Its account there is its id
+//!   and token from the identity record.
 use std::{env, fs, path::PathBuf};
 
 include!("../build-support/trusted_key.rs");
@@ -33,6 +36,14 @@ fn main() {
 
     println!("cargo:rerun-if-env-changed=FOTA_TRIAL_DEADLINE_MS");
     println!("cargo:rerun-if-env-changed=FOTA_APN");
+    println!("cargo:rerun-if-env-changed=FOTA_MQTT_URL");
+    let mqtt = env::var("FOTA_MQTT_URL").unwrap_or_default();
+    assert!(
+        mqtt.is_empty()
+            || ((mqtt.starts_with("mqtt://") || mqtt.starts_with("tcp://"))
+                && mqtt.bytes().all(|b| b.is_ascii_graphic() && b != b'"')),
+        "FOTA_MQTT_URL: mqtt://host:port"
+    );
     let deadline: u64 = env::var("FOTA_TRIAL_DEADLINE_MS")
         .ok()
         .filter(|v| !v.is_empty())
@@ -46,7 +57,7 @@ fn main() {
     fs::write(
         out.join("settings.rs"),
         format!(
-            "/// How long a trial image may run without confirming.\npub const TRIAL_DEADLINE_MS: u64 = {deadline};\n/// The cellular access point name.\npub const APN: &str = {apn:?};\n"
+            "/// How long a trial image may run without confirming.\npub const TRIAL_DEADLINE_MS: u64 = {deadline};\n/// The cellular access point name.\npub const APN: &str = {apn:?};\n/// The MQTT broker for pushed commands (empty: none).\npub const MQTT_URL: &str = {mqtt:?};\n"
         ),
     )
     .expect("write settings.rs");

@@ -40,8 +40,20 @@
 #                at check-in, the server records it protection_blocked and offers nothing, and
 #                nothing is written. (The client refuses such an offer too, should a server make
 #                it: host-tested in device-firmware/ota-client/tests/client.rs.)
+#   push         (issue 15) MQTT through the modem: a Mosquitto of the script's own on a free
+#                port (dynamic security: `fota serve --mqtt-url` as its admin creates each
+#                device's account when it is registered) and a second `fota serve` pushing
+#                through it, devices built with FOTA_MQTT_URL (the SIM7600's AT+CMQTT* commands
+#                through the emulator, which holds a real broker connection) polling only once an
+#                hour. (1) A rollout starts while the device idles: the server nudges it, it
+#                checks in within the jitter (seconds, not the hour), updates and confirms. (2) At
+#                4 kB/s, the rollout is aborted once the download passed 8 KB: the server tells
+#                the device to stop, it drops the download ("pushed stop"), nothing is installed
+#                and the next boot is the old image, confirmed.
 #
 # Usage: device-firmware/stm32f429/qemu/ota-tests.sh        (exits non-zero if any scenario fails)
+# Needs mosquitto (and mosquitto_ctrl, the dynamic-security plugin) for `push`: scripts/setup
+# installs them.
 # Environment: OTA_BYTES_PER_SEC (emulator line rate, default 100000: fast, for CI),
 #              OTA_TRIAL_DEADLINE_MS (default 5000).
 set -uo pipefail
@@ -113,6 +125,16 @@ for slot in a b; do
     sign "$OUT/other-key.pem" "$OUT/app-$slot.elf" "$slot" 2.0.0 "$OUT/v2-other-$slot.bin"
     sign "$KEYS/test-key.pem" "$OUT/app-crash-$slot.elf" "$slot" 4.0.0 "$OUT/v4-$slot.bin"
 done
+# The push build: the same application holding an MQTT session with the `push` scenario's
+# broker, whose port is chosen now (the broker URL is compiled in, like the APN).
+MQTT_PORT="$(free_port)"
+for slot in a b; do
+    FOTA_MQTT_URL="mqtt://127.0.0.1:$MQTT_PORT" cargo build --release -q -p fota-app \
+        --features "qemu,slot-$slot" || die "app build (push) failed"
+    cp "$TARGET_DIR/fota-app" "$OUT/app-push-$slot.elf"
+    sign "$KEYS/test-key.pem" "$OUT/app-push-$slot.elf" "$slot" 1.0.0 "$OUT/v1push-$slot.bin"
+    sign "$KEYS/test-key.pem" "$OUT/app-push-$slot.elf" "$slot" 2.0.0 "$OUT/v2push-$slot.bin"
+done
 # A bootloader release: the same bootloader, 1.1.0, one build per stage-1 slot.
 for s1 in a b; do
     cargo build --release -q -p fota-bootloader --features "qemu,stage1-$s1" || die "bootloader build failed"
@@ -148,17 +170,17 @@ CURRENT=""
 fail() { echo "FAIL $CURRENT: $*"; FAILED=$((FAILED + 1)); }
 pass() { echo "PASS $CURRENT"; PASSED=$((PASSED + 1)); }
 
-# new_device NAME [OPTCR]: provision lamp-NAME of model qemu-NAME, compose its flash (stage-0,
-# identity, journal with A and stage-1 A confirmed, stage-1 A, v1 in A, and the option-bytes
-# stand-in when given).
+# new_device NAME [OPTCR] [IMAGE]: provision lamp-NAME of model qemu-NAME, compose its flash
+# (stage-0, identity, journal with A and stage-1 A confirmed, stage-1 A, IMAGE (v1) in A, and
+# the option-bytes stand-in when given).
 new_device() {
-    local name="$1" optcr="${2:-}" dir="$OUT/$1"
+    local name="$1" optcr="${2:-}" image="${3:-$OUT/v1-a.bin}" dir="$OUT/$1"
     mkdir -p "$dir"
     echo "lamp-$name,qemu-$name," | "$FOTA" devices register --csv - --out "$dir/tokens.json" >/dev/null \
         || die "register lamp-$name failed"
     "$FOTA" devices identity --id "lamp-$name" --tokens "$dir/tokens.json" --server-url "$SERVER" \
         --model "qemu-$name" -o "$dir/identity.bin" >/dev/null || die "identity lamp-$name failed"
-    python3 - "$OUT/stage0.bin" "$OUT/journal.bin" "$dir/identity.bin" "$OUT/v1-a.bin" \
+    python3 - "$OUT/stage0.bin" "$OUT/journal.bin" "$dir/identity.bin" "$image" \
         "$dir/flash.bin" "$optcr" "$OUT/stage1-a.bin" <<'PY'
 import struct, sys
 boot, journal, identity, app, out, optcr, stage1 = sys.argv[1:8]
@@ -211,6 +233,38 @@ boot() {
         done
     fi
     wait "$pid" 2>/dev/null
+    sleep 0.2   # let the emulator finish the session
+}
+
+# boot_bg NAME N: power the device on in the background (a push build stays up, waiting for
+# commands, until power_off); sets QPID.
+boot_bg() {
+    local dir="$OUT/$1"
+    (cd "$dir" && exec timeout "$BOOT_TIMEOUT" qemu-system-arm -M netduinoplus2 -nographic \
+        -monitor none -no-reboot -semihosting-config enable=on,target=native \
+        -chardev "socket,id=modem,host=127.0.0.1,port=$EPORT" -serial chardev:modem \
+        -device "loader,file=flash.bin,addr=0x08000000" >"$dir/boot-$2.log" 2>&1) &
+    QPID=$!
+}
+
+# wait_log NAME N REGEX SECONDS: wait until boot N's output (lines joined) matches REGEX.
+wait_log() {
+    local log="$OUT/$1/boot-$2.log" end=$((SECONDS + $4))
+    while [ "$SECONDS" -lt "$end" ]; do
+        tr '\n' ' ' 2>/dev/null <"$log" | grep -Eq "$3" && return 0
+        kill -0 "$QPID" 2>/dev/null || break
+        sleep 0.1
+    done
+    tr '\n' ' ' <"$log" | grep -Eq "$3" && return 0
+    fail "boot $2 did not print /$3/ within $4 s"
+    sed 's/^/    /' "$log"
+    return 1
+}
+
+# power_off: cut the power of the device boot_bg started (QEMU, the child of QPID).
+power_off() {
+    pkill -KILL -P "$QPID" 2>/dev/null
+    wait "$QPID" 2>/dev/null
     sleep 0.2   # let the emulator finish the session
 }
 
@@ -428,6 +482,110 @@ PY
 check "protection_blocked devices" "$(status "$ROLLOUT" 'j["counts"]["protection_blocked"]' 1)" 1 &&
 pass
 }
+
+# --- push: MQTT through the modem: a nudge brings the update, an abort stops a download ---------
+CURRENT=push
+# The scenario's broker, with dynamic security and an admin account for the server.
+start_broker() {
+    local dir="$OUT/broker" plugin user=""
+    mkdir -p "$dir"
+    command -v mosquitto >/dev/null && command -v mosquitto_ctrl >/dev/null || return 1
+    plugin="$(ls /usr/lib/*/mosquitto_dynamic_security.so /usr/lib/mosquitto_dynamic_security.so \
+        /usr/local/lib/mosquitto_dynamic_security.so 2>/dev/null | head -1)"
+    [ -n "$plugin" ] || return 1
+    MQTT_ADMIN_PW="pw-$$"
+    printf '%s\n%s\n' "$MQTT_ADMIN_PW" "$MQTT_ADMIN_PW" \
+        | mosquitto_ctrl dynsec init "$dir/dynamic-security.json" fota-admin >/dev/null 2>&1 || return 1
+    [ "$(id -u)" = 0 ] && user="user root"
+    printf '%s\nlistener %s 127.0.0.1\nallow_anonymous false\nplugin %s\nplugin_opt_config_file %s\npersistence false\nlog_dest stderr\nlog_type error\nlog_type warning\nlog_type notice\n' \
+        "$user" "$MQTT_PORT" "$plugin" "$dir/dynamic-security.json" >"$dir/mosquitto.conf"
+    mosquitto -c "$dir/mosquitto.conf" >"$dir/mosquitto.log" 2>&1 &
+    PIDS+=($!)
+    for _ in $(seq 50); do
+        python3 -c "import socket,sys; socket.create_connection(('127.0.0.1', int(sys.argv[1])), 1)" \
+            "$MQTT_PORT" 2>/dev/null && return 0
+        sleep 0.1
+    done
+    return 1
+}
+push_scenario() {
+    start_broker || { fail "no broker: mosquitto (with mosquitto_ctrl and dynamic security) is needed"; return; }
+    # A server that pushes through it; devices poll once an hour (the server's default, said
+    # here), so only a push explains a check-in within seconds.
+    local port; port="$(free_port)"
+    SERVER="http://127.0.0.1:$port"
+    "$FOTA" serve --listen "127.0.0.1:$port" --data-dir "$OUT/push-server" \
+        --trusted-key "$KEYS/test-key.pub.pem" --sweep-interval-ms 200 --flush-interval-ms 100 \
+        --poll-interval-s 3600 --mqtt-url "mqtt://fota-admin:$MQTT_ADMIN_PW@127.0.0.1:$MQTT_PORT" \
+        --mqtt-jitter-s 3 >"$OUT/push-server.log" 2>&1 &
+    PIDS+=($!)
+    local ready=""
+    for _ in $(seq 100); do
+        ready="$(python3 -c "import json,sys,urllib.request; print(json.load(urllib.request.urlopen(sys.argv[1], timeout=1)).get('mqtt'))" "$SERVER/readyz" 2>/dev/null)"
+        [ "$ready" = up ] && break
+        sleep 0.1
+    done
+    [ "$ready" = up ] || { cat "$OUT/push-server.log"; fail "the push server's broker link is not up"; return; }
+    export FOTA_SERVER="$SERVER"
+    FOTA_TOKEN="$("$FOTA" token create --name qemu-push --role admin --data-dir "$OUT/push-server")" \
+        || die "token create (push) failed"
+    export FOTA_TOKEN
+
+    # (1) The nudge: the device idles on its hourly poll; a rollout starts; it checks in at once.
+    new_device push "" "$OUT/v1push-a.bin"
+    emulator push
+    boot_bg push 1
+    wait_log push 1 "mqtt: connected, subscribed to fota/d/lamp-push/cmd.*ota: idle" 20 || { power_off; return; }
+    grep -q "check-in: no offer" "$OUT/push/boot-1.log" || { fail "boot 1 did not check in"; power_off; return; }
+    rollout push v2push
+    local started; started=$(date +%s.%N)
+    wait_log push 1 "ota: pushed check_in \(jitter 3 s\): checking in within [0-3] s.*offer 2\.0\.0 for slot B" 15 \
+        || { power_off; return; }
+    local took; took=$(python3 -c "import sys; print(f'{float(sys.argv[2]) - float(sys.argv[1]):.1f}')" "$started" "$(date +%s.%N)")
+    wait_log push 1 "offer 2\.0\.0 for slot B.*update installed and pending; resetting" 40 || { power_off; return; }
+    wait "$QPID" 2>/dev/null   # the reset ends QEMU
+    echo "    push: nudged and offered ${took} s after the rollout started (poll interval 3600 s, jitter 3 s)"
+    python3 -c "import sys; sys.exit(0 if float(sys.argv[1]) <= 10 else 1)" "$took" \
+        || { fail "offered ${took} s after the rollout started: not a push"; return; }
+    grep -q 'modem: mqtt publish on fota/d/lamp-push/cmd: {"kind":"check_in"' "$OUT/push/emulator.log" \
+        || { fail "the emulator passed no nudge"; return; }
+    boot_bg push 2
+    wait_log push 2 "booting slot B \(trial, attempt 1\).*app 2\.0\.0 running from slot B.*ota: confirmed slot B.*reported [0-9]+ events: trial_boot, confirmed.*ota: idle" 30 \
+        || { power_off; return; }
+    power_off
+    check "rollout state" "$(status "$ROLLOUT" 'j["state"]' completed)" completed || return
+    check "device version" "$("$FOTA" devices show lamp-push --json | json 'j["firmware_version"]')" 2.0.0 || return
+
+    # (2) The stop: at 4 kB/s the rollout is aborted mid-download; the device drops it.
+    new_device pushstop "" "$OUT/v1push-a.bin"
+    local rate_saved=$RATE; RATE=4000
+    emulator pushstop
+    RATE=$rate_saved
+    boot_bg pushstop 1
+    wait_log pushstop 1 "mqtt: connected, subscribed to fota/d/lamp-pushstop/cmd.*ota: idle" 20 || { power_off; return; }
+    rollout pushstop v2push
+    wait_log pushstop 1 "offer 2\.0\.0 for slot B.*ota: download ([89]|[1-9][0-9])[0-9]{3}/" 30 || { power_off; return; }
+    "$FOTA" rollout abort "$ROLLOUT" >/dev/null || { fail "rollout abort failed"; power_off; return; }
+    wait_log pushstop 1 "ota: pushed stop of rollout $ROLLOUT: download dropped.*ota: idle" 15 || { power_off; return; }
+    power_off
+    ! grep -q "installed and pending" "$OUT/pushstop/boot-1.log" || { fail "installed after the stop"; return; }
+    grep -q 'modem: mqtt publish on fota/d/lamp-pushstop/cmd: {"kind":"stop"' "$OUT/pushstop/emulator.log" \
+        || { fail "the emulator passed no stop"; return; }
+    local size carried
+    size=$(stat -c %s "$OUT/v2push-b.bin")
+    carried=$(grep -o '^session 1: .* artifact [0-9]*' "$OUT/pushstop/emulator.log" | grep -o '[0-9]*$')
+    echo "    push: stopped after ${carried:-?} of $size bytes"
+    [ -n "$carried" ] && [ "$carried" -lt "$size" ] || { fail "the download was not cut short (${carried:-?} of $size)"; return; }
+    # Nothing pending: the next boot is the old image, confirmed.
+    boot_bg pushstop 2
+    wait_log pushstop 2 "journal: confirmed A, pending -.*booting slot A \(confirmed\).*app 1\.0\.0 running from slot A.*ota: idle" 20 \
+        || { power_off; return; }
+    power_off
+    check "rollout state" "$(status "$ROLLOUT" 'j["state"]' aborted)" aborted || return
+    check "device version" "$("$FOTA" devices show lamp-pushstop --json | json 'j["firmware_version"]')" 1.0.0 || return
+    pass
+}
+push_scenario
 
 echo "$PASSED passed, $FAILED failed"
 [ "$FAILED" -eq 0 ]

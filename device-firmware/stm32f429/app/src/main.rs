@@ -14,10 +14,13 @@
 //! 5. The OTA runtime: `OtaClient` over the modem on USART1 (`fota-modem`, SIM7600 dialect),
 //!    the boot journal and the client's state store (sectors 10-11) sharing the flash driver;
 //!    then the main loop: poll the runtime, wait as it says (kicking the watchdog), reset when
-//!    it says.
+//!    it says. Built with `FOTA_MQTT_URL`, the modem also holds an MQTT session with that
+//!    broker (the device id and token as its account) and the runtime acts on what the server
+//!    pushes: a nudge brings the check-in forward, a stop drops the download.
 //!
 //! With the `qemu` feature the runtime's lines go to semihosting and the program leaves QEMU
-//! when it has nothing left to do (the harness's signal that a scenario step is over).
+//! when it has nothing left to do (the harness's signal that a scenario step is over); with a
+//! broker it stays up, waiting for pushed commands, until the harness stops it.
 #![no_std]
 #![no_main]
 #![deny(unsafe_code)]
@@ -32,7 +35,7 @@ use fota_board::pac;
 use fota_board::usart::Usart;
 use fota_board::watchdog::Watchdog;
 use fota_boot::{BootControl, FlashLayout};
-use fota_modem::{ModemConfig, ModemTransport, Sim7600};
+use fota_modem::{ModemConfig, ModemTransport, PushConfig, Sim7600};
 use fota_ota_client::{Config, DeviceInfo, FlashPersist, OtaClient, SharedFlash, StoreRegion};
 use fota_protocol::identity::MAX_RECORD_LEN;
 use fota_protocol::image::{ImageHeader, ImageVersion};
@@ -163,8 +166,17 @@ fn main() -> ! {
     #[cfg(feature = "fault-no-network")]
     let serial = Usart::usart2(dp.USART2, &dp.RCC, &dp.GPIOA);
     let modem = ModemConfig::new(identity.base_url(), identity.device_id, identity.token, APN);
-    let transport: ModemTransport<'static, Usart, Clock, Sim7600> =
+    let mut transport: ModemTransport<'static, Usart, Clock, Sim7600> =
         ModemTransport::new(serial, Clock::new(watchdog), modem);
+    if !MQTT_URL.is_empty() {
+        match PushConfig::from_url(MQTT_URL).map(|push| transport.enable_push(push)) {
+            Some(Ok(())) => log.line(format_args!(
+                "ota: push commands from mqtt broker {MQTT_URL}"
+            )),
+            Some(Err(e)) => log.line(format_args!("ota: mqtt: {e}; polling only")),
+            None => log.line(format_args!("ota: mqtt: bad broker URL; polling only")),
+        }
+    }
     let store = FlashPersist::open(SharedFlash(flash), StoreRegion::STM32F429);
     let mut client = OtaClient::new(
         transport,
@@ -190,13 +202,42 @@ fn main() -> ! {
     client.boot_reset(ResetCause::from_rcc_csr(reset_flags, recorded), None);
     let config = RuntimeConfig {
         trial_deadline_ms: TRIAL_DEADLINE_MS,
+        // Each device its own share of a nudge's jitter (FNV-1a of its id).
+        jitter_seed: identity.device_id.bytes().fold(0x811c_9dc5u32, |h, b| {
+            (h ^ u32::from(b)).wrapping_mul(0x0100_0193)
+        }) ^ clock::millis(),
         ..RuntimeConfig::default()
     };
     let mut runtime = Runtime::new(client, config, self_test, clock::millis().into(), &mut log);
 
+    let mut push_up = Some(false);
+    // Under QEMU: "ota: idle" once per idle spell (a push build stays up while idle).
+    #[cfg(feature = "qemu")]
+    let mut idle_said = false;
     loop {
         let now = now(&mut runtime);
-        match runtime.poll(now, &mut log) {
+        let action = runtime.poll(now, &mut log);
+        let up = runtime.client().transport().push_connected();
+        if up != push_up {
+            let stats = runtime.client().transport().push_stats();
+            match up {
+                Some(true) => log.line(format_args!(
+                    "mqtt: connected, subscribed to fota/d/{}/cmd",
+                    identity.device_id
+                )),
+                Some(false) => log.line(format_args!(
+                    "mqtt: not connected ({} lost, {} failed attempts); retrying with backoff",
+                    stats.connections_lost, stats.connect_failures
+                )),
+                None => {}
+            }
+            push_up = up;
+        }
+        #[cfg(feature = "qemu")]
+        if !matches!(action, Action::Idle(_)) {
+            idle_said = false;
+        }
+        match action {
             Action::Continue => {}
             // Waits count from when the poll started: a request that blocked for a while has
             // used up part of them (the trial deadline stays on time).
@@ -208,8 +249,15 @@ fn main() -> ! {
                 }
                 #[cfg(feature = "qemu")]
                 {
-                    log.line(format_args!("ota: idle"));
-                    cortex_m_semihosting::debug::exit(cortex_m_semihosting::debug::EXIT_SUCCESS);
+                    if !idle_said {
+                        log.line(format_args!("ota: idle"));
+                        if up.is_none() {
+                            cortex_m_semihosting::debug::exit(
+                                cortex_m_semihosting::debug::EXIT_SUCCESS,
+                            );
+                        }
+                    }
+                    idle_said = true;
                 }
                 wait_until(&mut runtime, now + ms.min(1_000));
             }
