@@ -11,7 +11,7 @@
 //! arriving inside another command's answer (between the lines of an `AT+HTTPREAD`) is kept
 //! and the answer read as if it had not been there.
 
-use crate::push::PushInbox;
+use crate::inbox::PushInbox;
 use crate::{Clock, Serial};
 use core::fmt::Write as _;
 

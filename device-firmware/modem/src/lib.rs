@@ -18,7 +18,8 @@
 //!   pieces no larger than the client's buffer.
 //!
 //! - [`push`]: commands the server pushes over MQTT, through the module's own MQTT client
-//!   (`AT+CMQTT...`): the session, and the received publishes kept wherever they arrive.
+//!   (`AT+CMQTT...`): the session; [`inbox`]: the received publishes, kept wherever their URCs
+//!   arrive (the AT engine feeds it).
 //!
 //! Every failure is a [`ModemError`] the client treats as "try again later" (with its
 //! backoff): a timeout (a silent module), `ERROR` / `+CME ERROR`, a network error code from the
@@ -42,6 +43,7 @@
 
 pub mod at;
 pub mod dialect;
+pub mod inbox;
 pub mod push;
 pub mod transport;
 
