@@ -12,12 +12,15 @@
 //! domain's transition tables ([`crate::domain::DeviceState`], [`crate::domain::RolloutState`]).
 //!
 //! - `devices`: provisioning, credentials, check-in facts, fleet views; `events`: device
-//!   reports, once per event id; `resets`: unexpected resets and the gate's counts of them; `releases`: releases and their images; `patches`: delta patches between
-//!   release images and the devices that gave one up; `tokens`: admin tokens.
+//!   reports, once per event id; `resets`: unexpected resets and the gate's counts of them;
+//!   `releases`: releases and their images; `patches`: delta patches between release images
+//!   and the devices that gave one up; `artifacts`: the content-addressed bytes both are stored
+//!   as; `tokens`: admin tokens.
 //! - `rollouts`: rollouts and stages, created in one transaction, changed conditionally;
 //!   `rollout_devices`: targets and each device's state in a rollout; `audit`: the audit log;
 //!   `timeline`: when a rollout's devices were decided (the dashboard's chart).
 
+mod artifacts;
 mod audit;
 mod checkpoint;
 mod db;

@@ -2,8 +2,8 @@
 //! kept in `artifacts` like an image's (so every replica serves it), and the devices that gave a
 //! rollout's patch up for the full image.
 
+use super::artifacts::{delete_unreferenced_artifact, put_artifact};
 use super::db::{Store, StoreError};
-use super::releases::{delete_unreferenced_artifact, put_artifact};
 use fota_protocol::messages::Component;
 use sqlx::Row;
 

@@ -1,5 +1,6 @@
 //! Releases and the content-addressed artifacts their images are stored as.
 
+use super::artifacts::{delete_unreferenced_artifact, put_artifact};
 use super::audit::{insert_audit, AuditEntry};
 use super::db::{is_unique_violation, Store, StoreError};
 use crate::domain::version::version_key;
@@ -86,46 +87,6 @@ fn release_from_row(r: &AnyRow) -> Result<ReleaseRecord, sqlx::Error> {
 
 const RELEASE_COLUMNS: &str =
     "id, model, version, component, security_counter, notes, created_at, created_by";
-
-/// Store an artifact's bytes under their address `sha256`. Same address, same bytes: an existing
-/// row only gains its bytes if it had none.
-pub(super) async fn put_artifact(
-    tx: &mut sqlx::Transaction<'_, sqlx::Any>,
-    sha256: &str,
-    size: i64,
-    bytes: &[u8],
-    now: i64,
-) -> Result<(), StoreError> {
-    sqlx::query(
-        "INSERT INTO artifacts (sha256, size, created_at, bytes) VALUES ($1, $2, $3, $4) \
-         ON CONFLICT (sha256) DO UPDATE SET bytes = COALESCE(artifacts.bytes, excluded.bytes)",
-    )
-    .bind(sha256)
-    .bind(size)
-    .bind(now)
-    .bind(bytes)
-    .execute(&mut **tx)
-    .await?;
-    Ok(())
-}
-
-/// Delete the artifact `sha256` unless a release image or a delta patch still is it; whether
-/// it went (its file is then the caller's to remove).
-pub(super) async fn delete_unreferenced_artifact(
-    tx: &mut sqlx::Transaction<'_, sqlx::Any>,
-    sha256: &str,
-) -> Result<bool, StoreError> {
-    let removed = sqlx::query(
-        "DELETE FROM artifacts WHERE sha256 = $1 \
-         AND NOT EXISTS (SELECT 1 FROM release_images WHERE sha256 = $1) \
-         AND NOT EXISTS (SELECT 1 FROM patches WHERE patch_sha256 = $1)",
-    )
-    .bind(sha256)
-    .execute(&mut **tx)
-    .await?
-    .rows_affected();
-    Ok(removed > 0)
-}
 
 /// The component a `releases.component` value names.
 fn component_from_name(name: &str) -> Result<Component, sqlx::Error> {
