@@ -245,25 +245,52 @@ async fn bad_release_scenario(db: Db, behaviour: AppBehaviour) {
     assert_eq!(status["state"], "halted", "{status:#}");
     assert_eq!(status["current_stage"], 1, "{status:#}");
 
-    let statuses = fleet.statuses();
-    let exposed = exposed_in_the_canary(&statuses, id, version(2));
-    // Every exposed device is reverted by its bootloader (three watchdog resets) and, back on
-    // v1, reports the rollback.
+    // Every device that installed it is reverted by its bootloader (three watchdog resets)
+    // and, back on v1, reports the rollback. A device whose download was still running at the
+    // halt either finishes it (and is reverted the same way) or drops it at its next check-in,
+    // which no longer offers the release: wait until no download is left either way.
+    let start = std::time::Instant::now();
+    let (summary, statuses) = loop {
+        let summary = fleet.summary();
+        let statuses = fleet.statuses();
+        let settled = summary.confirmed_on(version(1)) == n
+            && statuses.iter().all(|s| {
+                s.downloading.is_none() && (!s.installed.contains(&version(2)) || s.rollbacks >= 1)
+            });
+        if settled {
+            break (summary, statuses);
+        }
+        assert!(
+            start.elapsed() < Duration::from_secs(30),
+            "exposed devices were not all reverted: {summary:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    // Offered in the first stage only.
+    exposed_in_the_canary(&statuses, id, version(2));
+    let exposed: Vec<String> = statuses
+        .iter()
+        .filter(|s| s.installed.contains(&version(2)))
+        .map(|s| s.id.clone())
+        .collect();
     let exposed_n = exposed.len();
-    let (summary, ok) = wait_fleet(&fleet, Duration::from_secs(30), |s| {
-        s.confirmed_on(version(1)) == n && s.rollbacks as usize >= exposed_n
-    })
-    .await;
-    assert!(ok, "exposed devices were not all reverted: {summary:?}");
+    assert!(exposed_n > 0, "nobody installed the canary: {summary:?}");
     assert!(
         summary.trial_boots as usize >= 3 * exposed_n,
         "three trial boots each before the revert: {summary:?}"
     );
-    for s in fleet.statuses() {
+    for s in &statuses {
         if exposed.contains(&s.id) {
             assert_eq!(s.rollbacks, 1, "{} did not report its rollback once", s.id);
+        } else if s.accepted.is_empty() {
+            assert_eq!(s.rollbacks, 0, "{} reported a rollback", s.id);
         } else {
-            assert!(s.accepted.is_empty(), "{} took an offer", s.id);
+            // Took the offer, never installed it: its download was dropped after the halt.
+            assert!(
+                s.withdrawn + s.pushed_stops >= 1,
+                "{} took the offer and neither installed it nor dropped it: {s:?}",
+                s.id
+            );
         }
     }
     // The server heard the rollbacks.
