@@ -19,7 +19,9 @@
 //! device, `fota serve` pushes through it (nudges when a stage opens, stops when a rollout
 //! halts), and every virtual device holds an MQTT session of its own, through which it also
 //! publishes its reports: with a long `--check-in-interval`, the rollouts move at the pace of
-//! pushes, not polls.
+//! pushes, not polls. A fleet larger than one broker (or one process) may hold connections for
+//! runs on a core broker with edge brokers bridged to it, the sessions' sockets held by relay
+//! processes (`--mqtt-devices-per-broker`; [`broker`], `fota_sim::relay`).
 
 mod broker;
 
@@ -31,6 +33,7 @@ use fota_protocol::SlotId;
 use fota_sim::device::Timing;
 use fota_sim::{
     app, factory_flash, AppBehaviour, DeviceSpec, Faults, Fleet, FleetConfig, MqttConfig,
+    RelayCommand,
 };
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 use serde_json::{json, Value};
@@ -91,6 +94,12 @@ pub struct Args {
     /// to compare the two.
     #[arg(long, value_enum, default_value_t = ReportsOver::Mqtt, requires = "mqtt")]
     pub reports_over: ReportsOver,
+    /// With `--mqtt`: the most devices one broker holds. A larger fleet runs on a core broker
+    /// (the server's) and edge brokers bridged to it, each with up to this many devices, whose
+    /// sessions' sockets are held by relay processes, one per edge [default: what the
+    /// open-files limit allows a process, at most 16,000].
+    #[arg(long, value_name = "N", requires = "mqtt", value_parser = clap::value_parser!(u32).range(10..))]
+    pub mqtt_devices_per_broker: Option<u32>,
     /// Offer delta patches only when smaller than this share of the full image, in percent
     /// (`fota serve --delta-max-percent`); 0 sends full images only, to compare the bytes on
     /// the link.
@@ -117,6 +126,42 @@ impl Drop for ServerProcess {
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
+}
+
+/// The demo's brokers: one, or a core (the server's) and its edges (the devices').
+struct Brokers {
+    core: broker::Broker,
+    edges: Vec<broker::Broker>,
+}
+
+impl Brokers {
+    fn pids(&self) -> Vec<u32> {
+        std::iter::once(&self.core)
+            .chain(&self.edges)
+            .filter_map(broker::Broker::pid)
+            .collect()
+    }
+}
+
+/// This process's children running `fota mqtt-relay`.
+fn relay_pids() -> Vec<u32> {
+    let me = std::process::id();
+    let Ok(entries) = std::fs::read_dir("/proc") else {
+        return Vec::new();
+    };
+    entries
+        .filter_map(|e| e.ok()?.file_name().to_str()?.parse::<u32>().ok())
+        .filter(|pid| {
+            let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+            // `pid (comm) state ppid ...`: the fields after the last ')'.
+            let ppid = stat
+                .rsplit_once(')')
+                .and_then(|(_, rest)| rest.split_whitespace().nth(1)?.parse::<u32>().ok());
+            ppid == Some(me)
+                && std::fs::read(format!("/proc/{pid}/cmdline"))
+                    .is_ok_and(|c| c.split(|b| *b == 0).any(|arg| arg == b"mqtt-relay"))
+        })
+        .collect()
 }
 
 /// Peak resident memory of a process (`VmHWM`), in bytes.
@@ -279,7 +324,10 @@ struct Sampler {
     /// MQTT commands received by the devices: the last count, and the peak per second.
     last_commands: u64,
     peak_commands: f64,
+    /// Every broker's peak, summed.
     peak_broker_rss: u64,
+    /// Every relay process's peak, summed.
+    peak_relay_rss: u64,
 }
 
 /// A rollout's devices by state as words, the states that have any: `95 confirmed, 3 offered`.
@@ -410,17 +458,29 @@ pub fn run(args: &Args, out: &mut dyn Write) -> anyhow::Result<()> {
     // load it takes longer, and a good device counted silent is a false failure.
     let deadline_s = (interval.as_secs() * 10).max(60);
     let timeout = Duration::from_secs(args.timeout);
+    // With --mqtt: the devices each broker holds, and how many edge brokers (none: one broker
+    // for all, the sessions in this process).
+    let mut edges = 0;
     if args.mqtt {
-        // A socket per device in this process and in the broker, a few hundred more here.
-        let needed = n as u64 + 512;
+        // A socket per device in the broker that holds it and in the process that holds its
+        // session, a few hundred more in each.
         let limit = broker::raise_open_files();
-        if limit < needed {
+        let fits = usize::try_from(limit.saturating_sub(512)).unwrap_or(usize::MAX);
+        // Past 16,000 connections from one address to one port the ephemeral ports run short.
+        let per_broker = match args.mqtt_devices_per_broker {
+            Some(per) => per as usize,
+            None => fits.min(16_000),
+        };
+        if per_broker > fits {
             bail!(
-                "--mqtt with {n} devices needs {needed} open files in this process and in \
-                 Mosquitto, but the limit (RLIMIT_NOFILE) is {limit} and cannot be raised \
-                 here: use at most {} devices, or raise the hard limit (ulimit -Hn)",
-                limit.saturating_sub(512)
+                "--mqtt-devices-per-broker {per_broker} needs {} open files in each broker and \
+                 relay, but the limit (RLIMIT_NOFILE) is {limit} and cannot be raised here: use \
+                 at most {fits}, or raise the hard limit (ulimit -Hn)",
+                per_broker + 512
             );
+        }
+        if n > per_broker {
+            edges = n.div_ceil(per_broker);
         }
     }
 
@@ -448,14 +508,22 @@ pub fn run(args: &Args, out: &mut dyn Write) -> anyhow::Result<()> {
         ],
     )?;
     let mut mqtt_broker = if args.mqtt {
-        Some(broker::Broker::start(&data_dir.join("mosquitto"))?)
+        let core = if edges > 0 {
+            broker::Broker::start_core(&data_dir.join("mosquitto"))?
+        } else {
+            broker::Broker::start(&data_dir.join("mosquitto"))?
+        };
+        Some(Brokers {
+            core,
+            edges: Vec::new(),
+        })
     } else {
         None
     };
     let mut server_args: Vec<String> = match &mqtt_broker {
         Some(b) => vec![
             "--mqtt-url".into(),
-            b.url(),
+            b.core.url(),
             // The demo writes the devices' broker accounts itself (see `broker`).
             "--mqtt-provision".into(),
             "false".into(),
@@ -488,7 +556,11 @@ pub fn run(args: &Args, out: &mut dyn Write) -> anyhow::Result<()> {
         out,
         "fota demo: {n} virtual devices against {url} ({database}){}",
         match &mqtt_broker {
-            Some(b) => format!(", pushing through Mosquitto at {}", b.address()),
+            Some(b) if edges > 0 => format!(
+                ", pushing through Mosquitto at {} and {edges} edge brokers bridged to it",
+                b.core.address()
+            ),
+            Some(b) => format!(", pushing through Mosquitto at {}", b.core.address()),
             None => String::new(),
         }
     )?;
@@ -544,7 +616,17 @@ pub fn run(args: &Args, out: &mut dyn Write) -> anyhow::Result<()> {
             .iter()
             .map(|d| (d.id.clone(), d.token.clone()))
             .collect();
-        b.reload(&accounts)?;
+        if edges == 0 {
+            b.core.reload(&accounts)?;
+        }
+        // The i-th device's session goes to edge i mod edges (`MqttConfig::brokers`).
+        for edge in 0..edges {
+            let mine: Vec<(String, String)> =
+                accounts.iter().skip(edge).step_by(edges).cloned().collect();
+            let dir = data_dir.join(format!("mosquitto-edge-{edge}"));
+            b.edges
+                .push(broker::Broker::start_edge(&dir, &b.core, &mine)?);
+        }
         let up = Instant::now();
         loop {
             let health = client.get(&["readyz"], &[])?;
@@ -603,7 +685,17 @@ pub fn run(args: &Args, out: &mut dyn Write) -> anyhow::Result<()> {
         mqtt: mqtt_broker.as_ref().map(|b| MqttConfig {
             threads: if n > 20_000 { 2 } else { 1 },
             reports: args.reports_over == ReportsOver::Mqtt,
-            ..MqttConfig::new(b.address())
+            brokers: if b.edges.is_empty() {
+                vec![b.core.address()]
+            } else {
+                b.edges.iter().map(broker::Broker::address).collect()
+            },
+            // Each edge's sessions held by a relay process of their own.
+            relay: (!b.edges.is_empty()).then(|| RelayCommand {
+                program: exe.clone(),
+                args: vec!["mqtt-relay".into()],
+            }),
+            ..MqttConfig::new(b.core.address())
         }),
     };
     let fleet = Fleet::start(config, &factory, specs);
@@ -619,10 +711,8 @@ pub fn run(args: &Args, out: &mut dyn Write) -> anyhow::Result<()> {
             Arc::clone(&fleet),
             server_pid.clone(),
         );
-        let broker_pid = mqtt_broker
-            .as_ref()
-            .and_then(broker::Broker::pid)
-            .map(|p| p.to_string());
+        let broker_pids = mqtt_broker.as_ref().map(Brokers::pids).unwrap_or_default();
+        let relays = if edges > 0 { relay_pids() } else { Vec::new() };
         std::thread::spawn(move || {
             while !stop.load(Ordering::Relaxed) {
                 std::thread::sleep(Duration::from_secs(1));
@@ -649,9 +739,13 @@ pub fn run(args: &Args, out: &mut dyn Write) -> anyhow::Result<()> {
                 }
                 sm.last = Some((now, s.check_ins, s.reports));
                 sm.peak_server_rss = sm.peak_server_rss.max(peak_rss(&pid).unwrap_or(0));
-                if let Some(pid) = &broker_pid {
-                    sm.peak_broker_rss = sm.peak_broker_rss.max(peak_rss(pid).unwrap_or(0));
-                }
+                let sum = |pids: &[u32]| -> u64 {
+                    pids.iter()
+                        .map(|p| peak_rss(&p.to_string()).unwrap_or(0))
+                        .sum()
+                };
+                sm.peak_broker_rss = sm.peak_broker_rss.max(sum(&broker_pids));
+                sm.peak_relay_rss = sm.peak_relay_rss.max(sum(&relays));
             }
         })
     };
@@ -1076,11 +1170,28 @@ pub fn run(args: &Args, out: &mut dyn Write) -> anyhow::Result<()> {
     if let Some(m) = mqtt_stats {
         let broker_rss = mqtt_broker
             .as_ref()
-            .and_then(broker::Broker::pid)
-            .and_then(|p| peak_rss(&p.to_string()))
+            .map(|b| {
+                b.pids()
+                    .iter()
+                    .map(|p| peak_rss(&p.to_string()).unwrap_or(0))
+                    .sum::<u64>()
+            })
             .unwrap_or(0)
             .max(sampler.peak_broker_rss);
         rows.extend([
+            (
+                "MQTT: brokers".into(),
+                if edges > 0 {
+                    format!(
+                        "a core and {edges} edges bridged to it (up to {} devices each), the \
+                         sessions through {edges} relay processes ({:.0} MB peak RSS in all)",
+                        n.div_ceil(edges),
+                        mb(sampler.peak_relay_rss)
+                    )
+                } else {
+                    "one".into()
+                },
+            ),
             (
                 "MQTT: devices connected, in".into(),
                 format!(
@@ -1115,7 +1226,7 @@ pub fn run(args: &Args, out: &mut dyn Write) -> anyhow::Result<()> {
                 format!("{}, {}", m.connects.saturating_sub(n as u64), m.refused),
             ),
             (
-                "Mosquitto peak RSS".into(),
+                "Mosquitto peak RSS (every broker, summed)".into(),
                 format!("{:.0} MB", mb(broker_rss)),
             ),
         ]);

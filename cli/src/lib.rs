@@ -81,10 +81,21 @@ pub enum Command {
     /// release rolled out to all, a bad one halted in its canary; then the figures.
     #[cfg(feature = "demo")]
     Demo(demo::Args),
+    /// Internal to `fota demo --mqtt` at fleet sizes past the open-files limit: holds MQTT
+    /// sessions' sockets for the virtual fleet, speaking frames over stdin and stdout
+    /// (`fota_sim::relay`).
+    #[cfg(feature = "demo")]
+    #[command(hide = true)]
+    MqttRelay,
 }
 
 /// Run a parsed command line, writing results to stdout.
 pub fn run(cli: Cli) -> anyhow::Result<()> {
+    #[cfg(feature = "demo")]
+    if matches!(cli.command, Command::MqttRelay) {
+        // Its frames go to stdout, which nothing else may hold (as `out` below would).
+        return fota_sim::relay::serve_stdio().context("the MQTT relay failed");
+    }
     let stdout = io::stdout();
     let mut out = stdout.lock();
     run_with(cli.command, &mut out)?;
@@ -108,6 +119,10 @@ pub fn run_with(command: Command, out: &mut dyn Write) -> anyhow::Result<()> {
         Command::Audit(args) => ops::audit::run(&args, out),
         #[cfg(feature = "demo")]
         Command::Demo(args) => demo::run(&args, out),
+        #[cfg(feature = "demo")]
+        Command::MqttRelay => {
+            anyhow::bail!("fota mqtt-relay speaks frames on stdout: run it through fota::run")
+        }
     }
 }
 

@@ -9,6 +9,14 @@
 //! Mosquitto 2.0's plugin writes its whole accounts file after every `$CONTROL` command, so
 //! creating n accounts through it takes time quadratic in n (10 s for the first 1,000 devices,
 //! 64 s for the third 1,000 on this machine); written at once, 100,000 take seconds.
+//!
+//! A fleet larger than one broker process can hold connections for (each is an open file, and
+//! `RLIMIT_NOFILE` may be a hard 20,000) runs on a small cluster instead, as a broker cluster
+//! (EMQX, VerneMQ) would carry it in the field: a core broker that `fota serve` connects to,
+//! and edge brokers that hold the devices' connections and accounts, each bridged to the core
+//! with an account of its own there (`fota/d/+/cmd` in, `fota/d/+/report` out, QoS 1), so
+//! that what the server publishes reaches a device on any edge and a device's report reaches
+//! the server from any edge.
 
 use anyhow::{bail, Context as _};
 use fota_server::api::mqtt::dynsec;
@@ -21,6 +29,8 @@ use std::time::{Duration, Instant};
 
 /// fota's account on the broker.
 pub const ADMIN_USER: &str = "fota-admin";
+/// The edges' account on the core broker.
+const BRIDGE_USER: &str = "fota-bridge";
 /// PBKDF2 rounds, as `mosquitto_ctrl` and the plugin use.
 const ITERATIONS: u32 = 101;
 
@@ -30,6 +40,21 @@ pub struct Broker {
     port: u16,
     password: String,
     child: Option<Child>,
+    role: Role,
+}
+
+/// What a broker is for.
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum Role {
+    /// The only broker: fota and the devices.
+    Single,
+    /// A cluster's core: fota and the edges' bridges.
+    Core,
+    /// A cluster's edge: devices, bridged to the core at this port with this password.
+    Edge {
+        core_port: u16,
+        core_password: String,
+    },
 }
 
 /// Where the dynamic-security plugin is (`$FOTA_MOSQUITTO_DYNSEC`, else the usual paths).
@@ -116,6 +141,33 @@ impl Broker {
     /// Start a broker on a free port of 127.0.0.1 with its config in `dir` and fota's account
     /// only (devices come with [`reload`](Self::reload)).
     pub fn start(dir: &Path) -> anyhow::Result<Self> {
+        Self::start_as(dir, Role::Single, &[])
+    }
+
+    /// Start a cluster's core broker: fota's account, and the account its edges' bridges log
+    /// in with.
+    pub fn start_core(dir: &Path) -> anyhow::Result<Self> {
+        Self::start_as(dir, Role::Core, &[])
+    }
+
+    /// Start an edge broker of `core`'s cluster that holds the accounts of `devices` (id,
+    /// token) and bridges their topics to the core (its bridge is named after `dir`).
+    pub fn start_edge(
+        dir: &Path,
+        core: &Broker,
+        devices: &[(String, String)],
+    ) -> anyhow::Result<Self> {
+        if core.role != Role::Core {
+            bail!("an edge broker bridges to a core broker");
+        }
+        let role = Role::Edge {
+            core_port: core.port,
+            core_password: core.password.clone(),
+        };
+        Self::start_as(dir, role, devices)
+    }
+
+    fn start_as(dir: &Path, role: Role, devices: &[(String, String)]) -> anyhow::Result<Self> {
         std::fs::create_dir_all(dir).with_context(|| format!("cannot create {}", dir.display()))?;
         let mut secret = [0u8; 18];
         getrandom::getrandom(&mut secret).context("no randomness for a password")?;
@@ -124,25 +176,47 @@ impl Broker {
             .context("no free port for the broker")?
             .port();
         let user = if is_root() { "user root\n" } else { "" };
-        std::fs::write(
-            dir.join("mosquitto.conf"),
-            format!(
-                "{user}listener {port} 127.0.0.1\nallow_anonymous false\n\
-                 plugin {plugin}\nplugin_opt_config_file {json}\n\
-                 persistence false\nmax_packet_size 65536\nset_tcp_nodelay true\n\
-                 connection_messages false\nlog_dest stderr\nlog_type error\nlog_type warning\n",
-                plugin = dynsec_plugin()?.display(),
-                json = dir.join("dynamic-security.json").display(),
-            ),
-        )
-        .context("cannot write the broker's config")?;
+        let mut config = format!(
+            "{user}listener {port} 127.0.0.1\nallow_anonymous false\n\
+             plugin {plugin}\nplugin_opt_config_file {json}\n\
+             persistence false\nmax_packet_size 65536\nset_tcp_nodelay true\n\
+             connection_messages false\nlog_dest stderr\nlog_type error\nlog_type warning\n",
+            plugin = dynsec_plugin()?.display(),
+            json = dir.join("dynamic-security.json").display(),
+        );
+        if role != Role::Single {
+            // A bridge carries every device's commands (core to edges) or reports (edges to
+            // core) on one connection: the default 20 QoS 1 messages in flight and 1,000
+            // queued per client would make it the bottleneck, and drop what overflows.
+            config.push_str("max_inflight_messages 1000\nmax_queued_messages 1000000\n");
+        }
+        if let Role::Edge {
+            core_port,
+            core_password,
+        } = &role
+        {
+            let name = dir.file_name().map_or_else(
+                || format!("edge-{port}"),
+                |n| n.to_string_lossy().into_owned(),
+            );
+            config.push_str(&format!(
+                "connection fota-core\naddress 127.0.0.1:{core_port}\n\
+                 remote_clientid fota-{name}\nremote_username {BRIDGE_USER}\n\
+                 remote_password {core_password}\nbridge_protocol_version mqttv311\n\
+                 cleansession true\nnotifications false\nrestart_timeout 1 5\n\
+                 topic fota/d/+/cmd in 1\ntopic fota/d/+/report out 1\n"
+            ));
+        }
+        std::fs::write(dir.join("mosquitto.conf"), config)
+            .context("cannot write the broker's config")?;
         let mut broker = Self {
             dir: dir.to_path_buf(),
             port,
             password: hex(&secret),
             child: None,
+            role,
         };
-        broker.reload(&[])?;
+        broker.reload(devices)?;
         Ok(broker)
     }
 
@@ -200,6 +274,15 @@ impl Broker {
             &self.password,
             &["admin", dynsec::SERVER_ROLE],
         )?];
+        if self.role == Role::Core {
+            // The edges' bridges: every device's commands in, every device's reports out.
+            roles.push(json!({"rolename": BRIDGE_USER, "acls": [
+                {"acltype": "subscribeLiteral", "topic": "fota/d/+/cmd", "allow": true},
+                {"acltype": "publishClientReceive", "topic": "fota/d/+/cmd", "allow": true},
+                {"acltype": "publishClientSend", "topic": "fota/d/+/report", "allow": true},
+            ]}));
+            clients.push(client(BRIDGE_USER, &self.password, &[BRIDGE_USER])?);
+        }
         roles.reserve(devices.len());
         clients.reserve(devices.len());
         // Hashing is most of the work (about 0.1 ms a device): on every core.

@@ -22,7 +22,8 @@
 //! - [`link`]: the client's transport over HTTP, with dropped links on demand.
 //! - [`device`]: one virtual device; [`fleet`]: many, on a few threads.
 //! - [`mqtt`]: each device's MQTT session (its own broker account and command topic), for the
-//!   server's pushed nudges and stops.
+//!   server's pushed nudges and stops; [`relay`]: those sessions' sockets held by relay
+//!   processes, for more sessions than one process may open files.
 #![warn(missing_docs)]
 
 pub mod app;
@@ -32,6 +33,7 @@ pub mod fleet;
 pub mod fleet_flash;
 pub mod link;
 pub mod mqtt;
+pub mod relay;
 
 pub use app::{AppBehaviour, Stage1Behaviour};
 pub use device::{Device, DeviceStatus, Faults, Timing};
@@ -39,3 +41,4 @@ pub use fleet::{
     factory_flash, factory_flash_two_stage, DeviceSpec, Fleet, FleetConfig, FleetSummary,
 };
 pub use mqtt::{MqttConfig, MqttStats};
+pub use relay::RelayCommand;

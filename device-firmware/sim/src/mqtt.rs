@@ -2,7 +2,8 @@
 //! credentials (its id and device token, the account `fota serve` or the demo provisioned), on
 //! its own command topic `fota/d/{id}/cmd`.
 //!
-//! A fleet of 100,000 devices means 100,000 connections in one process, so this is not a
+//! A fleet of 100,000 devices means 100,000 connections (in one process, or spread over relay
+//! processes: [`crate::relay`]), so this is not a
 //! general MQTT client: it is the part of MQTT 3.1.1 a device needs (CONNECT/CONNACK,
 //! SUBSCRIBE/SUBACK at QoS 1, incoming PUBLISH at QoS 0 or 1 answered by PUBACK, its own report
 //! published at QoS 1, PINGREQ/PINGRESP), one small task per device on a runtime of a few threads. A
@@ -24,19 +25,25 @@
 //! (and in its flash), and the device posts them again after a while: a publish lost with a
 //! broken connection costs a resend, never an event (the server stores each event id once).
 
+use crate::relay::{Relay, RelayCommand};
 use fota_protocol::messages::{topics, Command};
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio::sync::{Notify, Semaphore};
 
 /// How the devices reach the broker.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct MqttConfig {
-    /// The broker, `host:port`.
-    pub broker: String,
+    /// The brokers, `host:port`: usually one; with more, the devices are dealt out over them
+    /// in turn (the i-th device's session goes to `brokers[i % len]`), as a fleet larger than
+    /// one broker process can hold is spread over several bridged brokers.
+    pub brokers: Vec<String>,
+    /// Hold the sessions' sockets in relay processes, one per broker, instead of in this
+    /// process ([`crate::relay`]): for more sessions than this process may open files.
+    pub relay: Option<RelayCommand>,
     /// Seconds between PINGREQs when nothing else is heard (the broker drops a session silent
     /// for 1.5 times this).
     pub keep_alive: Duration,
@@ -55,7 +62,8 @@ impl MqttConfig {
     /// thread, the devices reporting through them.
     pub fn new(broker: impl Into<String>) -> Self {
         Self {
-            broker: broker.into(),
+            brokers: vec![broker.into()],
+            relay: None,
             keep_alive: Duration::from_secs(300),
             connects_in_flight: 32,
             threads: 1,
@@ -149,7 +157,7 @@ pub struct MqttSessions {
 }
 
 impl MqttSessions {
-    /// Start one session per device.
+    /// Start one session per device (and the relay processes, if the config asks for them).
     pub fn start(config: &MqttConfig, devices: Vec<DeviceSession>) -> std::io::Result<Self> {
         let runtime = tokio::runtime::Builder::new_multi_thread()
             .worker_threads(config.threads.max(1))
@@ -158,18 +166,37 @@ impl MqttSessions {
             .enable_all()
             .build()?;
         let counters = Arc::new(Counters::default());
+        if config.brokers.is_empty() {
+            return Err(std::io::Error::other("no MQTT broker to connect to"));
+        }
+        let routes = {
+            let _runtime = runtime.enter();
+            config
+                .brokers
+                .iter()
+                .map(|broker| {
+                    Ok(Route {
+                        broker: broker.clone(),
+                        relay: config.relay.as_ref().map(Relay::spawn).transpose()?,
+                    })
+                })
+                .collect::<std::io::Result<Vec<_>>>()?
+        };
         let shared = Arc::new(Shared {
-            broker: config.broker.clone(),
+            routes,
             keep_alive: config.keep_alive.max(Duration::from_secs(1)),
             gate: Semaphore::new(config.connects_in_flight.max(1)),
             counters: Arc::clone(&counters),
         });
-        for DeviceSession {
-            id,
-            token,
-            deliver,
-            outbox,
-        } in devices
+        for (
+            i,
+            DeviceSession {
+                id,
+                token,
+                deliver,
+                outbox,
+            },
+        ) in devices.into_iter().enumerate()
         {
             let shared = Arc::clone(&shared);
             runtime.spawn(async move {
@@ -178,6 +205,7 @@ impl MqttSessions {
                         .into_boxed_str(),
                     id: id.into_boxed_str(),
                     token: token.into_boxed_str(),
+                    route: i % shared.routes.len(),
                     deliver,
                     outbox,
                 };
@@ -213,8 +241,34 @@ impl Drop for MqttSessions {
     }
 }
 
-struct Shared {
+/// A session's connection: straight to its broker, or through a relay process.
+trait Stream: AsyncRead + AsyncWrite + Unpin + Send {}
+impl<T: AsyncRead + AsyncWrite + Unpin + Send> Stream for T {}
+type Conn = Box<dyn Stream>;
+
+/// A broker and the relay that holds the sockets of its sessions, if any.
+struct Route {
     broker: String,
+    relay: Option<Arc<Relay>>,
+}
+
+impl Route {
+    async fn connect(&self) -> Result<Conn, End> {
+        Ok(match &self.relay {
+            Some(relay) => Box::new(relay.open(&self.broker)),
+            None => {
+                let stream =
+                    tokio::time::timeout(HANDSHAKE_TIMEOUT, TcpStream::connect(&self.broker))
+                        .await??;
+                stream.set_nodelay(true)?;
+                Box::new(stream)
+            }
+        })
+    }
+}
+
+struct Shared {
+    routes: Vec<Route>,
     keep_alive: Duration,
     gate: Semaphore,
     counters: Arc<Counters>,
@@ -224,6 +278,8 @@ struct Session {
     id: Box<str>,
     token: Box<str>,
     topic: Box<str>,
+    /// Its broker, in [`Shared::routes`].
+    route: usize,
     deliver: Deliver,
     outbox: Option<Arc<Outbox>>,
 }
@@ -294,10 +350,8 @@ impl Session {
 
     /// Connect, authenticate and subscribe; returns the stream and whatever was read past the
     /// SUBACK.
-    async fn connect(&self, shared: &Shared) -> Result<(TcpStream, Vec<u8>), End> {
-        let mut stream =
-            tokio::time::timeout(HANDSHAKE_TIMEOUT, TcpStream::connect(&shared.broker)).await??;
-        stream.set_nodelay(true)?;
+    async fn connect(&self, shared: &Shared) -> Result<(Conn, Vec<u8>), End> {
+        let mut stream = shared.routes[self.route].connect().await?;
         let keep_alive = u16::try_from(shared.keep_alive.as_secs()).unwrap_or(u16::MAX);
         stream
             .write_all(&connect_packet(&self.id, &self.token, keep_alive))
@@ -324,7 +378,7 @@ impl Session {
     }
 
     /// Read commands, and publish the device's reports, until the connection breaks.
-    async fn serve(&self, shared: &Shared, mut stream: TcpStream, mut buf: Vec<u8>) -> End {
+    async fn serve(&self, shared: &Shared, mut stream: Conn, mut buf: Vec<u8>) -> End {
         let mut ping_at = tokio::time::Instant::now() + shared.keep_alive;
         let mut awaiting_pong = false;
         let report_topic = self
@@ -437,7 +491,7 @@ impl Session {
 }
 
 /// Read until `buf` holds a whole packet; returns its first byte and body (and removes it).
-async fn next_packet(stream: &mut TcpStream, buf: &mut Vec<u8>) -> Result<(u8, Vec<u8>), End> {
+async fn next_packet(stream: &mut Conn, buf: &mut Vec<u8>) -> Result<(u8, Vec<u8>), End> {
     loop {
         if let Some(parsed) = split_packet(buf) {
             let (header, start, end) = parsed.map_err(|()| End::Broken)?;
