@@ -1004,6 +1004,18 @@ pub fn run(args: &Args, out: &mut dyn Write) -> anyhow::Result<()> {
         .filter_map(|d| d.stopped_at_ms)
         .filter(|at| halted_at_ms.is_some_and(|h| *at + 1000 >= h))
         .collect();
+    // The last of them: when its pushed stop reached the device, if that is how it stopped
+    // (the rest of the wait was for the device's next turn in the simulator).
+    let last_stop_received: Option<u64> = statuses
+        .iter()
+        .filter(|d| d.stopped_at_ms.is_some())
+        .max_by_key(|d| d.stopped_at_ms)
+        .and_then(|d| {
+            let received = d.stop_received_at_ms?;
+            (halted_at_ms.is_some_and(|h| received + 1000 >= h)
+                && d.stopped_at_ms.is_some_and(|at| received <= at))
+            .then_some(received)
+        });
     let summary = fleet.summary();
     let mqtt_stats = fleet.mqtt_stats();
     let server_rss = peak_rss(&server_pid).unwrap_or(0);
@@ -1149,11 +1161,15 @@ pub fn run(args: &Args, out: &mut dyn Write) -> anyhow::Result<()> {
             "bad release: downloads stopped after the halt".into(),
             match (halted_at_ms, stopped_after_halt.iter().max()) {
                 (Some(h), Some(last)) => format!(
-                    "{} ({} by push, {} at a check-in), the last {:.2} s after the halt",
+                    "{} ({} by push, {} at a check-in), the last {:.2} s after the halt{}",
                     stopped_after_halt.len(),
                     summary.pushed_stops - before.pushed_stops,
                     summary.withdrawn - before.withdrawn,
-                    last.saturating_sub(h) as f64 / 1000.0
+                    last.saturating_sub(h) as f64 / 1000.0,
+                    last_stop_received.map_or(String::new(), |r| format!(
+                        " (its stop reached the device {:.2} s after the halt)",
+                        r.saturating_sub(h) as f64 / 1000.0
+                    ))
                 ),
                 _ => "none in flight".into(),
             },
