@@ -915,6 +915,10 @@ pub fn run(args: &Args, out: &mut dyn Write) -> anyhow::Result<()> {
         "confirms, then crashes every 10 s",
     )?;
     let crash_started = Instant::now();
+    // Downloads dropped from here on belong to the crashing release, not to the halt above.
+    let crash_started_ms = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as u64);
     let at_start = fleet.summary();
     let faults = |s: &fota_sim::FleetSummary| s.crashes - s.background_resets;
     let crash_rollout = client.post_json(
@@ -996,14 +1000,30 @@ pub fn run(args: &Args, out: &mut dyn Write) -> anyhow::Result<()> {
     let rollback_time = rollback_started.elapsed();
     stop_sampling.store(true, Ordering::Relaxed);
     let _ = sampling.join();
-    // Downloads of 2.1.0 dropped since the halt: by a pushed stop or by a check-in that no
-    // longer offered it; and the last of them.
+    // Downloads of 2.1.0 dropped since the halt (and before the crashing release started,
+    // whose own halt stops downloads too): by a pushed stop or by a check-in that no longer
+    // offered it; and the last of them. A device's last drop may be a later one: such a device
+    // is not counted here, but in the summaries' differences below.
     let statuses = fleet.statuses();
+    let after_halt =
+        |at: &u64| halted_at_ms.is_some_and(|h| *at + 1000 >= h) && *at < crash_started_ms;
     let stopped_after_halt: Vec<u64> = statuses
         .iter()
         .filter_map(|d| d.stopped_at_ms)
-        .filter(|at| halted_at_ms.is_some_and(|h| *at + 1000 >= h))
+        .filter(after_halt)
         .collect();
+    // The last of them: when its pushed stop reached the device, if that is how it stopped
+    // (the rest of the wait was for the device's next turn in the simulator).
+    let last_stop_received: Option<u64> = statuses
+        .iter()
+        .filter(|d| d.stopped_at_ms.as_ref().is_some_and(after_halt))
+        .max_by_key(|d| d.stopped_at_ms)
+        .and_then(|d| {
+            let received = d.stop_received_at_ms?;
+            (halted_at_ms.is_some_and(|h| received + 1000 >= h)
+                && d.stopped_at_ms.is_some_and(|at| received <= at))
+            .then_some(received)
+        });
     let summary = fleet.summary();
     let mqtt_stats = fleet.mqtt_stats();
     let server_rss = peak_rss(&server_pid).unwrap_or(0);
@@ -1149,11 +1169,15 @@ pub fn run(args: &Args, out: &mut dyn Write) -> anyhow::Result<()> {
             "bad release: downloads stopped after the halt".into(),
             match (halted_at_ms, stopped_after_halt.iter().max()) {
                 (Some(h), Some(last)) => format!(
-                    "{} ({} by push, {} at a check-in), the last {:.2} s after the halt",
+                    "{} ({} by push, {} at a check-in), the last {:.2} s after the halt{}",
                     stopped_after_halt.len(),
-                    summary.pushed_stops - before.pushed_stops,
-                    summary.withdrawn - before.withdrawn,
-                    last.saturating_sub(h) as f64 / 1000.0
+                    at_start.pushed_stops - before.pushed_stops,
+                    at_start.withdrawn - before.withdrawn,
+                    last.saturating_sub(h) as f64 / 1000.0,
+                    last_stop_received.map_or(String::new(), |r| format!(
+                        " (its stop reached the device {:.2} s after the halt)",
+                        r.saturating_sub(h) as f64 / 1000.0
+                    ))
                 ),
                 _ => "none in flight".into(),
             },

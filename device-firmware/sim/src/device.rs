@@ -150,6 +150,10 @@ pub struct DeviceStatus {
     /// When it last dropped a download (stop or withdrawal), in milliseconds since the Unix
     /// epoch (comparable with the server's timestamps).
     pub stopped_at_ms: Option<u64>,
+    /// When the pushed stop that last dropped a download reached the device (its session),
+    /// in milliseconds since the Unix epoch: [`stopped_at_ms`](Self::stopped_at_ms) less this
+    /// is how long it waited for the device's next turn.
+    pub stop_received_at_ms: Option<u64>,
     /// Commands that arrived while its application was not running (lost, as on a device
     /// whose network is down).
     pub commands_lost: u32,
@@ -277,6 +281,7 @@ impl Device {
                 pushed_stops: 0,
                 withdrawn: 0,
                 stopped_at_ms: None,
+                stop_received_at_ms: None,
                 commands_lost: 0,
                 mqtt_reports: 0,
                 mqtt_reports_posted: 0,
@@ -390,6 +395,12 @@ impl Device {
     /// runs and reaches the network: a nudge brings the next check-in forward to within the
     /// jitter it names, a stop drops the download of its rollout at once.
     pub fn command(&mut self, now: Instant, command: &Command) {
+        self.command_received(now, command, unix_ms());
+    }
+
+    /// [`command`](Self::command), for a command that reached the device's session at
+    /// `received_ms` (milliseconds since the Unix epoch) and waited for this turn.
+    pub fn command_received(&mut self, now: Instant, command: &Command, received_ms: u64) {
         let random = self.random() as u32;
         let Phase::Running(app) = &mut self.phase else {
             self.status.commands_lost += 1;
@@ -410,6 +421,7 @@ impl Device {
                 self.status.pushed_stops += 1;
                 self.status.downloading = None;
                 self.status.stopped_at_ms = Some(unix_ms());
+                self.status.stop_received_at_ms = Some(received_ms);
                 // What it wrote of the dropped image is shared with the devices that wrote
                 // the same.
                 app.client.boot_mut().flash_mut().seal();
@@ -815,7 +827,7 @@ fn holds_image(flash: &mut FleetFlash, offset: u32) -> bool {
 }
 
 /// Milliseconds since the Unix epoch.
-fn unix_ms() -> u64 {
+pub(crate) fn unix_ms() -> u64 {
     SystemTime::now()
         .duration_since(SystemTime::UNIX_EPOCH)
         .map_or(0, |d| d.as_millis() as u64)

@@ -119,7 +119,8 @@ struct Slot {
 #[derive(Debug)]
 struct Sched {
     at: Instant,
-    inbox: Vec<Command>,
+    /// Commands waiting for the device's turn, with when each arrived (ms since the epoch).
+    inbox: Vec<(Command, u64)>,
 }
 
 #[derive(Debug)]
@@ -492,8 +493,8 @@ fn run_shard(
         };
         let next = {
             let mut device = lock(&slot.device);
-            for command in &commands {
-                device.command(now, command);
+            for (command, received_ms) in &commands {
+                device.command_received(now, command, *received_ms);
             }
             let next = device.turn(now, &cx);
             lock(&slot.status).clone_from(device.status());
@@ -516,7 +517,7 @@ fn deliver(shard: &Shard, index: usize, command: Command) {
     if sched.inbox.len() >= 16 {
         return;
     }
-    sched.inbox.push(command);
+    sched.inbox.push((command, crate::device::unix_ms()));
     let now = Instant::now();
     if sched.at > now {
         sched.at = now;
