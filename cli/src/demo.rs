@@ -143,33 +143,19 @@ impl Brokers {
     }
 }
 
-/// This process's children running `fota mqtt-relay`.
-fn relay_pids() -> Vec<u32> {
-    let me = std::process::id();
-    let Ok(entries) = std::fs::read_dir("/proc") else {
-        return Vec::new();
-    };
-    entries
-        .filter_map(|e| e.ok()?.file_name().to_str()?.parse::<u32>().ok())
-        .filter(|pid| {
-            let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
-            // `pid (comm) state ppid ...`: the fields after the last ')'.
-            let ppid = stat
-                .rsplit_once(')')
-                .and_then(|(_, rest)| rest.split_whitespace().nth(1)?.parse::<u32>().ok());
-            ppid == Some(me)
-                && std::fs::read(format!("/proc/{pid}/cmdline"))
-                    .is_ok_and(|c| c.split(|b| *b == 0).any(|arg| arg == b"mqtt-relay"))
-        })
-        .collect()
-}
-
 /// Peak resident memory of a process (`VmHWM`), in bytes.
 fn peak_rss(pid: &str) -> Option<u64> {
     let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
     let line = status.lines().find(|l| l.starts_with("VmHWM:"))?;
     let kib: u64 = line.split_whitespace().nth(1)?.parse().ok()?;
     Some(kib * 1024)
+}
+
+/// The peaks of `pids` ([`peak_rss`]), summed.
+fn peak_rss_sum(pids: &[u32]) -> u64 {
+    pids.iter()
+        .map(|p| peak_rss(&p.to_string()).unwrap_or(0))
+        .sum()
 }
 
 /// `addr`, or a free port on its IP if it is taken (or port 0).
@@ -712,7 +698,7 @@ pub fn run(args: &Args, out: &mut dyn Write) -> anyhow::Result<()> {
             server_pid.clone(),
         );
         let broker_pids = mqtt_broker.as_ref().map(Brokers::pids).unwrap_or_default();
-        let relays = if edges > 0 { relay_pids() } else { Vec::new() };
+        let relays = fleet.mqtt_relay_pids();
         std::thread::spawn(move || {
             while !stop.load(Ordering::Relaxed) {
                 std::thread::sleep(Duration::from_secs(1));
@@ -739,13 +725,8 @@ pub fn run(args: &Args, out: &mut dyn Write) -> anyhow::Result<()> {
                 }
                 sm.last = Some((now, s.check_ins, s.reports));
                 sm.peak_server_rss = sm.peak_server_rss.max(peak_rss(&pid).unwrap_or(0));
-                let sum = |pids: &[u32]| -> u64 {
-                    pids.iter()
-                        .map(|p| peak_rss(&p.to_string()).unwrap_or(0))
-                        .sum()
-                };
-                sm.peak_broker_rss = sm.peak_broker_rss.max(sum(&broker_pids));
-                sm.peak_relay_rss = sm.peak_relay_rss.max(sum(&relays));
+                sm.peak_broker_rss = sm.peak_broker_rss.max(peak_rss_sum(&broker_pids));
+                sm.peak_relay_rss = sm.peak_relay_rss.max(peak_rss_sum(&relays));
             }
         })
     };
@@ -916,9 +897,7 @@ pub fn run(args: &Args, out: &mut dyn Write) -> anyhow::Result<()> {
     )?;
     let crash_started = Instant::now();
     // Downloads dropped from here on belong to the crashing release, not to the halt above.
-    let crash_started_ms = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.as_millis() as u64);
+    let crash_started_ms = fota_sim::device::unix_ms();
     let at_start = fleet.summary();
     let faults = |s: &fota_sim::FleetSummary| s.crashes - s.background_resets;
     let crash_rollout = client.post_json(
@@ -1194,13 +1173,7 @@ pub fn run(args: &Args, out: &mut dyn Write) -> anyhow::Result<()> {
     if let Some(m) = mqtt_stats {
         let broker_rss = mqtt_broker
             .as_ref()
-            .map(|b| {
-                b.pids()
-                    .iter()
-                    .map(|p| peak_rss(&p.to_string()).unwrap_or(0))
-                    .sum::<u64>()
-            })
-            .unwrap_or(0)
+            .map_or(0, |b| peak_rss_sum(&b.pids()))
             .max(sampler.peak_broker_rss);
         rows.extend([
             (

@@ -827,7 +827,7 @@ fn holds_image(flash: &mut FleetFlash, offset: u32) -> bool {
 }
 
 /// Milliseconds since the Unix epoch.
-pub(crate) fn unix_ms() -> u64 {
+pub fn unix_ms() -> u64 {
     SystemTime::now()
         .duration_since(SystemTime::UNIX_EPOCH)
         .map_or(0, |d| d.as_millis() as u64)

@@ -360,6 +360,14 @@ impl Fleet {
         }
     }
 
+    /// The process ids of the relays holding the MQTT sessions' sockets, if any
+    /// ([`crate::MqttConfig::relay`]).
+    pub fn mqtt_relay_pids(&self) -> Vec<u32> {
+        self.mqtt
+            .as_ref()
+            .map_or_else(Vec::new, |m| m.relay_pids().to_vec())
+    }
+
     /// The MQTT sessions' counters (`None` without [`FleetConfig::mqtt`]).
     pub fn mqtt_stats(&self) -> Option<MqttStats> {
         self.mqtt.as_ref().map(MqttSessions::stats)

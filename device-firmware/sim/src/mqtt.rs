@@ -154,6 +154,7 @@ pub struct MqttStats {
 pub struct MqttSessions {
     runtime: Option<tokio::runtime::Runtime>,
     counters: Arc<Counters>,
+    relay_pids: Vec<u32>,
 }
 
 impl MqttSessions {
@@ -182,6 +183,10 @@ impl MqttSessions {
                 })
                 .collect::<std::io::Result<Vec<_>>>()?
         };
+        let relay_pids = routes
+            .iter()
+            .filter_map(|r| r.relay.as_ref()?.pid())
+            .collect();
         let shared = Arc::new(Shared {
             routes,
             keep_alive: config.keep_alive.max(Duration::from_secs(1)),
@@ -215,7 +220,14 @@ impl MqttSessions {
         Ok(Self {
             runtime: Some(runtime),
             counters,
+            relay_pids,
         })
+    }
+
+    /// The process ids of the relays holding the sessions' sockets (none without
+    /// [`MqttConfig::relay`]).
+    pub fn relay_pids(&self) -> &[u32] {
+        &self.relay_pids
     }
 
     /// The sessions' counters.

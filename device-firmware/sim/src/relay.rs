@@ -103,7 +103,7 @@ pub struct Relay {
     frames: UnboundedSender<Vec<u8>>,
     conns: Conns,
     next: AtomicU32,
-    _child: tokio::process::Child,
+    child: tokio::process::Child,
 }
 
 impl Relay {
@@ -145,8 +145,13 @@ impl Relay {
             frames,
             conns,
             next: AtomicU32::new(1),
-            _child: child,
+            child,
         }))
+    }
+
+    /// The relay process's id.
+    pub fn pid(&self) -> Option<u32> {
+        self.child.id()
     }
 
     /// A connection to `addr` through the relay: the stream a session reads and writes. It
