@@ -6,6 +6,7 @@
 
 pub(crate) use super::error::is_unique_violation;
 pub use super::error::StoreError;
+use super::sqlite_writer::SqliteWriter;
 use sqlx::any::AnyPoolOptions;
 use sqlx::{AnyPool, Executor as _};
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -41,7 +42,8 @@ pub struct Store {
     /// order for it instead of for SQLite's write lock.
     pool: AnyPool,
     /// The group commit's connection: the same pool as `pool` (on SQLite, its one
-    /// connection: a batch takes its turn with the other writes).
+    /// connection, which a batch holds as its turn with the other writes while it runs on
+    /// `sqlite_writer`).
     writer: AnyPool,
     /// Reads outside a transaction: on SQLite a pool of its own whose connections refuse to
     /// write (`query_only`), so reads never queue behind writes for a connection; on
@@ -50,6 +52,9 @@ pub struct Store {
     backend: Backend,
     health: Arc<DbHealth>,
     group_commit: Arc<super::group_queue::GroupCommit>,
+    /// On SQLite, the group commit's own connection, which runs each batch whole on a blocking
+    /// thread in the write pool's turn (`sqlite_writer.rs`); on PostgreSQL none.
+    sqlite_writer: Option<Arc<SqliteWriter>>,
     /// While any clone of this store lives, SQLite's WAL is checkpointed in the background
     /// (`checkpoint.rs`); the task holds only a weak reference.
     _checkpoints: Arc<()>,
@@ -94,6 +99,7 @@ impl Store {
     pub async fn connect_with(url: &str, settings: PoolSettings) -> Result<Self, StoreError> {
         sqlx::any::install_default_drivers();
         let backend = Backend::from_url(url).ok_or(StoreError::UnsupportedUrl)?;
+        let mut sqlite_writer = None;
         let (pool, writer, reader) = match backend {
             Backend::Sqlite => {
                 create_sqlite_parent_dir(url);
@@ -106,6 +112,14 @@ impl Store {
                 // The migrations make the file (and WAL mode) before the read pool opens it.
                 sqlx::migrate!("../migrations/sqlite").run(&pool).await?;
                 let reader = sqlite_pool(&url, 8, settings, &["PRAGMA query_only = ON"]).await?;
+                let path = sqlite_writer_name(&url);
+                sqlite_writer = Some(Arc::new(
+                    tokio::task::spawn_blocking(move || {
+                        SqliteWriter::open(&path, super::checkpoint::MAX_WAL_BYTES)
+                    })
+                    .await
+                    .map_err(|e| StoreError::Unavailable(e.to_string()))??,
+                ));
                 (pool.clone(), pool, reader)
             }
             Backend::Postgres => {
@@ -132,6 +146,7 @@ impl Store {
             backend,
             health: Arc::default(),
             group_commit: Arc::default(),
+            sqlite_writer,
             _checkpoints: checkpoints,
         })
     }
@@ -209,6 +224,30 @@ impl Store {
         &self.group_commit
     }
 
+    /// On SQLite, run `f` on the writer's own connection (`sqlite_writer.rs`), on a blocking
+    /// thread, while holding the write pool's one connection, so it takes its turn with every
+    /// other write; `None` on PostgreSQL (the caller writes through the pool).
+    pub(crate) async fn on_sqlite_writer<R, F>(&self, f: F) -> Option<Result<R, StoreError>>
+    where
+        R: Send + 'static,
+        F: FnOnce(&mut rusqlite::Connection) -> Result<R, StoreError> + Send + 'static,
+    {
+        let sqlite = self.sqlite_writer.clone()?;
+        Some(
+            async move {
+                let turn = self.writer()?.acquire().await?;
+                let result = tokio::task::spawn_blocking(move || sqlite.with(f))
+                    .await
+                    .map_err(|e| {
+                        StoreError::Unavailable(format!("the SQLite writer stopped: {e}"))
+                    });
+                drop(turn);
+                result?
+            }
+            .await,
+        )
+    }
+
     /// What the health monitor last saw.
     pub(crate) fn health(&self) -> &DbHealth {
         &self.health
@@ -283,6 +322,19 @@ fn sqlite_path(url: &str) -> &str {
         .trim_start_matches("sqlite://")
         .trim_start_matches("sqlite:");
     path.split('?').next().unwrap_or(path)
+}
+
+/// What the SQLite writer opens: a `file:` URI whole (an in-memory database with a shared
+/// cache, as tests use), otherwise the file's path.
+fn sqlite_writer_name(url: &str) -> String {
+    let rest = url
+        .trim_start_matches("sqlite://")
+        .trim_start_matches("sqlite:");
+    if rest.starts_with("file:") {
+        rest.to_string()
+    } else {
+        sqlite_path(url).to_string()
+    }
 }
 
 /// Create the directory a SQLite file lives in, so a fresh `--data-dir` just works.

@@ -2,8 +2,9 @@
 //! summary.
 
 use super::audit::{insert_audit, AuditEntry};
-use super::db::{is_unique_violation, Store, StoreError};
+use super::db::{is_unique_violation, Backend, Store, StoreError};
 use super::sql::{rows_per_statement, Param, Sql, BATCH};
+use super::sqlite_writer::positional;
 use fota_protocol::messages::{BootState, CheckIn, RdpLevel};
 use fota_protocol::{ImageVersion, SlotId};
 use serde::Serialize;
@@ -435,54 +436,26 @@ impl Store {
         if facts.is_empty() {
             return Ok(());
         }
-        let mut tx = self.pool()?.begin().await?;
-        // Binds per device: 200 devices a statement is 2,000 parameters, well under SQLite's
-        // limit of 32,766; on SQLite 25 devices (see `rows_per_statement`).
-        const FACT_COLUMNS: usize = 10;
-        let rows = rows_per_statement(self.backend(), FACT_COLUMNS, BATCH / 2);
-        for chunk in facts.chunks(rows) {
-            let mut text = String::from(
-                "UPDATE devices SET last_seen_at = v.column2, \
-                 firmware_version = COALESCE(v.column3, devices.firmware_version), \
-                 firmware_version_key = COALESCE(v.column4, devices.firmware_version_key), \
-                 running_slot = COALESCE(v.column5, devices.running_slot), \
-                 boot_state = COALESCE(v.column6, devices.boot_state), \
-                 bootloader_version = COALESCE(v.column7, devices.bootloader_version), \
-                 rdp_level = COALESCE(v.column8, devices.rdp_level), \
-                 wrp_mask = COALESCE(v.column9, devices.wrp_mask), \
-                 security_counter = COALESCE(v.column10, devices.security_counter) FROM (VALUES ",
-            );
-            for i in 0..chunk.len() {
-                if i > 0 {
-                    text.push_str(", ");
-                }
-                text.push('(');
-                for c in 0..FACT_COLUMNS {
-                    if c > 0 {
-                        text.push_str(", ");
-                    }
-                    text.push_str(&format!("${}", FACT_COLUMNS * i + c + 1));
-                }
-                text.push(')');
+        if self.backend() == Backend::Sqlite {
+            let rows: Vec<[FactValue; FACT_COLUMNS]> =
+                facts.iter().map(|(id, f)| fact_values(id, f)).collect();
+            let on_sqlite = self.on_sqlite_writer(move |conn| flush_facts_sqlite(conn, &rows));
+            if let Some(result) = on_sqlite.await {
+                return result;
             }
-            text.push_str(
-                ") AS v WHERE devices.id = v.column1 \
-                 AND (devices.last_seen_at IS NULL OR devices.last_seen_at <= v.column2)",
-            );
+        }
+        let mut tx = self.pool()?.begin().await?;
+        // 200 devices a statement is 2,000 parameters (PostgreSQL binds by position).
+        for chunk in facts.chunks(BATCH / 2) {
+            let text = facts_update_sql(chunk.len());
             let mut q = sqlx::query(&text);
             for (id, f) in chunk {
-                let c = f.check_in.as_ref();
-                q = q
-                    .bind(id.as_str())
-                    .bind(f.last_seen_at)
-                    .bind(c.map(|c| c.firmware_version.to_string()))
-                    .bind(c.map(|c| crate::domain::version::version_key(&c.firmware_version)))
-                    .bind(c.map(|c| slot_name(c.running_slot)))
-                    .bind(c.map(|c| boot_state_name(c.boot_state)))
-                    .bind(c.map(|c| c.bootloader_version.to_string()))
-                    .bind(c.map(|c| rdp_name(c.rdp_level)))
-                    .bind(c.map(|c| i64::from(c.wrp_mask)))
-                    .bind(c.and_then(|c| c.security_counter).map(i64::from));
+                for v in fact_values(id, f) {
+                    q = match v {
+                        FactValue::Int(i) => q.bind(i),
+                        FactValue::Text(t) => q.bind(t),
+                    };
+                }
             }
             q.execute(&mut *tx).await?;
         }
@@ -685,4 +658,94 @@ impl Store {
             silent: total - never_seen - online,
         })
     }
+}
+
+/// Columns of a device's facts in [`facts_update_sql`]: id, last seen, and the check-in's
+/// firmware version, its sort key, running slot, boot state, bootloader version, RDP level,
+/// WRP mask and security counter.
+const FACT_COLUMNS: usize = 10;
+
+/// A bound value of a facts row.
+enum FactValue {
+    Int(Option<i64>),
+    Text(Option<String>),
+}
+
+/// A device's facts as the [`FACT_COLUMNS`] values of its row.
+fn fact_values(id: &str, f: &DeviceFacts) -> [FactValue; FACT_COLUMNS] {
+    let c = f.check_in.as_ref();
+    [
+        FactValue::Text(Some(id.to_string())),
+        FactValue::Int(Some(f.last_seen_at)),
+        FactValue::Text(c.map(|c| c.firmware_version.to_string())),
+        FactValue::Int(c.map(|c| crate::domain::version::version_key(&c.firmware_version))),
+        FactValue::Text(c.map(|c| slot_name(c.running_slot).to_string())),
+        FactValue::Text(c.map(|c| boot_state_name(c.boot_state).to_string())),
+        FactValue::Text(c.map(|c| c.bootloader_version.to_string())),
+        FactValue::Text(c.map(|c| rdp_name(c.rdp_level).to_string())),
+        FactValue::Int(c.map(|c| i64::from(c.wrp_mask))),
+        FactValue::Int(c.and_then(|c| c.security_counter).map(i64::from)),
+    ]
+}
+
+/// One UPDATE of `n` devices' facts from a `VALUES` list (`$1..` in [`fact_values`]' order). A
+/// fact older than what is stored (another replica flushed later news) is skipped.
+fn facts_update_sql(n: usize) -> String {
+    let mut text = String::from(
+        "UPDATE devices SET last_seen_at = v.column2, \
+         firmware_version = COALESCE(v.column3, devices.firmware_version), \
+         firmware_version_key = COALESCE(v.column4, devices.firmware_version_key), \
+         running_slot = COALESCE(v.column5, devices.running_slot), \
+         boot_state = COALESCE(v.column6, devices.boot_state), \
+         bootloader_version = COALESCE(v.column7, devices.bootloader_version), \
+         rdp_level = COALESCE(v.column8, devices.rdp_level), \
+         wrp_mask = COALESCE(v.column9, devices.wrp_mask), \
+         security_counter = COALESCE(v.column10, devices.security_counter) FROM (VALUES ",
+    );
+    for i in 0..n {
+        if i > 0 {
+            text.push_str(", ");
+        }
+        text.push('(');
+        for c in 0..FACT_COLUMNS {
+            if c > 0 {
+                text.push_str(", ");
+            }
+            text.push_str(&format!("${}", FACT_COLUMNS * i + c + 1));
+        }
+        text.push(')');
+    }
+    text.push_str(
+        ") AS v WHERE devices.id = v.column1 \
+         AND (devices.last_seen_at IS NULL OR devices.last_seen_at <= v.column2)",
+    );
+    text
+}
+
+/// [`Store::flush_device_facts`] on the SQLite writer's connection: bound by position, so a
+/// statement takes up to 256 devices (2,560 parameters), in sizes that are powers of two so the
+/// connection keeps a few statements prepared.
+fn flush_facts_sqlite(
+    conn: &mut rusqlite::Connection,
+    rows: &[[FactValue; FACT_COLUMNS]],
+) -> Result<(), StoreError> {
+    use rusqlite::types::Value;
+    let tx = conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
+    let mut rest = rows;
+    while !rest.is_empty() {
+        let mut n = 256;
+        while n > rest.len() {
+            n /= 2;
+        }
+        let (chunk, tail) = rest.split_at(n);
+        rest = tail;
+        let mut st = tx.prepare_cached(&positional(&facts_update_sql(chunk.len())))?;
+        let values = chunk.iter().flatten().map(|v| match v {
+            FactValue::Int(i) => i.map_or(Value::Null, Value::Integer),
+            FactValue::Text(t) => t.clone().map_or(Value::Null, Value::Text),
+        });
+        st.execute(rusqlite::params_from_iter(values))?;
+    }
+    tx.commit()?;
+    Ok(())
 }

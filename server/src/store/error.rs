@@ -26,6 +26,9 @@ pub enum StoreError {
     /// The database said no.
     #[error("database error: {0}")]
     Database(sqlx::Error),
+    /// SQLite said no, on the report writer's own connection (`sqlite_writer.rs`).
+    #[error("database error: {0}")]
+    Sqlite(String),
     /// A migration failed.
     #[error("migration failed: {0}")]
     Migrate(#[from] sqlx::migrate::MigrateError),
@@ -44,6 +47,21 @@ impl From<sqlx::Error> for StoreError {
             StoreError::Unavailable(e.to_string())
         } else {
             StoreError::Database(e)
+        }
+    }
+}
+
+impl From<rusqlite::Error> for StoreError {
+    fn from(e: rusqlite::Error) -> Self {
+        // BUSY and LOCKED (after the busy timeout) mean "not now", as on sqlx's connections.
+        let busy = matches!(
+            e.sqlite_error_code(),
+            Some(rusqlite::ErrorCode::DatabaseBusy | rusqlite::ErrorCode::DatabaseLocked)
+        );
+        if busy {
+            StoreError::Unavailable(e.to_string())
+        } else {
+            StoreError::Sqlite(e.to_string())
         }
     }
 }

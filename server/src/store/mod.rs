@@ -1,7 +1,9 @@
 //! Storage: one [`Store`] in front of SQLite (the embedded default, a file created on first run)
 //! and PostgreSQL (for fleets past one machine), picked once from the URL scheme.
 //!
-//! Both backends run the same SQL through sqlx's `Any` driver: every query here is written in the
+//! Both backends run the same SQL, through sqlx's `Any` driver (on SQLite, the group commit and
+//! the check-in facts flush run the same texts on a rusqlite connection of their own,
+//! `sqlite_writer.rs`, to spare a thread hand-off per statement): every query here is written in the
 //! dialect the two share (`$n` parameters, `ON CONFLICT`, `UPDATE ... FROM (VALUES ...)`, times as
 //! Unix milliseconds in BIGINT), so no business rule lives in SQL that only one backend sees.
 //! What differs (connection pragmas, the schema's identity columns) is in [`Backend`] and in the
@@ -37,6 +39,7 @@ mod resets;
 mod rollout_devices;
 mod rollouts;
 mod sql;
+mod sqlite_writer;
 mod timeline;
 mod tokens;
 

@@ -16,6 +16,11 @@ pub struct StoredPatch {
     pub size: i64,
 }
 
+/// One patch given up: rollout, device, when.
+pub(super) const RECORD_FALLBACK_SQL: &str =
+    "INSERT INTO patch_fallbacks (rollout_id, device_id, at) VALUES ($1, $2, $3) \
+     ON CONFLICT (rollout_id, device_id) DO NOTHING";
+
 /// Record, in a report's transaction, that these devices gave up rollouts' patches for the
 /// full image: (rollout, device, when). Recording one twice changes nothing.
 pub(super) async fn record_fallbacks(
@@ -23,15 +28,12 @@ pub(super) async fn record_fallbacks(
     rows: &[(i64, &str, i64)],
 ) -> Result<(), StoreError> {
     for (rollout, device, at) in rows {
-        sqlx::query(
-            "INSERT INTO patch_fallbacks (rollout_id, device_id, at) VALUES ($1, $2, $3) \
-             ON CONFLICT (rollout_id, device_id) DO NOTHING",
-        )
-        .bind(*rollout)
-        .bind(*device)
-        .bind(*at)
-        .execute(&mut **tx)
-        .await?;
+        sqlx::query(RECORD_FALLBACK_SQL)
+            .bind(*rollout)
+            .bind(*device)
+            .bind(*at)
+            .execute(&mut **tx)
+            .await?;
     }
     Ok(())
 }

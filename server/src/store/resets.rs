@@ -45,24 +45,26 @@ pub(crate) fn stored_reason(e: &Event) -> Option<String> {
     }
 }
 
+/// One reset: device, event id, version, cause, uptime, received at.
+pub(super) const INSERT_SQL: &str =
+    "INSERT INTO device_resets (device_id, event_id, version, cause, uptime_s, received_at) \
+     VALUES ($1, $2, $3, $4, $5, $6) ON CONFLICT (device_id, event_id) DO NOTHING";
+
 /// Store `rows` (device, reset, received at) in the report transaction.
 pub(super) async fn insert(
     tx: &mut sqlx::Transaction<'_, sqlx::Any>,
     rows: &[(&str, NewReset, i64)],
 ) -> Result<(), StoreError> {
     for (device, r, at) in rows {
-        sqlx::query(
-            "INSERT INTO device_resets (device_id, event_id, version, cause, uptime_s, received_at) \
-             VALUES ($1, $2, $3, $4, $5, $6) ON CONFLICT (device_id, event_id) DO NOTHING",
-        )
-        .bind(*device)
-        .bind(r.event_id)
-        .bind(r.version.clone())
-        .bind(r.cause.as_str())
-        .bind(r.uptime_s)
-        .bind(*at)
-        .execute(&mut **tx)
-        .await?;
+        sqlx::query(INSERT_SQL)
+            .bind(*device)
+            .bind(r.event_id)
+            .bind(r.version.clone())
+            .bind(r.cause.as_str())
+            .bind(r.uptime_s)
+            .bind(*at)
+            .execute(&mut **tx)
+            .await?;
     }
     Ok(())
 }

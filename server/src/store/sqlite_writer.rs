@@ -1,0 +1,82 @@
+//! The SQLite report writer's connection: a rusqlite connection of its own to the store's file,
+//! on which the group commit runs each batch of reports whole, from one blocking thread
+//! (`group_commit.rs`).
+//!
+//! Through sqlx every statement of a batch, and every row a statement returns, crosses a channel
+//! between the async task and the connection's own thread, with a wake-up each way; under the
+//! report-ingest benchmark those hand-offs were the largest share of the server's CPU
+//! (docs/BENCHMARKS.md). Here a batch is one hand-off to a blocking thread and one back. The
+//! connection takes SQLite's write lock only while the group commit holds the write pool's one
+//! connection, so batches still take their turn with every other write instead of meeting them
+//! in SQLite's busy handler.
+
+use super::error::StoreError;
+use rusqlite::{Connection, OpenFlags};
+use std::sync::Mutex;
+
+/// Statements the connection keeps prepared: the batch's texts come in a handful of sizes per
+/// kind (powers of two), a few dozen in all.
+const PREPARED: usize = 256;
+
+/// The connection, for one batch at a time.
+pub(crate) struct SqliteWriter {
+    conn: Mutex<Connection>,
+}
+
+impl std::fmt::Debug for SqliteWriter {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SqliteWriter").finish_non_exhaustive()
+    }
+}
+
+impl SqliteWriter {
+    /// Open `path` (made and migrated already; a `file:` URI is taken as one) with the pragmas of the store's other
+    /// connections (`db.rs`): WAL, synchronous NORMAL, foreign keys, no automatic checkpoints
+    /// (`checkpoint.rs` runs them), the WAL truncated to `max_wal_bytes` when it starts over;
+    /// and statement journals in memory.
+    pub(crate) fn open(path: &str, max_wal_bytes: i64) -> Result<Self, StoreError> {
+        let conn = Connection::open_with_flags(
+            path,
+            OpenFlags::SQLITE_OPEN_READ_WRITE
+                | OpenFlags::SQLITE_OPEN_NO_MUTEX
+                | OpenFlags::SQLITE_OPEN_URI,
+        )?;
+        conn.pragma_update(None, "journal_mode", "WAL")?;
+        conn.pragma_update(None, "synchronous", "NORMAL")?;
+        conn.pragma_update(None, "busy_timeout", 10_000)?;
+        conn.pragma_update(None, "foreign_keys", "ON")?;
+        conn.pragma_update(None, "wal_autocheckpoint", 0)?;
+        conn.pragma_update(None, "journal_size_limit", max_wal_bytes)?;
+        // A multi-row statement that may fail halfway keeps a statement journal; in memory it
+        // is not a temporary file opened and closed by every transaction.
+        conn.pragma_update(None, "temp_store", "MEMORY")?;
+        conn.set_prepared_statement_cache_capacity(PREPARED);
+        Ok(Self {
+            conn: Mutex::new(conn),
+        })
+    }
+
+    /// Run `f` on the connection (blocking: call it from a blocking thread).
+    pub(crate) fn with<R>(&self, f: impl FnOnce(&mut Connection) -> R) -> R {
+        let mut conn = self.conn.lock().unwrap_or_else(|e| e.into_inner());
+        f(&mut conn)
+    }
+}
+
+/// `text` with sqlx's `$n` placeholders as SQLite's `?n`, which SQLite numbers exactly as
+/// written (a `$n` is a named parameter, numbered in order of first appearance), so values bind
+/// by position. The store's texts hold no `$` but their placeholders.
+pub(crate) fn positional(text: &str) -> String {
+    text.replace('$', "?")
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn placeholders_keep_their_numbers() {
+        assert_eq!(
+            super::positional("SET a = COALESCE($2, a) WHERE id = $1 AND b IN ($10)"),
+            "SET a = COALESCE(?2, a) WHERE id = ?1 AND b IN (?10)"
+        );
+    }
+}
