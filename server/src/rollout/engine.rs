@@ -125,6 +125,37 @@ fn known_from_state(state: DeviceState) -> Known {
 struct ActiveCache {
     loaded: Option<Instant>,
     rollouts: Vec<Arc<ActiveRollout>>,
+    /// Bumped by every invalidation. A load keeps what it read only if no invalidation came
+    /// while it read: a check-in that began loading before a stage opened must not put the old
+    /// stage back in the cache after the change invalidated it, or the devices the push path
+    /// nudges at once would be told "no offer" for up to [`ACTIVE_CACHE_TTL`] and, nudged
+    /// only once a stage, wait for their next poll (an hour in the field).
+    generation: u64,
+}
+
+impl ActiveCache {
+    /// The cached rollouts, if fresh.
+    fn fresh(&self) -> Option<Vec<Arc<ActiveRollout>>> {
+        self.loaded
+            .is_some_and(|t| t.elapsed() < ACTIVE_CACHE_TTL)
+            .then(|| self.rollouts.clone())
+    }
+
+    fn invalidate(&mut self) {
+        self.loaded = None;
+        self.generation = self.generation.wrapping_add(1);
+    }
+
+    /// Keep `rollouts`, read by a load that began at `generation`, unless the cache was
+    /// invalidated since. Whether it was kept.
+    fn keep(&mut self, generation: u64, rollouts: Vec<Arc<ActiveRollout>>) -> bool {
+        if generation != self.generation {
+            return false;
+        }
+        self.loaded = Some(Instant::now());
+        self.rollouts = rollouts;
+        true
+    }
 }
 
 /// The engine's shared state.
@@ -244,15 +275,17 @@ impl Engine {
     /// Forget cached rollouts so the next check-in reloads them.
     pub fn invalidate(&self) {
         if let Ok(mut cache) = self.active.write() {
-            cache.loaded = None;
+            cache.invalidate();
         }
     }
 
     async fn active_rollouts(&self, store: &Store) -> Result<Vec<Arc<ActiveRollout>>, StoreError> {
+        let mut generation = 0;
         if let Ok(cache) = self.active.read() {
-            if cache.loaded.is_some_and(|t| t.elapsed() < ACTIVE_CACHE_TTL) {
-                return Ok(cache.rollouts.clone());
+            if let Some(rollouts) = cache.fresh() {
+                return Ok(rollouts);
             }
+            generation = cache.generation;
         }
         let rows = store.list_rollouts(&[RolloutState::Active]).await?;
         let mut rollouts = Vec::with_capacity(rows.len());
@@ -264,12 +297,13 @@ impl Engine {
         if let Ok(mut cache) = self.active.write() {
             // Devices of rollouts that are no longer active need no memory.
             let live: HashSet<i64> = rollouts.iter().map(|r| r.id).collect();
-            if cache.rollouts.iter().any(|r| !live.contains(&r.id)) {
-                self.known.retain(|(id, _), _| live.contains(id));
+            let dropped = cache.rollouts.iter().any(|r| !live.contains(&r.id));
+            if cache.keep(generation, rollouts.clone()) {
+                if dropped {
+                    self.known.retain(|(id, _), _| live.contains(id));
+                }
+                self.patches.forget();
             }
-            cache.loaded = Some(Instant::now());
-            cache.rollouts = rollouts.clone();
-            self.patches.forget();
         }
         Ok(rollouts)
     }
@@ -959,4 +993,30 @@ async fn load_active(store: &Store, r: &RolloutRow) -> Result<Option<ActiveRollo
         release_counters,
         bases,
     }))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::ActiveCache;
+
+    #[test]
+    fn a_load_that_raced_an_invalidation_is_not_kept() {
+        let mut cache = ActiveCache::default();
+        assert!(cache.fresh().is_none());
+        // A load that read with nothing in between is kept.
+        let generation = cache.generation;
+        assert!(cache.keep(generation, Vec::new()));
+        assert!(cache.fresh().is_some());
+        // A stage opened (invalidation) while a check-in was reading the old stage: what it read
+        // must not come back as fresh.
+        let generation = cache.generation;
+        cache.invalidate();
+        assert!(cache.fresh().is_none());
+        assert!(!cache.keep(generation, Vec::new()));
+        assert!(cache.fresh().is_none());
+        // The next load, begun after the change, is kept.
+        let generation = cache.generation;
+        assert!(cache.keep(generation, Vec::new()));
+        assert!(cache.fresh().is_some());
+    }
 }

@@ -8,6 +8,7 @@
 use super::Mqtt;
 use crate::api::state::AppState;
 use crate::domain::RolloutState;
+use crate::rollout::engine::ACTIVE_CACHE_TTL;
 use fota_protocol::messages::Command;
 use std::collections::HashSet;
 use std::sync::Arc;
@@ -43,6 +44,10 @@ async fn push_for(
     };
     match r.state {
         RolloutState::Active => {
+            // Another replica may still answer check-ins from a cache read before the stage
+            // opened, for up to its TTL; a device nudged now and answered from it would be told
+            // "no offer" and, nudged once a stage, wait for its next poll. Let those expire.
+            tokio::time::sleep(ACTIVE_CACHE_TTL).await;
             let targets = state
                 .store
                 .targets_to_nudge(id, r.current_threshold)
