@@ -3,7 +3,7 @@
 
 use super::audit::{insert_audit, AuditEntry};
 use super::db::{is_unique_violation, Backend, Store, StoreError};
-use super::sql::{rows_per_statement, Param, Sql, BATCH};
+use super::sql::{binary_chunks, rows_per_statement, Param, Sql, BATCH};
 use super::sqlite_writer::positional;
 use fota_protocol::messages::{BootState, CheckIn, RdpLevel};
 use fota_protocol::{ImageVersion, SlotId};
@@ -731,14 +731,7 @@ fn flush_facts_sqlite(
 ) -> Result<(), StoreError> {
     use rusqlite::types::Value;
     let tx = conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
-    let mut rest = rows;
-    while !rest.is_empty() {
-        let mut n = 256;
-        while n > rest.len() {
-            n /= 2;
-        }
-        let (chunk, tail) = rest.split_at(n);
-        rest = tail;
+    for chunk in binary_chunks(rows, 256) {
         let mut st = tx.prepare_cached(&positional(&facts_update_sql(chunk.len())))?;
         let values = chunk.iter().flatten().map(|v| match v {
             FactValue::Int(i) => i.map_or(Value::Null, Value::Integer),

@@ -16,7 +16,7 @@ use super::db::{Backend, Store, StoreError};
 use super::events::event_kind_name;
 use super::group_queue::{Pending, ReportOutcome};
 use super::rollout_devices::batch_move_sql;
-use super::sql::rows_per_statement;
+use super::sql::{binary_chunks, rows_per_statement};
 use super::sqlite_writer::positional;
 use crate::domain::DeviceState;
 use fota_protocol::messages::Event;
@@ -175,22 +175,21 @@ impl Store {
         &self,
         reports: &[(&str, &[Event], i64)],
     ) -> Result<Vec<ReportOutcome>, StoreError> {
-        let owned: Vec<(String, Vec<Event>, i64)> = match self.backend() {
-            Backend::Sqlite => reports
+        if self.backend() == Backend::Sqlite {
+            let owned: Vec<(String, Vec<Event>, i64)> = reports
                 .iter()
                 .map(|(d, e, now)| (d.to_string(), e.to_vec(), *now))
-                .collect(),
-            Backend::Postgres => Vec::new(),
-        };
-        let on_sqlite = self.on_sqlite_writer(move |conn| {
-            let reports: Vec<(&str, &[Event], i64)> = owned
-                .iter()
-                .map(|(d, e, now)| (d.as_str(), e.as_slice(), *now))
                 .collect();
-            write_reports_sqlite(conn, &reports)
-        });
-        if let Some(result) = on_sqlite.await {
-            return result;
+            let on_sqlite = self.on_sqlite_writer(move |conn| {
+                let reports: Vec<(&str, &[Event], i64)> = owned
+                    .iter()
+                    .map(|(d, e, now)| (d.as_str(), e.as_slice(), *now))
+                    .collect();
+                write_reports_sqlite(conn, &reports)
+            });
+            if let Some(result) = on_sqlite.await {
+                return result;
+            }
         }
         let mut tx = self.writer()?.begin().await?;
         // 1. The events. RETURNING names the rows inserted now; the rest were there already.
@@ -490,37 +489,4 @@ struct Want<'a> {
     to: DeviceState,
     reason: Option<String>,
     now: i64,
-}
-
-/// `items` in chunks whose lengths are powers of two up to `max` (largest first), so a
-/// multi-row statement comes in a handful of texts that each backend prepares once.
-pub(super) fn binary_chunks<T>(items: &[T], max: usize) -> Vec<&[T]> {
-    let mut out = Vec::new();
-    let mut rest = items;
-    while !rest.is_empty() {
-        let mut n = max;
-        while n > rest.len() {
-            n /= 2;
-        }
-        let (head, tail) = rest.split_at(n);
-        out.push(head);
-        rest = tail;
-    }
-    out
-}
-
-#[cfg(test)]
-mod tests {
-    use super::binary_chunks;
-
-    #[test]
-    fn chunks_are_powers_of_two_and_cover_everything() {
-        let items: Vec<u32> = (0..300).collect();
-        let chunks = binary_chunks(&items, 256);
-        let lens: Vec<usize> = chunks.iter().map(|c| c.len()).collect();
-        assert_eq!(lens, [256, 32, 8, 4]);
-        assert_eq!(chunks.concat(), items);
-        assert_eq!(binary_chunks(&items[..1], 256).len(), 1);
-        assert!(binary_chunks::<u32>(&[], 256).is_empty());
-    }
 }

@@ -27,6 +27,23 @@ pub(crate) fn rows_per_statement(
     }
 }
 
+/// `items` in chunks whose lengths are powers of two up to `max` (largest first), so a
+/// multi-row statement comes in a handful of texts that each backend prepares once.
+pub(crate) fn binary_chunks<T>(items: &[T], max: usize) -> Vec<&[T]> {
+    let mut out = Vec::new();
+    let mut rest = items;
+    while !rest.is_empty() {
+        let mut n = max;
+        while n > rest.len() {
+            n /= 2;
+        }
+        let (head, tail) = rest.split_at(n);
+        out.push(head);
+        rest = tail;
+    }
+    out
+}
+
 /// Bound values for dynamically built SQL.
 pub(crate) enum Param {
     /// An integer.
@@ -119,5 +136,17 @@ mod tests {
         let mut sql = super::Sql::default();
         sql.push("x IN (").bind_list(["a", "b"]).push(")");
         assert_eq!(sql.text, "x IN ($1, $2)");
+    }
+
+    #[test]
+    fn chunks_are_powers_of_two_and_cover_everything() {
+        use super::binary_chunks;
+        let items: Vec<u32> = (0..300).collect();
+        let chunks = binary_chunks(&items, 256);
+        let lens: Vec<usize> = chunks.iter().map(|c| c.len()).collect();
+        assert_eq!(lens, [256, 32, 8, 4]);
+        assert_eq!(chunks.concat(), items);
+        assert_eq!(binary_chunks(&items[..1], 256).len(), 1);
+        assert!(binary_chunks::<u32>(&[], 256).is_empty());
     }
 }
