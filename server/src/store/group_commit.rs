@@ -250,10 +250,11 @@ fn write_reports_sqlite(
     let text = |v: Option<&str>| v.map_or(Value::Null, |s| Value::Text(s.to_string()));
     let int = |v: Option<i64>| v.map_or(Value::Null, Value::Integer);
     let tx = conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
-    // 1. The events.
+    // 1. The events, up to 256 a statement: binding by position, the parameter cap that sqlx's
+    // by-name binding needs (`SQLITE_MAX_PARAMS`) does not apply here.
     let rows = event_rows(reports);
     let mut inserted: HashSet<(String, i64)> = HashSet::new();
-    for chunk in binary_chunks(&rows, rows_per_statement(Backend::Sqlite, 7, 256)) {
+    for chunk in binary_chunks(&rows, 256) {
         let mut st = tx.prepare_cached(&positional(&insert_events_sql(chunk.len())))?;
         let mut values = Vec::with_capacity(chunk.len() * 7);
         for r in chunk {
