@@ -25,6 +25,55 @@ mod hot_statements_use_their_index_with_or_without_statistics {
     }
 }
 
+/// SQLite plans from its own rules, with no statistics at all, but which index it takes still
+/// depends on the indexes there are: a state index that covered `device_id` made it serve the
+/// group commit's many-device move by scanning the rollout's whole part of that index (see
+/// migrations/sqlite/0011_evaluation_covering.sql). Each hot statement must read
+/// `rollout_devices` through its index, and the evaluations' counts from that index alone.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn hot_statements_use_their_index_on_sqlite() {
+    let app = spawn_app(Db::Sqlite).await;
+    let devices = provision_devices(&app, "PS", 2_000, "f429").await;
+    let rel = release(&app, "f429", "2.0.0", 1).await;
+    let r = start_rollout(
+        &app,
+        json!({"release_id": rel, "stages": [{"percent": 100.0, "bake_s": 0, "min_sample": 1, "max_failure_rate": 0.5, "confirm_deadline_s": 600}]}),
+    )
+    .await;
+    let id = r["id"].as_i64().unwrap();
+    let mut db = sqlx::SqliteConnection::connect(&app.database_url)
+        .await
+        .unwrap();
+    let mut failures = Vec::new();
+    for s in hot_statements(id, &devices[7].0, now_ms()) {
+        // `$n` as its literal, highest first so that `$1` does not eat the front of `$10`.
+        let mut sql = s.sql.clone();
+        for (n, arg) in s.args.iter().enumerate().rev() {
+            sql = sql.replace(&format!("${}", n + 1), arg);
+        }
+        let details: Vec<String> = sqlx::query(&format!("EXPLAIN QUERY PLAN {sql}"))
+            .fetch_all(&mut db)
+            .await
+            .unwrap_or_else(|e| panic!("explain {}: {e}", s.name))
+            .iter()
+            .map(|r| r.get::<String, _>("detail"))
+            .filter(|d| d.split_whitespace().any(|w| w == "rollout_devices"))
+            .collect();
+        let want = match s.index {
+            HotIndex::PrimaryKey => "INDEX sqlite_autoindex_rollout_devices_1 ",
+            HotIndex::State if s.name == "counts" => "COVERING INDEX rollout_devices_state ",
+            HotIndex::State => "INDEX rollout_devices_state ",
+        };
+        if details.is_empty() || details.iter().any(|d| !d.contains(want)) {
+            failures.push(format!(
+                "{} reads rollout_devices through {details:?}, not {want}",
+                s.name
+            ));
+        }
+    }
+    assert!(failures.is_empty(), "{}", failures.join("\n"));
+}
+
 async fn hot_statements_use_their_index() {
     on_postgres(async {
         let app = spawn_app(Db::Postgres).await;
