@@ -265,6 +265,18 @@ impl Store {
 /// SQLite's one write lock, and no automatic checkpoints (SQLite would run them inside the commit
 /// that crosses the WAL's threshold, in a request; `checkpoint.rs` runs them instead), then
 /// `extra` pragmas.
+/// Every SQLite connection's settings, the pools' here and the report writer's
+/// (`sqlite_writer.rs`): WAL lets readers run beside the one writer; NORMAL is durable across
+/// process crashes and costs one fsync per checkpoint; checkpoints run in the background
+/// (`checkpoint.rs`), never inside a commit.
+pub(super) const SQLITE_PRAGMAS: [&str; 5] = [
+    "PRAGMA journal_mode = WAL",
+    "PRAGMA synchronous = NORMAL",
+    "PRAGMA busy_timeout = 10000",
+    "PRAGMA foreign_keys = ON",
+    "PRAGMA wal_autocheckpoint = 0",
+];
+
 async fn sqlite_pool(
     url: &str,
     max: u32,
@@ -276,18 +288,7 @@ async fn sqlite_pool(
         .acquire_timeout(settings.acquire_timeout)
         .after_connect(move |conn, _meta| {
             Box::pin(async move {
-                // WAL lets readers run beside the one writer; NORMAL is durable across process
-                // crashes and costs one fsync per checkpoint.
-                for pragma in [
-                    "PRAGMA journal_mode = WAL",
-                    "PRAGMA synchronous = NORMAL",
-                    "PRAGMA busy_timeout = 10000",
-                    "PRAGMA foreign_keys = ON",
-                    "PRAGMA wal_autocheckpoint = 0",
-                ]
-                .iter()
-                .chain(extra)
-                {
+                for pragma in SQLITE_PRAGMAS.iter().chain(extra) {
                     conn.execute(*pragma).await?;
                 }
                 conn.execute(

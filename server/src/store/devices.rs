@@ -437,7 +437,7 @@ impl Store {
             return Ok(());
         }
         if self.backend() == Backend::Sqlite {
-            let rows: Vec<[FactValue; FACT_COLUMNS]> =
+            let rows: Vec<[Param; FACT_COLUMNS]> =
                 facts.iter().map(|(id, f)| fact_values(id, f)).collect();
             let on_sqlite = self.on_sqlite_writer(move |conn| flush_facts_sqlite(conn, &rows));
             if let Some(result) = on_sqlite.await {
@@ -448,14 +448,13 @@ impl Store {
         // 200 devices a statement is 2,000 parameters (PostgreSQL binds by position).
         for chunk in facts.chunks(BATCH / 2) {
             let text = facts_update_sql(chunk.len());
+            let params: Vec<Param> = chunk
+                .iter()
+                .flat_map(|(id, f)| fact_values(id, f))
+                .collect();
             let mut q = sqlx::query(&text);
-            for (id, f) in chunk {
-                for v in fact_values(id, f) {
-                    q = match v {
-                        FactValue::Int(i) => q.bind(i),
-                        FactValue::Text(t) => q.bind(t),
-                    };
-                }
+            for p in &params {
+                q = p.bind_to(q);
             }
             q.execute(&mut *tx).await?;
         }
@@ -665,26 +664,20 @@ impl Store {
 /// WRP mask and security counter.
 const FACT_COLUMNS: usize = 10;
 
-/// A bound value of a facts row.
-enum FactValue {
-    Int(Option<i64>),
-    Text(Option<String>),
-}
-
 /// A device's facts as the [`FACT_COLUMNS`] values of its row.
-fn fact_values(id: &str, f: &DeviceFacts) -> [FactValue; FACT_COLUMNS] {
+fn fact_values(id: &str, f: &DeviceFacts) -> [Param; FACT_COLUMNS] {
     let c = f.check_in.as_ref();
     [
-        FactValue::Text(Some(id.to_string())),
-        FactValue::Int(Some(f.last_seen_at)),
-        FactValue::Text(c.map(|c| c.firmware_version.to_string())),
-        FactValue::Int(c.map(|c| crate::domain::version::version_key(&c.firmware_version))),
-        FactValue::Text(c.map(|c| slot_name(c.running_slot).to_string())),
-        FactValue::Text(c.map(|c| boot_state_name(c.boot_state).to_string())),
-        FactValue::Text(c.map(|c| c.bootloader_version.to_string())),
-        FactValue::Text(c.map(|c| rdp_name(c.rdp_level).to_string())),
-        FactValue::Int(c.map(|c| i64::from(c.wrp_mask))),
-        FactValue::Int(c.and_then(|c| c.security_counter).map(i64::from)),
+        Param::Text(id.to_string()),
+        Param::Int(f.last_seen_at),
+        Param::OptText(c.map(|c| c.firmware_version.to_string())),
+        Param::OptInt(c.map(|c| crate::domain::version::version_key(&c.firmware_version))),
+        Param::OptText(c.map(|c| slot_name(c.running_slot).to_string())),
+        Param::OptText(c.map(|c| boot_state_name(c.boot_state).to_string())),
+        Param::OptText(c.map(|c| c.bootloader_version.to_string())),
+        Param::OptText(c.map(|c| rdp_name(c.rdp_level).to_string())),
+        Param::OptInt(c.map(|c| i64::from(c.wrp_mask))),
+        Param::OptInt(c.and_then(|c| c.security_counter).map(i64::from)),
     ]
 }
 
@@ -727,17 +720,14 @@ fn facts_update_sql(n: usize) -> String {
 /// connection keeps a few statements prepared.
 fn flush_facts_sqlite(
     conn: &mut rusqlite::Connection,
-    rows: &[[FactValue; FACT_COLUMNS]],
+    rows: &[[Param; FACT_COLUMNS]],
 ) -> Result<(), StoreError> {
-    use rusqlite::types::Value;
     let tx = conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
     for chunk in binary_chunks(rows, 256) {
         let mut st = tx.prepare_cached(&positional(&facts_update_sql(chunk.len())))?;
-        let values = chunk.iter().flatten().map(|v| match v {
-            FactValue::Int(i) => i.map_or(Value::Null, Value::Integer),
-            FactValue::Text(t) => t.clone().map_or(Value::Null, Value::Text),
-        });
-        st.execute(rusqlite::params_from_iter(values))?;
+        st.execute(rusqlite::params_from_iter(
+            chunk.iter().flatten().map(Param::to_sqlite),
+        ))?;
     }
     tx.commit()?;
     Ok(())

@@ -80,15 +80,37 @@ impl Sql {
     pub(crate) fn query(&self) -> sqlx::query::Query<'_, sqlx::Any, sqlx::any::AnyArguments<'_>> {
         let mut q = sqlx::query(&self.text);
         for p in &self.params {
-            q = match p {
-                Param::Int(i) => q.bind(*i),
-                Param::Text(s) => q.bind(s.as_str()),
-                Param::Bytes(b) => q.bind(b.clone()),
-                Param::OptInt(i) => q.bind(*i),
-                Param::OptText(s) => q.bind(s.clone()),
-            };
+            q = p.bind_to(q);
         }
         q
+    }
+}
+
+impl Param {
+    /// `q` with this value bound next.
+    pub(crate) fn bind_to<'q>(
+        &'q self,
+        q: sqlx::query::Query<'q, sqlx::Any, sqlx::any::AnyArguments<'q>>,
+    ) -> sqlx::query::Query<'q, sqlx::Any, sqlx::any::AnyArguments<'q>> {
+        match self {
+            Param::Int(i) => q.bind(*i),
+            Param::Text(s) => q.bind(s.as_str()),
+            Param::Bytes(b) => q.bind(b.clone()),
+            Param::OptInt(i) => q.bind(*i),
+            Param::OptText(s) => q.bind(s.clone()),
+        }
+    }
+
+    /// The value for the SQLite writer's connection (`sqlite_writer.rs`).
+    pub(crate) fn to_sqlite(&self) -> rusqlite::types::Value {
+        use rusqlite::types::Value;
+        match self {
+            Param::Int(i) => Value::Integer(*i),
+            Param::Text(s) => Value::Text(s.clone()),
+            Param::Bytes(b) => Value::Blob(b.clone()),
+            Param::OptInt(i) => i.map_or(Value::Null, Value::Integer),
+            Param::OptText(s) => s.clone().map_or(Value::Null, Value::Text),
+        }
     }
 }
 

@@ -30,10 +30,9 @@ impl std::fmt::Debug for SqliteWriter {
 }
 
 impl SqliteWriter {
-    /// Open `path` (made and migrated already; a `file:` URI is taken as one) with the pragmas of the store's other
-    /// connections (`db.rs`): WAL, synchronous NORMAL, foreign keys, no automatic checkpoints
-    /// (`checkpoint.rs` runs them), the WAL truncated to `max_wal_bytes` when it starts over;
-    /// and statement journals in memory.
+    /// Open `path` (made and migrated already; a `file:` URI is taken as one) with the store's
+    /// connection pragmas (`db::SQLITE_PRAGMAS`), the WAL truncated to `max_wal_bytes` when it
+    /// starts over, and statement journals in memory.
     pub(crate) fn open(path: &str, max_wal_bytes: i64) -> Result<Self, StoreError> {
         let conn = Connection::open_with_flags(
             path,
@@ -41,11 +40,9 @@ impl SqliteWriter {
                 | OpenFlags::SQLITE_OPEN_NO_MUTEX
                 | OpenFlags::SQLITE_OPEN_URI,
         )?;
-        conn.pragma_update(None, "journal_mode", "WAL")?;
-        conn.pragma_update(None, "synchronous", "NORMAL")?;
-        conn.pragma_update(None, "busy_timeout", 10_000)?;
-        conn.pragma_update(None, "foreign_keys", "ON")?;
-        conn.pragma_update(None, "wal_autocheckpoint", 0)?;
+        for pragma in super::db::SQLITE_PRAGMAS {
+            conn.execute_batch(pragma)?;
+        }
         conn.pragma_update(None, "journal_size_limit", max_wal_bytes)?;
         // A multi-row statement that may fail halfway keeps a statement journal; in memory it
         // is not a temporary file opened and closed by every transaction.
