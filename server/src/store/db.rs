@@ -319,18 +319,20 @@ fn sqlite_url_with_create(url: &str) -> String {
 
 /// The file path of a `sqlite:` URL.
 fn sqlite_path(url: &str) -> &str {
-    let path = url
-        .trim_start_matches("sqlite://")
-        .trim_start_matches("sqlite:");
+    let path = sqlite_target(url);
     path.split('?').next().unwrap_or(path)
+}
+
+/// A SQLite URL without its scheme: a path with options, or a `file:` URI.
+fn sqlite_target(url: &str) -> &str {
+    url.trim_start_matches("sqlite://")
+        .trim_start_matches("sqlite:")
 }
 
 /// What the SQLite writer opens: a `file:` URI whole (an in-memory database with a shared
 /// cache, as tests use), otherwise the file's path.
 fn sqlite_writer_name(url: &str) -> String {
-    let rest = url
-        .trim_start_matches("sqlite://")
-        .trim_start_matches("sqlite:");
+    let rest = sqlite_target(url);
     if rest.starts_with("file:") {
         rest.to_string()
     } else {

@@ -291,15 +291,19 @@ fn write_reports_sqlite(
             .collect::<Result<_, _>>()?;
         m.record(&moved, &mut plan.outcomes);
     }
-    for (device, r, at) in &plan.resets {
-        tx.prepare_cached(&positional(super::resets::INSERT_SQL))?
-            .execute(rusqlite::params![
+    if !plan.resets.is_empty() {
+        let mut st = tx.prepare_cached(&positional(super::resets::INSERT_SQL))?;
+        for (device, r, at) in &plan.resets {
+            st.execute(rusqlite::params![
                 device, r.event_id, r.version, r.cause, r.uptime_s, at
             ])?;
+        }
     }
-    for (rollout, device, at) in &plan.fallbacks {
-        tx.prepare_cached(&positional(super::patches::RECORD_FALLBACK_SQL))?
-            .execute(rusqlite::params![rollout, device, at])?;
+    if !plan.fallbacks.is_empty() {
+        let mut st = tx.prepare_cached(&positional(super::patches::RECORD_FALLBACK_SQL))?;
+        for (rollout, device, at) in &plan.fallbacks {
+            st.execute(rusqlite::params![rollout, device, at])?;
+        }
     }
     tx.commit()?;
     Ok(plan.outcomes)
