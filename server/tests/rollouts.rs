@@ -1057,6 +1057,8 @@ async fn anti_rollback_holds_when_a_stage_advances(db: Db) {
 async fn resets_count_on_the_new_release_only_after_confirmation(db: Db) {
     let app = spawn_app(db).await;
     let mut devices = fleet(&app, "X", 4, "f429", "1.0.0").await;
+    // Not a target (another model): its resets count nowhere.
+    let mut outsider = fleet(&app, "Y", 1, "f407", "1.0.0").await;
     let rel = release(&app, "f429", "2.0.0", 1).await;
     // A long bake: the rollout stays in its only stage while the test reports.
     let mut only = stage(100.0, 4, 0.5, 3600);
@@ -1090,29 +1092,40 @@ async fn resets_count_on_the_new_release_only_after_confirmation(db: Db) {
     assert_eq!(offer["version"], "2.0.0");
     // Not updated: a reset of 1.0.0 counts on the baseline.
     devices[1].report_event(&app, reset("1.0.0")).await;
+    outsider[0].report_event(&app, reset("1.0.0")).await;
 
+    // Six resets since the start: the store reads the join from the 4 targets, and from the
+    // resets when told of more targets than that (the counts do not depend on the targets).
     let store = &app.server.state.store;
     let r = store.rollout(id).await.unwrap().unwrap();
-    let f = store
-        .reset_figures(
-            id,
-            "2.0.0",
-            r.created_at,
-            4,
-            fota_server::store::now_ms(),
-            true,
-        )
-        .await
-        .unwrap();
-    assert_eq!(
-        (f.new_resets, f.new_devices, f.base_resets),
-        (2, 1, 1),
-        "{f:?}"
-    );
-    let per_stage = store
-        .stage_resets(id, "2.0.0", r.created_at, fota_server::store::now_ms())
-        .await
-        .unwrap();
-    let total: u64 = per_stage.values().map(|s| s.resets).sum();
-    assert_eq!(total, 2, "{per_stage:?}");
+    for targets in [4, 100] {
+        let f = store
+            .reset_figures(
+                id,
+                "2.0.0",
+                r.created_at,
+                targets,
+                fota_server::store::now_ms(),
+                true,
+            )
+            .await
+            .unwrap();
+        assert_eq!(
+            (f.new_resets, f.new_devices, f.base_resets),
+            (2, 1, 1),
+            "{targets} targets: {f:?}"
+        );
+        let per_stage = store
+            .stage_resets(
+                id,
+                "2.0.0",
+                r.created_at,
+                targets,
+                fota_server::store::now_ms(),
+            )
+            .await
+            .unwrap();
+        let total: u64 = per_stage.values().map(|s| s.resets).sum();
+        assert_eq!(total, 2, "{targets} targets: {per_stage:?}");
+    }
 }

@@ -6,9 +6,11 @@
 //! offered a release by a halted rollout or beyond the current stage's cohort.
 
 use super::db::{Store, StoreError};
+use super::events::event_kind_name;
+use super::resets::{reset_figures_sql, ResetJoin};
 use super::sql::{quoted, Param, Sql};
 use crate::domain::{cohort, DeviceState, RolloutState, StateCounts};
-use fota_protocol::messages::Component;
+use fota_protocol::messages::{Component, EventKind};
 use sqlx::Row as _;
 use std::collections::HashMap;
 
@@ -501,6 +503,14 @@ fn time_out_sql() -> String {
 pub enum HotIndex {
     /// The primary key `(rollout_id, device_id)`: a statement about one device.
     PrimaryKey,
+    /// The primary key, probed once for each row of another table read first through the
+    /// named index.
+    PrimaryKeyFrom(&'static str),
+    /// Every target of the rollout, joined to another table: the state index's `rollout_id`
+    /// prefix, or on PostgreSQL a sequential scan where its statistics of the key (taken when
+    /// the targets were inserted) say the rollout is most of the table; it reads the
+    /// rollout's every row either way.
+    AllTargets,
     /// `(rollout_id, state, deadline_at)`: a statement about the devices of a rollout in
     /// some states.
     State,
@@ -559,6 +569,26 @@ pub fn hot_statements(rollout_id: i64, device_id: &str, now: i64) -> Vec<HotStat
             index: HotIndex::State,
         },
     ];
+    // The reset gate's join, both ways round (see `ResetJoin`): a rollout started an hour ago.
+    let reset_args = vec![
+        r.clone(),
+        quoted(["2.0.0"]),
+        (now - 3_600_000).to_string(),
+        quoted([DeviceState::Confirmed.as_str()]),
+        quoted([event_kind_name(EventKind::Confirmed).as_str()]),
+    ];
+    out.push(HotStatement {
+        name: "reset gate, driven by the resets".into(),
+        sql: reset_figures_sql(ResetJoin::FromResets),
+        args: reset_args.clone(),
+        index: HotIndex::PrimaryKeyFrom("device_resets_received"),
+    });
+    out.push(HotStatement {
+        name: "reset gate, driven by the targets".into(),
+        sql: reset_figures_sql(ResetJoin::FromTargets),
+        args: reset_args,
+        index: HotIndex::AllTargets,
+    });
     // A group commit's batch: 64 devices (the benchmark's 64 connections), where a prefix scan
     // of the state index looks cheaper than 64 probes of the key until statistics say how many
     // devices the rollout holds (see `analyze_targets`).

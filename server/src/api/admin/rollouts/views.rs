@@ -260,7 +260,13 @@ pub(crate) async fn status_of(state: &AppState, r: &RolloutRow) -> Result<Rollou
         .unwrap_or_default();
     let stage_resets = state
         .store
-        .stage_resets(r.id, &version, r.created_at, crate::store::now_ms())
+        .stage_resets(
+            r.id,
+            &version,
+            r.created_at,
+            u64::try_from(r.targets).unwrap_or(0),
+            crate::store::now_ms(),
+        )
         .await?;
     let halt_reason: Option<HaltReason> = r
         .halt_reason
