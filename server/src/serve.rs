@@ -83,6 +83,11 @@ pub async fn start(config: ServeConfig) -> anyhow::Result<RunningServer> {
                 .await;
         })
     };
+    let revocations = {
+        let state = state.clone();
+        let stopped = stopped.clone();
+        tokio::spawn(crate::api::auth::run_revocation_feed(state, stopped))
+    };
     let (stop_monitor, monitor_stopped) = watch::channel(false);
     let monitor = {
         let store = store.clone();
@@ -112,6 +117,7 @@ pub async fn start(config: ServeConfig) -> anyhow::Result<RunningServer> {
         let _ = stop_flusher.send(true);
         flusher.await.context("flusher panicked")?;
         sweeper.await.context("sweeper panicked")?;
+        revocations.await.context("revocation feed panicked")?;
         let _ = stop_monitor.send(true);
         monitor.await.context("database health monitor panicked")?;
         store.close().await;

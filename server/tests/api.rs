@@ -28,7 +28,39 @@ backend_tests!(
     ops_endpoints,
     every_operator_action_is_audited,
     a_revoked_device_is_refused,
+    a_device_revoked_through_another_replica_is_refused_within_seconds,
 );
+
+/// Another replica revokes a device (here: the store, behind this server's back): this server
+/// learns it from the revocation feed and refuses the device's cached credentials within a few
+/// seconds, not after the 30 s the credentials were once cached for.
+async fn a_device_revoked_through_another_replica_is_refused_within_seconds(db: Db) {
+    let app = spawn_app(db).await;
+    let tokens = app.provision(&[("RX-1", "f429", &[])]).await;
+    let body = TestApp::check_in_body("f429", "1.0.0", "a");
+    assert_eq!(app.check_in("RX-1", &tokens[0], &body).await.status(), 200);
+    let store = &app.server.state.store;
+    assert!(store
+        .revoke_device("RX-1", "another-replica", fota_server::store::now_ms())
+        .await
+        .unwrap());
+    // Still cached here: nothing told this server.
+    assert!(app.server.state.device_cache.contains_key("RX-1"));
+    let revoked = std::time::Instant::now();
+    loop {
+        let status = app.check_in("RX-1", &tokens[0], &body).await.status();
+        if status == 401 {
+            break;
+        }
+        assert_eq!(status, 200);
+        assert!(
+            revoked.elapsed() < std::time::Duration::from_secs(10),
+            "still accepted {:?} after another replica revoked it",
+            revoked.elapsed()
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+}
 
 /// Revoking a device: its token stops working at once, its reports are refused, a second
 /// revocation and an unknown device are clear refusals, viewers may not, and it is audited.

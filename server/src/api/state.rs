@@ -23,6 +23,9 @@ pub struct AppState {
     pub metrics: Metrics,
     /// Device credentials seen so far (id -> token hash, model): check-ins skip the database.
     pub device_cache: DashMap<String, Arc<DeviceCredentials>>,
+    /// Devices revoked lately, from the database: cached credentials are trusted longer while
+    /// this is read ([`crate::api::auth::run_revocation_feed`]).
+    pub revocations: crate::api::auth::RevocationFeed,
     /// The rollout engine.
     pub engine: crate::rollout::Engine,
     /// The MQTT link, once `fota serve` started it (never, without `--mqtt-url`).
@@ -48,6 +51,7 @@ impl AppState {
             facts: FactsBuffer::default(),
             metrics: Metrics::new(),
             device_cache: DashMap::new(),
+            revocations: Default::default(),
             engine,
             mqtt: std::sync::OnceLock::new(),
             stopping: tokio::sync::watch::Sender::new(false),

@@ -345,6 +345,18 @@ impl Store {
         Ok(())
     }
 
+    /// The devices revoked at or after `since` (Unix ms): what each replica reads every second
+    /// to drop their cached credentials (from the partial index `devices_revoked`).
+    pub async fn revoked_since(&self, since: i64) -> Result<Vec<String>, StoreError> {
+        let rows = sqlx::query("SELECT id FROM devices WHERE revoked_at >= $1")
+            .bind(since)
+            .fetch_all(self.reader()?)
+            .await?;
+        rows.iter()
+            .map(|r| r.try_get("id").map_err(StoreError::from))
+            .collect()
+    }
+
     /// Revoke device `id`: its token stops authenticating; with its `device.revoke` audit entry
     /// by `actor`. `Ok(false)`: it was revoked already. `NotFound`: no such device.
     pub async fn revoke_device(&self, id: &str, actor: &str, now: i64) -> Result<bool, StoreError> {
