@@ -202,13 +202,30 @@ async fn authenticate_device(
 ) -> Result<Arc<DeviceCredentials>, ApiError> {
     names::device_id(id)?;
     let token = bearer(headers).ok_or_else(ApiError::unauthorized)?;
+    let creds = device_credentials(state, id)
+        .await?
+        .ok_or_else(ApiError::unauthorized)?;
+    if !hashes_equal(&creds.token_hash, &token_hash(token)) {
+        return Err(ApiError::unauthorized());
+    }
+    Ok(creds)
+}
+
+/// Device `id`'s credentials (HTTP requests and MQTT reports): from the cache while it is
+/// trusted, otherwise from the database (and cached). `None`: unknown, or revoked. While the
+/// database is away, credentials cached before are used however old (check-ins are answered
+/// from memory during an outage).
+pub async fn device_credentials(
+    state: &AppState,
+    id: &str,
+) -> Result<Option<Arc<DeviceCredentials>>, crate::store::StoreError> {
     let cached = if state.revocations.is_revoked(id) {
         None
     } else {
         state.device_cache.get(id).map(|c| c.clone())
     };
-    let creds = match cached {
-        Some(c) if state.revocations.trusts(c.cached_at.elapsed()) => c,
+    match cached {
+        Some(c) if state.revocations.trusts(c.cached_at.elapsed()) => Ok(Some(c)),
         stale => {
             // Taken before the read: what the credentials' age is measured from.
             let read_at = Instant::now();
@@ -221,27 +238,21 @@ async fn authenticate_device(
                         cached_at: read_at,
                     });
                     state.device_cache.insert(id.to_string(), creds.clone());
-                    creds
+                    Ok(Some(creds))
                 }
                 Ok(None) => {
                     // Unknown, or revoked (on this replica or another).
                     state.device_cache.remove(id);
-                    return Err(ApiError::unauthorized());
+                    Ok(None)
                 }
-                // The database is away: a device seen before is still known (check-ins are
-                // answered from memory during an outage).
                 Err(e @ crate::store::StoreError::Unavailable(_)) => match stale {
-                    Some(c) => c,
-                    None => return Err(e.into()),
+                    Some(c) => Ok(Some(c)),
+                    None => Err(e),
                 },
-                Err(e) => return Err(e.into()),
+                Err(e) => Err(e),
             }
         }
-    };
-    if !hashes_equal(&creds.token_hash, &token_hash(token)) {
-        return Err(ApiError::unauthorized());
     }
-    Ok(creds)
 }
 
 #[cfg(test)]

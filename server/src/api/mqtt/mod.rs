@@ -306,8 +306,8 @@ async fn handle_report(mqtt: &Mqtt, state: &AppState, publish: Publish) {
         }
     };
     // The broker's rules let only device `id` publish here; a device revoked since (or never
-    // registered here) is not taken.
-    match state.store.device_credentials(id).await {
+    // registered here) is not taken. (Its credentials as HTTP requests read them: cached.)
+    match crate::api::auth::device_credentials(state, id).await {
         Ok(Some(_)) => {}
         Ok(None) => {
             dropped("unknown_device");
