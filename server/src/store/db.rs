@@ -6,7 +6,7 @@
 
 pub(crate) use super::error::is_unique_violation;
 pub use super::error::StoreError;
-use super::sqlite_writer::SqliteWriter;
+use super::sqlite_writer::{SqliteWriter, SQLITE_PRAGMAS};
 use sqlx::any::AnyPoolOptions;
 use sqlx::{AnyPool, Executor as _};
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -265,18 +265,6 @@ impl Store {
 /// SQLite's one write lock, and no automatic checkpoints (SQLite would run them inside the commit
 /// that crosses the WAL's threshold, in a request; `checkpoint.rs` runs them instead), then
 /// `extra` pragmas.
-/// Every SQLite connection's settings, the pools' here and the report writer's
-/// (`sqlite_writer.rs`): WAL lets readers run beside the one writer; NORMAL is durable across
-/// process crashes and costs one fsync per checkpoint; checkpoints run in the background
-/// (`checkpoint.rs`), never inside a commit.
-pub(super) const SQLITE_PRAGMAS: [&str; 5] = [
-    "PRAGMA journal_mode = WAL",
-    "PRAGMA synchronous = NORMAL",
-    "PRAGMA busy_timeout = 10000",
-    "PRAGMA foreign_keys = ON",
-    "PRAGMA wal_autocheckpoint = 0",
-];
-
 async fn sqlite_pool(
     url: &str,
     max: u32,

@@ -124,6 +124,21 @@ impl ResetJoin {
     }
 }
 
+/// A reset query of rollout `id` (of `version`, started at `started_at`) with its arguments.
+fn reset_query<'q>(
+    sql: &'q str,
+    id: i64,
+    version: &'q str,
+    started_at: i64,
+) -> sqlx::query::Query<'q, sqlx::Any, sqlx::any::AnyArguments<'q>> {
+    sqlx::query(sql)
+        .bind(id)
+        .bind(version)
+        .bind(started_at)
+        .bind(DeviceState::Confirmed.as_str())
+        .bind(json_name(EventKind::Confirmed))
+}
+
 /// A confirmed target's reset of a run after its confirmation: a reset in `j` with an event id
 /// above the device's `confirmed` event's (`$1` rollout, `$4` confirmed state, `$5` the
 /// confirmed event's kind).
@@ -199,12 +214,8 @@ impl Store {
         now: i64,
     ) -> Result<HashMap<i64, StageResets>, StoreError> {
         let from = self.reset_join_from(started_at, targets).await?;
-        let rows = sqlx::query(&stage_resets_sql(from))
-            .bind(id)
-            .bind(version)
-            .bind(started_at)
-            .bind(DeviceState::Confirmed.as_str())
-            .bind(json_name(EventKind::Confirmed))
+        let sql = stage_resets_sql(from);
+        let rows = reset_query(&sql, id, version, started_at)
             .fetch_all(self.reader()?)
             .await?;
         let mut out: HashMap<i64, StageResets> = HashMap::new();
@@ -269,12 +280,8 @@ impl Store {
         always: bool,
     ) -> Result<ResetFigures, StoreError> {
         let from = self.reset_join_from(started_at, targets).await?;
-        let rows = sqlx::query(&reset_figures_sql(from))
-            .bind(id)
-            .bind(version)
-            .bind(started_at)
-            .bind(DeviceState::Confirmed.as_str())
-            .bind(json_name(EventKind::Confirmed))
+        let sql = reset_figures_sql(from);
+        let rows = reset_query(&sql, id, version, started_at)
             .fetch_all(self.reader()?)
             .await?;
         let mut f = ResetFigures::default();

@@ -14,6 +14,18 @@ use super::error::StoreError;
 use rusqlite::{Connection, OpenFlags};
 use std::sync::Mutex;
 
+/// Every SQLite connection's settings, this writer's and the sqlx pools' (`db.rs`): WAL lets
+/// readers run beside the one writer; NORMAL is durable across process crashes and costs one
+/// fsync per checkpoint; checkpoints run in the background (`checkpoint.rs`), never inside a
+/// commit.
+pub(super) const SQLITE_PRAGMAS: [&str; 5] = [
+    "PRAGMA journal_mode = WAL",
+    "PRAGMA synchronous = NORMAL",
+    "PRAGMA busy_timeout = 10000",
+    "PRAGMA foreign_keys = ON",
+    "PRAGMA wal_autocheckpoint = 0",
+];
+
 /// Statements the connection keeps prepared: the batch's texts come in a handful of sizes per
 /// kind (powers of two), a few dozen in all.
 const PREPARED: usize = 256;
@@ -31,7 +43,7 @@ impl std::fmt::Debug for SqliteWriter {
 
 impl SqliteWriter {
     /// Open `path` (made and migrated already; a `file:` URI is taken as one) with the store's
-    /// connection pragmas (`db::SQLITE_PRAGMAS`), the WAL truncated to `max_wal_bytes` when it
+    /// connection pragmas ([`SQLITE_PRAGMAS`]), the WAL truncated to `max_wal_bytes` when it
     /// starts over, and statement journals in memory.
     pub(crate) fn open(path: &str, max_wal_bytes: i64) -> Result<Self, StoreError> {
         let conn = Connection::open_with_flags(
@@ -40,7 +52,7 @@ impl SqliteWriter {
                 | OpenFlags::SQLITE_OPEN_NO_MUTEX
                 | OpenFlags::SQLITE_OPEN_URI,
         )?;
-        for pragma in super::db::SQLITE_PRAGMAS {
+        for pragma in SQLITE_PRAGMAS {
             conn.execute_batch(pragma)?;
         }
         conn.pragma_update(None, "journal_size_limit", max_wal_bytes)?;
