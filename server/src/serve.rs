@@ -86,7 +86,7 @@ pub async fn start(config: ServeConfig) -> anyhow::Result<RunningServer> {
     let revocations = {
         let state = state.clone();
         let stopped = stopped.clone();
-        tokio::spawn(crate::api::auth::run_revocation_feed(state, stopped))
+        tokio::spawn(async move { state.credentials.run_feed(&state.store, stopped).await })
     };
     let (stop_monitor, monitor_stopped) = watch::channel(false);
     let monitor = {

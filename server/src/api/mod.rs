@@ -21,6 +21,7 @@
 
 pub mod admin;
 pub mod auth;
+pub mod credentials;
 pub mod dashboard;
 pub mod device;
 pub mod error;

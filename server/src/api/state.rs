@@ -1,11 +1,11 @@
 //! [`AppState`]: what every handler shares, the device credentials cache included.
 
+use super::credentials::CredentialCache;
 use crate::artifacts::ArtifactStore;
 use crate::config::ServeConfig;
 use crate::facts::FactsBuffer;
 use crate::metrics::Metrics;
 use crate::store::{now_ms, Store};
-use dashmap::DashMap;
 use std::sync::Arc;
 
 /// What every handler shares.
@@ -21,11 +21,8 @@ pub struct AppState {
     pub facts: FactsBuffer,
     /// Metrics registry.
     pub metrics: Metrics,
-    /// Device credentials seen so far (id -> token hash, model): check-ins skip the database.
-    pub device_cache: DashMap<String, Arc<DeviceCredentials>>,
-    /// Devices revoked lately, from the database: cached credentials are trusted longer while
-    /// this is read ([`crate::api::auth::run_revocation_feed`]).
-    pub revocations: crate::api::auth::RevocationFeed,
+    /// Device credentials seen so far, and the revocation feed that keeps them current.
+    pub credentials: CredentialCache,
     /// The rollout engine.
     pub engine: crate::rollout::Engine,
     /// The MQTT link, once `fota serve` started it (never, without `--mqtt-url`).
@@ -50,8 +47,7 @@ impl AppState {
             artifacts,
             facts: FactsBuffer::default(),
             metrics: Metrics::new(),
-            device_cache: DashMap::new(),
-            revocations: Default::default(),
+            credentials: CredentialCache::default(),
             engine,
             mqtt: std::sync::OnceLock::new(),
             stopping: tokio::sync::watch::Sender::new(false),
@@ -84,17 +80,4 @@ pub trait Broker: std::fmt::Debug + Send + Sync {
         &'a self,
         id: &'a str,
     ) -> std::pin::Pin<Box<dyn std::future::Future<Output = Result<(), String>> + Send + 'a>>;
-}
-
-/// A device's stored credentials, cached.
-#[derive(Debug)]
-pub struct DeviceCredentials {
-    /// SHA-256 of its token.
-    pub token_hash: Vec<u8>,
-    /// Its provisioned model.
-    pub model: String,
-    /// Its tags.
-    pub tags: Vec<String>,
-    /// When it was read from the database.
-    pub cached_at: std::time::Instant,
 }

@@ -307,7 +307,7 @@ async fn handle_report(mqtt: &Mqtt, state: &AppState, publish: Publish) {
     };
     // The broker's rules let only device `id` publish here; a device revoked since (or never
     // registered here) is not taken. (Its credentials as HTTP requests read them: cached.)
-    match crate::api::auth::device_credentials(state, id).await {
+    match state.credentials.get(&state.store, id).await {
         Ok(Some(_)) => {}
         Ok(None) => {
             dropped("unknown_device");

@@ -59,7 +59,7 @@ pub(super) async fn revoke_device(
             format!("device {id} is revoked already"),
         ));
     }
-    state.revocations.revoked(&state, &id);
+    state.credentials.revoked(&id);
     let broker_account_deleted = match state.mqtt.get().filter(|b| b.provisions()) {
         Some(broker) => Some(match broker.delete_account(&id).await {
             Ok(()) => true,
