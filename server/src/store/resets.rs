@@ -183,7 +183,7 @@ impl Store {
         started_at: i64,
         targets: u64,
     ) -> Result<ResetJoin, StoreError> {
-        let limit = i64::try_from(targets).unwrap_or(i64::MAX - 1) + 1;
+        let limit = i64::try_from(targets).unwrap_or(i64::MAX).saturating_add(1);
         let n: i64 = sqlx::query(
             "SELECT COUNT(*) AS n FROM \
              (SELECT 1 FROM device_resets WHERE received_at >= $1 LIMIT $2) AS since",
