@@ -79,9 +79,10 @@ pub(super) async fn insert(
 /// store counts the resets, at most one more than the targets, and chooses.
 ///
 /// Driven by the resets, each probes its target in a scalar subquery: neither backend turns
-/// that into a join, so it stays one probe of the key per reset (as a join, PostgreSQL without
-/// statistics on the resets hashed every target instead, and SQLite read the resets in key
-/// order, all of them, to save a sort).
+/// that into a join, so it stays one probe of the key per reset (written as a join, PostgreSQL
+/// without statistics on the resets read every target by a sequential scan of
+/// `rollout_devices` instead, and SQLite read the resets in key order, all of them, to save a
+/// sort).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(super) enum ResetJoin {
     /// Driven by the resets since the rollout started.
