@@ -4,11 +4,14 @@
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use fota_server::domain::cohort;
+use fota_server::domain::DeviceState;
+use fota_server::store::{now_ms, Tally, FOLD_AT};
 use fota_testkit::{
-    self as testkit, assert_error, backend_tests, fleet, release, rollout_status, spawn_app,
-    wait_for, Behaviour, Db,
+    self as testkit, assert_error, backend_tests, fleet, provision_devices, release,
+    rollout_status, spawn_app, wait_for, Behaviour, Db,
 };
 use serde_json::{json, Value};
+use sqlx::{Connection as _, Row as _};
 use std::time::Duration;
 
 backend_tests!(
@@ -25,6 +28,7 @@ backend_tests!(
     anti_rollback_holds_on_start_late_joiners_and_every_offer,
     anti_rollback_holds_when_a_stage_advances,
     resets_count_on_the_new_release_only_after_confirmation,
+    counts_kept_as_devices_move_agree_with_a_recount,
 );
 
 async fn start(app: &impl testkit::Api, body: Value) -> Value {
@@ -1128,4 +1132,130 @@ async fn resets_count_on_the_new_release_only_after_confirmation(db: Db) {
         let total: u64 = per_stage.values().map(|s| s.resets).sum();
         assert_eq!(total, 2, "{targets} targets: {per_stage:?}");
     }
+}
+
+/// The gate's counts by stage and state are kept by the database's triggers as devices move
+/// (migration 0013), not recounted: after every kind of move (offers, the moves of the state
+/// machine, silence past the deadline, a late target), they and the sums of when each group
+/// moved agree with a count of `rollout_devices` itself. On PostgreSQL, moves append deltas;
+/// a read that finds `FOLD_AT` of them folds them into the counts, and the counts still agree.
+async fn counts_kept_as_devices_move_agree_with_a_recount(db: Db) {
+    let app = spawn_app(db).await;
+    let n = usize::try_from(FOLD_AT).unwrap() + 200;
+    let devices = provision_devices(&app, "K", n + 1, "f429").await;
+    let rel = release(&app, "f429", "2.0.0", 1).await;
+    // A long bake: the rollout stays in its only stage while the test moves its devices.
+    let mut only = stage(100.0, 1, 0.5, 3600);
+    only["bake_s"] = json!(3600);
+    let id = start(&app, json!({"release_id": rel, "stages": [only]})).await["id"]
+        .as_i64()
+        .unwrap();
+    let store = &app.server.state.store;
+    sqlx::any::install_default_drivers();
+    let mut sql = sqlx::AnyConnection::connect(&app.database_url)
+        .await
+        .unwrap();
+    agree(store, &mut sql, id, "targets inserted").await;
+    let now = now_ms();
+    for (i, (device, _)) in devices.iter().take(n).enumerate() {
+        assert!(store
+            .offer_device(id, device, now + i as i64, 3600)
+            .await
+            .unwrap());
+    }
+    agree(store, &mut sql, id, "every target but one offered").await;
+    if db == Db::Postgres {
+        // The read above found every offer as a delta, and folded them.
+        let pending: i64 =
+            sqlx::query("SELECT COUNT(*) AS n FROM rollout_state_deltas WHERE rollout_id = $1")
+                .bind(id)
+                .fetch_one(&mut sql)
+                .await
+                .unwrap()
+                .get("n");
+        assert!(pending < FOLD_AT as i64, "{pending} deltas left unfolded");
+    }
+    let moves = [
+        DeviceState::Downloading,
+        DeviceState::Installed,
+        DeviceState::Confirmed,
+    ];
+    for (i, (device, _)) in devices.iter().take(n).enumerate() {
+        let to = match i % 5 {
+            0 => &moves[..0],
+            1 => &moves[..1],
+            2 => &moves[..2],
+            3 => &moves[..3],
+            _ => &[DeviceState::Downloading, DeviceState::Failed][..],
+        };
+        for (k, state) in to.iter().enumerate() {
+            assert!(store
+                .set_device_state(id, device, *state, None, now + 1_000 * (k as i64 + 1))
+                .await
+                .unwrap());
+        }
+    }
+    agree(store, &mut sql, id, "moved through the state machine").await;
+    // Silence: everyone offered, downloading or installed times out; a move that is refused
+    // (confirmed -> downloading) changes nothing.
+    store.time_out_devices(now + 3_601_000).await.unwrap();
+    assert!(!store
+        .set_device_state(id, &devices[3].0, DeviceState::Downloading, None, now)
+        .await
+        .unwrap());
+    agree(store, &mut sql, id, "timed out").await;
+    // A late target joins eligible, and is offered.
+    let late = provision_devices(&app, "L", 1, "f429").await;
+    assert!(store.add_late_target(id, &late[0].0, 0, now).await.unwrap());
+    assert!(store.offer_device(id, &late[0].0, now, 3600).await.unwrap());
+    agree(store, &mut sql, id, "a late target offered").await;
+}
+
+/// The kept counts of rollout `id` (and their sums of `updated_at`) against a count of its
+/// devices in `rollout_devices`; the eligible against the targets minus everything counted.
+async fn agree(
+    store: &fota_server::store::Store,
+    sql: &mut sqlx::AnyConnection,
+    id: i64,
+    when: &str,
+) {
+    let mut kept: Vec<(Option<i64>, String, u64, i128)> = store
+        .tallies(id)
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|t: Tally| (t.stage, t.state.as_str().to_string(), t.n, t.updated_at_sum))
+        .collect();
+    kept.sort();
+    let mut counted: Vec<(Option<i64>, String, u64, i128)> = sqlx::query(
+        "SELECT stage, state, COUNT(*) AS n, CAST(SUM(updated_at) AS BIGINT) AS t \
+         FROM rollout_devices WHERE rollout_id = $1 AND state <> 'eligible' \
+         GROUP BY stage, state",
+    )
+    .bind(id)
+    .fetch_all(&mut *sql)
+    .await
+    .unwrap()
+    .iter()
+    .map(|r| {
+        (
+            r.get::<Option<i64>, _>("stage"),
+            r.get::<String, _>("state"),
+            u64::try_from(r.get::<i64, _>("n")).unwrap(),
+            i128::from(r.get::<i64, _>("t")),
+        )
+    })
+    .collect();
+    counted.sort();
+    assert_eq!(kept, counted, "{when}");
+    let eligible: i64 = sqlx::query(
+        "SELECT COUNT(*) AS n FROM rollout_devices WHERE rollout_id = $1 AND state = 'eligible'",
+    )
+    .bind(id)
+    .fetch_one(&mut *sql)
+    .await
+    .unwrap()
+    .get("n");
+    let (whole, _) = store.rollout_counts(id).await.unwrap();
+    assert_eq!(whole.eligible, u64::try_from(eligible).unwrap(), "{when}");
 }

@@ -19,7 +19,8 @@
 //!   and the devices that gave one up; `artifacts`: the content-addressed bytes both are stored
 //!   as; `tokens`: admin tokens.
 //! - `rollouts`: rollouts and stages, created in one transaction, changed conditionally;
-//!   `rollout_devices`: targets and each device's state in a rollout; `audit`: the audit log;
+//!   `rollout_devices`: targets and each device's state in a rollout; `state_counts`: their
+//!   counts by stage and state, kept by triggers as they move; `audit`: the audit log;
 //!   `timeline`: when a rollout's devices were decided (the dashboard's chart).
 
 mod artifacts;
@@ -40,6 +41,7 @@ mod rollout_devices;
 mod rollouts;
 mod sql;
 mod sqlite_writer;
+mod state_counts;
 mod timeline;
 mod tokens;
 
@@ -58,5 +60,6 @@ pub use rollout_devices::{
     hot_statements, HotIndex, HotStatement, SkippedTarget, Target, TargetFilter,
 };
 pub use rollouts::{NewRollout, RolloutChange, RolloutRow, StageRow};
+pub use state_counts::{Tally, FOLD_AT};
 pub use timeline::DecidedBucket;
 pub use tokens::AdminTokenRecord;

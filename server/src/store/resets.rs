@@ -235,20 +235,12 @@ impl Store {
         for (stage, d) in devices {
             out.entry(stage).or_default().devices = d.len() as u64;
         }
-        let rows = sqlx::query(
-            "SELECT stage, COUNT(*) AS n, CAST(SUM(updated_at) AS BIGINT) AS at_sum \
-             FROM rollout_devices WHERE rollout_id = $1 AND state = $2 AND stage IS NOT NULL \
-             GROUP BY stage",
-        )
-        .bind(id)
-        .bind(DeviceState::Confirmed.as_str())
-        .fetch_all(self.reader()?)
-        .await?;
-        for r in rows {
-            let stage: i64 = r.try_get("stage")?;
-            let n = u64::try_from(r.try_get::<i64, _>("n")?).unwrap_or(0);
-            let at_sum: Option<i64> = r.try_get("at_sum")?;
-            let (device_s, _) = exposure(n, n, i128::from(at_sum.unwrap_or(0)), (0, 0), now, now);
+        let confirmed = self.tallies(id).await?.into_iter().filter_map(|t| {
+            let stage = t.stage?;
+            (t.state == DeviceState::Confirmed).then_some((stage, t))
+        });
+        for (stage, t) in confirmed {
+            let (device_s, _) = exposure(t.n, t.n, t.updated_at_sum, (0, 0), now, now);
             out.entry(stage).or_default().device_s = device_s;
         }
         Ok(out)
@@ -302,16 +294,14 @@ impl Store {
         if !always && f.new_devices < 2 {
             return Ok(f);
         }
-        let row = sqlx::query(
-            "SELECT COUNT(*) AS n, CAST(SUM(updated_at) AS BIGINT) AS at_sum \
-             FROM rollout_devices WHERE rollout_id = $1 AND state = $2",
-        )
-        .bind(id)
-        .bind(DeviceState::Confirmed.as_str())
-        .fetch_one(self.reader()?)
-        .await?;
-        let confirmed = u64::try_from(row.try_get::<i64, _>("n")?).unwrap_or(0);
-        let at_sum: Option<i64> = row.try_get("at_sum")?;
+        let (confirmed, at_sum) = self
+            .tallies(id)
+            .await?
+            .iter()
+            .filter(|t| t.state == DeviceState::Confirmed)
+            .fold((0u64, 0i128), |(n, sum), t| {
+                (n + t.n, sum + t.updated_at_sum)
+            });
         // When each target left the old release: its first `installed` event of this rollout
         // (the client sends it before it reboots into the new image).
         let row = sqlx::query(
@@ -328,7 +318,7 @@ impl Store {
         let (new_s, base_s) = exposure(
             targets,
             confirmed,
-            i128::from(at_sum.unwrap_or(0)),
+            at_sum,
             (left, i128::from(left_at_sum.unwrap_or(0))),
             started_at,
             now,

@@ -181,41 +181,6 @@ impl Store {
             .collect()
     }
 
-    /// Device counts per state: over the whole rollout, and per stage offered in. Reads only the
-    /// devices that left `eligible` (through the state index); eligible ones are the targets
-    /// minus those, so the cost follows the devices in play, not the fleet.
-    pub async fn rollout_counts(
-        &self,
-        id: i64,
-    ) -> Result<(StateCounts, HashMap<i64, StateCounts>), StoreError> {
-        let rows = sqlx::query(&counts_sql())
-            .bind(id)
-            .fetch_all(self.reader()?)
-            .await?;
-        let targets: i64 = sqlx::query("SELECT targets FROM rollouts WHERE id = $1")
-            .bind(id)
-            .fetch_optional(self.reader()?)
-            .await?
-            .map(|r| r.try_get("targets"))
-            .transpose()?
-            .unwrap_or(0);
-        let mut whole = StateCounts::default();
-        let mut stages: HashMap<i64, StateCounts> = HashMap::new();
-        let mut in_play = 0u64;
-        for r in rows {
-            let stage: Option<i64> = r.try_get("stage")?;
-            let state = device_state(r.try_get("state")?)?;
-            let n = u64::try_from(r.try_get::<i64, _>("n")?).unwrap_or(0);
-            in_play += n;
-            whole.add(state, n);
-            if let Some(s) = stage {
-                stages.entry(s).or_default().add(state, n);
-            }
-        }
-        whole.eligible = u64::try_from(targets).unwrap_or(0).saturating_sub(in_play);
-        Ok((whole, stages))
-    }
-
     /// Targets inside `threshold` that have not been offered yet. Everyone inside a 100%
     /// threshold is counted without a scan.
     pub async fn eligible_in_cohort(
@@ -463,20 +428,6 @@ pub(crate) fn batch_move_sql(to: DeviceState, n: usize) -> Option<String> {
 const DEVICE_STATE_SQL: &str =
     "SELECT state FROM rollout_devices WHERE rollout_id = $1 AND device_id = $2";
 
-/// Counts of the devices in play: `$1` rollout.
-fn counts_sql() -> String {
-    format!(
-        "SELECT stage, state, COUNT(*) AS n FROM rollout_devices WHERE rollout_id = $1 \
-         AND state IN ({}) GROUP BY stage, state",
-        quoted(
-            DeviceState::ALL
-                .iter()
-                .filter(|s| **s != DeviceState::Eligible)
-                .map(|s| s.as_str())
-        )
-    )
-}
-
 /// Eligible targets below a threshold: `$1` rollout, `$2` threshold.
 fn eligible_in_cohort_sql() -> String {
     format!(
@@ -551,12 +502,6 @@ pub fn hot_statements(rollout_id: i64, device_id: &str, now: i64) -> Vec<HotStat
             index: HotIndex::PrimaryKey,
         },
         HotStatement {
-            name: "counts".into(),
-            sql: counts_sql(),
-            args: vec![r.clone()],
-            index: HotIndex::State,
-        },
-        HotStatement {
             name: "eligible in cohort".into(),
             sql: eligible_in_cohort_sql(),
             args: vec![r.clone(), "1000".into()],
@@ -616,7 +561,7 @@ pub fn hot_statements(rollout_id: i64, device_id: &str, now: i64) -> Vec<HotStat
     out
 }
 
-fn device_state(name: String) -> Result<DeviceState, StoreError> {
+pub(super) fn device_state(name: String) -> Result<DeviceState, StoreError> {
     name.parse()
         .map_err(|_| StoreError::Corrupt(format!("device state {name:?}")))
 }
