@@ -130,6 +130,17 @@ impl DeviceState {
         }
     }
 
+    /// The move a check-in makes of a device last known in `known` (a state only ever moves on
+    /// along [`Self::allowed_from`]), or `None` when it can change nothing: the device is known
+    /// to be past every state the move could start from. A trial's check-in after the
+    /// `installed` report (every update's first check-in from the new image) moves nothing,
+    /// and skipping it spares a write per device and update, which on SQLite waits for the one
+    /// write connection behind the group commits.
+    pub fn check_in_move(known: DeviceState, boot_state: BootState) -> Option<DeviceState> {
+        let to = Self::for_check_in(boot_state);
+        to.may_follow(known).then_some(to)
+    }
+
     /// Offered and not decided yet.
     pub fn is_in_flight(self) -> bool {
         Self::IN_FLIGHT.contains(&self)
@@ -278,5 +289,35 @@ mod tests {
         }
         assert_eq!(DeviceState::for_check_in(BootState::Trial), Installed);
         assert_eq!(DeviceState::for_check_in(BootState::Confirmed), Confirmed);
+    }
+
+    /// A check-in moves a device only where the table lets it: a trial after `installed`
+    /// moves nothing (no write), a confirmed boot confirms from any state in flight.
+    #[test]
+    fn a_check_in_moves_only_what_it_can() {
+        use BootState::{Confirmed as C, Trial as T};
+        assert_eq!(DeviceState::check_in_move(Offered, T), Some(Installed));
+        assert_eq!(DeviceState::check_in_move(Downloading, T), Some(Installed));
+        assert_eq!(DeviceState::check_in_move(Installed, T), None);
+        for known in DeviceState::IN_FLIGHT {
+            assert_eq!(DeviceState::check_in_move(known, C), Some(Confirmed));
+        }
+        // Whatever it skips, the database would have refused too: no state reachable from
+        // the known one (moves only go on) leads to the skipped move.
+        for known in DeviceState::ALL {
+            for boot in [T, C] {
+                let to = DeviceState::for_check_in(boot);
+                if DeviceState::check_in_move(known, boot).is_none() {
+                    let reachable: Vec<DeviceState> = DeviceState::ALL
+                        .into_iter()
+                        .filter(|s| s.may_follow(known))
+                        .collect();
+                    assert!(
+                        reachable.iter().all(|s| !to.may_follow(*s)),
+                        "{known:?} -> {reachable:?} could still lead to {to:?}"
+                    );
+                }
+            }
+        }
     }
 }

@@ -351,11 +351,13 @@ impl Engine {
         };
         match known {
             Known::NotTarget | Known::Done => Ok(None),
-            Known::InFlight(_) if running_release => {
-                let Some(boot_state) = boot_state else {
+            Known::InFlight(known_state) if running_release => {
+                // A move the known state rules out is not written (a trial's check-in after
+                // its `installed` report: every update's first check-in from the new image).
+                let Some(to) = boot_state.and_then(|b| DeviceState::check_in_move(known_state, b))
+                else {
                     return Ok(None);
                 };
-                let to = DeviceState::for_check_in(boot_state);
                 // Progress: the sweep's next evaluation of this rollout sees it.
                 if store
                     .set_device_state(r.id, device.id, to, None, now_ms())
