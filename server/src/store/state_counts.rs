@@ -106,3 +106,101 @@ impl Store {
         Ok((whole, stages))
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use sqlx::any::AnyPoolOptions;
+
+    /// Migration 13 fills the counts of rollouts already under way from `rollout_devices`, and
+    /// from then on its triggers keep them: a database made by the migrations before it, with
+    /// devices in several states and stages (and one never offered in a stage), reads the same
+    /// counts as a recount, before and after a further move.
+    #[tokio::test]
+    async fn migration_13_counts_the_rollouts_under_way() {
+        sqlx::any::install_default_drivers();
+        let dir = tempfile::tempdir().unwrap();
+        let url = format!("sqlite://{}/fota.db?mode=rwc", dir.path().display());
+        let old = AnyPoolOptions::new()
+            .max_connections(1)
+            .connect(&url)
+            .await
+            .unwrap();
+        let mut before = sqlx::migrate!("../migrations/sqlite");
+        before.migrations = std::borrow::Cow::Owned(
+            before
+                .migrations
+                .iter()
+                .filter(|m| m.version < 13)
+                .cloned()
+                .collect(),
+        );
+        before.run(&old).await.unwrap();
+        let mut setup = vec![
+            "INSERT INTO releases (id, model, version, version_key, security_counter, notes, created_at, created_by) \
+             VALUES (1, 'f429', '2.0.0', 2, 0, '', 0, 't')"
+                .to_string(),
+            "INSERT INTO rollouts (release_id, kind, state, model, selector_tags, targets, current_stage, \
+             current_threshold, stage_started_at, created_at, created_by, updated_at) \
+             VALUES (1, 'rollout', 'active', 'f429', '[]', 8, 1, 100, 0, 0, 't', 0)"
+                .to_string(),
+        ];
+        let devices = [
+            ("eligible", None, 1),
+            ("eligible", None, 1),
+            ("security_counter_blocked", None, 2),
+            ("offered", Some(1), 10),
+            ("confirmed", Some(0), 20),
+            ("confirmed", Some(0), 30),
+            ("confirmed", Some(1), 40),
+            ("failed", Some(1), 50),
+        ];
+        for (i, (state, stage, at)) in devices.iter().enumerate() {
+            setup.push(format!(
+                "INSERT INTO devices (id, model, token_hash, created_at) VALUES ('d{i}', 'f429', x'00', 0)"
+            ));
+            setup.push(format!(
+                "INSERT INTO rollout_devices (rollout_id, device_id, rank, state, stage, updated_at) \
+                 VALUES (1, 'd{i}', {i}, '{state}', {}, {at})",
+                stage.map_or("NULL".to_string(), |s: i64| s.to_string())
+            ));
+        }
+        for sql in &setup {
+            sqlx::query(sql).execute(&old).await.unwrap();
+        }
+        old.close().await;
+
+        let store = Store::connect(&url).await.unwrap();
+        let tally = |stage, state, n, sum| Tally {
+            stage,
+            state,
+            n,
+            updated_at_sum: sum,
+        };
+        let sorted = |mut t: Vec<Tally>| {
+            t.sort_by_key(|t| (t.stage, t.state.as_str()));
+            t
+        };
+        assert_eq!(
+            sorted(store.tallies(1).await.unwrap()),
+            [
+                tally(None, DeviceState::SecurityCounterBlocked, 1, 2),
+                tally(Some(0), DeviceState::Confirmed, 2, 50),
+                tally(Some(1), DeviceState::Confirmed, 1, 40),
+                tally(Some(1), DeviceState::Failed, 1, 50),
+                tally(Some(1), DeviceState::Offered, 1, 10),
+            ]
+        );
+        let (whole, stages) = store.rollout_counts(1).await.unwrap();
+        assert_eq!((whole.eligible, whole.confirmed), (2, 3));
+        assert_eq!(stages[&1].offered, 1);
+        // The triggers move the counts on from there.
+        sqlx::query("UPDATE rollout_devices SET state = 'confirmed', updated_at = 60 WHERE device_id = 'd3'")
+            .execute(store.pool_ref())
+            .await
+            .unwrap();
+        let after = sorted(store.tallies(1).await.unwrap());
+        assert_eq!(after[2], tally(Some(1), DeviceState::Confirmed, 2, 100));
+        assert_eq!(after.len(), 4, "the emptied group is not listed: {after:?}");
+    }
+}
