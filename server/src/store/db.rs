@@ -374,6 +374,33 @@ impl DbHealth {
     }
 }
 
+/// A SQLite database in `dir` made by the migrations before `version` (to test what migration
+/// `version` does to data already there): its URL, and a pool of one connection to it.
+#[cfg(test)]
+pub(super) async fn sqlite_migrated_before(
+    dir: &tempfile::TempDir,
+    version: i64,
+) -> (String, AnyPool) {
+    sqlx::any::install_default_drivers();
+    let url = format!("sqlite://{}/fota.db?mode=rwc", dir.path().display());
+    let old = AnyPoolOptions::new()
+        .max_connections(1)
+        .connect(&url)
+        .await
+        .unwrap();
+    let mut before = sqlx::migrate!("../migrations/sqlite");
+    before.migrations = std::borrow::Cow::Owned(
+        before
+            .migrations
+            .iter()
+            .filter(|m| m.version < version)
+            .cloned()
+            .collect(),
+    );
+    before.run(&old).await.unwrap();
+    (url, old)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -386,24 +413,8 @@ mod tests {
     /// and a bootloader release of an application's version can then be stored.
     #[tokio::test]
     async fn migration_9_keeps_every_release_and_reference_on_sqlite() {
-        sqlx::any::install_default_drivers();
         let dir = tempfile::tempdir().unwrap();
-        let url = format!("sqlite://{}/fota.db?mode=rwc", dir.path().display());
-        let old = AnyPoolOptions::new()
-            .max_connections(1)
-            .connect(&url)
-            .await
-            .unwrap();
-        let mut before = sqlx::migrate!("../migrations/sqlite");
-        before.migrations = std::borrow::Cow::Owned(
-            before
-                .migrations
-                .iter()
-                .filter(|m| m.version < 9)
-                .cloned()
-                .collect(),
-        );
-        before.run(&old).await.unwrap();
+        let (url, old) = sqlite_migrated_before(&dir, 9).await;
         for sql in [
             "INSERT INTO artifacts (sha256, size, created_at) VALUES ('aa', 1, 0), ('bb', 1, 0)",
             "INSERT INTO releases (id, model, version, version_key, security_counter, notes, created_at, created_by) \

@@ -110,7 +110,7 @@ impl Store {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use sqlx::any::AnyPoolOptions;
+    use crate::store::db::sqlite_migrated_before;
 
     /// Migration 13 fills the counts of rollouts already under way from `rollout_devices`, and
     /// from then on its triggers keep them: a database made by the migrations before it, with
@@ -118,24 +118,8 @@ mod tests {
     /// counts as a recount, before and after a further move.
     #[tokio::test]
     async fn migration_13_counts_the_rollouts_under_way() {
-        sqlx::any::install_default_drivers();
         let dir = tempfile::tempdir().unwrap();
-        let url = format!("sqlite://{}/fota.db?mode=rwc", dir.path().display());
-        let old = AnyPoolOptions::new()
-            .max_connections(1)
-            .connect(&url)
-            .await
-            .unwrap();
-        let mut before = sqlx::migrate!("../migrations/sqlite");
-        before.migrations = std::borrow::Cow::Owned(
-            before
-                .migrations
-                .iter()
-                .filter(|m| m.version < 13)
-                .cloned()
-                .collect(),
-        );
-        before.run(&old).await.unwrap();
+        let (url, old) = sqlite_migrated_before(&dir, 13).await;
         let mut setup = vec![
             "INSERT INTO releases (id, model, version, version_key, security_counter, notes, created_at, created_by) \
              VALUES (1, 'f429', '2.0.0', 2, 0, '', 0, 't')"
