@@ -29,6 +29,7 @@ backend_tests!(
     anti_rollback_holds_when_a_stage_advances,
     resets_count_on_the_new_release_only_after_confirmation,
     counts_kept_as_devices_move_agree_with_a_recount,
+    offers_asked_at_once_share_commits_and_each_device_is_offered_once,
 );
 
 async fn start(app: &impl testkit::Api, body: Value) -> Value {
@@ -1258,4 +1259,72 @@ async fn agree(
     .get("n");
     let (whole, _) = store.rollout_counts(id).await.unwrap();
     assert_eq!(whole.eligible, u64::try_from(eligible).unwrap(), "{when}");
+}
+
+/// Offers ride the group commit: offers asked at once are written together (fewer
+/// transactions than offers), each caller is answered whether its call made the offer, and a
+/// device asked for twice at once is offered once, with its deadline after its offer.
+async fn offers_asked_at_once_share_commits_and_each_device_is_offered_once(db: Db) {
+    let app = spawn_app(db).await;
+    let devices = provision_devices(&app, "O", 300, "f429").await;
+    let rel = release(&app, "f429", "2.0.0", 1).await;
+    let mut only = stage(100.0, 1, 0.5, 3600);
+    only["bake_s"] = json!(3600);
+    let id = start(&app, json!({"release_id": rel, "stages": [only]})).await["id"]
+        .as_i64()
+        .unwrap();
+    let store = app.server.state.store.clone();
+    let (batches, offers) = (store.group_commit_stats().0, store.group_commit_offers());
+    let now = now_ms();
+    let mut asks = tokio::task::JoinSet::new();
+    for round in 0..2 {
+        for (device, _) in &devices {
+            let (store, device) = (store.clone(), device.clone());
+            asks.spawn(async move {
+                let made = store.offer_device(id, &device, now + round, 3600).await;
+                (device, made.unwrap())
+            });
+        }
+    }
+    let mut made: std::collections::HashMap<String, u32> = Default::default();
+    while let Some(answer) = asks.join_next().await {
+        let (device, offered) = answer.unwrap();
+        *made.entry(device).or_default() += u32::from(offered);
+    }
+    assert_eq!(made.len(), 300);
+    assert!(
+        made.values().all(|n| *n == 1),
+        "each device offered by exactly one of its two calls: {made:?}"
+    );
+    let written = store.group_commit_offers() - offers;
+    let commits = store.group_commit_stats().0 - batches;
+    assert_eq!(written, 600);
+    assert!(
+        commits < 600,
+        "600 offers asked at once took {commits} transactions"
+    );
+    sqlx::any::install_default_drivers();
+    let mut sql = sqlx::AnyConnection::connect(&app.database_url)
+        .await
+        .unwrap();
+    let right: i64 = sqlx::query(
+        "SELECT COUNT(*) AS n FROM rollout_devices WHERE rollout_id = $1 AND state = $2 \
+         AND offered_at >= $3 AND deadline_at = offered_at + 3600000 AND stage IS NOT NULL",
+    )
+    .bind(id)
+    .bind(DeviceState::Offered.as_str())
+    .bind(now)
+    .fetch_one(&mut sql)
+    .await
+    .unwrap()
+    .get("n");
+    assert_eq!(
+        right, 300,
+        "every device offered once, its deadline after its offer"
+    );
+    // Asked again later: already offered, so not offered again.
+    assert!(!store
+        .offer_device(id, &devices[0].0, now + 10, 3600)
+        .await
+        .unwrap());
 }

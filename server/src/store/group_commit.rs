@@ -1,20 +1,23 @@
-//! Group commit of device reports: reports that arrive together are stored in one transaction
-//! (their events, and the device state moves those events make), and each caller is answered
-//! only once the transaction holding its report has committed.
+//! Group commit of device reports and offers: reports and offers that arrive together are
+//! stored in one transaction (the reports' events, the device state moves those events make,
+//! then the offers' moves), and each caller is answered only once the transaction holding its
+//! write has committed.
 //!
-//! A caller queues its report and waits. A writer task takes everything queued, writes it in one
+//! A caller queues its write and waits. A writer task takes everything queued, writes it in one
 //! transaction, answers every caller of the batch and takes the next batch, until the queue is
-//! empty; reports that arrive while a batch commits form the next one. SQLite has one writer
+//! empty; writes that arrive while a batch commits form the next one. SQLite has one writer
 //! task (it has one writer anyway), PostgreSQL a few. The writer is a spawned task, so a caller
 //! that goes away (its client disconnected) takes nobody's batch down with it.
 //!
 //! Idempotency is by (device, event id), across batches and retries: an event already stored, or
-//! stored earlier in the same batch, counts as a duplicate and moves nothing again. A batch that
-//! fails is retried report by report, so one report's error is its own.
+//! stored earlier in the same batch, counts as a duplicate and moves nothing again. An offer
+//! moves a device only from `eligible` (`offer_batch.rs`), so a device is offered once however
+//! often it asks. A batch that fails is retried write by write, so one write's error is its own.
 
 use super::db::{Backend, Store, StoreError};
 use super::events::event_kind_name;
-use super::group_queue::{Pending, ReportOutcome};
+use super::group_queue::{Job, Pending, ReportOutcome};
+use super::offer_batch::{self, OfferWant};
 use super::rollout_devices::batch_move_sql;
 use super::sql::{binary_chunks, rows_per_statement};
 use super::sqlite_writer::positional;
@@ -25,12 +28,12 @@ use std::collections::{HashMap, HashSet};
 use std::sync::atomic::Ordering;
 use tokio::sync::oneshot;
 
-/// Reports one transaction holds at most.
+/// Writes one transaction holds at most.
 const MAX_BATCH: usize = 1024;
 
 /// A running writer. It gives its place up itself, under the queue's lock, when it finds the
 /// queue empty; should its task end any other way (a panic, the runtime shutting down), dropping
-/// the slot gives the place up so that the next report starts a new writer.
+/// the slot gives the place up so that the next write starts a new writer.
 struct WriterSlot {
     store: Store,
     released: bool,
@@ -62,21 +65,61 @@ impl Store {
         if events.is_empty() {
             return Ok(ReportOutcome::default());
         }
+        let (reply, answer) = oneshot::channel();
+        self.queue_write(Pending {
+            device: device_id.to_string(),
+            now,
+            job: Job::Report {
+                events: events.to_vec(),
+                reply,
+            },
+        })?;
+        answer.await.unwrap_or_else(|_| {
+            Err(StoreError::Unavailable(
+                "the report writer stopped before committing".into(),
+            ))
+        })
+    }
+
+    /// Offer: eligible -> offered, only while the rollout is active and the device's rank is
+    /// inside the current cohort, with a deadline `confirm_deadline_s` from now, in the next
+    /// group commit. Returns, once that transaction has committed, whether this call made the
+    /// offer.
+    pub async fn offer_device(
+        &self,
+        rollout_id: i64,
+        device_id: &str,
+        now: i64,
+        confirm_deadline_s: i64,
+    ) -> Result<bool, StoreError> {
+        let (reply, answer) = oneshot::channel();
+        self.queue_write(Pending {
+            device: device_id.to_string(),
+            now,
+            job: Job::Offer {
+                rollout: rollout_id,
+                window_ms: confirm_deadline_s.saturating_mul(1000),
+                reply,
+            },
+        })?;
+        answer.await.unwrap_or_else(|_| {
+            Err(StoreError::Unavailable(
+                "the offer writer stopped before committing".into(),
+            ))
+        })
+    }
+
+    /// Queue `p` for the next group commit, starting a writer if it needs one.
+    fn queue_write(&self, p: Pending) -> Result<(), StoreError> {
         // Refuse at once while the database is known to be down (as every statement does).
         self.pool()?;
-        let (reply, answer) = oneshot::channel();
         let start_writer = {
             let mut q = self
                 .group_commit()
                 .queue
                 .lock()
                 .unwrap_or_else(|e| e.into_inner());
-            q.pending.push(Pending {
-                device: device_id.to_string(),
-                events: events.to_vec(),
-                now,
-                reply,
-            });
+            q.pending.push(p);
             let max = match self.backend() {
                 Backend::Sqlite => 1,
                 Backend::Postgres => 4,
@@ -96,11 +139,7 @@ impl Store {
                 released: false,
             }));
         }
-        answer.await.unwrap_or_else(|_| {
-            Err(StoreError::Unavailable(
-                "the report writer stopped before committing".into(),
-            ))
-        })
+        Ok(())
     }
 }
 
@@ -115,7 +154,7 @@ async fn write_batches(mut slot: WriterSlot) {
                 .unwrap_or_else(|e| e.into_inner());
             let n = q.pending.len().min(MAX_BATCH);
             if n == 0 {
-                // Still holding the lock: a report queued after this sees writers - 1 and
+                // Still holding the lock: a write queued after this sees writers - 1 and
                 // starts a writer of its own (the slot is released below, under the lock).
                 q.writers = q.writers.saturating_sub(1);
                 slot.released = true;
@@ -123,36 +162,79 @@ async fn write_batches(mut slot: WriterSlot) {
             }
             q.pending.drain(..n).collect()
         };
-        let reports: Vec<(&str, &[Event], i64)> = batch
-            .iter()
-            .map(|p| (p.device.as_str(), p.events.as_slice(), p.now))
-            .collect();
-        match store.write_reports(&reports).await {
-            Ok(outcomes) => {
+        let (reports, offers) = split(&batch);
+        let (n_reports, n_offers) = (reports.len() as u64, offers.len() as u64);
+        let result = store.write_batch(&reports, &offers).await;
+        match result {
+            Ok((outcomes, offered)) => {
                 let gc = store.group_commit();
                 gc.batches.fetch_add(1, Ordering::Relaxed);
-                gc.reports.fetch_add(batch.len() as u64, Ordering::Relaxed);
-                for (p, outcome) in batch.into_iter().zip(outcomes) {
-                    let _ = p.reply.send(Ok(outcome));
+                gc.reports.fetch_add(n_reports, Ordering::Relaxed);
+                gc.offers.fetch_add(n_offers, Ordering::Relaxed);
+                let (mut outcomes, mut offered) = (outcomes.into_iter(), offered.into_iter());
+                for p in batch {
+                    match p.job {
+                        Job::Report { reply, .. } => {
+                            let _ = reply.send(Ok(outcomes.next().unwrap_or_default()));
+                        }
+                        Job::Offer { reply, .. } => {
+                            let _ = reply.send(Ok(offered.next().unwrap_or(false)));
+                        }
+                    }
                 }
             }
             Err(e) if batch.len() == 1 => {
                 if let Some(p) = batch.into_iter().next() {
-                    let _ = p.reply.send(Err(e));
+                    match p.job {
+                        Job::Report { reply, .. } => drop(reply.send(Err(e))),
+                        Job::Offer { reply, .. } => drop(reply.send(Err(e))),
+                    }
                 }
             }
             Err(_) => {
-                // One report's error must not fail the others: each alone.
+                // One write's error must not fail the others: each alone.
                 for p in batch {
-                    let result = store
-                        .write_reports(&[(p.device.as_str(), p.events.as_slice(), p.now)])
-                        .await
-                        .map(|mut o| o.pop().unwrap_or_default());
-                    let _ = p.reply.send(result);
+                    let one = std::slice::from_ref(&p);
+                    let (reports, offers) = split(one);
+                    let result = store.write_batch(&reports, &offers).await;
+                    match p.job {
+                        Job::Report { reply, .. } => {
+                            let _ =
+                                reply.send(result.map(|(mut o, _)| o.pop().unwrap_or_default()));
+                        }
+                        Job::Offer { reply, .. } => {
+                            let _ = reply.send(result.map(|(_, f)| f.first() == Some(&true)));
+                        }
+                    }
                 }
             }
         }
     }
+}
+
+/// One queued report: the device, its events and the time it arrived.
+type ReportWant<'a> = (&'a str, &'a [Event], i64);
+
+/// A batch's reports and offers, each in queue order.
+fn split(batch: &[Pending]) -> (Vec<ReportWant<'_>>, Vec<OfferWant<'_>>) {
+    let mut reports = Vec::new();
+    let mut offers = Vec::new();
+    for p in batch {
+        match &p.job {
+            Job::Report { events, .. } => {
+                reports.push((p.device.as_str(), events.as_slice(), p.now))
+            }
+            Job::Offer {
+                rollout, window_ms, ..
+            } => offers.push(OfferWant {
+                rollout: *rollout,
+                device: p.device.as_str(),
+                now: p.now,
+                window_ms: *window_ms,
+            }),
+        }
+    }
+    (reports, offers)
 }
 
 impl Store {
@@ -165,27 +247,56 @@ impl Store {
         )
     }
 
-    /// Write reports in one transaction: every event once per (device, event id), then the
-    /// state moves of the events stored now, in each device's order. One outcome per report.
+    /// Offers written by group commits so far.
+    pub fn group_commit_offers(&self) -> u64 {
+        self.group_commit().offers.load(Ordering::Relaxed)
+    }
+
+    /// Write reports in one transaction ([`Store::write_batch`] without offers).
+    #[cfg(test)]
+    pub(crate) async fn write_reports(
+        &self,
+        reports: &[ReportWant<'_>],
+    ) -> Result<Vec<ReportOutcome>, StoreError> {
+        Ok(self.write_batch(reports, &[]).await?.0)
+    }
+
+    /// Write reports and offers in one transaction: every event once per (device, event id),
+    /// then the state moves of the events stored now, in each device's order, then the offers.
+    /// One outcome per report, and per offer whether it moved its device.
     ///
     /// On SQLite the transaction runs on the report writer's own connection, on a blocking
     /// thread, while this holds the write pool's one connection: the batch takes its turn with
     /// every other write, as it would on that connection (`sqlite_writer.rs`).
-    pub(crate) async fn write_reports(
+    pub(crate) async fn write_batch(
         &self,
-        reports: &[(&str, &[Event], i64)],
-    ) -> Result<Vec<ReportOutcome>, StoreError> {
+        reports: &[ReportWant<'_>],
+        offers: &[OfferWant<'_>],
+    ) -> Result<(Vec<ReportOutcome>, Vec<bool>), StoreError> {
         if self.backend() == Backend::Sqlite {
             let owned: Vec<(String, Vec<Event>, i64)> = reports
                 .iter()
                 .map(|(d, e, now)| (d.to_string(), e.to_vec(), *now))
                 .collect();
+            let owned_offers: Vec<(i64, String, i64, i64)> = offers
+                .iter()
+                .map(|o| (o.rollout, o.device.to_string(), o.now, o.window_ms))
+                .collect();
             let on_sqlite = self.on_sqlite_writer(move |conn| {
-                let reports: Vec<(&str, &[Event], i64)> = owned
+                let reports: Vec<ReportWant> = owned
                     .iter()
                     .map(|(d, e, now)| (d.as_str(), e.as_slice(), *now))
                     .collect();
-                write_reports_sqlite(conn, &reports)
+                let offers: Vec<OfferWant<'_>> = owned_offers
+                    .iter()
+                    .map(|(rollout, device, now, window_ms)| OfferWant {
+                        rollout: *rollout,
+                        device,
+                        now: *now,
+                        window_ms: *window_ms,
+                    })
+                    .collect();
+                write_batch_sqlite(conn, &reports, &offers)
             });
             if let Some(result) = on_sqlite.await {
                 return result;
@@ -235,17 +346,19 @@ impl Store {
         }
         super::resets::insert(&mut tx, &plan.resets).await?;
         super::patches::record_fallbacks(&mut tx, &plan.fallbacks).await?;
+        let offered = offer_batch::write(&mut tx, self.backend(), offers).await?;
         tx.commit().await?;
-        Ok(plan.outcomes)
+        Ok((plan.outcomes, offered))
     }
 }
 
-/// [`Store::write_reports`] on the SQLite report writer's connection, from a blocking thread:
+/// [`Store::write_batch`] on the SQLite report writer's connection, from a blocking thread:
 /// the same statements, bound by position, in one `BEGIN IMMEDIATE` transaction.
-fn write_reports_sqlite(
+fn write_batch_sqlite(
     conn: &mut rusqlite::Connection,
-    reports: &[(&str, &[Event], i64)],
-) -> Result<Vec<ReportOutcome>, StoreError> {
+    reports: &[ReportWant<'_>],
+    offers: &[OfferWant<'_>],
+) -> Result<(Vec<ReportOutcome>, Vec<bool>), StoreError> {
     use rusqlite::types::Value;
     let text = |v: Option<&str>| v.map_or(Value::Null, |s| Value::Text(s.to_string()));
     let int = |v: Option<i64>| v.map_or(Value::Null, Value::Integer);
@@ -305,8 +418,9 @@ fn write_reports_sqlite(
             st.execute(rusqlite::params![rollout, device, at])?;
         }
     }
+    let offered = offer_batch::write_sqlite(&tx, offers)?;
     tx.commit()?;
-    Ok(plan.outcomes)
+    Ok((plan.outcomes, offered))
 }
 
 /// One event row to insert.

@@ -1,6 +1,7 @@
-//! The state of group commit that the [`Store`](super::Store) holds: the reports waiting for
-//! a writer and the writers running. The writers themselves are `group_commit.rs`'s; this file
-//! needs nothing of the store but its error type, so the store can hold it without a circle.
+//! The state of group commit that the [`Store`](super::Store) holds: the reports and offers
+//! waiting for a writer, and the writers running. The writers themselves are
+//! `group_commit.rs`'s; this file needs nothing of the store but its error type, so the store
+//! can hold it without a circle.
 
 use super::error::StoreError;
 use crate::domain::DeviceState;
@@ -23,11 +24,27 @@ pub struct ReportOutcome {
     pub crashed_versions: Vec<String>,
 }
 
+/// One device's write waiting for its group commit.
 pub(super) struct Pending {
     pub(super) device: String,
-    pub(super) events: Vec<Event>,
     pub(super) now: i64,
-    pub(super) reply: oneshot::Sender<Result<ReportOutcome, StoreError>>,
+    pub(super) job: Job,
+}
+
+/// What a waiting write is, and where its caller waits for the answer.
+pub(super) enum Job {
+    /// A report: its events, and the moves they make.
+    Report {
+        events: Vec<Event>,
+        reply: oneshot::Sender<Result<ReportOutcome, StoreError>>,
+    },
+    /// An offer: eligible -> offered in `rollout`, deadline `window_ms` after it; answered
+    /// with whether this offer moved the device.
+    Offer {
+        rollout: i64,
+        window_ms: i64,
+        reply: oneshot::Sender<Result<bool, StoreError>>,
+    },
 }
 
 #[derive(Default)]
@@ -40,9 +57,10 @@ pub(super) struct Queue {
 #[derive(Default)]
 pub(crate) struct GroupCommit {
     pub(super) queue: Mutex<Queue>,
-    /// Transactions committed, and the reports they held.
+    /// Transactions committed, and the reports and offers they held.
     pub(super) batches: AtomicU64,
     pub(super) reports: AtomicU64,
+    pub(super) offers: AtomicU64,
 }
 
 impl std::fmt::Debug for GroupCommit {

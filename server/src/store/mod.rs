@@ -33,6 +33,7 @@ mod events;
 mod group_commit;
 mod group_queue;
 mod health;
+mod offer_batch;
 mod patches;
 mod push;
 mod releases;

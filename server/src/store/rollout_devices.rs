@@ -261,26 +261,6 @@ impl Store {
         Ok(n > 0)
     }
 
-    /// Offer: eligible -> offered, only while the rollout is active and the device's rank is
-    /// inside the current cohort, as one statement. Returns whether this call made the offer.
-    pub async fn offer_device(
-        &self,
-        rollout_id: i64,
-        device_id: &str,
-        now: i64,
-        confirm_deadline_s: i64,
-    ) -> Result<bool, StoreError> {
-        let n = sqlx::query(&offer_sql())
-            .bind(rollout_id)
-            .bind(device_id)
-            .bind(now)
-            .bind(now.saturating_add(confirm_deadline_s.saturating_mul(1000)))
-            .execute(self.pool()?)
-            .await?
-            .rows_affected();
-        Ok(n > 0)
-    }
-
     /// Move a device to `to` if its current state allows it. Returns whether it moved.
     pub async fn set_device_state(
         &self,
@@ -373,17 +353,23 @@ fn by_key_state_guard(from: &[DeviceState]) -> String {
     )
 }
 
-/// Offer: `$1` rollout, `$2` device, `$3` now, `$4` deadline.
-fn offer_sql() -> String {
+/// Offer `n` devices of one rollout (the group commit's offers, `offer_batch.rs`): each moves
+/// eligible -> offered only while the rollout is active and its rank is inside the current
+/// cohort. `$1` rollout, `$2` now, `$3` deadline, `$4`.. the devices. Returns the devices
+/// offered.
+pub(crate) fn batch_offer_sql(n: usize) -> String {
     let to = DeviceState::Offered;
+    let devices: Vec<String> = (0..n.max(1)).map(|i| format!("${}", i + 4)).collect();
     format!(
         "UPDATE rollout_devices SET state = {}, \
            stage = (SELECT current_stage FROM rollouts WHERE id = $1), \
-           offered_at = $3, deadline_at = $4, updated_at = $3 \
-         WHERE rollout_id = $1 AND device_id = $2 AND {} \
+           offered_at = $2, deadline_at = $3, updated_at = $2 \
+         WHERE rollout_id = $1 AND device_id IN ({}) AND {} \
            AND EXISTS (SELECT 1 FROM rollouts r WHERE r.id = $1 AND r.state = {} \
-                       AND rollout_devices.rank < r.current_threshold)",
+                       AND rollout_devices.rank < r.current_threshold) \
+         RETURNING device_id",
         quoted([to.as_str()]),
+        devices.join(", "),
         by_key_state_guard(to.allowed_from()),
         quoted([RolloutState::Active.as_str()])
     )
@@ -491,8 +477,8 @@ pub fn hot_statements(rollout_id: i64, device_id: &str, now: i64) -> Vec<HotStat
     let mut out = vec![
         HotStatement {
             name: "offer".into(),
-            sql: offer_sql(),
-            args: vec![r.clone(), d.clone(), t.clone(), t.clone()],
+            sql: batch_offer_sql(1),
+            args: vec![r.clone(), t.clone(), t.clone(), d.clone()],
             index: HotIndex::PrimaryKey,
         },
         HotStatement {
@@ -548,6 +534,14 @@ pub fn hot_statements(rollout_id: i64, device_id: &str, now: i64) -> Vec<HotStat
             index: HotIndex::PrimaryKey,
         });
     }
+    let mut args = vec![r.clone(), t.clone(), t.clone(), d.clone()];
+    args.extend((1..BATCH_DEVICES).map(|i| quoted([format!("{device_id}-{i}").as_str()])));
+    out.push(HotStatement {
+        name: format!("group commit: offer {BATCH_DEVICES} devices"),
+        sql: batch_offer_sql(BATCH_DEVICES),
+        args,
+        index: HotIndex::PrimaryKey,
+    });
     for to in DeviceState::ALL {
         if let Some(sql) = set_state_sql(to) {
             out.push(HotStatement {

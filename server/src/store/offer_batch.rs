@@ -1,0 +1,191 @@
+//! Offers in the group commit (`group_commit.rs`): the offers of a batch, grouped by rollout
+//! and deadline window, each group one `UPDATE ... WHERE device_id IN (...)` per chunk, in
+//! device order, after the batch's reports.
+//!
+//! At 100,000 devices an offer per device, each its own write, was most of the SQLite write
+//! connection's turns in a rollout's last stage; in the group commit they ride the batches
+//! that reports make anyway (docs/BENCHMARKS.md).
+
+use super::db::{Backend, StoreError};
+use super::rollout_devices::batch_offer_sql;
+use super::sql::{binary_chunks, rows_per_statement};
+use super::sqlite_writer::positional;
+use sqlx::Row as _;
+use std::collections::{HashMap, HashSet};
+
+/// One offer waiting in a batch: `device` eligible -> offered in `rollout`, the deadline
+/// `window_ms` after the offer.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct OfferWant<'a> {
+    pub(crate) rollout: i64,
+    pub(crate) device: &'a str,
+    pub(crate) now: i64,
+    pub(crate) window_ms: i64,
+}
+
+/// One offer statement: `batch_offer_sql(devices.len())` bound with rollout, now, deadline and
+/// the devices.
+#[derive(Debug, PartialEq, Eq)]
+struct OfferGroup<'a> {
+    rollout: i64,
+    now: i64,
+    deadline: i64,
+    /// (offer index, device), in device order.
+    devices: Vec<(usize, &'a str)>,
+}
+
+/// The statements for `offers`: one group per (rollout, window) in that order, its devices in
+/// device order (the lock order of every batch) and in chunks a statement binds, the latest
+/// `now` of the group as its offer time. A device asked twice in one batch appears once: its
+/// first offer makes the move, the later ones find it made (as they would one after another).
+fn groups<'a>(backend: Backend, offers: &[OfferWant<'a>]) -> Vec<OfferGroup<'a>> {
+    let mut by_key: HashMap<(i64, i64), Vec<(usize, &'a str)>> = HashMap::new();
+    let mut now: HashMap<(i64, i64), i64> = HashMap::new();
+    let mut seen: HashSet<(i64, &str)> = HashSet::new();
+    for (i, o) in offers.iter().enumerate() {
+        let key = (o.rollout, o.window_ms);
+        let latest = now.entry(key).or_insert(o.now);
+        *latest = (*latest).max(o.now);
+        if seen.insert((o.rollout, o.device)) {
+            by_key.entry(key).or_default().push((i, o.device));
+        }
+    }
+    let mut keys: Vec<_> = by_key.keys().copied().collect();
+    keys.sort_unstable();
+    let mut out = Vec::new();
+    for key in keys {
+        let mut devices = by_key.remove(&key).unwrap_or_default();
+        devices.sort_by(|a, b| a.1.cmp(b.1));
+        let at = now.get(&key).copied().unwrap_or(0);
+        for chunk in binary_chunks(&devices, rows_per_statement(backend, 1, 256)) {
+            out.push(OfferGroup {
+                rollout: key.0,
+                now: at,
+                deadline: at.saturating_add(key.1),
+                devices: chunk.to_vec(),
+            });
+        }
+    }
+    out
+}
+
+/// Write `offers` in `tx`; per offer, whether it moved its device.
+pub(super) async fn write(
+    tx: &mut sqlx::Transaction<'_, sqlx::Any>,
+    backend: Backend,
+    offers: &[OfferWant<'_>],
+) -> Result<Vec<bool>, StoreError> {
+    let mut offered = vec![false; offers.len()];
+    for g in groups(backend, offers) {
+        let text = batch_offer_sql(g.devices.len());
+        let mut q = sqlx::query(&text)
+            .bind(g.rollout)
+            .bind(g.now)
+            .bind(g.deadline);
+        for (_, device) in &g.devices {
+            q = q.bind(*device);
+        }
+        let moved: HashSet<String> = q
+            .fetch_all(&mut **tx)
+            .await?
+            .iter()
+            .map(|r| r.try_get("device_id"))
+            .collect::<Result<_, _>>()?;
+        record(&g, &moved, &mut offered);
+    }
+    Ok(offered)
+}
+
+/// [`write`] on the SQLite writer's connection, inside its transaction.
+pub(super) fn write_sqlite(
+    tx: &rusqlite::Transaction<'_>,
+    offers: &[OfferWant<'_>],
+) -> Result<Vec<bool>, StoreError> {
+    use rusqlite::types::Value;
+    let mut offered = vec![false; offers.len()];
+    for g in groups(Backend::Sqlite, offers) {
+        let mut st = tx.prepare_cached(&positional(&batch_offer_sql(g.devices.len())))?;
+        let mut values = vec![
+            Value::Integer(g.rollout),
+            Value::Integer(g.now),
+            Value::Integer(g.deadline),
+        ];
+        values.extend(g.devices.iter().map(|(_, d)| Value::Text(d.to_string())));
+        let moved: HashSet<String> = st
+            .query_map(rusqlite::params_from_iter(values), |row| row.get(0))?
+            .collect::<Result<_, _>>()?;
+        record(&g, &moved, &mut offered);
+    }
+    Ok(offered)
+}
+
+fn record(g: &OfferGroup<'_>, moved: &HashSet<String>, offered: &mut [bool]) {
+    for (i, device) in &g.devices {
+        offered[*i] = moved.contains(*device);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn want(rollout: i64, device: &str, now: i64, window_ms: i64) -> OfferWant<'_> {
+        OfferWant {
+            rollout,
+            device,
+            now,
+            window_ms,
+        }
+    }
+
+    #[test]
+    fn offers_group_by_rollout_and_window_in_device_order_once_per_device() {
+        let offers = [
+            want(2, "b", 10, 5_000),
+            want(1, "z", 11, 5_000),
+            want(2, "a", 13, 5_000),
+            want(2, "b", 14, 5_000),
+            want(2, "c", 12, 9_000),
+        ];
+        let got = groups(Backend::Postgres, &offers);
+        assert_eq!(
+            got,
+            vec![
+                OfferGroup {
+                    rollout: 1,
+                    now: 11,
+                    deadline: 5_011,
+                    devices: vec![(1, "z")],
+                },
+                OfferGroup {
+                    rollout: 2,
+                    now: 14,
+                    deadline: 5_014,
+                    devices: vec![(2, "a"), (0, "b")],
+                },
+                OfferGroup {
+                    rollout: 2,
+                    now: 12,
+                    deadline: 9_012,
+                    devices: vec![(4, "c")],
+                },
+            ]
+        );
+    }
+
+    #[test]
+    fn a_large_group_splits_into_statements_sqlite_binds() {
+        let names: Vec<String> = (0..700).map(|i| format!("d{i:04}")).collect();
+        let offers: Vec<_> = names.iter().map(|d| want(1, d, 1, 1)).collect();
+        let sizes: Vec<usize> = groups(Backend::Sqlite, &offers)
+            .iter()
+            .map(|g| g.devices.len())
+            .collect();
+        assert_eq!(sizes.iter().sum::<usize>(), 700);
+        let max = rows_per_statement(Backend::Sqlite, 1, 256);
+        assert!(
+            sizes.iter().all(|n| n.is_power_of_two() && *n <= max),
+            "{sizes:?}"
+        );
+    }
+}
