@@ -73,7 +73,19 @@ impl Store {
         }
         if deltas >= FOLD_AT && self.backend() == Backend::Postgres {
             // What was read stays true: the fold only moves sums from one table to the other.
-            sqlx::query(FOLD_SQL).bind(id).execute(self.pool()?).await?;
+            // A fold that fails leaves the deltas for the next read, which still sums them: the
+            // read's answer is good either way.
+            let folded = match self.pool() {
+                Ok(pool) => sqlx::query(FOLD_SQL)
+                    .bind(id)
+                    .execute(pool)
+                    .await
+                    .map_err(StoreError::from),
+                Err(e) => Err(e),
+            };
+            if let Err(e) = folded {
+                tracing::warn!(rollout = id, deltas, error = %e, "folding the kept counts failed");
+            }
         }
         Ok(out)
     }
