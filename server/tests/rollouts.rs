@@ -46,6 +46,16 @@ fn stage(percent: f64, min_sample: u64, max_rate: f64, deadline_s: i64) -> Value
     json!({"percent": percent, "bake_s": 0, "min_sample": min_sample, "max_failure_rate": max_rate, "confirm_deadline_s": deadline_s})
 }
 
+/// Start a rollout of `release` in one stage of the whole fleet with a long bake (an hour), so
+/// it stays in that stage while a test moves its devices. Returns its id.
+async fn start_one_long_stage(app: &impl testkit::Api, release: i64, min_sample: u64) -> i64 {
+    let mut only = stage(100.0, min_sample, 0.5, 3600);
+    only["bake_s"] = json!(3600);
+    start(app, json!({"release_id": release, "stages": [only]})).await["id"]
+        .as_i64()
+        .unwrap()
+}
+
 /// The field incident at small scale: the new firmware boots and never reaches the server. The
 /// rollout halts in its first stage on silence alone, and no device outside it is ever offered.
 async fn field_incident_halts_in_the_first_stage(db: Db) {
@@ -1065,12 +1075,7 @@ async fn resets_count_on_the_new_release_only_after_confirmation(db: Db) {
     // Not a target (another model): its resets count nowhere.
     let mut outsider = fleet(&app, "Y", 1, "f407", "1.0.0").await;
     let rel = release(&app, "f429", "2.0.0", 1).await;
-    // A long bake: the rollout stays in its only stage while the test reports.
-    let mut only = stage(100.0, 4, 0.5, 3600);
-    only["bake_s"] = json!(3600);
-    let id = start(&app, json!({"release_id": rel, "stages": [only]})).await["id"]
-        .as_i64()
-        .unwrap();
+    let id = start_one_long_stage(&app, rel, 4).await;
     let reset = |version: &str| {
         json!({"kind": "reset", "version": version,
                "reset": {"cause": "independent_watchdog", "uptime_s": 60}})
@@ -1145,12 +1150,7 @@ async fn counts_kept_as_devices_move_agree_with_a_recount(db: Db) {
     let n = usize::try_from(FOLD_AT).unwrap() + 200;
     let devices = provision_devices(&app, "K", n + 1, "f429").await;
     let rel = release(&app, "f429", "2.0.0", 1).await;
-    // A long bake: the rollout stays in its only stage while the test moves its devices.
-    let mut only = stage(100.0, 1, 0.5, 3600);
-    only["bake_s"] = json!(3600);
-    let id = start(&app, json!({"release_id": rel, "stages": [only]})).await["id"]
-        .as_i64()
-        .unwrap();
+    let id = start_one_long_stage(&app, rel, 1).await;
     let store = &app.server.state.store;
     sqlx::any::install_default_drivers();
     let mut sql = sqlx::AnyConnection::connect(&app.database_url)
@@ -1268,11 +1268,7 @@ async fn offers_asked_at_once_share_commits_and_each_device_is_offered_once(db: 
     let app = spawn_app(db).await;
     let devices = provision_devices(&app, "O", 300, "f429").await;
     let rel = release(&app, "f429", "2.0.0", 1).await;
-    let mut only = stage(100.0, 1, 0.5, 3600);
-    only["bake_s"] = json!(3600);
-    let id = start(&app, json!({"release_id": rel, "stages": [only]})).await["id"]
-        .as_i64()
-        .unwrap();
+    let id = start_one_long_stage(&app, rel, 1).await;
     let store = app.server.state.store.clone();
     let (batches, offers) = (store.group_commit_stats().0, store.group_commit_offers());
     let now = now_ms();
