@@ -11,7 +11,7 @@ use super::rollout_devices::batch_offer_sql;
 use super::sql::{binary_chunks, rows_per_statement};
 use super::sqlite_writer::positional;
 use sqlx::Row as _;
-use std::collections::{HashMap, HashSet};
+use std::collections::{BTreeMap, HashSet};
 
 /// One offer waiting in a batch: `device` eligible -> offered in `rollout`, the deadline
 /// `window_ms` after the offer.
@@ -31,37 +31,37 @@ struct OfferGroup<'a> {
     now: i64,
     deadline: i64,
     /// (offer index, device), in device order.
-    devices: Vec<(usize, &'a str)>,
+    devices: Devices<'a>,
 }
+
+/// (offer index, device) pairs.
+type Devices<'a> = Vec<(usize, &'a str)>;
 
 /// The statements for `offers`: one group per (rollout, window) in that order, its devices in
 /// device order (the lock order of every batch) and in chunks a statement binds, the latest
 /// `now` of the group as its offer time. A device asked twice in one batch appears once: its
 /// first offer makes the move, the later ones find it made (as they would one after another).
 fn groups<'a>(backend: Backend, offers: &[OfferWant<'a>]) -> Vec<OfferGroup<'a>> {
-    let mut by_key: HashMap<(i64, i64), Vec<(usize, &'a str)>> = HashMap::new();
-    let mut now: HashMap<(i64, i64), i64> = HashMap::new();
+    // Per (rollout, window), in key order: the latest `now` and the devices.
+    let mut by_key: BTreeMap<(i64, i64), (i64, Devices<'a>)> = BTreeMap::new();
     let mut seen: HashSet<(i64, &str)> = HashSet::new();
     for (i, o) in offers.iter().enumerate() {
-        let key = (o.rollout, o.window_ms);
-        let latest = now.entry(key).or_insert(o.now);
+        let (latest, devices) = by_key
+            .entry((o.rollout, o.window_ms))
+            .or_insert((o.now, Vec::new()));
         *latest = (*latest).max(o.now);
         if seen.insert((o.rollout, o.device)) {
-            by_key.entry(key).or_default().push((i, o.device));
+            devices.push((i, o.device));
         }
     }
-    let mut keys: Vec<_> = by_key.keys().copied().collect();
-    keys.sort_unstable();
     let mut out = Vec::new();
-    for key in keys {
-        let mut devices = by_key.remove(&key).unwrap_or_default();
+    for ((rollout, window_ms), (at, mut devices)) in by_key {
         devices.sort_by(|a, b| a.1.cmp(b.1));
-        let at = now.get(&key).copied().unwrap_or(0);
         for chunk in binary_chunks(&devices, rows_per_statement(backend, 1, 256)) {
             out.push(OfferGroup {
-                rollout: key.0,
+                rollout,
                 now: at,
-                deadline: at.saturating_add(key.1),
+                deadline: at.saturating_add(window_ms),
                 devices: chunk.to_vec(),
             });
         }
