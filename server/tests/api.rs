@@ -25,6 +25,7 @@ backend_tests!(
     artifact_refusals_and_cdn,
     device_listing_filters_and_summary,
     shutdown_flushes_buffered_facts,
+    facts_flushes_keep_the_newest_news,
     ops_endpoints,
     every_operator_action_is_audited,
     a_revoked_device_is_refused,
@@ -1097,6 +1098,97 @@ async fn shutdown_flushes_buffered_facts(db: Db) {
     assert_eq!(d.firmware_version.as_deref(), Some("3.0.0"));
     store.close().await;
     drop(data_dir);
+}
+
+/// The facts flush, straight on the store: a repeated check-in moves only the last-seen time, a
+/// changed one moves the facts it changed and keeps what it did not say, older news (another
+/// replica's flush came later) changes nothing, and a report moves only the time.
+async fn facts_flushes_keep_the_newest_news(db: Db) {
+    use fota_server::store::{DeviceCheckInFacts, DeviceFacts};
+    let app = spawn_app(db).await;
+    app.provision(&[("FX-1", "f429", &[]), ("FX-2", "f429", &[])])
+        .await;
+    let store = &app.server.state.store;
+    let facts = |version: &str, slot, counter| {
+        Some(DeviceCheckInFacts {
+            firmware_version: version.parse().unwrap(),
+            running_slot: slot,
+            boot_state: fota_protocol::messages::BootState::Confirmed,
+            bootloader_version: "1.0.0".parse().unwrap(),
+            rdp_level: fota_protocol::messages::RdpLevel::Level1,
+            wrp_mask: 3,
+            security_counter: counter,
+        })
+    };
+    let flush = |rows: Vec<(&'static str, i64, Option<DeviceCheckInFacts>)>| async move {
+        let rows: Vec<(String, DeviceFacts)> = rows
+            .into_iter()
+            .map(|(id, at, check_in)| {
+                (
+                    id.to_string(),
+                    DeviceFacts {
+                        last_seen_at: at,
+                        check_in,
+                    },
+                )
+            })
+            .collect();
+        store.flush_device_facts(&rows).await.unwrap();
+    };
+    let read = |id: &'static str| async move {
+        let d = store.device(id, 0).await.unwrap().unwrap();
+        (
+            d.last_seen_at,
+            d.firmware_version,
+            d.running_slot,
+            d.security_counter,
+        )
+    };
+    let v1 = facts("1.0.0", SlotId::A, Some(4));
+    flush(vec![("FX-1", 100, v1), ("FX-2", 100, v1)]).await;
+    let first = (
+        Some(100),
+        Some("1.0.0".to_string()),
+        Some("a".to_string()),
+        Some(4),
+    );
+    assert_eq!(read("FX-1").await, first);
+    // The same facts again: only the time moves.
+    flush(vec![("FX-1", 200, v1), ("FX-2", 200, None)]).await;
+    let repeated = (
+        Some(200),
+        Some("1.0.0".to_string()),
+        Some("a".to_string()),
+        Some(4),
+    );
+    assert_eq!(read("FX-1").await, repeated);
+    assert_eq!(read("FX-2").await, repeated, "a report moves only the time");
+    // New facts; a counter not reported keeps the stored one.
+    flush(vec![("FX-1", 300, facts("1.1.0", SlotId::B, None))]).await;
+    let updated = (
+        Some(300),
+        Some("1.1.0".to_string()),
+        Some("b".to_string()),
+        Some(4),
+    );
+    assert_eq!(read("FX-1").await, updated);
+    // Older news than what is stored changes nothing, facts or time.
+    flush(vec![("FX-1", 250, facts("0.9.0", SlotId::A, Some(1)))]).await;
+    assert_eq!(read("FX-1").await, updated);
+    // The version filter reads the new version (the flush moved the column it selects by).
+    let listed = store
+        .list_devices(
+            &fota_server::store::DeviceFilter {
+                version: Some("1.1.0".into()),
+                limit: 10,
+                ..Default::default()
+            },
+            0,
+        )
+        .await
+        .unwrap();
+    let ids: Vec<&str> = listed.iter().map(|d| d.id.as_str()).collect();
+    assert_eq!(ids, ["FX-1"]);
 }
 
 async fn ops_endpoints(db: Db) {

@@ -449,8 +449,10 @@ impl Store {
             return Ok(());
         }
         if self.backend() == Backend::Sqlite {
-            let rows: Vec<[Param; FACT_COLUMNS]> =
-                facts.iter().map(|(id, f)| fact_values(id, f)).collect();
+            let rows: Vec<([Param; FACT_COLUMNS], bool)> = facts
+                .iter()
+                .map(|(id, f)| (fact_values(id, f), f.check_in.is_some()))
+                .collect();
             let on_sqlite = self.on_sqlite_writer(move |conn| flush_facts_sqlite(conn, &rows));
             if let Some(result) = on_sqlite.await {
                 return result;
@@ -693,52 +695,125 @@ fn fact_values(id: &str, f: &DeviceFacts) -> [Param; FACT_COLUMNS] {
     ]
 }
 
-/// One UPDATE of `n` devices' facts from a `VALUES` list (`$1..` in [`fact_values`]' order). A
-/// fact older than what is stored (another replica flushed later news) is skipped.
-fn facts_update_sql(n: usize) -> String {
-    let mut text = String::from(
-        "UPDATE devices SET last_seen_at = v.column2, \
-         firmware_version = COALESCE(v.column3, devices.firmware_version), \
-         firmware_version_key = COALESCE(v.column4, devices.firmware_version_key), \
-         running_slot = COALESCE(v.column5, devices.running_slot), \
-         boot_state = COALESCE(v.column6, devices.boot_state), \
-         bootloader_version = COALESCE(v.column7, devices.bootloader_version), \
-         rdp_level = COALESCE(v.column8, devices.rdp_level), \
-         wrp_mask = COALESCE(v.column9, devices.wrp_mask), \
-         security_counter = COALESCE(v.column10, devices.security_counter) FROM (VALUES ",
-    );
+/// `(v1, ..., v_cols), ...`: `n` rows of `cols` placeholders, numbered `$1..` row by row.
+fn values_list(n: usize, cols: usize) -> String {
+    let mut text = String::new();
     for i in 0..n {
         if i > 0 {
             text.push_str(", ");
         }
         text.push('(');
-        for c in 0..FACT_COLUMNS {
+        for c in 0..cols {
             if c > 0 {
                 text.push_str(", ");
             }
-            text.push_str(&format!("${}", FACT_COLUMNS * i + c + 1));
+            text.push_str(&format!("${}", cols * i + c + 1));
         }
         text.push(')');
     }
-    text.push_str(
-        ") AS v WHERE devices.id = v.column1 \
-         AND (devices.last_seen_at IS NULL OR devices.last_seen_at <= v.column2)",
-    );
     text
 }
 
-/// [`Store::flush_device_facts`] on the SQLite writer's connection: bound by position, so a
-/// statement takes up to 256 devices (2,560 parameters), in sizes that are powers of two so the
-/// connection keeps a few statements prepared.
+/// The check-in fact columns after id and last seen, in [`fact_values`]' order.
+const CHECK_IN_COLUMNS: [&str; FACT_COLUMNS - 2] = [
+    "firmware_version",
+    "firmware_version_key",
+    "running_slot",
+    "boot_state",
+    "bootloader_version",
+    "rdp_level",
+    "wrp_mask",
+    "security_counter",
+];
+
+/// `col = COALESCE(v.columnK, devices.col), ...` for the check-in columns: a fact not heard
+/// keeps what is stored.
+fn check_in_assignments() -> String {
+    CHECK_IN_COLUMNS
+        .iter()
+        .enumerate()
+        .map(|(i, c)| format!("{c} = COALESCE(v.column{}, devices.{c})", i + 3))
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+/// One UPDATE of `n` devices' facts from a `VALUES` list (`$1..` in [`fact_values`]' order). A
+/// fact older than what is stored (another replica flushed later news) is skipped.
+fn facts_update_sql(n: usize) -> String {
+    format!(
+        "UPDATE devices SET last_seen_at = v.column2, {} FROM (VALUES {}) AS v \
+         WHERE devices.id = v.column1 \
+         AND (devices.last_seen_at IS NULL OR devices.last_seen_at <= v.column2)",
+        check_in_assignments(),
+        values_list(n, FACT_COLUMNS)
+    )
+}
+
+/// SQLite, first of two: `n` devices' last-seen times (`$1..` pairs of id and time), a time
+/// older than what is stored skipped. It writes no indexed column, so no index of `devices`.
+fn last_seen_update_sql(n: usize) -> String {
+    format!(
+        "UPDATE devices SET last_seen_at = v.column2 FROM (VALUES {}) AS v \
+         WHERE devices.id = v.column1 \
+         AND (devices.last_seen_at IS NULL OR devices.last_seen_at <= v.column2)",
+        values_list(n, 2)
+    )
+}
+
+/// SQLite, second of two: the check-in facts of `n` devices (as [`facts_update_sql`] binds
+/// them), written only where one differs from what is stored and this check-in is the newest
+/// news (its time is the stored one, or older news lost to a newer replica's). Nearly every
+/// check-in repeats the facts of the one before, and SQLite rewrites an index whenever its
+/// column is assigned, equal or not: this way the version index is rewritten only for a
+/// device whose version changed.
+fn changed_facts_update_sql(n: usize) -> String {
+    let differs = CHECK_IN_COLUMNS
+        .iter()
+        .enumerate()
+        .map(|(i, c)| {
+            format!(
+                "(v.column{k} IS NOT NULL AND devices.{c} IS NOT v.column{k})",
+                k = i + 3
+            )
+        })
+        .collect::<Vec<_>>()
+        .join(" OR ");
+    format!(
+        "UPDATE devices SET {} FROM (VALUES {}) AS v \
+         WHERE devices.id = v.column1 AND devices.last_seen_at <= v.column2 AND ({differs})",
+        check_in_assignments(),
+        values_list(n, FACT_COLUMNS)
+    )
+}
+
+/// [`Store::flush_device_facts`] on the SQLite writer's connection, bound by position: every
+/// device's last-seen time, then the check-in facts that changed ([`changed_facts_update_sql`]),
+/// up to 256 devices a statement, in sizes that are powers of two so the connection keeps a
+/// few statements prepared.
 fn flush_facts_sqlite(
     conn: &mut rusqlite::Connection,
-    rows: &[[Param; FACT_COLUMNS]],
+    rows: &[([Param; FACT_COLUMNS], bool)],
 ) -> Result<(), StoreError> {
     let tx = conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
     for chunk in binary_chunks(rows, 256) {
-        let mut st = tx.prepare_cached(&positional(&facts_update_sql(chunk.len())))?;
+        let mut st = tx.prepare_cached(&positional(&last_seen_update_sql(chunk.len())))?;
         st.execute(rusqlite::params_from_iter(
-            chunk.iter().flatten().map(Param::to_sqlite),
+            chunk
+                .iter()
+                .flat_map(|(r, _)| r[..2].iter())
+                .map(Param::to_sqlite),
+        ))?;
+    }
+    // Only a check-in's row carries facts beyond the time (a report's is NULL after it).
+    let with_facts: Vec<&[Param; FACT_COLUMNS]> = rows
+        .iter()
+        .filter(|(_, check_in)| *check_in)
+        .map(|(r, _)| r)
+        .collect();
+    for chunk in binary_chunks(&with_facts, 256) {
+        let mut st = tx.prepare_cached(&positional(&changed_facts_update_sql(chunk.len())))?;
+        st.execute(rusqlite::params_from_iter(
+            chunk.iter().flat_map(|r| r.iter()).map(Param::to_sqlite),
         ))?;
     }
     tx.commit()?;
