@@ -3,8 +3,10 @@
 //! instead of counting every target in play.
 //!
 //! SQLite's triggers update `rollout_state_counts` in place (one writer). PostgreSQL's append
-//! deltas to `rollout_state_deltas`, so that concurrent moves never queue on a counter row's
-//! lock; a read sums both, and folds a rollout's deltas into its counts when it finds many.
+//! deltas to `rollout_state_deltas`, one row per (rollout, stage, state) a statement changed
+//! (statement triggers over its transition tables, migration 0014), so that concurrent moves
+//! never queue on a counter row's lock; a read sums both, and folds a rollout's deltas into its
+//! counts when it finds many.
 
 use super::db::{Backend, Store, StoreError};
 use super::rollout_devices::device_state;
