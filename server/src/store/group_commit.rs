@@ -65,20 +65,11 @@ impl Store {
         if events.is_empty() {
             return Ok(ReportOutcome::default());
         }
-        let (reply, answer) = oneshot::channel();
-        self.queue_write(Pending {
-            device: device_id.to_string(),
-            now,
-            job: Job::Report {
-                events: events.to_vec(),
-                reply,
-            },
-        })?;
-        answer.await.unwrap_or_else(|_| {
-            Err(StoreError::Unavailable(
-                "the report writer stopped before committing".into(),
-            ))
+        self.queue_and_wait(device_id, now, "report", |reply| Job::Report {
+            events: events.to_vec(),
+            reply,
         })
+        .await
     }
 
     /// Offer: eligible -> offered, only while the rollout is active and the device's rank is
@@ -92,20 +83,33 @@ impl Store {
         now: i64,
         confirm_deadline_s: i64,
     ) -> Result<bool, StoreError> {
+        self.queue_and_wait(device_id, now, "offer", |reply| Job::Offer {
+            rollout: rollout_id,
+            window_ms: confirm_deadline_s.saturating_mul(1000),
+            reply,
+        })
+        .await
+    }
+
+    /// Queue `device`'s write (`job`, given the channel its answer comes back on) for the next
+    /// group commit, and wait for that answer; `what` names the write if no answer comes.
+    async fn queue_and_wait<T>(
+        &self,
+        device: &str,
+        now: i64,
+        what: &str,
+        job: impl FnOnce(oneshot::Sender<Result<T, StoreError>>) -> Job,
+    ) -> Result<T, StoreError> {
         let (reply, answer) = oneshot::channel();
         self.queue_write(Pending {
-            device: device_id.to_string(),
+            device: device.to_string(),
             now,
-            job: Job::Offer {
-                rollout: rollout_id,
-                window_ms: confirm_deadline_s.saturating_mul(1000),
-                reply,
-            },
+            job: job(reply),
         })?;
         answer.await.unwrap_or_else(|_| {
-            Err(StoreError::Unavailable(
-                "the offer writer stopped before committing".into(),
-            ))
+            Err(StoreError::Unavailable(format!(
+                "the {what} writer stopped before committing"
+            )))
         })
     }
 
