@@ -77,15 +77,11 @@ impl Store {
             // What was read stays true: the fold only moves sums from one table to the other.
             // A fold that fails leaves the deltas for the next read, which still sums them: the
             // read's answer is good either way.
-            let folded = match self.pool() {
-                Ok(pool) => sqlx::query(FOLD_SQL)
-                    .bind(id)
-                    .execute(pool)
-                    .await
-                    .map_err(StoreError::from),
-                Err(e) => Err(e),
+            let fold = async {
+                sqlx::query(FOLD_SQL).bind(id).execute(self.pool()?).await?;
+                Ok::<_, StoreError>(())
             };
-            if let Err(e) = folded {
+            if let Err(e) = fold.await {
                 tracing::warn!(rollout = id, deltas, error = %e, "folding the kept counts failed");
             }
         }
