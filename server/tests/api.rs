@@ -550,12 +550,20 @@ async fn check_in_body_refusals(db: Db) {
     assert_eq!(resp.status(), 200);
 }
 
+/// A reason with what an array literal or SQL quoting would have to escape.
+const HOSTILE_REASON: &str = r#"link "down", {NULL} \ it's ü\"#;
+
 async fn reports_are_idempotent(db: Db) {
     let app = spawn_app(db).await;
     let tokens = app.provision(&[("SL-1", "f429", &[])]).await;
     let report = json!({"events": [
         {"id": 1, "kind": "offer_accepted", "rollout_id": 3, "version": "1.5.0"},
         {"id": 2, "kind": "rolled_back", "rollout_id": 3, "version": "1.5.0", "reason": "3 failed trial boots"},
+        // PostgreSQL receives a batch's events as array literals: quotes, backslashes, braces,
+        // commas and the word NULL come back as sent.
+        {"id": 3, "kind": "download_failed", "rollout_id": 3, "reason": HOSTILE_REASON},
+        // Ids past i64::MAX are stored wrapped, still one per id.
+        {"id": u64::MAX, "kind": "offer_accepted", "rollout_id": 3},
     ]});
     let post = || {
         app.client
@@ -565,9 +573,9 @@ async fn reports_are_idempotent(db: Db) {
             .send()
     };
     let first: Value = post().await.unwrap().json().await.unwrap();
-    assert_eq!(first, json!({"stored": 2, "duplicates": 0}));
+    assert_eq!(first, json!({"stored": 4, "duplicates": 0}));
     let again: Value = post().await.unwrap().json().await.unwrap();
-    assert_eq!(again, json!({"stored": 0, "duplicates": 2}));
+    assert_eq!(again, json!({"stored": 0, "duplicates": 4}));
     let d: Value = app
         .get("/v1/devices/SL-1")
         .send()
@@ -577,11 +585,14 @@ async fn reports_are_idempotent(db: Db) {
         .await
         .unwrap();
     let events = d["events"].as_array().unwrap();
-    assert_eq!(events.len(), 2);
+    assert_eq!(events.len(), 4);
     let rollback = events.iter().find(|e| e["event_id"] == 2).unwrap();
     assert_eq!(rollback["kind"], "rolled_back");
     assert_eq!(rollback["reason"], "3 failed trial boots");
     assert_eq!(rollback["rollout_id"], 3);
+    let failed = events.iter().find(|e| e["event_id"] == 3).unwrap();
+    assert_eq!(failed["reason"], HOSTILE_REASON);
+    assert_eq!(failed["version"], Value::Null);
 
     let bad = [
         json!({"events": [{"id": 1, "kind": "exploded"}]}),

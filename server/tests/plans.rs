@@ -8,7 +8,7 @@
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use fota_server::domain::DeviceState;
-use fota_server::store::{hot_statements, now_ms, HotIndex};
+use fota_server::store::{hot_statements, now_ms, Backend, HotIndex};
 use fota_testkit::{on_postgres, provision_devices, release, spawn_app, start_rollout, Db};
 use serde_json::{json, Value};
 use sqlx::{Connection as _, Row as _};
@@ -46,7 +46,7 @@ async fn hot_statements_use_their_index_on_sqlite() {
         .await
         .unwrap();
     let mut failures = Vec::new();
-    for s in hot_statements(id, &devices[7].0, now_ms()) {
+    for s in hot_statements(Backend::Sqlite, id, &devices[7].0, now_ms()) {
         // `$n` as its literal, highest first so that `$1` does not eat the front of `$10`.
         let mut sql = s.sql.clone();
         for (n, arg) in s.args.iter().enumerate().rev() {
@@ -177,7 +177,10 @@ async fn check(
     with_statistics: bool,
 ) {
     let mut failures = Vec::new();
-    for (n, s) in hot_statements(rollout, device, now_ms()).iter().enumerate() {
+    for (n, s) in hot_statements(Backend::Postgres, rollout, device, now_ms())
+        .iter()
+        .enumerate()
+    {
         let name = format!("hot_{n}");
         sqlx::raw_sql(&format!("DEALLOCATE ALL; PREPARE {name} AS {}", s.sql))
             .execute(&mut *db)

@@ -18,8 +18,8 @@ use super::db::{Backend, Store, StoreError};
 use super::events::event_kind_name;
 use super::group_queue::{Job, Pending, ReportOutcome};
 use super::offer_batch::{self, OfferWant};
-use super::rollout_devices::batch_move_sql;
-use super::sql::{binary_chunks, rows_per_statement};
+use super::rollout_devices::{batch_move_sql, DeviceParams};
+use super::sql::{binary_chunks, pg_array, pg_array_param, rows_per_statement};
 use super::sqlite_writer::positional;
 use crate::domain::DeviceState;
 use fota_protocol::messages::Event;
@@ -306,41 +306,40 @@ impl Store {
                 return result;
             }
         }
+        // PostgreSQL: each statement binds its rows as arrays, so the events are one statement
+        // and each group of moves one, whatever the batch's size.
         let mut tx = self.writer()?.begin().await?;
         // 1. The events. RETURNING names the rows inserted now; the rest were there already.
         let rows = event_rows(reports);
         let mut inserted: HashSet<(String, i64)> = HashSet::new();
-        for chunk in binary_chunks(&rows, rows_per_statement(self.backend(), 7, 256)) {
-            let text = insert_events_sql(chunk.len());
-            let mut q = sqlx::query(&text);
-            for r in chunk {
-                q = q
-                    .bind(r.device)
-                    .bind(r.id)
-                    .bind(r.kind.as_str())
-                    .bind(r.rollout)
-                    .bind(r.version.clone())
-                    .bind(r.reason.clone())
-                    .bind(r.now);
-            }
-            for r in q.fetch_all(&mut *tx).await? {
+        if !rows.is_empty() {
+            let found = sqlx::query(&insert_events_pg_sql())
+                .bind(pg_array(rows.iter().map(|r| Some(r.device))))
+                .bind(pg_array(rows.iter().map(|r| Some(r.id.to_string()))))
+                .bind(pg_array(rows.iter().map(|r| Some(r.kind.as_str()))))
+                .bind(pg_array(
+                    rows.iter().map(|r| r.rollout.map(|v| v.to_string())),
+                ))
+                .bind(pg_array(rows.iter().map(|r| r.version.as_deref())))
+                .bind(pg_array(rows.iter().map(|r| r.reason.as_deref())))
+                .bind(pg_array(rows.iter().map(|r| Some(r.now.to_string()))))
+                .fetch_all(&mut *tx)
+                .await?;
+            for r in found {
                 inserted.insert((r.try_get("device_id")?, r.try_get("event_id")?));
             }
         }
         // 2. What the new events ask for; 3. the moves, in order.
         let mut plan = plan(self.backend(), reports, inserted);
         for m in &plan.moves {
-            let Some(text) = batch_move_sql(m.to, m.devices.len()) else {
+            let Some(text) = batch_move_sql(m.to, DeviceParams::Array) else {
                 continue;
             };
-            let mut q = sqlx::query(&text)
+            let moved: HashSet<String> = sqlx::query(&text)
                 .bind(m.rollout)
                 .bind(m.reason.as_deref())
-                .bind(m.now);
-            for (_, device) in &m.devices {
-                q = q.bind(*device);
-            }
-            let moved: HashSet<String> = q
+                .bind(m.now)
+                .bind(pg_array(m.devices.iter().map(|(_, d)| Some(*d))))
                 .fetch_all(&mut *tx)
                 .await?
                 .iter()
@@ -393,7 +392,7 @@ fn write_batch_sqlite(
     // 2. What the new events ask for; 3. the moves, in order.
     let mut plan = plan(Backend::Sqlite, reports, inserted);
     for m in &plan.moves {
-        let Some(sql) = batch_move_sql(m.to, m.devices.len()) else {
+        let Some(sql) = batch_move_sql(m.to, DeviceParams::Each(m.devices.len())) else {
             continue;
         };
         let mut st = tx.prepare_cached(&positional(&sql))?;
@@ -484,6 +483,24 @@ pub(super) fn insert_events_sql(n: usize) -> String {
     text
 }
 
+/// Every event of a batch in one INSERT on PostgreSQL: seven arrays ([`pg_array`], in
+/// [`EventRow`]'s order) read side by side; RETURNING names the rows inserted now.
+fn insert_events_pg_sql() -> String {
+    let columns = ["text", "bigint", "text", "bigint", "text", "text", "bigint"];
+    let arrays: Vec<String> = columns
+        .iter()
+        .enumerate()
+        .map(|(i, element)| pg_array_param(i + 1, element))
+        .collect();
+    format!(
+        "INSERT INTO device_events \
+         (device_id, event_id, kind, rollout_id, version, reason, received_at) \
+         SELECT * FROM unnest({}) \
+         ON CONFLICT (device_id, event_id) DO NOTHING RETURNING device_id, event_id",
+        arrays.join(", ")
+    )
+}
+
 /// What a batch does once its events are in: the outcomes so far, the moves to make (in order),
 /// and the resets and patch fallbacks to record.
 pub(super) struct Plan<'a> {
@@ -493,8 +510,8 @@ pub(super) struct Plan<'a> {
     pub(super) fallbacks: Vec<(i64, &'a str, i64)>,
 }
 
-/// One state-move statement: `batch_move_sql(to, devices.len())` bound with rollout, reason,
-/// now and the devices.
+/// One state-move statement: `batch_move_sql(to, ..)` bound with rollout, reason, now and the
+/// devices (on SQLite one parameter each, on PostgreSQL one array).
 pub(super) struct Move<'a> {
     pub(super) rollout: i64,
     pub(super) to: DeviceState,
@@ -586,7 +603,12 @@ pub(super) fn plan<'a>(
             group.sort_by(|a, b| a.device.cmp(b.device));
             let (rollout, to, reason) = key;
             let now = group.iter().map(|w| w.now).max().unwrap_or(0);
-            for chunk in binary_chunks(&group, rows_per_statement(backend, 1, 256)) {
+            // SQLite binds each device (in chunks), PostgreSQL one array of them.
+            let chunks = match backend {
+                Backend::Sqlite => binary_chunks(&group, rows_per_statement(backend, 1, 256)),
+                Backend::Postgres => vec![&group[..]],
+            };
+            for chunk in chunks {
                 moves.push(Move {
                     rollout,
                     to,

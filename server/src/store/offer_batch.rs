@@ -1,14 +1,14 @@
 //! Offers in the group commit (`group_commit.rs`): the offers of a batch, grouped by rollout
-//! and deadline window, each group one `UPDATE ... WHERE device_id IN (...)` per chunk, in
-//! device order, after the batch's reports.
+//! and deadline window, each group one `UPDATE` (on SQLite `device_id IN (...)` per chunk, on
+//! PostgreSQL `device_id = ANY(array)`), in device order, after the batch's reports.
 //!
 //! At 100,000 devices an offer per device, each its own write, was most of the SQLite write
 //! connection's turns in a rollout's last stage; in the group commit they ride the batches
 //! that reports make anyway (docs/BENCHMARKS.md).
 
 use super::db::{Backend, StoreError};
-use super::rollout_devices::batch_offer_sql;
-use super::sql::{binary_chunks, rows_per_statement};
+use super::rollout_devices::{batch_offer_sql, DeviceParams};
+use super::sql::{binary_chunks, pg_array, rows_per_statement};
 use super::sqlite_writer::positional;
 use sqlx::Row as _;
 use std::collections::{BTreeMap, HashSet};
@@ -23,8 +23,8 @@ pub(crate) struct OfferWant<'a> {
     pub(crate) window_ms: i64,
 }
 
-/// One offer statement: `batch_offer_sql(devices.len())` bound with rollout, now, deadline and
-/// the devices.
+/// One offer statement: `batch_offer_sql(..)` bound with rollout, now, deadline and the devices
+/// (on SQLite one parameter each, on PostgreSQL one array).
 #[derive(Debug, PartialEq, Eq)]
 struct OfferGroup<'a> {
     rollout: i64,
@@ -38,7 +38,7 @@ struct OfferGroup<'a> {
 type Devices<'a> = Vec<(usize, &'a str)>;
 
 /// The statements for `offers`: one group per (rollout, window) in that order, its devices in
-/// device order (the lock order of every batch) and in chunks a statement binds, the latest
+/// device order (the lock order of every batch) and, on SQLite, in chunks a statement binds, the latest
 /// `now` of the group as its offer time. A device asked twice in one batch appears once: its
 /// first offer makes the move, the later ones find it made (as they would one after another).
 fn groups<'a>(backend: Backend, offers: &[OfferWant<'a>]) -> Vec<OfferGroup<'a>> {
@@ -57,7 +57,11 @@ fn groups<'a>(backend: Backend, offers: &[OfferWant<'a>]) -> Vec<OfferGroup<'a>>
     let mut out = Vec::new();
     for ((rollout, window_ms), (at, mut devices)) in by_key {
         devices.sort_by(|a, b| a.1.cmp(b.1));
-        for chunk in binary_chunks(&devices, rows_per_statement(backend, 1, 256)) {
+        let chunks = match backend {
+            Backend::Sqlite => binary_chunks(&devices, rows_per_statement(backend, 1, 256)),
+            Backend::Postgres => vec![&devices[..]],
+        };
+        for chunk in chunks {
             out.push(OfferGroup {
                 rollout,
                 now: at,
@@ -77,15 +81,11 @@ pub(super) async fn write(
 ) -> Result<Vec<bool>, StoreError> {
     let mut offered = vec![false; offers.len()];
     for g in groups(backend, offers) {
-        let text = batch_offer_sql(g.devices.len());
-        let mut q = sqlx::query(&text)
+        let moved: HashSet<String> = sqlx::query(&batch_offer_sql(DeviceParams::Array))
             .bind(g.rollout)
             .bind(g.now)
-            .bind(g.deadline);
-        for (_, device) in &g.devices {
-            q = q.bind(*device);
-        }
-        let moved: HashSet<String> = q
+            .bind(g.deadline)
+            .bind(pg_array(g.devices.iter().map(|(_, d)| Some(*d))))
             .fetch_all(&mut **tx)
             .await?
             .iter()
@@ -104,7 +104,9 @@ pub(super) fn write_sqlite(
     use rusqlite::types::Value;
     let mut offered = vec![false; offers.len()];
     for g in groups(Backend::Sqlite, offers) {
-        let mut st = tx.prepare_cached(&positional(&batch_offer_sql(g.devices.len())))?;
+        let mut st = tx.prepare_cached(&positional(&batch_offer_sql(DeviceParams::Each(
+            g.devices.len(),
+        ))))?;
         let mut values = vec![
             Value::Integer(g.rollout),
             Value::Integer(g.now),

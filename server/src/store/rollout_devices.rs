@@ -5,10 +5,10 @@
 //! the statement, so the database enforces the domain's transition table and a device is never
 //! offered a release by a halted rollout or beyond the current stage's cohort.
 
-use super::db::{Store, StoreError};
+use super::db::{Backend, Store, StoreError};
 use super::events::event_kind_name;
 use super::resets::{reset_figures_sql, ResetJoin};
-use super::sql::{quoted, Param, Sql};
+use super::sql::{pg_array, pg_array_param, quoted, Param, Sql};
 use crate::domain::{cohort, DeviceState, RolloutState, StateCounts};
 use fota_protocol::messages::{Component, EventKind};
 use sqlx::Row as _;
@@ -353,23 +353,44 @@ fn by_key_state_guard(from: &[DeviceState]) -> String {
     )
 }
 
-/// Offer `n` devices of one rollout (the group commit's offers, `offer_batch.rs`): each moves
+/// How a many-device statement names its devices, from `$4` on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum DeviceParams {
+    /// `$4` .. `$(3 + n)`, a parameter each (SQLite, which has no arrays).
+    Each(usize),
+    /// `$4` alone, the devices as one array ([`super::sql::pg_array`]; PostgreSQL).
+    Array,
+}
+
+impl DeviceParams {
+    /// `device_id IN ($4, ...)` or `device_id = ANY($4::text::text[])`.
+    fn predicate(self) -> String {
+        match self {
+            Self::Each(n) => {
+                let devices: Vec<String> = (0..n.max(1)).map(|i| format!("${}", i + 4)).collect();
+                format!("device_id IN ({})", devices.join(", "))
+            }
+            Self::Array => format!("device_id = ANY({})", pg_array_param(4, "text")),
+        }
+    }
+}
+
+/// Offer devices of one rollout (the group commit's offers, `offer_batch.rs`): each moves
 /// eligible -> offered only while the rollout is active and its rank is inside the current
 /// cohort. `$1` rollout, `$2` now, `$3` deadline, `$4`.. the devices. Returns the devices
 /// offered.
-pub(crate) fn batch_offer_sql(n: usize) -> String {
+pub(crate) fn batch_offer_sql(devices: DeviceParams) -> String {
     let to = DeviceState::Offered;
-    let devices: Vec<String> = (0..n.max(1)).map(|i| format!("${}", i + 4)).collect();
     format!(
         "UPDATE rollout_devices SET state = {}, \
            stage = (SELECT current_stage FROM rollouts WHERE id = $1), \
            offered_at = $2, deadline_at = $3, updated_at = $2 \
-         WHERE rollout_id = $1 AND device_id IN ({}) AND {} \
+         WHERE rollout_id = $1 AND {} AND {} \
            AND EXISTS (SELECT 1 FROM rollouts r WHERE r.id = $1 AND r.state = {} \
                        AND rollout_devices.rank < r.current_threshold) \
          RETURNING device_id",
         quoted([to.as_str()]),
-        devices.join(", "),
+        devices.predicate(),
         by_key_state_guard(to.allowed_from()),
         quoted([RolloutState::Active.as_str()])
     )
@@ -392,20 +413,19 @@ fn set_state_sql(to: DeviceState) -> Option<String> {
     ))
 }
 
-/// The same move for `n` devices of one rollout (the group commit of reports): `$1` rollout,
+/// The same move for many devices of one rollout (the group commit of reports): `$1` rollout,
 /// `$2` reason (kept if null), `$3` now, `$4`.. the devices. Returns the devices that moved.
-pub(crate) fn batch_move_sql(to: DeviceState, n: usize) -> Option<String> {
+pub(crate) fn batch_move_sql(to: DeviceState, devices: DeviceParams) -> Option<String> {
     let from = to.allowed_from();
-    if from.is_empty() || n == 0 {
+    if from.is_empty() || devices == DeviceParams::Each(0) {
         return None;
     }
-    let devices: Vec<String> = (0..n).map(|i| format!("${}", i + 4)).collect();
     Some(format!(
         "UPDATE rollout_devices SET state = {}, reason = COALESCE($2, reason), updated_at = $3, \
            stage = COALESCE(stage, (SELECT current_stage FROM rollouts WHERE id = $1)) \
-         WHERE rollout_id = $1 AND device_id IN ({}) AND {} RETURNING device_id",
+         WHERE rollout_id = $1 AND {} AND {} RETURNING device_id",
         quoted([to.as_str()]),
-        devices.join(", "),
+        devices.predicate(),
         by_key_state_guard(from)
     ))
 }
@@ -470,14 +490,19 @@ pub struct HotStatement {
 /// The hot statements over `rollout_devices`, as the store runs them, with arguments naming
 /// `rollout_id` and `device_id`: what the PostgreSQL plan test (`server/tests/plans.rs`)
 /// explains on a fresh rollout, with and without statistics.
-pub fn hot_statements(rollout_id: i64, device_id: &str, now: i64) -> Vec<HotStatement> {
+pub fn hot_statements(
+    backend: Backend,
+    rollout_id: i64,
+    device_id: &str,
+    now: i64,
+) -> Vec<HotStatement> {
     let r = rollout_id.to_string();
     let d = quoted([device_id]);
     let t = now.to_string();
     let mut out = vec![
         HotStatement {
             name: "offer".into(),
-            sql: batch_offer_sql(1),
+            sql: batch_offer_sql(DeviceParams::Each(1)),
             args: vec![r.clone(), t.clone(), t.clone(), d.clone()],
             index: HotIndex::PrimaryKey,
         },
@@ -522,11 +547,25 @@ pub fn hot_statements(rollout_id: i64, device_id: &str, now: i64) -> Vec<HotStat
     });
     // A group commit's batch: 64 devices (the benchmark's 64 connections), where a prefix scan
     // of the state index looks cheaper than 64 probes of the key until statistics say how many
-    // devices the rollout holds (see `analyze_targets`).
+    // devices the rollout holds (see `analyze_targets`). SQLite binds each device, PostgreSQL
+    // one array of them.
     const BATCH_DEVICES: usize = 64;
-    if let Some(sql) = batch_move_sql(DeviceState::Downloading, BATCH_DEVICES) {
-        let mut args = vec![r.clone(), "NULL".into(), t.clone(), d.clone()];
-        args.extend((1..BATCH_DEVICES).map(|i| quoted([format!("{device_id}-{i}").as_str()])));
+    let batch: Vec<String> = std::iter::once(device_id.to_string())
+        .chain((1..BATCH_DEVICES).map(|i| format!("{device_id}-{i}")))
+        .collect();
+    let (params, devices) = match backend {
+        Backend::Sqlite => (
+            DeviceParams::Each(BATCH_DEVICES),
+            batch.iter().map(|b| quoted([b.as_str()])).collect(),
+        ),
+        Backend::Postgres => (
+            DeviceParams::Array,
+            vec![quoted([pg_array(batch.iter().map(Some)).as_str()])],
+        ),
+    };
+    if let Some(sql) = batch_move_sql(DeviceState::Downloading, params) {
+        let mut args = vec![r.clone(), "NULL".into(), t.clone()];
+        args.extend(devices.iter().cloned());
         out.push(HotStatement {
             name: format!("group commit: move {BATCH_DEVICES} devices to downloading"),
             sql,
@@ -534,11 +573,11 @@ pub fn hot_statements(rollout_id: i64, device_id: &str, now: i64) -> Vec<HotStat
             index: HotIndex::PrimaryKey,
         });
     }
-    let mut args = vec![r.clone(), t.clone(), t.clone(), d.clone()];
-    args.extend((1..BATCH_DEVICES).map(|i| quoted([format!("{device_id}-{i}").as_str()])));
+    let mut args = vec![r.clone(), t.clone(), t.clone()];
+    args.extend(devices);
     out.push(HotStatement {
         name: format!("group commit: offer {BATCH_DEVICES} devices"),
-        sql: batch_offer_sql(BATCH_DEVICES),
+        sql: batch_offer_sql(params),
         args,
         index: HotIndex::PrimaryKey,
     });

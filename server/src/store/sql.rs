@@ -138,8 +138,59 @@ pub(crate) fn quoted<'a>(names: impl IntoIterator<Item = &'a str>) -> String {
         .join(", ")
 }
 
+/// `items` as one PostgreSQL array literal (`{"a","b",NULL}`), bound as a single text
+/// parameter that the statement casts (`$1::text::bigint[]`, see [`pg_array_param`]): sqlx's
+/// `Any` driver binds no arrays, and with one array parameter a batch of any size is one
+/// statement text, prepared once, and one round trip, where a list of parameters was a statement
+/// per power of two of the batch's size. Every element is quoted, `"` and `\` escaped; `None` is
+/// NULL. Numbers go in as their text.
+pub(crate) fn pg_array<S: AsRef<str>>(items: impl IntoIterator<Item = Option<S>>) -> String {
+    let mut out = String::from("{");
+    for (i, item) in items.into_iter().enumerate() {
+        if i > 0 {
+            out.push(',');
+        }
+        match item {
+            None => out.push_str("NULL"),
+            Some(s) => {
+                out.push('"');
+                for c in s.as_ref().chars() {
+                    if c == '"' || c == '\\' {
+                        out.push('\\');
+                    }
+                    out.push(c);
+                }
+                out.push('"');
+            }
+        }
+    }
+    out.push('}');
+    out
+}
+
+/// Parameter `$n`, bound as text by [`pg_array`], read as an array of `element` (the text
+/// parameter cast twice: PostgreSQL then takes the parameter as text, as sqlx sends it).
+pub(crate) fn pg_array_param(n: usize, element: &str) -> String {
+    format!("${n}::text::{element}[]")
+}
+
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn arrays_quote_every_element_and_escape_quotes_and_backslashes() {
+        use super::pg_array;
+        assert_eq!(pg_array::<&str>([]), "{}");
+        assert_eq!(
+            pg_array([Some("a"), None, Some("NULL"), Some("x,y}"), Some(r#"q"b\"#)]),
+            r#"{"a",NULL,"NULL","x,y}","q\"b\\"}"#
+        );
+        assert_eq!(
+            pg_array([Some(1.to_string()), Some((-2).to_string())]),
+            r#"{"1","-2"}"#
+        );
+        assert_eq!(super::pg_array_param(4, "text"), "$4::text::text[]");
+    }
+
     #[test]
     fn sqlite_statements_stay_under_the_parameter_cap() {
         use super::{rows_per_statement, Backend, SQLITE_MAX_PARAMS};
