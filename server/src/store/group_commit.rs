@@ -19,7 +19,7 @@ use super::events::event_kind_name;
 use super::group_queue::{Job, Pending, ReportOutcome};
 use super::offer_batch::{self, OfferWant};
 use super::rollout_devices::{batch_move_sql, DeviceParams};
-use super::sql::{binary_chunks, pg_array, pg_array_param, rows_per_statement};
+use super::sql::{binary_chunks, device_chunks, pg_array, pg_array_param};
 use super::sqlite_writer::positional;
 use crate::domain::DeviceState;
 use fota_protocol::messages::Event;
@@ -603,12 +603,7 @@ pub(super) fn plan<'a>(
             group.sort_by(|a, b| a.device.cmp(b.device));
             let (rollout, to, reason) = key;
             let now = group.iter().map(|w| w.now).max().unwrap_or(0);
-            // SQLite binds each device (in chunks), PostgreSQL one array of them.
-            let chunks = match backend {
-                Backend::Sqlite => binary_chunks(&group, rows_per_statement(backend, 1, 256)),
-                Backend::Postgres => vec![&group[..]],
-            };
-            for chunk in chunks {
+            for chunk in device_chunks(backend, &group) {
                 moves.push(Move {
                     rollout,
                     to,

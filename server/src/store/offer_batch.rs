@@ -8,7 +8,7 @@
 
 use super::db::{Backend, StoreError};
 use super::rollout_devices::{batch_offer_sql, DeviceParams};
-use super::sql::{binary_chunks, pg_array, rows_per_statement};
+use super::sql::{device_chunks, pg_array};
 use super::sqlite_writer::positional;
 use sqlx::Row as _;
 use std::collections::{BTreeMap, HashSet};
@@ -38,8 +38,8 @@ struct OfferGroup<'a> {
 type Devices<'a> = Vec<(usize, &'a str)>;
 
 /// The statements for `offers`: one group per (rollout, window) in that order, its devices in
-/// device order (the lock order of every batch) and, on SQLite, in chunks a statement binds, the latest
-/// `now` of the group as its offer time. A device asked twice in one batch appears once: its
+/// device order (the lock order of every batch) and in the statements that name them
+/// ([`device_chunks`]), the latest `now` of the group as its offer time. A device asked twice in one batch appears once: its
 /// first offer makes the move, the later ones find it made (as they would one after another).
 fn groups<'a>(backend: Backend, offers: &[OfferWant<'a>]) -> Vec<OfferGroup<'a>> {
     // Per (rollout, window), in key order: the latest `now` and the devices.
@@ -57,11 +57,7 @@ fn groups<'a>(backend: Backend, offers: &[OfferWant<'a>]) -> Vec<OfferGroup<'a>>
     let mut out = Vec::new();
     for ((rollout, window_ms), (at, mut devices)) in by_key {
         devices.sort_by(|a, b| a.1.cmp(b.1));
-        let chunks = match backend {
-            Backend::Sqlite => binary_chunks(&devices, rows_per_statement(backend, 1, 256)),
-            Backend::Postgres => vec![&devices[..]],
-        };
-        for chunk in chunks {
+        for chunk in device_chunks(backend, &devices) {
             out.push(OfferGroup {
                 rollout,
                 now: at,
@@ -184,7 +180,7 @@ mod tests {
             .map(|g| g.devices.len())
             .collect();
         assert_eq!(sizes.iter().sum::<usize>(), 700);
-        let max = rows_per_statement(Backend::Sqlite, 1, 256);
+        let max = super::super::sql::rows_per_statement(Backend::Sqlite, 1, 256);
         assert!(
             sizes.iter().all(|n| n.is_power_of_two() && *n <= max),
             "{sizes:?}"

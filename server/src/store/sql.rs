@@ -138,6 +138,16 @@ pub(crate) fn quoted<'a>(names: impl IntoIterator<Item = &'a str>) -> String {
         .join(", ")
 }
 
+/// A many-device statement's devices in the statements that name them: on SQLite in chunks
+/// of powers of two that a statement binds one parameter each, on PostgreSQL all in one
+/// statement, bound as one array ([`pg_array`]).
+pub(crate) fn device_chunks<T>(backend: Backend, devices: &[T]) -> Vec<&[T]> {
+    match backend {
+        Backend::Sqlite => binary_chunks(devices, rows_per_statement(backend, 1, 256)),
+        Backend::Postgres => vec![devices],
+    }
+}
+
 /// `items` as one PostgreSQL array literal (`{"a","b",NULL}`), bound as a single text
 /// parameter that the statement casts (`$1::text::bigint[]`, see [`pg_array_param`]): sqlx's
 /// `Any` driver binds no arrays, and with one array parameter a batch of any size is one
