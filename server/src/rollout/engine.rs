@@ -817,7 +817,8 @@ pub struct Assessment {
     /// Counts of the current stage's cohort.
     pub stage_counts: StateCounts,
     /// Targets inside the cohorts so far not offered yet, if counted (see
-    /// [`gate::needs_eligible_count`]; always with `count_not_offered`).
+    /// [`gate::needs_eligible_count`]; always, and in full, with `count_not_offered`; otherwise
+    /// only as far as the verdict needs, [`gate::eligible_count_limit`]).
     pub not_offered: Option<u64>,
     /// The minimum sample the current stage applies: the plan's, capped at its cohort.
     pub min_sample: u64,
@@ -854,16 +855,22 @@ pub async fn assess(
     let stage_counts = per_stage.get(&r.current_stage).copied().unwrap_or_default();
     let gate = gate_of(&stage);
     // A count over the cohort: only where the verdict depends on it.
-    let not_offered =
-        if count_not_offered || gate::needs_eligible_count(&gate, &stage_counts, is_last) {
-            Some(
-                store
-                    .eligible_in_cohort(r.id, r.current_threshold, &whole)
-                    .await?,
-            )
-        } else {
-            None
-        };
+    let not_offered = if count_not_offered
+        || gate::needs_eligible_count(&gate, &stage_counts, is_last)
+    {
+        Some(
+            store
+                .eligible_in_cohort(
+                    r.id,
+                    r.current_threshold,
+                    &whole,
+                    (!count_not_offered).then(|| gate::eligible_count_limit(&gate, &stage_counts)),
+                )
+                .await?,
+        )
+    } else {
+        None
+    };
     let stage_age_s = (now_ms() - r.stage_started_at) / 1000;
     let resets = if gate.max_reset_ratio_pct > 0 || count_not_offered {
         match store.release(r.release_id).await? {

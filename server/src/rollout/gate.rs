@@ -399,6 +399,17 @@ pub fn needs_eligible_count(gate: &HealthGate, stage_counts: &StateCounts, is_la
     is_last || offered(stage_counts) < gate.min_sample
 }
 
+/// How far the gate needs [`GateInput::eligible_in_cohort`] counted: the devices the stage's
+/// minimum sample still lacks in offers, at least 1. Every verdict is the same with the count
+/// stopped there. The minimum samples are `min(min_sample, offered + eligible)` over the stage
+/// and over the whole rollout, which offered at least as many; once `eligible` reaches
+/// `min_sample - offered(stage)` both are `min_sample` either way. The last stage asks only
+/// whether any is left (`0` stays `0`). What stops short is the `not_offered` figure of a
+/// [`Wait`], which the status counts in full.
+pub fn eligible_count_limit(gate: &HealthGate, stage_counts: &StateCounts) -> u64 {
+    gate.min_sample.saturating_sub(offered(stage_counts)).max(1)
+}
+
 /// Decide.
 pub fn evaluate(input: &GateInput<'_>) -> Verdict {
     let g = input.gate;
@@ -870,5 +881,91 @@ mod tests {
         assert!(!matches!(verdict, Verdict::Halt(_)));
         // Without figures (not counted) the gate decides on failures alone.
         assert!(!matches!(evaluate(&input(&ok, &ok)), Verdict::Halt(_)));
+    }
+
+    #[test]
+    fn the_eligible_count_stopped_at_its_limit_decides_the_same() {
+        // Every verdict, with the count in full and stopped at `eligible_count_limit`: the same
+        // but for the `not_offered` figure of a wait (which the status counts in full).
+        fn without_not_offered(v: Verdict) -> Verdict {
+            match v {
+                Verdict::Wait(Wait::Sample {
+                    decided,
+                    needed,
+                    asked,
+                    in_flight,
+                    ..
+                }) => Verdict::Wait(Wait::Sample {
+                    decided,
+                    needed,
+                    asked,
+                    in_flight,
+                    not_offered: 0,
+                }),
+                Verdict::Wait(Wait::LastStage {
+                    in_flight,
+                    bake_left_s,
+                    ..
+                }) => Verdict::Wait(Wait::LastStage {
+                    in_flight,
+                    not_offered: 0,
+                    bake_left_s,
+                }),
+                v => v,
+            }
+        }
+        let mut checked = 0u32;
+        let mut stopped = 0u32;
+        for min_sample in [0u64, 1, 5, 20] {
+            let gate = HealthGate {
+                min_sample,
+                max_failure_ppm: 100_000,
+                ..GATE
+            };
+            for (confirmed, failed, offered) in
+                (0..8).flat_map(|c| (0..3).flat_map(move |f| (0..3).map(move |o| (c, f, o))))
+            {
+                let stage = StateCounts {
+                    confirmed,
+                    rolled_back: failed,
+                    offered,
+                    ..Default::default()
+                };
+                // Earlier stages add confirmed devices and failures to the whole rollout.
+                for (earlier_ok, earlier_failed) in [(0, 0), (3, 0), (10, 1)] {
+                    let whole = StateCounts {
+                        confirmed: confirmed + earlier_ok,
+                        rolled_back: failed + earlier_failed,
+                        ..stage
+                    };
+                    for (is_last, eligible) in [false, true]
+                        .into_iter()
+                        .flat_map(|l| (0..30).map(move |e| (l, e)))
+                    {
+                        let limit = eligible_count_limit(&gate, &stage);
+                        let full = GateInput {
+                            gate: &gate,
+                            is_last,
+                            eligible_in_cohort: eligible,
+                            ..input(&whole, &stage)
+                        };
+                        let short = GateInput {
+                            eligible_in_cohort: eligible.min(limit),
+                            ..full
+                        };
+                        assert_eq!(
+                            without_not_offered(evaluate(&full)),
+                            without_not_offered(evaluate(&short)),
+                            "min sample {min_sample}, stage {stage:?}, whole {whole:?}, \
+                             last {is_last}, eligible {eligible} (limit {limit})"
+                        );
+                        checked += 1;
+                        stopped += u32::from(eligible > limit);
+                    }
+                }
+            }
+        }
+        // The limit stopped the count in a good share of the cases, not none.
+        assert!(stopped * 4 > checked, "{stopped} of {checked}");
     }
 }

@@ -181,22 +181,27 @@ impl Store {
             .collect()
     }
 
-    /// Targets inside `threshold` that have not been offered yet. Everyone inside a 100%
-    /// threshold is counted without a scan.
+    /// Targets inside `threshold` that have not been offered yet, counted up to `limit` when
+    /// one is given (the gate needs no more: [`crate::rollout::gate::eligible_count_limit`]).
+    /// Everyone inside a 100% threshold is counted without a scan. Without a limit the count
+    /// visits every eligible target of the rollout (about 11 ms at 100,000 on SQLite); with one,
+    /// it stops at the limit.
     pub async fn eligible_in_cohort(
         &self,
         id: i64,
         threshold: i64,
         whole: &StateCounts,
+        limit: Option<u64>,
     ) -> Result<u64, StoreError> {
         if u64::try_from(threshold).unwrap_or(0) >= cohort::RANK_SPACE {
-            return Ok(whole.eligible);
+            return Ok(limit.map_or(whole.eligible, |l| whole.eligible.min(l)));
         }
-        let row = sqlx::query(&eligible_in_cohort_sql())
-            .bind(id)
-            .bind(threshold)
-            .fetch_one(self.reader()?)
-            .await?;
+        let sql = eligible_in_cohort_sql(limit.is_some());
+        let mut query = sqlx::query(&sql).bind(id).bind(threshold);
+        if let Some(l) = limit {
+            query = query.bind(i64::try_from(l).unwrap_or(i64::MAX));
+        }
+        let row = query.fetch_one(self.reader()?).await?;
         Ok(u64::try_from(row.try_get::<i64, _>("n")?).unwrap_or(0))
     }
 
@@ -435,12 +440,16 @@ const DEVICE_STATE_SQL: &str =
     "SELECT state FROM rollout_devices WHERE rollout_id = $1 AND device_id = $2";
 
 /// Eligible targets below a threshold: `$1` rollout, `$2` threshold.
-fn eligible_in_cohort_sql() -> String {
-    format!(
-        "SELECT COUNT(*) AS n FROM rollout_devices WHERE rollout_id = $1 AND state = {} \
-         AND rank < $2",
+fn eligible_in_cohort_sql(limited: bool) -> String {
+    let eligible = format!(
+        "FROM rollout_devices WHERE rollout_id = $1 AND state = {} AND rank < $2",
         quoted([DeviceState::Eligible.as_str()])
-    )
+    );
+    if limited {
+        format!("SELECT COUNT(*) AS n FROM (SELECT 1 {eligible} LIMIT $3) AS c")
+    } else {
+        format!("SELECT COUNT(*) AS n {eligible}")
+    }
 }
 
 /// Silence past the deadline: `$1` rollout, `$2` now.
@@ -514,8 +523,14 @@ pub fn hot_statements(
         },
         HotStatement {
             name: "eligible in cohort".into(),
-            sql: eligible_in_cohort_sql(),
+            sql: eligible_in_cohort_sql(false),
             args: vec![r.clone(), "1000".into()],
+            index: HotIndex::State,
+        },
+        HotStatement {
+            name: "eligible in cohort, up to a limit".into(),
+            sql: eligible_in_cohort_sql(true),
+            args: vec![r.clone(), "1000".into(), "20".into()],
             index: HotIndex::State,
         },
         HotStatement {
