@@ -3,7 +3,7 @@
 
 use super::audit::{insert_audit, AuditEntry};
 use super::db::{is_unique_violation, Backend, Store, StoreError};
-use super::sql::{binary_chunks, rows_per_statement, Param, Sql, BATCH};
+use super::sql::{binary_chunks, pg_array, pg_array_param, rows_per_statement, Param, Sql, BATCH};
 use super::sqlite_writer::positional;
 use fota_protocol::messages::{BootState, CheckIn, RdpLevel};
 use fota_protocol::{ImageVersion, SlotId};
@@ -458,21 +458,15 @@ impl Store {
                 return result;
             }
         }
-        let mut tx = self.pool()?.begin().await?;
-        // 200 devices a statement is 2,000 parameters (PostgreSQL binds by position).
-        for chunk in facts.chunks(BATCH / 2) {
-            let text = facts_update_sql(chunk.len());
-            let params: Vec<Param> = chunk
-                .iter()
-                .flat_map(|(id, f)| fact_values(id, f))
-                .collect();
-            let mut q = sqlx::query(&text);
-            for p in &params {
-                q = p.bind_to(q);
-            }
-            q.execute(&mut *tx).await?;
+        // PostgreSQL: one statement, a parameter a column, whatever the number of devices.
+        let rows: Vec<[Param; FACT_COLUMNS]> =
+            facts.iter().map(|(id, f)| fact_values(id, f)).collect();
+        let text = facts_update_pg_sql();
+        let mut q = sqlx::query(&text);
+        for column in 0..FACT_COLUMNS {
+            q = q.bind(pg_array(rows.iter().map(|row| param_text(&row[column]))));
         }
-        tx.commit().await?;
+        q.execute(self.pool()?).await?;
         Ok(())
     }
 
@@ -673,7 +667,7 @@ impl Store {
     }
 }
 
-/// Columns of a device's facts in [`facts_update_sql`]: id, last seen, and the check-in's
+/// Columns of a device's facts in [`facts_update_pg_sql`]: id, last seen, and the check-in's
 /// firmware version, its sort key, running slot, boot state, bootloader version, RDP level,
 /// WRP mask and security counter.
 const FACT_COLUMNS: usize = 10;
@@ -737,16 +731,39 @@ fn check_in_assignments() -> String {
         .join(", ")
 }
 
-/// One UPDATE of `n` devices' facts from a `VALUES` list (`$1..` in [`fact_values`]' order). A
-/// fact older than what is stored (another replica flushed later news) is skipped.
-fn facts_update_sql(n: usize) -> String {
+/// PostgreSQL: every device's facts in one UPDATE, each column bound as one array
+/// ([`pg_array`], in [`fact_values`]' order), unnested into the `v.columnK` the SQLite forms use.
+/// Before, a `VALUES` list of 200 devices a statement, 2,000 parameters planned at each run.
+fn facts_update_pg_sql() -> String {
+    const ELEMENTS: [&str; FACT_COLUMNS] = [
+        "text", "bigint", "text", "bigint", "text", "text", "text", "text", "bigint", "bigint",
+    ];
+    let arrays: Vec<String> = ELEMENTS
+        .iter()
+        .enumerate()
+        .map(|(i, element)| pg_array_param(i + 1, element))
+        .collect();
+    let names: Vec<String> = (1..=FACT_COLUMNS).map(|k| format!("column{k}")).collect();
     format!(
-        "UPDATE devices SET last_seen_at = v.column2, {} FROM (VALUES {}) AS v \
+        "UPDATE devices SET last_seen_at = v.column2, {} FROM unnest({}) AS v({}) \
          WHERE devices.id = v.column1 \
          AND (devices.last_seen_at IS NULL OR devices.last_seen_at <= v.column2)",
         check_in_assignments(),
-        values_list(n, FACT_COLUMNS)
+        arrays.join(", "),
+        names.join(", ")
     )
+}
+
+/// A fact as the text of an array element ([`pg_array`]): numbers as their digits, `None` NULL.
+fn param_text(p: &Param) -> Option<String> {
+    match p {
+        Param::Int(v) => Some(v.to_string()),
+        Param::OptInt(v) => v.map(|v| v.to_string()),
+        Param::Text(v) => Some(v.clone()),
+        Param::OptText(v) => v.clone(),
+        // No fact is bytes.
+        Param::Bytes(_) => None,
+    }
 }
 
 /// SQLite, first of two: `n` devices' last-seen times (`$1..` pairs of id and time), a time
@@ -760,7 +777,7 @@ fn last_seen_update_sql(n: usize) -> String {
     )
 }
 
-/// SQLite, second of two: the check-in facts of `n` devices (as [`facts_update_sql`] binds
+/// SQLite, second of two: the check-in facts of `n` devices (as [`fact_values`] orders
 /// them), written only where one differs from what is stored and this check-in is the newest
 /// news (its time is the stored one, or older news lost to a newer replica's). Nearly every
 /// check-in repeats the facts of the one before, and SQLite rewrites an index whenever its
