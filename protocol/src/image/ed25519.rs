@@ -27,10 +27,107 @@ use dalek as backend;
 #[cfg(all(feature = "salty", not(feature = "dalek")))]
 use salty as backend;
 
-/// [`verify_strict`]: verify a signature over a 32-byte digest with ed25519-dalek's
-/// `verify_strict` semantics. [`key_check`]: the key decodes to a curve point
-/// ([`KeyError::Invalid`] if not) that is not of small order ([`KeyError::SmallOrder`]).
-pub use backend::{key_check, verify_strict};
+/// [`key_check`]: the key decodes to a curve point ([`KeyError::Invalid`] if not) that is not
+/// of small order ([`KeyError::SmallOrder`]).
+pub use backend::key_check;
+
+/// Verify a signature over a 32-byte digest with ed25519-dalek's `verify_strict` semantics, in
+/// the backend chosen above. With `std`, in a process that turned it on ([`remember_verified`]),
+/// a (key, digest, signature) that verified before is not checked again.
+pub fn verify_strict(
+    public_key: &[u8; 32],
+    digest: &[u8; 32],
+    sig: &[u8; 64],
+) -> Result<(), Rejected> {
+    #[cfg(feature = "std")]
+    if remembered::knows(public_key, digest, sig) {
+        return Ok(());
+    }
+    backend::verify_strict(public_key, digest, sig)?;
+    #[cfg(feature = "std")]
+    remembered::learn(public_key, digest, sig);
+    Ok(())
+}
+
+/// Remember signatures that verified, for the rest of the process (`on`), or stop and forget
+/// them. Off unless turned on.
+///
+/// For a host process that checks the same signed images over and over: the virtual fleet,
+/// where 100,000 simulated devices run the real boot code, which verifies every image at every
+/// boot of every device. What is remembered is the triple (public key, digest, signature), byte
+/// for byte, and only after the backend accepted it, so a remembered verdict is the backend's
+/// own for exactly those bytes: Ed25519 verification is a pure function of them. The digest is
+/// still computed from the image and compared with its SHA-256 TLV before this is asked, so a
+/// corrupted or different image fails as it would; only the curve arithmetic of a signature
+/// already checked is skipped. The server, the CLI and the bootloader never turn it on.
+#[cfg(feature = "std")]
+pub fn remember_verified(on: bool) {
+    remembered::set(on);
+}
+
+/// How many signatures [`remember_verified`] holds now.
+#[cfg(feature = "std")]
+pub fn remembered_count() -> usize {
+    remembered::count()
+}
+
+/// The memo behind [`remember_verified`]: at most [`remembered::CAPACITY`] triples, forgotten
+/// all at once when full (a fleet has a handful of releases).
+#[cfg(feature = "std")]
+mod remembered {
+    use std::collections::HashSet;
+    use std::sync::atomic::{AtomicBool, Ordering};
+    use std::sync::RwLock;
+
+    /// Triples kept at most.
+    pub(super) const CAPACITY: usize = 1024;
+
+    static ON: AtomicBool = AtomicBool::new(false);
+    static SEEN: RwLock<Option<HashSet<[u8; 128]>>> = RwLock::new(None);
+
+    fn triple(key: &[u8; 32], digest: &[u8; 32], sig: &[u8; 64]) -> [u8; 128] {
+        let mut t = [0u8; 128];
+        t[..32].copy_from_slice(key);
+        t[32..64].copy_from_slice(digest);
+        t[64..].copy_from_slice(sig);
+        t
+    }
+
+    pub(super) fn set(on: bool) {
+        ON.store(on, Ordering::SeqCst);
+        if !on {
+            *SEEN.write().unwrap_or_else(|e| e.into_inner()) = None;
+        }
+    }
+
+    pub(super) fn knows(key: &[u8; 32], digest: &[u8; 32], sig: &[u8; 64]) -> bool {
+        ON.load(Ordering::Relaxed)
+            && SEEN
+                .read()
+                .unwrap_or_else(|e| e.into_inner())
+                .as_ref()
+                .is_some_and(|seen| seen.contains(&triple(key, digest, sig)))
+    }
+
+    pub(super) fn count() -> usize {
+        SEEN.read()
+            .unwrap_or_else(|e| e.into_inner())
+            .as_ref()
+            .map_or(0, HashSet::len)
+    }
+
+    pub(super) fn learn(key: &[u8; 32], digest: &[u8; 32], sig: &[u8; 64]) {
+        if !ON.load(Ordering::Relaxed) {
+            return;
+        }
+        let mut seen = SEEN.write().unwrap_or_else(|e| e.into_inner());
+        let seen = seen.get_or_insert_with(HashSet::new);
+        if seen.len() >= CAPACITY {
+            seen.clear();
+        }
+        seen.insert(triple(key, digest, sig));
+    }
+}
 
 /// Without a backend only the `compile_error!` above should be reported, not every caller.
 #[cfg(not(any(feature = "dalek", feature = "salty")))]
