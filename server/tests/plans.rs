@@ -4,7 +4,9 @@
 //! as on a server with autovacuum off), again mid-rollout, and again after an `ANALYZE` that
 //! has gone stale. A statement about one device must be served by the primary
 //! key, one about a rollout's devices in some states by the state index; a sequential scan of
-//! `rollout_devices` fails either.
+//! `rollout_devices` fails either. The reset gate's lookup of a device's `confirmed` event must
+//! read `device_events` through its key (device_id, event_id), never the rollout's part of the
+//! index ordered by time (migrations/*/00{14,15}_events_rollout_by_time.sql), on both backends.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use fota_server::domain::DeviceState;
@@ -88,6 +90,21 @@ async fn hot_statements_use_their_index_on_sqlite() {
                 "{} reads rollout_devices through {details:?}, not {want}",
                 s.name
             ));
+        }
+        // The reset gate's lookup of a device's `confirmed` event: its few events through the
+        // key, never the rollout's part of the index by time.
+        if s.sql.contains("device_events") {
+            let events: Vec<&String> = plan
+                .iter()
+                .filter(|d| d.contains("device_events") || d.contains(" c "))
+                .collect();
+            let want = "USING INDEX sqlite_autoindex_device_events_1 (device_id=?";
+            if events.is_empty() || events.iter().any(|d| !d.contains(want)) {
+                failures.push(format!(
+                    "{} reads device_events through {events:?}, not {want}",
+                    s.name
+                ));
+            }
         }
     }
     assert!(failures.is_empty(), "{}", failures.join("\n"));
@@ -203,7 +220,22 @@ async fn check(
             .unwrap();
             let plan: Value = serde_json::from_str(&plan).unwrap();
             let mut scans = Vec::new();
-            scans_of(&plan[0]["Plan"], &mut scans);
+            scans_of(&plan[0]["Plan"], "rollout_devices", &mut scans);
+            if s.sql.contains("device_events") {
+                // The reset gate's lookup of a device's `confirmed` event: through the key.
+                let mut events = Vec::new();
+                scans_of(&plan[0]["Plan"], "device_events", &mut events);
+                if events.is_empty()
+                    || events
+                        .iter()
+                        .any(|(_, index)| index != "device_events_pkey")
+                {
+                    failures.push(format!(
+                        "{when}, {mode}: {} reads device_events through {events:?}, not its key",
+                        s.name
+                    ));
+                }
+            }
             let want = match s.index {
                 HotIndex::PrimaryKey | HotIndex::PrimaryKeyFrom(_) => "rollout_devices_pkey",
                 HotIndex::State | HotIndex::AllTargets => "rollout_devices_state",
@@ -229,19 +261,19 @@ async fn check(
     assert!(failures.is_empty(), "{}", failures.join("\n"));
 }
 
-/// (node type, index or "") of every scan of `rollout_devices` in a JSON plan.
-fn scans_of(node: &Value, out: &mut Vec<(String, String)>) {
+/// (node type, index or "") of every scan of `table` in a JSON plan.
+fn scans_of(node: &Value, table: &str, out: &mut Vec<(String, String)>) {
     let kind = node["Node Type"].as_str().unwrap_or_default();
     let relation = node["Relation Name"].as_str();
     let index = node["Index Name"].as_str();
-    let on_target = relation == Some("rollout_devices")
-        || (kind == "Bitmap Index Scan" && index.is_some_and(|i| i.starts_with("rollout_devices")));
+    let on_target = relation == Some(table)
+        || (kind == "Bitmap Index Scan" && index.is_some_and(|i| i.starts_with(table)));
     if on_target && kind != "ModifyTable" && kind != "Bitmap Heap Scan" {
         out.push((kind.to_string(), index.unwrap_or("").to_string()));
     }
     if let Some(children) = node["Plans"].as_array() {
         for child in children {
-            scans_of(child, out);
+            scans_of(child, table, out);
         }
     }
 }
