@@ -142,13 +142,14 @@ fn reset_query<'q>(
 
 /// A confirmed target's reset of a run after its confirmation: a reset in `j` with an event id
 /// above the device's `confirmed` event's (`$1` rollout, `$4` confirmed state, `$5` the
-/// confirmed event's kind). The device's events are read through the primary key (device_id,
-/// event_id): a unary `+` keeps `rollout_id` from steering either backend to the
-/// `(rollout_id, kind, received_at, ...)` index, which would read every confirmed event of the
-/// rollout for each reset (migrations/*/00{14,15}_events_rollout_by_time.sql).
+/// confirmed event's kind). One probe per reset, by device: on PostgreSQL through
+/// `device_events_rollout (rollout_id, kind, device_id, received_at)`, on SQLite through the
+/// primary key (device_id, event_id), since SQLite's index of a rollout's events is ordered by
+/// time (migrations/sqlite/0014_events_rollout_by_time.sql). `server/tests/plans.rs` checks
+/// both.
 const AFTER_CONFIRMATION: &str = "j.state = $4 AND j.event_id > \
      (SELECT MIN(c.event_id) FROM device_events c \
-      WHERE c.device_id = j.device_id AND +c.rollout_id = $1 AND c.kind = $5)";
+      WHERE c.device_id = j.device_id AND c.rollout_id = $1 AND c.kind = $5)";
 
 /// The gate's reset counts (see [`Store::reset_figures`]); `$1` rollout, `$2` its version, `$3`
 /// its start, `$4` the confirmed state, `$5` the confirmed event's kind. Grouped by the hour
