@@ -45,7 +45,7 @@ struct Args {
     /// Seconds of steady check-ins per backend.
     #[arg(long, default_value_t = 10)]
     seconds: u64,
-    /// A PostgreSQL server (any database on it); a fresh database is made for the run.
+    /// A PostgreSQL server (any database on it); a fresh database is made for the run and dropped after it.
     #[arg(long, env = "FOTA_BENCH_POSTGRES_URL")]
     postgres_url: Option<String>,
     /// Seconds per artifact measurement.
@@ -244,18 +244,6 @@ struct FotaRun {
     cold: Run,
     steady: Run,
     flushed_all: bool,
-}
-
-async fn fresh_postgres(base: &str) -> String {
-    use sqlx::Connection as _;
-    let name = format!("fota_bench_{}", now_ms());
-    let mut admin = sqlx::PgConnection::connect(base).await.unwrap();
-    sqlx::query(&format!("CREATE DATABASE {name}"))
-        .execute(&mut admin)
-        .await
-        .unwrap();
-    let (prefix, _) = base.rsplit_once('/').unwrap();
-    format!("{prefix}/{name}")
 }
 
 fn signing_key() -> SigningKey {
@@ -475,9 +463,11 @@ fn main() {
     rows.push(ceiling_run.row("ceiling: trivial axum handler"));
 
     let mut backends: Vec<(&str, Option<String>)> = vec![("SQLite", None)];
+    let mut made = None;
     if let Some(base) = &args.postgres_url {
-        let url = client_rt.block_on(fresh_postgres(base));
-        backends.push(("PostgreSQL", Some(url)));
+        let db = client_rt.block_on(fota_testkit::BenchDatabase::create(base));
+        backends.push(("PostgreSQL", Some(db.url())));
+        made = Some(db);
     }
     let mut notes = Vec::new();
     let mut artifact_server = None;
@@ -595,5 +585,8 @@ fn main() {
             None => println!("| nginx | not installed (apt-get install -y nginx) | | | | |"),
         }
         client_rt.block_on(server.shutdown()).unwrap();
+    }
+    if let Some(db) = made {
+        client_rt.block_on(db.drop_now());
     }
 }

@@ -51,7 +51,7 @@ struct Args {
     /// Seconds of reports per run.
     #[arg(long, default_value_t = 10)]
     seconds: u64,
-    /// A PostgreSQL server (any database on it); a fresh database is made for the run.
+    /// A PostgreSQL server (any database on it); a fresh database is made for the run and dropped after it.
     #[arg(long, env = "FOTA_BENCH_POSTGRES_URL")]
     postgres_url: Option<String>,
     /// Also run on a private PostgreSQL with default settings (initdb + pg_ctl).
@@ -229,18 +229,6 @@ async fn ceiling(args: &Args, server_rt: &tokio::runtime::Runtime) -> Run {
     drive(addr, Arc::new(fleet), args).await
 }
 
-async fn fresh_postgres(base: &str) -> String {
-    use sqlx::Connection as _;
-    let name = format!("fota_bench_{}", now_ms());
-    let mut admin = sqlx::PgConnection::connect(base).await.unwrap();
-    sqlx::query(&format!("CREATE DATABASE {name}"))
-        .execute(&mut admin)
-        .await
-        .unwrap();
-    let (prefix, _) = base.rsplit_once('/').unwrap();
-    format!("{prefix}/{name}")
-}
-
 /// `fota serve` over `database_url` (None: SQLite in a temporary directory), its fleet
 /// provisioned and all targets of an active rollout, then the load.
 async fn fota(
@@ -375,9 +363,11 @@ fn main() {
     if !args.no_sqlite {
         backends.push(("SQLite".into(), None));
     }
+    let mut made = None;
     if let Some(base) = &args.postgres_url {
-        let url = client_rt.block_on(fresh_postgres(base));
-        backends.push(("PostgreSQL (--postgres-url)".into(), Some(url)));
+        let db = client_rt.block_on(fota_testkit::BenchDatabase::create(base));
+        backends.push(("PostgreSQL (--postgres-url)".into(), Some(db.url())));
+        made = Some(db);
     }
     if args.private_postgres {
         let pg = fota_testkit::PrivatePostgres::start();
@@ -396,6 +386,9 @@ fn main() {
         rows.push(run.row(&format!("fota {name}")));
     }
     drop(private);
+    if let Some(db) = made {
+        client_rt.block_on(db.drop_now());
+    }
     println!(
         "\n| run | reports/s | events/s | p50 ms | p99 ms | errors | reports a group commit |\n|---|---|---|---|---|---|---|"
     );

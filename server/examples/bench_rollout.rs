@@ -36,7 +36,7 @@ struct Args {
     /// Trials per measurement.
     #[arg(long, default_value_t = 10)]
     trials: usize,
-    /// A PostgreSQL server; a fresh database is made for the run.
+    /// A PostgreSQL server; a fresh database is made for the run and dropped after it.
     #[arg(long, env = "FOTA_BENCH_POSTGRES_URL")]
     postgres_url: Option<String>,
     /// The server's sweep interval in ms (silence is noticed within one sweep).
@@ -326,18 +326,6 @@ async fn run(args: &Args, label: &str, database_url: Option<String>) -> Vec<Stri
     ]
 }
 
-async fn fresh_postgres(base: &str) -> String {
-    use sqlx::Connection as _;
-    let name = format!("fota_bench_{}", now_ms());
-    let mut admin = sqlx::PgConnection::connect(base).await.unwrap();
-    sqlx::query(&format!("CREATE DATABASE {name}"))
-        .execute(&mut admin)
-        .await
-        .unwrap();
-    let (prefix, _) = base.rsplit_once('/').unwrap();
-    format!("{prefix}/{name}")
-}
-
 #[tokio::main]
 async fn main() {
     let args = Args::parse();
@@ -348,8 +336,9 @@ async fn main() {
     );
     let mut rows = run(&args, "SQLite", None).await;
     if let Some(base) = &args.postgres_url {
-        let url = fresh_postgres(base).await;
-        rows.extend(run(&args, "PostgreSQL", Some(url)).await);
+        let db = fota_testkit::BenchDatabase::create(base).await;
+        rows.extend(run(&args, "PostgreSQL", Some(db.url())).await);
+        db.drop_now().await;
     }
     println!("\n| measurement | samples | p50 ms | p99 ms | max ms |\n|---|---|---|---|---|");
     for r in rows {

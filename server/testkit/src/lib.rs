@@ -155,6 +155,48 @@ pub async fn fresh_postgres_database() -> String {
     format!("{prefix}/{name}{query}")
 }
 
+/// A database made for one benchmark run on the PostgreSQL server at a base URL (naming any
+/// database on it). The benchmarks drop it at the end ([`BenchDatabase::drop_now`]) rather
+/// than leave a 100,000-device fleet behind on a shared server for each run.
+#[derive(Debug)]
+pub struct BenchDatabase {
+    base: String,
+    name: String,
+    url: String,
+}
+
+impl BenchDatabase {
+    /// A fresh, empty database `fota_bench_<ms>` on `base`'s server.
+    pub async fn create(base: &str) -> Self {
+        use sqlx::Connection as _;
+        let name = format!("fota_bench_{}", now_ms());
+        let mut admin = sqlx::PgConnection::connect(base)
+            .await
+            .expect("connect to PostgreSQL");
+        sqlx::query(&format!("CREATE DATABASE {name}"))
+            .execute(&mut admin)
+            .await
+            .expect("create the benchmark's database");
+        let _ = admin.close().await;
+        let (prefix, _) = base.rsplit_once('/').expect("URL with a database name");
+        Self {
+            base: base.to_string(),
+            url: format!("{prefix}/{name}"),
+            name,
+        }
+    }
+
+    /// Its URL.
+    pub fn url(&self) -> String {
+        self.url.clone()
+    }
+
+    /// Drop it (a server still connected to it is disconnected).
+    pub async fn drop_now(self) {
+        drop_databases(&self.base, &[self.name]).await;
+    }
+}
+
 /// The signing key tests sign releases with (trusted by every test server).
 pub fn signing_key() -> SigningKey {
     testing::test_key(7)
