@@ -5,13 +5,14 @@
 //! has gone stale. A statement about one device must be served by the primary
 //! key, one about a rollout's devices in some states by the state index; a sequential scan of
 //! `rollout_devices` fails either. The reset gate's lookup of a device's `confirmed` event must
-//! probe `device_events` by device: on SQLite through its key (device_id, event_id), never the
-//! rollout's part of the index ordered by time (migrations/sqlite/0014_events_rollout_by_time.sql);
-//! on PostgreSQL through an index, never a sequential scan.
+//! probe `device_events` by device: on SQLite through its key (device_id, event_id) (SQLite
+//! indexes only `installed` and `rolled_back` events by more, migrations/sqlite/
+//! 0014_events_partial_indexes.sql), on PostgreSQL through an index, never a sequential scan;
+//! and SQLite's exposure read must use its partial index of `installed` events, in order.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use fota_server::domain::DeviceState;
-use fota_server::store::{hot_statements, now_ms, Backend, HotIndex};
+use fota_server::store::{hot_statements, installed_exposure_sql, now_ms, Backend, HotIndex};
 use fota_testkit::{on_postgres, provision_devices, release, spawn_app, start_rollout, Db};
 use serde_json::{json, Value};
 use sqlx::{Connection as _, Row as _};
@@ -109,6 +110,34 @@ async fn hot_statements_use_their_index_on_sqlite() {
         }
     }
     assert!(failures.is_empty(), "{}", failures.join("\n"));
+}
+
+/// The reset gate's exposure (each target's first `installed` event of the rollout) on SQLite:
+/// from the partial index of `installed` events alone, grouped in the index's order (no sort
+/// of the rollout's events), which needs the kind as a literal in the statement.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_exposure_reads_the_installed_events_index_on_sqlite() {
+    let app = spawn_app(Db::Sqlite).await;
+    let mut db = sqlx::SqliteConnection::connect(&app.database_url)
+        .await
+        .unwrap();
+    let sql = installed_exposure_sql().replace("$1", "1");
+    let plan: Vec<String> = sqlx::query(&format!("EXPLAIN QUERY PLAN {sql}"))
+        .fetch_all(&mut db)
+        .await
+        .unwrap()
+        .iter()
+        .map(|r| r.get::<String, _>("detail"))
+        .collect();
+    assert!(
+        plan.iter()
+            .any(|d| d.contains("COVERING INDEX device_events_installed (rollout_id=?)")),
+        "the exposure reads {plan:?}, not device_events_installed"
+    );
+    assert!(
+        !plan.iter().any(|d| d.contains("TEMP B-TREE")),
+        "the exposure sorts: {plan:?}"
+    );
 }
 
 async fn hot_statements_use_their_index() {

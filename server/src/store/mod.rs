@@ -57,6 +57,7 @@ pub use group_queue::ReportOutcome;
 pub use health::PING_TIMEOUT;
 pub use patches::StoredPatch;
 pub use releases::{NewRelease, ReleaseImage, ReleaseRecord};
+pub use resets::installed_exposure_sql;
 pub use rollout_devices::{
     hot_statements, HotIndex, HotStatement, SkippedTarget, Target, TargetFilter,
 };

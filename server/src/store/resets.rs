@@ -144,12 +144,25 @@ fn reset_query<'q>(
 /// above the device's `confirmed` event's (`$1` rollout, `$4` confirmed state, `$5` the
 /// confirmed event's kind). One probe per reset, by device: on PostgreSQL through
 /// `device_events_rollout (rollout_id, kind, device_id, received_at)`, on SQLite through the
-/// primary key (device_id, event_id), since SQLite's index of a rollout's events is ordered by
-/// time (migrations/sqlite/0014_events_rollout_by_time.sql). `server/tests/plans.rs` checks
-/// both.
+/// primary key (device_id, event_id), since SQLite indexes only `installed` and `rolled_back`
+/// events by more than the key (migrations/sqlite/0014_events_partial_indexes.sql).
+/// `server/tests/plans.rs` checks both.
 const AFTER_CONFIRMATION: &str = "j.state = $4 AND j.event_id > \
      (SELECT MIN(c.event_id) FROM device_events c \
       WHERE c.device_id = j.device_id AND c.rollout_id = $1 AND c.kind = $5)";
+
+/// How many of rollout `$1`'s targets left the old release and the sum of when: each one's
+/// first `installed` event of the rollout. The kind is a literal so that SQLite can use its
+/// partial index of `installed` events (migrations/sqlite/0014_events_partial_indexes.sql);
+/// `server/tests/plans.rs` checks the plan.
+pub fn installed_exposure_sql() -> String {
+    format!(
+        "SELECT COUNT(*) AS n, CAST(SUM(t) AS BIGINT) AS at_sum FROM \
+         (SELECT MIN(received_at) AS t FROM device_events \
+          WHERE rollout_id = $1 AND kind = '{}' GROUP BY device_id) AS installed",
+        json_name(EventKind::Installed)
+    )
+}
 
 /// The gate's reset counts (see [`Store::reset_figures`]); `$1` rollout, `$2` its version, `$3`
 /// its start, `$4` the confirmed state, `$5` the confirmed event's kind. Grouped by the hour
@@ -308,15 +321,10 @@ impl Store {
             });
         // When each target left the old release: its first `installed` event of this rollout
         // (the client sends it before it reboots into the new image).
-        let row = sqlx::query(
-            "SELECT COUNT(*) AS n, CAST(SUM(t) AS BIGINT) AS at_sum FROM \
-             (SELECT MIN(received_at) AS t FROM device_events \
-              WHERE rollout_id = $1 AND kind = $2 GROUP BY device_id) AS installed",
-        )
-        .bind(id)
-        .bind(json_name(EventKind::Installed))
-        .fetch_one(self.reader()?)
-        .await?;
+        let row = sqlx::query(&installed_exposure_sql())
+            .bind(id)
+            .fetch_one(self.reader()?)
+            .await?;
         let left = u64::try_from(row.try_get::<i64, _>("n")?).unwrap_or(0);
         let left_at_sum: Option<i64> = row.try_get("at_sum")?;
         let (new_s, base_s) = exposure(
