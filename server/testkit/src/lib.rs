@@ -127,7 +127,6 @@ static NEXT_DB: AtomicU32 = AtomicU32::new(0);
 
 /// A fresh, empty PostgreSQL database on the test server; returns its URL.
 pub async fn fresh_postgres_database() -> String {
-    use sqlx::Connection as _;
     let base = require_postgres_url();
     let name = format!(
         "fota_t_{}_{}_{}_{}",
@@ -138,16 +137,27 @@ pub async fn fresh_postgres_database() -> String {
     );
     // Dropped when the PostgreSQL test that made it passes (see `on_postgres`).
     let _ = MADE.try_with(|m| m.borrow_mut().push(name.clone()));
-    let mut admin = sqlx::PgConnection::connect(&base)
+    create_database(&base, &name).await
+}
+
+/// Create the empty database `name` on the server at `base` (a URL naming any database on
+/// it) and return `base` with its database replaced by `name`, its `?query` kept.
+async fn create_database(base: &str, name: &str) -> String {
+    use sqlx::Connection as _;
+    let mut admin = sqlx::PgConnection::connect(base)
         .await
         .expect("connect to PostgreSQL");
     sqlx::query(&format!("CREATE DATABASE {name}"))
         .execute(&mut admin)
         .await
-        .expect("create test database");
+        .unwrap_or_else(|e| panic!("create database {name}: {e}"));
     let _ = admin.close().await;
-    // Replace the database name (the last path segment) in the URL.
-    let (prefix, rest) = base.rsplit_once('/').expect("URL with a database name");
+    with_database(base, name)
+}
+
+/// `url` with its database (the last path segment) replaced by `name`, a `?query` kept.
+fn with_database(url: &str, name: &str) -> String {
+    let (prefix, rest) = url.rsplit_once('/').expect("URL with a database name");
     let query = rest
         .split_once('?')
         .map(|(_, q)| format!("?{q}"))
@@ -168,20 +178,11 @@ pub struct BenchDatabase {
 impl BenchDatabase {
     /// A fresh, empty database `fota_bench_<ms>` on `base`'s server.
     pub async fn create(base: &str) -> Self {
-        use sqlx::Connection as _;
         let name = format!("fota_bench_{}", now_ms());
-        let mut admin = sqlx::PgConnection::connect(base)
-            .await
-            .expect("connect to PostgreSQL");
-        sqlx::query(&format!("CREATE DATABASE {name}"))
-            .execute(&mut admin)
-            .await
-            .expect("create the benchmark's database");
-        let _ = admin.close().await;
-        let (prefix, _) = base.rsplit_once('/').expect("URL with a database name");
+        let url = create_database(base, &name).await;
         Self {
             base: base.to_string(),
-            url: format!("{prefix}/{name}"),
+            url,
             name,
         }
     }
@@ -878,5 +879,25 @@ pub async fn wait_for(
             return s;
         }
         tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::with_database;
+
+    #[test]
+    fn a_database_url_gets_the_new_name_and_keeps_its_query() {
+        assert_eq!(
+            with_database("postgres://postgres@127.0.0.1:5432/test", "fota_bench_1"),
+            "postgres://postgres@127.0.0.1:5432/fota_bench_1"
+        );
+        assert_eq!(
+            with_database(
+                "postgres://u@h/test?sslmode=disable&application_name=x",
+                "db2"
+            ),
+            "postgres://u@h/db2?sslmode=disable&application_name=x"
+        );
     }
 }
