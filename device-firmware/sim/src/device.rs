@@ -105,7 +105,7 @@ pub struct Context<'a> {
 }
 
 /// A device's counters and its state as of its last turn.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct DeviceStatus {
     /// Its id.
     pub id: String,
@@ -115,6 +115,11 @@ pub struct DeviceStatus {
     pub version: Option<ImageVersion>,
     /// How its running image was booted.
     pub mode: Option<BootMode>,
+    /// The version it last ran confirmed (booted confirmed, or confirmed on trial), kept
+    /// through a reset until it boots an image again: a confirmed device that a background
+    /// watchdog reset is still settled on its release while it reboots into it, though it
+    /// runs nothing. `None` once it boots a trial, finds nothing valid, or hangs in stage-1.
+    pub settled: Option<ImageVersion>,
     /// The bootloader found nothing valid at the last boot.
     pub in_recovery: bool,
     /// Boots (bootloader runs).
@@ -261,35 +266,7 @@ impl Device {
             rng,
             status: DeviceStatus {
                 id: id.to_owned(),
-                slot: None,
-                version: None,
-                mode: None,
-                in_recovery: false,
-                boots: 0,
-                trial_boots: 0,
-                recoveries: 0,
-                installs: 0,
-                installed: Vec::new(),
-                accepted: Vec::new(),
-                confirmations: 0,
-                rollbacks: 0,
-                crashes: 0,
-                background_resets: 0,
-                power_cuts: 0,
-                downloading: None,
-                nudges: 0,
-                pushed_stops: 0,
-                withdrawn: 0,
-                stopped_at_ms: None,
-                stop_received_at_ms: None,
-                commands_lost: 0,
-                mqtt_reports: 0,
-                mqtt_reports_posted: 0,
-                link: LinkStats::default(),
-                stage1: None,
-                stage1_trial_boots: 0,
-                stage1_confirmations: 0,
-                stage1_hangs: 0,
+                ..DeviceStatus::default()
             },
             power_cut_armed: faults.power_cut,
             link_drop_armed: faults.link_drop,
@@ -489,6 +466,7 @@ impl Device {
                 self.status.slot = None;
                 self.status.version = None;
                 self.status.mode = None;
+                self.status.settled = None;
                 // The watchdog resets it; nothing of an application ran.
                 self.next_reset = (ResetCause::IndependentWatchdog, None);
                 self.phase = Phase::Off {
@@ -508,6 +486,8 @@ impl Device {
         self.status.slot = Some(target.slot());
         self.status.version = Some(target.image.image.header.version);
         self.status.mode = Some(target.mode);
+        self.status.settled =
+            (target.mode == BootMode::Confirmed).then_some(target.image.image.header.version);
         if matches!(target.mode, BootMode::Trial { .. }) {
             self.status.trial_boots += 1;
         }
@@ -597,6 +577,7 @@ impl Device {
         self.status.slot = None;
         self.status.version = None;
         self.status.mode = None;
+        self.status.settled = None;
         self.phase = Phase::Recovery {
             flash,
             persist,
@@ -681,6 +662,7 @@ impl Device {
                     }
                     if outcome == AfterBoot::NewlyConfirmed {
                         self.status.mode = Some(BootMode::Confirmed);
+                        self.status.settled = self.status.version;
                     }
                 }
             }

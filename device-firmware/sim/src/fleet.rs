@@ -149,6 +149,9 @@ pub struct FleetSummary {
     pub confirmed: BTreeMap<ImageVersion, usize>,
     /// Devices running each version as a trial (or unconfirmed).
     pub trial: BTreeMap<ImageVersion, usize>,
+    /// Devices settled on each version ([`DeviceStatus::settled`]): running it confirmed, or
+    /// resetting since they did.
+    pub settled: BTreeMap<ImageVersion, usize>,
     /// Devices between a reset and their application (or in recovery mode).
     pub not_running: usize,
     /// Devices in recovery mode.
@@ -209,6 +212,14 @@ impl FleetSummary {
         self.confirmed.get(&version).copied().unwrap_or(0)
     }
 
+    /// Devices settled on `version`: running it confirmed, or rebooting after they did (a
+    /// background watchdog reset). A fleet on one release counts all its devices here at any
+    /// moment, while [`confirmed_on`](Self::confirmed_on) misses those between a reset and
+    /// their application.
+    pub fn settled_on(&self, version: ImageVersion) -> usize {
+        self.settled.get(&version).copied().unwrap_or(0)
+    }
+
     /// Two-stage devices whose last boot went through stage-1 `version`, confirmed.
     pub fn stage1_confirmed_on(&self, version: ImageVersion) -> usize {
         self.stage1_confirmed.get(&version).copied().unwrap_or(0)
@@ -220,6 +231,9 @@ impl FleetSummary {
             (Some(v), Some(BootMode::Confirmed)) => *self.confirmed.entry(v).or_default() += 1,
             (Some(v), Some(_)) => *self.trial.entry(v).or_default() += 1,
             _ => self.not_running += 1,
+        }
+        if let Some(v) = s.settled {
+            *self.settled.entry(v).or_default() += 1;
         }
         self.in_recovery += usize::from(s.in_recovery);
         self.boots += u64::from(s.boots);
@@ -536,5 +550,47 @@ fn deliver(shard: &Shard, index: usize, command: Command) {
     if sched.at > now {
         sched.at = now;
         lock(&shard.queue).push(Reverse((now, index)));
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn v(minor: u8) -> ImageVersion {
+        ImageVersion::new(2, minor, 0, 0)
+    }
+
+    /// A device rebooting after a background reset runs nothing, yet stays settled on the
+    /// release it ran confirmed; a device on trial is settled on nothing new.
+    #[test]
+    fn a_confirmed_device_that_resets_stays_settled_on_its_release() {
+        let running = DeviceStatus {
+            version: Some(v(0)),
+            mode: Some(BootMode::Confirmed),
+            settled: Some(v(0)),
+            ..DeviceStatus::default()
+        };
+        let resetting = DeviceStatus {
+            version: Some(v(0)),
+            mode: None,
+            settled: Some(v(0)),
+            ..DeviceStatus::default()
+        };
+        let on_trial = DeviceStatus {
+            version: Some(v(1)),
+            mode: Some(BootMode::Trial { attempt: 1 }),
+            settled: None,
+            ..DeviceStatus::default()
+        };
+        let mut summary = FleetSummary::default();
+        for s in [&running, &resetting, &on_trial] {
+            summary.add(s);
+        }
+        assert_eq!(summary.confirmed_on(v(0)), 1);
+        assert_eq!(summary.not_running, 1);
+        assert_eq!(summary.settled_on(v(0)), 2);
+        assert_eq!(summary.settled_on(v(1)), 0);
+        assert_eq!(summary.trial.get(&v(1)), Some(&1));
     }
 }
