@@ -611,7 +611,19 @@ async fn a_healthy_release_with_background_resets_walks_to_100_percent(db: Db) {
             halts.push(format!("run {run}: {status:#}"));
             continue;
         }
-        let summary = fleet.summary();
+        // Every device confirmed the release: settled on it, even one that a background reset
+        // caught on its way back into it (running nothing). A device publishes its status at
+        // the end of its turn, after the report that completed the rollout: wait for that.
+        let mut summary = fleet.summary();
+        for _ in 0..100 {
+            if summary.settled_on(version(2)) == n {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+            summary = fleet.summary();
+        }
+        assert_eq!(summary.settled_on(version(2)), n, "{summary:?}");
+        assert_eq!(summary.settled_on(version(1)), 0, "{summary:?}");
         assert!(summary.background_resets > 0, "{summary:?}");
         assert!(
             new_seen + base_seen > 0,
