@@ -752,7 +752,63 @@ async fn a_bootloader_rolls_out_and_a_bad_one_halts_in_its_canary(db: Db) {
     }
 }
 
+/// An update costs a device two check-ins, as on the board: the one that brings the offer and
+/// the trial's, before it confirms, which counts as the new boot's first. With an interval far
+/// longer than the update, no device checks in a third time.
+async fn a_confirmed_trial_checks_in_once_per_boot(db: Db) {
+    let app = testkit::spawn_app(db).await;
+    let n = 10;
+    let specs = testkit::provision_devices(&app, "sim", n, MODEL)
+        .await
+        .into_iter()
+        .map(|(id, token)| DeviceSpec {
+            id,
+            token,
+            model: MODEL.to_string(),
+            faults: Faults::default(),
+        })
+        .collect();
+    let good = upload(&app, version(2), AppBehaviour::Good).await;
+    let id = start_rollout(
+        &app,
+        json!({"release_id": good, "stages": [stage(100.0, 1, 600)]}),
+    )
+    .await;
+    let factory = factory_flash(&build(SlotId::A, version(1), AppBehaviour::Good), 1);
+    let config = FleetConfig {
+        server: app.url.clone(),
+        keys: keys(),
+        timing: Timing {
+            check_in_interval: Duration::from_secs(600),
+            first_check_in_spread: Duration::from_millis(200),
+            ..Timing::default()
+        },
+        client: fota_ota_client::Config::default(),
+        threads: 4,
+        mqtt: None,
+    };
+    let fleet = tokio::task::spawn_blocking(move || Fleet::start(config, &factory, specs))
+        .await
+        .unwrap();
+    let status = wait_for(&app, id, Duration::from_secs(30), |s| {
+        s["state"] != "active"
+    })
+    .await;
+    assert_eq!(status["state"], "completed", "{status:#}");
+    // Each device's last turn (its reports) and anything it would do next.
+    let (summary, settled) = wait_fleet(&fleet, Duration::from_secs(10), |s| {
+        s.settled_on(version(2)) == n
+    })
+    .await;
+    assert!(settled, "{summary:?}");
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let summary = fleet.summary();
+    assert_eq!(summary.confirmations, n as u64, "{summary:?}");
+    assert_eq!(summary.check_ins, 2 * n as u64, "{summary:?}");
+}
+
 backend_tests!(
+    a_confirmed_trial_checks_in_once_per_boot,
     a_bootloader_rolls_out_and_a_bad_one_halts_in_its_canary,
     a_release_that_crashes_after_confirming_halts_on_its_resets,
     a_healthy_release_with_background_resets_walks_to_100_percent,

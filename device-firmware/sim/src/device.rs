@@ -664,6 +664,14 @@ impl Device {
                         self.status.mode = Some(BootMode::Confirmed);
                         self.status.settled = self.status.version;
                     }
+                    // As on the board (`fota-runtime`): the trial's check-in counts as this
+                    // boot's first, so the next one is an interval away.
+                    if matches!(
+                        outcome,
+                        AfterBoot::NewlyConfirmed | AfterBoot::Stage1Confirmed(_)
+                    ) {
+                        app.next_check_in = now + t.check_in_interval;
+                    }
                 }
             }
         }
