@@ -775,7 +775,6 @@ pub fn run(args: &Args, out: &mut dyn Write) -> anyhow::Result<()> {
         "good release",
     )?;
     let rollout_started = Instant::now();
-    let rollout_started_ms = fota_sim::device::unix_ms();
     let good_rollout = client.post_json(
         &["v1", "rollouts"],
         Some(&json!({"release_id": good, "stages": stages(deadline_s)})),
@@ -786,7 +785,7 @@ pub fn run(args: &Args, out: &mut dyn Write) -> anyhow::Result<()> {
     let mut done = false;
     let mut good_confirmed = 0;
     let mut good_silent = 0;
-    let mut completed_at_ms = None;
+    let mut completed_in_ms = None;
     while rollout_started.elapsed() < timeout {
         let s = fleet.summary();
         let status = client.get(&["v1", "rollouts", &good_id.to_string()], &[])?;
@@ -808,7 +807,10 @@ pub fn run(args: &Args, out: &mut dyn Write) -> anyhow::Result<()> {
         // counted silent (a failure the gate tolerated) and is no longer offered the release.
         if state == "completed" && good_confirmed as u64 + good_silent >= n as u64 {
             done = true;
-            completed_at_ms = status["updated_at"].as_u64();
+            completed_in_ms = status["updated_at"]
+                .as_u64()
+                .zip(status["created_at"].as_u64())
+                .and_then(|(updated, created)| updated.checked_sub(created));
             break;
         }
         if state == "halted" || state == "aborted" {
@@ -820,11 +822,11 @@ pub fn run(args: &Args, out: &mut dyn Write) -> anyhow::Result<()> {
     if !done {
         bail!("the good rollout ended {state} before every device confirmed 2.0.0");
     }
-    // When the server completed it (the time of its last confirmation), not when the poll
-    // every 2 s saw it: the fleet's own count has agreed by then.
-    let good_time = completed_at_ms
-        .and_then(|at| at.checked_sub(rollout_started_ms))
-        .map_or_else(|| rollout_started.elapsed(), Duration::from_millis);
+    // From the rollout's creation to its completion (the time of its last confirmation), both
+    // by the server's clock, not when the poll every 2 s saw it: the fleet's own count has
+    // agreed by then.
+    let good_time =
+        completed_in_ms.map_or_else(|| rollout_started.elapsed(), Duration::from_millis);
 
     // 4. The field incident, halted in its canary.
     let bad = upload(
