@@ -61,7 +61,24 @@ async fn start_fleet_from(
     faults: impl Fn(usize) -> Faults,
     factory: fota_sim::fleet_flash::FleetFlash,
 ) -> Fleet {
-    let specs = testkit::provision_devices(app, "sim", n, MODEL)
+    let timing = Timing {
+        check_in_interval: Duration::from_millis(300),
+        ..Timing::default()
+    };
+    let specs = provision(app, n, faults).await;
+    let fleet = launch_fleet(app, specs, factory, timing).await;
+    // Every device boots v1 confirmed and checks in.
+    let (summary, ok) = wait_fleet(&fleet, Duration::from_secs(20), |s| {
+        s.confirmed_on(version(1)) == n && s.check_ins >= n as u64
+    })
+    .await;
+    assert!(ok, "the fleet did not come up: {summary:?}");
+    fleet
+}
+
+/// Provision `n` devices, each with `faults(i)`.
+async fn provision(app: &TestApp, n: usize, faults: impl Fn(usize) -> Faults) -> Vec<DeviceSpec> {
+    testkit::provision_devices(app, "sim", n, MODEL)
         .await
         .into_iter()
         .enumerate()
@@ -71,28 +88,27 @@ async fn start_fleet_from(
             model: MODEL.to_string(),
             faults: faults(i),
         })
-        .collect();
+        .collect()
+}
+
+/// Start the devices `specs` from the flash `factory` with `timing`, without waiting for them.
+async fn launch_fleet(
+    app: &TestApp,
+    specs: Vec<DeviceSpec>,
+    factory: fota_sim::fleet_flash::FleetFlash,
+    timing: Timing,
+) -> Fleet {
     let config = FleetConfig {
         server: app.url.clone(),
         keys: keys(),
-        timing: Timing {
-            check_in_interval: Duration::from_millis(300),
-            ..Timing::default()
-        },
+        timing,
         client: fota_ota_client::Config::default(),
         threads: 8,
         mqtt: None,
     };
-    let fleet = tokio::task::spawn_blocking(move || Fleet::start(config, &factory, specs))
+    tokio::task::spawn_blocking(move || Fleet::start(config, &factory, specs))
         .await
-        .unwrap();
-    // Every device boots v1 confirmed and checks in.
-    let (summary, ok) = wait_fleet(&fleet, Duration::from_secs(20), |s| {
-        s.confirmed_on(version(1)) == n && s.check_ins >= n as u64
-    })
-    .await;
-    assert!(ok, "the fleet did not come up: {summary:?}");
-    fleet
+        .unwrap()
 }
 
 async fn wait_fleet(
@@ -758,16 +774,7 @@ async fn a_bootloader_rolls_out_and_a_bad_one_halts_in_its_canary(db: Db) {
 async fn a_confirmed_trial_checks_in_once_per_boot(db: Db) {
     let app = testkit::spawn_app(db).await;
     let n = 10;
-    let specs = testkit::provision_devices(&app, "sim", n, MODEL)
-        .await
-        .into_iter()
-        .map(|(id, token)| DeviceSpec {
-            id,
-            token,
-            model: MODEL.to_string(),
-            faults: Faults::default(),
-        })
-        .collect();
+    let specs = provision(&app, n, |_| Faults::default()).await;
     let good = upload(&app, version(2), AppBehaviour::Good).await;
     let id = start_rollout(
         &app,
@@ -775,21 +782,12 @@ async fn a_confirmed_trial_checks_in_once_per_boot(db: Db) {
     )
     .await;
     let factory = factory_flash(&build(SlotId::A, version(1), AppBehaviour::Good), 1);
-    let config = FleetConfig {
-        server: app.url.clone(),
-        keys: keys(),
-        timing: Timing {
-            check_in_interval: Duration::from_secs(600),
-            first_check_in_spread: Duration::from_millis(200),
-            ..Timing::default()
-        },
-        client: fota_ota_client::Config::default(),
-        threads: 4,
-        mqtt: None,
+    let timing = Timing {
+        check_in_interval: Duration::from_secs(600),
+        first_check_in_spread: Duration::from_millis(200),
+        ..Timing::default()
     };
-    let fleet = tokio::task::spawn_blocking(move || Fleet::start(config, &factory, specs))
-        .await
-        .unwrap();
+    let fleet = launch_fleet(&app, specs, factory, timing).await;
     let status = wait_for(&app, id, Duration::from_secs(30), |s| {
         s["state"] != "active"
     })
