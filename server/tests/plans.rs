@@ -8,7 +8,8 @@
 //! probe `device_events` by device: on SQLite through its key (device_id, event_id) (SQLite
 //! indexes only `installed` and `rolled_back` events by more, migrations/sqlite/
 //! 0014_events_partial_indexes.sql), on PostgreSQL through an index, never a sequential scan;
-//! and SQLite's exposure read must use its partial index of `installed` events, in order.
+//! and SQLite's kept exposure must probe its partial index of `installed` events by rollout and
+//! device.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use fota_server::domain::DeviceState;
@@ -112,23 +113,32 @@ async fn hot_statements_use_their_index_on_sqlite() {
     assert!(failures.is_empty(), "{}", failures.join("\n"));
 }
 
-/// The reset gate's exposure (each target's first `installed` event of the rollout) on SQLite:
-/// from the partial index of `installed` events alone, grouped in the index's order (no sort
-/// of the rollout's events), which needs the kind as a literal in the statement.
+/// The reset gate's exposure (each target's first `installed` event of the rollout) is kept by
+/// triggers as events are stored (migrations/sqlite/0015_rollout_exposure.sql): on SQLite each
+/// `installed` event asks whether its device had one of the rollout before, a probe that must
+/// go to the partial index of `installed` events by rollout and device, not a scan of the
+/// rollout's part of it or of the device's events. The definition the kept figure is tested
+/// against (`installed_exposure_sql`) still reads that index alone, in order, unsorted.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_exposure_reads_the_installed_events_index_on_sqlite() {
     let app = spawn_app(Db::Sqlite).await;
     let mut db = sqlx::SqliteConnection::connect(&app.database_url)
         .await
         .unwrap();
-    let sql = installed_exposure_sql().replace("$1", "1");
-    let plan: Vec<String> = sqlx::query(&format!("EXPLAIN QUERY PLAN {sql}"))
-        .fetch_all(&mut db)
-        .await
-        .unwrap()
-        .iter()
-        .map(|r| r.get::<String, _>("detail"))
-        .collect();
+    // The insert trigger's probe, as the trigger writes it, with a row's values for NEW.
+    let probe = sqlite_plan(
+        &mut db,
+        "SELECT MIN(received_at) AS t FROM device_events \
+         WHERE rollout_id = 1 AND kind = 'installed' AND device_id = 'd' AND event_id <> 7",
+    )
+    .await;
+    assert!(
+        probe
+            .iter()
+            .any(|d| d.contains("INDEX device_events_installed (rollout_id=? AND device_id=?)")),
+        "the trigger's probe reads {probe:?}, not device_events_installed by rollout and device"
+    );
+    let plan = sqlite_plan(&mut db, &installed_exposure_sql().replace("$1", "1")).await;
     assert!(
         plan.iter()
             .any(|d| d.contains("COVERING INDEX device_events_installed (rollout_id=?)")),
@@ -138,6 +148,17 @@ async fn the_exposure_reads_the_installed_events_index_on_sqlite() {
         !plan.iter().any(|d| d.contains("TEMP B-TREE")),
         "the exposure sorts: {plan:?}"
     );
+}
+
+/// SQLite's plan of `sql`: each step's detail.
+async fn sqlite_plan(db: &mut sqlx::SqliteConnection, sql: &str) -> Vec<String> {
+    sqlx::query(&format!("EXPLAIN QUERY PLAN {sql}"))
+        .fetch_all(db)
+        .await
+        .unwrap()
+        .iter()
+        .map(|r| r.get::<String, _>("detail"))
+        .collect()
 }
 
 async fn hot_statements_use_their_index() {

@@ -3,9 +3,10 @@
 //! without its sample never advances, rollbacks, operator actions and the audit log.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
+use fota_protocol::messages::{Event, EventKind};
 use fota_server::domain::cohort;
 use fota_server::domain::DeviceState;
-use fota_server::store::{now_ms, Tally, FOLD_AT};
+use fota_server::store::{installed_exposure_sql, now_ms, Exposure, Tally, FOLD_AT};
 use fota_testkit::{
     self as testkit, assert_error, backend_tests, fleet, provision_devices, release,
     rollout_status, spawn_app, wait_for, Behaviour, Db,
@@ -29,6 +30,7 @@ backend_tests!(
     anti_rollback_holds_when_a_stage_advances,
     resets_count_on_the_new_release_only_after_confirmation,
     counts_kept_as_devices_move_agree_with_a_recount,
+    exposure_kept_as_events_arrive_agrees_with_its_definition,
     offers_asked_at_once_share_commits_and_each_device_is_offered_once,
 );
 
@@ -1267,6 +1269,159 @@ async fn agree(
     .get("n");
     let (whole, _) = store.rollout_counts(id).await.unwrap();
     assert_eq!(whole.eligible, u64::try_from(eligible).unwrap(), "{when}");
+}
+
+/// The reset gate's exposure (how many devices left the old release, and the sum of when) is
+/// kept by triggers as events are stored (migration 0015), not grouped at each evaluation: after
+/// rounds of reports sent at once (so that PostgreSQL's several writers store them in
+/// concurrent transactions) with random `installed` and other events of three rollouts and of
+/// none, repeated event ids (duplicates, within a batch and across batches), several
+/// `installed` events per device and times that go back as well as forward, the kept figure of
+/// every rollout equals the definition's (`installed_exposure_sql`) over the stored events.
+/// Also after devices are deleted (their events go by cascade), and with many pending deltas
+/// (PostgreSQL folds them on read). An update of an event's counted columns is refused.
+async fn exposure_kept_as_events_arrive_agrees_with_its_definition(db: Db) {
+    let app = spawn_app(db).await;
+    let devices = provision_devices(&app, "X", 24, "f429").await;
+    let store = &app.server.state.store;
+    sqlx::any::install_default_drivers();
+    let mut sql = sqlx::AnyConnection::connect(&app.database_url)
+        .await
+        .unwrap();
+    let rollouts = [1i64, 2, 3, 4];
+    let mut seed = 0x9e37_79b9_7f4a_7c15u64;
+    let mut next = move |n: u64| {
+        // xorshift64*: the same sequence every run.
+        seed ^= seed >> 12;
+        seed ^= seed << 25;
+        seed ^= seed >> 27;
+        seed.wrapping_mul(0x2545_f491_4f6c_dd1d) % n
+    };
+    let base = now_ms();
+    let mut installed = 0;
+    for round in 0..12 {
+        let mut reports = Vec::new();
+        for _ in 0..16 {
+            let device = devices[next(devices.len() as u64) as usize].0.clone();
+            let events: Vec<Event> = (0..1 + next(4))
+                .map(|_| {
+                    let kind = match next(6) {
+                        0..=2 => EventKind::Installed,
+                        3 => EventKind::DownloadStarted,
+                        4 => EventKind::Confirmed,
+                        _ => EventKind::Reset,
+                    };
+                    // Few ids per device: many an event is a duplicate of one stored before.
+                    let mut e = Event::new(next(12), kind);
+                    // Rollout 4 never has an event; some events have no rollout.
+                    e.rollout_id = [Some(1), Some(2), Some(3), None][next(4) as usize];
+                    e
+                })
+                .collect();
+            installed += events
+                .iter()
+                .filter(|e| e.kind == EventKind::Installed)
+                .count();
+            // The server's clock, set back now and then.
+            let now = base + 1_000 * round + next(4_000) as i64 - 2_000;
+            reports.push((device, events, now));
+        }
+        let sent: Vec<_> = reports
+            .into_iter()
+            .map(|(device, events, now)| {
+                let store = store.clone();
+                tokio::spawn(async move { store.store_report(&device, &events, now).await })
+            })
+            .collect();
+        for report in sent {
+            report.await.unwrap().unwrap();
+        }
+        exposure_agrees(store, &mut sql, &rollouts, &format!("round {round}")).await;
+    }
+    let left = store.installed_exposure(1).await.unwrap().left
+        + store.installed_exposure(2).await.unwrap().left
+        + store.installed_exposure(3).await.unwrap().left;
+    assert!(
+        left >= 20 && installed > 100,
+        "the rounds must leave many devices counted: {left} of {installed} installed events"
+    );
+
+    // Devices deleted: their events go, and with them what they added.
+    let gone: Vec<String> = devices[..3].iter().map(|(d, _)| d.clone()).collect();
+    store.forget_devices(&gone).await.unwrap();
+    exposure_agrees(store, &mut sql, &rollouts, "three devices deleted").await;
+
+    // An event's counted columns are never updated; its reason may be.
+    for update in [
+        "UPDATE device_events SET received_at = received_at - 1 WHERE kind = 'installed'",
+        "UPDATE device_events SET kind = 'installed' WHERE kind = 'confirmed'",
+        "UPDATE device_events SET rollout_id = 4 WHERE rollout_id = 1",
+    ] {
+        let refused = sqlx::query(update).execute(&mut sql).await;
+        assert!(refused.is_err(), "{update} was not refused");
+    }
+    sqlx::query("UPDATE device_events SET reason = 'r' WHERE kind = 'installed'")
+        .execute(&mut sql)
+        .await
+        .unwrap();
+    exposure_agrees(store, &mut sql, &rollouts, "updates tried").await;
+
+    // Many deltas pending (as a long rollout on PostgreSQL leaves between reads): the read
+    // sums them, and on PostgreSQL folds them into the kept row, which then reads the same.
+    let before = store.installed_exposure(2).await.unwrap();
+    let deltas = FOLD_AT as i64 + 10;
+    for i in 0..deltas {
+        let sign = if i % 2 == 0 { 1 } else { -1 };
+        sqlx::query(
+            "INSERT INTO rollout_exposure_deltas (rollout_id, n, at_sum) VALUES (2, $1, $2)",
+        )
+        .bind(sign)
+        .bind(sign * (1_000 + i))
+        .execute(&mut sql)
+        .await
+        .unwrap();
+    }
+    // Pairs of +1 and -1 devices, +(1,000 + i) and -(1,000 + i + 1) ms: -1 ms a pair.
+    let pending = store.installed_exposure(2).await.unwrap();
+    assert_eq!(
+        pending,
+        Exposure {
+            left: before.left,
+            left_at_sum: before.left_at_sum - i128::from(deltas / 2)
+        }
+    );
+    let left_pending: i64 =
+        sqlx::query("SELECT COUNT(*) AS n FROM rollout_exposure_deltas WHERE rollout_id = 2")
+            .fetch_one(&mut sql)
+            .await
+            .unwrap()
+            .get("n");
+    if db == Db::Postgres {
+        assert_eq!(left_pending, 0, "the read folded the deltas");
+    }
+    assert_eq!(store.installed_exposure(2).await.unwrap(), pending);
+}
+
+/// The kept exposure of each of `rollouts` against `installed_exposure_sql` over the events.
+async fn exposure_agrees(
+    store: &fota_server::store::Store,
+    sql: &mut sqlx::AnyConnection,
+    rollouts: &[i64],
+    when: &str,
+) {
+    for &id in rollouts {
+        let row = sqlx::query(&installed_exposure_sql())
+            .bind(id)
+            .fetch_one(&mut *sql)
+            .await
+            .unwrap();
+        let defined = Exposure {
+            left: u64::try_from(row.get::<i64, _>("n")).unwrap(),
+            left_at_sum: i128::from(row.get::<Option<i64>, _>("at_sum").unwrap_or(0)),
+        };
+        let kept = store.installed_exposure(id).await.unwrap();
+        assert_eq!(kept, defined, "rollout {id}, {when}");
+    }
 }
 
 /// Offers ride the group commit: offers asked at once are written together (fewer

@@ -21,6 +21,7 @@
 //! - `rollouts`: rollouts and stages, created in one transaction, changed conditionally;
 //!   `rollout_devices`: targets and each device's state in a rollout; `state_counts`: their
 //!   counts by stage and state, kept by triggers as they move; `audit`: the audit log;
+//!   `exposure`: when its targets left the old release, kept by triggers as events arrive;
 //!   `timeline`: when a rollout's devices were decided (the dashboard's chart).
 
 mod artifacts;
@@ -30,6 +31,7 @@ mod db;
 mod devices;
 mod error;
 mod events;
+mod exposure;
 mod group_commit;
 mod group_queue;
 mod health;
@@ -53,6 +55,7 @@ pub use devices::{
     FleetSummary, ModelCount, NewDevice, StatusFilter, VersionCount,
 };
 pub use events::{event_kind_name, StoreOutcome, StoredEvent};
+pub use exposure::Exposure;
 pub use group_queue::ReportOutcome;
 pub use health::PING_TIMEOUT;
 pub use patches::StoredPatch;

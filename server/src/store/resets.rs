@@ -152,9 +152,10 @@ const AFTER_CONFIRMATION: &str = "j.state = $4 AND j.event_id > \
       WHERE c.device_id = j.device_id AND c.rollout_id = $1 AND c.kind = $5)";
 
 /// How many of rollout `$1`'s targets left the old release and the sum of when: each one's
-/// first `installed` event of the rollout. The kind is a literal so that SQLite can use its
-/// partial index of `installed` events (migrations/sqlite/0014_events_partial_indexes.sql);
-/// `server/tests/plans.rs` checks the plan.
+/// first `installed` event of the rollout. The definition of the figure the triggers of
+/// migration 0015 keep ([`Store::installed_exposure`], what the gate reads): grouping every
+/// `installed` event of the rollout at each evaluation cost 144 ms a call at 100,000 targets
+/// on PostgreSQL without autovacuum. Tests check the kept figure against this one.
 pub fn installed_exposure_sql() -> String {
     format!(
         "SELECT COUNT(*) AS n, CAST(SUM(t) AS BIGINT) AS at_sum FROM \
@@ -320,18 +321,13 @@ impl Store {
                 (n + t.n, sum + t.updated_at_sum)
             });
         // When each target left the old release: its first `installed` event of this rollout
-        // (the client sends it before it reboots into the new image).
-        let row = sqlx::query(&installed_exposure_sql())
-            .bind(id)
-            .fetch_one(self.reader()?)
-            .await?;
-        let left = u64::try_from(row.try_get::<i64, _>("n")?).unwrap_or(0);
-        let left_at_sum: Option<i64> = row.try_get("at_sum")?;
+        // (the client sends it before it reboots into the new image), kept as events arrive.
+        let left = self.installed_exposure(id).await?;
         let (new_s, base_s) = exposure(
             targets,
             confirmed,
             at_sum,
-            (left, i128::from(left_at_sum.unwrap_or(0))),
+            (left.left, left.left_at_sum),
             started_at,
             now,
         );
