@@ -5,10 +5,10 @@
 //!
 //! SQLite's trigger updates `rollout_exposure` in place (one writer). PostgreSQL's appends a
 //! delta per rollout a statement changed to `rollout_exposure_deltas`; a read sums both and
-//! folds a rollout's deltas when it finds many, as [`super::state_counts`] does.
+//! folds a rollout's deltas when it finds many, as [`super::state_counts`] does (one
+//! `Store::fold_if_many` for both).
 
-use super::db::{Backend, Store, StoreError};
-use super::state_counts::FOLD_AT;
+use super::db::{Store, StoreError};
 use sqlx::Row as _;
 
 /// `$1` rollout: its kept figure and its pending deltas, summed, and how many deltas there are.
@@ -48,17 +48,8 @@ impl Store {
         let left = row.try_get::<Option<i64>, _>("n")?.unwrap_or(0);
         let at_sum = row.try_get::<Option<i64>, _>("at_sum")?.unwrap_or(0);
         let deltas = row.try_get::<Option<i64>, _>("deltas")?.unwrap_or(0);
-        if u64::try_from(deltas).unwrap_or(0) >= FOLD_AT && self.backend() == Backend::Postgres {
-            // What was read stays true: the fold only moves sums from one table to the other,
-            // and one that fails leaves the deltas for the next read, which still sums them.
-            let fold = async {
-                sqlx::query(FOLD_SQL).bind(id).execute(self.pool()?).await?;
-                Ok::<_, StoreError>(())
-            };
-            if let Err(e) = fold.await {
-                tracing::warn!(rollout = id, deltas, error = %e, "folding the kept exposure failed");
-            }
-        }
+        self.fold_if_many(FOLD_SQL, id, u64::try_from(deltas).unwrap_or(0), "exposure")
+            .await;
         Ok(Exposure {
             left: u64::try_from(left).unwrap_or(0),
             left_at_sum: i128::from(at_sum),

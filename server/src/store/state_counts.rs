@@ -73,19 +73,26 @@ impl Store {
                 updated_at_sum: i128::from(r.try_get::<i64, _>("at_sum")?),
             });
         }
-        if deltas >= FOLD_AT && self.backend() == Backend::Postgres {
-            // What was read stays true: the fold only moves sums from one table to the other.
-            // A fold that fails leaves the deltas for the next read, which still sums them: the
-            // read's answer is good either way.
-            let fold = async {
-                sqlx::query(FOLD_SQL).bind(id).execute(self.pool()?).await?;
-                Ok::<_, StoreError>(())
-            };
-            if let Err(e) = fold.await {
-                tracing::warn!(rollout = id, deltas, error = %e, "folding the kept counts failed");
-            }
-        }
+        self.fold_if_many(FOLD_SQL, id, deltas, "counts").await;
         Ok(out)
+    }
+
+    /// After a read of rollout `id`'s kept figures (`what`) that found `deltas` of them
+    /// pending: on PostgreSQL, from [`FOLD_AT`] on, move them into the kept rows with
+    /// `fold_sql` (bound with the rollout). What was read stays true: the fold only moves sums
+    /// from one table to the other. A fold that fails leaves the deltas for the next read,
+    /// which still sums them: the read's answer is good either way.
+    pub(super) async fn fold_if_many(&self, fold_sql: &str, id: i64, deltas: u64, what: &str) {
+        if deltas < FOLD_AT || self.backend() != Backend::Postgres {
+            return;
+        }
+        let fold = async {
+            sqlx::query(fold_sql).bind(id).execute(self.pool()?).await?;
+            Ok::<_, StoreError>(())
+        };
+        if let Err(e) = fold.await {
+            tracing::warn!(rollout = id, deltas, error = %e, "folding the kept {what} failed");
+        }
     }
 
     /// Device counts per state: over the whole rollout, and per stage offered in. Eligible ones
