@@ -137,19 +137,20 @@ fn reset_query<'q>(
         .bind(version)
         .bind(started_at)
         .bind(DeviceState::Confirmed.as_str())
-        .bind(json_name(EventKind::Confirmed))
 }
 
 /// A confirmed target's reset of a run after its confirmation: a reset in `j` with an event id
-/// above the device's `confirmed` event's (`$1` rollout, `$4` confirmed state, `$5` the
-/// confirmed event's kind). One probe per reset, by device: on PostgreSQL through
-/// `device_events_rollout (rollout_id, kind, device_id, received_at)`, on SQLite through the
-/// primary key (device_id, event_id), since SQLite indexes only `installed` and `rolled_back`
-/// events by more than the key (migrations/sqlite/0014_events_partial_indexes.sql).
-/// `server/tests/plans.rs` checks both.
+/// above the device's first `confirmed` event of the rollout's (`$1` rollout, `$4` confirmed
+/// state). One probe per reset, by device: on PostgreSQL through its partial index of
+/// `confirmed` events, `device_events_confirmed (device_id, rollout_id, event_id)`
+/// (migrations/postgres/0016_events_partial_indexes.sql), on SQLite through the primary key
+/// (device_id, event_id), since SQLite indexes only `installed` and `rolled_back` events by more
+/// than the key (migrations/sqlite/0014_events_partial_indexes.sql). The kind is a literal (the
+/// event's JSON name; a test checks it): a prepared statement's generic plan uses a partial
+/// index only if the statement implies its predicate. `server/tests/plans.rs` checks both.
 const AFTER_CONFIRMATION: &str = "j.state = $4 AND j.event_id > \
      (SELECT MIN(c.event_id) FROM device_events c \
-      WHERE c.device_id = j.device_id AND c.rollout_id = $1 AND c.kind = $5)";
+      WHERE c.device_id = j.device_id AND c.rollout_id = $1 AND c.kind = 'confirmed')";
 
 /// How many of rollout `$1`'s targets left the old release and the sum of when: each one's
 /// first `installed` event of the rollout. The definition of the figure the triggers of
@@ -166,9 +167,8 @@ pub fn installed_exposure_sql() -> String {
 }
 
 /// The gate's reset counts (see [`Store::reset_figures`]); `$1` rollout, `$2` its version, `$3`
-/// its start, `$4` the confirmed state, `$5` the confirmed event's kind. Grouped by the hour
-/// first: SQLite would otherwise read the resets in key order to save the sort, the whole
-/// table instead of the rollout's time.
+/// its start, `$4` the confirmed state. Grouped by the hour first: SQLite would otherwise read
+/// the resets in key order to save the sort, the whole table instead of the rollout's time.
 pub(super) fn reset_figures_sql(from: ResetJoin) -> String {
     format!(
         "SELECT j.device_id AS device_id, \
@@ -334,5 +334,18 @@ impl Store {
         f.new_device_s = new_s;
         f.base_device_s = base_s;
         Ok(f)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The literal kind of [`AFTER_CONFIRMATION`] (and of the partial index it reads on
+    /// PostgreSQL) is the name a `confirmed` event is stored under.
+    #[test]
+    fn the_confirmation_probe_names_the_stored_kind() {
+        let stored = format!("c.kind = '{}'", json_name(EventKind::Confirmed));
+        assert!(AFTER_CONFIRMATION.contains(&stored), "{AFTER_CONFIRMATION}");
     }
 }

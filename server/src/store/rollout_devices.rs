@@ -6,11 +6,10 @@
 //! offered a release by a halted rollout or beyond the current stage's cohort.
 
 use super::db::{Backend, Store, StoreError};
-use super::events::event_kind_name;
 use super::resets::{reset_figures_sql, ResetJoin};
 use super::sql::{pg_array, pg_array_param, quoted, Param, Sql};
 use crate::domain::{cohort, DeviceState, RolloutState, StateCounts};
-use fota_protocol::messages::{Component, EventKind};
+use fota_protocol::messages::Component;
 use sqlx::Row as _;
 use std::collections::HashMap;
 
@@ -546,7 +545,6 @@ pub fn hot_statements(
         quoted(["2.0.0"]),
         (now - 3_600_000).to_string(),
         quoted([DeviceState::Confirmed.as_str()]),
-        quoted([event_kind_name(EventKind::Confirmed).as_str()]),
     ];
     out.push(HotStatement {
         name: "reset gate, driven by the resets".into(),
