@@ -252,11 +252,15 @@ fn protection_blocked_sql() -> String {
     )
 }
 
-/// SQL: the bootloader reverted the device's last update; no confirmation reported since. Read
-/// through `device_events`' primary key (device_id, event_id).
+/// SQL: the bootloader reverted the device's last update; no confirmation reported since (the
+/// device's last `confirmed` event, if any, has a lower event id than the revert's). The
+/// confirmation is a scalar subquery, one probe per reverted device (on SQLite through
+/// `device_events`' primary key, on PostgreSQL through its partial index of `confirmed`
+/// events): written as `NOT EXISTS`, PostgreSQL without statistics hashed every `confirmed`
+/// event of the fleet instead (284 ms at 100,000 devices, 53 ms this way).
 const REVERTED_SQL: &str = "EXISTS (SELECT 1 FROM device_events r WHERE r.device_id = devices.id \
-     AND r.kind = 'rolled_back' AND NOT EXISTS (SELECT 1 FROM device_events c \
-     WHERE c.device_id = r.device_id AND c.kind = 'confirmed' AND c.event_id > r.event_id))";
+     AND r.kind = 'rolled_back' AND COALESCE((SELECT MAX(c.event_id) FROM device_events c \
+     WHERE c.device_id = r.device_id AND c.kind = 'confirmed'), -1) < r.event_id)";
 
 const DEVICE_COLUMNS: &str = "id, model, created_at, last_seen_at, firmware_version, \
      running_slot, boot_state, bootloader_version, rdp_level, wrp_mask, security_counter";
