@@ -77,7 +77,8 @@ impl Patches {
 
     /// The patch `offer` carries, if any (see the module doc), to `device`, which applies
     /// patches of `delta_format` and runs the image `base` (`None`: not an image the server
-    /// has a release of).
+    /// has a release of). Whether the device gave this rollout's patch up is asked only if it
+    /// `may_have_fallen_back`: a first offer has nothing to ask about.
     pub async fn for_offer(
         &self,
         store: &Store,
@@ -85,6 +86,7 @@ impl Patches {
         delta_format: Option<u8>,
         base: Option<Digest>,
         offer: &Offer,
+        may_have_fallen_back: bool,
     ) -> Result<Option<PatchOffer>, StoreError> {
         if self.policy.max_percent == 0
             || offer.component != Component::Application
@@ -103,7 +105,7 @@ impl Patches {
         };
         let rollout = i64::try_from(offer.rollout_id).unwrap_or(i64::MAX);
         if !self.policy.worth_it(u64::from(size), u64::from(offer.size))
-            || store.patch_fell_back(rollout, device).await?
+            || (may_have_fallen_back && store.patch_fell_back(rollout, device).await?)
         {
             return Ok(None);
         }

@@ -100,6 +100,18 @@ impl ActiveRollout {
     }
 }
 
+/// Whether an offer is the one that just moved its device out of `eligible`, or one made again
+/// (the device may have lost the answer; another replica made the first).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Offering {
+    /// This check-in's conditional move made the offer: the device was never offered this
+    /// rollout before (nothing moves a device back to `eligible`), so it cannot have given
+    /// this rollout's patch up yet.
+    First,
+    /// The device was offered before and may have given the patch up since.
+    Again,
+}
+
 /// A device's state in a rollout, as this replica last saw it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 enum Known {
@@ -163,6 +175,8 @@ impl ActiveCache {
 pub struct Engine {
     active: RwLock<ActiveCache>,
     known: DashMap<(i64, String), Known>,
+    /// Rollouts whose targets' states were read into `known` at once ([`Engine::recall`]).
+    recalled: DashMap<i64, Arc<tokio::sync::OnceCell<()>>>,
     /// When the sweep last evaluated each rollout (see [`Engine::sweep`]).
     swept: Mutex<std::collections::HashMap<i64, Instant>>,
     /// Who hears of rollouts this replica changed (the MQTT push path), if anyone.
@@ -301,6 +315,7 @@ impl Engine {
             if cache.keep(generation, rollouts.clone()) {
                 if dropped {
                     self.known.retain(|(id, _), _| live.contains(id));
+                    self.recalled.retain(|id, _| live.contains(id));
                 }
                 self.patches.forget();
             }
@@ -319,10 +334,13 @@ impl Engine {
         let Some(r) = rollouts.iter().find(|r| r.model == device.model) else {
             return Ok(None);
         };
+        self.recall(store, r.id).await;
         let key = (r.id, device.id.to_string());
         let known = match self.known.get(&key).map(|k| k.clone()) {
             Some(k) => k,
             None => {
+                // Not a target when the rollout was recalled (a late one, or another replica
+                // added it since), or the recall failed: ask for this device alone.
                 let k = match store.rollout_device_state(r.id, device.id).await? {
                     Some(state) => known_from_state(state),
                     None => {
@@ -373,7 +391,7 @@ impl Engine {
                 if let Some(reason) = r.counter_block(device) {
                     return self.skip_for_counter(store, r, device, key, &reason).await;
                 }
-                Ok(Some(self.offer(store, r, device).await?))
+                Ok(Some(self.offer(store, r, device, Offering::Again).await?))
             }
             Known::InFlight(_) => Ok(None),
             Known::Eligible => {
@@ -447,7 +465,7 @@ impl Engine {
                     self.known
                         .insert(key, Known::InFlight(DeviceState::Offered));
                     self.live.send(Change::Progress(r.id));
-                    return Ok(Some(self.offer(store, r, device).await?));
+                    return Ok(Some(self.offer(store, r, device, Offering::First).await?));
                 }
                 // Another replica offered it, or the rollout stopped: ask the database.
                 let state = store.rollout_device_state(r.id, device.id).await?;
@@ -455,12 +473,38 @@ impl Engine {
                 self.known.insert(key, k.clone());
                 Ok(match k {
                     Known::InFlight(s) if s.may_resend_offer() => {
-                        Some(self.offer(store, r, device).await?)
+                        Some(self.offer(store, r, device, Offering::Again).await?)
                     }
                     _ => None,
                 })
             }
         }
+    }
+
+    /// Read every target's state of rollout `id` into the known states, once per active
+    /// rollout per replica (again after it was paused or halted and resumed): one read instead
+    /// of one round trip per device at its first check-in of the rollout, which at 100,000
+    /// targets was the most frequent statement the server sent PostgreSQL. A state already
+    /// known stays: it was learned after the read began, from a change this replica made.
+    /// Check-ins of the rollout wait for the read (once); if it fails, each device's first
+    /// check-in reads its own state, as before.
+    async fn recall(&self, store: &Store, id: i64) {
+        let cell = self.recalled.entry(id).or_default().clone();
+        cell.get_or_init(|| async {
+            match store.rollout_device_states(id).await {
+                Ok(states) => {
+                    for (device, state) in states {
+                        self.known
+                            .entry((id, device))
+                            .or_insert_with(|| known_from_state(state));
+                    }
+                }
+                Err(e) => {
+                    tracing::warn!(rollout = id, error = %e, "reading the rollout's device states failed; reading them device by device")
+                }
+            }
+        })
+        .await;
     }
 
     /// Skip a device that holds a higher security counter than the release: listed as
@@ -500,6 +544,7 @@ impl Engine {
         store: &Store,
         r: &ActiveRollout,
         device: &DeviceView<'_>,
+        offering: Offering,
     ) -> Result<Offer, StoreError> {
         let running = match (r.component, device.check_in.stage1) {
             (Component::Bootloader, Some(stage1)) => stage1.slot,
@@ -527,7 +572,14 @@ impl Engine {
             .copied();
         offer.patch = self
             .patches
-            .for_offer(store, device.id, check_in.delta_format, base, &offer)
+            .for_offer(
+                store,
+                device.id,
+                check_in.delta_format,
+                base,
+                &offer,
+                offering == Offering::Again,
+            )
             .await?;
         Ok(offer)
     }

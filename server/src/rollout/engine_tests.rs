@@ -188,6 +188,107 @@ async fn a_late_joiner_is_added_and_offered_in_its_cohort() {
     assert_eq!(again, Some(offer), "a lost answer is offered again");
 }
 
+/// A replica reads a rollout's targets once, at the first check-in it sees for the rollout, and
+/// answers from that memory: what another replica changed since is settled by the database's
+/// conditional moves, never by the memory. Here replica A remembers every target eligible, then
+/// replica B offers one and takes another to confirmed: A offers the first again (a lost
+/// answer, the same offer, no second move) and nothing to the confirmed one; a device
+/// provisioned after A's read still joins, and a rollout resumed after a pause is read again.
+#[tokio::test]
+async fn a_replica_remembers_a_rollout_read_once_and_the_database_decides() {
+    let store = store().await;
+    let (a, b) = (Engine::default(), Engine::default());
+    let ids = ["M-1", "M-2", "M-3"];
+    provision(&store, &ids, &[]).await;
+    let rel = release(&store, "2.0.0", 1).await;
+    let r = start(&store, &a, rel, &[stage(Some(100.0), None, 3)]).await;
+    let old = check_in("1.0.0", 0);
+
+    // A's first check-in of the rollout reads every target.
+    a.check_in(&store, &view("M-1", &[], &old))
+        .await
+        .unwrap()
+        .expect("offered");
+    // B offers M-2 and takes M-3 through to confirmed.
+    let offer_2 = b
+        .check_in(&store, &view("M-2", &[], &old))
+        .await
+        .unwrap()
+        .expect("offered");
+    let offer_3 = b
+        .check_in(&store, &view("M-3", &[], &old))
+        .await
+        .unwrap()
+        .expect("offered");
+    let mut confirmed = event(1, EventKind::Confirmed, r.id);
+    confirmed.version = Some(offer_3.version);
+    b.apply_events(&store, "M-3", &[confirmed]).await.unwrap();
+
+    // A, which remembered both eligible, changes nothing the database decided.
+    let again = a.check_in(&store, &view("M-2", &[], &old)).await.unwrap();
+    assert_eq!(again, Some(offer_2), "a lost answer is offered again");
+    assert!(a
+        .check_in(&store, &view("M-3", &[], &old))
+        .await
+        .unwrap()
+        .is_none());
+    let (counts, _) = store.rollout_counts(r.id).await.unwrap();
+    assert_eq!((counts.offered, counts.confirmed), (2, 1), "{counts:?}");
+    assert_eq!(
+        store.rollout_device_state(r.id, "M-3").await.unwrap(),
+        Some(DeviceState::Confirmed)
+    );
+
+    // A device provisioned after A's read is not in its memory: it joins at its check-in.
+    provision(&store, &["M-LATE"], &[]).await;
+    a.check_in(&store, &view("M-LATE", &[], &old))
+        .await
+        .unwrap()
+        .expect("a late joiner is offered");
+    assert_eq!(store.rollout(r.id).await.unwrap().unwrap().targets, 4);
+
+    // Paused, A forgets the rollout; resumed, A reads it again and sees B's offer.
+    for action in [RolloutAction::Pause, RolloutAction::Resume] {
+        let now = store.rollout(r.id).await.unwrap().unwrap();
+        let change = RolloutChange {
+            state: action.to_state(),
+            ..RolloutChange::default()
+        };
+        let entry = AuditEntry::new(
+            "ops",
+            action.audit_name(),
+            Some(r.id),
+            Some(rel),
+            serde_json::json!({}),
+            now_ms(),
+        );
+        assert!(store
+            .change_rollout(
+                r.id,
+                action.from_states(),
+                Some(now.current_stage),
+                &change,
+                &entry
+            )
+            .await
+            .unwrap());
+        a.invalidate();
+        if action == RolloutAction::Pause {
+            assert!(
+                a.check_in(&store, &view("M-2", &[], &old))
+                    .await
+                    .unwrap()
+                    .is_none(),
+                "no offer while paused"
+            );
+        }
+    }
+    let resent = a.check_in(&store, &view("M-2", &[], &old)).await.unwrap();
+    assert_eq!(resent.map(|o| o.rollout_id), Some(r.id as u64));
+    let (counts, _) = store.rollout_counts(r.id).await.unwrap();
+    assert_eq!(counts.offered, 3, "{counts:?}");
+}
+
 /// Write protection over the slot an update would write: the device is skipped with the reason,
 /// never offered (not at a second check-in either), and counts as no failure: the gate still
 /// completes the rollout once the other target confirms.

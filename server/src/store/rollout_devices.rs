@@ -233,6 +233,22 @@ impl Store {
         row.map(|r| device_state(r.try_get("state")?)).transpose()
     }
 
+    /// Every target of a rollout with its state: one read where a point read per device
+    /// would take a round trip each (the engine's memory of a rollout's devices, filled once a
+    /// rollout per replica).
+    pub async fn rollout_device_states(
+        &self,
+        rollout_id: i64,
+    ) -> Result<Vec<(String, DeviceState)>, StoreError> {
+        sqlx::query(DEVICE_STATES_SQL)
+            .bind(rollout_id)
+            .fetch_all(self.reader()?)
+            .await?
+            .iter()
+            .map(|r| Ok((r.try_get("device_id")?, device_state(r.try_get("state")?)?)))
+            .collect()
+    }
+
     /// Add a device that matches the selector but was provisioned after the rollout started.
     /// Returns whether it was added (false: it was a target already).
     pub async fn add_late_target(
@@ -437,6 +453,10 @@ pub(crate) fn batch_move_sql(to: DeviceState, devices: DeviceParams) -> Option<S
 /// A device's state: `$1` rollout, `$2` device.
 const DEVICE_STATE_SQL: &str =
     "SELECT state FROM rollout_devices WHERE rollout_id = $1 AND device_id = $2";
+
+/// Every target's state: `$1` rollout.
+const DEVICE_STATES_SQL: &str =
+    "SELECT device_id, state FROM rollout_devices WHERE rollout_id = $1";
 
 /// Eligible targets below a threshold: `$1` rollout, `$2` threshold.
 fn eligible_in_cohort_sql(limited: bool) -> String {
