@@ -38,6 +38,7 @@ impl AppState {
     /// State over an open store.
     pub fn new(store: Store, config: ServeConfig) -> std::io::Result<Self> {
         let artifacts = ArtifactStore::open(config.data_dir.join("artifacts"))?;
+        let facts = FactsBuffer::new(FactsBuffer::resolution_for(config.poll_interval));
         let engine = crate::rollout::Engine::new(crate::rollout::DeltaPolicy {
             max_percent: config.delta_max_percent,
         });
@@ -45,7 +46,7 @@ impl AppState {
             store,
             config,
             artifacts,
-            facts: FactsBuffer::default(),
+            facts,
             metrics: Metrics::new(),
             credentials: CredentialCache::default(),
             engine,
