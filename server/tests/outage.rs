@@ -78,6 +78,8 @@ async fn a_database_outage_is_answered_fast_and_loses_nothing() {
     let acked = report(&app, "SEEN", seen, 1).await;
     assert_eq!(acked.status(), 200, "{}", acked.text().await.unwrap());
     app.flush().await;
+    // The slow server's facts too: a flush that failed during the outage would tell it.
+    slow.flush().await;
 
     pg.stop();
     let went_down = ready_becomes(&app, 503, Duration::from_secs(1)).await;
