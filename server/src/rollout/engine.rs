@@ -4,7 +4,9 @@
 //!
 //! What the engine keeps in memory is a cache, never the truth: active rollouts (refreshed at
 //! least every second, and at once after a local change) and each device's last known state per
-//! rollout (terminal states never change, so they are safe to remember). Every decision that
+//! rollout (read for every target at once when the replica first meets the rollout, then kept
+//! by what this replica changes; terminal states never change, so they are safe to remember,
+//! and a stale one only costs a conditional move that changes nothing). Every decision that
 //! matters is made by a conditional statement in the database, so any replica may make it and
 //! none makes it twice.
 
@@ -486,22 +488,18 @@ impl Engine {
     /// of one round trip per device at its first check-in of the rollout, which at 100,000
     /// targets was the most frequent statement the server sent PostgreSQL. A state already
     /// known stays: it was learned after the read began, from a change this replica made.
-    /// Check-ins of the rollout wait for the read (once); if it fails, each device's first
-    /// check-in reads its own state, as before.
+    /// Check-ins of the rollout wait for the read (once); if it fails, each device it did not
+    /// reach reads its own state at its first check-in, as before.
     async fn recall(&self, store: &Store, id: i64) {
         let cell = self.recalled.entry(id).or_default().clone();
         cell.get_or_init(|| async {
-            match store.rollout_device_states(id).await {
-                Ok(states) => {
-                    for (device, state) in states {
-                        self.known
-                            .entry((id, device))
-                            .or_insert_with(|| known_from_state(state));
-                    }
-                }
-                Err(e) => {
-                    tracing::warn!(rollout = id, error = %e, "reading the rollout's device states failed; reading them device by device")
-                }
+            let remember = |device, state| {
+                self.known
+                    .entry((id, device))
+                    .or_insert_with(|| known_from_state(state));
+            };
+            if let Err(e) = store.rollout_device_states(id, remember).await {
+                tracing::warn!(rollout = id, error = %e, "reading the rollout's device states failed; reading the rest device by device")
             }
         })
         .await;

@@ -233,20 +233,23 @@ impl Store {
         row.map(|r| device_state(r.try_get("state")?)).transpose()
     }
 
-    /// Every target of a rollout with its state: one read where a point read per device
+    /// Every target of a rollout with its state, handed to `each` row by row as they arrive
+    /// (no list of every row's columns in between): one read where a point read per device
     /// would take a round trip each (the engine's memory of a rollout's devices, filled once a
     /// rollout per replica).
     pub async fn rollout_device_states(
         &self,
         rollout_id: i64,
-    ) -> Result<Vec<(String, DeviceState)>, StoreError> {
-        sqlx::query(DEVICE_STATES_SQL)
+        mut each: impl FnMut(String, DeviceState) + Send,
+    ) -> Result<(), StoreError> {
+        use futures_util::TryStreamExt as _;
+        let mut rows = sqlx::query(DEVICE_STATES_SQL)
             .bind(rollout_id)
-            .fetch_all(self.reader()?)
-            .await?
-            .iter()
-            .map(|r| Ok((r.try_get("device_id")?, device_state(r.try_get("state")?)?)))
-            .collect()
+            .fetch(self.reader()?);
+        while let Some(r) = rows.try_next().await? {
+            each(r.try_get("device_id")?, device_state(r.try_get("state")?)?);
+        }
+        Ok(())
     }
 
     /// Add a device that matches the selector but was provisioned after the rollout started.
