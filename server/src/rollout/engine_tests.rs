@@ -4,6 +4,7 @@
 //! covers its target slot is skipped, never offered, never a failure; and a conditional update
 //! that loses a race changes nothing and writes no audit entry, so two replicas decide once.
 
+use super::control;
 use super::engine::{DeviceView, Engine};
 use super::launch::{self, RolloutRequest};
 use super::plan::{Selector, StageSpec};
@@ -247,42 +248,21 @@ async fn a_replica_remembers_a_rollout_read_once_and_the_database_decides() {
         .expect("a late joiner is offered");
     assert_eq!(store.rollout(r.id).await.unwrap().unwrap().targets, 4);
 
-    // Paused, A forgets the rollout; resumed, A reads it again and sees B's offer.
-    for action in [RolloutAction::Pause, RolloutAction::Resume] {
-        let now = store.rollout(r.id).await.unwrap().unwrap();
-        let change = RolloutChange {
-            state: action.to_state(),
-            ..RolloutChange::default()
-        };
-        let entry = AuditEntry::new(
-            "ops",
-            action.audit_name(),
-            Some(r.id),
-            Some(rel),
-            serde_json::json!({}),
-            now_ms(),
-        );
-        assert!(store
-            .change_rollout(
-                r.id,
-                action.from_states(),
-                Some(now.current_stage),
-                &change,
-                &entry
-            )
+    // Paused, A forgets the rollout; resumed, A reads it again and sees B's offer. Both by the
+    // operator's path through A, which tells A's cache of active rollouts.
+    control::apply(&store, &a, "ops", r.id, RolloutAction::Pause)
+        .await
+        .unwrap();
+    assert!(
+        a.check_in(&store, &view("M-2", &[], &old))
             .await
-            .unwrap());
-        a.invalidate();
-        if action == RolloutAction::Pause {
-            assert!(
-                a.check_in(&store, &view("M-2", &[], &old))
-                    .await
-                    .unwrap()
-                    .is_none(),
-                "no offer while paused"
-            );
-        }
-    }
+            .unwrap()
+            .is_none(),
+        "no offer while paused"
+    );
+    control::apply(&store, &a, "ops", r.id, RolloutAction::Resume)
+        .await
+        .unwrap();
     let resent = a.check_in(&store, &view("M-2", &[], &old)).await.unwrap();
     assert_eq!(resent.map(|o| o.rollout_id), Some(r.id as u64));
     let (counts, _) = store.rollout_counts(r.id).await.unwrap();
