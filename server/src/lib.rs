@@ -16,8 +16,10 @@
 //!
 //! Beside them: [`facts`] (the check-in write buffer in front of the store), [`artifacts`]
 //! (image files by SHA-256), [`metrics`] (Prometheus) and [`keys`] (reading Ed25519 key files,
-//! PKCS#8 and SubjectPublicKeyInfo PEM as imgtool writes them).
+//! PKCS#8 and SubjectPublicKeyInfo PEM as imgtool writes them). The process's allocator is
+//! mimalloc (`allocator`, private).
 
+mod allocator;
 pub mod api;
 pub mod artifacts;
 pub mod config;
