@@ -278,6 +278,22 @@ pub enum EventKind {
 }
 
 impl EventKind {
+    /// Its name, as in JSON (and in the server's `device_events.kind`).
+    pub const fn name(self) -> &'static str {
+        match self {
+            EventKind::OfferAccepted => "offer_accepted",
+            EventKind::DownloadStarted => "download_started",
+            EventKind::DownloadFailed => "download_failed",
+            EventKind::Installed => "installed",
+            EventKind::TrialBoot => "trial_boot",
+            EventKind::Confirmed => "confirmed",
+            EventKind::RolledBack => "rolled_back",
+            EventKind::VerifyFailed => "verify_failed",
+            EventKind::ProtectionBlocked => "protection_blocked",
+            EventKind::Reset => "reset",
+        }
+    }
+
     /// Whether the event counts as a failure for a rollout's health gate.
     pub fn is_failure(self) -> bool {
         matches!(
@@ -857,6 +873,27 @@ mod tests {
         }
         assert_eq!(Component::from_name("stage0"), None);
         assert_eq!(Component::from_name("Bootloader"), None);
+    }
+
+    #[test]
+    fn an_event_kinds_name_is_its_json_name() {
+        let all = [
+            EventKind::OfferAccepted,
+            EventKind::DownloadStarted,
+            EventKind::DownloadFailed,
+            EventKind::Installed,
+            EventKind::TrialBoot,
+            EventKind::Confirmed,
+            EventKind::RolledBack,
+            EventKind::VerifyFailed,
+            EventKind::ProtectionBlocked,
+            EventKind::Reset,
+        ];
+        for k in all {
+            let json = serde_json::to_string(&k).unwrap();
+            assert_eq!(json, format!("\"{}\"", k.name()));
+            assert_eq!(serde_json::from_str::<EventKind>(&json).unwrap(), k);
+        }
     }
 
     #[test]

@@ -34,7 +34,7 @@ pub struct StoredEvent {
 
 /// The stable name of an event kind (its JSON form).
 pub fn event_kind_name(kind: fota_protocol::messages::EventKind) -> String {
-    json_name(kind)
+    kind.name().to_string()
 }
 
 /// The JSON form of a unit enum of the protocol (`"rolled_back"`, `"independent_watchdog"`):
