@@ -15,7 +15,6 @@
 //! often it asks. A batch that fails is retried write by write, so one write's error is its own.
 
 use super::db::{Backend, Store, StoreError};
-use super::events::event_kind_name;
 use super::group_queue::{Job, Pending, ReportOutcome};
 use super::offer_batch::{self, OfferWant};
 use super::rollout_devices::{batch_move_sql, DeviceParams};
@@ -24,8 +23,10 @@ use super::sqlite_writer::positional;
 use crate::domain::DeviceState;
 use fota_protocol::messages::Event;
 use sqlx::Row as _;
+use std::borrow::Cow;
 use std::collections::{HashMap, HashSet};
 use std::sync::atomic::Ordering;
+use std::sync::OnceLock;
 use tokio::sync::oneshot;
 
 /// Writes one transaction holds at most.
@@ -166,9 +167,11 @@ async fn write_batches(mut slot: WriterSlot) {
             }
             q.pending.drain(..n).collect()
         };
-        let (reports, offers) = split(&batch);
-        let (n_reports, n_offers) = (reports.len() as u64, offers.len() as u64);
-        let result = store.write_batch(&reports, &offers).await;
+        let (n_reports, n_offers) = {
+            let (reports, offers) = split(&batch);
+            (reports.len() as u64, offers.len() as u64)
+        };
+        let (batch, result) = store.write_pending(batch).await;
         match result {
             Ok((outcomes, offered)) => {
                 let gc = store.group_commit();
@@ -198,9 +201,11 @@ async fn write_batches(mut slot: WriterSlot) {
             Err(_) => {
                 // One write's error must not fail the others: each alone.
                 for p in batch {
-                    let one = std::slice::from_ref(&p);
-                    let (reports, offers) = split(one);
-                    let result = store.write_batch(&reports, &offers).await;
+                    let (mut one, result) = store.write_pending(vec![p]).await;
+                    let Some(p) = one.pop() else {
+                        // Gone with the writer: its caller hears that the writer stopped.
+                        continue;
+                    };
                     match p.job {
                         Job::Report { reply, .. } => {
                             let _ =
@@ -265,6 +270,40 @@ impl Store {
         Ok(self.write_batch(reports, &[]).await?.0)
     }
 
+    /// Write `batch` in one transaction ([`Store::write_batch`]) and hand it back with the
+    /// result. On SQLite the batch goes to the writer's thread and back as it is, instead of
+    /// being copied for it: the writer is the one serial stage of report ingest, so every copy
+    /// it makes is a copy no other core can make for it. Should the writer fail before or
+    /// while running the batch (the write turn refused, a panic), the batch comes back whole
+    /// all the same, so a failed batch is still retried write by write.
+    async fn write_pending(
+        &self,
+        batch: Vec<Pending>,
+    ) -> (
+        Vec<Pending>,
+        Result<(Vec<ReportOutcome>, Vec<bool>), StoreError>,
+    ) {
+        if self.backend() != Backend::Sqlite {
+            let (reports, offers) = split(&batch);
+            let result = self.write_batch(&reports, &offers).await;
+            return (batch, result);
+        }
+        let shared = std::sync::Arc::new(batch);
+        let mine = std::sync::Arc::clone(&shared);
+        let on_sqlite = self.on_sqlite_writer(move |conn| {
+            let (reports, offers) = split(&mine);
+            write_batch_sqlite(conn, &reports, &offers)
+        });
+        let result = on_sqlite.await.unwrap_or_else(|| {
+            Err(StoreError::Unavailable(
+                "the SQLite report writer is not open".to_string(),
+            ))
+        });
+        // `on_sqlite_writer` has run the closure or dropped it by now, and its copy with it.
+        let batch = std::sync::Arc::try_unwrap(shared).unwrap_or_default();
+        (batch, result)
+    }
+
     /// Write reports and offers in one transaction: every event once per (device, event id),
     /// then the state moves of the events stored now, in each device's order, then the offers.
     /// One outcome per report, and per offer whether it moved its device.
@@ -311,12 +350,13 @@ impl Store {
         let mut tx = self.writer()?.begin().await?;
         // 1. The events. RETURNING names the rows inserted now; the rest were there already.
         let rows = event_rows(reports);
-        let mut inserted: HashSet<(String, i64)> = HashSet::new();
+        let first = first_rows(&rows);
+        let mut new = vec![false; rows.len()];
         if !rows.is_empty() {
             let found = sqlx::query(&insert_events_pg_sql())
                 .bind(pg_array(rows.iter().map(|r| Some(r.device))))
                 .bind(pg_array(rows.iter().map(|r| Some(r.id.to_string()))))
-                .bind(pg_array(rows.iter().map(|r| Some(r.kind.as_str()))))
+                .bind(pg_array(rows.iter().map(|r| Some(r.kind))))
                 .bind(pg_array(
                     rows.iter().map(|r| r.rollout.map(|v| v.to_string())),
                 ))
@@ -326,11 +366,15 @@ impl Store {
                 .fetch_all(&mut *tx)
                 .await?;
             for r in found {
-                inserted.insert((r.try_get("device_id")?, r.try_get("event_id")?));
+                let device: String = r.try_get("device_id")?;
+                let id: i64 = r.try_get("event_id")?;
+                if let Some(&i) = first.get(&(device.as_str(), id)) {
+                    new[i] = true;
+                }
             }
         }
         // 2. What the new events ask for; 3. the moves, in order.
-        let mut plan = plan(self.backend(), reports, inserted);
+        let mut plan = plan(self.backend(), reports, &new);
         for m in &plan.moves {
             let Some(text) = batch_move_sql(m.to, DeviceParams::Array) else {
                 continue;
@@ -362,46 +406,57 @@ fn write_batch_sqlite(
     reports: &[ReportWant<'_>],
     offers: &[OfferWant<'_>],
 ) -> Result<(Vec<ReportOutcome>, Vec<bool>), StoreError> {
-    use rusqlite::types::Value;
-    let text = |v: Option<&str>| v.map_or(Value::Null, |s| Value::Text(s.to_string()));
-    let int = |v: Option<i64>| v.map_or(Value::Null, Value::Integer);
+    // Values bind borrowed from the batch: the writer copies nothing it binds.
+    use rusqlite::types::{ToSqlOutput, ValueRef};
+    fn text(v: Option<&str>) -> ToSqlOutput<'_> {
+        ToSqlOutput::Borrowed(v.map_or(ValueRef::Null, |s| ValueRef::Text(s.as_bytes())))
+    }
+    fn int(v: Option<i64>) -> ToSqlOutput<'static> {
+        ToSqlOutput::Borrowed(v.map_or(ValueRef::Null, ValueRef::Integer))
+    }
     let tx = conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
     // 1. The events, up to 256 a statement: binding by position, the parameter cap that sqlx's
     // by-name binding needs (`SQLITE_MAX_PARAMS`) does not apply here.
     let rows = event_rows(reports);
-    let mut inserted: HashSet<(String, i64)> = HashSet::new();
+    let first = first_rows(&rows);
+    let mut new = vec![false; rows.len()];
     for chunk in binary_chunks(&rows, 256) {
-        let mut st = tx.prepare_cached(&positional(&insert_events_sql(chunk.len())))?;
+        let mut st = tx.prepare_cached(&insert_events_sqlite(chunk.len()))?;
         let mut values = Vec::with_capacity(chunk.len() * 7);
         for r in chunk {
             values.extend([
-                Value::Text(r.device.to_string()),
-                Value::Integer(r.id),
-                Value::Text(r.kind.clone()),
+                text(Some(r.device)),
+                int(Some(r.id)),
+                text(Some(r.kind)),
                 int(r.rollout),
                 text(r.version.as_deref()),
                 text(r.reason.as_deref()),
-                Value::Integer(r.now),
+                int(Some(r.now)),
             ]);
         }
         let mut found = st.query(rusqlite::params_from_iter(values))?;
         while let Some(row) = found.next()? {
-            inserted.insert((row.get(0)?, row.get(1)?));
+            let device = row.get_ref(0)?.as_str().map_err(|e| {
+                rusqlite::Error::FromSqlConversionFailure(0, rusqlite::types::Type::Text, e.into())
+            })?;
+            if let Some(&i) = first.get(&(device, row.get::<_, i64>(1)?)) {
+                new[i] = true;
+            }
         }
     }
     // 2. What the new events ask for; 3. the moves, in order.
-    let mut plan = plan(Backend::Sqlite, reports, inserted);
+    let mut plan = plan(Backend::Sqlite, reports, &new);
     for m in &plan.moves {
         let Some(sql) = batch_move_sql(m.to, DeviceParams::Each(m.devices.len())) else {
             continue;
         };
         let mut st = tx.prepare_cached(&positional(&sql))?;
         let mut values = vec![
-            Value::Integer(m.rollout),
+            int(Some(m.rollout)),
             text(m.reason.as_deref()),
-            Value::Integer(m.now),
+            int(Some(m.now)),
         ];
-        values.extend(m.devices.iter().map(|(_, d)| Value::Text(d.to_string())));
+        values.extend(m.devices.iter().map(|(_, d)| text(Some(d))));
         let moved: HashSet<String> = st
             .query_map(rusqlite::params_from_iter(values), |row| row.get(0))?
             .collect::<Result<_, _>>()?;
@@ -431,7 +486,7 @@ pub(super) struct EventRow<'a> {
     pub(super) device: &'a str,
     /// u64 ids above i64::MAX wrap to negative: still unique per device.
     pub(super) id: i64,
-    pub(super) kind: String,
+    pub(super) kind: &'static str,
     pub(super) rollout: Option<i64>,
     pub(super) version: Option<String>,
     pub(super) reason: Option<String>,
@@ -446,7 +501,7 @@ pub(super) fn event_rows<'a>(reports: &[(&'a str, &'a [Event], i64)]) -> Vec<Eve
             events.iter().map(move |e| EventRow {
                 device: d,
                 id: e.id as i64,
-                kind: event_kind_name(e.kind),
+                kind: e.kind.name(),
                 rollout: e.rollout_id.map(|r| r as i64),
                 version: e.version.map(|v| v.to_string()),
                 reason: super::resets::stored_reason(e),
@@ -454,6 +509,30 @@ pub(super) fn event_rows<'a>(reports: &[(&'a str, &'a [Event], i64)]) -> Vec<Eve
             })
         })
         .collect()
+}
+
+/// Where each (device, event id) of `rows` first occurs. An event the INSERT's RETURNING names
+/// was stored now, as its first occurrence in the batch; a later one in the same batch is a
+/// duplicate, as is one stored before.
+pub(super) fn first_rows<'a>(rows: &[EventRow<'a>]) -> HashMap<(&'a str, i64), usize> {
+    let mut first = HashMap::with_capacity(rows.len());
+    for (i, r) in rows.iter().enumerate() {
+        first.entry((r.device, r.id)).or_insert(i);
+    }
+    first
+}
+
+/// [`insert_events_sql`] with SQLite's positional placeholders, for the chunk sizes
+/// [`binary_chunks`] makes (powers of two up to 256), each built once.
+fn insert_events_sqlite(n: usize) -> Cow<'static, str> {
+    static TEXTS: [OnceLock<String>; 9] = [const { OnceLock::new() }; 9];
+    match TEXTS.get(n.trailing_zeros() as usize) {
+        Some(text) if n.is_power_of_two() => {
+            Cow::Borrowed(text.get_or_init(|| positional(&insert_events_sql(n))))
+        }
+        // Not a size binary_chunks makes: built for this call.
+        _ => Cow::Owned(positional(&insert_events_sql(n))),
+    }
 }
 
 /// `n` events in one INSERT (seven parameters each, in [`EventRow`]'s order); RETURNING names
@@ -532,15 +611,16 @@ impl Move<'_> {
     }
 }
 
-/// Given the events `inserted` now (device, event id), plan the rest of the batch: which events
-/// are new (first occurrence only) and the moves they ask for, in rounds: round k holds each
+/// Given which of the batch's events were stored now (`new`, one flag per event in
+/// [`event_rows`]' order: a first occurrence the INSERT stored), plan the rest of the batch:
+/// the outcomes and the moves the new events ask for, in rounds: round k holds each
 /// device's k-th move, so a device's moves apply in its order; inside a round, one statement per
 /// (rollout, state, reason) over all its devices, in device order (the same lock order in every
 /// batch), in chunks a statement binds.
 pub(super) fn plan<'a>(
     backend: Backend,
     reports: &[(&'a str, &'a [Event], i64)],
-    mut inserted: HashSet<(String, i64)>,
+    new: &[bool],
 ) -> Plan<'a> {
     let mut outcomes = vec![ReportOutcome::default(); reports.len()];
     // Per device, in order: (report index, rollout, to, reason, now).
@@ -550,9 +630,10 @@ pub(super) fn plan<'a>(
     let mut resets = Vec::new();
     // Delta patches given up for the full image: no patch for them again in the rollout.
     let mut fallbacks = Vec::new();
+    let mut new = new.iter().copied();
     for (ri, (device, events, now)) in reports.iter().enumerate() {
         for e in events.iter() {
-            if !inserted.remove(&(device.to_string(), e.id as i64)) {
+            if !new.next().unwrap_or(false) {
                 outcomes[ri].duplicates += 1;
                 continue;
             }
