@@ -310,7 +310,9 @@ impl Store {
     ///
     /// On SQLite the transaction runs on the report writer's own connection, on a blocking
     /// thread, while this holds the write pool's one connection: the batch takes its turn with
-    /// every other write, as it would on that connection (`sqlite_writer.rs`).
+    /// every other write, as it would on that connection (`sqlite_writer.rs`). Borrowed
+    /// reports are copied for that thread here; the group commit's own writer hands its batch
+    /// over whole instead ([`Store::write_pending`]).
     pub(crate) async fn write_batch(
         &self,
         reports: &[ReportWant<'_>],
