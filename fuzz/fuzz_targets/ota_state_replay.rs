@@ -20,18 +20,7 @@ const REGION: StoreRegion = StoreRegion {
     sector_size: SECTOR,
 };
 const CAUSES: [ResetCause; 10] = ResetCause::ALL;
-const KINDS: [EventKind; 10] = [
-    EventKind::OfferAccepted,
-    EventKind::DownloadStarted,
-    EventKind::DownloadFailed,
-    EventKind::Installed,
-    EventKind::TrialBoot,
-    EventKind::Confirmed,
-    EventKind::RolledBack,
-    EventKind::VerifyFailed,
-    EventKind::ProtectionBlocked,
-    EventKind::Reset,
-];
+const KINDS: [EventKind; 10] = EventKind::ALL;
 
 /// A version's four parts.
 type Version = (u8, u8, u16, u32);

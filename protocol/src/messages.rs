@@ -278,6 +278,21 @@ pub enum EventKind {
 }
 
 impl EventKind {
+    /// Every kind, in a fixed order: an index into it is the kind's code where one byte stands
+    /// for it (the OTA client's flash records), so new kinds go at the end.
+    pub const ALL: [EventKind; 10] = [
+        EventKind::OfferAccepted,
+        EventKind::DownloadStarted,
+        EventKind::DownloadFailed,
+        EventKind::Installed,
+        EventKind::TrialBoot,
+        EventKind::Confirmed,
+        EventKind::RolledBack,
+        EventKind::VerifyFailed,
+        EventKind::ProtectionBlocked,
+        EventKind::Reset,
+    ];
+
     /// Its name, as in JSON (and in the server's `device_events.kind`).
     pub const fn name(self) -> &'static str {
         match self {
@@ -877,23 +892,16 @@ mod tests {
 
     #[test]
     fn an_event_kinds_name_is_its_json_name() {
-        let all = [
-            EventKind::OfferAccepted,
-            EventKind::DownloadStarted,
-            EventKind::DownloadFailed,
-            EventKind::Installed,
-            EventKind::TrialBoot,
-            EventKind::Confirmed,
-            EventKind::RolledBack,
-            EventKind::VerifyFailed,
-            EventKind::ProtectionBlocked,
-            EventKind::Reset,
-        ];
-        for k in all {
+        for k in EventKind::ALL {
             let json = serde_json::to_string(&k).unwrap();
             assert_eq!(json, format!("\"{}\"", k.name()));
             assert_eq!(serde_json::from_str::<EventKind>(&json).unwrap(), k);
         }
+        // ALL holds each of the ten kinds once.
+        let mut names: Vec<&str> = EventKind::ALL.iter().map(|k| k.name()).collect();
+        names.sort_unstable();
+        names.dedup();
+        assert_eq!(names.len(), EventKind::ALL.len());
     }
 
     #[test]

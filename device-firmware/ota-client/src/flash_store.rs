@@ -306,18 +306,8 @@ fn component_from(r: &mut Reader<'_>) -> Option<Component> {
 /// A reset cause's code in a record is its index here.
 const RESET_CAUSES: [ResetCause; 10] = ResetCause::ALL;
 
-const EVENT_KINDS: [EventKind; 10] = [
-    EventKind::OfferAccepted,
-    EventKind::DownloadStarted,
-    EventKind::DownloadFailed,
-    EventKind::Installed,
-    EventKind::TrialBoot,
-    EventKind::Confirmed,
-    EventKind::RolledBack,
-    EventKind::VerifyFailed,
-    EventKind::ProtectionBlocked,
-    EventKind::Reset,
-];
+/// An event kind's code in a record is its index here.
+const EVENT_KINDS: [EventKind; 10] = EventKind::ALL;
 
 fn event_code(kind: EventKind) -> u8 {
     EVENT_KINDS.iter().position(|&k| k == kind).unwrap_or(0) as u8

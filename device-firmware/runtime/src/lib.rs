@@ -40,7 +40,7 @@ use fota_ota_client::transport::Transport;
 use fota_ota_client::{AfterBoot, CheckInOutcome, OtaClient, Persist, Pushed, Step};
 use fota_protocol::identity::{Identity, IdentityError, MAX_RECORD_LEN, PARTITION};
 use fota_protocol::layout::FLASH_BASE;
-use fota_protocol::messages::{CommandKind, EventKind};
+use fota_protocol::messages::CommandKind;
 
 /// Where the runtime's lines go (semihosting under QEMU, a UART or nowhere on a device).
 pub trait Log {
@@ -117,22 +117,6 @@ pub enum Action {
     Idle(u64),
     /// Reset the device now.
     Reset(ResetReason),
-}
-
-/// The snake_case name of an event, as the server stores it.
-pub fn event_name(kind: EventKind) -> &'static str {
-    match kind {
-        EventKind::OfferAccepted => "offer_accepted",
-        EventKind::DownloadStarted => "download_started",
-        EventKind::DownloadFailed => "download_failed",
-        EventKind::Installed => "installed",
-        EventKind::TrialBoot => "trial_boot",
-        EventKind::Confirmed => "confirmed",
-        EventKind::RolledBack => "rolled_back",
-        EventKind::VerifyFailed => "verify_failed",
-        EventKind::ProtectionBlocked => "protection_blocked",
-        EventKind::Reset => "reset",
-    }
 }
 
 /// The OTA main loop. See the [crate docs](crate).
@@ -388,7 +372,7 @@ where
             let mut names: [&str; 16] = [""; 16];
             let n = self.client.queued_events().len().min(names.len());
             for (slot, e) in names.iter_mut().zip(self.client.queued_events()) {
-                *slot = event_name(e.kind);
+                *slot = e.kind.name();
             }
             match self.client.flush_reports() {
                 Ok(sent) => {
@@ -435,7 +419,7 @@ where
                     if let Some(e) = self.client.queued_events().last() {
                         log.line(format_args!(
                             "ota: download ended: {} ({})",
-                            event_name(e.kind),
+                            e.kind.name(),
                             e.reason.as_deref().unwrap_or("")
                         ));
                     }
