@@ -261,21 +261,40 @@ impl Store {
         self.group_commit().offers.load(Ordering::Relaxed)
     }
 
-    /// Write reports in one transaction ([`Store::write_batch`] without offers).
+    /// Write reports in one transaction, as the group commit's writer does, without queueing
+    /// them: the tests' way to put several reports in one batch.
     #[cfg(test)]
     pub(crate) async fn write_reports(
         &self,
         reports: &[ReportWant<'_>],
     ) -> Result<Vec<ReportOutcome>, StoreError> {
-        Ok(self.write_batch(reports, &[]).await?.0)
+        let batch = reports
+            .iter()
+            .map(|(device, events, now)| Pending {
+                device: device.to_string(),
+                now: *now,
+                job: Job::Report {
+                    events: events.to_vec(),
+                    reply: oneshot::channel().0,
+                },
+            })
+            .collect();
+        Ok(self.write_pending(batch).await.1?.0)
     }
 
-    /// Write `batch` in one transaction ([`Store::write_batch`]) and hand it back with the
-    /// result. On SQLite the batch goes to the writer's thread and back as it is, instead of
-    /// being copied for it: the writer is the one serial stage of report ingest, so every copy
-    /// it makes is a copy no other core can make for it. Should the writer fail before or
-    /// while running the batch (the write turn refused, a panic), the batch comes back whole
-    /// all the same, so a failed batch is still retried write by write.
+    /// Write `batch` in one transaction and hand it back with the result: every event once per
+    /// (device, event id), then the state moves of the events stored now, in each device's
+    /// order, then the offers. One outcome per report, and per offer whether it moved its
+    /// device.
+    ///
+    /// On SQLite the transaction runs on the report writer's own connection, on a blocking
+    /// thread, while this holds the write pool's one connection: the batch takes its turn with
+    /// every other write, as it would on that connection (`sqlite_writer.rs`). The batch goes
+    /// to that thread and back as it is, instead of being copied for it: the writer is the one
+    /// serial stage of report ingest, so every copy it makes is a copy no other core can make
+    /// for it. Should the writer fail before or while running the batch (the write turn
+    /// refused, a panic), the batch comes back whole all the same, so a failed batch is still
+    /// retried write by write.
     async fn write_pending(
         &self,
         batch: Vec<Pending>,
@@ -285,7 +304,7 @@ impl Store {
     ) {
         if self.backend() != Backend::Sqlite {
             let (reports, offers) = split(&batch);
-            let result = self.write_batch(&reports, &offers).await;
+            let result = self.write_batch_pg(&reports, &offers).await;
             return (batch, result);
         }
         let shared = std::sync::Arc::new(batch);
@@ -304,49 +323,12 @@ impl Store {
         (batch, result)
     }
 
-    /// Write reports and offers in one transaction: every event once per (device, event id),
-    /// then the state moves of the events stored now, in each device's order, then the offers.
-    /// One outcome per report, and per offer whether it moved its device.
-    ///
-    /// On SQLite the transaction runs on the report writer's own connection, on a blocking
-    /// thread, while this holds the write pool's one connection: the batch takes its turn with
-    /// every other write, as it would on that connection (`sqlite_writer.rs`). Borrowed
-    /// reports are copied for that thread here; the group commit's own writer hands its batch
-    /// over whole instead ([`Store::write_pending`]).
-    pub(crate) async fn write_batch(
+    /// [`Store::write_pending`] on PostgreSQL.
+    async fn write_batch_pg(
         &self,
         reports: &[ReportWant<'_>],
         offers: &[OfferWant<'_>],
     ) -> Result<(Vec<ReportOutcome>, Vec<bool>), StoreError> {
-        if self.backend() == Backend::Sqlite {
-            let owned: Vec<(String, Vec<Event>, i64)> = reports
-                .iter()
-                .map(|(d, e, now)| (d.to_string(), e.to_vec(), *now))
-                .collect();
-            let owned_offers: Vec<(i64, String, i64, i64)> = offers
-                .iter()
-                .map(|o| (o.rollout, o.device.to_string(), o.now, o.window_ms))
-                .collect();
-            let on_sqlite = self.on_sqlite_writer(move |conn| {
-                let reports: Vec<ReportWant> = owned
-                    .iter()
-                    .map(|(d, e, now)| (d.as_str(), e.as_slice(), *now))
-                    .collect();
-                let offers: Vec<OfferWant<'_>> = owned_offers
-                    .iter()
-                    .map(|(rollout, device, now, window_ms)| OfferWant {
-                        rollout: *rollout,
-                        device,
-                        now: *now,
-                        window_ms: *window_ms,
-                    })
-                    .collect();
-                write_batch_sqlite(conn, &reports, &offers)
-            });
-            if let Some(result) = on_sqlite.await {
-                return result;
-            }
-        }
         // PostgreSQL: each statement binds its rows as arrays, so the events are one statement
         // and each group of moves one, whatever the batch's size.
         let mut tx = self.writer()?.begin().await?;
@@ -401,7 +383,7 @@ impl Store {
     }
 }
 
-/// [`Store::write_batch`] on the SQLite report writer's connection, from a blocking thread:
+/// [`Store::write_pending`] on the SQLite report writer's connection, from a blocking thread:
 /// the same statements, bound by position, in one `BEGIN IMMEDIATE` transaction.
 fn write_batch_sqlite(
     conn: &mut rusqlite::Connection,
