@@ -1,0 +1,15 @@
+-- The events' foreign key to devices, dropped on PostgreSQL (as 0003 dropped rollout_devices').
+--
+-- Every event a report stores ran the key's check: a `SELECT 1 FROM devices WHERE id = $1 FOR
+-- KEY SHARE` per row (613,652 of them in one 100,000-device demo, docs/BENCHMARKS.md session
+-- 30), which locks the device's row: the first lock in a transaction writes the row's xmax, a
+-- WAL record and a dirtied page of `devices`, and while the facts flush holds the same row for
+-- its update the two lockers share a MultiXact. None of it guards anything: an event is stored
+-- only for a device that has just authenticated (its row exists), and a device row is deleted
+-- only to undo a registration that failed, before any credential of it was handed out
+-- (server/src/store/push.rs, forget_devices), so no event can name it.
+--
+-- SQLite keeps its key: there the check is one probe of the devices' primary key, without a
+-- lock or a write, and dropping it would mean rebuilding device_events with its indexes and
+-- triggers.
+ALTER TABLE device_events DROP CONSTRAINT device_events_device_id_fkey;
