@@ -22,7 +22,8 @@ use super::sql::{binary_chunks, device_chunks, pg_array, pg_array_param};
 use super::sqlite_writer::positional;
 use crate::domain::DeviceState;
 use fota_protocol::messages::Event;
-use sqlx::Row as _;
+use sqlx::pool::PoolConnection;
+use sqlx::{Any, Row as _};
 use std::borrow::Cow;
 use std::collections::{HashMap, HashSet};
 use std::sync::atomic::Ordering;
@@ -150,6 +151,9 @@ impl Store {
 
 async fn write_batches(mut slot: WriterSlot) {
     let store = slot.store.clone();
+    // PostgreSQL: the connection this writer's batches run on, kept from one batch to the next
+    // while the queue is busy, and back in the pool when the writer stops.
+    let mut conn = None;
     loop {
         let batch: Vec<Pending> = {
             let mut q = store
@@ -171,7 +175,7 @@ async fn write_batches(mut slot: WriterSlot) {
             let (reports, offers) = split(&batch);
             (reports.len() as u64, offers.len() as u64)
         };
-        let (batch, result) = store.write_pending(batch).await;
+        let (batch, result) = store.write_pending(batch, &mut conn).await;
         match result {
             Ok((outcomes, offered)) => {
                 let gc = store.group_commit();
@@ -201,7 +205,7 @@ async fn write_batches(mut slot: WriterSlot) {
             Err(_) => {
                 // One write's error must not fail the others: each alone.
                 for p in batch {
-                    let (mut one, result) = store.write_pending(vec![p]).await;
+                    let (mut one, result) = store.write_pending(vec![p], &mut conn).await;
                     let Some(p) = one.pop() else {
                         // Gone with the writer: its caller hears that the writer stopped.
                         continue;
@@ -279,7 +283,7 @@ impl Store {
                 },
             })
             .collect();
-        Ok(self.write_pending(batch).await.1?.0)
+        Ok(self.write_pending(batch, &mut None).await.1?.0)
     }
 
     /// Write `batch` in one transaction and hand it back with the result: every event once per
@@ -295,16 +299,26 @@ impl Store {
     /// for it. Should the writer fail before or while running the batch (the write turn
     /// refused, a panic), the batch comes back whole all the same, so a failed batch is still
     /// retried write by write.
+    ///
+    /// On PostgreSQL the transaction runs on `conn`, acquired from the write pool if it holds
+    /// none. A writer keeps its connection from batch to batch: sqlx pings a connection before
+    /// it hands it out and again when it takes it back, two round trips of the seven or so a
+    /// batch of reports would make (BEGIN, the events, the moves, COMMIT). A failed batch
+    /// leaves `conn` empty, so that the retry starts on a connection sqlx has checked.
     async fn write_pending(
         &self,
         batch: Vec<Pending>,
+        conn: &mut Option<PoolConnection<Any>>,
     ) -> (
         Vec<Pending>,
         Result<(Vec<ReportOutcome>, Vec<bool>), StoreError>,
     ) {
         if self.backend() != Backend::Sqlite {
             let (reports, offers) = split(&batch);
-            let result = self.write_batch_pg(&reports, &offers).await;
+            let result = self.write_batch_pg(conn, &reports, &offers).await;
+            if result.is_err() {
+                *conn = None;
+            }
             return (batch, result);
         }
         let shared = std::sync::Arc::new(batch);
@@ -326,12 +340,17 @@ impl Store {
     /// [`Store::write_pending`] on PostgreSQL.
     async fn write_batch_pg(
         &self,
+        conn: &mut Option<PoolConnection<Any>>,
         reports: &[ReportWant<'_>],
         offers: &[OfferWant<'_>],
     ) -> Result<(Vec<ReportOutcome>, Vec<bool>), StoreError> {
+        let conn = match conn {
+            Some(conn) => conn,
+            None => conn.insert(self.writer()?.acquire().await?),
+        };
         // PostgreSQL: each statement binds its rows as arrays, so the events are one statement
         // and each group of moves one, whatever the batch's size.
-        let mut tx = self.writer()?.begin().await?;
+        let mut tx = sqlx::Connection::begin(&mut **conn).await?;
         // 1. The events. RETURNING names the rows inserted now; the rest were there already.
         let rows = event_rows(reports);
         let first = first_rows(&rows);
@@ -694,4 +713,103 @@ struct Want<'a> {
     to: DeviceState,
     reason: Option<String>,
     now: i64,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use fota_protocol::messages::EventKind;
+    use sqlx::Connection as _;
+
+    async fn pid(conn: &mut PoolConnection<Any>) -> i32 {
+        sqlx::query("SELECT pg_backend_pid() AS pid")
+            .fetch_one(&mut **conn)
+            .await
+            .unwrap()
+            .get::<i32, _>("pid")
+    }
+
+    fn report(device: &str, id: u64) -> Vec<Pending> {
+        vec![Pending {
+            device: device.to_string(),
+            now: 1,
+            job: Job::Report {
+                events: vec![Event {
+                    id,
+                    kind: EventKind::DownloadStarted,
+                    rollout_id: None,
+                    version: None,
+                    reason: None,
+                    reset: None,
+                }],
+                reply: oneshot::channel().0,
+            },
+        }]
+    }
+
+    /// A PostgreSQL writer keeps its connection from batch to batch. Should that connection die
+    /// in between (a restart, the connection killed), the batch on it fails and leaves the
+    /// writer without a connection, so that the retry runs on a new one from the pool, which
+    /// it then keeps: one failed attempt, never a stuck writer.
+    #[tokio::test]
+    #[ignore = "PostgreSQL: run with FOTA_TEST_POSTGRES_URL set (scripts/test does)"]
+    async fn a_writer_whose_connection_died_retries_on_a_new_one_and_keeps_it() {
+        let base = std::env::var("FOTA_TEST_POSTGRES_URL")
+            .expect("FOTA_TEST_POSTGRES_URL: this test needs a PostgreSQL server");
+        sqlx::any::install_default_drivers();
+        let name = format!("fota_gc_{}", std::process::id());
+        let mut admin = sqlx::AnyConnection::connect(&base).await.unwrap();
+        sqlx::query(&format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)"))
+            .execute(&mut admin)
+            .await
+            .unwrap();
+        sqlx::query(&format!("CREATE DATABASE {name}"))
+            .execute(&mut admin)
+            .await
+            .unwrap();
+        let (root, _) = base.rsplit_once('/').unwrap();
+        let store = Store::connect(&format!("{root}/{name}")).await.unwrap();
+        let mut conn = None;
+        let (_, first) = store.write_pending(report("D-1", 1), &mut conn).await;
+        assert_eq!(first.unwrap().0[0].stored, 1);
+        let held = pid(conn.as_mut().expect("the writer keeps its connection")).await;
+        let (_, second) = store.write_pending(report("D-1", 2), &mut conn).await;
+        assert_eq!(second.unwrap().0[0].stored, 1);
+        assert_eq!(
+            pid(conn.as_mut().unwrap()).await,
+            held,
+            "the same connection"
+        );
+
+        sqlx::query("SELECT pg_terminate_backend($1)")
+            .bind(held)
+            .execute(&mut admin)
+            .await
+            .unwrap();
+        let (batch, failed) = store.write_pending(report("D-1", 3), &mut conn).await;
+        assert!(failed.is_err(), "a batch on a dead connection fails");
+        assert!(conn.is_none(), "and leaves the writer without it");
+        let (_, retried) = store.write_pending(batch, &mut conn).await;
+        assert_eq!(retried.unwrap().0[0].stored, 1, "the retry stores it");
+        assert_ne!(
+            pid(conn.as_mut().unwrap()).await,
+            held,
+            "on a new connection"
+        );
+        let ids: Vec<i64> = store
+            .device_events("D-1", 10)
+            .await
+            .unwrap()
+            .iter()
+            .map(|e| e.event_id)
+            .collect();
+        assert_eq!(ids.len(), 3, "{ids:?}");
+
+        drop(conn);
+        store.close().await;
+        sqlx::query(&format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)"))
+            .execute(&mut admin)
+            .await
+            .unwrap();
+    }
 }
