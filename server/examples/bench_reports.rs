@@ -16,10 +16,16 @@
 //! 2. `fota serve` on SQLite;
 //! 3. `fota serve` on PostgreSQL (a fresh database on `--postgres-url`), when given;
 //! 4. `fota serve` on a private PostgreSQL with default settings, started with Debian's
-//!    `initdb`/`pg_ctl` in a temporary directory (`--private-postgres`).
+//!    `initdb`/`pg_ctl` in a temporary directory (`--private-postgres`);
+//! 5. after each backend's HTTP run, the store alone on the same database: the same load handed
+//!    straight to the group commit (`Store::store_report`), without HTTP, authentication or the
+//!    rollout engine, which tells how much of a report's cost is the database's path.
 //!
 //! Server and load generator share this machine's cores; the ceiling row shows what that
-//! costs. Figures go to docs/BENCHMARKS.md.
+//! costs. A second table says where each run's CPU went, read from `/proc`: µs a report in this
+//! process (server and load generator) and in PostgreSQL's processes, how busy the machine was,
+//! and how many cores that cost per report would take at issue 14's target (20,000 reports/s on
+//! SQLite, 50,000/s on PostgreSQL). Figures go to docs/BENCHMARKS.md.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use axum::body::Bytes;
@@ -73,6 +79,8 @@ struct Run {
     elapsed: Duration,
     /// Group commits during the run (0 for the ceiling).
     batches: u64,
+    /// CPU spent during the run.
+    cpu: Cpu,
 }
 
 impl Run {
@@ -106,6 +114,137 @@ impl Run {
     }
 }
 
+/// CPU time in ticks of `/proc` (USER_HZ, 100 a second on Linux): this process's (server and
+/// load generator), every readable process named `postgres` (the database's backends), and the
+/// machine's busy and total. Zero where `/proc` cannot be read.
+#[derive(Debug, Clone, Copy, Default)]
+struct Cpu {
+    me: u64,
+    postgres: u64,
+    busy: u64,
+    total: u64,
+}
+
+const TICKS_A_SECOND: f64 = 100.0;
+
+impl Cpu {
+    fn now() -> Cpu {
+        /// (command name, user + system ticks) of a `/proc/<pid>/stat` line.
+        fn ticks(stat: &str) -> Option<(&str, u64)> {
+            let comm = &stat[stat.find('(')? + 1..stat.rfind(')')?];
+            let mut f = stat[stat.rfind(')')? + 1..].split_whitespace().skip(11);
+            let utime: u64 = f.next()?.parse().ok()?;
+            let stime: u64 = f.next()?.parse().ok()?;
+            Some((comm, utime + stime))
+        }
+        let read = |p: &std::path::Path| std::fs::read_to_string(p).unwrap_or_default();
+        let mut cpu = Cpu {
+            me: ticks(&read("/proc/self/stat".as_ref())).map_or(0, |t| t.1),
+            ..Cpu::default()
+        };
+        for entry in std::fs::read_dir("/proc").into_iter().flatten().flatten() {
+            let stat = read(&entry.path().join("stat"));
+            if let Some(("postgres", t)) = ticks(&stat) {
+                cpu.postgres += t;
+            }
+        }
+        // "cpu  user nice system idle iowait irq softirq steal ...": idle and iowait are not busy.
+        let stat = read("/proc/stat".as_ref());
+        let all: Vec<u64> = stat
+            .lines()
+            .next()
+            .unwrap_or_default()
+            .split_whitespace()
+            .skip(1)
+            .filter_map(|v| v.parse().ok())
+            .collect();
+        cpu.total = all.iter().take(8).sum();
+        cpu.busy = cpu.total - all.get(3).copied().unwrap_or(0) - all.get(4).copied().unwrap_or(0);
+        cpu
+    }
+
+    fn since(self, before: Cpu) -> Cpu {
+        Cpu {
+            me: self.me.saturating_sub(before.me),
+            postgres: self.postgres.saturating_sub(before.postgres),
+            busy: self.busy.saturating_sub(before.busy),
+            total: self.total.saturating_sub(before.total),
+        }
+    }
+}
+
+impl Run {
+    /// Where the run's CPU went: µs a report in this process and in PostgreSQL, the machine's
+    /// busy share, and the cores that cost would take at `target` reports/s.
+    fn cpu_row(&self, name: &str, target: f64) -> String {
+        let n = self.latencies_us.len().max(1) as f64;
+        let us = |ticks: u64| ticks as f64 / TICKS_A_SECOND * 1e6 / n;
+        let (me, pg) = (us(self.cpu.me), us(self.cpu.postgres));
+        format!(
+            "| {name} | {me:.0} | {pg:.0} | {:.0}% | {:.1} |",
+            100.0 * self.cpu.busy as f64 / self.cpu.total.max(1) as f64,
+            (me + pg) * target / 1e6
+        )
+    }
+}
+
+/// The store alone, no HTTP: the same load as [`drive`] (one task per connection, its devices
+/// round-robin, one report at a time), each report handed to the group commit
+/// (`Store::store_report`) on the server's runtime. Event ids start at `first_event`, past
+/// those the HTTP run used, so every event is new.
+async fn drive_store(
+    store: fota_server::store::Store,
+    fleet: Arc<Fleet>,
+    args: &Args,
+    first_event: u64,
+    server_rt: &tokio::runtime::Runtime,
+) -> Run {
+    let started = Instant::now();
+    let deadline = started + Duration::from_secs(args.seconds);
+    let before = Cpu::now();
+    let (batches_before, _) = store.group_commit_stats();
+    let (per_report, connections) = (args.events, args.connections);
+    let mut tasks = Vec::new();
+    for worker in 0..connections {
+        let (fleet, store) = (fleet.clone(), store.clone());
+        tasks.push(server_rt.spawn(async move {
+            let mine: Vec<usize> = (worker..fleet.devices.len()).step_by(connections).collect();
+            let mut next_event = vec![first_event; mine.len()];
+            let mut run = Run::default();
+            let mut k = 0;
+            while Instant::now() < deadline && !mine.is_empty() {
+                let slot = k % mine.len();
+                k += 1;
+                let (id, _) = &fleet.devices[mine[slot]];
+                let report: Report =
+                    serde_json::from_slice(&body(fleet.rollout, next_event[slot], per_report))
+                        .unwrap();
+                let sent = Instant::now();
+                match store.store_report(id, &report.events, now_ms()).await {
+                    Ok(o) if o.stored as usize == per_report => {
+                        run.latencies_us.push(sent.elapsed().as_micros() as u32);
+                        run.events += per_report as u64;
+                        next_event[slot] += per_report as u64;
+                    }
+                    _ => run.errors += 1,
+                }
+            }
+            run
+        }));
+    }
+    let mut total = Run::default();
+    for t in tasks {
+        let r = t.await.unwrap();
+        total.latencies_us.extend(r.latencies_us);
+        total.errors += r.errors;
+        total.events += r.events;
+    }
+    total.elapsed = started.elapsed();
+    total.cpu = Cpu::now().since(before);
+    total.batches = store.group_commit_stats().0 - batches_before;
+    total
+}
+
 struct Fleet {
     /// (id, "Bearer token") per device.
     devices: Vec<(String, HeaderValue)>,
@@ -125,6 +264,7 @@ fn body(rollout: i64, first_id: u64, events: usize) -> Bytes {
 /// Every connection walks its devices round-robin, one report at a time, until the deadline.
 async fn drive(addr: SocketAddr, fleet: Arc<Fleet>, args: &Args) -> Run {
     let started = Instant::now();
+    let before = Cpu::now();
     let deadline = started + Duration::from_secs(args.seconds);
     let connections = args.connections;
     let per_report = args.events;
@@ -193,6 +333,7 @@ async fn drive(addr: SocketAddr, fleet: Arc<Fleet>, args: &Args) -> Run {
         total.events += r.events;
     }
     total.elapsed = started.elapsed();
+    total.cpu = Cpu::now().since(before);
     total
 }
 
@@ -230,12 +371,13 @@ async fn ceiling(args: &Args, server_rt: &tokio::runtime::Runtime) -> Run {
 }
 
 /// `fota serve` over `database_url` (None: SQLite in a temporary directory), its fleet
-/// provisioned and all targets of an active rollout, then the load.
+/// provisioned and all targets of an active rollout, then the load over HTTP, then the same
+/// load on the store alone ([`drive_store`]).
 async fn fota(
     args: &Args,
     database_url: Option<String>,
     server_rt: &tokio::runtime::Runtime,
-) -> Run {
+) -> (Run, Run) {
     let dir = tempfile::tempdir().unwrap();
     let mut config = ServeConfig::for_data_dir(dir.path());
     if let Some(url) = database_url {
@@ -323,13 +465,26 @@ async fn fota(
         devices,
         rollout: rollout["id"].as_i64().unwrap(),
     };
+    let fleet = Arc::new(fleet);
     let before = server.state.store.group_commit_stats();
-    let mut run = drive(server.addr, Arc::new(fleet), args).await;
+    let mut run = drive(server.addr, fleet.clone(), args).await;
     let after = server.state.store.group_commit_stats();
     run.batches = after.0 - before.0;
+    let store_only = drive_store(
+        server.state.store.clone(),
+        fleet,
+        args,
+        STORE_ONLY_FIRST_EVENT,
+        server_rt,
+    )
+    .await;
     server.shutdown().await.unwrap();
-    run
+    (run, store_only)
 }
+
+/// The store-only run's first event id: past any id the HTTP run reaches, and the first of a
+/// round of the walk ((id - 1) % 4 == 0: `download_started`).
+const STORE_ONLY_FIRST_EVENT: u64 = 1_000_000_001;
 
 fn main() {
     let args = Args::parse();
@@ -377,13 +532,24 @@ fn main() {
         ));
         private = Some(pg);
     }
+    let mut cpu_rows = vec![ceiling_run.cpu_row("ceiling", TARGET_POSTGRES)];
     for (name, url) in backends {
-        let mut run = client_rt.block_on(fota(&args, url, &server_rt));
+        let (mut run, mut store_only) = client_rt.block_on(fota(&args, url, &server_rt));
+        let target = if name == "SQLite" {
+            TARGET_SQLITE
+        } else {
+            TARGET_POSTGRES
+        };
         notes.push(format!(
-            "- {name}: {:.2} x the ceiling",
-            run.rate() / ceiling_rate
+            "- {name}: {:.2} x the ceiling, {:.2} x the target of {target:.0}/s; the store alone {:.2} x the target",
+            run.rate() / ceiling_rate,
+            run.rate() / target,
+            store_only.rate() / target
         ));
+        cpu_rows.push(run.cpu_row(&format!("fota {name}"), target));
+        cpu_rows.push(store_only.cpu_row(&format!("fota {name}, the store alone"), target));
         rows.push(run.row(&format!("fota {name}")));
+        rows.push(store_only.row(&format!("fota {name}, the store alone (no HTTP)")));
     }
     drop(private);
     if let Some(db) = made {
@@ -395,8 +561,19 @@ fn main() {
     for r in &rows {
         println!("{r}");
     }
+    println!(
+        "\nWhere the CPU went (from /proc; this process is the server and the load generator):\n\n\
+         | run | this process, µs a report | PostgreSQL, µs a report | machine busy | cores that takes at the target |\n|---|---|---|---|---|"
+    );
+    for r in &cpu_rows {
+        println!("{r}");
+    }
     println!();
     for n in &notes {
         println!("{n}");
     }
 }
+
+/// Issue 14's targets, reports/s.
+const TARGET_SQLITE: f64 = 20_000.0;
+const TARGET_POSTGRES: f64 = 50_000.0;
