@@ -757,7 +757,14 @@ mod tests {
         let base = std::env::var("FOTA_TEST_POSTGRES_URL")
             .expect("FOTA_TEST_POSTGRES_URL: this test needs a PostgreSQL server");
         sqlx::any::install_default_drivers();
-        let name = format!("fota_gc_{}", std::process::id());
+        // Named as the test kit names its databases (fota_t_<run id>_...), so that `.ci/run`'s
+        // cleanup drops it should this fail and keep it; the kit cannot link here (a second
+        // copy of the server would mean two global allocators).
+        let run = std::env::var("FOTA_TEST_RUN_ID")
+            .ok()
+            .filter(|id| !id.is_empty() && id.bytes().all(|b| b.is_ascii_alphanumeric()))
+            .unwrap_or_else(|| format!("p{}", std::process::id()));
+        let name = format!("fota_t_{run}_gc_{}", std::process::id());
         let mut admin = sqlx::AnyConnection::connect(&base).await.unwrap();
         sqlx::query(&format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)"))
             .execute(&mut admin)
