@@ -174,6 +174,30 @@ impl Cpu {
 }
 
 impl Run {
+    /// A report acknowledged with its `events` all stored, sent at `sent`.
+    fn acked(&mut self, sent: Instant, events: usize) {
+        self.latencies_us.push(sent.elapsed().as_micros() as u32);
+        self.events += events as u64;
+    }
+
+    /// The connections' runs as one, timed from `started`, its CPU counted from `before`.
+    async fn gather(
+        tasks: Vec<tokio::task::JoinHandle<Run>>,
+        started: Instant,
+        before: Cpu,
+    ) -> Run {
+        let mut total = Run::default();
+        for t in tasks {
+            let r = t.await.unwrap();
+            total.latencies_us.extend(r.latencies_us);
+            total.errors += r.errors;
+            total.events += r.events;
+        }
+        total.elapsed = started.elapsed();
+        total.cpu = Cpu::now().since(before);
+        total
+    }
+
     /// Where the run's CPU went: µs a report in this process and in PostgreSQL, the machine's
     /// busy share, and the cores that cost would take at `target` reports/s.
     fn cpu_row(&self, name: &str, target: f64) -> String {
@@ -222,8 +246,7 @@ async fn drive_store(
                 let sent = Instant::now();
                 match store.store_report(id, &report.events, now_ms()).await {
                     Ok(o) if o.stored as usize == per_report => {
-                        run.latencies_us.push(sent.elapsed().as_micros() as u32);
-                        run.events += per_report as u64;
+                        run.acked(sent, per_report);
                         next_event[slot] += per_report as u64;
                     }
                     _ => run.errors += 1,
@@ -232,15 +255,7 @@ async fn drive_store(
             run
         }));
     }
-    let mut total = Run::default();
-    for t in tasks {
-        let r = t.await.unwrap();
-        total.latencies_us.extend(r.latencies_us);
-        total.errors += r.errors;
-        total.events += r.events;
-    }
-    total.elapsed = started.elapsed();
-    total.cpu = Cpu::now().since(before);
+    let mut total = Run::gather(tasks, started, before).await;
     total.batches = store.group_commit_stats().0 - batches_before;
     total
 }
@@ -315,8 +330,7 @@ async fn drive(addr: SocketAddr, fleet: Arc<Fleet>, args: &Args) -> Run {
                 };
                 match acked {
                     Some(_) => {
-                        run.latencies_us.push(sent.elapsed().as_micros() as u32);
-                        run.events += per_report as u64;
+                        run.acked(sent, per_report);
                         next_event[slot] += per_report as u64;
                     }
                     None => run.errors += 1,
@@ -325,16 +339,7 @@ async fn drive(addr: SocketAddr, fleet: Arc<Fleet>, args: &Args) -> Run {
             run
         }));
     }
-    let mut total = Run::default();
-    for t in tasks {
-        let r = t.await.unwrap();
-        total.latencies_us.extend(r.latencies_us);
-        total.errors += r.errors;
-        total.events += r.events;
-    }
-    total.elapsed = started.elapsed();
-    total.cpu = Cpu::now().since(before);
-    total
+    Run::gather(tasks, started, before).await
 }
 
 /// The ceiling: the report route, a handler that parses the report and discards it.
