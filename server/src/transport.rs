@@ -42,7 +42,7 @@ use tokio_rustls::rustls;
 use tokio_util::sync::PollSemaphore;
 
 /// Most bytes of a request head buffered per connection (hyper's read buffer; its default is
-/// about 400 KB). The API answers a head over 16 KB with a JSON 431 (`limit_headers`); one
+/// about 400 KB). The API answers a head over 16 KB with a JSON 431 (`api::edge`); one
 /// over this never reaches it: hyper answers a bare 431 and closes.
 pub const MAX_HEAD_BUFFER: usize = 128 * 1024;
 

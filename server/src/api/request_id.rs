@@ -5,8 +5,6 @@
 
 use axum::extract::Request;
 use axum::http::{HeaderName, HeaderValue};
-use axum::middleware::Next;
-use axum::response::Response;
 
 /// The header that carries the id, both ways.
 pub const HEADER: HeaderName = HeaderName::from_static("x-request-id");
@@ -31,15 +29,19 @@ fn id_of(req: &Request) -> String {
         .to_string()
 }
 
-/// The middleware: settle the id, put it on the request (for the trace span), answer in its
-/// scope (for error bodies), and send it back.
-pub async fn assign(mut req: Request, next: Next) -> Response {
-    let id = id_of(&req);
+/// Settle a request's id: the client's if it sent a valid one, else a new one, put on the
+/// request (for its trace span, [`span`]). Returns it as text (for [`scope`]) and as the header
+/// value the response carries back.
+pub fn settle(req: &mut Request) -> (String, HeaderValue) {
+    let id = id_of(req);
     let value = HeaderValue::from_str(&id).unwrap_or_else(|_| HeaderValue::from_static("-"));
     req.headers_mut().insert(HEADER, value.clone());
-    let mut response = CURRENT.scope(id, next.run(req)).await;
-    response.headers_mut().insert(HEADER, value);
-    response
+    (id, value)
+}
+
+/// Run `answer` with `id` as the [`current`] request's id (error bodies carry it).
+pub async fn scope<F: std::future::Future>(id: String, answer: F) -> F::Output {
+    CURRENT.scope(id, answer).await
 }
 
 /// The trace span of a request: method, path and its id, in every log line it writes.
