@@ -3,7 +3,8 @@
 use crate::api::error::ApiError;
 use crate::transport::BodyError;
 use axum::body::{Body, Bytes};
-use axum::http::{HeaderMap, StatusCode};
+use axum::extract::Request;
+use axum::http::StatusCode;
 use serde::de::DeserializeOwned;
 
 /// The largest device request body (a report of 16 events, a check-in): the router's limit.
@@ -45,12 +46,12 @@ async fn read_body(body: Body) -> Result<Bytes, ApiError> {
 }
 
 /// Parse a JSON body after authentication (so a stranger learns nothing from parse errors):
-/// the content type first, so a body of the wrong type is never read.
-pub(crate) async fn parse_body<T: DeserializeOwned>(
-    headers: &HeaderMap,
-    body: Body,
-) -> Result<T, ApiError> {
-    let is_json = headers
+/// the content type first, so a body of the wrong type is never read. Takes the request whole
+/// (its extractor is the handler's last), so its headers are read where they are instead of
+/// copied for the handler.
+pub(crate) async fn parse_body<T: DeserializeOwned>(req: Request) -> Result<T, ApiError> {
+    let is_json = req
+        .headers()
         .get(axum::http::header::CONTENT_TYPE)
         .and_then(|v| v.to_str().ok())
         .is_some_and(|v| v.starts_with("application/json"));
@@ -61,5 +62,5 @@ pub(crate) async fn parse_body<T: DeserializeOwned>(
             "expected Content-Type: application/json",
         ));
     }
-    Ok(serde_json::from_slice(&read_body(body).await?)?)
+    Ok(serde_json::from_slice(&read_body(req.into_body()).await?)?)
 }

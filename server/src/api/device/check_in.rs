@@ -9,7 +9,6 @@ use crate::api::state::AppState;
 use crate::rollout::engine::DeviceView;
 use crate::store::{now_ms, DeviceCheckInFacts, DeviceFacts, StoreError};
 use axum::extract::State;
-use axum::http::HeaderMap;
 use fota_protocol::messages::{CheckIn, CheckInResponse};
 use std::sync::Arc;
 
@@ -32,10 +31,9 @@ use std::sync::Arc;
 pub(super) async fn check_in(
     State(state): State<Arc<AppState>>,
     Device { id, creds }: Device,
-    headers: HeaderMap,
-    body: axum::body::Body,
+    req: axum::extract::Request,
 ) -> Result<axum::Json<CheckInResponse>, ApiError> {
-    let check_in: CheckIn = parse_body(&headers, body).await?;
+    let check_in: CheckIn = parse_body(req).await?;
     if check_in.model.as_str() != creds.model {
         return Err(ApiError::conflict(
             "model_mismatch",

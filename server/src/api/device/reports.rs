@@ -7,7 +7,6 @@ use crate::api::error::{ApiError, ErrorBody};
 use crate::api::state::AppState;
 use crate::store::{event_kind_name, now_ms, DeviceFacts};
 use axum::extract::State;
-use axum::http::HeaderMap;
 use fota_protocol::messages::{Report, ReportAck};
 use std::sync::Arc;
 
@@ -29,10 +28,9 @@ use std::sync::Arc;
 pub(super) async fn report(
     State(state): State<Arc<AppState>>,
     Device { id, .. }: Device,
-    headers: HeaderMap,
-    body: axum::body::Body,
+    req: axum::extract::Request,
 ) -> Result<axum::Json<ReportAck>, ApiError> {
-    let report: Report = parse_body(&headers, body).await?;
+    let report: Report = parse_body(req).await?;
     Ok(axum::Json(ingest(&state, &id, &report).await?))
 }
 
