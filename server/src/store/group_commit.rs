@@ -450,10 +450,10 @@ fn write_batch_sqlite(
     // 2. What the new events ask for; 3. the moves, in order.
     let mut plan = plan(Backend::Sqlite, reports, &new);
     for m in &plan.moves {
-        let Some(sql) = batch_move_sql(m.to, DeviceParams::Each(m.devices.len())) else {
+        let Some(sql) = move_sqlite(m.to, m.devices.len()) else {
             continue;
         };
-        let mut st = tx.prepare_cached(&positional(&sql))?;
+        let mut st = tx.prepare_cached(&sql)?;
         let mut values = vec![
             int(Some(m.rollout)),
             text(m.reason.as_deref()),
@@ -535,6 +535,30 @@ fn insert_events_sqlite(n: usize) -> Cow<'static, str> {
         }
         // Not a size binary_chunks makes: built for this call.
         _ => Cow::Owned(positional(&insert_events_sql(n))),
+    }
+}
+
+/// [`batch_move_sql`] to `to` for `n` devices with SQLite's positional placeholders. The sizes
+/// [`binary_chunks`] makes (powers of two up to 256) are built once per state: the writer is
+/// the serial stage of ingest, and a batch makes a few moves per round.
+fn move_sqlite(to: DeviceState, n: usize) -> Option<Cow<'static, str>> {
+    type Texts = HashMap<(DeviceState, usize), Option<String>>;
+    static TEXTS: OnceLock<Texts> = OnceLock::new();
+    let texts = TEXTS.get_or_init(|| {
+        let mut texts = HashMap::new();
+        for to in DeviceState::ALL {
+            for k in 0..9 {
+                let n = 1usize << k;
+                let text = batch_move_sql(to, DeviceParams::Each(n)).map(|t| positional(&t));
+                texts.insert((to, n), text);
+            }
+        }
+        texts
+    });
+    match texts.get(&(to, n)) {
+        Some(text) => text.as_deref().map(Cow::Borrowed),
+        // Not a size binary_chunks makes: built for this call.
+        None => batch_move_sql(to, DeviceParams::Each(n)).map(|t| Cow::Owned(positional(&t))),
     }
 }
 
