@@ -202,8 +202,7 @@ async fn edge(State(state): State<Arc<AppState>>, mut req: Request, next: Next) 
         .iter()
         .map(|(name, value)| name.as_str().len() + value.len() + 4)
         .sum();
-    let operator = is_operator_route(&route.0);
-    let answer = async move {
+    let answer = async {
         let response = if header_bytes > MAX_HEADER_BYTES {
             ApiError::new(
                 axum::http::StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
@@ -217,7 +216,7 @@ async fn edge(State(state): State<Arc<AppState>>, mut req: Request, next: Next) 
         let status = response.status();
         // An operator's refused call is worth a log line (its span carries the request id the
         // CLI prints); devices' refusals are not, at their volume (the metrics count them).
-        if status.is_client_error() && operator {
+        if status.is_client_error() && is_operator_route(&route.0) {
             tracing::info!(status = status.as_u16(), "request refused");
         }
         if status.is_server_error() {
