@@ -525,40 +525,42 @@ pub(super) fn first_rows<'a>(rows: &[EventRow<'a>]) -> HashMap<(&'a str, i64), u
     first
 }
 
-/// [`insert_events_sql`] with SQLite's positional placeholders, for the chunk sizes
-/// [`binary_chunks`] makes (powers of two up to 256), each built once.
-fn insert_events_sqlite(n: usize) -> Cow<'static, str> {
-    static TEXTS: [OnceLock<String>; 9] = [const { OnceLock::new() }; 9];
-    match TEXTS.get(n.trailing_zeros() as usize) {
-        Some(text) if n.is_power_of_two() => {
-            Cow::Borrowed(text.get_or_init(|| positional(&insert_events_sql(n))))
-        }
-        // Not a size binary_chunks makes: built for this call.
-        _ => Cow::Owned(positional(&insert_events_sql(n))),
+/// SQL texts built once for each size [`binary_chunks`] makes (powers of two up to 256), by
+/// `n.trailing_zeros()`. The writer is the serial stage of ingest, and a batch runs a few
+/// statements per round.
+type BySize<T> = [OnceLock<T>; 9];
+
+/// What `build` makes for `n`: built once in `texts` for a size [`binary_chunks`] makes, for
+/// this call otherwise.
+fn by_size<T: Clone>(
+    texts: &'static BySize<T>,
+    n: usize,
+    build: impl FnOnce(usize) -> T,
+) -> Cow<'static, T> {
+    match texts.get(n.trailing_zeros() as usize) {
+        Some(text) if n.is_power_of_two() => Cow::Borrowed(text.get_or_init(|| build(n))),
+        _ => Cow::Owned(build(n)),
     }
 }
 
-/// [`batch_move_sql`] to `to` for `n` devices with SQLite's positional placeholders. The sizes
-/// [`binary_chunks`] makes (powers of two up to 256) are built once per state: the writer is
-/// the serial stage of ingest, and a batch makes a few moves per round.
+/// [`insert_events_sql`] with SQLite's positional placeholders.
+fn insert_events_sqlite(n: usize) -> Cow<'static, str> {
+    static TEXTS: BySize<String> = [const { OnceLock::new() }; 9];
+    match by_size(&TEXTS, n, |n| positional(&insert_events_sql(n))) {
+        Cow::Borrowed(text) => Cow::Borrowed(text),
+        Cow::Owned(text) => Cow::Owned(text),
+    }
+}
+
+/// [`batch_move_sql`] to `to` for `n` devices with SQLite's positional placeholders, by state
+/// and size.
 fn move_sqlite(to: DeviceState, n: usize) -> Option<Cow<'static, str>> {
-    type Texts = HashMap<(DeviceState, usize), Option<String>>;
-    static TEXTS: OnceLock<Texts> = OnceLock::new();
-    let texts = TEXTS.get_or_init(|| {
-        let mut texts = HashMap::new();
-        for to in DeviceState::ALL {
-            for k in 0..9 {
-                let n = 1usize << k;
-                let text = batch_move_sql(to, DeviceParams::Each(n)).map(|t| positional(&t));
-                texts.insert((to, n), text);
-            }
-        }
-        texts
-    });
-    match texts.get(&(to, n)) {
-        Some(text) => text.as_deref().map(Cow::Borrowed),
-        // Not a size binary_chunks makes: built for this call.
-        None => batch_move_sql(to, DeviceParams::Each(n)).map(|t| Cow::Owned(positional(&t))),
+    static TEXTS: [BySize<Option<String>>; DeviceState::ALL.len()] =
+        [const { [const { OnceLock::new() }; 9] }; DeviceState::ALL.len()];
+    let build = |n| batch_move_sql(to, DeviceParams::Each(n)).map(|t| positional(&t));
+    match by_size(&TEXTS[to as usize], n, build) {
+        Cow::Borrowed(text) => text.as_deref().map(Cow::Borrowed),
+        Cow::Owned(text) => text.map(Cow::Owned),
     }
 }
 
@@ -769,6 +771,28 @@ mod tests {
                 reply: oneshot::channel().0,
             },
         }]
+    }
+
+    /// The SQLite writer's texts, cached by state and size, are the texts built for the call,
+    /// for every state and for sizes binary_chunks makes and does not make.
+    #[test]
+    fn cached_sqlite_texts_are_the_built_ones() {
+        // The second round reads what the first cached.
+        for n in [1, 2, 3, 64, 100, 256, 257, 512, 1, 3, 64, 100, 256, 257] {
+            let built = positional(&insert_events_sql(n));
+            assert_eq!(*insert_events_sqlite(n), built, "events, {n}");
+            for to in DeviceState::ALL {
+                let built = batch_move_sql(to, DeviceParams::Each(n)).map(|t| positional(&t));
+                let cached = move_sqlite(to, n);
+                assert_eq!(cached.as_deref(), built.as_deref(), "{to:?}, {n}");
+            }
+        }
+        assert!(matches!(insert_events_sqlite(64), Cow::Borrowed(_)));
+        assert!(matches!(insert_events_sqlite(100), Cow::Owned(_)));
+        assert!(matches!(
+            move_sqlite(DeviceState::Confirmed, 128),
+            Some(Cow::Borrowed(_))
+        ));
     }
 
     /// A PostgreSQL writer keeps its connection from batch to batch. Should that connection die
