@@ -251,11 +251,7 @@ mod tests {
 
     async fn state() -> (Arc<AppState>, tempfile::TempDir) {
         let dir = tempfile::tempdir().unwrap();
-        let url = format!(
-            "sqlite:file:fota-edge-{}?mode=memory&cache=shared",
-            std::process::id()
-        );
-        let store = crate::store::Store::connect(&url).await.unwrap();
+        let store = crate::store::Store::in_memory().await;
         let config = crate::config::ServeConfig::for_data_dir(dir.path());
         (Arc::new(AppState::new(store, config).unwrap()), dir)
     }

@@ -15,19 +15,12 @@ use crate::store::{
 };
 use fota_protocol::messages::{BootState, CheckIn, Event, EventKind, RdpLevel};
 use fota_protocol::{ImageVersion, SlotId};
-use std::sync::atomic::{AtomicU32, Ordering};
 
 const MODEL: &str = "f429";
 
 /// A fresh, empty in-memory database (shared by the pool's connections, gone with the pool).
 async fn store() -> Store {
-    static NEXT: AtomicU32 = AtomicU32::new(0);
-    let url = format!(
-        "sqlite:file:fota-engine-{}-{}?mode=memory&cache=shared",
-        std::process::id(),
-        NEXT.fetch_add(1, Ordering::SeqCst)
-    );
-    Store::connect(&url).await.expect("in-memory SQLite store")
+    Store::in_memory().await
 }
 
 async fn provision(store: &Store, ids: &[&str], tags: &[&str]) {

@@ -94,6 +94,18 @@ impl Store {
         Self::connect_with(url, PoolSettings::default()).await
     }
 
+    /// A new, empty, migrated store in memory, its own for each call (unit tests).
+    #[cfg(test)]
+    pub(crate) async fn in_memory() -> Self {
+        static NEXT: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
+        let url = format!(
+            "sqlite:file:fota-test-{}-{}?mode=memory&cache=shared",
+            std::process::id(),
+            NEXT.fetch_add(1, Ordering::SeqCst)
+        );
+        Self::connect(&url).await.expect("in-memory SQLite store")
+    }
+
     /// Connect with `settings`, creating the SQLite file (and its directory) on first run, and
     /// apply migrations.
     pub async fn connect_with(url: &str, settings: PoolSettings) -> Result<Self, StoreError> {
