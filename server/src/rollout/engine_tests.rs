@@ -483,6 +483,27 @@ async fn a_group_commit_stores_each_event_once_and_moves_in_order() {
         assert_eq!(seen.len(), stored.len(), "{device}: an event stored twice");
     }
 
+    // On SQLite the batch's 5 events went in as one INSERT of 8 rows and its first 3 moves as
+    // one UPDATE naming 4 devices, each list padded with its last row (sql::padded): the
+    // padding stored, moved and counted nothing twice.
+    let mut counts: Vec<(DeviceState, u64)> = store
+        .tallies(id)
+        .await
+        .unwrap()
+        .iter()
+        .map(|t| (t.state, t.n))
+        .collect();
+    counts.sort();
+    assert_eq!(
+        counts,
+        [(DeviceState::Downloading, 2), (DeviceState::Installed, 1)]
+    );
+    let mut events = 0;
+    for d in ids {
+        events += store.device_events(d, 100).await.unwrap().len();
+    }
+    assert_eq!(events, 4, "G-1's two, G-2's one, G-3's one");
+
     // A later batch retrying G-1's report: all duplicates, nothing moves again (G-1 stays
     // installed, not back to downloading).
     let out = store.write_reports(&[("G-1", &g1[..], now)]).await.unwrap();

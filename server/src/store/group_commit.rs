@@ -18,8 +18,8 @@ use super::db::{Backend, Store, StoreError};
 use super::group_queue::{Job, Pending, ReportOutcome};
 use super::offer_batch::{self, OfferWant};
 use super::rollout_devices::{batch_move_sql, DeviceParams};
-use super::sql::{binary_chunks, device_chunks, pg_array, pg_array_param};
-use super::sqlite_writer::positional;
+use super::sql::{device_chunks, padded, pg_array, pg_array_param};
+use super::sqlite_writer::{by_size, positional, BySize};
 use crate::domain::DeviceState;
 use fota_protocol::messages::Event;
 use sqlx::pool::PoolConnection;
@@ -418,15 +418,18 @@ fn write_batch_sqlite(
         ToSqlOutput::Borrowed(v.map_or(ValueRef::Null, ValueRef::Integer))
     }
     let tx = conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
-    // 1. The events, up to 256 a statement: binding by position, the parameter cap that sqlx's
-    // by-name binding needs (`SQLITE_MAX_PARAMS`) does not apply here.
+    // 1. The events, up to 256 a statement (binding by position, the parameter cap that sqlx's
+    // by-name binding needs, `SQLITE_MAX_PARAMS`, does not apply here), each statement's rows
+    // padded to a power of two by repeating its last row (`padded`): the copy conflicts with the
+    // row it repeats, so it stores nothing, fires no trigger and is not in RETURNING.
     let rows = event_rows(reports);
     let first = first_rows(&rows);
     let mut new = vec![false; rows.len()];
-    for chunk in binary_chunks(&rows, 256) {
-        let mut st = tx.prepare_cached(&insert_events_sqlite(chunk.len()))?;
-        let mut values = Vec::with_capacity(chunk.len() * 7);
-        for r in chunk {
+    for chunk in rows.chunks(256) {
+        let n = chunk.len().next_power_of_two();
+        let mut st = tx.prepare_cached(&insert_events_sqlite(n))?;
+        let mut values = Vec::with_capacity(n * 7);
+        for r in padded(chunk) {
             values.extend([
                 text(Some(r.device)),
                 int(Some(r.id)),
@@ -447,10 +450,11 @@ fn write_batch_sqlite(
             }
         }
     }
-    // 2. What the new events ask for; 3. the moves, in order.
+    // 2. What the new events ask for; 3. the moves, in order, each group's devices one
+    // statement (up to 256), its `IN` list padded the same way.
     let mut plan = plan(Backend::Sqlite, reports, &new);
     for m in &plan.moves {
-        let Some(sql) = move_sqlite(m.to, m.devices.len()) else {
+        let Some(sql) = move_sqlite(m.to, m.devices.len().next_power_of_two()) else {
             continue;
         };
         let mut st = tx.prepare_cached(&sql)?;
@@ -459,7 +463,7 @@ fn write_batch_sqlite(
             text(m.reason.as_deref()),
             int(Some(m.now)),
         ];
-        values.extend(m.devices.iter().map(|(_, d)| text(Some(d))));
+        values.extend(padded(&m.devices).map(|&(_, d)| text(Some(d))));
         let moved: HashSet<String> = st
             .query_map(rusqlite::params_from_iter(values), |row| row.get(0))?
             .collect::<Result<_, _>>()?;
@@ -525,24 +529,6 @@ pub(super) fn first_rows<'a>(rows: &[EventRow<'a>]) -> HashMap<(&'a str, i64), u
     first
 }
 
-/// SQL texts built once for each size [`binary_chunks`] makes (powers of two up to 256), by
-/// `n.trailing_zeros()`. The writer is the serial stage of ingest, and a batch runs a few
-/// statements per round.
-type BySize<T> = [OnceLock<T>; 9];
-
-/// What `build` makes for `n`: built once in `texts` for a size [`binary_chunks`] makes, for
-/// this call otherwise.
-fn by_size<T: Clone>(
-    texts: &'static BySize<T>,
-    n: usize,
-    build: impl FnOnce(usize) -> T,
-) -> Cow<'static, T> {
-    match texts.get(n.trailing_zeros() as usize) {
-        Some(text) if n.is_power_of_two() => Cow::Borrowed(text.get_or_init(|| build(n))),
-        _ => Cow::Owned(build(n)),
-    }
-}
-
 /// [`insert_events_sql`] with SQLite's positional placeholders.
 fn insert_events_sqlite(n: usize) -> Cow<'static, str> {
     static TEXTS: BySize<String> = [const { OnceLock::new() }; 9];
@@ -553,7 +539,7 @@ fn insert_events_sqlite(n: usize) -> Cow<'static, str> {
 }
 
 /// [`batch_move_sql`] to `to` for `n` devices with SQLite's positional placeholders, by state
-/// and size.
+/// and size (the [`padded`] lists' sizes).
 fn move_sqlite(to: DeviceState, n: usize) -> Option<Cow<'static, str>> {
     static TEXTS: [BySize<Option<String>>; DeviceState::ALL.len()] =
         [const { [const { OnceLock::new() }; 9] }; DeviceState::ALL.len()];
@@ -774,7 +760,7 @@ mod tests {
     }
 
     /// The SQLite writer's texts, cached by state and size, are the texts built for the call,
-    /// for every state and for sizes binary_chunks makes and does not make.
+    /// for every state, for the sizes `padded` lists have and for others.
     #[test]
     fn cached_sqlite_texts_are_the_built_ones() {
         // The second round reads what the first cached.

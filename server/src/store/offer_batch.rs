@@ -8,10 +8,11 @@
 
 use super::db::{Backend, StoreError};
 use super::rollout_devices::{batch_offer_sql, DeviceParams};
-use super::sql::{device_chunks, pg_array};
-use super::sqlite_writer::positional;
+use super::sql::{device_chunks, padded, pg_array};
+use super::sqlite_writer::{by_size, positional, BySize};
 use sqlx::Row as _;
 use std::collections::{BTreeMap, HashSet};
+use std::sync::OnceLock;
 
 /// One offer waiting in a batch: `device` eligible -> offered in `rollout`, the deadline
 /// `window_ms` after the offer.
@@ -97,18 +98,23 @@ pub(super) fn write_sqlite(
     tx: &rusqlite::Transaction<'_>,
     offers: &[OfferWant<'_>],
 ) -> Result<Vec<bool>, StoreError> {
-    use rusqlite::types::Value;
+    use rusqlite::types::{ToSqlOutput, ValueRef};
+    static TEXTS: BySize<String> = [const { OnceLock::new() }; 9];
     let mut offered = vec![false; offers.len()];
     for g in groups(Backend::Sqlite, offers) {
-        let mut st = tx.prepare_cached(&positional(&batch_offer_sql(DeviceParams::Each(
-            g.devices.len(),
-        ))))?;
+        let n = g.devices.len().next_power_of_two();
+        let sql = by_size(&TEXTS, n, |n| {
+            positional(&batch_offer_sql(DeviceParams::Each(n)))
+        });
+        let mut st = tx.prepare_cached(&sql)?;
         let mut values = vec![
-            Value::Integer(g.rollout),
-            Value::Integer(g.now),
-            Value::Integer(g.deadline),
+            ToSqlOutput::Borrowed(ValueRef::Integer(g.rollout)),
+            ToSqlOutput::Borrowed(ValueRef::Integer(g.now)),
+            ToSqlOutput::Borrowed(ValueRef::Integer(g.deadline)),
         ];
-        values.extend(g.devices.iter().map(|(_, d)| Value::Text(d.to_string())));
+        values.extend(
+            padded(&g.devices).map(|&(_, d)| ToSqlOutput::Borrowed(ValueRef::Text(d.as_bytes()))),
+        );
         let moved: HashSet<String> = st
             .query_map(rusqlite::params_from_iter(values), |row| row.get(0))?
             .collect::<Result<_, _>>()?;
@@ -179,11 +185,8 @@ mod tests {
             .iter()
             .map(|g| g.devices.len())
             .collect();
-        assert_eq!(sizes.iter().sum::<usize>(), 700);
-        let max = super::super::sql::rows_per_statement(Backend::Sqlite, 1, 256);
-        assert!(
-            sizes.iter().all(|n| n.is_power_of_two() && *n <= max),
-            "{sizes:?}"
-        );
+        // At most 256 a statement, in order; each statement's list is padded to a power of
+        // two when bound (sql::padded).
+        assert_eq!(sizes, [256, 256, 188]);
     }
 }

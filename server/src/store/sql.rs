@@ -138,14 +138,31 @@ pub(crate) fn quoted<'a>(names: impl IntoIterator<Item = &'a str>) -> String {
         .join(", ")
 }
 
-/// A many-device statement's devices in the statements that name them: on SQLite in chunks
-/// of powers of two that a statement binds one parameter each, on PostgreSQL all in one
+/// A many-device statement's devices in the statements that name them: on SQLite up to 256 a
+/// statement, one parameter each, bound in [`padded`] lists; on PostgreSQL all in one
 /// statement, bound as one array ([`pg_array`]).
 pub(crate) fn device_chunks<T>(backend: Backend, devices: &[T]) -> Vec<&[T]> {
     match backend {
-        Backend::Sqlite => binary_chunks(devices, rows_per_statement(backend, 1, 256)),
+        Backend::Sqlite => devices
+            .chunks(rows_per_statement(backend, 1, 256))
+            .collect(),
         Backend::Postgres => vec![devices],
     }
+}
+
+/// A chunk of a multi-row SQLite statement (the SQLite writer's events, up to 256, or a chunk
+/// of [`device_chunks`]) as the rows or `IN` list the statement binds: padded to the next power
+/// of two by repeating its last item. A device named twice in an `IN` list is the same device,
+/// and an event row repeated conflicts with itself and is skipped (`ON CONFLICT DO NOTHING`), so
+/// the statement does what it would for the chunk, in one of nine texts (up to 256) prepared
+/// once. A chunk split into powers of two instead was up to eight statements, each with the
+/// temporary b-trees SQLite opens per execution for its `IN` list, its RETURNING rows and, on a
+/// table with triggers, its inserted rows (docs/BENCHMARKS.md).
+pub(crate) fn padded<T>(chunk: &[T]) -> impl Iterator<Item = &T> {
+    let pad = chunk.len().next_power_of_two() - chunk.len();
+    chunk
+        .iter()
+        .chain(std::iter::repeat_n(chunk.last(), pad).flatten())
 }
 
 /// `items` as one PostgreSQL array literal (`{"a","b",NULL}`), bound as a single text
@@ -231,5 +248,23 @@ mod tests {
         assert_eq!(chunks.concat(), items);
         assert_eq!(binary_chunks(&items[..1], 256).len(), 1);
         assert!(binary_chunks::<u32>(&[], 256).is_empty());
+    }
+
+    #[test]
+    fn sqlite_device_lists_are_padded_to_a_power_of_two_with_the_last_device() {
+        use super::{device_chunks, padded, Backend};
+        let devices: Vec<u32> = (0..300).collect();
+        let chunks = device_chunks(Backend::Sqlite, &devices);
+        let lens: Vec<usize> = chunks.iter().map(|c| c.len()).collect();
+        assert_eq!(lens, [256, 44]);
+        assert_eq!(chunks.concat(), devices);
+        let list: Vec<u32> = padded(chunks[1]).copied().collect();
+        assert_eq!(list.len(), 64);
+        assert_eq!(list[..44], devices[256..]);
+        assert!(list[44..].iter().all(|&d| d == 299));
+        assert_eq!(padded(chunks[0]).count(), 256);
+        assert_eq!(padded(&[7u32]).collect::<Vec<_>>(), [&7]);
+        assert_eq!(padded::<u32>(&[]).count(), 0);
+        assert_eq!(device_chunks(Backend::Postgres, &devices).len(), 1);
     }
 }

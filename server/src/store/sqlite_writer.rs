@@ -12,7 +12,9 @@
 
 use super::error::StoreError;
 use rusqlite::{Connection, OpenFlags};
+use std::borrow::Cow;
 use std::sync::Mutex;
+use std::sync::OnceLock;
 
 /// Every SQLite connection's settings, this writer's and the sqlx pools' (`db.rs`): WAL lets
 /// readers run beside the one writer; NORMAL is durable across process crashes and costs one
@@ -77,6 +79,24 @@ impl SqliteWriter {
 /// by position. The store's texts hold no `$` but their placeholders.
 pub(crate) fn positional(text: &str) -> String {
     text.replace('$', "?")
+}
+
+/// SQL texts built once for each size of the writer's multi-row statements (the powers of two
+/// up to 256 that [`super::sql::padded`] lists come in), by `n.trailing_zeros()`. The writer is
+/// the serial stage of ingest, and a batch runs a few statements per round.
+pub(super) type BySize<T> = [OnceLock<T>; 9];
+
+/// What `build` makes for `n`: built once in `texts` for a power of two up to 256, for this
+/// call otherwise.
+pub(super) fn by_size<T: Clone>(
+    texts: &'static BySize<T>,
+    n: usize,
+    build: impl FnOnce(usize) -> T,
+) -> Cow<'static, T> {
+    match texts.get(n.trailing_zeros() as usize) {
+        Some(text) if n.is_power_of_two() => Cow::Borrowed(text.get_or_init(|| build(n))),
+        _ => Cow::Owned(build(n)),
+    }
 }
 
 #[cfg(test)]
