@@ -18,7 +18,7 @@ use super::db::{Backend, Store, StoreError};
 use super::group_queue::{Job, Pending, ReportOutcome};
 use super::offer_batch::{self, OfferWant};
 use super::rollout_devices::{batch_move_sql, DeviceParams};
-use super::sql::{device_chunks, padded, pg_array, pg_array_param};
+use super::sql::{device_chunks, padded, padded_chunks, pg_array, pg_array_param, STATEMENT_ROWS};
 use super::sqlite_writer::{by_size, positional, BySize};
 use crate::domain::DeviceState;
 use fota_protocol::messages::Event;
@@ -419,13 +419,14 @@ fn write_batch_sqlite(
     }
     let tx = conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
     // 1. The events, up to 256 a statement (binding by position, the parameter cap that sqlx's
-    // by-name binding needs, `SQLITE_MAX_PARAMS`, does not apply here), each statement's rows
-    // padded to a power of two by repeating its last row (`padded`): the copy conflicts with the
-    // row it repeats, so it stores nothing, fires no trigger and is not in RETURNING.
+    // by-name binding needs, `SQLITE_MAX_PARAMS`, does not apply here), a statement's rows
+    // padded to a power of two by repeating its last row where that is cheaper than another
+    // statement (`padded_chunks`): the copy conflicts with the row it repeats, so it stores
+    // nothing, fires no trigger and is not in RETURNING.
     let rows = event_rows(reports);
     let first = first_rows(&rows);
     let mut new = vec![false; rows.len()];
-    for chunk in rows.chunks(256) {
+    for chunk in padded_chunks(&rows, 256, STATEMENT_ROWS) {
         let n = chunk.len().next_power_of_two();
         let mut st = tx.prepare_cached(&insert_events_sqlite(n))?;
         let mut values = Vec::with_capacity(n * 7);

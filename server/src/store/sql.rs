@@ -139,16 +139,27 @@ pub(crate) fn quoted<'a>(names: impl IntoIterator<Item = &'a str>) -> String {
 }
 
 /// A many-device statement's devices in the statements that name them: on SQLite up to 256 a
-/// statement, one parameter each, bound in [`padded`] lists; on PostgreSQL all in one
-/// statement, bound as one array ([`pg_array`]).
+/// statement, one parameter each, in [`padded_chunks`] bound [`padded`]; on PostgreSQL all in
+/// one statement, bound as one array ([`pg_array`]).
 pub(crate) fn device_chunks<T>(backend: Backend, devices: &[T]) -> Vec<&[T]> {
     match backend {
-        Backend::Sqlite => devices
-            .chunks(rows_per_statement(backend, 1, 256))
-            .collect(),
+        Backend::Sqlite => {
+            padded_chunks(devices, rows_per_statement(backend, 1, 256), STATEMENT_ROWS)
+        }
         Backend::Postgres => vec![devices],
     }
 }
+
+/// What one more multi-row statement costs the SQLite writer, in items repeated in a padded
+/// one (for [`padded_chunks`]): a statement is its start, its temporary b-trees (an `IN`
+/// list's index, RETURNING's rows, an INSERT's rows on a table with triggers) and its halt; a
+/// repeated item is one more bound value, a key of the list's index or an event row copied,
+/// checked and skipped. Under the report-ingest benchmark (docs/BENCHMARKS.md, session 37) the
+/// writer's instructions a report were lowest padding every chunk, and higher by more than
+/// their run-to-run spread where a statement was taken to cost only 4 rows: so at least ten or
+/// so. At 32, every chunk of up to 64 items is padded, as always padding does, and a chunk
+/// such as 129 (127 repeats) is split instead.
+pub(crate) const STATEMENT_ROWS: usize = 32;
 
 /// A chunk of a multi-row SQLite statement (the SQLite writer's events, up to 256, or a chunk
 /// of [`device_chunks`]) as the rows or `IN` list the statement binds: padded to the next power
@@ -163,6 +174,46 @@ pub(crate) fn padded<T>(chunk: &[T]) -> impl Iterator<Item = &T> {
     chunk
         .iter()
         .chain(std::iter::repeat_n(chunk.last(), pad).flatten())
+}
+
+/// `items` in the chunks of a multi-row SQLite statement whose rows cost work of their own
+/// when repeated (the SQLite writer's events: a repeated row is copied, checked and skipped),
+/// each bound [`padded`]: up to `max` a statement, and a chunk padded where that costs fewer
+/// than `statement_rows` repeated rows a statement it saves; otherwise the largest power of
+/// two goes first (as [`binary_chunks`]) and the rest is chunked the same way. `statement_rows`
+/// is what one more statement costs, in repeated rows.
+pub(crate) fn padded_chunks<T>(items: &[T], max: usize, statement_rows: usize) -> Vec<&[T]> {
+    // What binding `n` (under `max`) costs, in repeated rows, and whether to pad it whole.
+    fn plan(n: usize, statement_rows: usize) -> (usize, bool) {
+        if n == 0 {
+            return (0, false);
+        }
+        let padded = statement_rows + (n.next_power_of_two() - n);
+        if n.is_power_of_two() {
+            return (padded, true);
+        }
+        let split = statement_rows + plan(n - n.next_power_of_two() / 2, statement_rows).0;
+        if padded <= split {
+            (padded, true)
+        } else {
+            (split, false)
+        }
+    }
+    let mut out = Vec::new();
+    let mut rest = items;
+    while !rest.is_empty() {
+        let n = if rest.len() >= max {
+            max
+        } else if plan(rest.len(), statement_rows).1 {
+            rest.len()
+        } else {
+            rest.len().next_power_of_two() / 2
+        };
+        let (head, tail) = rest.split_at(n);
+        out.push(head);
+        rest = tail;
+    }
+    out
 }
 
 /// `items` as one PostgreSQL array literal (`{"a","b",NULL}`), bound as a single text
@@ -266,5 +317,30 @@ mod tests {
         assert_eq!(padded(&[7u32]).collect::<Vec<_>>(), [&7]);
         assert_eq!(padded::<u32>(&[]).count(), 0);
         assert_eq!(device_chunks(Backend::Postgres, &devices).len(), 1);
+    }
+
+    #[test]
+    fn event_chunks_pad_where_that_costs_less_than_a_statement() {
+        use super::padded_chunks;
+        let lens = |n: usize, statement_rows: usize| -> Vec<usize> {
+            let items: Vec<usize> = (0..n).collect();
+            let chunks = padded_chunks(&items, 256, statement_rows);
+            assert_eq!(chunks.concat(), items);
+            chunks.iter().map(|c| c.len()).collect()
+        };
+        // A statement worth 8 repeated rows: 3 -> 4 and 24 -> 32 pad (1 and 8 rows, against a
+        // second statement); 33 is 32 + 1 (31 rows against one statement); 50 pads to 64 (14
+        // rows against 32 + 16 + 2's two more statements); 17 is 16 + 1.
+        assert_eq!(lens(3, 8), [3]);
+        assert_eq!(lens(24, 8), [24]);
+        assert_eq!(lens(33, 8), [32, 1]);
+        assert_eq!(lens(50, 8), [50]);
+        assert_eq!(lens(17, 8), [16, 1]);
+        assert_eq!(lens(64, 8), [64]);
+        assert_eq!(lens(300, 8), [256, 32, 12]);
+        // Repeated rows as dear as statements: binary chunks; free: one padded statement.
+        assert_eq!(lens(50, 0), [32, 16, 2]);
+        assert_eq!(lens(33, 1000), [33]);
+        assert!(lens(0, 8).is_empty());
     }
 }
