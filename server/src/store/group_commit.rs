@@ -451,8 +451,8 @@ fn write_batch_sqlite(
             }
         }
     }
-    // 2. What the new events ask for; 3. the moves, in order, each group's devices one
-    // statement (up to 256), its `IN` list padded the same way.
+    // 2. What the new events ask for; 3. the moves, in order, each group's devices in as few
+    // statements as pay (`device_chunks`), each `IN` list padded the same way.
     let mut plan = plan(Backend::Sqlite, reports, &new);
     for m in &plan.moves {
         let Some(sql) = move_sqlite(m.to, m.devices.len().next_power_of_two()) else {

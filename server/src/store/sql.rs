@@ -176,12 +176,11 @@ pub(crate) fn padded<T>(chunk: &[T]) -> impl Iterator<Item = &T> {
         .chain(std::iter::repeat_n(chunk.last(), pad).flatten())
 }
 
-/// `items` in the chunks of a multi-row SQLite statement whose rows cost work of their own
-/// when repeated (the SQLite writer's events: a repeated row is copied, checked and skipped),
-/// each bound [`padded`]: up to `max` a statement, and a chunk padded where that costs fewer
-/// than `statement_rows` repeated rows a statement it saves; otherwise the largest power of
-/// two goes first (as [`binary_chunks`]) and the rest is chunked the same way. `statement_rows`
-/// is what one more statement costs, in repeated rows.
+/// `items` in the chunks of a multi-row SQLite statement, each to be bound [`padded`]: up to
+/// `max` a statement; a chunk padded whole where its repeated items cost less than the
+/// statements a split into powers of two would add, `statement_rows` repeated items a
+/// statement ([`STATEMENT_ROWS`]); otherwise the largest power of two goes first (as
+/// [`binary_chunks`]) and the rest is chunked the same way.
 pub(crate) fn padded_chunks<T>(items: &[T], max: usize, statement_rows: usize) -> Vec<&[T]> {
     // What binding `n` (under `max`) costs, in repeated rows, and whether to pad it whole.
     fn plan(n: usize, statement_rows: usize) -> (usize, bool) {
